@@ -1,0 +1,42 @@
+# raftgres: every target says what it does. See README.md.
+.PHONY: run test sim sim-repro bench bench-storage fmt lint verify
+
+# Bring up a local 3-node cluster (its own Postgres instances) and show it working.
+run:
+	scripts/ensure-deps.sh
+	cargo build --release -p raftgres
+	scripts/demo.sh
+
+# The whole test suite (installs and starts what it needs).
+test:
+	scripts/test.sh
+
+# A large simulator sweep: 10,000 seeds of a 5-node cluster, 10,000 ticks each.
+sim:
+	cargo run --release -p raftgres-sim -- run --seeds 0..10000 --nodes 5 --ticks 10000 --faults swarm
+
+# Replay one simulator seed with its event trace: make sim-repro SEED=42 [NODES=5] [TICKS=10000] [FAULTS=swarm]
+NODES ?= 5
+TICKS ?= 10000
+FAULTS ?= swarm
+sim-repro:
+	cargo run --release -p raftgres-sim -- run --seeds $(SEED)..$$(($(SEED)+1)) --nodes $(NODES) --ticks $(TICKS) --faults $(FAULTS) --trace
+
+# Benchmarks (numbers go to docs/BENCHMARKS.md).
+bench: bench-storage
+
+# Storage append throughput against a plain multi-row INSERT baseline.
+bench-storage:
+	scripts/ensure-deps.sh
+	cargo run --release -p raftgres-storage-pg --example append_bench
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p raftgres-sim --all-targets --features planted-bugs -- -D warnings
+
+# The read-only gate: formatting, lints and tests.
+verify:
+	bash .ci/run

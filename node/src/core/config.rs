@@ -1,0 +1,237 @@
+//! The core's configuration, validated once at construction.
+
+use super::types::NodeId;
+
+/// A bug planted on purpose so the simulator can prove its checkers fail.
+/// Compiled only with the `planted-bugs` feature, which only the simulator
+/// enables.
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlantedBug {
+    /// Grant votes without the up-to-date-log check (breaks section 5.4.1).
+    VoteWithoutLogCheck,
+    /// Commit entries of an earlier term by counting replicas (breaks
+    /// section 5.4.2, Figure 8).
+    CommitPreviousTerm,
+    /// Send vote grants before the vote is durable (breaks the rule that
+    /// persistent state is updated before responding).
+    VoteBeforeDurable,
+    /// Append new entries without truncating a conflicting suffix (breaks
+    /// step 3 of AppendEntries in Figure 2).
+    SkipTruncate,
+    /// Serve linearizable reads without confirming leadership (breaks
+    /// section 8's read rule).
+    ReadWithoutConfirmation,
+}
+
+#[cfg(feature = "planted-bugs")]
+impl PlantedBug {
+    /// Every planted bug, in a stable order.
+    pub const ALL: [PlantedBug; 5] = [
+        PlantedBug::VoteWithoutLogCheck,
+        PlantedBug::CommitPreviousTerm,
+        PlantedBug::VoteBeforeDurable,
+        PlantedBug::SkipTruncate,
+        PlantedBug::ReadWithoutConfirmation,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::VoteWithoutLogCheck => "vote-without-log-check",
+            PlantedBug::CommitPreviousTerm => "commit-previous-term",
+            PlantedBug::VoteBeforeDurable => "vote-before-durable",
+            PlantedBug::SkipTruncate => "skip-truncate",
+            PlantedBug::ReadWithoutConfirmation => "read-without-confirmation",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn from_name(name: &str) -> Option<PlantedBug> {
+        PlantedBug::ALL.into_iter().find(|bug| bug.name() == name)
+    }
+}
+
+/// Configuration of one node's Raft core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node's id. Invariant: non-zero and one of `voters`.
+    pub id: NodeId,
+    /// Every voting member, this node included. Invariant: no duplicates.
+    pub voters: Vec<NodeId>,
+    /// Lower bound (inclusive) of the randomized election timeout, in ticks.
+    /// Also the leader lease and the check-quorum interval.
+    pub election_ticks_min: u64,
+    /// Upper bound (exclusive) of the randomized election timeout, in ticks.
+    pub election_ticks_max: u64,
+    /// Ticks between heartbeats. Invariant: below `election_ticks_min`.
+    pub heartbeat_ticks: u64,
+    /// Run a pre-vote round before a real election (section 9.6), so a
+    /// partitioned node cannot disrupt the cluster when it returns.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a quorum within
+    /// `election_ticks_min` steps down; followers ignore vote requests
+    /// while they hear from a live leader (leader stickiness).
+    pub check_quorum: bool,
+    /// Most entries in one AppendEntries message.
+    pub entries_per_message_max: usize,
+    /// Most entry bytes in one AppendEntries message (a single larger entry
+    /// is still sent alone).
+    pub message_bytes_max: usize,
+    /// Most AppendEntries messages in flight to one follower in the
+    /// replicate state.
+    pub inflight_messages_max: usize,
+    /// Most entries the leader holds that are not yet committed; beyond it
+    /// proposals are refused with `ProposeError::Backpressure`.
+    pub uncommitted_entries_max: usize,
+    /// Most entries handed to the driver for applying in one `Ready`.
+    pub apply_batch_entries_max: usize,
+    /// Most read requests waiting for confirmation or apply.
+    pub pending_reads_max: usize,
+    /// A bug to plant (simulator only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Why a configuration was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting is out of range.
+    #[error("invalid raft config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// A configuration with sensible defaults for node `id` among `voters`:
+    /// election timeout 10..20 ticks, heartbeat every 2 ticks, pre-vote
+    /// and check-quorum on.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
+        Config {
+            id,
+            voters,
+            election_ticks_min: 10,
+            election_ticks_max: 20,
+            heartbeat_ticks: 2,
+            pre_vote: true,
+            check_quorum: true,
+            entries_per_message_max: 512,
+            message_bytes_max: 1 << 20,
+            inflight_messages_max: 64,
+            uncommitted_entries_max: 65_536,
+            apply_batch_entries_max: 1024,
+            pending_reads_max: 16_384,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
+        }
+    }
+
+    /// Checks every setting, with a message a person can act on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if self.id.0 == 0 {
+            return invalid("node id must be non-zero".into());
+        }
+        if self.voters.iter().any(|voter| voter.0 == 0) {
+            return invalid("voter ids must be non-zero".into());
+        }
+        let mut sorted = self.voters.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.voters.len() {
+            return invalid(format!("voters {:?} contain a duplicate id", self.voters));
+        }
+        if !self.voters.contains(&self.id) {
+            return invalid(format!(
+                "node {} is not among the voters {:?}",
+                self.id, self.voters
+            ));
+        }
+        if self.heartbeat_ticks == 0 {
+            return invalid("heartbeat_ticks must be at least 1".into());
+        }
+        if self.election_ticks_min <= self.heartbeat_ticks {
+            return invalid(format!(
+                "election_ticks_min ({}) must exceed heartbeat_ticks ({}): followers would campaign between heartbeats",
+                self.election_ticks_min, self.heartbeat_ticks
+            ));
+        }
+        if self.election_ticks_max <= self.election_ticks_min {
+            return invalid(format!(
+                "election_ticks_max ({}) must exceed election_ticks_min ({}) so that timeouts are randomized",
+                self.election_ticks_max, self.election_ticks_min
+            ));
+        }
+        let limits = [
+            ("entries_per_message_max", self.entries_per_message_max),
+            ("message_bytes_max", self.message_bytes_max),
+            ("inflight_messages_max", self.inflight_messages_max),
+            ("uncommitted_entries_max", self.uncommitted_entries_max),
+            ("apply_batch_entries_max", self.apply_batch_entries_max),
+            ("pending_reads_max", self.pending_reads_max),
+        ];
+        for (name, value) in limits {
+            if value == 0 {
+                return invalid(format!("{name} must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)])
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        valid().validate().unwrap();
+    }
+
+    #[test]
+    fn each_bad_setting_is_refused_with_its_name() {
+        type BreakConfig = fn(&mut Config);
+        let cases: Vec<(BreakConfig, &str)> = vec![
+            (|config| config.id = NodeId(0), "node id"),
+            (|config| config.id = NodeId(9), "not among the voters"),
+            (|config| config.voters.push(NodeId(2)), "duplicate"),
+            (|config| config.voters.push(NodeId(0)), "non-zero"),
+            (|config| config.heartbeat_ticks = 0, "heartbeat_ticks"),
+            (|config| config.election_ticks_min = 2, "election_ticks_min"),
+            (
+                |config| config.election_ticks_max = 10,
+                "election_ticks_max",
+            ),
+            (
+                |config| config.entries_per_message_max = 0,
+                "entries_per_message_max",
+            ),
+            (|config| config.message_bytes_max = 0, "message_bytes_max"),
+            (
+                |config| config.inflight_messages_max = 0,
+                "inflight_messages_max",
+            ),
+            (
+                |config| config.uncommitted_entries_max = 0,
+                "uncommitted_entries_max",
+            ),
+            (
+                |config| config.apply_batch_entries_max = 0,
+                "apply_batch_entries_max",
+            ),
+            (|config| config.pending_reads_max = 0, "pending_reads_max"),
+        ];
+        for (break_it, expected) in cases {
+            let mut config = valid();
+            break_it(&mut config);
+            let error = config.validate().expect_err(expected).to_string();
+            assert!(
+                error.contains(expected),
+                "{error:?} should mention {expected:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! The leader: replication (section 5.3) with per-follower flow control,
+//! the commit rule (section 5.4.2), heartbeats and check-quorum,
+//! ReadIndex reads and leases (section 8), and leadership transfer.
+
+use super::message::{Message, MessageBody};
+use super::progress::ProgressState;
+use super::quorum;
+use super::raft::Raft;
+use super::read_only::PendingRead;
+use super::ready::ReadState;
+use super::types::{LogIndex, NodeId, Role, Snapshot, Term};
+
+/// Why a read was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// No leader is known to confirm the read with.
+    #[error("cannot serve the read here; {}", super::raft::describe_leader(*leader))]
+    NoLeader {
+        /// The known leader, if any.
+        leader: Option<NodeId>,
+    },
+    /// Too many reads are pending.
+    #[error("too many pending reads")]
+    Backpressure,
+}
+
+impl Raft {
+    pub(super) fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_ticks_min {
+            self.election_elapsed = 0;
+            if self.config.check_quorum && !self.quorum_recently_active() {
+                // Check-quorum: a leader cut off from a majority steps down,
+                // so that clients stop waiting on it.
+                self.become_follower(self.term, None);
+                return;
+            }
+            for progress in self.progress.values_mut() {
+                progress.recent_active = false;
+            }
+            self.transfer_target = None;
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+        self.resend_lost_snapshots();
+    }
+
+    fn quorum_recently_active(&self) -> bool {
+        let active = self
+            .progress
+            .values()
+            .filter(|progress| progress.recent_active)
+            .count()
+            + 1;
+        active >= quorum::majority(self.config.voters.len())
+    }
+
+    fn resend_lost_snapshots(&mut self) {
+        let ticks = self.ticks;
+        let timeout = self.config.election_ticks_max;
+        for progress in self.progress.values_mut() {
+            if let ProgressState::Snapshot { sent_at_tick, .. } = progress.state {
+                if ticks - sent_at_tick >= timeout {
+                    progress.become_probe();
+                    self.replication_pending = true;
+                }
+            }
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        self.read_round += 1;
+        self.read_round_pending = false;
+        self.round_sent_ticks
+            .push_back((self.read_round, self.ticks));
+        for peer in self.peers() {
+            let match_index = self.progress[&peer].match_index;
+            let body = MessageBody::HeartbeatRequest {
+                leader_commit: self.log.commit_index().min(match_index),
+                read_round: self.read_round,
+            };
+            self.send(peer, body);
+        }
+        if self.config.voters.len() == 1 {
+            self.confirm_reads();
+        }
+    }
+
+    /// Sends what accumulated since the last `Ready`: new entries, the new
+    /// commit index, a heartbeat round for waiting reads.
+    pub(super) fn flush_leader(&mut self) {
+        if self.read_round_pending {
+            self.broadcast_heartbeat();
+        }
+        let replicate = std::mem::take(&mut self.replication_pending);
+        let announce_commit = std::mem::take(&mut self.commit_broadcast_pending);
+        if !replicate && !announce_commit {
+            return;
+        }
+        for peer in self.peers() {
+            let mut sent = false;
+            while self.send_append(peer, false) {
+                sent = true;
+            }
+            if announce_commit && !sent {
+                self.send_append(peer, true);
+            }
+        }
+    }
+
+    /// Sends `peer` the entries it needs next, if its flow control allows.
+    /// Returns whether a message went out.
+    fn send_append(&mut self, peer: NodeId, send_if_empty: bool) -> bool {
+        let inflight_max = self.config.inflight_messages_max;
+        let progress = &self.progress[&peer];
+        if progress.is_paused(inflight_max) {
+            return false;
+        }
+        let next_index = progress.next_index;
+        let prev_log_index = next_index.prev();
+        let entries = self.log.entries_from(
+            next_index,
+            self.config.entries_per_message_max,
+            self.config.message_bytes_max,
+        );
+        let (prev_log_term, entries) = match (self.log.term_at(prev_log_index), entries) {
+            (Some(term), Ok(entries)) => (term, entries),
+            _ => {
+                self.send_snapshot(peer);
+                return true;
+            }
+        };
+        if entries.is_empty() && !send_if_empty {
+            return false;
+        }
+        let last_sent = entries.last().map(|entry| entry.index);
+        let progress = self.progress.get_mut(&peer).expect("peer has progress");
+        match last_sent {
+            Some(last) => progress.sent_entries(last),
+            None if progress.state == ProgressState::Probe => progress.probe_sent = true,
+            None => {}
+        }
+        let body = MessageBody::AppendRequest {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit: self.log.commit_index(),
+        };
+        self.send(peer, body);
+        true
+    }
+
+    fn send_snapshot(&mut self, peer: NodeId) {
+        let meta = self.log.snapshot();
+        let ticks = self.ticks;
+        self.progress
+            .get_mut(&peer)
+            .expect("peer has progress")
+            .become_snapshot(meta.index, ticks);
+        // The driver attaches the state machine bytes for `meta`.
+        self.send(
+            peer,
+            MessageBody::InstallSnapshot {
+                snapshot: Snapshot {
+                    meta,
+                    data: Vec::new(),
+                },
+            },
+        );
+    }
+
+    /// Advances the commit index to the highest index a majority holds,
+    /// counting this node only up to its durable index (rule 3), and only
+    /// for an entry of the current term (rule 5, section 5.4.2).
+    pub(super) fn maybe_commit(&mut self) -> bool {
+        let durable = self.log.durable_index();
+        let own_id = self.id;
+        let progress = &self.progress;
+        let candidate = quorum::committed_index(&self.config.voters, |voter| {
+            if voter == own_id {
+                durable
+            } else {
+                progress
+                    .get(&voter)
+                    .map_or(LogIndex(0), |progress| progress.match_index)
+            }
+        });
+        if candidate <= self.log.commit_index() {
+            return false;
+        }
+        let of_current_term = self.log.term_at(candidate) == Some(self.term);
+        if !of_current_term && !self.bug_commit_previous_term() {
+            return false;
+        }
+        let first_commit_in_term = !self.committed_in_current_term();
+        self.log.commit_to(candidate);
+        self.commit_broadcast_pending = true;
+        if first_commit_in_term && self.committed_in_current_term() {
+            self.start_reads_waiting_for_term_commit();
+        }
+        true
+    }
+
+    /// Whether the leader committed an entry of its own term, which makes
+    /// its commit index current (section 8).
+    pub(super) fn committed_in_current_term(&self) -> bool {
+        self.log.term_at(self.log.commit_index()) == Some(self.term)
+    }
+
+    /// Handles a message in the leader role.
+    pub(super) fn step_leader(&mut self, message: Message) {
+        let from = message.from;
+        match message.body {
+            MessageBody::AppendResponse {
+                index,
+                rejected,
+                reject_hint_index,
+                reject_hint_term,
+            } => {
+                let Some(progress) = self.progress.get_mut(&from) else {
+                    return;
+                };
+                progress.recent_active = true;
+                if rejected {
+                    self.handle_append_rejection(from, index, reject_hint_index, reject_hint_term);
+                } else {
+                    self.handle_append_success(from, index);
+                }
+            }
+            MessageBody::HeartbeatResponse { read_round } => {
+                let last_index = self.log.last_index();
+                let Some(progress) = self.progress.get_mut(&from) else {
+                    return;
+                };
+                progress.recent_active = true;
+                progress.probe_sent = false;
+                progress.read_round_acked = progress.read_round_acked.max(read_round);
+                if progress.match_index < last_index {
+                    // Even with nothing new to send: an append that the
+                    // follower rejects reveals a lost message in the
+                    // replicate window and restarts probing.
+                    self.send_append(from, true);
+                }
+                self.confirm_reads();
+            }
+            MessageBody::ReadIndexRequest { context }
+                if self.leader_read(from, context).is_err() =>
+            {
+                self.refuse_forwarded_read(from, context);
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_append_rejection(
+        &mut self,
+        peer: NodeId,
+        rejected: LogIndex,
+        hint_index: LogIndex,
+        hint_term: Term,
+    ) {
+        // Fast backtracking: skip every entry of the leader's log whose term
+        // is above the follower's term at the hint.
+        let next_probe = if hint_term.0 > 0 {
+            self.log.find_conflict_by_term(hint_index, hint_term).0
+        } else {
+            hint_index
+        };
+        let progress = self.progress.get_mut(&peer).expect("peer has progress");
+        if progress.reject(rejected, next_probe) {
+            self.send_append(peer, false);
+        }
+    }
+
+    fn handle_append_success(&mut self, peer: NodeId, index: LogIndex) {
+        let progress = self.progress.get_mut(&peer).expect("peer has progress");
+        if index > self.log.last_index() {
+            // Answers a request of an earlier leader of this term: impossible.
+            panic!(
+                "node {} term {}: peer {peer} acknowledged index {index} beyond the log",
+                self.id, self.term
+            );
+        }
+        if !progress.acknowledge(index) {
+            return;
+        }
+        match progress.state {
+            ProgressState::Probe => progress.become_replicate(),
+            ProgressState::Snapshot { pending_index, .. }
+                if progress.match_index >= pending_index =>
+            {
+                progress.become_replicate()
+            }
+            _ => {}
+        }
+        self.maybe_commit();
+        self.replication_pending = true;
+        self.send_timeout_now_if_caught_up(peer);
+    }
+
+    pub(super) fn send_timeout_now_if_caught_up(&mut self, peer: NodeId) {
+        if self.transfer_target != Some(peer) {
+            return;
+        }
+        if self.progress[&peer].match_index == self.log.last_index() {
+            self.send(peer, MessageBody::TimeoutNow);
+        } else {
+            self.replication_pending = true;
+        }
+    }
+
+    /// Requests a linearizable read identified by `context`. It shows up in
+    /// `Ready::reads` once safe (or in `Ready::reads_dropped`). A follower
+    /// forwards it to its leader.
+    pub fn read_index(&mut self, context: u64) -> Result<(), ReadError> {
+        if self.reads.len() >= self.config.pending_reads_max {
+            return Err(ReadError::Backpressure);
+        }
+        match (self.role, self.leader) {
+            (Role::Leader, _) => self.leader_read(self.id, context),
+            (Role::Follower, Some(leader)) => {
+                self.reads.forwarded.push(context);
+                self.send(leader, MessageBody::ReadIndexRequest { context });
+                Ok(())
+            }
+            (_, leader) => Err(ReadError::NoLeader { leader }),
+        }
+    }
+
+    fn leader_read(&mut self, requester: NodeId, context: u64) -> Result<(), ReadError> {
+        if self.transfer_target.is_some() {
+            return Err(ReadError::NoLeader {
+                leader: self.leader,
+            });
+        }
+        if self.bug_read_without_confirmation() {
+            let index = self.log.commit_index();
+            self.finish_read(PendingRead {
+                requester,
+                context,
+                index,
+                round: 0,
+            });
+            return Ok(());
+        }
+        if !self.committed_in_current_term() {
+            self.reads
+                .waiting_for_term_commit
+                .push((requester, context));
+            return Ok(());
+        }
+        self.queue_read_for_round(requester, context);
+        Ok(())
+    }
+
+    fn queue_read_for_round(&mut self, requester: NodeId, context: u64) {
+        let read = PendingRead {
+            requester,
+            context,
+            index: self.log.commit_index(),
+            round: self.read_round + 1,
+        };
+        self.reads.waiting_for_quorum.push_back(read);
+        self.read_round_pending = true;
+        if self.config.voters.len() == 1 {
+            self.broadcast_heartbeat();
+        }
+    }
+
+    fn start_reads_waiting_for_term_commit(&mut self) {
+        for (requester, context) in std::mem::take(&mut self.reads.waiting_for_term_commit) {
+            self.queue_read_for_round(requester, context);
+        }
+    }
+
+    /// The highest heartbeat round a quorum acknowledged (this node counts
+    /// for every round it sent).
+    fn quorum_acknowledged_round(&self) -> u64 {
+        let own_id = self.id;
+        let own_round = self.read_round;
+        let round = quorum::committed_index(&self.config.voters, |voter| {
+            if voter == own_id {
+                LogIndex(own_round)
+            } else {
+                LogIndex(
+                    self.progress
+                        .get(&voter)
+                        .map_or(0, |progress| progress.read_round_acked),
+                )
+            }
+        });
+        round.0
+    }
+
+    fn confirm_reads(&mut self) {
+        let round = self.quorum_acknowledged_round();
+        for read in self.reads.confirm_through(round) {
+            self.finish_read(read);
+        }
+        while self.round_sent_ticks.len() > 1 && self.round_sent_ticks[1].0 <= round {
+            self.round_sent_ticks.pop_front();
+        }
+    }
+
+    fn finish_read(&mut self, read: PendingRead) {
+        if read.requester == self.id {
+            self.reads.waiting_for_apply.push(ReadState {
+                context: read.context,
+                index: read.index,
+            });
+            self.reads.release_applied(self.log.applied_index());
+        } else {
+            let body = MessageBody::ReadIndexResponse {
+                context: read.context,
+                index: read.index,
+                refused: false,
+            };
+            self.send(read.requester, body);
+        }
+    }
+
+    /// A lease read: when this leader holds a lease, the index a read must
+    /// observe, without a quorum round. The lease runs from the send time
+    /// of the latest heartbeat round a quorum acknowledged, for three
+    /// quarters of `election_ticks_min` (the margin tolerates followers'
+    /// clocks running up to a third fast): until then no follower of that
+    /// quorum votes for anyone else. Needs check-quorum.
+    pub fn lease_read_index(&self) -> Option<LogIndex> {
+        if self.role != Role::Leader
+            || !self.config.check_quorum
+            || self.transfer_target.is_some()
+            || !self.committed_in_current_term()
+        {
+            return None;
+        }
+        let round = self.quorum_acknowledged_round();
+        let sent_at = self
+            .round_sent_ticks
+            .iter()
+            .find(|(sent_round, _)| *sent_round == round)?
+            .1;
+        let lease_ticks = self.config.election_ticks_min * 3 / 4;
+        (self.ticks < sent_at + lease_ticks).then_some(self.log.commit_index())
+    }
+}

@@ -1,0 +1,652 @@
+//! The Raft node: its state, the inputs it accepts, the role transitions,
+//! and the handling every role shares (terms and votes). Role-specific
+//! handling lives in `leader.rs`, `candidate.rs` and `follower.rs`.
+
+use std::collections::BTreeMap;
+
+#[cfg(feature = "planted-bugs")]
+use super::config::PlantedBug;
+use super::config::{Config, ConfigError};
+use super::log::RaftLog;
+use super::message::{Message, MessageBody};
+use super::progress::Progress;
+use super::read_only::ReadQueue;
+use super::ready::{PeerStatus, Ready, Status};
+use super::rng::SplitMix64;
+use super::types::{
+    Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term,
+};
+
+/// What a node recovered from its disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DurableState {
+    /// Term and vote.
+    pub hard_state: HardState,
+    /// The compacted prefix.
+    pub snapshot: SnapshotMeta,
+    /// Entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+    /// Highest index the state machine has applied (at least the snapshot
+    /// index; the applied entries were committed).
+    pub applied: LogIndex,
+}
+
+/// "the leader is node N" or "no leader is known", for error messages.
+pub fn describe_leader(leader: Option<NodeId>) -> String {
+    match leader {
+        Some(leader) => format!("the leader is node {leader}"),
+        None => "no leader is known".to_string(),
+    }
+}
+
+/// Why a proposal was refused. The driver turns these into answers a
+/// client can act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// Only the leader accepts proposals; `leader` is the one this node
+    /// knows of, if any.
+    #[error("not the leader; {}", describe_leader(*leader))]
+    NotLeader {
+        /// The known leader.
+        leader: Option<NodeId>,
+    },
+    /// Leadership is being handed to another node.
+    #[error("leadership transfer in progress")]
+    TransferInProgress,
+    /// Too many entries wait for commit.
+    #[error("too many uncommitted entries")]
+    Backpressure,
+}
+
+/// Why a leadership transfer was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    /// Only the leader can hand over leadership.
+    #[error("not the leader; {}", describe_leader(*leader))]
+    NotLeader {
+        /// The known leader.
+        leader: Option<NodeId>,
+    },
+    /// The target is not a voter of this cluster.
+    #[error("node {0} is not a voter")]
+    UnknownNode(NodeId),
+}
+
+/// A Raft node's consensus state machine. Pure: it never reads a clock,
+/// touches I/O or draws randomness it was not given.
+#[derive(Clone, Debug)]
+pub struct Raft {
+    pub(super) config: Config,
+    pub(super) id: NodeId,
+    /// Latest term seen. Invariant: never decreases.
+    pub(super) term: Term,
+    /// Vote in `term`. Invariant: once set in a term, never changes in it.
+    pub(super) voted_for: Option<NodeId>,
+    /// Term or vote changed since the last `Ready`.
+    pub(super) hard_state_dirty: bool,
+    pub(super) role: Role,
+    /// The leader of `term`, once known.
+    pub(super) leader: Option<NodeId>,
+    pub(super) log: RaftLog,
+    pub(super) rng: SplitMix64,
+    /// Ticks since the last reset: election timer for followers and
+    /// candidates, check-quorum timer for leaders.
+    pub(super) election_elapsed: u64,
+    /// Leader: ticks since the last heartbeat.
+    pub(super) heartbeat_elapsed: u64,
+    /// This term's election timeout, in `election_ticks_min..election_ticks_max`.
+    pub(super) randomized_election_ticks: u64,
+    /// Ticks since this core was created; only ever compared with itself.
+    pub(super) ticks: u64,
+    /// The node restarted with history (term > 0): it may have heard from a
+    /// leader just before it went down.
+    pub(super) restarted: bool,
+    /// Candidate and pre-candidate: the votes received.
+    pub(super) votes: BTreeMap<NodeId, bool>,
+    /// Leader: every other voter's progress.
+    pub(super) progress: BTreeMap<NodeId, Progress>,
+    /// Leader: a transfer to this node is under way.
+    pub(super) transfer_target: Option<NodeId>,
+    /// Leader: the latest heartbeat round sent.
+    pub(super) read_round: u64,
+    /// Leader: when each recent round was sent, oldest first, for leases.
+    pub(super) round_sent_ticks: std::collections::VecDeque<(u64, u64)>,
+    pub(super) reads: ReadQueue,
+    /// Leader: new entries wait to be sent to followers.
+    pub(super) replication_pending: bool,
+    /// Leader: the commit index moved and followers should hear of it.
+    pub(super) commit_broadcast_pending: bool,
+    /// Leader: reads wait for a heartbeat round.
+    pub(super) read_round_pending: bool,
+    pub(super) messages: Vec<Message>,
+    pub(super) messages_after_persist: Vec<Message>,
+    pub(super) pending_snapshot: Option<Snapshot>,
+}
+
+impl Raft {
+    /// A node recovered from `durable` state; `seed` drives its election
+    /// timeouts.
+    pub fn new(config: Config, durable: DurableState, seed: u64) -> Result<Raft, ConfigError> {
+        config.validate()?;
+        let id = config.id;
+        let log = RaftLog::restore(id, durable.snapshot, durable.entries, durable.applied);
+        assert!(
+            log.last_term() <= durable.hard_state.term,
+            "node {id}: log ends in term {} beyond the stored term {}",
+            log.last_term(),
+            durable.hard_state.term
+        );
+        let mut raft = Raft {
+            id,
+            term: durable.hard_state.term,
+            voted_for: durable.hard_state.voted_for,
+            hard_state_dirty: false,
+            role: Role::Follower,
+            leader: None,
+            log,
+            rng: SplitMix64::new(seed),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_ticks: 0,
+            ticks: 0,
+            restarted: durable.hard_state.term > Term(0),
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            transfer_target: None,
+            read_round: 0,
+            round_sent_ticks: Default::default(),
+            reads: ReadQueue::default(),
+            replication_pending: false,
+            commit_broadcast_pending: false,
+            read_round_pending: false,
+            messages: Vec::new(),
+            messages_after_persist: Vec::new(),
+            pending_snapshot: None,
+            config,
+        };
+        raft.reset_election_timer();
+        Ok(raft)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The leader this node knows of in its term.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The log, read-only.
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.election_elapsed += 1;
+            if self.election_elapsed >= self.randomized_election_ticks {
+                self.election_elapsed = 0;
+                self.campaign(false);
+            }
+        }
+    }
+
+    /// Starts an election now (as if the election timer had fired).
+    pub fn campaign_now(&mut self) {
+        if self.role != Role::Leader {
+            self.campaign(false);
+        }
+    }
+
+    /// Proposes a command; returns the index it will have if committed.
+    pub fn propose(&mut self, command: Vec<u8>) -> Result<LogIndex, ProposeError> {
+        self.propose_payload(EntryPayload::Command(command))
+    }
+
+    pub(super) fn propose_payload(
+        &mut self,
+        payload: EntryPayload,
+    ) -> Result<LogIndex, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.transfer_target.is_some() {
+            return Err(ProposeError::TransferInProgress);
+        }
+        let uncommitted = self.log.last_index().0 - self.log.commit_index().0;
+        if uncommitted >= self.config.uncommitted_entries_max as u64 {
+            return Err(ProposeError::Backpressure);
+        }
+        let index = self.log.last_index().next();
+        self.log.append(vec![Entry {
+            term: self.term,
+            index,
+            payload,
+        }]);
+        self.replication_pending = true;
+        Ok(index)
+    }
+
+    /// Hands leadership to `target` (leader only): the leader stops taking
+    /// proposals, brings the target up to date and tells it to campaign.
+    /// The attempt is abandoned after `election_ticks_min` ticks.
+    pub fn transfer_leadership(&mut self, target: NodeId) -> Result<(), TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if !self.config.voters.contains(&target) {
+            return Err(TransferError::UnknownNode(target));
+        }
+        if target == self.id {
+            return Ok(());
+        }
+        self.transfer_target = Some(target);
+        self.election_elapsed = 0;
+        self.send_timeout_now_if_caught_up(target);
+        Ok(())
+    }
+
+    /// The driver made everything up to (`index`, `term`) durable.
+    pub fn persisted(&mut self, index: LogIndex, term: Term) {
+        if self.log.persisted(index, term) && self.role == Role::Leader {
+            self.maybe_commit();
+        }
+    }
+
+    /// The driver applied every committed entry up to `index`.
+    pub fn applied(&mut self, index: LogIndex) {
+        self.log.applied_to(index);
+        self.reads.release_applied(self.log.applied_index());
+    }
+
+    /// Drops the log prefix up to `index`, which the driver has captured in
+    /// a state machine snapshot (and persisted the compaction).
+    pub fn compact(&mut self, index: LogIndex) {
+        self.log.compact(index);
+    }
+
+    /// Whether `ready` would return anything.
+    pub fn has_ready(&self) -> bool {
+        self.hard_state_dirty
+            || self.pending_snapshot.is_some()
+            || self.log.has_unpersisted()
+            || !self.messages.is_empty()
+            || !self.messages_after_persist.is_empty()
+            || self.log.has_committed_to_apply()
+            || !self.reads.ready.is_empty()
+            || !self.reads.dropped.is_empty()
+            || (self.role == Role::Leader
+                && (self.replication_pending
+                    || self.commit_broadcast_pending
+                    || self.read_round_pending))
+    }
+
+    /// Takes the next batch of work for the driver.
+    pub fn ready(&mut self) -> Ready {
+        if self.role == Role::Leader {
+            self.flush_leader();
+        }
+        let hard_state = std::mem::take(&mut self.hard_state_dirty).then_some(self.hard_state());
+        Ready {
+            hard_state,
+            snapshot: self.pending_snapshot.take(),
+            entries: self.log.take_unpersisted(),
+            messages: std::mem::take(&mut self.messages),
+            messages_after_persist: std::mem::take(&mut self.messages_after_persist),
+            committed_entries: self.log.take_committed(self.config.apply_batch_entries_max),
+            reads: std::mem::take(&mut self.reads.ready),
+            reads_dropped: std::mem::take(&mut self.reads.dropped),
+        }
+    }
+
+    /// Term and vote as they must be persisted.
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+        }
+    }
+
+    /// A summary of this node's state.
+    pub fn status(&self) -> Status {
+        let peers = self
+            .progress
+            .iter()
+            .map(|(id, progress)| PeerStatus {
+                id: *id,
+                match_index: progress.match_index,
+                next_index: progress.next_index,
+                state: progress.state,
+                recent_active: progress.recent_active,
+            })
+            .collect();
+        Status {
+            id: self.id,
+            role: self.role,
+            term: self.term,
+            voted_for: self.voted_for,
+            leader: self.leader,
+            commit_index: self.log.commit_index(),
+            applied_index: self.log.applied_index(),
+            durable_index: self.log.durable_index(),
+            last_index: self.log.last_index(),
+            last_term: self.log.last_term(),
+            snapshot: self.log.snapshot(),
+            peers,
+        }
+    }
+
+    /// Feeds a message from a peer.
+    pub fn step(&mut self, message: Message) {
+        if message.to != self.id
+            || message.from == self.id
+            || !self.config.voters.contains(&message.from)
+        {
+            return;
+        }
+        if message.term > self.term {
+            if !self.step_higher_term(&message) {
+                return;
+            }
+        } else if message.term < self.term {
+            self.step_lower_term(&message);
+            return;
+        }
+        if let MessageBody::VoteRequest {
+            pre_vote,
+            last_log_index,
+            last_log_term,
+            ..
+        } = message.body
+        {
+            self.handle_vote_request(
+                message.from,
+                message.term,
+                pre_vote,
+                last_log_index,
+                last_log_term,
+            );
+            return;
+        }
+        match self.role {
+            Role::Leader => self.step_leader(message),
+            Role::Candidate | Role::PreCandidate => self.step_candidate(message),
+            Role::Follower => self.step_follower(message),
+        }
+    }
+
+    /// A message from a later term. Returns whether to go on handling it.
+    fn step_higher_term(&mut self, message: &Message) -> bool {
+        match message.body {
+            MessageBody::VoteRequest {
+                pre_vote,
+                leadership_transfer,
+                ..
+            } => {
+                if self.in_leader_lease() && !leadership_transfer {
+                    // Leader stickiness (section 9.6 of the dissertation): a
+                    // node that hears from a live leader ignores campaigns,
+                    // so a flapping node cannot depose it.
+                    return false;
+                }
+                if !pre_vote {
+                    self.become_follower(message.term, None);
+                }
+                true
+            }
+            // A granted pre-vote carries the term we would campaign in.
+            MessageBody::VoteResponse {
+                pre_vote: true,
+                granted: true,
+            } => true,
+            _ => {
+                let leader = match message.body {
+                    MessageBody::AppendRequest { .. }
+                    | MessageBody::HeartbeatRequest { .. }
+                    | MessageBody::InstallSnapshot { .. } => Some(message.from),
+                    _ => None,
+                };
+                self.become_follower(message.term, leader);
+                true
+            }
+        }
+    }
+
+    /// A message from an earlier term: tell stale leaders and pre-candidates
+    /// about the current term so they stop; ignore everything else.
+    fn step_lower_term(&mut self, message: &Message) {
+        match message.body {
+            MessageBody::AppendRequest { .. } | MessageBody::HeartbeatRequest { .. } => {
+                let body = MessageBody::AppendResponse {
+                    index: LogIndex(0),
+                    rejected: false,
+                    reject_hint_index: LogIndex(0),
+                    reject_hint_term: Term(0),
+                };
+                self.send(message.from, body);
+            }
+            MessageBody::VoteRequest { pre_vote: true, .. } => {
+                self.send(
+                    message.from,
+                    MessageBody::VoteResponse {
+                        pre_vote: true,
+                        granted: false,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether this node heard from a live leader recently enough to ignore
+    /// vote requests. A node that restarted with history counts as such for
+    /// its first election timeout: it may have heard from a leader just
+    /// before it went down, and that leader may be serving lease reads.
+    pub(super) fn in_leader_lease(&self) -> bool {
+        self.config.check_quorum
+            && self.election_elapsed < self.config.election_ticks_min
+            && (self.leader.is_some()
+                || (self.restarted && self.ticks < self.config.election_ticks_min))
+    }
+
+    /// RequestVote and PreVote, section 5.2, 5.4.1 and 9.6.
+    fn handle_vote_request(
+        &mut self,
+        candidate: NodeId,
+        candidate_term: Term,
+        pre_vote: bool,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    ) {
+        let free_to_vote = self.voted_for == Some(candidate)
+            || (self.voted_for.is_none() && self.leader.is_none())
+            || (pre_vote && candidate_term > self.term);
+        let log_ok = self.log.is_up_to_date(last_log_index, last_log_term)
+            || self.bug_vote_without_log_check();
+        let granted = free_to_vote && log_ok;
+        if pre_vote {
+            let term = if granted { candidate_term } else { self.term };
+            self.send_with_term(
+                candidate,
+                term,
+                MessageBody::VoteResponse {
+                    pre_vote: true,
+                    granted,
+                },
+            );
+            return;
+        }
+        if granted {
+            self.election_elapsed = 0;
+            self.set_vote(candidate);
+        }
+        let body = MessageBody::VoteResponse {
+            pre_vote: false,
+            granted,
+        };
+        if granted && self.bug_vote_before_durable() {
+            self.send(candidate, body);
+        } else {
+            // Rule 1: a vote is not sent until the vote is durable.
+            self.send_after_persist(candidate, body);
+        }
+    }
+
+    pub(super) fn set_vote(&mut self, candidate: NodeId) {
+        assert!(
+            self.voted_for.is_none() || self.voted_for == Some(candidate),
+            "node {} term {}: vote changing from {:?} to {}",
+            self.id,
+            self.term,
+            self.voted_for,
+            candidate
+        );
+        if self.voted_for != Some(candidate) {
+            self.voted_for = Some(candidate);
+            self.hard_state_dirty = true;
+        }
+    }
+
+    /// Becomes a follower in `term` (a term never goes back).
+    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        assert!(
+            term >= self.term,
+            "node {}: term going back from {} to {}",
+            self.id,
+            self.term,
+            term
+        );
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.hard_state_dirty = true;
+        }
+        let leader_changed = self.leader != leader;
+        if self.role == Role::Leader || leader_changed {
+            self.reads.drop_unconfirmed(self.id);
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.reset_role_state();
+    }
+
+    /// Clears what belongs to the previous role and rearms the timers.
+    pub(super) fn reset_role_state(&mut self) {
+        self.votes.clear();
+        self.progress.clear();
+        self.transfer_target = None;
+        self.replication_pending = false;
+        self.commit_broadcast_pending = false;
+        self.read_round_pending = false;
+        self.round_sent_ticks.clear();
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.reset_election_timer();
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.randomized_election_ticks = self.rng.range(
+            self.config.election_ticks_min,
+            self.config.election_ticks_max,
+        );
+    }
+
+    /// Queues a message to send right away, in the current term.
+    pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.send_with_term(to, self.term, body);
+    }
+
+    pub(super) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        self.messages.push(Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        });
+    }
+
+    /// Queues a message to send once the current batch is durable.
+    pub(super) fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
+        self.messages_after_persist.push(Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    /// The other voters, in id order.
+    pub(super) fn peers(&self) -> Vec<NodeId> {
+        self.config
+            .voters
+            .iter()
+            .copied()
+            .filter(|voter| *voter != self.id)
+            .collect()
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    pub(super) fn bug(&self, bug: PlantedBug) -> bool {
+        self.config.planted_bug == Some(bug)
+    }
+
+    fn bug_vote_without_log_check(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.bug(PlantedBug::VoteWithoutLogCheck);
+        #[cfg(not(feature = "planted-bugs"))]
+        false
+    }
+
+    fn bug_vote_before_durable(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.bug(PlantedBug::VoteBeforeDurable);
+        #[cfg(not(feature = "planted-bugs"))]
+        false
+    }
+
+    pub(super) fn bug_commit_previous_term(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.bug(PlantedBug::CommitPreviousTerm);
+        #[cfg(not(feature = "planted-bugs"))]
+        false
+    }
+
+    pub(super) fn bug_skip_truncate(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.bug(PlantedBug::SkipTruncate);
+        #[cfg(not(feature = "planted-bugs"))]
+        false
+    }
+
+    pub(super) fn bug_read_without_confirmation(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.bug(PlantedBug::ReadWithoutConfirmation);
+        #[cfg(not(feature = "planted-bugs"))]
+        false
+    }
+}

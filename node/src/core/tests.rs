@@ -1,0 +1,448 @@
+//! Unit tests of the safety rules in DESIGN.md, each built so that it
+//! fails when its rule is broken. Scenario tests in `tests/scenarios/`
+//! cover whole-cluster behaviour.
+
+use super::*;
+
+fn config(id: u64, voters: u64) -> Config {
+    let mut config = Config::new(NodeId(id), (1..=voters).map(NodeId).collect());
+    config.pre_vote = false;
+    config
+}
+
+fn node(id: u64, voters: u64) -> Raft {
+    Raft::new(config(id, voters), DurableState::default(), id).unwrap()
+}
+
+fn node_with_log(id: u64, voters: u64, term: u64, entry_terms: &[u64]) -> Raft {
+    let entries = entry_terms
+        .iter()
+        .enumerate()
+        .map(|(offset, entry_term)| Entry {
+            term: Term(*entry_term),
+            index: LogIndex(offset as u64 + 1),
+            payload: EntryPayload::Command(vec![]),
+        })
+        .collect();
+    let durable = DurableState {
+        hard_state: HardState {
+            term: Term(term),
+            voted_for: None,
+        },
+        snapshot: SnapshotMeta::default(),
+        entries,
+        applied: LogIndex(0),
+    };
+    let mut config = config(id, voters);
+    // These tests send vote requests right after a restart.
+    config.check_quorum = false;
+    Raft::new(config, durable, id).unwrap()
+}
+
+fn message(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
+    Message {
+        from: NodeId(from),
+        to: NodeId(to),
+        term: Term(term),
+        body,
+    }
+}
+
+fn vote_request(from: u64, to: u64, term: u64, last_index: u64, last_term: u64) -> Message {
+    let body = MessageBody::VoteRequest {
+        pre_vote: false,
+        last_log_index: LogIndex(last_index),
+        last_log_term: Term(last_term),
+        leadership_transfer: false,
+    };
+    message(from, to, term, body)
+}
+
+fn granted(messages: &[Message]) -> Option<bool> {
+    messages.iter().find_map(|message| match message.body {
+        MessageBody::VoteResponse { granted, .. } => Some(granted),
+        _ => None,
+    })
+}
+
+fn append(
+    from: u64,
+    to: u64,
+    term: u64,
+    prev: (u64, u64),
+    entries: &[(u64, u64)],
+    commit: u64,
+) -> Message {
+    let entries = entries
+        .iter()
+        .map(|(index, term)| Entry {
+            term: Term(*term),
+            index: LogIndex(*index),
+            payload: EntryPayload::Blank,
+        })
+        .collect();
+    let body = MessageBody::AppendRequest {
+        prev_log_index: LogIndex(prev.0),
+        prev_log_term: Term(prev.1),
+        entries,
+        leader_commit: LogIndex(commit),
+    };
+    message(from, to, term, body)
+}
+
+fn append_response(from: u64, to: u64, term: u64, index: u64) -> Message {
+    let body = MessageBody::AppendResponse {
+        index: LogIndex(index),
+        rejected: false,
+        reject_hint_index: LogIndex(0),
+        reject_hint_term: Term(0),
+    };
+    message(from, to, term, body)
+}
+
+/// Makes node 1 leader of term 1 in a cluster of `voters`, with every
+/// follower holding its blank entry; returns it with nothing pending.
+fn leader(voters: u64) -> Raft {
+    let mut leader = node(1, voters);
+    leader.campaign_now();
+    for peer in 2..=voters {
+        leader.step(message(
+            peer,
+            1,
+            1,
+            MessageBody::VoteResponse {
+                pre_vote: false,
+                granted: true,
+            },
+        ));
+    }
+    assert_eq!(leader.role(), Role::Leader);
+    let ready = leader.ready();
+    let (index, term) = ready.persist_point().unwrap();
+    leader.persisted(index, term);
+    for peer in 2..=voters {
+        leader.step(append_response(peer, 1, 1, 1));
+    }
+    assert_eq!(leader.log().commit_index(), LogIndex(1));
+    let ready = leader.ready();
+    leader.applied(ready.committed_entries.last().unwrap().index);
+    leader
+}
+
+#[test]
+fn rule_1_a_vote_is_sent_only_after_it_is_durable() {
+    let mut follower = node(2, 3);
+    follower.step(vote_request(1, 2, 1, 0, 0));
+    let ready = follower.ready();
+    assert_eq!(
+        ready.hard_state,
+        Some(HardState {
+            term: Term(1),
+            voted_for: Some(NodeId(1))
+        })
+    );
+    assert_eq!(
+        granted(&ready.messages),
+        None,
+        "a vote must not go out before it is durable"
+    );
+    assert_eq!(granted(&ready.messages_after_persist), Some(true));
+}
+
+#[test]
+fn rule_1_a_candidate_asks_for_votes_only_after_its_own_vote_is_durable() {
+    let mut candidate = node(1, 3);
+    candidate.campaign_now();
+    let ready = candidate.ready();
+    assert_eq!(
+        ready.hard_state,
+        Some(HardState {
+            term: Term(1),
+            voted_for: Some(NodeId(1))
+        })
+    );
+    assert!(ready.messages.is_empty());
+    assert_eq!(ready.messages_after_persist.len(), 2);
+}
+
+#[test]
+fn rule_2_appends_are_acknowledged_only_after_they_are_durable() {
+    let mut follower = node(2, 3);
+    follower.step(append(1, 2, 1, (0, 0), &[(1, 1), (2, 1)], 0));
+    let ready = follower.ready();
+    assert_eq!(ready.entries.len(), 2);
+    assert!(!ready
+        .messages
+        .iter()
+        .any(|message| matches!(message.body, MessageBody::AppendResponse { .. })));
+    assert_eq!(
+        ready.messages_after_persist,
+        vec![append_response(2, 1, 1, 2)]
+    );
+}
+
+#[test]
+fn rule_2_a_conflicting_suffix_is_replaced_in_the_same_batch() {
+    let mut follower = node_with_log(2, 3, 1, &[1, 1, 1]);
+    follower.step(append(1, 2, 2, (1, 1), &[(2, 2)], 0));
+    let ready = follower.ready();
+    // The batch starts at the conflict: the driver deletes index 2 and up
+    // and writes the new entry in one transaction.
+    assert_eq!(
+        ready.entries.first().map(|entry| (entry.index, entry.term)),
+        Some((LogIndex(2), Term(2)))
+    );
+    assert_eq!(follower.log().last_index(), LogIndex(2));
+}
+
+#[test]
+fn rule_3_the_leader_counts_itself_only_for_durable_entries() {
+    let mut leader = leader(3);
+    let index = leader.propose(b"x".to_vec()).unwrap();
+    let ready = leader.ready();
+    assert_eq!(ready.entries.len(), 1);
+    assert!(
+        !ready.messages.is_empty(),
+        "the leader replicates while its own write is in flight"
+    );
+    leader.step(append_response(2, 1, 1, index.0));
+    assert_eq!(
+        leader.log().commit_index(),
+        LogIndex(1),
+        "one follower alone is not a quorum of three"
+    );
+    leader.persisted(index, Term(1));
+    assert_eq!(leader.log().commit_index(), index);
+}
+
+#[test]
+fn rule_4_only_committed_and_durable_entries_are_applied() {
+    let mut follower = node(2, 3);
+    follower.step(append(1, 2, 1, (0, 0), &[(1, 1), (2, 1)], 1));
+    let ready = follower.ready();
+    assert!(ready.committed_entries.is_empty(), "nothing is durable yet");
+    follower.persisted(LogIndex(2), Term(1));
+    let ready = follower.ready();
+    assert_eq!(
+        ready.committed_entries.len(),
+        1,
+        "only index 1 is committed"
+    );
+    follower.applied(LogIndex(1));
+    assert!(
+        follower.ready().committed_entries.is_empty(),
+        "each entry is handed out once"
+    );
+}
+
+#[test]
+fn rule_5_entries_of_earlier_terms_are_committed_only_through_the_current_term() {
+    // Node 1 restarts in term 2 with an uncommitted entry of term 1 and wins
+    // term 3; a quorum then holds the term-1 entry, but not the new blank.
+    let mut leader = node_with_log(1, 3, 2, &[1]);
+    leader.campaign_now();
+    leader.step(message(
+        2,
+        1,
+        3,
+        MessageBody::VoteResponse {
+            pre_vote: false,
+            granted: true,
+        },
+    ));
+    assert_eq!(leader.role(), Role::Leader);
+    leader.ready();
+    leader.persisted(LogIndex(2), Term(3));
+    leader.step(append_response(2, 1, 3, 1));
+    assert_eq!(
+        leader.log().commit_index(),
+        LogIndex(0),
+        "index 1 is of term 1: not committed by counting"
+    );
+    leader.step(append_response(2, 1, 3, 2));
+    assert_eq!(leader.log().commit_index(), LogIndex(2));
+}
+
+#[test]
+fn one_vote_per_term() {
+    let mut follower = node(3, 3);
+    follower.step(vote_request(1, 3, 5, 0, 0));
+    assert_eq!(
+        granted(&follower.ready().messages_after_persist),
+        Some(true)
+    );
+    follower.step(vote_request(2, 3, 5, 0, 0));
+    assert_eq!(
+        granted(&follower.ready().messages_after_persist),
+        Some(false)
+    );
+    follower.step(vote_request(1, 3, 5, 0, 0));
+    assert_eq!(
+        granted(&follower.ready().messages_after_persist),
+        Some(true),
+        "a retried request is granted again"
+    );
+}
+
+#[test]
+fn votes_go_only_to_candidates_with_up_to_date_logs() {
+    let mut voter = node_with_log(3, 3, 2, &[1, 2]);
+    voter.step(vote_request(1, 3, 3, 5, 1));
+    assert_eq!(
+        granted(&voter.ready().messages_after_persist),
+        Some(false),
+        "older last term loses"
+    );
+    voter.step(vote_request(2, 3, 4, 1, 2));
+    assert_eq!(
+        granted(&voter.ready().messages_after_persist),
+        Some(false),
+        "same term, shorter log loses"
+    );
+    voter.step(vote_request(2, 3, 5, 2, 2));
+    assert_eq!(granted(&voter.ready().messages_after_persist), Some(true));
+}
+
+#[test]
+fn pre_vote_changes_neither_term_nor_vote() {
+    let mut voter = node_with_log(3, 3, 2, &[1]);
+    let body = MessageBody::VoteRequest {
+        pre_vote: true,
+        last_log_index: LogIndex(1),
+        last_log_term: Term(1),
+        leadership_transfer: false,
+    };
+    voter.step(message(1, 3, 3, body));
+    let ready = voter.ready();
+    assert_eq!(ready.hard_state, None);
+    assert_eq!(voter.term(), Term(2));
+    assert_eq!(ready.messages.len(), 1);
+    assert_eq!(
+        ready.messages[0].term,
+        Term(3),
+        "a granted pre-vote answers in the proposed term"
+    );
+    assert_eq!(granted(&ready.messages), Some(true));
+}
+
+#[test]
+fn a_leader_steps_down_when_it_sees_a_higher_term() {
+    let mut leader = leader(3);
+    leader.step(append_response(2, 1, 7, 0));
+    assert_eq!(leader.role(), Role::Follower);
+    assert_eq!(leader.term(), Term(7));
+    assert_eq!(
+        leader.propose(vec![]),
+        Err(ProposeError::NotLeader { leader: None })
+    );
+}
+
+#[test]
+fn leader_refuses_proposals_beyond_the_uncommitted_limit() {
+    let mut config = config(1, 1);
+    config.uncommitted_entries_max = 2;
+    let mut leader = Raft::new(config, DurableState::default(), 1).unwrap();
+    leader.campaign_now();
+    assert_eq!(leader.role(), Role::Leader);
+    // The blank entry is the first uncommitted one.
+    assert!(leader.propose(vec![1]).is_ok());
+    assert_eq!(leader.propose(vec![2]), Err(ProposeError::Backpressure));
+    let ready = leader.ready();
+    let (index, term) = ready.persist_point().unwrap();
+    leader.persisted(index, term);
+    assert!(leader.propose(vec![3]).is_ok(), "committing frees room");
+}
+
+#[test]
+fn single_node_commits_and_serves_reads_on_its_own() {
+    let mut leader = Raft::new(config(1, 1), DurableState::default(), 1).unwrap();
+    leader.campaign_now();
+    let index = leader.propose(b"x".to_vec()).unwrap();
+    leader.read_index(9).unwrap();
+    let ready = leader.ready();
+    let (last, term) = ready.persist_point().unwrap();
+    assert_eq!(last, index);
+    leader.persisted(last, term);
+    let ready = leader.ready();
+    assert_eq!(ready.committed_entries.len(), 2);
+    leader.applied(index);
+    assert_eq!(leader.ready().reads, vec![ReadState { context: 9, index }]);
+}
+
+#[test]
+fn reads_need_a_leader() {
+    let mut follower = node(2, 3);
+    assert_eq!(
+        follower.read_index(1),
+        Err(ReadError::NoLeader { leader: None })
+    );
+}
+
+#[test]
+fn heartbeats_never_commit_beyond_the_local_log() {
+    let mut follower = node(2, 3);
+    follower.step(append(1, 2, 1, (0, 0), &[(1, 1)], 0));
+    let body = MessageBody::HeartbeatRequest {
+        leader_commit: LogIndex(5),
+        read_round: 1,
+    };
+    follower.step(message(1, 2, 1, body));
+    assert_eq!(follower.log().commit_index(), LogIndex(1));
+}
+
+#[test]
+fn lease_reads_hold_only_while_a_quorum_recently_answered() {
+    let mut leader = leader(3);
+    assert_eq!(
+        leader.lease_read_index(),
+        None,
+        "no heartbeat round acknowledged yet"
+    );
+    leader.tick();
+    leader.tick();
+    leader.ready();
+    let round = leader.read_round;
+    leader.step(message(
+        2,
+        1,
+        1,
+        MessageBody::HeartbeatResponse { read_round: round },
+    ));
+    assert_eq!(leader.lease_read_index(), Some(LogIndex(1)));
+    // Three quarters of election_ticks_min (10) after that round was sent,
+    // the lease is gone unless newer rounds are acknowledged.
+    for _ in 0..7 {
+        leader.tick();
+    }
+    assert_eq!(leader.lease_read_index(), None);
+}
+
+#[test]
+fn followers_forward_reads_and_the_leader_confirms_them() {
+    let mut leader = leader(3);
+    leader.step(message(
+        2,
+        1,
+        1,
+        MessageBody::ReadIndexRequest { context: 4 },
+    ));
+    let ready = leader.ready();
+    let round = leader.read_round;
+    assert!(ready
+        .messages
+        .iter()
+        .any(|message| matches!(message.body, MessageBody::HeartbeatRequest { .. })));
+    leader.step(message(
+        3,
+        1,
+        1,
+        MessageBody::HeartbeatResponse { read_round: round },
+    ));
+    let ready = leader.ready();
+    let answer = MessageBody::ReadIndexResponse {
+        context: 4,
+        index: LogIndex(1),
+        refused: false,
+    };
+    assert_eq!(ready.messages, vec![message(1, 2, 1, answer)]);
+}

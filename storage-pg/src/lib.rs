@@ -1,0 +1,1 @@
+//! The Raft log store in PostgreSQL (being built).
