@@ -5,6 +5,7 @@
 //! - `client.proto`: `Submit` of opaque commands to the state machine.
 //! - `kv.proto`: the built-in key-value service.
 //! - `cluster.proto`: status and leadership transfer.
+//! - `log.proto`: the payload of log entries and the KV command encoding.
 //!
 //! This crate holds no logic beyond what prost and tonic generate.
 #![forbid(unsafe_code)]

@@ -57,7 +57,7 @@ impl Raft {
                         self.reads
                             .waiting_for_apply
                             .push(ReadState { context, index });
-                        self.reads.release_applied(self.log.applied_index());
+                        self.release_reads();
                     }
                 }
             }
@@ -135,8 +135,9 @@ impl Raft {
             // throw the state machine away.
             self.log.commit_to(meta.index);
         } else {
+            // Reads waiting for the snapshot's index are released only once
+            // it is durable (see `release_reads`).
             self.log.install_snapshot(meta);
-            self.reads.release_applied(self.log.applied_index());
             self.pending_snapshot = Some(snapshot);
         }
         self.send_after_persist(leader, Self::append_success(meta.index));

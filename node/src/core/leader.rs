@@ -411,7 +411,7 @@ impl Raft {
                 context: read.context,
                 index: read.index,
             });
-            self.reads.release_applied(self.log.applied_index());
+            self.release_reads();
         } else {
             let body = MessageBody::ReadIndexResponse {
                 context: read.context,

@@ -273,15 +273,26 @@ impl Raft {
 
     /// The driver made everything up to (`index`, `term`) durable.
     pub fn persisted(&mut self, index: LogIndex, term: Term) {
-        if self.log.persisted(index, term) && self.role == Role::Leader {
-            self.maybe_commit();
+        if self.log.persisted(index, term) {
+            if self.role == Role::Leader {
+                self.maybe_commit();
+            }
+            self.release_reads();
         }
+    }
+
+    /// Releases reads whose index the state machine reached durably. Entries
+    /// are applied only once durable, but an installed snapshot counts as
+    /// applied as soon as it is taken: its reads wait for its write.
+    pub(super) fn release_reads(&mut self) {
+        let safe = self.log.applied_index().min(self.log.durable_index());
+        self.reads.release_applied(safe);
     }
 
     /// The driver applied every committed entry up to `index`.
     pub fn applied(&mut self, index: LogIndex) {
         self.log.applied_to(index);
-        self.reads.release_applied(self.log.applied_index());
+        self.release_reads();
     }
 
     /// Drops the log prefix up to `index`, which the driver has captured in

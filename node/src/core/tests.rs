@@ -446,3 +446,40 @@ fn followers_forward_reads_and_the_leader_confirms_them() {
     };
     assert_eq!(ready.messages, vec![message(1, 2, 1, answer)]);
 }
+
+#[test]
+fn reads_wait_for_an_installed_snapshot_to_be_durable() {
+    let mut follower = node(2, 3);
+    follower.step(append(1, 2, 1, (0, 0), &[(1, 1)], 0));
+    follower.read_index(7).unwrap();
+    follower.ready();
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            index: LogIndex(5),
+            term: Term(1),
+        },
+        data: vec![],
+    };
+    follower.step(message(1, 2, 1, MessageBody::InstallSnapshot { snapshot }));
+    let answer = MessageBody::ReadIndexResponse {
+        context: 7,
+        index: LogIndex(5),
+        refused: false,
+    };
+    follower.step(message(1, 2, 1, answer));
+    let ready = follower.ready();
+    assert!(ready.snapshot.is_some());
+    assert!(
+        ready.reads.is_empty(),
+        "the snapshot is not durable yet: the state machine may still be the old one"
+    );
+    let (index, term) = ready.persist_point().unwrap();
+    follower.persisted(index, term);
+    assert_eq!(
+        follower.ready().reads,
+        vec![ReadState {
+            context: 7,
+            index: LogIndex(5)
+        }]
+    );
+}

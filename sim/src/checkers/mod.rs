@@ -1,0 +1,43 @@
+//! Safety and liveness checkers, one property per file, each citing the
+//! section of the Raft paper (Ongaro and Ousterhout, "In Search of an
+//! Understandable Consensus Algorithm", extended version) it enforces.
+//!
+//! The per-step properties are checked incrementally: the world reports
+//! each event (a node became leader, appended entries, advanced its commit
+//! index, applied an entry, restarted) and each checker compares it with
+//! what it has recorded so far. That is equivalent to re-checking every
+//! node's whole state after every step, at a cost proportional to the
+//! events instead of the state.
+
+pub mod durability;
+pub mod election_safety;
+pub mod index_monotonicity;
+pub mod leader_completeness;
+pub mod linearizability;
+pub mod liveness;
+pub mod log_matching;
+pub mod state_machine_safety;
+
+use raftgres::core::EntryPayload;
+
+use crate::trace::Fnv1a;
+
+/// A property that did not hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The checker's name (its file's name).
+    pub checker: &'static str,
+    /// When it was detected.
+    pub tick: u64,
+    /// What went wrong, naming nodes, terms and indexes.
+    pub message: String,
+}
+
+/// A stable digest of an entry's payload, so checkers compare entries
+/// without keeping copies of them.
+pub fn payload_hash(payload: &EntryPayload) -> u64 {
+    match payload {
+        EntryPayload::Blank => 0x0062_6c61_6e6b,
+        EntryPayload::Command(bytes) => Fnv1a::hash_bytes(bytes),
+    }
+}

@@ -1,0 +1,155 @@
+//! What a run is a function of, besides its seed.
+
+use raftgres::core::{Config, NodeId};
+
+/// The settings of one simulated run. Together with the seed they decide
+/// the run completely.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Cluster size.
+    pub nodes: usize,
+    /// Simulated ticks to run.
+    pub ticks: u64,
+    /// Fault profile name (see `profile::PROFILE_NAMES`).
+    pub faults: String,
+    /// A planted bug to enable in every node (needs the `planted-bugs`
+    /// feature).
+    pub planted_bug: Option<String>,
+    /// Keep the readable event trace.
+    pub trace: bool,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Distinct keys the clients use.
+    pub keys: u64,
+    /// Election timeout lower bound, in ticks.
+    pub election_ticks_min: u64,
+    /// Election timeout upper bound (exclusive), in ticks.
+    pub election_ticks_max: u64,
+    /// Heartbeat interval, in ticks.
+    pub heartbeat_ticks: u64,
+    /// Run the pre-vote phase (section 9.6).
+    pub pre_vote: bool,
+    /// Leaders step down without a quorum; followers ignore campaigns while
+    /// they hear from a leader.
+    pub check_quorum: bool,
+    /// Most entries per AppendEntries message.
+    pub entries_per_message_max: usize,
+    /// Ticks allowed, after faults stop, for a command to commit.
+    pub liveness_ticks_max: u64,
+    /// A client gives up on a request after this many ticks (its outcome is
+    /// then unknown).
+    pub client_timeout_ticks: u64,
+    /// Longest a client waits between requests.
+    pub client_think_ticks_max: u64,
+    /// Search budget of the linearizability checker, per key.
+    pub linearizability_steps_max: u64,
+}
+
+impl SimConfig {
+    /// Defaults for `nodes` nodes, `ticks` ticks and profile `faults`.
+    pub fn new(nodes: usize, ticks: u64, faults: &str) -> SimConfig {
+        SimConfig {
+            nodes,
+            ticks,
+            faults: faults.to_string(),
+            planted_bug: None,
+            trace: false,
+            clients: 3,
+            keys: 3,
+            election_ticks_min: 10,
+            election_ticks_max: 20,
+            heartbeat_ticks: 2,
+            pre_vote: true,
+            check_quorum: true,
+            entries_per_message_max: 64,
+            liveness_ticks_max: 400,
+            client_timeout_ticks: 150,
+            client_think_ticks_max: 4,
+            linearizability_steps_max: 2_000_000,
+        }
+    }
+
+    /// The tick at which faults stop: late enough to leave the liveness
+    /// window at the end of the run, or half way through a short run.
+    pub fn fault_end_tick(&self) -> u64 {
+        let window = self.liveness_ticks_max + 100;
+        if self.ticks >= 2 * window {
+            self.ticks - window
+        } else {
+            self.ticks / 2
+        }
+    }
+
+    /// The core configuration of node `id`.
+    pub fn raft_config(&self, id: NodeId) -> Config {
+        let voters = (1..=self.nodes as u64).map(NodeId).collect();
+        let mut config = Config::new(id, voters);
+        config.election_ticks_min = self.election_ticks_min;
+        config.election_ticks_max = self.election_ticks_max;
+        config.heartbeat_ticks = self.heartbeat_ticks;
+        config.uncommitted_entries_max = 4096;
+        config.pre_vote = self.pre_vote;
+        config.check_quorum = self.check_quorum;
+        config.entries_per_message_max = self.entries_per_message_max;
+        #[cfg(feature = "planted-bugs")]
+        {
+            config.planted_bug = self.planted_bug.as_deref().map(|name| {
+                raftgres::core::PlantedBug::from_name(name)
+                    .unwrap_or_else(|| panic!("unknown planted bug {name:?}"))
+            });
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        assert!(
+            self.planted_bug.is_none(),
+            "planted bugs need the planted-bugs feature"
+        );
+        config
+    }
+
+    /// The command line that replays `seed` with these settings.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let mut command = String::from("cargo run --release -p raftgres-sim");
+        if self.planted_bug.is_some() {
+            command.push_str(" --features planted-bugs");
+        }
+        command.push_str(&format!(
+            " -- run --seeds {seed}..{} --nodes {} --ticks {} --faults {}",
+            seed + 1,
+            self.nodes,
+            self.ticks,
+            self.faults
+        ));
+        if let Some(bug) = &self.planted_bug {
+            command.push_str(&format!(" --planted-bug {bug}"));
+        }
+        let defaults = SimConfig::new(self.nodes, self.ticks, &self.faults);
+        if self.clients != defaults.clients {
+            command.push_str(&format!(" --clients {}", self.clients));
+        }
+        if self.keys != defaults.keys {
+            command.push_str(&format!(" --keys {}", self.keys));
+        }
+        if (self.election_ticks_min, self.election_ticks_max)
+            != (defaults.election_ticks_min, defaults.election_ticks_max)
+        {
+            command.push_str(&format!(
+                " --election-ticks {}-{}",
+                self.election_ticks_min, self.election_ticks_max
+            ));
+        }
+        if !self.pre_vote {
+            command.push_str(" --no-pre-vote");
+        }
+        if !self.check_quorum {
+            command.push_str(" --no-check-quorum");
+        }
+        if self.entries_per_message_max != defaults.entries_per_message_max {
+            command.push_str(&format!(
+                " --entries-per-message-max {}",
+                self.entries_per_message_max
+            ));
+        }
+        command.push_str(" --trace");
+        command
+    }
+}

@@ -1,0 +1,47 @@
+//! raftgres-sim: a deterministic simulator for the raftgres consensus core.
+//!
+//! It drives the very same `raftgres::core::Raft` the production node runs
+//! (compiled without the `server` feature, so no runtime comes along)
+//! through simulated clocks, networks and disks, all drawn from one seed,
+//! injects faults, and checks Raft's safety properties on every step and
+//! linearizability and liveness on every run. A run is a function of
+//! (seed, configuration): a failing seed replays bit for bit.
+//!
+//! Modules, from the bottom up:
+//! - [`trace`]: the event trace and its stable FNV-1a hash.
+//! - [`profile`]: fault profiles (`none`, `default`, `heavy`, `swarm`).
+//! - [`kv`]: the key-value state machine the clients use.
+//! - [`network`], [`disk`]: the simulated network and per-node disk.
+//! - [`node`]: one simulated node (core, disk, state machine, clock).
+//! - [`config`]: what a run depends on besides its seed.
+//! - [`world`]: one run: the driver loop, fault injection, clients.
+//! - [`checkers`]: one property per file, each citing the Raft paper.
+//! - [`stats`], [`sweep`]: counters and multi-threaded seed sweeps.
+//! - [`elections`]: leader replacement times (the paper's section 9.3).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod checkers;
+pub mod config;
+pub mod disk;
+pub mod elections;
+pub mod kv;
+pub mod network;
+pub mod node;
+pub mod profile;
+pub mod stats;
+pub mod sweep;
+pub mod trace;
+pub mod world;
+
+/// The names of the planted bugs this build can enable (empty without the
+/// `planted-bugs` feature).
+pub fn planted_bug_names() -> Vec<&'static str> {
+    #[cfg(feature = "planted-bugs")]
+    return raftgres::core::PlantedBug::ALL
+        .iter()
+        .map(|bug| bug.name())
+        .collect();
+    #[cfg(not(feature = "planted-bugs"))]
+    Vec::new()
+}

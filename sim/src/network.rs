@@ -1,0 +1,319 @@
+//! The simulated network: messages in flight ordered by delivery tick (and
+//! a sequence number, so that ties deliver in send order), with loss,
+//! duplication, delays drawn from a two-part distribution (an ordinary
+//! uniform delay and a slow tail that reorders), and partitions decided at
+//! delivery time (a message in flight when a link is cut is lost).
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use raftgres::core::{Message, NodeId};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::profile::FaultProfile;
+
+/// The shapes of partition the fault injector creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionKind {
+    /// Two groups that cannot reach each other in either direction.
+    Symmetric,
+    /// One group cannot send to the other; the other way works.
+    OneWay,
+    /// Two groups cut off from each other except through one bridge node
+    /// that reaches both (a partial partition).
+    Bridge,
+    /// The current leader is cut off from everyone.
+    IsolateLeader,
+}
+
+impl PartitionKind {
+    /// The name in traces and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            PartitionKind::Symmetric => "symmetric",
+            PartitionKind::OneWay => "one-way",
+            PartitionKind::Bridge => "bridge",
+            PartitionKind::IsolateLeader => "isolate-leader",
+        }
+    }
+}
+
+/// What happened to a message at send time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendFate {
+    /// Lost on the way.
+    Lost,
+    /// Will arrive once.
+    Sent,
+    /// Will arrive twice.
+    Duplicated,
+}
+
+/// A message in flight, ordered by (delivery tick, send sequence) only.
+#[derive(Debug)]
+struct InFlight {
+    key: (u64, u64),
+    message: Message,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for InFlight {}
+
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for InFlight {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+/// Messages in flight and the links that are cut.
+#[derive(Debug)]
+pub struct Network {
+    node_count: usize,
+    /// Keys are unique (the sequence number), so the heap's order is total.
+    in_flight: BinaryHeap<Reverse<InFlight>>,
+    sequence: u64,
+    /// `blocked[from * node_count + to]`: the link from `from` to `to` (ids
+    /// minus one) is cut.
+    blocked: Vec<bool>,
+    /// Whether any link is cut.
+    partitioned: bool,
+}
+
+impl Network {
+    /// A fully connected network of `node_count` nodes (ids 1..=count).
+    pub fn new(node_count: usize) -> Network {
+        Network {
+            node_count,
+            in_flight: BinaryHeap::new(),
+            sequence: 0,
+            blocked: vec![false; node_count * node_count],
+            partitioned: false,
+        }
+    }
+
+    fn delay(profile: &FaultProfile, rng: &mut ChaCha8Rng) -> u64 {
+        let mut delay =
+            rng.gen_range(profile.message_delay_ticks_min..=profile.message_delay_ticks_max);
+        if profile.message_slow_per_million > 0
+            && profile.message_slow_ticks_max > 0
+            && rng.gen_range(0..1_000_000) < profile.message_slow_per_million
+        {
+            delay += rng.gen_range(1..=profile.message_slow_ticks_max);
+        }
+        delay
+    }
+
+    /// Sends `message` at tick `now` under `profile`.
+    pub fn send(
+        &mut self,
+        now: u64,
+        message: Message,
+        profile: &FaultProfile,
+        rng: &mut ChaCha8Rng,
+    ) -> SendFate {
+        if profile.message_loss_per_million > 0
+            && rng.gen_range(0..1_000_000) < profile.message_loss_per_million
+        {
+            return SendFate::Lost;
+        }
+        let duplicate = profile.message_duplicate_per_million > 0
+            && rng.gen_range(0..1_000_000) < profile.message_duplicate_per_million;
+        if duplicate {
+            let copy_at = now + Self::delay(profile, rng);
+            self.enqueue(copy_at, message.clone());
+        }
+        let deliver_at = now + Self::delay(profile, rng);
+        self.enqueue(deliver_at, message);
+        if duplicate {
+            SendFate::Duplicated
+        } else {
+            SendFate::Sent
+        }
+    }
+
+    /// Queues `message` for delivery at `deliver_at` (also used to hold a
+    /// paused node's messages until it resumes).
+    pub fn enqueue(&mut self, deliver_at: u64, message: Message) {
+        self.sequence += 1;
+        self.in_flight.push(Reverse(InFlight {
+            key: (deliver_at, self.sequence),
+            message,
+        }));
+    }
+
+    /// The next message due at or before `now`, if any. `None` from a cut
+    /// link is reported as `Err` so the caller can count the drop.
+    pub fn pop_due(&mut self, now: u64) -> Option<Result<Message, Message>> {
+        if self.in_flight.peek()?.0.key.0 > now {
+            return None;
+        }
+        let message = self.in_flight.pop().expect("peeked").0.message;
+        if self.is_blocked(message.from, message.to) {
+            Some(Err(message))
+        } else {
+            Some(Ok(message))
+        }
+    }
+
+    /// Messages in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    fn is_blocked(&self, from: NodeId, to: NodeId) -> bool {
+        self.partitioned
+            && self.blocked[(from.0 as usize - 1) * self.node_count + (to.0 as usize - 1)]
+    }
+
+    fn cut(&mut self, from: NodeId, to: NodeId) {
+        self.blocked[(from.0 as usize - 1) * self.node_count + (to.0 as usize - 1)] = true;
+        self.partitioned = true;
+    }
+
+    /// Whether any link is cut.
+    pub fn is_partitioned(&self) -> bool {
+        self.partitioned
+    }
+
+    /// Restores every link.
+    pub fn heal(&mut self) {
+        self.blocked.iter_mut().for_each(|link| *link = false);
+        self.partitioned = false;
+    }
+
+    /// Cuts links to form a partition of `kind`; `leader` is the current
+    /// leader, if any. Returns a description for the trace.
+    pub fn partition(
+        &mut self,
+        kind: PartitionKind,
+        leader: Option<NodeId>,
+        rng: &mut ChaCha8Rng,
+    ) -> String {
+        let count = self.node_count as u64;
+        let all: Vec<NodeId> = (1..=count).map(NodeId).collect();
+        // A random group of 1..count-1 nodes (the other group is the rest).
+        let mut shuffled = all.clone();
+        for position in (1..shuffled.len()).rev() {
+            shuffled.swap(position, rng.gen_range(0..=position));
+        }
+        let group_size = rng.gen_range(1..count as usize);
+        let (group, rest) = shuffled.split_at(group_size);
+        match kind {
+            PartitionKind::Symmetric | PartitionKind::IsolateLeader => {
+                let isolated: Vec<NodeId> = match (kind, leader) {
+                    (PartitionKind::IsolateLeader, Some(leader)) => vec![leader],
+                    _ => group.to_vec(),
+                };
+                for from in &all {
+                    for to in &all {
+                        if isolated.contains(from) != isolated.contains(to) {
+                            self.cut(*from, *to);
+                        }
+                    }
+                }
+                format!(
+                    "{} {:?} | rest",
+                    kind.name(),
+                    isolated.iter().map(|node| node.0).collect::<Vec<_>>()
+                )
+            }
+            PartitionKind::OneWay => {
+                for from in group {
+                    for to in rest {
+                        self.cut(*from, *to);
+                    }
+                }
+                format!("one-way {:?} -/-> {:?}", ids(group), ids(rest))
+            }
+            PartitionKind::Bridge => {
+                // The bridge is the first of the rest; the two sides are the
+                // group and the remainder of the rest.
+                let (bridge, far) = rest.split_first().expect("rest is never empty");
+                for near in group {
+                    for other in far {
+                        self.cut(*near, *other);
+                        self.cut(*other, *near);
+                    }
+                }
+                format!(
+                    "bridge {:?} <-> {} <-> {:?}",
+                    ids(group),
+                    bridge.0,
+                    ids(far)
+                )
+            }
+        }
+    }
+}
+
+fn ids(nodes: &[NodeId]) -> Vec<u64> {
+    nodes.iter().map(|node| node.0).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftgres::core::{MessageBody, Term};
+    use rand::SeedableRng;
+
+    fn message(from: u64, to: u64) -> Message {
+        Message {
+            from: NodeId(from),
+            to: NodeId(to),
+            term: Term(1),
+            body: MessageBody::TimeoutNow,
+        }
+    }
+
+    #[test]
+    fn messages_arrive_in_delivery_order_and_partitions_drop_them() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut network = Network::new(3);
+        let profile = FaultProfile::none();
+        assert_eq!(
+            network.send(10, message(1, 2), &profile, &mut rng),
+            SendFate::Sent
+        );
+        assert!(network.pop_due(10).is_none());
+        assert!(matches!(network.pop_due(12), Some(Ok(_))));
+        network.partition(PartitionKind::IsolateLeader, Some(NodeId(1)), &mut rng);
+        network.enqueue(13, message(1, 2));
+        network.enqueue(13, message(2, 3));
+        assert!(matches!(network.pop_due(13), Some(Err(_))));
+        assert!(matches!(network.pop_due(13), Some(Ok(_))));
+        network.heal();
+        network.enqueue(14, message(1, 2));
+        assert!(matches!(network.pop_due(14), Some(Ok(_))));
+    }
+
+    #[test]
+    fn one_way_partition_blocks_one_direction_only() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut network = Network::new(5);
+        network.partition(PartitionKind::OneWay, None, &mut rng);
+        let blocked = |from: u64, to: u64| network.is_blocked(NodeId(from), NodeId(to));
+        let mut one_way_links = 0;
+        for from in 1..=5 {
+            for to in 1..=5 {
+                assert!(
+                    !(blocked(from, to) && blocked(to, from)),
+                    "{from}<->{to} cut both ways"
+                );
+                one_way_links += u32::from(blocked(from, to));
+            }
+        }
+        assert!(one_way_links > 0);
+    }
+}

@@ -1,0 +1,303 @@
+//! Fault profiles: how often each fault strikes. Fixed profiles have names
+//! (`none`, `default`, `heavy`); `swarm` draws a fresh profile per seed
+//! (swarm testing: each world enables its own mix and intensity of faults,
+//! so a sweep covers many worlds instead of one average one).
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// Probabilities are given per million (per tick for events, per message
+/// or per write for message and disk faults); durations are in ticks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultProfile {
+    /// The name on the command line.
+    pub name: String,
+    /// Chance a message is lost.
+    pub message_loss_per_million: u32,
+    /// Chance a message is delivered twice.
+    pub message_duplicate_per_million: u32,
+    /// Smallest network delay. Invariant: at least 1.
+    pub message_delay_ticks_min: u64,
+    /// Largest ordinary network delay. Invariant: >= `message_delay_ticks_min`.
+    pub message_delay_ticks_max: u64,
+    /// Chance a message takes the slow path (the tail of the delay
+    /// distribution, which reorders it behind later messages).
+    pub message_slow_per_million: u32,
+    /// Extra delay on the slow path, at most.
+    pub message_slow_ticks_max: u64,
+    /// Chance per tick that a partition starts while none is active.
+    pub partition_per_million: u32,
+    /// Longest a partition lasts.
+    pub partition_ticks_max: u64,
+    /// Chance per tick that a node crashes (half the time, the leader).
+    pub crash_per_million: u32,
+    /// Chance, per `Ready` that sends messages, that the node crashes right
+    /// after sending them, before anything of that `Ready` is durable (the
+    /// most delicate point of the driver's obligations).
+    pub crash_after_send_per_million: u32,
+    /// Longest a crashed node stays down.
+    pub down_ticks_max: u64,
+    /// Chance per tick that a node pauses (no ticks, no messages, no disk
+    /// callbacks) as in a long garbage-collection or VM pause.
+    pub pause_per_million: u32,
+    /// Longest pause.
+    pub pause_ticks_max: u64,
+    /// Largest clock-rate drift, in thousandths: a node's ticks arrive at a
+    /// rate drawn from `1000 ± clock_drift_permille_max` per 1000 ticks.
+    pub clock_drift_permille_max: u64,
+    /// Ordinary write latency, at most (at least 1 tick).
+    pub disk_latency_ticks_max: u64,
+    /// Chance a write is slow.
+    pub disk_slow_per_million: u32,
+    /// Extra latency of a slow write, at most.
+    pub disk_slow_ticks_max: u64,
+    /// Chance a write fails (the node then halts until restarted).
+    pub disk_error_per_million: u32,
+    /// Chance per tick that the leader is asked to transfer leadership.
+    pub transfer_per_million: u32,
+    /// A node compacts its log once this many applied entries follow its
+    /// snapshot.
+    pub compaction_entries: u64,
+}
+
+/// The names `--faults` accepts.
+pub const PROFILE_NAMES: [&str; 6] = ["none", "default", "heavy", "swarm", "crashy", "figure8"];
+
+impl FaultProfile {
+    /// No faults at all (the network still delays by one or two ticks).
+    pub fn none() -> FaultProfile {
+        FaultProfile {
+            name: "none".into(),
+            message_loss_per_million: 0,
+            message_duplicate_per_million: 0,
+            message_delay_ticks_min: 1,
+            message_delay_ticks_max: 2,
+            message_slow_per_million: 0,
+            message_slow_ticks_max: 0,
+            partition_per_million: 0,
+            partition_ticks_max: 0,
+            crash_per_million: 0,
+            crash_after_send_per_million: 0,
+            down_ticks_max: 0,
+            pause_per_million: 0,
+            pause_ticks_max: 0,
+            clock_drift_permille_max: 0,
+            disk_latency_ticks_max: 1,
+            disk_slow_per_million: 0,
+            disk_slow_ticks_max: 0,
+            disk_error_per_million: 0,
+            transfer_per_million: 0,
+            compaction_entries: 64,
+        }
+    }
+
+    /// Every fault, at a rate where the cluster still makes progress.
+    pub fn default_profile() -> FaultProfile {
+        FaultProfile {
+            name: "default".into(),
+            message_loss_per_million: 20_000,
+            message_duplicate_per_million: 10_000,
+            message_delay_ticks_min: 1,
+            message_delay_ticks_max: 3,
+            message_slow_per_million: 20_000,
+            message_slow_ticks_max: 30,
+            partition_per_million: 2_000,
+            partition_ticks_max: 300,
+            crash_per_million: 1_000,
+            crash_after_send_per_million: 100,
+            down_ticks_max: 200,
+            pause_per_million: 500,
+            pause_ticks_max: 60,
+            clock_drift_permille_max: 100,
+            disk_latency_ticks_max: 2,
+            disk_slow_per_million: 10_000,
+            disk_slow_ticks_max: 20,
+            disk_error_per_million: 500,
+            transfer_per_million: 500,
+            compaction_entries: 32,
+        }
+    }
+
+    /// Every fault, often.
+    pub fn heavy() -> FaultProfile {
+        FaultProfile {
+            name: "heavy".into(),
+            message_loss_per_million: 100_000,
+            message_duplicate_per_million: 50_000,
+            message_delay_ticks_min: 1,
+            message_delay_ticks_max: 5,
+            message_slow_per_million: 100_000,
+            message_slow_ticks_max: 60,
+            partition_per_million: 10_000,
+            partition_ticks_max: 200,
+            crash_per_million: 5_000,
+            crash_after_send_per_million: 500,
+            down_ticks_max: 150,
+            pause_per_million: 2_000,
+            pause_ticks_max: 60,
+            clock_drift_permille_max: 200,
+            disk_latency_ticks_max: 4,
+            disk_slow_per_million: 50_000,
+            disk_slow_ticks_max: 30,
+            disk_error_per_million: 2_000,
+            transfer_per_million: 2_000,
+            compaction_entries: 16,
+        }
+    }
+
+    /// Frequent, short crashes on slow disks, so that a node often crashes
+    /// between sending a message and making durable what it claims:
+    /// tuned to expose durability-ordering bugs quickly.
+    pub fn crashy() -> FaultProfile {
+        FaultProfile {
+            name: "crashy".into(),
+            message_delay_ticks_min: 1,
+            message_delay_ticks_max: 4,
+            message_slow_per_million: 100_000,
+            message_slow_ticks_max: 20,
+            crash_per_million: 2_000,
+            crash_after_send_per_million: 10_000,
+            down_ticks_max: 4,
+            disk_latency_ticks_max: 6,
+            disk_slow_per_million: 200_000,
+            disk_slow_ticks_max: 15,
+            compaction_entries: 64,
+            ..FaultProfile::none()
+        }
+    }
+
+    /// Lossy, slow links, crashes and partitions: leaders change while
+    /// their entries are replicated to only part of the cluster, the
+    /// situation of the Raft paper's Figure 8.
+    pub fn figure8() -> FaultProfile {
+        FaultProfile {
+            name: "figure8".into(),
+            message_loss_per_million: 150_000,
+            message_delay_ticks_min: 1,
+            message_delay_ticks_max: 3,
+            message_slow_per_million: 200_000,
+            message_slow_ticks_max: 30,
+            partition_per_million: 10_000,
+            partition_ticks_max: 100,
+            crash_per_million: 10_000,
+            down_ticks_max: 30,
+            disk_latency_ticks_max: 3,
+            compaction_entries: 64,
+            ..FaultProfile::none()
+        }
+    }
+
+    /// A profile drawn from `rng`: each fault is switched off with
+    /// probability one half, otherwise given a random intensity up to about
+    /// the heavy profile's.
+    pub fn swarm(rng: &mut ChaCha8Rng) -> FaultProfile {
+        let mut maybe = |max: u32| {
+            if rng.gen_bool(0.5) {
+                0
+            } else {
+                rng.gen_range(1..=max)
+            }
+        };
+        let message_loss_per_million = maybe(150_000);
+        let message_duplicate_per_million = maybe(80_000);
+        let message_slow_per_million = maybe(150_000);
+        let partition_per_million = maybe(15_000);
+        let crash_per_million = maybe(8_000);
+        let crash_after_send_per_million = maybe(1_000);
+        let pause_per_million = maybe(3_000);
+        let disk_slow_per_million = maybe(80_000);
+        let disk_error_per_million = maybe(3_000);
+        let transfer_per_million = maybe(3_000);
+        let message_delay_ticks_max = rng.gen_range(1..=6);
+        FaultProfile {
+            name: "swarm".into(),
+            message_loss_per_million,
+            message_duplicate_per_million,
+            message_delay_ticks_min: 1,
+            message_delay_ticks_max,
+            message_slow_per_million,
+            message_slow_ticks_max: rng.gen_range(5..=80),
+            partition_per_million,
+            partition_ticks_max: rng.gen_range(20..=400),
+            crash_per_million,
+            crash_after_send_per_million,
+            down_ticks_max: rng.gen_range(5..=300),
+            pause_per_million,
+            pause_ticks_max: rng.gen_range(5..=80),
+            clock_drift_permille_max: if rng.gen_bool(0.5) {
+                0
+            } else {
+                rng.gen_range(1..=250)
+            },
+            disk_latency_ticks_max: rng.gen_range(1..=5),
+            disk_slow_per_million,
+            disk_slow_ticks_max: rng.gen_range(1..=40),
+            disk_error_per_million,
+            transfer_per_million,
+            compaction_entries: rng.gen_range(4..=128),
+        }
+    }
+
+    /// The profile `name` names, for a run whose profile stream is `rng`
+    /// (only `swarm` draws from it). `None` for an unknown name.
+    pub fn resolve(name: &str, rng: &mut ChaCha8Rng) -> Option<FaultProfile> {
+        match name {
+            "none" => Some(FaultProfile::none()),
+            "default" => Some(FaultProfile::default_profile()),
+            "heavy" => Some(FaultProfile::heavy()),
+            "swarm" => Some(FaultProfile::swarm(rng)),
+            "crashy" => Some(FaultProfile::crashy()),
+            "figure8" => Some(FaultProfile::figure8()),
+            _ => None,
+        }
+    }
+
+    /// The profile with every fault switched off, keeping the ordinary
+    /// delays: what the world looks like once faults stop.
+    pub fn healed(&self) -> FaultProfile {
+        FaultProfile {
+            name: self.name.clone(),
+            message_delay_ticks_max: self.message_delay_ticks_max.min(3),
+            compaction_entries: self.compaction_entries,
+            ..FaultProfile::none()
+        }
+    }
+
+    /// Whether every setting is in range.
+    pub fn is_valid(&self) -> bool {
+        self.message_delay_ticks_min >= 1
+            && self.message_delay_ticks_max >= self.message_delay_ticks_min
+            && self.disk_latency_ticks_max >= 1
+            && self.compaction_entries >= 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn every_named_profile_resolves_to_a_valid_profile() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for name in PROFILE_NAMES {
+            let profile = FaultProfile::resolve(name, &mut rng).expect(name);
+            assert!(profile.is_valid(), "{name}: {profile:?}");
+            assert!(profile.healed().is_valid());
+        }
+        assert!(FaultProfile::resolve("nonsense", &mut rng).is_none());
+    }
+
+    #[test]
+    fn swarm_profiles_differ_between_seeds_and_repeat_for_one_seed() {
+        let draw = |seed| FaultProfile::swarm(&mut ChaCha8Rng::seed_from_u64(seed));
+        assert_eq!(draw(7), draw(7));
+        let distinct: std::collections::BTreeSet<String> =
+            (0..20).map(|seed| format!("{:?}", draw(seed))).collect();
+        assert!(
+            distinct.len() > 15,
+            "swarm drew only {} distinct profiles",
+            distinct.len()
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! Counters of one run, and their sum over a sweep.
+
+use std::ops::AddAssign;
+
+/// Faults injected, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Node crashes (not counting halts after disk errors).
+    pub crashes: u64,
+    /// Node restarts.
+    pub restarts: u64,
+    /// Node pauses.
+    pub pauses: u64,
+    /// Partitions started, by `PartitionKind` (symmetric, one-way, bridge,
+    /// isolate-leader).
+    pub partitions: [u64; 4],
+    /// Failed writes (each halts its node until restarted).
+    pub disk_errors: u64,
+    /// Leadership transfers requested.
+    pub transfers: u64,
+    /// Messages lost on send.
+    pub messages_lost: u64,
+    /// Messages delivered twice.
+    pub messages_duplicated: u64,
+    /// Messages dropped by a partition.
+    pub messages_partitioned: u64,
+}
+
+impl AddAssign for FaultCounts {
+    fn add_assign(&mut self, other: FaultCounts) {
+        self.crashes += other.crashes;
+        self.restarts += other.restarts;
+        self.pauses += other.pauses;
+        for (total, count) in self.partitions.iter_mut().zip(other.partitions) {
+            *total += count;
+        }
+        self.disk_errors += other.disk_errors;
+        self.transfers += other.transfers;
+        self.messages_lost += other.messages_lost;
+        self.messages_duplicated += other.messages_duplicated;
+        self.messages_partitioned += other.messages_partitioned;
+    }
+}
+
+/// Counters of one run (or of many, summed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Simulated ticks.
+    pub ticks: u64,
+    /// Inputs fed to cores (messages, ticks, proposals, reads, persisted).
+    pub steps: u64,
+    /// Trace events.
+    pub trace_events: u64,
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Faults injected.
+    pub faults: FaultCounts,
+    /// Distinct (term, leader) elections.
+    pub elections: u64,
+    /// Highest commit index seen (summed over runs: entries committed).
+    pub committed_index_max: u64,
+    /// Log compactions.
+    pub compactions: u64,
+    /// Snapshots installed by followers.
+    pub snapshots_installed: u64,
+    /// Client operations answered.
+    pub client_operations_completed: u64,
+    /// Client writes whose outcome stayed unknown to the client.
+    pub client_operations_unknown: u64,
+    /// Client requests that timed out.
+    pub client_timeouts: u64,
+    /// Writes acknowledged to clients.
+    pub acknowledged_writes: u64,
+    /// Operations given to the linearizability checker.
+    pub history_operations: u64,
+    /// The linearizability search ran out of budget (runs, when summed).
+    pub linearizability_too_expensive: bool,
+    /// Ticks from the end of faults to the liveness probe's commit.
+    pub recovery_ticks: Option<u64>,
+}
