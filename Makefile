@@ -22,8 +22,11 @@ FAULTS ?= swarm
 sim-repro:
 	cargo run --release -p raftgres-sim -- run --seeds $(SEED)..$$(($(SEED)+1)) --nodes $(NODES) --ticks $(TICKS) --faults $(FAULTS) --trace
 
-# Benchmarks (numbers go to docs/BENCHMARKS.md).
-bench: bench-storage
+# Benchmarks (numbers go to docs/BENCHMARKS.md): raftgres against etcd,
+# then storage appends against a plain INSERT baseline.
+bench:
+	scripts/bench.sh
+	$(MAKE) bench-storage
 
 # Storage append throughput against a plain multi-row INSERT baseline.
 bench-storage:

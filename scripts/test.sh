@@ -9,7 +9,6 @@ cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
 
 cargo build --workspace --all-targets
-cargo build --release -p raftgres-sim
 
 test_pg_dir="$(mktemp -d /tmp/raftgres-test-pg.XXXXXX)"
 cleanup() {

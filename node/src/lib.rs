@@ -1,8 +1,21 @@
 //! raftgres: a Raft consensus log whose nodes keep their durable state in
 //! PostgreSQL.
 //!
-//! - [`core`]: the pure consensus state machine (always compiled; no I/O).
+//! - [`core`]: the pure consensus state machine (always compiled; no I/O,
+//!   no clock, no async). The simulator drives exactly this code.
+//! - `server` (feature `server`): the node: the tokio driver of the core,
+//!   Postgres storage, gRPC transport and services, state machines.
+//! - `client` (feature `server`): a gRPC client that finds the leader.
+//! - `dev` (feature `server`): local clusters with their own Postgres
+//!   instances, for `raftgres dev up`, `make run` and end-to-end tests.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod core;
+
+#[cfg(feature = "server")]
+pub mod client;
+#[cfg(feature = "server")]
+pub mod dev;
+#[cfg(feature = "server")]
+pub mod server;

@@ -1,1 +1,45 @@
-//! The Raft log store in PostgreSQL (being built).
+//! raftgres-storage-pg: the durable state of a raftgres node in PostgreSQL.
+//!
+//! Where things live:
+//!
+//! - [`types`]: the data the store persists ([`HardState`], [`LogEntry`],
+//!   [`SnapshotMeta`], [`AppliedState`], [`LoadedState`], [`AppendBatch`]).
+//! - [`store`]: the [`LogStore`] contract and the validation rules every
+//!   implementation shares.
+//! - [`memory`]: [`MemStore`], the contract in memory (not durable).
+//! - [`pg`]: [`PgStore`], the contract in Postgres: schema and migrations,
+//!   start-up safety checks (durability settings, fencing lock, identity),
+//!   single-round-trip bulk appends, reconnection, and the apply API
+//!   ([`PgStore::begin_apply`], or [`PgApplier`] on a second connection) for
+//!   state machines whose tables live in the same database.
+//! - [`pg_instance`]: [`PgInstance`], throw-away local Postgres servers for
+//!   tests, benchmarks and dev clusters (also the `raftgres-pg` binary).
+//! - [`testing`]: [`testing::TestDatabase`], a fresh database per test, on the
+//!   server named by `RAFTGRES_TEST_PG` or on a per-process instance.
+//! - [`error`]: [`StoreError`], split into retriable and fatal.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod memory;
+pub mod pg;
+pub mod pg_instance;
+pub mod store;
+pub mod testing;
+pub mod types;
+
+pub use error::StoreError;
+pub use memory::MemStore;
+pub use pg::{
+    ApplyOptions, ApplyTransaction, PgApplier, PgStore, PgStoreConfig, SCHEMA_VERSION_SUPPORTED,
+};
+pub use pg_instance::{PgInstance, PgInstanceError, PgInstanceOptions};
+pub use store::LogStore;
+pub use types::{
+    AppendBatch, AppliedState, EntryKind, HardState, LoadedState, LogEntry, SnapshotMeta,
+};
+
+/// Default for `entries_per_append_max`: large enough for any sensible
+/// replication batch, small enough that one append stays a few megabytes.
+pub const ENTRIES_PER_APPEND_MAX_DEFAULT: usize = 8192;

@@ -1,0 +1,1232 @@
+//! A gRPC client for a raftgres cluster that finds the leader by itself.
+//!
+//! Given the addresses of one or more nodes, a [`Client`] sends each request
+//! to the leader it last talked to (or to the first address), and reacts to
+//! the status codes of `proto/raftgres/v1/client.proto`:
+//!
+//! ```text
+//!   FAILED_PRECONDITION + leader hint  -> follow the hint (no wait the first time)
+//!   FAILED_PRECONDITION, no hint       -> next address, after a backoff
+//!   UNAVAILABLE / cannot connect       -> next address, after a backoff
+//!   DEADLINE_EXCEEDED / call cut off   -> next address, after a backoff, same session
+//!   anything else                      -> fail now (retrying cannot help)
+//! ```
+//!
+//! Attempts and total time are bounded by [`ClientOptions`]; giving up names
+//! every address tried and the last status.
+//!
+//! Every write carries a session: a random `client_id` and a sequence number
+//! drawn once per call. Retries of one call reuse its (client_id, sequence),
+//! so a write whose outcome was unknown (the deadline passed, the connection
+//! dropped) is applied at most once by the cluster however many times it is
+//! resent. The cluster remembers only the latest sequence of each client id
+//! (Raft dissertation, section 6.3), so a session carries one write at a time:
+//! a `Client` used sequentially keeps one client id for its whole life, and
+//! concurrent writes (through clones) each take a session of their own from
+//! a small pool.
+//!
+//! The decision logic ([`RetryPlan`]) is pure and unit-tested at the bottom
+//! of this file with scripted failure sequences.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use raftgres_proto::v1::client_client::ClientClient;
+use raftgres_proto::v1::cluster_client::ClusterClient;
+use raftgres_proto::v1::kv_client::KvClient;
+use raftgres_proto::v1::{
+    CompareAndSwapRequest, DeleteRequest, GetRequest, PutRequest, RangeRequest, StatusRequest,
+    SubmitRequest, TransferLeadershipRequest,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+pub use raftgres_proto::v1::{
+    CompareAndSwapResponse, DeleteResponse, KeyValue, PutResponse, RangeResponse, ReadMode, Role,
+    Session, StatusResponse, SubmitResponse, TransferLeadershipResponse,
+};
+
+/// Metadata key naming the leader's node id on FAILED_PRECONDITION.
+pub const LEADER_ID_KEY: &str = "raftgres-leader-id";
+/// Metadata key naming the leader's gRPC address on FAILED_PRECONDITION.
+pub const LEADER_ADDRESS_KEY: &str = "raftgres-leader-addr";
+
+/// How hard a [`Client`] tries before giving up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Most attempts for one call, redirects included (at least 1).
+    pub attempts_max: u32,
+    /// Wait before the first retry that backs off; doubles on each one.
+    pub backoff_initial: Duration,
+    /// Longest wait between two attempts.
+    pub backoff_max: Duration,
+    /// Longest a call may take across all its attempts; no attempt starts
+    /// once waiting for it would pass this bound.
+    pub retry_duration_max: Duration,
+    /// Longest one attempt may take; sent to the server as the gRPC
+    /// deadline too.
+    pub request_timeout: Duration,
+    /// Longest to wait for a TCP connection to a node.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    /// Sized for a cluster that elects a new leader within a few seconds:
+    /// the backoffs of 16 attempts add up to about 10 s.
+    fn default() -> ClientOptions {
+        ClientOptions {
+            attempts_max: 16,
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(1),
+            retry_duration_max: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// Checks the options, with a message a person can act on.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        let invalid = |message: &str| Err(ClientError::InvalidOptions(message.to_string()));
+        if self.attempts_max == 0 {
+            return invalid("attempts_max must be at least 1");
+        }
+        if self.backoff_initial > self.backoff_max {
+            return invalid("backoff_initial must not exceed backoff_max");
+        }
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return invalid("request_timeout and connect_timeout must be greater than 0");
+        }
+        Ok(())
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The client was given no address.
+    #[error("no node addresses given")]
+    NoEndpoints,
+    /// An address is not a valid URI.
+    #[error("invalid node address {address:?}: {message}")]
+    InvalidAddress {
+        /// The address as given.
+        address: String,
+        /// Why it was refused.
+        message: String,
+    },
+    /// The options are inconsistent.
+    #[error("invalid client options: {0}")]
+    InvalidOptions(String),
+    /// A request failed in a way that retrying cannot fix (invalid
+    /// argument, too large, ...), or the single attempt of
+    /// [`Client::status`] failed.
+    #[error("request to {address} failed: {code:?}: {message}")]
+    Rejected {
+        /// The node that answered.
+        address: String,
+        /// The gRPC status code.
+        code: Code,
+        /// The status message.
+        message: String,
+    },
+    /// Every attempt failed with a retryable error.
+    #[error(
+        "gave up after {attempts} attempt(s) in {elapsed:?}; tried {}; last error from {last_address}: {last_code:?}: {last_message}{}",
+        addresses_tried.join(", "),
+        if *outcome_unknown { " (a write may still have been applied)" } else { "" }
+    )]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// Time spent.
+        elapsed: Duration,
+        /// Every address tried, in order of first use.
+        addresses_tried: Vec<String>,
+        /// The address of the last attempt.
+        last_address: String,
+        /// The code of the last failure.
+        last_code: Code,
+        /// The message of the last failure.
+        last_message: String,
+        /// Whether some attempt ended without knowing if it was applied.
+        outcome_unknown: bool,
+    },
+}
+
+impl ClientError {
+    /// The gRPC code of the (last) failure, if a node or the transport
+    /// produced one.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ClientError::Rejected { code, .. } => Some(*code),
+            ClientError::GaveUp { last_code, .. } => Some(*last_code),
+            _ => None,
+        }
+    }
+}
+
+/// The answer of one node to `Status`, or why it did not answer.
+#[derive(Debug)]
+pub struct NodeStatus {
+    /// The address asked.
+    pub address: String,
+    /// What it said.
+    pub status: Result<StatusResponse, ClientError>,
+}
+
+/// Where a call is sent first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// The cached leader, else the first address.
+    Leader,
+    /// The first address given, whoever leads (stale reads at followers).
+    FirstAddress,
+}
+
+/// A client of one cluster. Cheap to clone; clones share the session, the
+/// cached leader and the connections.
+#[derive(Clone, Debug)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    endpoints: Vec<String>,
+    options: ClientOptions,
+    /// Sessions with no write in flight, each holding the sequence of its
+    /// last write. Invariant: a session is either here or leased to exactly
+    /// one call, and its sequence only grows, so the cluster can deduplicate
+    /// retries by (client_id, sequence).
+    sessions_idle: Mutex<Vec<Session>>,
+    connections: Mutex<Connections>,
+}
+
+/// A session leased to one write; returned to the pool when dropped, even
+/// if the call was abandoned (a late copy of its request then arrives with
+/// a sequence lower than the next write's, which the cluster ignores).
+struct SessionLease<'a> {
+    shared: &'a Shared,
+    session: Option<Session>,
+}
+
+impl SessionLease<'_> {
+    fn session(&self) -> Session {
+        self.session
+            .clone()
+            .expect("a lease holds its session until dropped")
+    }
+}
+
+impl Drop for SessionLease<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            lock(&self.shared.sessions_idle).push(session);
+        }
+    }
+}
+
+/// A panic while holding one of the client's locks cannot leave the data
+/// inconsistent (every update is a single push, pop, insert or
+/// assignment), so a poisoned lock is still safe to use.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[derive(Debug, Default)]
+struct Connections {
+    /// Lazily connected channels by address; tonic reconnects them.
+    channels: BTreeMap<String, Channel>,
+    /// The address that last served a leader-only call.
+    leader: Option<String>,
+}
+
+impl Client {
+    /// A client of the nodes at `addresses` (`host:port`, or a URI), with
+    /// default [`ClientOptions`]. Connects lazily.
+    pub fn new<I, S>(addresses: I) -> Result<Client, ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Client::with_options(addresses, ClientOptions::default())
+    }
+
+    /// A client with explicit options.
+    pub fn with_options<I, S>(addresses: I, options: ClientOptions) -> Result<Client, ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        options.validate()?;
+        let mut endpoints: Vec<String> = Vec::new();
+        for address in addresses {
+            let address = normalise_address(&address.into());
+            if address.is_empty() {
+                continue;
+            }
+            endpoint_for(&address, &options)?;
+            if !endpoints.contains(&address) {
+                endpoints.push(address);
+            }
+        }
+        if endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        let shared = Shared {
+            endpoints,
+            options,
+            sessions_idle: Mutex::new(vec![Session {
+                client_id: random_client_id(),
+                sequence: 0,
+            }]),
+            connections: Mutex::new(Connections::default()),
+        };
+        Ok(Client {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The addresses this client was given.
+    pub fn endpoints(&self) -> &[String] {
+        &self.shared.endpoints
+    }
+
+    /// The client id the next write will carry (when no other write of
+    /// this client is in flight).
+    pub fn client_id(&self) -> String {
+        let idle = lock(&self.shared.sessions_idle);
+        idle.last()
+            .map(|session| session.client_id.clone())
+            .unwrap_or_default()
+    }
+
+    /// The address of the leader that last answered, if any.
+    pub fn cached_leader(&self) -> Option<String> {
+        self.connections().leader.clone()
+    }
+
+    /// Takes an idle session (or opens a new one) and advances its
+    /// sequence for one write.
+    fn lease_session(&self) -> SessionLease<'_> {
+        let idle = lock(&self.shared.sessions_idle).pop();
+        let mut session = idle.unwrap_or_else(|| Session {
+            client_id: random_client_id(),
+            sequence: 0,
+        });
+        session.sequence += 1;
+        SessionLease {
+            shared: &self.shared,
+            session: Some(session),
+        }
+    }
+
+    /// Sets `key` to `value`; returns the log index and the previous value.
+    pub async fn put(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<PutResponse, ClientError> {
+        let lease = self.lease_session();
+        let request = PutRequest {
+            key: key.into(),
+            value: value.into(),
+            session: Some(lease.session()),
+        };
+        self.call(Route::Leader, move |channel, timeout| {
+            let request = with_timeout(request.clone(), timeout);
+            async move { KvClient::new(channel).put(request).await }
+        })
+        .await
+    }
+
+    /// The value of `key`, or `None` when it does not exist.
+    pub async fn get(
+        &self,
+        key: impl Into<Vec<u8>>,
+        mode: ReadMode,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(self.get_key_value(key, mode).await?.map(|pair| pair.value))
+    }
+
+    /// The pair stored at `key` (with the index that wrote it), or `None`.
+    pub async fn get_key_value(
+        &self,
+        key: impl Into<Vec<u8>>,
+        mode: ReadMode,
+    ) -> Result<Option<KeyValue>, ClientError> {
+        let request = GetRequest {
+            key: key.into(),
+            mode: mode.into(),
+        };
+        let response = self
+            .call(route_for(mode), move |channel, timeout| {
+                let request = with_timeout(request.clone(), timeout);
+                async move { KvClient::new(channel).get(request).await }
+            })
+            .await?;
+        Ok(response.kv)
+    }
+
+    /// Deletes `key`; the response says whether it existed.
+    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<DeleteResponse, ClientError> {
+        let lease = self.lease_session();
+        let request = DeleteRequest {
+            key: key.into(),
+            session: Some(lease.session()),
+        };
+        self.call(Route::Leader, move |channel, timeout| {
+            let request = with_timeout(request.clone(), timeout);
+            async move { KvClient::new(channel).delete(request).await }
+        })
+        .await
+    }
+
+    /// Sets `key` to `value` (deletes it when `value` is `None`) if its
+    /// current value is `expected` (`None`: the key must not exist).
+    pub async fn compare_and_swap(
+        &self,
+        key: impl Into<Vec<u8>>,
+        expected: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+    ) -> Result<CompareAndSwapResponse, ClientError> {
+        let lease = self.lease_session();
+        let request = CompareAndSwapRequest {
+            key: key.into(),
+            expected,
+            value,
+            session: Some(lease.session()),
+        };
+        self.call(Route::Leader, move |channel, timeout| {
+            let request = with_timeout(request.clone(), timeout);
+            async move { KvClient::new(channel).compare_and_swap(request).await }
+        })
+        .await
+    }
+
+    /// Pairs whose key starts with `prefix`, in key order; `limit` 0 means
+    /// the server's default.
+    pub async fn range(
+        &self,
+        prefix: impl Into<Vec<u8>>,
+        limit: u32,
+        mode: ReadMode,
+    ) -> Result<RangeResponse, ClientError> {
+        let request = RangeRequest {
+            prefix: prefix.into(),
+            limit,
+            mode: mode.into(),
+        };
+        self.call(route_for(mode), move |channel, timeout| {
+            let request = with_timeout(request.clone(), timeout);
+            async move { KvClient::new(channel).range(request).await }
+        })
+        .await
+    }
+
+    /// Submits an opaque command to the state machine with this client's
+    /// automatic session.
+    pub async fn submit_command(
+        &self,
+        command: impl Into<Vec<u8>>,
+    ) -> Result<SubmitResponse, ClientError> {
+        let lease = self.lease_session();
+        let session = lease.session();
+        self.submit(command, &session.client_id, session.sequence)
+            .await
+    }
+
+    /// Submits an opaque command to the state machine with an explicit
+    /// session: one write at a time per `client_id`, with a growing
+    /// `sequence`; an empty `client_id` opts out of deduplication.
+    pub async fn submit(
+        &self,
+        command: impl Into<Vec<u8>>,
+        client_id: &str,
+        sequence: u64,
+    ) -> Result<SubmitResponse, ClientError> {
+        let request = SubmitRequest {
+            command: command.into(),
+            client_id: client_id.to_string(),
+            sequence,
+        };
+        self.call(Route::Leader, move |channel, timeout| {
+            let request = with_timeout(request.clone(), timeout);
+            async move { ClientClient::new(channel).submit(request).await }
+        })
+        .await
+    }
+
+    /// Asks the leader to hand leadership to `target_id`; waits until the
+    /// target leads or the attempt times out.
+    pub async fn transfer_leadership(
+        &self,
+        target_id: u64,
+    ) -> Result<TransferLeadershipResponse, ClientError> {
+        self.call(Route::Leader, move |channel, timeout| {
+            let request = with_timeout(TransferLeadershipRequest { target_id }, timeout);
+            async move {
+                ClusterClient::new(channel)
+                    .transfer_leadership(request)
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// The status of the one node at `address` (any node, not necessarily
+    /// one given to this client): one attempt, no redirect.
+    pub async fn status(&self, address: &str) -> Result<StatusResponse, ClientError> {
+        let address = normalise_address(address);
+        let channel = self.channel(&address)?;
+        let timeout = self.shared.options.request_timeout;
+        let request = with_timeout(StatusRequest {}, timeout);
+        let mut cluster = ClusterClient::new(channel);
+        let call = cluster.status(request);
+        let status = match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no answer within {timeout:?}"
+            ))),
+        };
+        status
+            .map(tonic::Response::into_inner)
+            .map_err(|status| ClientError::Rejected {
+                address,
+                code: status.code(),
+                message: status.message().to_string(),
+            })
+    }
+
+    /// The status of every node this client knows of: the addresses it was
+    /// given and every peer those nodes report. Ordered by node id; nodes
+    /// that did not answer come last, by address.
+    pub async fn cluster_status(&self) -> Vec<NodeStatus> {
+        let mut asked: BTreeSet<String> = BTreeSet::new();
+        let mut results: Vec<NodeStatus> = Vec::new();
+        let mut to_ask: Vec<String> = self.shared.endpoints.clone();
+        while !to_ask.is_empty() {
+            asked.extend(to_ask.iter().cloned());
+            let answers = futures::future::join_all(to_ask.iter().map(|address| async move {
+                NodeStatus {
+                    address: address.clone(),
+                    status: self.status(address).await,
+                }
+            }))
+            .await;
+            let mut discovered: BTreeSet<String> = BTreeSet::new();
+            for answer in &answers {
+                if let Ok(status) = &answer.status {
+                    let peers = status.peers.iter().map(|peer| peer.address.as_str());
+                    for address in peers.chain(std::iter::once(status.leader_address.as_str())) {
+                        let address = normalise_address(address);
+                        if !address.is_empty() && !asked.contains(&address) {
+                            discovered.insert(address);
+                        }
+                    }
+                }
+            }
+            results.extend(answers);
+            to_ask = discovered.into_iter().collect();
+        }
+        results.sort_by_key(|node| match &node.status {
+            Ok(status) => (0, status.node_id, node.address.clone()),
+            Err(_) => (1, 0, node.address.clone()),
+        });
+        results
+    }
+
+    /// Runs `operation` against the leader (or the first address for
+    /// [`Route::FirstAddress`]) until it succeeds, fails for good, or the
+    /// retry budget is spent.
+    async fn call<T, F, Fut>(&self, route: Route, mut operation: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let options = &self.shared.options;
+        let started = Instant::now();
+        let preferred = match route {
+            Route::Leader => self.cached_leader(),
+            Route::FirstAddress => None,
+        };
+        let mut plan = RetryPlan::new(self.shared.endpoints.clone(), options, random_seed());
+        let mut address = plan.first_address(preferred);
+        loop {
+            let channel = self.channel(&address)?;
+            let attempt = tokio::time::timeout(
+                options.request_timeout,
+                operation(channel, options.request_timeout),
+            );
+            let status = match attempt.await {
+                Ok(Ok(response)) => {
+                    if route == Route::Leader {
+                        self.connections().leader = Some(address);
+                    }
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) => status,
+                Err(_) => Status::deadline_exceeded(format!(
+                    "no answer within the request timeout of {:?}",
+                    options.request_timeout
+                )),
+            };
+            self.forget_leader(&address);
+            let failure = Failure::from_status(&status);
+            tracing::debug!(%address, code = ?status.code(), message = status.message(), "attempt failed");
+            match plan.after_failure(&address, &failure, started.elapsed()) {
+                Decision::Retry {
+                    address: next,
+                    delay,
+                } => {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    address = next;
+                }
+                Decision::Stop => {
+                    return Err(ClientError::Rejected {
+                        address,
+                        code: status.code(),
+                        message: status.message().to_string(),
+                    })
+                }
+                Decision::GiveUp => {
+                    return Err(ClientError::GaveUp {
+                        attempts: plan.attempts,
+                        elapsed: started.elapsed(),
+                        addresses_tried: plan.addresses_tried.clone(),
+                        last_address: address,
+                        last_code: status.code(),
+                        last_message: status.message().to_string(),
+                        outcome_unknown: plan.outcome_unknown,
+                    })
+                }
+            }
+        }
+    }
+
+    fn connections(&self) -> std::sync::MutexGuard<'_, Connections> {
+        lock(&self.shared.connections)
+    }
+
+    fn forget_leader(&self, address: &str) {
+        let mut connections = self.connections();
+        if connections.leader.as_deref() == Some(address) {
+            connections.leader = None;
+        }
+    }
+
+    fn channel(&self, address: &str) -> Result<Channel, ClientError> {
+        let mut connections = self.connections();
+        if let Some(channel) = connections.channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = endpoint_for(address, &self.shared.options)?.connect_lazy();
+        connections
+            .channels
+            .insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// The leader that every one of `statuses` names, provided it is among
+/// them and says it leads; `None` while nodes disagree or an election runs.
+pub fn agreed_leader<'a>(statuses: impl IntoIterator<Item = &'a StatusResponse>) -> Option<u64> {
+    let statuses: Vec<&StatusResponse> = statuses.into_iter().collect();
+    let leader = statuses.first()?.leader_id;
+    if leader == 0 || statuses.iter().any(|status| status.leader_id != leader) {
+        return None;
+    }
+    let leader_says_so = statuses
+        .iter()
+        .any(|status| status.node_id == leader && status.role == Role::Leader as i32);
+    leader_says_so.then_some(leader)
+}
+
+/// Stale reads may be served by any node, so they go to the first address
+/// given (a caller that lists a follower first reads from it); other reads
+/// need the leader.
+fn route_for(mode: ReadMode) -> Route {
+    match mode {
+        ReadMode::Stale => Route::FirstAddress,
+        ReadMode::Linearizable | ReadMode::Lease => Route::Leader,
+    }
+}
+
+fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    // Sent as grpc-timeout, so the server stops waiting when we do.
+    request.set_timeout(timeout);
+    request
+}
+
+/// `host:port` for display and as the cache key; a scheme given by the
+/// caller is kept.
+fn normalise_address(address: &str) -> String {
+    address.trim().trim_end_matches('/').to_string()
+}
+
+fn endpoint_for(address: &str, options: &ClientOptions) -> Result<Endpoint, ClientError> {
+    let uri = if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    };
+    let endpoint = Endpoint::from_shared(uri).map_err(|error| ClientError::InvalidAddress {
+        address: address.to_string(),
+        message: error.to_string(),
+    })?;
+    Ok(endpoint
+        .connect_timeout(options.connect_timeout)
+        .tcp_nodelay(true))
+}
+
+/// 128 random bits from the standard library's per-process hash keys, the
+/// clock and the process id: unique enough to tell client sessions apart
+/// without another dependency.
+fn random_client_id() -> String {
+    format!("{:016x}{:016x}", random_seed(), random_seed())
+}
+
+fn random_seed() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    hasher.write_u128(now.map(|since| since.as_nanos()).unwrap_or_default());
+    hasher.finish()
+}
+
+/// What one failed attempt means for the next one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Failure {
+    /// The node is not the leader; it may know who is.
+    NotLeader {
+        /// The leader's address, when the node knows it.
+        leader_address: Option<String>,
+    },
+    /// The node cannot serve now (no quorum, no leader, shutting down) or
+    /// could not be reached: the request was not applied there.
+    Unavailable,
+    /// The attempt ended without an answer; a write may or may not apply.
+    OutcomeUnknown,
+    /// Retrying cannot help.
+    Permanent,
+}
+
+impl Failure {
+    fn from_status(status: &Status) -> Failure {
+        match status.code() {
+            Code::FailedPrecondition => {
+                let leader_address = status
+                    .metadata()
+                    .get(LEADER_ADDRESS_KEY)
+                    .and_then(|value| value.to_str().ok())
+                    .map(normalise_address)
+                    .filter(|address| !address.is_empty());
+                Failure::NotLeader { leader_address }
+            }
+            Code::Unavailable => Failure::Unavailable,
+            // Cancelled and Unknown are what tonic reports when a connection
+            // breaks mid-call; Aborted is a transient conflict.
+            Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted => {
+                Failure::OutcomeUnknown
+            }
+            // tonic turns HTTP/2 resets of a dying connection into Internal.
+            Code::Internal if status.message().starts_with("h2 protocol error") => {
+                Failure::OutcomeUnknown
+            }
+            _ => Failure::Permanent,
+        }
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Decision {
+    /// Try `address` after waiting `delay`.
+    Retry { address: String, delay: Duration },
+    /// The retry budget is spent.
+    GiveUp,
+    /// The failure is permanent.
+    Stop,
+}
+
+/// The retry state of one call. Pure: time comes in as `elapsed`, and the
+/// jitter comes from a seeded generator.
+#[derive(Debug)]
+struct RetryPlan {
+    endpoints: Vec<String>,
+    attempts_max: u32,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    retry_duration_max: Duration,
+    /// Attempts started so far.
+    attempts: u32,
+    /// Index in `endpoints` of the next address to rotate to.
+    rotation_next: usize,
+    /// The base of the next backoff; invariant: <= backoff_max.
+    backoff_next: Duration,
+    /// Whether the previous failure was a redirect that was followed
+    /// without waiting: two nodes pointing at each other during an
+    /// election must not spin.
+    previous_was_redirect: bool,
+    /// Whether some attempt ended with its outcome unknown.
+    outcome_unknown: bool,
+    /// Every address tried, in order of first use.
+    addresses_tried: Vec<String>,
+    jitter_state: u64,
+}
+
+impl RetryPlan {
+    fn new(endpoints: Vec<String>, options: &ClientOptions, seed: u64) -> RetryPlan {
+        assert!(
+            !endpoints.is_empty(),
+            "a retry plan needs at least one address"
+        );
+        RetryPlan {
+            endpoints,
+            attempts_max: options.attempts_max,
+            backoff_initial: options.backoff_initial,
+            backoff_max: options.backoff_max,
+            retry_duration_max: options.retry_duration_max,
+            attempts: 0,
+            rotation_next: 0,
+            backoff_next: options.backoff_initial,
+            previous_was_redirect: false,
+            outcome_unknown: false,
+            addresses_tried: Vec::new(),
+            // xorshift must not start at zero.
+            jitter_state: seed | 1,
+        }
+    }
+
+    /// The address of the first attempt: the cached leader if any, else
+    /// the first endpoint.
+    fn first_address(&mut self, preferred: Option<String>) -> String {
+        let address = preferred.unwrap_or_else(|| {
+            self.rotation_next = 1 % self.endpoints.len();
+            self.endpoints[0].clone()
+        });
+        self.start_attempt(&address);
+        address
+    }
+
+    fn after_failure(&mut self, address: &str, failure: &Failure, elapsed: Duration) -> Decision {
+        let redirect = match failure {
+            Failure::Permanent => return Decision::Stop,
+            Failure::NotLeader {
+                leader_address: Some(leader),
+            } if leader != address => Some(leader.clone()),
+            Failure::OutcomeUnknown => {
+                self.outcome_unknown = true;
+                None
+            }
+            Failure::NotLeader { .. } | Failure::Unavailable => None,
+        };
+        if self.attempts >= self.attempts_max {
+            return Decision::GiveUp;
+        }
+        let (next, delay) = match redirect {
+            Some(leader) if !self.previous_was_redirect => {
+                self.previous_was_redirect = true;
+                (leader, Duration::ZERO)
+            }
+            Some(leader) => {
+                self.previous_was_redirect = false;
+                (leader, self.backoff())
+            }
+            None => {
+                self.previous_was_redirect = false;
+                (self.rotate(address), self.backoff())
+            }
+        };
+        if elapsed + delay > self.retry_duration_max {
+            return Decision::GiveUp;
+        }
+        self.start_attempt(&next);
+        Decision::Retry {
+            address: next,
+            delay,
+        }
+    }
+
+    fn start_attempt(&mut self, address: &str) {
+        self.attempts += 1;
+        if !self.addresses_tried.iter().any(|tried| tried == address) {
+            self.addresses_tried.push(address.to_string());
+        }
+    }
+
+    /// The next endpoint in rotation, skipping the one that just failed
+    /// when there is another.
+    fn rotate(&mut self, failed: &str) -> String {
+        let count = self.endpoints.len();
+        for _ in 0..count {
+            let candidate = self.endpoints[self.rotation_next].clone();
+            self.rotation_next = (self.rotation_next + 1) % count;
+            if candidate != failed || count == 1 {
+                return candidate;
+            }
+        }
+        unreachable!("with two or more distinct endpoints one differs from the failed address")
+    }
+
+    /// Exponential backoff with "equal jitter": a wait in [base/2, base],
+    /// so clients that failed together do not retry together.
+    fn backoff(&mut self) -> Duration {
+        let base = self.backoff_next;
+        self.backoff_next = (base * 2).min(self.backoff_max).max(self.backoff_initial);
+        let half = base / 2;
+        let spread = (base - half).as_micros() as u64;
+        half + Duration::from_micros(self.next_random() % (spread + 1))
+    }
+
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.jitter_state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.jitter_state = x;
+        x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::MetadataValue;
+
+    fn options() -> ClientOptions {
+        ClientOptions {
+            attempts_max: 6,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(400),
+            retry_duration_max: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn endpoints() -> Vec<String> {
+        vec!["n1:1".into(), "n2:2".into(), "n3:3".into()]
+    }
+
+    fn not_leader(hint: Option<&str>) -> Failure {
+        Failure::NotLeader {
+            leader_address: hint.map(str::to_string),
+        }
+    }
+
+    /// Feeds `failures` in order and returns the addresses attempted and
+    /// the final decision.
+    fn run(plan: &mut RetryPlan, failures: &[Failure]) -> (Vec<String>, Vec<Duration>, Decision) {
+        let mut address = plan.first_address(None);
+        let mut addresses = vec![address.clone()];
+        let mut delays = Vec::new();
+        let mut elapsed = Duration::ZERO;
+        for failure in failures {
+            match plan.after_failure(&address, failure, elapsed) {
+                Decision::Retry {
+                    address: next,
+                    delay,
+                } => {
+                    elapsed += delay;
+                    delays.push(delay);
+                    addresses.push(next.clone());
+                    address = next;
+                }
+                other => return (addresses, delays, other),
+            }
+        }
+        (
+            addresses,
+            delays,
+            Decision::Retry {
+                address,
+                delay: Duration::ZERO,
+            },
+        )
+    }
+
+    #[test]
+    fn a_leader_hint_is_followed_at_once() {
+        let mut plan = RetryPlan::new(endpoints(), &options(), 7);
+        let (addresses, delays, _) = run(&mut plan, &[not_leader(Some("n3:3"))]);
+        assert_eq!(addresses, ["n1:1", "n3:3"]);
+        assert_eq!(delays, [Duration::ZERO]);
+    }
+
+    #[test]
+    fn nodes_pointing_at_each_other_are_slowed_down() {
+        let mut plan = RetryPlan::new(endpoints(), &options(), 7);
+        let failures = [
+            not_leader(Some("n2:2")),
+            not_leader(Some("n1:1")),
+            not_leader(Some("n2:2")),
+        ];
+        let (addresses, delays, _) = run(&mut plan, &failures);
+        assert_eq!(addresses, ["n1:1", "n2:2", "n1:1", "n2:2"]);
+        assert_eq!(delays[0], Duration::ZERO);
+        assert!(delays[1] >= Duration::from_millis(50), "{delays:?}");
+        assert_eq!(delays[2], Duration::ZERO);
+    }
+
+    #[test]
+    fn a_hint_naming_the_node_itself_counts_as_no_hint() {
+        let mut plan = RetryPlan::new(endpoints(), &options(), 7);
+        let (addresses, delays, _) = run(&mut plan, &[not_leader(Some("n1:1"))]);
+        assert_eq!(addresses, ["n1:1", "n2:2"]);
+        assert!(delays[0] > Duration::ZERO);
+    }
+
+    #[test]
+    fn unavailable_rotates_with_growing_bounded_backoff() {
+        let mut plan = RetryPlan::new(endpoints(), &options(), 42);
+        let failures = vec![Failure::Unavailable; 5];
+        let (addresses, delays, _) = run(&mut plan, &failures);
+        assert_eq!(addresses, ["n1:1", "n2:2", "n3:3", "n1:1", "n2:2", "n3:3"]);
+        let bases = [100, 200, 400, 400, 400];
+        for (delay, base) in delays.iter().zip(bases) {
+            let base = Duration::from_millis(base);
+            assert!(
+                *delay >= base / 2 && *delay <= base,
+                "{delay:?} outside [{:?}, {base:?}]",
+                base / 2
+            );
+        }
+    }
+
+    #[test]
+    fn rotation_skips_the_address_that_just_failed() {
+        // The first attempt went to a cached leader that is also n2.
+        let mut plan = RetryPlan::new(endpoints(), &options(), 1);
+        let first = plan.first_address(Some("n2:2".into()));
+        assert_eq!(first, "n2:2");
+        let Decision::Retry { address, .. } =
+            plan.after_failure("n2:2", &Failure::Unavailable, Duration::ZERO)
+        else {
+            panic!("should retry");
+        };
+        assert_eq!(address, "n1:1");
+        let Decision::Retry { address, .. } =
+            plan.after_failure("n1:1", &Failure::Unavailable, Duration::ZERO)
+        else {
+            panic!("should retry");
+        };
+        assert_eq!(address, "n2:2");
+    }
+
+    #[test]
+    fn a_single_endpoint_is_retried() {
+        let mut plan = RetryPlan::new(vec!["only:1".into()], &options(), 3);
+        let (addresses, _, _) = run(&mut plan, &[Failure::Unavailable, Failure::OutcomeUnknown]);
+        assert_eq!(addresses, ["only:1", "only:1", "only:1"]);
+    }
+
+    #[test]
+    fn permanent_failures_stop_at_once() {
+        let mut plan = RetryPlan::new(endpoints(), &options(), 3);
+        let (addresses, _, decision) = run(&mut plan, &[Failure::Unavailable, Failure::Permanent]);
+        assert_eq!(addresses, ["n1:1", "n2:2"]);
+        assert_eq!(decision, Decision::Stop);
+    }
+
+    #[test]
+    fn attempts_are_bounded_and_redirects_count() {
+        let mut plan = RetryPlan::new(endpoints(), &options(), 3);
+        // n1 and n2 keep naming each other, as during an election.
+        let failures: Vec<Failure> = (0..10)
+            .map(|attempt| not_leader(Some(if attempt % 2 == 0 { "n2:2" } else { "n1:1" })))
+            .collect();
+        let (addresses, _, decision) = run(&mut plan, &failures);
+        assert_eq!(decision, Decision::GiveUp);
+        assert_eq!(addresses.len(), options().attempts_max as usize);
+        assert_eq!(plan.attempts, options().attempts_max);
+        assert_eq!(plan.addresses_tried, ["n1:1", "n2:2"]);
+    }
+
+    #[test]
+    fn total_time_is_bounded() {
+        let mut plan = RetryPlan::new(endpoints(), &options(), 3);
+        plan.first_address(None);
+        let decision =
+            plan.after_failure("n1:1", &Failure::Unavailable, Duration::from_millis(9_990));
+        assert_eq!(decision, Decision::GiveUp);
+    }
+
+    #[test]
+    fn unknown_outcomes_are_retried_and_remembered() {
+        let mut plan = RetryPlan::new(endpoints(), &options(), 3);
+        let failures = [Failure::OutcomeUnknown, Failure::Unavailable];
+        let (addresses, _, _) = run(&mut plan, &failures);
+        assert_eq!(addresses, ["n1:1", "n2:2", "n3:3"]);
+        assert!(plan.outcome_unknown);
+    }
+
+    #[test]
+    fn statuses_are_classified_by_code_and_hint() {
+        let mut not_leader = Status::failed_precondition("not the leader");
+        not_leader.metadata_mut().insert(
+            LEADER_ADDRESS_KEY,
+            MetadataValue::from_static("127.0.0.1:7003"),
+        );
+        not_leader
+            .metadata_mut()
+            .insert(LEADER_ID_KEY, MetadataValue::from_static("3"));
+        assert_eq!(
+            Failure::from_status(&not_leader),
+            Failure::NotLeader {
+                leader_address: Some("127.0.0.1:7003".into())
+            }
+        );
+        let cases = [
+            (
+                Status::failed_precondition("no leader"),
+                Failure::NotLeader {
+                    leader_address: None,
+                },
+            ),
+            (
+                Status::unavailable("tcp connect error"),
+                Failure::Unavailable,
+            ),
+            (Status::deadline_exceeded("slow"), Failure::OutcomeUnknown),
+            (
+                Status::cancelled("timeout expired"),
+                Failure::OutcomeUnknown,
+            ),
+            (Status::unknown("transport error"), Failure::OutcomeUnknown),
+            (
+                Status::internal("h2 protocol error: connection reset"),
+                Failure::OutcomeUnknown,
+            ),
+            (Status::internal("bug"), Failure::Permanent),
+            (Status::invalid_argument("empty key"), Failure::Permanent),
+            (Status::resource_exhausted("too big"), Failure::Permanent),
+        ];
+        for (status, expected) in cases {
+            assert_eq!(Failure::from_status(&status), expected, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn sessions_carry_one_write_at_a_time_and_never_repeat_a_sequence() {
+        let client = Client::new(["127.0.0.1:1", "127.0.0.1:1", " "]).unwrap();
+        assert_eq!(client.endpoints(), ["127.0.0.1:1"]);
+        let client_id = client.client_id();
+        assert_eq!(client_id.len(), 32);
+        let first = client.lease_session().session();
+        let second = client.clone().lease_session().session();
+        assert_eq!(
+            (first.client_id.as_str(), first.sequence),
+            (client_id.as_str(), 1)
+        );
+        assert_eq!(
+            (second.client_id.as_str(), second.sequence),
+            (client_id.as_str(), 2)
+        );
+        // Two writes in flight at once get different sessions; both return
+        // to the pool afterwards and keep their sequences.
+        let one = client.lease_session();
+        let two = client.lease_session();
+        assert_ne!(one.session().client_id, two.session().client_id);
+        assert_eq!(one.session().sequence, 3);
+        assert_eq!(two.session().sequence, 1);
+        drop((one, two));
+        let mut sequences: Vec<u64> = [client.lease_session(), client.lease_session()]
+            .iter()
+            .map(|lease| lease.session().sequence)
+            .collect();
+        sequences.sort_unstable();
+        assert_eq!(sequences, [2, 4]);
+        let other = Client::new(["127.0.0.1:1"]).unwrap();
+        assert_ne!(other.client_id(), client.client_id());
+    }
+
+    #[test]
+    fn a_leader_is_agreed_only_by_all_and_itself() {
+        let status = |node_id, role: Role, leader_id| StatusResponse {
+            node_id,
+            role: role as i32,
+            leader_id,
+            ..StatusResponse::default()
+        };
+        let agreeing = [
+            status(1, Role::Follower, 2),
+            status(2, Role::Leader, 2),
+            status(3, Role::Follower, 2),
+        ];
+        assert_eq!(agreed_leader(&agreeing), Some(2));
+        let split = [
+            status(1, Role::Follower, 2),
+            status(2, Role::Leader, 2),
+            status(3, Role::Follower, 1),
+        ];
+        assert_eq!(agreed_leader(&split), None);
+        let electing = [status(1, Role::Candidate, 0), status(2, Role::Follower, 0)];
+        assert_eq!(agreed_leader(&electing), None);
+        // A killed leader is still named by the others for a while, but it
+        // cannot say that it leads.
+        let leader_gone = [status(1, Role::Follower, 2), status(3, Role::Follower, 2)];
+        assert_eq!(agreed_leader(&leader_gone), None);
+        assert_eq!(agreed_leader(&[]), None);
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        assert!(matches!(
+            Client::new(Vec::<String>::new()),
+            Err(ClientError::NoEndpoints)
+        ));
+        assert!(matches!(
+            Client::new(["not a uri"]),
+            Err(ClientError::InvalidAddress { .. })
+        ));
+        let options = ClientOptions {
+            attempts_max: 0,
+            ..ClientOptions::default()
+        };
+        assert!(matches!(
+            Client::with_options(["a:1"], options),
+            Err(ClientError::InvalidOptions(_))
+        ));
+    }
+
+    #[test]
+    fn giving_up_names_the_addresses_and_the_last_status() {
+        let error = ClientError::GaveUp {
+            attempts: 4,
+            elapsed: Duration::from_millis(1500),
+            addresses_tried: vec!["n1:1".into(), "n2:2".into()],
+            last_address: "n2:2".into(),
+            last_code: Code::Unavailable,
+            last_message: "no quorum".into(),
+            outcome_unknown: true,
+        };
+        let message = error.to_string();
+        for expected in [
+            "4 attempt",
+            "n1:1, n2:2",
+            "Unavailable",
+            "no quorum",
+            "may still have been applied",
+        ] {
+            assert!(
+                message.contains(expected),
+                "{message:?} should mention {expected:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! A node's configuration: a TOML file, overridden by command-line flags
+//! and `RAFTGRES_*` environment variables (see `raftgres serve --help`),
+//! validated once with errors a person can act on.
+//!
+//! ```toml
+//! cluster_id = "dev"
+//! node_id = 1
+//! listen_addr = "127.0.0.1:7001"      # gRPC for peers and clients
+//! metrics_addr = "127.0.0.1:9101"     # Prometheus text format (optional)
+//! postgres = "host=127.0.0.1 port=5433 user=postgres dbname=postgres"
+//!
+//! [[peer]]                            # every voter, this node included
+//! id = 1
+//! address = "127.0.0.1:7001"
+//! [[peer]]
+//! id = 2
+//! address = "127.0.0.1:7002"
+//! [[peer]]
+//! id = 3
+//! address = "127.0.0.1:7003"
+//!
+//! [raft]                              # all optional; defaults shown
+//! tick_ms = 50
+//! election_ticks_min = 10
+//! election_ticks_max = 20
+//! heartbeat_ticks = 2
+//!
+//! [limits]                            # all optional; defaults shown
+//! command_bytes_max = 1048576
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::core::{self, NodeId};
+
+/// One voter of the cluster.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The voter's node id (non-zero, unique).
+    pub id: u64,
+    /// Its gRPC address, `host:port`.
+    pub address: String,
+}
+
+/// Timing and batching of the consensus core.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftSettings {
+    /// Wall-clock length of one core tick, in milliseconds.
+    pub tick_ms: u64,
+    /// See [`core::Config::election_ticks_min`].
+    pub election_ticks_min: u64,
+    /// See [`core::Config::election_ticks_max`].
+    pub election_ticks_max: u64,
+    /// See [`core::Config::heartbeat_ticks`].
+    pub heartbeat_ticks: u64,
+    /// See [`core::Config::pre_vote`].
+    pub pre_vote: bool,
+    /// See [`core::Config::check_quorum`].
+    pub check_quorum: bool,
+    /// See [`core::Config::entries_per_message_max`].
+    pub entries_per_message_max: usize,
+    /// See [`core::Config::message_bytes_max`].
+    pub message_bytes_max: usize,
+    /// See [`core::Config::inflight_messages_max`].
+    pub inflight_messages_max: usize,
+    /// See [`core::Config::uncommitted_entries_max`].
+    pub uncommitted_entries_max: usize,
+    /// See [`core::Config::apply_batch_entries_max`].
+    pub apply_batch_entries_max: usize,
+    /// See [`core::Config::pending_reads_max`].
+    pub pending_reads_max: usize,
+}
+
+impl Default for RaftSettings {
+    fn default() -> RaftSettings {
+        let defaults = core::Config::new(NodeId(1), vec![NodeId(1)]);
+        RaftSettings {
+            tick_ms: 50,
+            election_ticks_min: defaults.election_ticks_min,
+            election_ticks_max: defaults.election_ticks_max,
+            heartbeat_ticks: defaults.heartbeat_ticks,
+            pre_vote: defaults.pre_vote,
+            check_quorum: defaults.check_quorum,
+            entries_per_message_max: defaults.entries_per_message_max,
+            message_bytes_max: defaults.message_bytes_max,
+            inflight_messages_max: defaults.inflight_messages_max,
+            uncommitted_entries_max: defaults.uncommitted_entries_max,
+            apply_batch_entries_max: defaults.apply_batch_entries_max,
+            pending_reads_max: defaults.pending_reads_max,
+        }
+    }
+}
+
+/// Bounds on what clients and peers may send and queue.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest command a client may submit; larger ones get
+    /// RESOURCE_EXHAUSTED.
+    pub command_bytes_max: usize,
+    /// Largest key of the KV service.
+    pub key_bytes_max: usize,
+    /// Most events (peer messages, client requests) queued for the driver.
+    pub driver_events_max: usize,
+    /// Most messages queued per peer connection; beyond it messages are
+    /// dropped (Raft retransmits).
+    pub peer_queue_messages_max: usize,
+    /// Most client requests served at once; beyond it clients wait.
+    pub client_requests_max: usize,
+    /// Most pairs a Range returns.
+    pub range_limit_max: u32,
+    /// How long a client request may wait for commit and apply before
+    /// DEADLINE_EXCEEDED (outcome unknown), in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Client sessions not used for this many log entries are forgotten;
+    /// a retry older than that may apply twice.
+    pub session_expiry_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            command_bytes_max: 1 << 20,
+            key_bytes_max: 4096,
+            driver_events_max: 65_536,
+            peer_queue_messages_max: 4096,
+            client_requests_max: 10_000,
+            range_limit_max: 10_000,
+            request_timeout_ms: 10_000,
+            session_expiry_entries: 1_000_000,
+        }
+    }
+}
+
+/// Everything `raftgres serve` needs.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Names the cluster; peers and the database must carry the same id.
+    pub cluster_id: String,
+    /// This node's id (one of the peers).
+    pub node_id: u64,
+    /// Address the gRPC server listens on.
+    pub listen_addr: SocketAddr,
+    /// Address of the Prometheus metrics endpoint, if any.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// libpq-style connection string of this node's own database.
+    pub postgres: String,
+    /// Open a database whose server may lose acknowledged writes (fsync or
+    /// synchronous_commit off). For throwaway benchmarks only.
+    #[serde(default)]
+    pub allow_unsafe_durability: bool,
+    /// Commit state machine applies with synchronous_commit off (the log
+    /// itself is always synchronous; applies replay after a crash).
+    #[serde(default = "default_true")]
+    pub apply_async_commit: bool,
+    /// Every voter, this node included.
+    #[serde(rename = "peer")]
+    pub peers: Vec<PeerConfig>,
+    /// Core timing and batching.
+    #[serde(default)]
+    pub raft: RaftSettings,
+    /// Client and queue limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's explanation.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        NodeConfig::from_toml(&text).map_err(|error| match error {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<NodeConfig, ConfigError> {
+        let config: NodeConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: "<text>".into(),
+            message: error.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value, with a message a person can act on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if self.cluster_id.trim().is_empty() {
+            return invalid("cluster_id must not be empty".into());
+        }
+        if self.raft.tick_ms == 0 {
+            return invalid("raft.tick_ms must be at least 1".into());
+        }
+        let mut addresses = BTreeMap::new();
+        for peer in &self.peers {
+            if addresses.insert(peer.id, peer.address.clone()).is_some() {
+                return invalid(format!("peer id {} appears twice", peer.id));
+            }
+            if peer.address.parse::<SocketAddr>().is_err() && !peer.address.contains(':') {
+                return invalid(format!(
+                    "peer {} address {:?} is not host:port",
+                    peer.id, peer.address
+                ));
+            }
+        }
+        let limits = [
+            (
+                "limits.command_bytes_max",
+                self.limits.command_bytes_max as u64,
+            ),
+            ("limits.key_bytes_max", self.limits.key_bytes_max as u64),
+            (
+                "limits.driver_events_max",
+                self.limits.driver_events_max as u64,
+            ),
+            (
+                "limits.peer_queue_messages_max",
+                self.limits.peer_queue_messages_max as u64,
+            ),
+            (
+                "limits.client_requests_max",
+                self.limits.client_requests_max as u64,
+            ),
+            ("limits.range_limit_max", self.limits.range_limit_max as u64),
+            ("limits.request_timeout_ms", self.limits.request_timeout_ms),
+            (
+                "limits.session_expiry_entries",
+                self.limits.session_expiry_entries,
+            ),
+        ];
+        for (name, value) in limits {
+            if value == 0 {
+                return invalid(format!("{name} must be greater than 0"));
+            }
+        }
+        if self.limits.command_bytes_max > self.raft.message_bytes_max {
+            return invalid(format!(
+                "limits.command_bytes_max ({}) exceeds raft.message_bytes_max ({}): such a command could never be replicated",
+                self.limits.command_bytes_max, self.raft.message_bytes_max
+            ));
+        }
+        self.core_config()
+            .validate()
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        Ok(())
+    }
+
+    /// The consensus core's configuration.
+    pub fn core_config(&self) -> core::Config {
+        let mut config = core::Config::new(
+            NodeId(self.node_id),
+            self.peers.iter().map(|peer| NodeId(peer.id)).collect(),
+        );
+        let raft = &self.raft;
+        config.election_ticks_min = raft.election_ticks_min;
+        config.election_ticks_max = raft.election_ticks_max;
+        config.heartbeat_ticks = raft.heartbeat_ticks;
+        config.pre_vote = raft.pre_vote;
+        config.check_quorum = raft.check_quorum;
+        config.entries_per_message_max = raft.entries_per_message_max;
+        config.message_bytes_max = raft.message_bytes_max;
+        config.inflight_messages_max = raft.inflight_messages_max;
+        config.uncommitted_entries_max = raft.uncommitted_entries_max;
+        config.apply_batch_entries_max = raft.apply_batch_entries_max;
+        config.pending_reads_max = raft.pending_reads_max;
+        config
+    }
+
+    /// The address of node `id`, if it is a peer.
+    pub fn peer_address(&self, id: u64) -> Option<&str> {
+        self.peers
+            .iter()
+            .find(|peer| peer.id == id)
+            .map(|peer| peer.address.as_str())
+    }
+
+    /// One core tick of wall-clock time.
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.raft.tick_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+        cluster_id = "test"
+        node_id = 2
+        listen_addr = "127.0.0.1:7002"
+        postgres = "host=127.0.0.1 port=5432 user=postgres dbname=node2"
+        [[peer]]
+        id = 1
+        address = "127.0.0.1:7001"
+        [[peer]]
+        id = 2
+        address = "127.0.0.1:7002"
+        [[peer]]
+        id = 3
+        address = "127.0.0.1:7003"
+    "#;
+
+    #[test]
+    fn a_valid_file_parses_with_defaults() {
+        let config = NodeConfig::from_toml(VALID).unwrap();
+        assert_eq!(config.node_id, 2);
+        assert_eq!(config.peer_address(3), Some("127.0.0.1:7003"));
+        assert_eq!(config.limits.command_bytes_max, 1 << 20);
+        assert_eq!(config.core_config().voters.len(), 3);
+        assert!(config.apply_async_commit);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            (
+                VALID.replace("node_id = 2", "node_id = 9"),
+                "not among the voters",
+            ),
+            (VALID.replace("id = 3", "id = 2"), "appears twice"),
+            (
+                VALID.replace("cluster_id = \"test\"", "cluster_id = \"\""),
+                "cluster_id",
+            ),
+            (
+                VALID.to_string() + "\n[raft]\nelection_ticks_min = 1\n",
+                "election_ticks_min",
+            ),
+            (
+                VALID.to_string() + "\n[limits]\ncommand_bytes_max = 0\n",
+                "command_bytes_max",
+            ),
+            (
+                VALID.to_string() + "\nunknown_setting = 1\n",
+                "unknown field",
+            ),
+            (
+                VALID.replace(
+                    "listen_addr = \"127.0.0.1:7002\"",
+                    "listen_addr = \"nowhere\"",
+                ),
+                "listen_addr",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = NodeConfig::from_toml(&text)
+                .expect_err(expected)
+                .to_string();
+            assert!(
+                error.contains(expected),
+                "{error:?} should mention {expected:?}"
+            );
+        }
+    }
+}

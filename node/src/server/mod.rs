@@ -1,0 +1,314 @@
+//! The node: drives the pure core with tokio, persists to Postgres, talks
+//! gRPC to peers and clients.
+//!
+//! - [`config`]: the node's configuration (TOML, flags, environment).
+//! - `driver`: the event loop around the core (obeys `crate::core`'s
+//!   driver obligations).
+//! - `storage`: the log writer and the applier, each on its own Postgres
+//!   connection.
+//! - `transport`: outgoing peer streams.
+//! - `services`: the gRPC services; `error`: the one mapping of refusals
+//!   to gRPC statuses.
+//! - [`state_machine`]: the state machine trait and the built-in KV.
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod config;
+mod convert;
+mod driver;
+pub mod error;
+pub mod metrics;
+mod services;
+pub mod state_machine;
+mod storage;
+mod transport;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use raftgres_proto::v1 as wire;
+use raftgres_storage_pg::{LogStore, PgApplier, PgStore, PgStoreConfig, StoreError};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument as _;
+
+pub use config::NodeConfig;
+pub use state_machine::{KvStateMachine, StateMachine};
+
+use crate::core::{DurableState, LogIndex, NodeId, Raft};
+
+/// How long `serve` keeps trying to reach Postgres at start-up.
+const STARTUP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a node with the built-in KV state machine until `shutdown`
+/// resolves, then stops gracefully.
+pub async fn serve(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_with(config, KvStateMachine, shutdown).await
+}
+
+/// Runs a node with a custom state machine.
+pub async fn serve_with<S: StateMachine>(
+    config: NodeConfig,
+    state_machine: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let span = tracing::info_span!("node", node = config.node_id, cluster = %config.cluster_id);
+    run(config, Arc::new(state_machine), shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn open_store(config: &NodeConfig) -> anyhow::Result<PgStore> {
+    let mut store_config = PgStoreConfig::new(
+        config.postgres.clone(),
+        config.cluster_id.clone(),
+        config.node_id,
+    );
+    store_config.allow_unsafe_durability = config.allow_unsafe_durability;
+    let started = Instant::now();
+    loop {
+        match PgStore::open(store_config.clone()).await {
+            Ok(store) => return Ok(store),
+            Err(error) if error.is_retriable() && started.elapsed() < STARTUP_CONNECT_TIMEOUT => {
+                tracing::warn!(%error, "waiting for postgres");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error).context("cannot open this node's postgres log store"),
+        }
+    }
+}
+
+async fn load_durable_state(store: &mut PgStore) -> anyhow::Result<(DurableState, LogIndex)> {
+    let loaded = store
+        .load()
+        .await
+        .context("cannot load the durable state")?;
+    let entries = loaded
+        .entries
+        .into_iter()
+        .map(convert::entry_from_storage)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|reason| anyhow::anyhow!("cannot load the log: {reason}"))?;
+    let applied = LogIndex(loaded.applied.index);
+    let durable = DurableState {
+        hard_state: convert::hard_state_from_storage(loaded.hard_state),
+        snapshot: convert::snapshot_from_storage(loaded.snapshot),
+        entries,
+        applied,
+    };
+    Ok((durable, applied))
+}
+
+async fn run<S: StateMachine>(
+    config: Arc<NodeConfig>,
+    state_machine: Arc<S>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut store = open_store(&config).await?;
+    let (durable, applied) = load_durable_state(&mut store).await?;
+    let applier = PgApplier::open(store.config().clone())
+        .await
+        .context("cannot open the apply connection")?;
+    let reads = services::ReadConnection::new(config.postgres.clone());
+    let read_client = reads
+        .client()
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    state_machine
+        .migrate(&read_client)
+        .await
+        .context("cannot create the state machine's tables")?;
+    state_machine::sessions::migrate(&read_client)
+        .await
+        .context("cannot create the session table")?;
+    tracing::info!(
+        term = durable.hard_state.term.0,
+        last_index = durable
+            .entries
+            .last()
+            .map_or(durable.snapshot.index.0, |entry| entry.index.0),
+        applied = applied.0,
+        "recovered durable state"
+    );
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
+        ^ config.node_id.rotate_left(32);
+    let raft = Raft::new(config.core_config(), durable, seed)?;
+
+    let metrics = Arc::new(metrics::Metrics::default());
+    let (shutdown_sender, shutdown_receiver) = watch::channel(false);
+    let peers: Vec<(NodeId, String)> = config
+        .peers
+        .iter()
+        .filter(|peer| peer.id != config.node_id)
+        .map(|peer| (NodeId(peer.id), peer.address.clone()))
+        .collect();
+    let transport = transport::Transport::start(
+        &config.cluster_id,
+        &peers,
+        config.limits.peer_queue_messages_max,
+        metrics.clone(),
+        shutdown_receiver.clone(),
+    );
+
+    let (write_jobs, write_job_receiver) = mpsc::channel(1);
+    let (write_done_sender, write_done) = mpsc::channel(1);
+    let writer = tokio::spawn(
+        storage::run_writer(
+            store,
+            write_job_receiver,
+            write_done_sender,
+            metrics.clone(),
+        )
+        .in_current_span(),
+    );
+    let (apply_batches, apply_batch_receiver) = mpsc::channel(1);
+    let (apply_done_sender, apply_done) = mpsc::channel(1);
+    let applier_settings = storage::ApplierSettings {
+        asynchronous_commit: config.apply_async_commit,
+        session_expiry_entries: config.limits.session_expiry_entries,
+    };
+    let applier_task = tokio::spawn(
+        storage::run_applier(
+            applier,
+            state_machine.clone(),
+            applier_settings,
+            apply_batch_receiver,
+            apply_done_sender,
+            metrics.clone(),
+        )
+        .in_current_span(),
+    );
+
+    let (events, event_receiver) = mpsc::channel(config.limits.driver_events_max);
+    let channels = driver::StorageChannels {
+        write_jobs,
+        write_done,
+        apply_batches,
+        apply_done,
+    };
+    let driver = driver::Driver::new(raft, config.clone(), transport, channels, metrics.clone());
+    let mut driver_task = tokio::spawn(
+        driver
+            .run(event_receiver, shutdown_receiver.clone())
+            .in_current_span(),
+    );
+
+    if let Some(address) = config.metrics_addr {
+        let listener = metrics::bind_metrics(address)
+            .await
+            .with_context(|| format!("cannot listen on metrics address {address}"))?;
+        tokio::spawn(metrics::serve_metrics(listener, metrics.clone()));
+    }
+
+    let shared = Arc::new(services::Shared {
+        config: config.clone(),
+        events,
+        metrics,
+        state_machine,
+        reads,
+    });
+    let server = grpc_server(shared, shutdown_receiver.clone())?;
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+    tracing::info!(address = %config.listen_addr, "serving");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut server_task = tokio::spawn(
+        server.serve_with_incoming_shutdown(incoming, wait_for(shutdown_receiver.clone())),
+    );
+
+    let outcome = tokio::select! {
+        () = shutdown => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        result = &mut driver_task => match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(anyhow::Error::new(error).context("storage failed; the node stops")),
+            Err(error) => Err(anyhow::anyhow!("the driver panicked: {error}")),
+        },
+        result = &mut server_task => result.map_err(anyhow::Error::new).and_then(|served| served.context("the gRPC server failed")),
+    };
+    let _ = shutdown_sender.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), driver_task).await;
+    // The driver dropped its channels: the writer finishes its write and
+    // returns the store, whose fencing lock is released by closing it.
+    if let Ok(Ok(store)) = tokio::time::timeout(Duration::from_secs(5), writer).await {
+        store.close().await;
+    }
+    applier_task.abort();
+    outcome
+}
+
+async fn wait_for(mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn grpc_server<S: StateMachine>(
+    shared: Arc<services::Shared<S>>,
+    _shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<tonic::transport::server::Router> {
+    let (mut health_reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(raftgres_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(raftgres_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let message_bytes_max = transport::PEER_MESSAGE_BYTES_MAX;
+    let client_bytes_max = shared.config.limits.command_bytes_max + 64 * 1024;
+    let peer = wire::peer_server::PeerServer::new(services::PeerService {
+        shared: shared.clone(),
+    })
+    .max_decoding_message_size(message_bytes_max);
+    let client = wire::client_server::ClientServer::new(services::ClientService {
+        shared: shared.clone(),
+    })
+    .max_decoding_message_size(client_bytes_max);
+    let kv = wire::kv_server::KvServer::new(services::KvService {
+        shared: shared.clone(),
+    })
+    .max_decoding_message_size(client_bytes_max);
+    let cluster = wire::cluster_server::ClusterServer::new(services::ClusterService {
+        shared: shared.clone(),
+    });
+    tokio::spawn(async move {
+        health_reporter
+            .set_serving::<wire::kv_server::KvServer<services::KvService<S>>>()
+            .await;
+        health_reporter
+            .set_serving::<wire::client_server::ClientServer<services::ClientService<S>>>()
+            .await;
+    });
+    let concurrency = shared.config.limits.client_requests_max;
+    Ok(tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(concurrency)
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(peer)
+        .add_service(client)
+        .add_service(kv)
+        .add_service(cluster))
+}
+
+impl From<StoreError> for error::ServiceError {
+    fn from(error: StoreError) -> error::ServiceError {
+        error::ServiceError::Unavailable(error.to_string())
+    }
+}

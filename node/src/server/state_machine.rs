@@ -1,0 +1,501 @@
+//! Replicated state machines whose state lives in the node's Postgres.
+//!
+//! The applier calls [`StateMachine::apply`] for every committed command,
+//! inside the store's apply transaction: the state machine's changes and
+//! the new applied index commit together (design rule 4), so replaying the
+//! log after a crash never applies an entry twice.
+
+use std::future::Future;
+
+use prost::Message as _;
+use raftgres_proto::v1 as wire;
+use tokio_postgres::{Client, Transaction};
+
+/// A deterministic state machine stored in Postgres tables of its own.
+pub trait StateMachine: Send + Sync + 'static {
+    /// Creates (idempotently) the state machine's tables.
+    fn migrate(
+        &self,
+        client: &Client,
+    ) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
+
+    /// Checks a command before it is proposed, so malformed commands never
+    /// reach the log. The error explains what is wrong.
+    fn validate(&self, command: &[u8]) -> Result<(), String>;
+
+    /// Applies one committed command at log `index` and returns the
+    /// response for the client. Must be deterministic: every replica
+    /// applies the same commands in the same order and must end in the
+    /// same state. An `Err` is a database failure (the batch is retried).
+    fn apply(
+        &self,
+        transaction: &Transaction<'_>,
+        index: u64,
+        command: &[u8],
+    ) -> impl Future<Output = Result<Vec<u8>, tokio_postgres::Error>> + Send;
+
+    /// Applies consecutive committed commands `(index, command)` in order
+    /// and returns their responses in the same order. The default applies
+    /// them one by one; a state machine can do better (one round trip for
+    /// the whole batch).
+    fn apply_batch(
+        &self,
+        transaction: &Transaction<'_>,
+        commands: &[(u64, &[u8])],
+    ) -> impl Future<Output = Result<Vec<Vec<u8>>, tokio_postgres::Error>> + Send {
+        async move {
+            let mut responses = Vec::with_capacity(commands.len());
+            for (index, command) in commands {
+                responses.push(self.apply(transaction, *index, command).await?);
+            }
+            Ok(responses)
+        }
+    }
+
+    /// Serializes the whole state, for snapshots.
+    fn snapshot(
+        &self,
+        transaction: &Transaction<'_>,
+    ) -> impl Future<Output = Result<Vec<u8>, tokio_postgres::Error>> + Send;
+
+    /// Replaces the whole state with a snapshot made by [`Self::snapshot`].
+    fn restore(
+        &self,
+        transaction: &Transaction<'_>,
+        data: &[u8],
+    ) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
+}
+
+/// The built-in key-value state machine: table `raftgres_kv`. Commands are
+/// encoded `raftgres.v1.KvCommand`, responses `raftgres.v1.KvResult`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KvStateMachine;
+
+const KV_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS raftgres_kv (
+        key bytea PRIMARY KEY,
+        value bytea NOT NULL,
+        mod_index bigint NOT NULL CHECK (mod_index > 0)
+    )";
+
+/// Applies a batch of KV operations in order inside the server, in one
+/// round trip. Operation codes: 1 put, 2 delete, 3 compare-and-swap.
+const KV_APPLY_FUNCTION: &str = "
+    CREATE OR REPLACE FUNCTION raftgres_kv_apply(
+        indexes bigint[], operations smallint[], keys bytea[], new_values bytea[],
+        has_values boolean[], expected_values bytea[], has_expected boolean[])
+    RETURNS TABLE (previous bytea, succeeded boolean) AS $$
+    DECLARE
+        position integer;
+        old_value bytea;
+        existed boolean;
+        matches boolean;
+    BEGIN
+        FOR position IN 1 .. coalesce(array_length(indexes, 1), 0) LOOP
+            SELECT value INTO old_value FROM raftgres_kv WHERE key = keys[position] FOR UPDATE;
+            existed := FOUND;
+            previous := CASE WHEN existed THEN old_value END;
+            IF operations[position] = 1 THEN
+                INSERT INTO raftgres_kv (key, value, mod_index)
+                VALUES (keys[position], new_values[position], indexes[position])
+                ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, mod_index = EXCLUDED.mod_index;
+                succeeded := true;
+            ELSIF operations[position] = 2 THEN
+                DELETE FROM raftgres_kv WHERE key = keys[position];
+                succeeded := existed;
+            ELSE
+                matches := CASE WHEN has_expected[position]
+                                THEN existed AND old_value = expected_values[position]
+                                ELSE NOT existed END;
+                succeeded := matches;
+                IF matches AND has_values[position] THEN
+                    INSERT INTO raftgres_kv (key, value, mod_index)
+                    VALUES (keys[position], new_values[position], indexes[position])
+                    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, mod_index = EXCLUDED.mod_index;
+                ELSIF matches THEN
+                    DELETE FROM raftgres_kv WHERE key = keys[position];
+                END IF;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+    END
+    $$ LANGUAGE plpgsql";
+
+const PUT: &str = "
+    WITH previous AS (SELECT value FROM raftgres_kv WHERE key = $1),
+         upsert AS (
+             INSERT INTO raftgres_kv (key, value, mod_index) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, mod_index = EXCLUDED.mod_index)
+    SELECT value FROM previous";
+
+const DELETE: &str = "DELETE FROM raftgres_kv WHERE key = $1 RETURNING value";
+
+const SELECT_FOR_UPDATE: &str = "SELECT value FROM raftgres_kv WHERE key = $1 FOR UPDATE";
+
+impl KvStateMachine {
+    async fn put(
+        transaction: &Transaction<'_>,
+        key: &[u8],
+        value: &[u8],
+        index: u64,
+    ) -> Result<Option<Vec<u8>>, tokio_postgres::Error> {
+        let row = transaction
+            .query_opt(PUT, &[&key, &value, &(index as i64)])
+            .await?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn delete(
+        transaction: &Transaction<'_>,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, tokio_postgres::Error> {
+        let row = transaction.query_opt(DELETE, &[&key]).await?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn compare_and_swap(
+        transaction: &Transaction<'_>,
+        swap: &wire::KvCompareAndSwap,
+        index: u64,
+    ) -> Result<wire::KvResult, tokio_postgres::Error> {
+        let current: Option<Vec<u8>> = transaction
+            .query_opt(SELECT_FOR_UPDATE, &[&swap.key])
+            .await?
+            .map(|row| row.get(0));
+        if current != swap.expected {
+            return Ok(wire::KvResult {
+                previous: current,
+                succeeded: false,
+            });
+        }
+        match &swap.value {
+            Some(value) => Self::put(transaction, &swap.key, value, index).await?,
+            None => Self::delete(transaction, &swap.key).await?,
+        };
+        Ok(wire::KvResult {
+            previous: current,
+            succeeded: true,
+        })
+    }
+}
+
+/// The arrays `raftgres_kv_apply` takes.
+#[derive(Default)]
+struct KvColumns {
+    indexes: Vec<i64>,
+    operations: Vec<i16>,
+    keys: Vec<Vec<u8>>,
+    new_values: Vec<Vec<u8>>,
+    has_values: Vec<bool>,
+    expected_values: Vec<Vec<u8>>,
+    has_expected: Vec<bool>,
+}
+
+impl KvColumns {
+    fn push(&mut self, index: u64, operation: &wire::kv_command::Operation) {
+        use wire::kv_command::Operation;
+        let (code, key, value, expected) = match operation {
+            Operation::Put(put) => (1, &put.key, Some(&put.value), None),
+            Operation::Delete(delete) => (2, &delete.key, None, None),
+            Operation::CompareAndSwap(swap) => {
+                (3, &swap.key, swap.value.as_ref(), swap.expected.as_ref())
+            }
+        };
+        self.indexes.push(index as i64);
+        self.operations.push(code);
+        self.keys.push(key.clone());
+        self.new_values.push(value.cloned().unwrap_or_default());
+        self.has_values.push(value.is_some());
+        self.expected_values
+            .push(expected.cloned().unwrap_or_default());
+        self.has_expected.push(expected.is_some());
+    }
+}
+
+/// Decodes and checks a KV command.
+pub fn decode_kv_command(command: &[u8]) -> Result<wire::kv_command::Operation, String> {
+    let decoded =
+        wire::KvCommand::decode(command).map_err(|error| format!("not a KvCommand: {error}"))?;
+    let operation = decoded.operation.ok_or("KvCommand has no operation")?;
+    let key = match &operation {
+        wire::kv_command::Operation::Put(put) => &put.key,
+        wire::kv_command::Operation::Delete(delete) => &delete.key,
+        wire::kv_command::Operation::CompareAndSwap(swap) => &swap.key,
+    };
+    if key.is_empty() {
+        return Err("the key must not be empty".into());
+    }
+    Ok(operation)
+}
+
+impl StateMachine for KvStateMachine {
+    async fn migrate(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
+        client.batch_execute(KV_SCHEMA).await?;
+        client.batch_execute(KV_APPLY_FUNCTION).await
+    }
+
+    fn validate(&self, command: &[u8]) -> Result<(), String> {
+        decode_kv_command(command).map(|_| ())
+    }
+
+    async fn apply(
+        &self,
+        transaction: &Transaction<'_>,
+        index: u64,
+        command: &[u8],
+    ) -> Result<Vec<u8>, tokio_postgres::Error> {
+        // Commands were validated before they were proposed; one that does
+        // not decode now (written by another version) changes nothing and
+        // answers with an empty result on every replica alike.
+        let Ok(operation) = decode_kv_command(command) else {
+            return Ok(Vec::new());
+        };
+        let result = match operation {
+            wire::kv_command::Operation::Put(put) => {
+                let previous = Self::put(transaction, &put.key, &put.value, index).await?;
+                wire::KvResult {
+                    previous,
+                    succeeded: true,
+                }
+            }
+            wire::kv_command::Operation::Delete(delete) => {
+                let previous = Self::delete(transaction, &delete.key).await?;
+                wire::KvResult {
+                    succeeded: previous.is_some(),
+                    previous,
+                }
+            }
+            wire::kv_command::Operation::CompareAndSwap(swap) => {
+                Self::compare_and_swap(transaction, &swap, index).await?
+            }
+        };
+        Ok(result.encode_to_vec())
+    }
+
+    async fn apply_batch(
+        &self,
+        transaction: &Transaction<'_>,
+        commands: &[(u64, &[u8])],
+    ) -> Result<Vec<Vec<u8>>, tokio_postgres::Error> {
+        let mut columns = KvColumns::default();
+        // Commands that do not decode (never proposed by this version) are
+        // left out of the batch and answered with an empty result.
+        let mut decoded = Vec::with_capacity(commands.len());
+        for (index, command) in commands {
+            let operation = decode_kv_command(command).ok();
+            if let Some(operation) = &operation {
+                columns.push(*index, operation);
+            }
+            decoded.push(operation.is_some());
+        }
+        let rows = transaction
+            .query(
+                "SELECT previous, succeeded FROM raftgres_kv_apply($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &columns.indexes,
+                    &columns.operations,
+                    &columns.keys,
+                    &columns.new_values,
+                    &columns.has_values,
+                    &columns.expected_values,
+                    &columns.has_expected,
+                ],
+            )
+            .await?;
+        let mut results = rows.iter().map(|row| wire::KvResult {
+            previous: row.get(0),
+            succeeded: row.get(1),
+        });
+        Ok(decoded
+            .into_iter()
+            .map(|was_decoded| {
+                if was_decoded {
+                    results.next().unwrap_or_default().encode_to_vec()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect())
+    }
+
+    async fn snapshot(
+        &self,
+        transaction: &Transaction<'_>,
+    ) -> Result<Vec<u8>, tokio_postgres::Error> {
+        let rows = transaction
+            .query(
+                "SELECT key, value, mod_index FROM raftgres_kv ORDER BY key",
+                &[],
+            )
+            .await?;
+        let pairs = rows
+            .iter()
+            .map(|row| wire::KeyValue {
+                key: row.get(0),
+                value: row.get(1),
+                mod_index: row.get::<_, i64>(2) as u64,
+            })
+            .collect();
+        Ok(wire::RangeResponse {
+            kvs: pairs,
+            more: false,
+            read_index: 0,
+        }
+        .encode_to_vec())
+    }
+
+    async fn restore(
+        &self,
+        transaction: &Transaction<'_>,
+        data: &[u8],
+    ) -> Result<(), tokio_postgres::Error> {
+        let snapshot = wire::RangeResponse::decode(data).unwrap_or_default();
+        transaction.execute("DELETE FROM raftgres_kv", &[]).await?;
+        for pair in snapshot.kvs {
+            transaction
+                .execute(
+                    "INSERT INTO raftgres_kv (key, value, mod_index) VALUES ($1, $2, $3)",
+                    &[&pair.key, &pair.value, &(pair.mod_index as i64)],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Sessions: the last (sequence, response) per client, so that a retried
+/// command is applied once and answered with its first result.
+pub(crate) mod sessions {
+    use std::collections::BTreeMap;
+
+    use tokio_postgres::{Client, Transaction};
+
+    const SCHEMA: &str = "
+        CREATE TABLE IF NOT EXISTS raftgres_sessions (
+            client_id text PRIMARY KEY,
+            sequence bigint NOT NULL,
+            response bytea NOT NULL,
+            last_index bigint NOT NULL
+        )";
+
+    /// A client's last applied command response.
+    pub(crate) enum Response {
+        /// Read from the table.
+        Stored(Vec<u8>),
+        /// Applied earlier in the current batch, at this slot.
+        InBatch(usize),
+    }
+
+    /// A client's last applied sequence.
+    pub(crate) struct Last {
+        pub(crate) sequence: u64,
+        pub(crate) response: Response,
+    }
+
+    pub(crate) async fn migrate(client: &Client) -> Result<(), tokio_postgres::Error> {
+        client.batch_execute(SCHEMA).await
+    }
+
+    /// The stored sessions of `client_ids`.
+    pub(crate) async fn load(
+        transaction: &Transaction<'_>,
+        client_ids: &[&str],
+    ) -> Result<BTreeMap<String, Last>, tokio_postgres::Error> {
+        if client_ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let rows = transaction
+            .query(
+                "SELECT client_id, sequence, response FROM raftgres_sessions WHERE client_id = ANY($1)",
+                &[&client_ids],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let last = Last {
+                    sequence: row.get::<_, i64>(1) as u64,
+                    response: Response::Stored(row.get(2)),
+                };
+                (row.get(0), last)
+            })
+            .collect())
+    }
+
+    /// The sessions a batch updates: the last command of each client.
+    #[derive(Default)]
+    pub(crate) struct Batch {
+        latest: BTreeMap<String, (u64, Vec<u8>, u64)>,
+    }
+
+    impl Batch {
+        pub(crate) fn record(
+            &mut self,
+            client_id: &str,
+            sequence: u64,
+            response: &[u8],
+            index: u64,
+        ) {
+            let newer = self
+                .latest
+                .get(client_id)
+                .is_none_or(|(latest, _, _)| sequence >= *latest);
+            if newer {
+                self.latest
+                    .insert(client_id.to_string(), (sequence, response.to_vec(), index));
+            }
+        }
+    }
+
+    /// Writes a batch's sessions in one statement.
+    pub(crate) async fn save(
+        transaction: &Transaction<'_>,
+        batch: &Batch,
+    ) -> Result<(), tokio_postgres::Error> {
+        if batch.latest.is_empty() {
+            return Ok(());
+        }
+        let client_ids: Vec<&str> = batch.latest.keys().map(String::as_str).collect();
+        let sequences: Vec<i64> = batch
+            .latest
+            .values()
+            .map(|(sequence, _, _)| *sequence as i64)
+            .collect();
+        let responses: Vec<&[u8]> = batch
+            .latest
+            .values()
+            .map(|(_, response, _)| response.as_slice())
+            .collect();
+        let indexes: Vec<i64> = batch
+            .latest
+            .values()
+            .map(|(_, _, index)| *index as i64)
+            .collect();
+        transaction
+            .execute(
+                "INSERT INTO raftgres_sessions (client_id, sequence, response, last_index)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bigint[])
+                 ON CONFLICT (client_id) DO UPDATE
+                 SET sequence = EXCLUDED.sequence, response = EXCLUDED.response, last_index = EXCLUDED.last_index",
+                &[&client_ids, &sequences, &responses, &indexes],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets sessions idle for more than `expiry_entries` log entries.
+    pub(crate) async fn expire(
+        transaction: &Transaction<'_>,
+        index: u64,
+        expiry_entries: u64,
+    ) -> Result<(), tokio_postgres::Error> {
+        let horizon = index.saturating_sub(expiry_entries) as i64;
+        transaction
+            .execute(
+                "DELETE FROM raftgres_sessions WHERE last_index < $1",
+                &[&horizon],
+            )
+            .await?;
+        Ok(())
+    }
+}

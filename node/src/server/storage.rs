@@ -1,0 +1,420 @@
+//! The node's two storage tasks, each with its own Postgres connection:
+//!
+//! - the log writer persists the core's batches strictly in order (one
+//!   write in flight; the driver merges everything that arrives meanwhile
+//!   into the next one: group commit);
+//! - the applier applies committed entries to the state machine in apply
+//!   transactions that also record the applied index.
+//!
+//! Both retry retriable failures (Postgres restarting, connection lost)
+//! forever with backoff, so that a node whose disk is away stays silent
+//! (no votes, no acknowledgements) instead of crash-looping, and report
+//! only fatal errors, which stop the node.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use raftgres_proto::v1 as wire;
+use raftgres_storage_pg::{
+    AppendBatch, AppliedState, ApplyOptions, LogStore, PgApplier, PgStore, StoreError,
+};
+use tokio::sync::mpsc;
+
+use super::convert;
+use super::metrics::Metrics;
+use super::state_machine::{sessions, StateMachine};
+use crate::core::{Entry, EntryPayload, HardState, LogIndex, Message, Snapshot, Term};
+
+/// One ordered write: everything the core asked to persist since the last
+/// write started, and the messages that wait for it.
+#[derive(Debug, Default)]
+pub(crate) struct WriteJob {
+    pub(crate) hard_state: Option<HardState>,
+    pub(crate) snapshot: Option<Snapshot>,
+    /// Contiguous; replaces the stored log from `entries[0].index` on.
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) messages_after_persist: Vec<Message>,
+    /// The (index, term) to report to the core once durable.
+    pub(crate) persist_point: Option<(LogIndex, Term)>,
+}
+
+impl WriteJob {
+    /// Folds a later batch into this one, keeping the result equal to
+    /// writing both in order.
+    pub(crate) fn merge(&mut self, later: WriteJob) {
+        if later.snapshot.is_some() {
+            self.entries.clear();
+            self.snapshot = later.snapshot;
+        }
+        if let Some(first) = later.entries.first() {
+            let first_index = first.index;
+            self.entries.retain(|entry| entry.index < first_index);
+            self.entries.extend(later.entries);
+        }
+        self.hard_state = later.hard_state.or(self.hard_state);
+        self.messages_after_persist
+            .extend(later.messages_after_persist);
+        self.persist_point = later.persist_point.or(self.persist_point);
+    }
+
+    pub(crate) fn writes_anything(&self) -> bool {
+        self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
+    }
+}
+
+/// What the writer reports after a durable write.
+#[derive(Debug)]
+pub(crate) struct WriteDone {
+    pub(crate) persist_point: Option<(LogIndex, Term)>,
+    pub(crate) messages_after_persist: Vec<Message>,
+}
+
+/// How a committed command ended, for the client that proposed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ApplyOutcome {
+    /// Applied (or answered from its session): the state machine's response.
+    Response(Vec<u8>),
+    /// Refused deterministically (a stale session sequence).
+    Refused(String),
+    /// Applied before a reconnect lost its response; retry with the same
+    /// session to get it.
+    Unknown,
+}
+
+/// What the applier reports after a committed apply transaction.
+#[derive(Debug)]
+pub(crate) struct ApplyDone {
+    pub(crate) applied: LogIndex,
+    pub(crate) outcomes: Vec<(LogIndex, Term, ApplyOutcome)>,
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((25u64 << attempt.min(6)).min(2000))
+}
+
+/// Runs the log writer until its job channel closes.
+pub(crate) async fn run_writer(
+    mut store: PgStore,
+    mut jobs: mpsc::Receiver<WriteJob>,
+    done: mpsc::Sender<Result<WriteDone, StoreError>>,
+    metrics: Arc<Metrics>,
+) -> PgStore {
+    while let Some(job) = jobs.recv().await {
+        let mut attempt = 0;
+        let outcome = loop {
+            let started = Instant::now();
+            match write(&mut store, &job).await {
+                Ok(()) => {
+                    metrics
+                        .storage_write_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    metrics
+                        .append_batch_entries
+                        .observe(job.entries.len() as f64);
+                    metrics.storage_healthy.set(1);
+                    break Ok(WriteDone {
+                        persist_point: job.persist_point,
+                        messages_after_persist: job.messages_after_persist,
+                    });
+                }
+                Err(error) if error.is_retriable() => {
+                    metrics.storage_healthy.set(0);
+                    metrics.storage_errors.increment();
+                    tracing::warn!(%error, attempt, "log write failed; not acknowledging or voting until Postgres is back");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(error) => break Err(error),
+            }
+        };
+        let fatal = outcome.is_err();
+        if done.send(outcome).await.is_err() || fatal {
+            break;
+        }
+    }
+    store
+}
+
+async fn write(store: &mut PgStore, job: &WriteJob) -> Result<(), StoreError> {
+    if let Some(snapshot) = &job.snapshot {
+        // Snapshots only come from leaders that compact their logs, which no
+        // node of this version does.
+        return Err(StoreError::Corrupt {
+            reason: format!(
+                "received a snapshot at index {}, but this version cannot install snapshots",
+                snapshot.meta.index
+            ),
+        });
+    }
+    if !job.writes_anything() {
+        return Ok(());
+    }
+    let batch = AppendBatch {
+        hard_state: job.hard_state.map(convert::hard_state_to_storage),
+        entries: job.entries.iter().map(convert::entry_to_storage).collect(),
+    };
+    store.append(batch).await
+}
+
+/// Settings of the applier.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ApplierSettings {
+    pub(crate) asynchronous_commit: bool,
+    pub(crate) session_expiry_entries: u64,
+}
+
+/// Runs the applier until its channel closes.
+pub(crate) async fn run_applier<S: StateMachine>(
+    mut applier: PgApplier,
+    state_machine: Arc<S>,
+    settings: ApplierSettings,
+    mut batches: mpsc::Receiver<Vec<Entry>>,
+    done: mpsc::Sender<Result<ApplyDone, StoreError>>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(entries) = batches.recv().await {
+        let mut attempt = 0;
+        let outcome = loop {
+            let started = Instant::now();
+            match apply_batch(&mut applier, state_machine.as_ref(), settings, &entries).await {
+                Ok(done) => {
+                    metrics
+                        .apply_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    break Ok(done);
+                }
+                Err(error) if error.is_retriable() => {
+                    metrics.storage_errors.increment();
+                    tracing::warn!(%error, attempt, "apply failed; retrying when Postgres is back");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(error) => break Err(error),
+            }
+        };
+        let fatal = outcome.is_err();
+        if done.send(outcome).await.is_err() || fatal {
+            break;
+        }
+    }
+}
+
+async fn apply_batch<S: StateMachine>(
+    applier: &mut PgApplier,
+    state_machine: &S,
+    settings: ApplierSettings,
+    entries: &[Entry],
+) -> Result<ApplyDone, StoreError> {
+    let options = ApplyOptions {
+        synchronous_commit_off: settings.asynchronous_commit,
+    };
+    let transaction = applier.begin_apply(options).await?;
+    let applied_before = transaction.applied_before().index;
+    let last = entries.last().expect("apply batches are never empty");
+    if last.index.0 <= applied_before {
+        transaction.rollback().await?;
+        let outcomes = entries
+            .iter()
+            .map(|entry| (entry.index, entry.term, ApplyOutcome::Unknown))
+            .collect();
+        return Ok(ApplyDone {
+            applied: last.index,
+            outcomes,
+        });
+    }
+    let outcomes = apply_entries(
+        transaction.transaction(),
+        state_machine,
+        settings,
+        entries,
+        applied_before,
+    )
+    .await
+    .map_err(|error| StoreError::from_postgres("applying committed entries", error))?;
+    transaction
+        .commit(AppliedState {
+            index: last.index.0,
+            term: last.term.0,
+        })
+        .await?;
+    Ok(ApplyDone {
+        applied: last.index,
+        outcomes,
+    })
+}
+
+/// What to do with one entry of a batch.
+enum Plan {
+    /// Answer without applying.
+    Answer(ApplyOutcome),
+    /// Apply; its response is `responses[slot]`.
+    Apply { slot: usize },
+    /// A retry of a command applied earlier in this batch.
+    SameAs { slot: usize },
+}
+
+/// Applies the entries above `applied_before` in three round trips however
+/// many there are: read the sessions they use, apply the new commands as one
+/// state machine batch, record the sessions.
+async fn apply_entries<S: StateMachine>(
+    transaction: &tokio_postgres::Transaction<'_>,
+    state_machine: &S,
+    settings: ApplierSettings,
+    entries: &[Entry],
+    applied_before: u64,
+) -> Result<Vec<(LogIndex, Term, ApplyOutcome)>, tokio_postgres::Error> {
+    let commands: Vec<Option<wire::LogCommand>> = entries
+        .iter()
+        .map(|entry| match &entry.payload {
+            EntryPayload::Command(data) if entry.index.0 > applied_before => {
+                wire::LogCommand::decode(data.as_slice()).ok()
+            }
+            _ => None,
+        })
+        .collect();
+    let client_ids: Vec<&str> = commands
+        .iter()
+        .flatten()
+        .map(|command| command.client_id.as_str())
+        .filter(|client_id| !client_id.is_empty())
+        .collect();
+    let mut known = sessions::load(transaction, &client_ids).await?;
+    let mut plans = Vec::with_capacity(entries.len());
+    let mut to_apply: Vec<(u64, &[u8])> = Vec::new();
+    for (entry, command) in entries.iter().zip(&commands) {
+        let plan = match (command, &entry.payload) {
+            _ if entry.index.0 <= applied_before => Plan::Answer(ApplyOutcome::Unknown),
+            (None, EntryPayload::Blank) => Plan::Answer(ApplyOutcome::Response(Vec::new())),
+            // Never proposed by this version; every replica skips it alike.
+            (None, _) => Plan::Answer(ApplyOutcome::Refused("undecodable log command".into())),
+            (Some(command), _) => plan_command(command, entry.index.0, &mut known, &mut to_apply),
+        };
+        plans.push(plan);
+    }
+    let responses = state_machine.apply_batch(transaction, &to_apply).await?;
+    let mut recorded = sessions::Batch::default();
+    let mut outcomes = Vec::with_capacity(entries.len());
+    for ((entry, command), plan) in entries.iter().zip(&commands).zip(plans) {
+        let outcome = match plan {
+            Plan::Answer(outcome) => outcome,
+            Plan::Apply { slot } | Plan::SameAs { slot } => {
+                ApplyOutcome::Response(responses[slot].clone())
+            }
+        };
+        if let (Some(command), ApplyOutcome::Response(response)) = (command, &outcome) {
+            if !command.client_id.is_empty() {
+                recorded.record(
+                    &command.client_id,
+                    command.sequence,
+                    response,
+                    entry.index.0,
+                );
+            }
+        }
+        outcomes.push((entry.index, entry.term, outcome));
+    }
+    sessions::save(transaction, &recorded).await?;
+    let first = entries.first().map_or(0, |entry| entry.index.0);
+    let last = entries.last().map_or(0, |entry| entry.index.0);
+    // Expire at fixed log positions so that every replica expires alike.
+    if first / 1024 != last / 1024 || first.is_multiple_of(1024) {
+        sessions::expire(transaction, last, settings.session_expiry_entries).await?;
+    }
+    Ok(outcomes)
+}
+
+fn plan_command<'a>(
+    command: &'a wire::LogCommand,
+    index: u64,
+    known: &mut std::collections::BTreeMap<String, sessions::Last>,
+    to_apply: &mut Vec<(u64, &'a [u8])>,
+) -> Plan {
+    if command.client_id.is_empty() {
+        to_apply.push((index, &command.command));
+        return Plan::Apply {
+            slot: to_apply.len() - 1,
+        };
+    }
+    let last = known.get(&command.client_id);
+    match last.map(|last| command.sequence.cmp(&last.sequence)) {
+        Some(std::cmp::Ordering::Equal) => match &last.expect("compared above").response {
+            sessions::Response::Stored(response) => {
+                Plan::Answer(ApplyOutcome::Response(response.clone()))
+            }
+            sessions::Response::InBatch(slot) => Plan::SameAs { slot: *slot },
+        },
+        Some(std::cmp::Ordering::Less) => Plan::Answer(ApplyOutcome::Refused(format!(
+            "sequence {} of client {:?} is older than its latest applied sequence {}",
+            command.sequence,
+            command.client_id,
+            last.expect("compared above").sequence
+        ))),
+        _ => {
+            to_apply.push((index, &command.command));
+            let slot = to_apply.len() - 1;
+            let response = sessions::Response::InBatch(slot);
+            known.insert(
+                command.client_id.clone(),
+                sessions::Last {
+                    sequence: command.sequence,
+                    response,
+                },
+            );
+            Plan::Apply { slot }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::NodeId;
+
+    fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
+        (first..=last)
+            .map(|index| Entry {
+                term: Term(term),
+                index: LogIndex(index),
+                payload: EntryPayload::Blank,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merging_keeps_the_effect_of_writing_in_order() {
+        let mut job = WriteJob {
+            hard_state: Some(HardState {
+                term: Term(1),
+                voted_for: Some(NodeId(1)),
+            }),
+            entries: entries(1, 5, 1),
+            persist_point: Some((LogIndex(5), Term(1))),
+            ..WriteJob::default()
+        };
+        job.merge(WriteJob {
+            hard_state: Some(HardState {
+                term: Term(2),
+                voted_for: None,
+            }),
+            entries: entries(4, 6, 2),
+            persist_point: Some((LogIndex(6), Term(2))),
+            ..WriteJob::default()
+        });
+        job.merge(WriteJob::default());
+        let terms: Vec<(u64, u64)> = job
+            .entries
+            .iter()
+            .map(|entry| (entry.index.0, entry.term.0))
+            .collect();
+        assert_eq!(terms, vec![(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)]);
+        assert_eq!(
+            job.hard_state,
+            Some(HardState {
+                term: Term(2),
+                voted_for: None
+            })
+        );
+        assert_eq!(job.persist_point, Some((LogIndex(6), Term(2))));
+    }
+}

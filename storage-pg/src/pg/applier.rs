@@ -1,0 +1,75 @@
+//! [`PgApplier`]: a second connection for applying committed entries, so
+//! that a node's applies do not wait behind its log appends (or the other
+//! way round). It holds its own session-level advisory lock: one applier per
+//! database.
+
+use super::apply::{self, ApplyOptions, ApplyTransaction};
+use super::session::{OpenMode, Session, SessionRole};
+use super::PgStoreConfig;
+use crate::error::StoreError;
+use crate::store::LogBounds;
+
+/// The apply connection of a node. Runs the same start-up checks as
+/// [`super::PgStore`] (durability, schema, identity) and reconnects the same
+/// way. Snapshots are installed through the store, not here.
+pub struct PgApplier {
+    config: PgStoreConfig,
+    session: Option<Session>,
+    /// Only `applied` and `snapshot` are used; they are refreshed from the
+    /// database at the start of every apply transaction.
+    bounds: LogBounds,
+}
+
+impl std::fmt::Debug for PgApplier {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PgApplier")
+            .field("node_id", &self.config.node_id)
+            .field("connected", &self.session.is_some())
+            .field("applied", &self.bounds.applied)
+            .finish()
+    }
+}
+
+impl PgApplier {
+    /// Connects and runs every start-up check; fails with
+    /// [`StoreError::Locked`] when another applier uses the database.
+    pub async fn open(config: PgStoreConfig) -> Result<PgApplier, StoreError> {
+        config.validate()?;
+        let (session, bounds) =
+            Session::open(&config, OpenMode::First, SessionRole::Applier).await?;
+        Ok(PgApplier {
+            config,
+            session: Some(session),
+            bounds,
+        })
+    }
+
+    /// Starts a state machine transaction; see [`ApplyTransaction`].
+    pub async fn begin_apply(
+        &mut self,
+        options: ApplyOptions,
+    ) -> Result<ApplyTransaction<'_>, StoreError> {
+        if !self.session.as_ref().is_some_and(Session::is_usable) {
+            self.session = None;
+            let (session, bounds) =
+                Session::open(&self.config, OpenMode::Reconnect, SessionRole::Applier).await?;
+            self.session = Some(session);
+            self.bounds = bounds;
+        }
+        let session = self.session.as_mut().expect("connected above");
+        apply::begin(session, &mut self.bounds, options, false).await
+    }
+
+    /// Releases the applier lock and closes the connection.
+    pub async fn close(mut self) {
+        if let Some(session) = self.session.take() {
+            session.close().await;
+        }
+    }
+
+    /// The configuration the applier was opened with.
+    pub fn config(&self) -> &PgStoreConfig {
+        &self.config
+    }
+}

@@ -1,0 +1,229 @@
+//! Applying committed entries to a state machine that lives in Postgres.
+//!
+//! The state machine's changes and the new applied position commit in one
+//! transaction (design rule 4: exactly-once apply). [`ApplyTransaction`]
+//! hands out the `tokio_postgres::Transaction` so the state machine can run
+//! its own SQL on its own tables, then records the applied position and
+//! commits.
+
+use tokio_postgres::Transaction;
+
+use super::session::{classify, to_u64, Session, Statements};
+use crate::error::StoreError;
+use crate::store::{self, LogBounds};
+use crate::types::{AppliedState, SnapshotMeta};
+
+/// Options for one apply transaction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Commit with `SET LOCAL synchronous_commit = off`. Safe for applies
+    /// because the log is durable and replaying an entry is idempotent
+    /// (the applied position only moves forward); a crash may lose the
+    /// last few applies, which are then replayed. Never used for snapshot
+    /// installation, which deletes log entries.
+    pub synchronous_commit_off: bool,
+}
+
+/// An open state machine transaction on the store's connection.
+pub struct ApplyTransaction<'a> {
+    transaction: Transaction<'a>,
+    statements: &'a Statements,
+    /// `applied` and `snapshot` were read under a row lock at begin.
+    bounds: &'a mut LogBounds,
+    broken: &'a mut bool,
+    /// Only the log connection may install snapshots: it caches the log
+    /// bounds that a snapshot changes.
+    snapshot_allowed: bool,
+}
+
+pub(super) async fn begin<'a>(
+    session: &'a mut Session,
+    bounds: &'a mut LogBounds,
+    options: ApplyOptions,
+    snapshot_allowed: bool,
+) -> Result<ApplyTransaction<'a>, StoreError> {
+    let Session {
+        client,
+        statements,
+        broken,
+        ..
+    } = session;
+    let map = |error| classify("starting an apply transaction", error);
+    let transaction = match client.transaction().await {
+        Ok(transaction) => transaction,
+        Err(error) => {
+            let error = map(error);
+            *broken = error.is_retriable();
+            return Err(error);
+        }
+    };
+    let setting = if options.synchronous_commit_off {
+        "SET LOCAL synchronous_commit = off"
+    } else {
+        "SET LOCAL synchronous_commit = on"
+    };
+    // The applied row is read, and locked, inside the transaction: after a
+    // commit whose outcome was unknown, this is the truth about what was
+    // applied.
+    let (configured, locked) = futures::join!(
+        transaction.batch_execute(setting),
+        transaction.query_one(&statements.lock_applied, &[])
+    );
+    let row = match configured.and(locked) {
+        Ok(row) => row,
+        Err(error) => {
+            let error = map(error);
+            *broken = error.is_retriable();
+            return Err(error);
+        }
+    };
+    bounds.applied = AppliedState {
+        index: to_u64(row.get(0), "applied index")?,
+        term: to_u64(row.get(1), "applied term")?,
+    };
+    bounds.snapshot = SnapshotMeta {
+        index: to_u64(row.get(2), "snapshot index")?,
+        term: to_u64(row.get(3), "snapshot term")?,
+    };
+    Ok(ApplyTransaction {
+        transaction,
+        statements,
+        bounds,
+        broken,
+        snapshot_allowed,
+    })
+}
+
+impl<'a> ApplyTransaction<'a> {
+    /// The transaction, for the state machine's own statements.
+    pub fn transaction(&self) -> &Transaction<'a> {
+        &self.transaction
+    }
+
+    /// The applied position before this transaction, read under a row lock
+    /// when it began (so it includes a commit whose outcome the caller did
+    /// not see).
+    pub fn applied_before(&self) -> AppliedState {
+        self.bounds.applied
+    }
+
+    /// Records `applied` and commits the state machine's changes with it.
+    /// `applied.index` must be greater than the stored one (checked here and
+    /// again in SQL). On a retriable error the outcome may be unknown: the
+    /// caller reloads the applied position after reconnecting and replays.
+    pub async fn commit(self, applied: AppliedState) -> Result<(), StoreError> {
+        store::check_applied(self.bounds, &applied)?;
+        let parameters = [applied.index as i64, applied.term as i64];
+        let result = self
+            .transaction
+            .execute(
+                &self.statements.set_applied,
+                &[&parameters[0], &parameters[1]],
+            )
+            .await;
+        let current = self.bounds.applied.index;
+        self.finish(result, "applied index", current, applied.index, |bounds| {
+            bounds.applied = applied;
+        })
+        .await
+    }
+
+    /// Installs a snapshot in the same transaction as the state machine's
+    /// restore: deletes every log entry and sets both the snapshot marker and
+    /// the applied position to `meta`.
+    pub async fn commit_snapshot(self, meta: SnapshotMeta) -> Result<(), StoreError> {
+        if !self.snapshot_allowed {
+            return Err(StoreError::InvalidConfig {
+                reason: "install snapshots through PgStore::begin_apply, not PgApplier: the log connection must see the log change".into(),
+            });
+        }
+        store::check_install_snapshot(self.bounds, &meta)?;
+        // Deleting the log must be durable before the caller acknowledges
+        // the snapshot, whatever the options said.
+        let parameters = [meta.index as i64, meta.term as i64];
+        let statements = self.statements;
+        let result = async {
+            self.transaction
+                .batch_execute("SET LOCAL synchronous_commit = on")
+                .await?;
+            self.transaction
+                .execute(&statements.delete_all, &[])
+                .await?;
+            let snapshot_rows = self
+                .transaction
+                .execute(&statements.set_snapshot, &[&parameters[0], &parameters[1]])
+                .await?;
+            let applied_rows = self
+                .transaction
+                .execute(
+                    &statements.set_applied_for_snapshot,
+                    &[&parameters[0], &parameters[1]],
+                )
+                .await?;
+            Ok(snapshot_rows.min(applied_rows))
+        }
+        .await;
+        let current = self.bounds.snapshot.index;
+        self.finish(result, "snapshot index", current, meta.index, |bounds| {
+            bounds.snapshot = meta;
+            bounds.last_index = meta.index;
+            bounds.applied = AppliedState {
+                index: meta.index,
+                term: meta.term,
+            };
+        })
+        .await
+    }
+
+    /// Rolls back the state machine's changes.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        let result = self.transaction.rollback().await;
+        result.map_err(|error| {
+            let error = classify("rolling back an apply transaction", error);
+            *self.broken = error.is_retriable();
+            error
+        })
+    }
+
+    /// Commits when the guarded update touched its row, and updates the
+    /// cached bounds only after the commit succeeded.
+    async fn finish(
+        self,
+        updated: Result<u64, tokio_postgres::Error>,
+        what: &'static str,
+        current: u64,
+        requested: u64,
+        update_bounds: impl FnOnce(&mut LogBounds),
+    ) -> Result<(), StoreError> {
+        let ApplyTransaction {
+            transaction,
+            bounds,
+            broken,
+            ..
+        } = self;
+        let outcome = match updated {
+            // Zero rows: the row in the database is already at or beyond
+            // the requested position, so the cache was stale; nothing commits.
+            Ok(0) => Err(StoreError::Regression {
+                what,
+                current,
+                requested,
+            }),
+            Ok(_) => transaction
+                .commit()
+                .await
+                .map_err(|error| classify("committing an apply transaction", error)),
+            Err(error) => Err(classify("applying", error)),
+        };
+        match outcome {
+            Ok(()) => {
+                update_bounds(bounds);
+                Ok(())
+            }
+            Err(error) => {
+                *broken = error.is_retriable();
+                Err(error)
+            }
+        }
+    }
+}

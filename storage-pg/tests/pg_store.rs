@@ -1,0 +1,394 @@
+//! Behaviour specific to the Postgres store: durability across reopen, the
+//! apply API, the guard rails inside the database, and reconnection.
+
+use std::time::Duration;
+
+use raftgres_storage_pg::testing::TestDatabase;
+use raftgres_storage_pg::{
+    AppendBatch, AppliedState, ApplyOptions, EntryKind, HardState, LogEntry, LogStore, PgApplier,
+    PgStore, SnapshotMeta, StoreError,
+};
+
+fn entries(indexes: std::ops::RangeInclusive<u64>, term: u64) -> Vec<LogEntry> {
+    indexes
+        .map(|index| LogEntry {
+            index,
+            term,
+            kind: EntryKind::Config,
+            data: vec![0, 255, index as u8],
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn state_survives_reopen() {
+    let database = TestDatabase::create().await.unwrap();
+    let mut store = PgStore::open(database.store_config("cluster", 3))
+        .await
+        .unwrap();
+    store
+        .append(AppendBatch {
+            hard_state: Some(HardState {
+                term: 5,
+                voted_for: Some(2),
+            }),
+            entries: entries(1..=8, 5),
+        })
+        .await
+        .unwrap();
+    store.compact(2, 5).await.unwrap();
+    store
+        .save_applied(AppliedState { index: 4, term: 5 })
+        .await
+        .unwrap();
+    let before = store.load().await.unwrap();
+    store.close().await;
+    let mut reopened = PgStore::open(database.store_config("cluster", 3))
+        .await
+        .unwrap();
+    let after = reopened.load().await.unwrap();
+    assert_eq!(after, before);
+    assert_eq!(after.snapshot, SnapshotMeta { index: 2, term: 5 });
+    assert_eq!(after.entries, entries(3..=8, 5));
+    assert_eq!(after.applied, AppliedState { index: 4, term: 5 });
+    reopened.close().await;
+}
+
+#[tokio::test]
+async fn state_machine_changes_commit_with_the_applied_index() {
+    let database = TestDatabase::create().await.unwrap();
+    let mut store = PgStore::open(database.store_config("cluster", 1))
+        .await
+        .unwrap();
+    store
+        .append(AppendBatch {
+            hard_state: None,
+            entries: entries(1..=3, 1),
+        })
+        .await
+        .unwrap();
+    let apply = store.begin_apply(ApplyOptions::default()).await.unwrap();
+    apply
+        .transaction()
+        .batch_execute(
+            "CREATE TABLE kv (key text PRIMARY KEY, value text); INSERT INTO kv VALUES ('a', '1')",
+        )
+        .await
+        .unwrap();
+    apply
+        .commit(AppliedState { index: 2, term: 1 })
+        .await
+        .unwrap();
+
+    // A replayed (stale) apply is refused and its changes roll back.
+    let apply = store
+        .begin_apply(ApplyOptions {
+            synchronous_commit_off: true,
+        })
+        .await
+        .unwrap();
+    let setting: String = apply
+        .transaction()
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(setting, "off");
+    apply
+        .transaction()
+        .execute("INSERT INTO kv VALUES ('b', '2')", &[])
+        .await
+        .unwrap();
+    let error = apply
+        .commit(AppliedState { index: 2, term: 1 })
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Regression { .. }), "{error}");
+
+    // The next apply, with synchronous_commit off, commits.
+    let apply = store
+        .begin_apply(ApplyOptions {
+            synchronous_commit_off: true,
+        })
+        .await
+        .unwrap();
+    apply
+        .transaction()
+        .execute("INSERT INTO kv VALUES ('c', '3')", &[])
+        .await
+        .unwrap();
+    apply
+        .commit(AppliedState { index: 3, term: 1 })
+        .await
+        .unwrap();
+
+    // Rolled back explicitly: nothing changes.
+    let apply = store.begin_apply(ApplyOptions::default()).await.unwrap();
+    apply
+        .transaction()
+        .execute("INSERT INTO kv VALUES ('d', '4')", &[])
+        .await
+        .unwrap();
+    apply.rollback().await.unwrap();
+
+    let client = database.client().await.unwrap();
+    let keys: Vec<String> = client
+        .query("SELECT key FROM kv ORDER BY key", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(keys, ["a", "c"]);
+    assert_eq!(
+        store.load().await.unwrap().applied,
+        AppliedState { index: 3, term: 1 }
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn snapshot_restore_commits_with_the_snapshot_marker() {
+    let database = TestDatabase::create().await.unwrap();
+    let mut store = PgStore::open(database.store_config("cluster", 1))
+        .await
+        .unwrap();
+    store
+        .append(AppendBatch {
+            hard_state: None,
+            entries: entries(1..=4, 1),
+        })
+        .await
+        .unwrap();
+    let apply = store
+        .begin_apply(ApplyOptions {
+            synchronous_commit_off: true,
+        })
+        .await
+        .unwrap();
+    apply
+        .transaction()
+        .batch_execute("CREATE TABLE restored (id int); INSERT INTO restored VALUES (42)")
+        .await
+        .unwrap();
+    let meta = SnapshotMeta { index: 9, term: 2 };
+    apply.commit_snapshot(meta).await.unwrap();
+    store.close().await;
+
+    let mut store = PgStore::open(database.store_config("cluster", 1))
+        .await
+        .unwrap();
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.snapshot, meta);
+    assert!(loaded.entries.is_empty());
+    assert_eq!(loaded.applied, AppliedState { index: 9, term: 2 });
+    let restored: i32 = database
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT id FROM restored", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(restored, 42);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn database_guards_refuse_what_the_store_would_refuse() {
+    let database = TestDatabase::create().await.unwrap();
+    let mut store = PgStore::open(database.store_config("cluster", 1))
+        .await
+        .unwrap();
+    store
+        .append(AppendBatch {
+            hard_state: Some(HardState {
+                term: 3,
+                voted_for: Some(2),
+            }),
+            entries: entries(1..=2, 3),
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    let client = database.client().await.unwrap();
+    for (what, sql) in [
+        ("term decrease", "UPDATE raftgres_hard_state SET term = 2"),
+        (
+            "vote change",
+            "UPDATE raftgres_hard_state SET voted_for = 3",
+        ),
+        (
+            "vote removal",
+            "UPDATE raftgres_hard_state SET voted_for = NULL",
+        ),
+    ] {
+        let error = client.batch_execute(sql).await.unwrap_err();
+        assert_eq!(
+            error.code().map(|code| code.code()),
+            Some("RG002"),
+            "{what}: {error}"
+        );
+    }
+    client
+        .batch_execute("UPDATE raftgres_hard_state SET term = 4, voted_for = NULL")
+        .await
+        .unwrap();
+    for first_index in [1_i64, 2, 4] {
+        let error = client
+            .execute("SELECT raftgres_check_append($1)", &[&first_index])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.code().map(|code| code.code()),
+            Some("RG001"),
+            "{first_index}: {error}"
+        );
+    }
+    client
+        .execute("SELECT raftgres_check_append(3)", &[])
+        .await
+        .unwrap();
+    let duplicate = client
+        .batch_execute("INSERT INTO raftgres_log VALUES (2, 3, 2, ''::bytea)")
+        .await;
+    assert!(duplicate.is_err(), "duplicate index accepted");
+    let bad_kind = client
+        .batch_execute("INSERT INTO raftgres_log VALUES (3, 3, 9, ''::bytea)")
+        .await;
+    assert!(bad_kind.is_err(), "unknown kind accepted");
+}
+
+#[tokio::test]
+async fn store_reconnects_after_its_connection_is_killed() {
+    let database = TestDatabase::create().await.unwrap();
+    let mut store = PgStore::open(database.store_config("cluster", 6))
+        .await
+        .unwrap();
+    store
+        .append(AppendBatch {
+            hard_state: None,
+            entries: entries(1..=2, 1),
+        })
+        .await
+        .unwrap();
+    let admin = database.client().await.unwrap();
+    let terminated: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = 'raftgres-node-6'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(terminated, 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first operation either reports the loss (retriable) or has
+    // already reconnected; a bounded number of retries must succeed.
+    let mut failures = 0;
+    loop {
+        match store
+            .append(AppendBatch {
+                hard_state: None,
+                entries: entries(3..=4, 1),
+            })
+            .await
+        {
+            Ok(()) => break,
+            Err(error) => {
+                assert!(error.is_retriable(), "{error}");
+                failures += 1;
+                assert!(failures < 5, "store does not reconnect: {error}");
+            }
+        }
+    }
+    assert_eq!(store.load().await.unwrap().entries, entries(1..=4, 1));
+    // The new session holds the fencing lock again.
+    assert!(matches!(
+        PgStore::open(database.store_config("cluster", 6)).await,
+        Err(StoreError::Locked { .. })
+    ));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn applier_applies_on_its_own_fenced_connection() {
+    let database = TestDatabase::create().await.unwrap();
+    let mut store = PgStore::open(database.store_config("cluster", 2))
+        .await
+        .unwrap();
+    store
+        .append(AppendBatch {
+            hard_state: None,
+            entries: entries(1..=4, 1),
+        })
+        .await
+        .unwrap();
+    let error = PgApplier::open(database.store_config("other", 2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::IdentityMismatch { .. }),
+        "{error}"
+    );
+    let mut applier = PgApplier::open(database.store_config("cluster", 2))
+        .await
+        .unwrap();
+    let error = PgApplier::open(database.store_config("cluster", 2))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Locked { .. }), "{error}");
+
+    let apply = applier.begin_apply(ApplyOptions::default()).await.unwrap();
+    assert_eq!(apply.applied_before(), AppliedState::default());
+    apply
+        .transaction()
+        .batch_execute("CREATE TABLE counter (n int); INSERT INTO counter VALUES (1)")
+        .await
+        .unwrap();
+    apply
+        .commit(AppliedState { index: 2, term: 1 })
+        .await
+        .unwrap();
+
+    // The store's connection sees the applier's commit, and the applier
+    // sees an applied position moved by the store's connection.
+    assert_eq!(
+        store.load().await.unwrap().applied,
+        AppliedState { index: 2, term: 1 }
+    );
+    store
+        .save_applied(AppliedState { index: 3, term: 1 })
+        .await
+        .unwrap();
+    let apply = applier
+        .begin_apply(ApplyOptions {
+            synchronous_commit_off: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(apply.applied_before(), AppliedState { index: 3, term: 1 });
+    let error = apply
+        .commit_snapshot(SnapshotMeta { index: 4, term: 1 })
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::InvalidConfig { .. }), "{error}");
+
+    let error = StoreError::from_postgres(
+        "probe",
+        database
+            .client()
+            .await
+            .unwrap()
+            .batch_execute("SELECT * FROM missing_table")
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(error, StoreError::Database { .. }) && !error.is_retriable(),
+        "{error}"
+    );
+    applier.close().await;
+    store.close().await;
+}
