@@ -346,15 +346,7 @@ impl Driver {
         &mut self,
         done: Option<Result<WriteDone, StoreError>>,
     ) -> Result<(), StoreError> {
-        let done = match done {
-            Some(Ok(done)) => done,
-            Some(Err(error)) => return Err(error),
-            None => {
-                return Err(StoreError::Corrupt {
-                    reason: "the log writer stopped".into(),
-                })
-            }
-        };
+        let done = received(done, "the log writer")?;
         self.write_in_flight = false;
         if let Some((index, term)) = done.persist_point {
             self.raft.persisted(index, term);
@@ -369,15 +361,7 @@ impl Driver {
         &mut self,
         done: Option<Result<ApplyDone, StoreError>>,
     ) -> Result<(), StoreError> {
-        let done = match done {
-            Some(Ok(done)) => done,
-            Some(Err(error)) => return Err(error),
-            None => {
-                return Err(StoreError::Corrupt {
-                    reason: "the applier stopped".into(),
-                })
-            }
-        };
+        let done = received(done, "the applier")?;
         self.apply_in_flight = false;
         for (index, term, outcome) in done.outcomes {
             let Some((proposed_term, reply)) = self.proposals.remove(&index) else {
@@ -479,6 +463,15 @@ impl Driver {
             let _ = reply.send(Err(ServiceError::Unavailable(reason.into())));
         }
     }
+}
+
+/// A storage task's report; its channel closing means it stopped.
+fn received<T>(done: Option<Result<T, StoreError>>, task: &str) -> Result<T, StoreError> {
+    done.unwrap_or_else(|| {
+        Err(StoreError::Corrupt {
+            reason: format!("{task} stopped"),
+        })
+    })
 }
 
 /// How long a client waits for its request before DEADLINE_EXCEEDED.

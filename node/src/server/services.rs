@@ -308,21 +308,34 @@ pub(crate) struct KvService<S> {
 }
 
 impl<S: StateMachine> KvService<S> {
+    /// Checks, proposes and awaits one KV write; refusals are counted and
+    /// turned into statuses here.
     async fn write(
         &self,
         operation: wire::kv_command::Operation,
         session: Option<&wire::Session>,
-    ) -> Result<(LogIndex, wire::KvResult), ServiceError> {
-        let command = wire::KvCommand {
-            operation: Some(operation),
-        }
-        .encode_to_vec();
-        decode_kv_command(&command).map_err(ServiceError::InvalidArgument)?;
-        let applied = self.shared.submit(command, session).await?;
-        let result = wire::KvResult::decode(applied.response.as_slice()).map_err(|error| {
-            ServiceError::Unavailable(format!("undecodable state machine response: {error}"))
-        })?;
-        Ok((applied.index, result))
+    ) -> Result<(LogIndex, wire::KvResult), Status> {
+        let shared = &self.shared;
+        shared.metrics.client_requests.write.increment();
+        let write = async {
+            let command = wire::KvCommand {
+                operation: Some(operation),
+            }
+            .encode_to_vec();
+            let operation = decode_kv_command(&command).map_err(ServiceError::InvalidArgument)?;
+            let key = match &operation {
+                wire::kv_command::Operation::Put(put) => &put.key,
+                wire::kv_command::Operation::Delete(delete) => &delete.key,
+                wire::kv_command::Operation::CompareAndSwap(swap) => &swap.key,
+            };
+            shared.check_key(key)?;
+            let applied = shared.submit(command, session).await?;
+            let result = wire::KvResult::decode(applied.response.as_slice()).map_err(|error| {
+                ServiceError::Unavailable(format!("undecodable state machine response: {error}"))
+            })?;
+            Ok((applied.index, result))
+        };
+        write.await.map_err(|error| shared.refused(error))
     }
 
     async fn get(&self, request: wire::GetRequest) -> Result<wire::GetResponse, ServiceError> {
@@ -407,20 +420,12 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         &self,
         request: Request<wire::PutRequest>,
     ) -> Result<Response<wire::PutResponse>, Status> {
-        let shared = &self.shared;
-        shared.metrics.client_requests.write.increment();
         let request = request.into_inner();
-        shared
-            .check_key(&request.key)
-            .map_err(|error| shared.refused(error))?;
         let operation = wire::kv_command::Operation::Put(wire::KvPut {
             key: request.key,
             value: request.value,
         });
-        let (index, result) = self
-            .write(operation, request.session.as_ref())
-            .await
-            .map_err(|error| shared.refused(error))?;
+        let (index, result) = self.write(operation, request.session.as_ref()).await?;
         Ok(Response::new(wire::PutResponse {
             index: index.0,
             previous: result.previous,
@@ -443,17 +448,9 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         &self,
         request: Request<wire::DeleteRequest>,
     ) -> Result<Response<wire::DeleteResponse>, Status> {
-        let shared = &self.shared;
-        shared.metrics.client_requests.write.increment();
         let request = request.into_inner();
-        shared
-            .check_key(&request.key)
-            .map_err(|error| shared.refused(error))?;
         let operation = wire::kv_command::Operation::Delete(wire::KvDelete { key: request.key });
-        let (index, result) = self
-            .write(operation, request.session.as_ref())
-            .await
-            .map_err(|error| shared.refused(error))?;
+        let (index, result) = self.write(operation, request.session.as_ref()).await?;
         Ok(Response::new(wire::DeleteResponse {
             index: index.0,
             deleted: result.previous.is_some(),
@@ -464,21 +461,13 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         &self,
         request: Request<wire::CompareAndSwapRequest>,
     ) -> Result<Response<wire::CompareAndSwapResponse>, Status> {
-        let shared = &self.shared;
-        shared.metrics.client_requests.write.increment();
         let request = request.into_inner();
-        shared
-            .check_key(&request.key)
-            .map_err(|error| shared.refused(error))?;
         let operation = wire::kv_command::Operation::CompareAndSwap(wire::KvCompareAndSwap {
             key: request.key,
             expected: request.expected,
             value: request.value,
         });
-        let (index, result) = self
-            .write(operation, request.session.as_ref())
-            .await
-            .map_err(|error| shared.refused(error))?;
+        let (index, result) = self.write(operation, request.session.as_ref()).await?;
         Ok(Response::new(wire::CompareAndSwapResponse {
             index: index.0,
             succeeded: result.succeeded,

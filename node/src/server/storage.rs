@@ -89,8 +89,26 @@ pub(crate) struct ApplyDone {
     pub(crate) outcomes: Vec<(LogIndex, Term, ApplyOutcome)>,
 }
 
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis((25u64 << attempt.min(6)).min(2000))
+/// After a failed storage operation: for a retriable error, counts and
+/// logs it, waits with exponential backoff and returns true (try again);
+/// for any other error returns false (the node must stop).
+async fn wait_to_retry(
+    error: &StoreError,
+    attempt: &mut u32,
+    metrics: &Metrics,
+    what: &str,
+) -> bool {
+    if !error.is_retriable() {
+        return false;
+    }
+    metrics.storage_errors.increment();
+    tracing::warn!(%error, attempt = *attempt, "{what}");
+    tokio::time::sleep(Duration::from_millis(
+        (25u64 << (*attempt).min(6)).min(2000),
+    ))
+    .await;
+    *attempt += 1;
+    true
 }
 
 /// Runs the log writer until its job channel closes.
@@ -118,14 +136,14 @@ pub(crate) async fn run_writer(
                         messages_after_persist: job.messages_after_persist,
                     });
                 }
-                Err(error) if error.is_retriable() => {
+                Err(error) => {
                     metrics.storage_healthy.set(0);
-                    metrics.storage_errors.increment();
-                    tracing::warn!(%error, attempt, "log write failed; not acknowledging or voting until Postgres is back");
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
+                    let what =
+                        "log write failed; not acknowledging or voting until Postgres is back";
+                    if !wait_to_retry(&error, &mut attempt, &metrics, what).await {
+                        break Err(error);
+                    }
                 }
-                Err(error) => break Err(error),
             }
         };
         let fatal = outcome.is_err();
@@ -184,13 +202,12 @@ pub(crate) async fn run_applier<S: StateMachine>(
                         .observe(started.elapsed().as_secs_f64());
                     break Ok(done);
                 }
-                Err(error) if error.is_retriable() => {
-                    metrics.storage_errors.increment();
-                    tracing::warn!(%error, attempt, "apply failed; retrying when Postgres is back");
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
+                Err(error) => {
+                    let what = "apply failed; retrying when Postgres is back";
+                    if !wait_to_retry(&error, &mut attempt, &metrics, what).await {
+                        break Err(error);
+                    }
                 }
-                Err(error) => break Err(error),
             }
         };
         let fatal = outcome.is_err();
