@@ -124,6 +124,8 @@ pub struct World {
     next_operation_id: u64,
     next_value: u64,
     next_probe_at: u64,
+    /// Nodes that applied each liveness probe.
+    probe_appliers: std::collections::BTreeMap<u64, std::collections::BTreeSet<NodeId>>,
     partition_until: Option<u64>,
     election_safety: ElectionSafety,
     log_matching: LogMatching,
@@ -191,6 +193,7 @@ impl World {
             next_operation_id: 1,
             next_value: 1,
             next_probe_at: 0,
+            probe_appliers: std::collections::BTreeMap::new(),
             partition_until: None,
             election_safety: ElectionSafety::default(),
             log_matching: LogMatching::default(),
@@ -779,7 +782,15 @@ impl World {
         if let Some((operation_id, output)) = result {
             applied_operation = Some(operation_id);
             if operation_id >= PROBE_OPERATION_BASE {
-                self.liveness.on_probe_committed(self.now);
+                // Recovered only once every running node applied the probe:
+                // a follower whose replication stalled fails liveness too.
+                let appliers = self.probe_appliers.entry(operation_id).or_default();
+                appliers.insert(id);
+                let appliers_count = appliers.len();
+                let running = self.nodes.iter().filter(|node| node.raft.is_some()).count();
+                if appliers_count >= running {
+                    self.liveness.on_probe_committed(self.now);
+                }
             } else if !self.first_applies.contains_key(&operation_id) {
                 let stamp = self.next_stamp();
                 self.first_applies

@@ -44,3 +44,15 @@ fn election_statistics_are_measured() {
         raftgres_sim::elections::measure(5, (10, 11), 30, 2, &indicatif::ProgressBar::hidden());
     assert_eq!(narrow.trials_without_leader, 0);
 }
+
+/// Regression: with 5 nodes under the swarm profile, seed 394 once left a
+/// follower whose replicate window was full of appends lost while it was
+/// down; the leader never sent it anything again. Liveness now requires
+/// every running node to apply the probe, which caught it.
+#[test]
+fn every_running_node_catches_up_after_healing() {
+    let config = SimConfig::new(5, 4000, "swarm");
+    let outcome = World::new(config, 394).run();
+    assert!(outcome.violation.is_none(), "{:?}", outcome.violation);
+    assert!(outcome.stats.recovery_ticks.is_some(), "recovered");
+}

@@ -238,6 +238,13 @@ impl Raft {
                 progress.recent_active = true;
                 progress.probe_sent = false;
                 progress.read_round_acked = progress.read_round_acked.max(read_round);
+                if progress.is_paused(self.config.inflight_messages_max) {
+                    // A full window of messages the follower never
+                    // acknowledged (it was down, or they were lost): free one
+                    // slot so the next append goes out and its answer
+                    // resynchronizes the window.
+                    progress.inflight.pop_front();
+                }
                 if progress.match_index < last_index {
                     // Even with nothing new to send: an append that the
                     // follower rejects reveals a lost message in the

@@ -483,3 +483,59 @@ fn reads_wait_for_an_installed_snapshot_to_be_durable() {
         }]
     );
 }
+
+#[test]
+fn a_full_window_of_lost_appends_does_not_stall_replication() {
+    let mut config = config(1, 3);
+    config.inflight_messages_max = 2;
+    let mut leader = Raft::new(config, DurableState::default(), 1).unwrap();
+    leader.campaign_now();
+    for peer in [2, 3] {
+        leader.step(message(
+            peer,
+            1,
+            1,
+            MessageBody::VoteResponse {
+                pre_vote: false,
+                granted: true,
+            },
+        ));
+    }
+    let ready = leader.ready();
+    let (index, term) = ready.persist_point().unwrap();
+    leader.persisted(index, term);
+    leader.step(append_response(2, 1, 1, 1));
+    leader.step(append_response(3, 1, 1, 1));
+    leader.ready();
+    // Node 3 is down: two appends to it are lost and fill its window.
+    for command in 0..4u8 {
+        leader.propose(vec![command]).unwrap();
+        leader.ready();
+    }
+    let appends_to_3 = |ready: &Ready| {
+        ready
+            .messages
+            .iter()
+            .filter(|message| {
+                message.to == NodeId(3) && matches!(message.body, MessageBody::AppendRequest { .. })
+            })
+            .count()
+    };
+    leader.propose(vec![9]).unwrap();
+    assert_eq!(
+        appends_to_3(&leader.ready()),
+        0,
+        "the window to node 3 is full"
+    );
+    // Node 3 is back and answers a heartbeat: an append must go out.
+    leader.step(message(
+        3,
+        1,
+        1,
+        MessageBody::HeartbeatResponse { read_round: 0 },
+    ));
+    assert!(
+        appends_to_3(&leader.ready()) > 0,
+        "a heartbeat answer reopens a full window"
+    );
+}

@@ -21,6 +21,7 @@
 //!
 //! [raft]                              # all optional; defaults shown
 //! tick_ms = 50
+//! compaction_entries = 100000
 //! election_ticks_min = 10
 //! election_ticks_max = 20
 //! heartbeat_ticks = 2
@@ -76,6 +77,11 @@ pub struct RaftSettings {
     pub apply_batch_entries_max: usize,
     /// See [`core::Config::pending_reads_max`].
     pub pending_reads_max: usize,
+    /// A state machine snapshot is taken every this many applied entries;
+    /// the log (in memory and in Postgres) is then compacted up to the
+    /// previous snapshot, so a node holds between one and two times this
+    /// many entries, and a follower further behind receives a snapshot.
+    pub compaction_entries: u64,
 }
 
 impl Default for RaftSettings {
@@ -94,6 +100,7 @@ impl Default for RaftSettings {
             uncommitted_entries_max: defaults.uncommitted_entries_max,
             apply_batch_entries_max: defaults.apply_batch_entries_max,
             pending_reads_max: defaults.pending_reads_max,
+            compaction_entries: 100_000,
         }
     }
 }
@@ -272,6 +279,7 @@ impl NodeConfig {
                 "limits.session_expiry_entries",
                 self.limits.session_expiry_entries,
             ),
+            ("raft.compaction_entries", self.raft.compaction_entries),
         ];
         for (name, value) in limits {
             if value == 0 {

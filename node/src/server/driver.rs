@@ -29,7 +29,8 @@ use super::metrics::Metrics;
 use super::storage::{ApplyDone, ApplyOutcome, WriteDone, WriteJob};
 use super::transport::Transport;
 use crate::core::{
-    LogIndex, Message, NodeId, ProposeError, Raft, ReadError, Role, Status, Term, TransferError,
+    LogIndex, Message, MessageBody, NodeId, ProposeError, Raft, ReadError, Role, Snapshot, Status,
+    Term, TransferError,
 };
 
 /// How a read is served.
@@ -109,6 +110,11 @@ pub(crate) struct Driver {
     transfers: Vec<(NodeId, Instant, Reply<NodeId>)>,
     applied: LogIndex,
     last_role: Role,
+    /// The latest state machine snapshot, not yet the compaction point.
+    snapshot_latest: Option<Snapshot>,
+    /// The snapshot at the log's compacted prefix: what a follower that
+    /// needs compacted entries receives.
+    snapshot_sendable: Option<Snapshot>,
 }
 
 impl Driver {
@@ -138,7 +144,15 @@ impl Driver {
             transfers: Vec::new(),
             applied,
             last_role,
+            snapshot_latest: None,
+            snapshot_sendable: None,
         }
+    }
+
+    /// The applier takes a snapshot before its first batch (after a restart
+    /// on a compacted log): hold batches back until it reports.
+    pub(crate) fn expect_start_up_snapshot(&mut self) {
+        self.apply_in_flight = true;
     }
 
     /// Runs until shutdown or a fatal storage error.
@@ -276,7 +290,13 @@ impl Driver {
         while self.raft.has_ready() {
             let ready = self.raft.ready();
             for message in &ready.messages {
-                self.transport.send(message);
+                self.send(message);
+            }
+            if let Some(snapshot) = &ready.snapshot {
+                // The snapshot replaces everything up to its index; entries
+                // handed out for applying before it arrived are covered.
+                let covered = snapshot.meta.index;
+                self.next_apply.retain(|entry| entry.index > covered);
             }
             let persist_point = ready.persist_point();
             let job = WriteJob {
@@ -285,6 +305,7 @@ impl Driver {
                 entries: ready.entries,
                 messages_after_persist: ready.messages_after_persist,
                 persist_point,
+                compact_to: None,
             };
             if !job.writes_anything() && !self.write_in_flight && self.next_write.is_none() {
                 // Nothing to write and every earlier write is durable: these
@@ -318,8 +339,38 @@ impl Driver {
         self.observe_role();
     }
 
+    /// Sends a message, attaching the snapshot's bytes to InstallSnapshot
+    /// (the core emits it without them).
+    fn send(&self, message: &Message) {
+        let MessageBody::InstallSnapshot { snapshot } = &message.body else {
+            self.transport.send(message);
+            return;
+        };
+        match &self.snapshot_sendable {
+            Some(sendable) if sendable.meta == snapshot.meta => {
+                let body = MessageBody::InstallSnapshot {
+                    snapshot: sendable.clone(),
+                };
+                self.transport.send(&Message {
+                    body,
+                    ..message.clone()
+                });
+            }
+            _ => tracing::warn!(
+                index = snapshot.meta.index.0,
+                "no snapshot data for the compacted prefix; not sent"
+            ),
+        }
+    }
+
     fn dispatch_write(&mut self) {
-        if self.write_in_flight {
+        // Installing a snapshot replaces the state machine: wait until no
+        // apply transaction is running against it.
+        let installs = self
+            .next_write
+            .as_ref()
+            .is_some_and(|job| job.snapshot.is_some());
+        if self.write_in_flight || (installs && self.apply_in_flight) {
             return;
         }
         if let Some(job) = self.next_write.take() {
@@ -350,6 +401,15 @@ impl Driver {
         self.write_in_flight = false;
         if let Some((index, term)) = done.persist_point {
             self.raft.persisted(index, term);
+        }
+        if let Some(installed) = done.installed {
+            let covered = installed.meta.index;
+            self.applied = self.applied.max(covered);
+            self.fail_proposals_up_to(covered);
+            // The log now starts after this snapshot: it is what this node
+            // sends when it leads and a follower needs the prefix.
+            self.snapshot_sendable = Some(installed);
+            self.snapshot_latest = None;
         }
         for message in &done.messages_after_persist {
             self.transport.send(message);
@@ -382,19 +442,12 @@ impl Driver {
             };
             let _ = reply.send(result);
         }
-        // Proposals below the applied index that were never reported were
-        // truncated away by a new leader.
-        while let Some(entry) = self.proposals.first_entry() {
-            if *entry.key() > done.applied {
-                break;
-            }
-            let (_, reply) = entry.remove();
-            let _ = reply.send(Err(ServiceError::Unavailable(
-                "the command was lost in a leadership change".into(),
-            )));
-        }
+        self.fail_proposals_up_to(done.applied);
         self.applied = done.applied;
         self.raft.applied(done.applied);
+        if let Some(snapshot) = done.snapshot {
+            self.snapshot_taken(snapshot);
+        }
         let applied = self.applied;
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lease_reads)
             .into_iter()
@@ -404,6 +457,51 @@ impl Driver {
             let _ = reply.send(Ok(index));
         }
         Ok(())
+    }
+
+    /// Proposals at or below `index` that were never reported applied were
+    /// truncated away by a new leader (or covered by a snapshot).
+    fn fail_proposals_up_to(&mut self, index: LogIndex) {
+        while let Some(entry) = self.proposals.first_entry() {
+            if *entry.key() > index {
+                break;
+            }
+            let (_, reply) = entry.remove();
+            let _ = reply.send(Err(ServiceError::Unavailable(
+                "the command was lost in a leadership change".into(),
+            )));
+        }
+    }
+
+    /// Keeps the new snapshot and compacts the log up to the previous one,
+    /// so that between one and two times `compaction_entries` entries stay
+    /// available to followers that lag a little. After a restart the log's
+    /// prefix has no snapshot bytes in memory: compact to the new one at once.
+    fn snapshot_taken(&mut self, snapshot: Snapshot) {
+        let prefix_without_bytes =
+            self.snapshot_sendable.is_none() && self.raft.log().snapshot().index > LogIndex(0);
+        let compaction_point = if prefix_without_bytes {
+            Some(snapshot)
+        } else {
+            self.snapshot_latest.replace(snapshot)
+        };
+        let Some(point) = compaction_point else {
+            return;
+        };
+        if point.meta.index <= self.raft.log().snapshot().index {
+            return;
+        }
+        self.raft.compact(point.meta.index);
+        let job = WriteJob {
+            compact_to: Some(point.meta),
+            ..WriteJob::default()
+        };
+        match &mut self.next_write {
+            Some(next) => next.merge(job),
+            None => self.next_write = Some(job),
+        }
+        tracing::debug!(index = point.meta.index.0, "compacted the log");
+        self.snapshot_sendable = Some(point);
     }
 
     fn finish_transfers(&mut self) {

@@ -139,6 +139,7 @@ async fn run<S: StateMachine>(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64)
         ^ config.node_id.rotate_left(32);
+    let snapshot_index = durable.snapshot.index;
     let raft = Raft::new(config.core_config(), durable, seed)?;
 
     let metrics = Arc::new(metrics::Metrics::default());
@@ -162,6 +163,7 @@ async fn run<S: StateMachine>(
     let writer = tokio::spawn(
         storage::run_writer(
             store,
+            state_machine.clone(),
             write_job_receiver,
             write_done_sender,
             metrics.clone(),
@@ -171,6 +173,8 @@ async fn run<S: StateMachine>(
     let (apply_batches, apply_batch_receiver) = mpsc::channel(1);
     let (apply_done_sender, apply_done) = mpsc::channel(1);
     let applier_settings = storage::ApplierSettings {
+        compaction_entries: config.raft.compaction_entries,
+        snapshot_on_start: snapshot_index > LogIndex(0),
         asynchronous_commit: config.apply_async_commit,
         session_expiry_entries: config.limits.session_expiry_entries,
     };
@@ -193,7 +197,11 @@ async fn run<S: StateMachine>(
         apply_batches,
         apply_done,
     };
-    let driver = driver::Driver::new(raft, config.clone(), transport, channels, metrics.clone());
+    let mut driver =
+        driver::Driver::new(raft, config.clone(), transport, channels, metrics.clone());
+    if applier_settings.snapshot_on_start {
+        driver.expect_start_up_snapshot();
+    }
     let mut driver_task = tokio::spawn(
         driver
             .run(event_receiver, shutdown_receiver.clone())

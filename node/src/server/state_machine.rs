@@ -483,6 +483,44 @@ pub(crate) mod sessions {
         Ok(())
     }
 
+    /// Every session, for a snapshot.
+    pub(crate) async fn dump(
+        transaction: &Transaction<'_>,
+    ) -> Result<Vec<raftgres_proto::v1::StoredSession>, tokio_postgres::Error> {
+        let rows = transaction
+            .query("SELECT client_id, sequence, response, last_index FROM raftgres_sessions ORDER BY client_id", &[])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| raftgres_proto::v1::StoredSession {
+                client_id: row.get(0),
+                sequence: row.get::<_, i64>(1) as u64,
+                response: row.get(2),
+                last_index: row.get::<_, i64>(3) as u64,
+            })
+            .collect())
+    }
+
+    /// Replaces every session with a snapshot's.
+    pub(crate) async fn restore(
+        transaction: &Transaction<'_>,
+        stored: &[raftgres_proto::v1::StoredSession],
+    ) -> Result<(), tokio_postgres::Error> {
+        transaction
+            .execute("DELETE FROM raftgres_sessions", &[])
+            .await?;
+        let mut batch = Batch::default();
+        for session in stored {
+            batch.record(
+                &session.client_id,
+                session.sequence,
+                &session.response,
+                session.last_index,
+            );
+        }
+        save(transaction, &batch).await
+    }
+
     /// Forgets sessions idle for more than `expiry_entries` log entries.
     pub(crate) async fn expire(
         transaction: &Transaction<'_>,

@@ -24,7 +24,9 @@ use tokio::sync::mpsc;
 use super::convert;
 use super::metrics::Metrics;
 use super::state_machine::{sessions, StateMachine};
-use crate::core::{Entry, EntryPayload, HardState, LogIndex, Message, Snapshot, Term};
+use crate::core::{
+    Entry, EntryPayload, HardState, LogIndex, Message, Snapshot, SnapshotMeta, Term,
+};
 
 /// One ordered write: everything the core asked to persist since the last
 /// write started, and the messages that wait for it.
@@ -37,6 +39,9 @@ pub(crate) struct WriteJob {
     pub(crate) messages_after_persist: Vec<Message>,
     /// The (index, term) to report to the core once durable.
     pub(crate) persist_point: Option<(LogIndex, Term)>,
+    /// Delete stored entries up to here (the node's own snapshot covers
+    /// them).
+    pub(crate) compact_to: Option<SnapshotMeta>,
 }
 
 impl WriteJob {
@@ -59,7 +64,10 @@ impl WriteJob {
     }
 
     pub(crate) fn writes_anything(&self) -> bool {
-        self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
+        self.hard_state.is_some()
+            || self.snapshot.is_some()
+            || !self.entries.is_empty()
+            || self.compact_to.is_some()
     }
 }
 
@@ -68,6 +76,8 @@ impl WriteJob {
 pub(crate) struct WriteDone {
     pub(crate) persist_point: Option<(LogIndex, Term)>,
     pub(crate) messages_after_persist: Vec<Message>,
+    /// The leader's snapshot this write installed.
+    pub(crate) installed: Option<Snapshot>,
 }
 
 /// How a committed command ended, for the client that proposed it.
@@ -87,6 +97,9 @@ pub(crate) enum ApplyOutcome {
 pub(crate) struct ApplyDone {
     pub(crate) applied: LogIndex,
     pub(crate) outcomes: Vec<(LogIndex, Term, ApplyOutcome)>,
+    /// A snapshot of the state machine exactly at `applied`, taken every
+    /// `compaction_entries` entries.
+    pub(crate) snapshot: Option<Snapshot>,
 }
 
 /// After a failed storage operation: for a retriable error, counts and
@@ -112,17 +125,19 @@ async fn wait_to_retry(
 }
 
 /// Runs the log writer until its job channel closes.
-pub(crate) async fn run_writer(
+pub(crate) async fn run_writer<S: StateMachine>(
     mut store: PgStore,
+    state_machine: Arc<S>,
     mut jobs: mpsc::Receiver<WriteJob>,
     done: mpsc::Sender<Result<WriteDone, StoreError>>,
     metrics: Arc<Metrics>,
 ) -> PgStore {
-    while let Some(job) = jobs.recv().await {
+    while let Some(mut job) = jobs.recv().await {
+        let installing = job.snapshot.clone();
         let mut attempt = 0;
         let outcome = loop {
             let started = Instant::now();
-            match write(&mut store, &job).await {
+            match write(&mut store, state_machine.as_ref(), &mut job).await {
                 Ok(()) => {
                     metrics
                         .storage_write_seconds
@@ -134,6 +149,7 @@ pub(crate) async fn run_writer(
                     break Ok(WriteDone {
                         persist_point: job.persist_point,
                         messages_after_persist: job.messages_after_persist,
+                        installed: installing,
                     });
                 }
                 Err(error) => {
@@ -154,25 +170,87 @@ pub(crate) async fn run_writer(
     store
 }
 
-async fn write(store: &mut PgStore, job: &WriteJob) -> Result<(), StoreError> {
+/// Carries out one write. A snapshot is installed in its own transaction
+/// (state machine restore, log reset and applied index together) before the
+/// entries that follow it; once installed it is taken out of the job, so a
+/// retry after a failed append does not install it twice.
+async fn write<S: StateMachine>(
+    store: &mut PgStore,
+    state_machine: &S,
+    job: &mut WriteJob,
+) -> Result<(), StoreError> {
     if let Some(snapshot) = &job.snapshot {
-        // Snapshots only come from leaders that compact their logs, which no
-        // node of this version does.
-        return Err(StoreError::Corrupt {
+        install_snapshot(store, state_machine, snapshot).await?;
+        job.snapshot = None;
+    }
+    if job.hard_state.is_some() || !job.entries.is_empty() {
+        let batch = AppendBatch {
+            hard_state: job.hard_state.map(convert::hard_state_to_storage),
+            entries: job.entries.iter().map(convert::entry_to_storage).collect(),
+        };
+        store.append(batch).await?;
+    }
+    if let Some(meta) = job.compact_to {
+        store.compact(meta.index.0, meta.term.0).await?;
+    }
+    Ok(())
+}
+
+async fn install_snapshot<S: StateMachine>(
+    store: &mut PgStore,
+    state_machine: &S,
+    snapshot: &Snapshot,
+) -> Result<(), StoreError> {
+    let decoded = wire::NodeSnapshot::decode(snapshot.data.as_slice()).map_err(|error| {
+        StoreError::Corrupt {
             reason: format!(
-                "received a snapshot at index {}, but this version cannot install snapshots",
+                "the snapshot at index {} does not decode: {error}",
                 snapshot.meta.index
             ),
-        });
-    }
-    if !job.writes_anything() {
-        return Ok(());
-    }
-    let batch = AppendBatch {
-        hard_state: job.hard_state.map(convert::hard_state_to_storage),
-        entries: job.entries.iter().map(convert::entry_to_storage).collect(),
+        }
+    })?;
+    let transaction = store
+        .begin_apply(ApplyOptions {
+            synchronous_commit_off: false,
+        })
+        .await?;
+    let restore = async {
+        state_machine
+            .restore(transaction.transaction(), &decoded.state_machine)
+            .await?;
+        sessions::restore(transaction.transaction(), &decoded.sessions).await
     };
-    store.append(batch).await
+    restore
+        .await
+        .map_err(|error| StoreError::from_postgres("restoring a snapshot", error))?;
+    let meta = raftgres_storage_pg::SnapshotMeta {
+        index: snapshot.meta.index.0,
+        term: snapshot.meta.term.0,
+    };
+    transaction.commit_snapshot(meta).await?;
+    tracing::info!(
+        index = snapshot.meta.index.0,
+        term = snapshot.meta.term.0,
+        "installed a snapshot from the leader"
+    );
+    Ok(())
+}
+
+/// A snapshot of the state machine and the sessions as `transaction` sees
+/// them.
+async fn take_snapshot<S: StateMachine>(
+    transaction: &tokio_postgres::Transaction<'_>,
+    state_machine: &S,
+    meta: SnapshotMeta,
+) -> Result<Snapshot, tokio_postgres::Error> {
+    let state_machine = state_machine.snapshot(transaction).await?;
+    let sessions = sessions::dump(transaction).await?;
+    let data = wire::NodeSnapshot {
+        state_machine,
+        sessions,
+    }
+    .encode_to_vec();
+    Ok(Snapshot { meta, data })
 }
 
 /// Settings of the applier.
@@ -180,6 +258,10 @@ async fn write(store: &mut PgStore, job: &WriteJob) -> Result<(), StoreError> {
 pub(crate) struct ApplierSettings {
     pub(crate) asynchronous_commit: bool,
     pub(crate) session_expiry_entries: u64,
+    pub(crate) compaction_entries: u64,
+    /// Take a snapshot before applying anything: the log was compacted
+    /// before a restart, and the node must be able to send its prefix.
+    pub(crate) snapshot_on_start: bool,
 }
 
 /// Runs the applier until its channel closes.
@@ -191,12 +273,51 @@ pub(crate) async fn run_applier<S: StateMachine>(
     done: mpsc::Sender<Result<ApplyDone, StoreError>>,
     metrics: Arc<Metrics>,
 ) {
+    let mut last_snapshot = LogIndex(0);
+    if settings.snapshot_on_start {
+        let mut attempt = 0;
+        let outcome = loop {
+            match snapshot_now(&mut applier, state_machine.as_ref()).await {
+                Ok(done) => break Ok(done),
+                Err(error) => {
+                    if !wait_to_retry(
+                        &error,
+                        &mut attempt,
+                        &metrics,
+                        "snapshot at start-up failed; retrying",
+                    )
+                    .await
+                    {
+                        break Err(error);
+                    }
+                }
+            }
+        };
+        if let Ok(done) = &outcome {
+            last_snapshot = done.applied;
+        }
+        let fatal = outcome.is_err();
+        if done.send(outcome).await.is_err() || fatal {
+            return;
+        }
+    }
     while let Some(entries) = batches.recv().await {
         let mut attempt = 0;
         let outcome = loop {
             let started = Instant::now();
-            match apply_batch(&mut applier, state_machine.as_ref(), settings, &entries).await {
+            match apply_batch(
+                &mut applier,
+                state_machine.as_ref(),
+                settings,
+                &entries,
+                last_snapshot,
+            )
+            .await
+            {
                 Ok(done) => {
+                    if let Some(snapshot) = &done.snapshot {
+                        last_snapshot = snapshot.meta.index;
+                    }
                     metrics
                         .apply_seconds
                         .observe(started.elapsed().as_secs_f64());
@@ -217,11 +338,38 @@ pub(crate) async fn run_applier<S: StateMachine>(
     }
 }
 
+/// A snapshot at the applied index, changing nothing.
+async fn snapshot_now<S: StateMachine>(
+    applier: &mut PgApplier,
+    state_machine: &S,
+) -> Result<ApplyDone, StoreError> {
+    let transaction = applier
+        .begin_apply(ApplyOptions {
+            synchronous_commit_off: true,
+        })
+        .await?;
+    let applied = transaction.applied_before();
+    let meta = SnapshotMeta {
+        index: LogIndex(applied.index),
+        term: Term(applied.term),
+    };
+    let snapshot = take_snapshot(transaction.transaction(), state_machine, meta)
+        .await
+        .map_err(|error| StoreError::from_postgres("taking a snapshot", error))?;
+    transaction.rollback().await?;
+    Ok(ApplyDone {
+        applied: meta.index,
+        outcomes: Vec::new(),
+        snapshot: Some(snapshot),
+    })
+}
+
 async fn apply_batch<S: StateMachine>(
     applier: &mut PgApplier,
     state_machine: &S,
     settings: ApplierSettings,
     entries: &[Entry],
+    last_snapshot: LogIndex,
 ) -> Result<ApplyDone, StoreError> {
     let options = ApplyOptions {
         synchronous_commit_off: settings.asynchronous_commit,
@@ -238,6 +386,7 @@ async fn apply_batch<S: StateMachine>(
         return Ok(ApplyDone {
             applied: last.index,
             outcomes,
+            snapshot: None,
         });
     }
     let outcomes = apply_entries(
@@ -249,6 +398,19 @@ async fn apply_batch<S: StateMachine>(
     )
     .await
     .map_err(|error| StoreError::from_postgres("applying committed entries", error))?;
+    let snapshot = if last.index.0 >= last_snapshot.0 + settings.compaction_entries {
+        // Taken inside the apply transaction: exactly the state at `last`.
+        let meta = SnapshotMeta {
+            index: last.index,
+            term: last.term,
+        };
+        let snapshot = take_snapshot(transaction.transaction(), state_machine, meta)
+            .await
+            .map_err(|error| StoreError::from_postgres("taking a snapshot", error))?;
+        Some(snapshot)
+    } else {
+        None
+    };
     transaction
         .commit(AppliedState {
             index: last.index.0,
@@ -258,6 +420,7 @@ async fn apply_batch<S: StateMachine>(
     Ok(ApplyDone {
         applied: last.index,
         outcomes,
+        snapshot,
     })
 }
 

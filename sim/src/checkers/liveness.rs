@@ -2,7 +2,8 @@
 //! availability": once the system is stable, with a majority up and
 //! connected, a leader is elected and the cluster makes progress). Faults
 //! stop at a known tick; from then on a leader must be elected and a fresh
-//! command committed within `ticks_max` ticks.
+//! command committed and applied by every running node within `ticks_max`
+//! ticks.
 
 /// Tracks one run's recovery.
 #[derive(Debug)]
