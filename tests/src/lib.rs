@@ -1,1 +1,321 @@
-//! End-to-end test support.
+//! End-to-end test support: real `raftgres serve` processes, each on its
+//! own real Postgres instance, spoken to over real gRPC.
+//!
+//! - [`TestCluster`]: a [`DevCluster`] in a fresh temporary directory that
+//!   prints every node's log tail when a test fails, and cleans up after a
+//!   test that passed (the directory of a failed one is kept and named).
+//! - Status polling with a bound on time: [`TestCluster::wait_for_status`],
+//!   [`TestCluster::wait_for_leader_change`], [`TestCluster::wait_caught_up`].
+//! - Raw tonic clients ([`kv_client`], [`submit_client`], [`peer_client`])
+//!   for tests that must see a status code exactly as a node returned it,
+//!   with no retry or redirect in between.
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use raftgres::client::{Client, ClientOptions, Role, StatusResponse};
+use raftgres::dev::{find_raftgres_binary, DevCluster, DevClusterOptions};
+use raftgres_proto::v1::client_client::ClientClient;
+use raftgres_proto::v1::kv_client::KvClient;
+use raftgres_proto::v1::peer_client::PeerClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// Length of a core tick in every test cluster.
+pub const TICK_MS: u64 = 50;
+/// How often the helpers poll.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Upper bound of any single wait in the helpers: generous, because two
+/// cores are shared by several clusters and the compiler.
+pub const WAIT_MAX: Duration = Duration::from_secs(30);
+/// Timeout of every raw gRPC request (longer than the node's own 10 s
+/// request timeout, so that the node's answer is what a test sees).
+pub const RAW_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A dev cluster owned by one test, in its own temporary directory.
+/// Dereferences to the [`DevCluster`].
+pub struct TestCluster {
+    cluster: DevCluster,
+    options: DevClusterOptions,
+    dir: PathBuf,
+    /// Asks one node at a time for its status: one attempt, short timeout.
+    status_client: Client,
+}
+
+impl TestCluster {
+    /// A 3-node cluster with [`TICK_MS`] ticks and default settings, with a
+    /// leader. `name` names the temporary directory.
+    pub async fn start(name: &str) -> TestCluster {
+        TestCluster::start_with(name, 3, |_| {}).await
+    }
+
+    /// A cluster of `nodes` nodes whose options `configure` may change.
+    pub async fn start_with(
+        name: &str,
+        nodes: usize,
+        configure: impl FnOnce(&mut DevClusterOptions),
+    ) -> TestCluster {
+        let binary = find_raftgres_binary()
+            .expect("the node binary; build it first with `cargo build -p raftgres`");
+        let mut options = DevClusterOptions::new(nodes, binary);
+        options.tick_ms = TICK_MS;
+        configure(&mut options);
+        let dir = fresh_dir(name);
+        let cluster = match DevCluster::start(&dir, options.clone()).await {
+            Ok(cluster) => cluster,
+            Err(error) => panic!(
+                "cannot start a {nodes}-node cluster in {}: {error}",
+                dir.display()
+            ),
+        };
+        let status_client = status_client(&cluster);
+        TestCluster {
+            cluster,
+            options,
+            dir,
+            status_client,
+        }
+    }
+
+    /// The cluster's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops every node and every Postgres, then starts the whole cluster
+    /// again on the same directory (same data, and the same ports where
+    /// they are still free) and waits for a leader.
+    pub async fn restart_all(&mut self) {
+        if let Err(error) = self.cluster.shutdown() {
+            panic!("cannot stop the cluster: {error}");
+        }
+        self.cluster = match DevCluster::start(&self.dir, self.options.clone()).await {
+            Ok(cluster) => cluster,
+            Err(error) => panic!("cannot restart the cluster: {error}"),
+        };
+        self.status_client = status_client(&self.cluster);
+    }
+
+    /// A leader-finding client with default retries.
+    pub fn client(&self) -> Client {
+        self.cluster.client().expect("a client of the cluster")
+    }
+
+    /// Node `id`'s status: one attempt, no redirect.
+    pub async fn status(&self, id: u64) -> Result<StatusResponse, raftgres::client::ClientError> {
+        self.status_client
+            .status(self.cluster.node_address(id))
+            .await
+    }
+
+    /// The current leader (agreed by every running node) and its status.
+    pub async fn leader_status(&mut self) -> (u64, StatusResponse) {
+        let leader = self.wait_leader().await;
+        let status = self
+            .wait_for_status(leader, "to answer as leader", |status| {
+                status.role == Role::Leader as i32
+            })
+            .await;
+        (leader, status)
+    }
+
+    /// The leader every running node agrees on, waiting up to [`WAIT_MAX`].
+    pub async fn wait_leader(&mut self) -> u64 {
+        match self.cluster.wait_for_leader(WAIT_MAX).await {
+            Ok(leader) => leader,
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    /// Node ids other than `id`, ascending.
+    pub fn others(&self, id: u64) -> Vec<u64> {
+        self.cluster
+            .node_ids()
+            .into_iter()
+            .filter(|other| *other != id)
+            .collect()
+    }
+
+    /// Polls node `id` until its status satisfies `accept`; panics after
+    /// [`WAIT_MAX`] with the last answer. `what` completes "node N ...".
+    pub async fn wait_for_status(
+        &self,
+        id: u64,
+        what: &str,
+        accept: impl Fn(&StatusResponse) -> bool,
+    ) -> StatusResponse {
+        let deadline = Instant::now() + WAIT_MAX;
+        loop {
+            let last = self.status(id).await;
+            if let Ok(status) = &last {
+                if accept(status) {
+                    return status.clone();
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!("node {id} did not come {what} within {WAIT_MAX:?}; last status: {last:?}");
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Waits until every running node agrees on a leader other than
+    /// `old_leader`; returns it.
+    pub async fn wait_for_leader_change(&mut self, old_leader: u64) -> u64 {
+        let deadline = Instant::now() + WAIT_MAX;
+        loop {
+            if let Some(leader) = self.cluster.leader().await {
+                if leader != old_leader {
+                    return leader;
+                }
+            }
+            if Instant::now() >= deadline {
+                let statuses = self.cluster.statuses().await;
+                panic!("no new leader other than {old_leader} within {WAIT_MAX:?}: {statuses:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until node `id` has applied everything the leader had
+    /// committed when this was called; returns that commit index.
+    pub async fn wait_caught_up(&mut self, id: u64) -> u64 {
+        let (_, leader) = self.leader_status().await;
+        let commit = leader.commit_index;
+        self.wait_for_status(id, &format!("to apply up to index {commit}"), |status| {
+            status.applied_index >= commit
+        })
+        .await;
+        commit
+    }
+
+    /// Asserts that every node process is still running and that none has
+    /// exited since the cluster started it.
+    pub fn assert_no_node_exited(&mut self) {
+        let exited = self.cluster.reap_exited();
+        assert!(exited.is_empty(), "node processes exited: {exited:?}");
+        for id in self.cluster.node_ids() {
+            assert!(self.cluster.is_running(id), "node {id} is not running");
+        }
+    }
+}
+
+impl Deref for TestCluster {
+    type Target = DevCluster;
+
+    fn deref(&self) -> &DevCluster {
+        &self.cluster
+    }
+}
+
+impl DerefMut for TestCluster {
+    fn deref_mut(&mut self) -> &mut DevCluster {
+        &mut self.cluster
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let failed = std::thread::panicking();
+        if failed {
+            eprintln!(
+                "=== test failed; cluster directory kept: {} ===\n{}",
+                self.dir.display(),
+                self.cluster.log_tails()
+            );
+        }
+        if let Err(error) = self.cluster.shutdown() {
+            eprintln!(
+                "could not stop the cluster in {}: {error}",
+                self.dir.display()
+            );
+        }
+        if !failed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn status_client(cluster: &DevCluster) -> Client {
+    let options = ClientOptions {
+        request_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_millis(500),
+        ..ClientOptions::default()
+    };
+    Client::with_options(cluster.addresses(), options).expect("a status client")
+}
+
+/// A new, empty directory under the system temp dir, unique to this
+/// process and moment.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!(
+        "raftgres-e2e-{name}-{}-{nanos}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating the test directory");
+    dir
+}
+
+async fn channel(address: &str) -> Channel {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .expect("a valid address")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(RAW_REQUEST_TIMEOUT);
+    match endpoint.connect().await {
+        Ok(channel) => channel,
+        Err(error) => panic!("cannot connect to {address}: {error}"),
+    }
+}
+
+/// A raw `Kv` client of the one node at `address`.
+pub async fn kv_client(address: &str) -> KvClient<Channel> {
+    KvClient::new(channel(address).await)
+}
+
+/// A raw `Client` (Submit) client of the one node at `address`, accepting
+/// messages up to 8 MiB so that oversized commands reach the node.
+pub async fn submit_client(address: &str) -> ClientClient<Channel> {
+    ClientClient::new(channel(address).await).max_encoding_message_size(8 << 20)
+}
+
+/// A raw `Peer` client of the one node at `address`.
+pub async fn peer_client(address: &str) -> PeerClient<Channel> {
+    PeerClient::new(channel(address).await)
+}
+
+/// Asserts that `result` is an error with `code`; returns the status.
+pub fn expect_code<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    context: &str,
+) -> Status {
+    match result {
+        Ok(answer) => panic!("{context}: expected {code:?}, got a success: {answer:?}"),
+        Err(status) => {
+            assert_eq!(
+                status.code(),
+                code,
+                "{context}: expected {code:?}, got {:?}: {}",
+                status.code(),
+                status.message()
+            );
+            status
+        }
+    }
+}
+
+/// Runs `future` with a time bound; panics naming `what` when it expires.
+pub async fn bounded<T>(what: &str, limit: Duration, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what} did not finish within {limit:?}"),
+    }
+}

@@ -434,6 +434,9 @@ impl Driver {
             } else {
                 match outcome {
                     ApplyOutcome::Response(response) => Ok(Applied { index, response }),
+                    ApplyOutcome::Repeated { response, first_index } => {
+                        Ok(Applied { index: first_index, response })
+                    }
                     ApplyOutcome::Refused(reason) => Err(ServiceError::InvalidArgument(reason)),
                     ApplyOutcome::Unknown => Err(ServiceError::DeadlineExceeded(
                         "the command was applied but its response was lost; retry with the same session".into(),

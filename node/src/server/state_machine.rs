@@ -380,8 +380,8 @@ pub(crate) mod sessions {
 
     /// A client's last applied command response.
     pub(crate) enum Response {
-        /// Read from the table.
-        Stored(Vec<u8>),
+        /// Read from the table, with the index the command was applied at.
+        Stored { response: Vec<u8>, index: u64 },
         /// Applied earlier in the current batch, at this slot.
         InBatch(usize),
     }
@@ -406,7 +406,7 @@ pub(crate) mod sessions {
         }
         let rows = transaction
             .query(
-                "SELECT client_id, sequence, response FROM raftgres_sessions WHERE client_id = ANY($1)",
+                "SELECT client_id, sequence, response, last_index FROM raftgres_sessions WHERE client_id = ANY($1)",
                 &[&client_ids],
             )
             .await?;
@@ -415,7 +415,10 @@ pub(crate) mod sessions {
             .map(|row| {
                 let last = Last {
                     sequence: row.get::<_, i64>(1) as u64,
-                    response: Response::Stored(row.get(2)),
+                    response: Response::Stored {
+                        response: row.get(2),
+                        index: row.get::<_, i64>(3) as u64,
+                    },
                 };
                 (row.get(0), last)
             })

@@ -83,8 +83,13 @@ pub(crate) struct WriteDone {
 /// How a committed command ended, for the client that proposed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum ApplyOutcome {
-    /// Applied (or answered from its session): the state machine's response.
+    /// Applied: the state machine's response.
     Response(Vec<u8>),
+    /// A retry of a command already applied at `first_index`: its response.
+    Repeated {
+        response: Vec<u8>,
+        first_index: LogIndex,
+    },
     /// Refused deterministically (a stale session sequence).
     Refused(String),
     /// Applied before a reconnect lost its response; retry with the same
@@ -389,6 +394,34 @@ async fn apply_batch<S: StateMachine>(
             snapshot: None,
         });
     }
+    let first = entries
+        .first()
+        .expect("apply batches are never empty")
+        .index
+        .0;
+    let replayed;
+    let entries = if first > applied_before + 1 {
+        // An apply committed asynchronously was lost when Postgres crashed
+        // under this node: replay the gap from the durable log first.
+        let gap = transaction.log_entries(applied_before + 1, first).await?;
+        tracing::warn!(
+            from = applied_before + 1,
+            to = first - 1,
+            "replaying applies lost in a Postgres crash"
+        );
+        let gap = gap
+            .into_iter()
+            .map(convert::entry_from_storage)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| StoreError::Corrupt { reason })?;
+        replayed = gap
+            .into_iter()
+            .chain(entries.iter().cloned())
+            .collect::<Vec<_>>();
+        replayed.as_slice()
+    } else {
+        entries
+    };
     let outcomes = apply_entries(
         transaction.transaction(),
         state_machine,
@@ -478,20 +511,27 @@ async fn apply_entries<S: StateMachine>(
     for ((entry, command), plan) in entries.iter().zip(&commands).zip(plans) {
         let outcome = match plan {
             Plan::Answer(outcome) => outcome,
-            Plan::Apply { slot } | Plan::SameAs { slot } => {
+            Plan::Apply { slot } => {
+                // Only the first application is recorded: a retry answers
+                // with this response and this index.
+                if let Some(command) = command
+                    .as_ref()
+                    .filter(|command| !command.client_id.is_empty())
+                {
+                    recorded.record(
+                        &command.client_id,
+                        command.sequence,
+                        &responses[slot],
+                        entry.index.0,
+                    );
+                }
                 ApplyOutcome::Response(responses[slot].clone())
             }
+            Plan::SameAs { slot } => ApplyOutcome::Repeated {
+                response: responses[slot].clone(),
+                first_index: LogIndex(to_apply[slot].0),
+            },
         };
-        if let (Some(command), ApplyOutcome::Response(response)) = (command, &outcome) {
-            if !command.client_id.is_empty() {
-                recorded.record(
-                    &command.client_id,
-                    command.sequence,
-                    response,
-                    entry.index.0,
-                );
-            }
-        }
         outcomes.push((entry.index, entry.term, outcome));
     }
     sessions::save(transaction, &recorded).await?;
@@ -519,8 +559,11 @@ fn plan_command<'a>(
     let last = known.get(&command.client_id);
     match last.map(|last| command.sequence.cmp(&last.sequence)) {
         Some(std::cmp::Ordering::Equal) => match &last.expect("compared above").response {
-            sessions::Response::Stored(response) => {
-                Plan::Answer(ApplyOutcome::Response(response.clone()))
+            sessions::Response::Stored { response, index } => {
+                Plan::Answer(ApplyOutcome::Repeated {
+                    response: response.clone(),
+                    first_index: LogIndex(*index),
+                })
             }
             sessions::Response::InBatch(slot) => Plan::SameAs { slot: *slot },
         },

@@ -11,7 +11,7 @@ use tokio_postgres::Transaction;
 use super::session::{classify, to_u64, Session, Statements};
 use crate::error::StoreError;
 use crate::store::{self, LogBounds};
-use crate::types::{AppliedState, SnapshotMeta};
+use crate::types::{AppliedState, LogEntry, SnapshotMeta};
 
 /// Options for one apply transaction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -105,6 +105,41 @@ impl<'a> ApplyTransaction<'a> {
     /// not see).
     pub fn applied_before(&self) -> AppliedState {
         self.bounds.applied
+    }
+
+    /// The stored log entries `low <= index < high_exclusive`, read in this
+    /// transaction. An applier that finds the applied position behind the
+    /// batch it was handed (an asynchronously committed apply lost when the
+    /// server crashed) replays the gap from the durable log.
+    pub async fn log_entries(
+        &self,
+        low: u64,
+        high_exclusive: u64,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let rows = self
+            .transaction
+            .query(
+                &self.statements.select_entries,
+                &[&(low as i64), &(high_exclusive as i64)],
+            )
+            .await
+            .map_err(|error| classify("reading entries to apply", error))?;
+        let entries = rows
+            .iter()
+            .map(super::decode_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        let contiguous = entries
+            .iter()
+            .zip(low..)
+            .all(|(entry, expected)| entry.index == expected);
+        if !contiguous || entries.len() as u64 != high_exclusive.saturating_sub(low) {
+            return Err(StoreError::Corrupt {
+                reason: format!(
+                    "entries [{low}, {high_exclusive}) to apply are not all in the log"
+                ),
+            });
+        }
+        Ok(entries)
     }
 
     /// Records `applied` and commits the state machine's changes with it.

@@ -1,0 +1,246 @@
+//! Crashes and restarts of node processes: leader failover, a crashed node
+//! catching up, and a whole cluster coming back on its data.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raftgres::client::{Client, ReadMode, Role};
+use raftgres_proto::v1::RangeRequest;
+use raftgres_tests::{kv_client, TestCluster, POLL_INTERVAL, WAIT_MAX};
+
+/// Writes `count` keys `prefix{i}` = `value-{i}` one after another and
+/// asserts each is acknowledged; returns the highest log index.
+async fn write_keys(client: &Client, prefix: &str, count: usize) -> u64 {
+    let mut index = 0;
+    for i in 0..count {
+        let put = client
+            .put(format!("{prefix}{i:04}"), format!("value-{i}"))
+            .await
+            .unwrap_or_else(|error| panic!("write {prefix}{i:04} was not acknowledged: {error}"));
+        index = index.max(put.index);
+    }
+    index
+}
+
+/// Every pair under `prefix`, read linearizably through the cluster.
+async fn read_prefix(client: &Client, prefix: &str) -> BTreeMap<String, String> {
+    let range = client
+        .range(prefix, 10_000, ReadMode::Linearizable)
+        .await
+        .unwrap_or_else(|error| panic!("range {prefix}: {error}"));
+    assert!(!range.more, "range {prefix} was truncated");
+    range
+        .kvs
+        .into_iter()
+        .map(|pair| {
+            (
+                String::from_utf8(pair.key).expect("utf-8 key"),
+                String::from_utf8(pair.value).expect("utf-8 value"),
+            )
+        })
+        .collect()
+}
+
+/// Asserts that `stored` holds `prefix{i}` = `value-{i}` for every `i` in
+/// `written`.
+fn assert_present(stored: &BTreeMap<String, String>, prefix: &str, written: &[usize]) {
+    for i in written {
+        let key = format!("{prefix}{i:04}");
+        assert_eq!(
+            stored.get(&key).map(String::as_str),
+            Some(format!("value-{i}").as_str()),
+            "acknowledged write {key} is missing or wrong"
+        );
+    }
+}
+
+/// What the background writer saw: which writes were acknowledged and
+/// which failed (outcome unknown).
+struct WriterOutcome {
+    acknowledged: Vec<usize>,
+    failed: Vec<(usize, String)>,
+}
+
+/// Writes `during/{i}` until `stop` is set, at most 300 writes or 40 s,
+/// counting acknowledgements in `acknowledged`.
+fn spawn_writer(
+    client: Client,
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<WriterOutcome> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut outcome = WriterOutcome {
+            acknowledged: Vec::new(),
+            failed: Vec::new(),
+        };
+        for i in 0..300 {
+            if stop.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(40) {
+                break;
+            }
+            match client
+                .put(format!("during/{i:04}"), format!("value-{i}"))
+                .await
+            {
+                Ok(_) => {
+                    outcome.acknowledged.push(i);
+                    acknowledged.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(error) => outcome.failed.push((i, error.to_string())),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        outcome
+    })
+}
+
+/// Proves that after kill -9 of the leader the survivors elect a new
+/// leader within a few election timeouts, and that every write
+/// acknowledged before, during and after the failover is still there with
+/// its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_elects_a_new_one_and_keeps_acknowledged_writes() {
+    let mut cluster = TestCluster::start("leader-kill").await;
+    let client = cluster.client();
+    write_keys(&client, "before/", 50).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let writer = spawn_writer(client.clone(), stop.clone(), acknowledged.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let old_leader = cluster.wait_leader().await;
+    let killed_at = Instant::now();
+    tokio::task::block_in_place(|| cluster.kill_node(old_leader)).expect("kill the leader");
+    let new_leader = cluster.wait_for_leader_change(old_leader).await;
+    let failover = killed_at.elapsed();
+    println!("new leader {new_leader} elected {failover:?} after kill -9 of leader {old_leader}");
+    // Election timeouts are 10-20 ticks of 50 ms: a new leader needs about
+    // 1-2 s; 10 s leaves room for a loaded machine.
+    assert!(
+        failover < Duration::from_secs(10),
+        "failover took {failover:?}"
+    );
+
+    write_keys(&client, "after/", 5).await;
+    // The background writer, too, must get writes through the new leader.
+    let target = acknowledged.load(Ordering::SeqCst) + 3;
+    let deadline = Instant::now() + WAIT_MAX;
+    while acknowledged.load(Ordering::SeqCst) < target && Instant::now() < deadline {
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let outcome = writer.await.expect("the writer task");
+    println!(
+        "writer: {} acknowledged, {} failed: {:?}",
+        outcome.acknowledged.len(),
+        outcome.failed.len(),
+        outcome.failed
+    );
+    assert!(
+        acknowledged.load(Ordering::SeqCst) >= target,
+        "the background writer stalled after the failover"
+    );
+
+    let before: Vec<usize> = (0..50).collect();
+    assert_present(&read_prefix(&client, "before/").await, "before/", &before);
+    let during = read_prefix(&client, "during/").await;
+    assert_present(&during, "during/", &outcome.acknowledged);
+    assert_present(
+        &read_prefix(&client, "after/").await,
+        "after/",
+        &[0, 1, 2, 3, 4],
+    );
+    // Nothing appears that was never written.
+    for key in during.keys() {
+        let i: usize = key["during/".len()..].parse().expect("a written key");
+        assert!(
+            outcome.acknowledged.contains(&i) || outcome.failed.iter().any(|(f, _)| *f == i),
+            "{key} was never written"
+        );
+    }
+}
+
+/// Proves that a crashed node (here the leader, which may hold entries the
+/// others never saw) restarts on its own data, catches up with everything
+/// committed while it was down, and serves it from its own state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_restarts_and_catches_up() {
+    let mut cluster = TestCluster::start("restart-catch-up").await;
+    let client = cluster.client();
+    write_keys(&client, "early/", 10).await;
+
+    let killed = cluster.wait_leader().await;
+    tokio::task::block_in_place(|| cluster.kill_node(killed)).expect("kill the leader");
+    let new_leader = cluster.wait_for_leader_change(killed).await;
+    let last_index = write_keys(&client, "while-down/", 40).await;
+
+    cluster.start_node(killed).expect("restart the killed node");
+    let commit = cluster.wait_caught_up(killed).await;
+    assert!(commit >= last_index);
+    let status = cluster
+        .wait_for_status(killed, "back as a follower of the new leader", |status| {
+            status.role == Role::Follower as i32 && status.leader_id == new_leader
+        })
+        .await;
+    assert!(status.applied_index >= last_index, "{status:?}");
+
+    // A stale read is served from the node's own applied state: it proves
+    // the entries reached its Postgres, not only the leader's.
+    let mut kv = kv_client(cluster.node_address(killed)).await;
+    let range = kv
+        .range(RangeRequest {
+            prefix: b"while-down/".to_vec(),
+            limit: 1000,
+            mode: ReadMode::Stale as i32,
+        })
+        .await
+        .expect("stale range on the restarted node")
+        .into_inner();
+    let values: Vec<String> = range
+        .kvs
+        .iter()
+        .map(|pair| String::from_utf8_lossy(&pair.value).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..40).map(|i| format!("value-{i}")).collect();
+    assert_eq!(values, expected);
+    cluster.assert_no_node_exited();
+}
+
+/// Proves that stopping every node (gracefully, and then by kill -9) and
+/// starting the whole cluster again on the same databases keeps every
+/// acknowledged write and lets the cluster take new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cluster_restart_keeps_the_data() {
+    let mut cluster = TestCluster::start("full-restart").await;
+    let (_, before) = cluster.leader_status().await;
+    let client = cluster.client();
+    let first_index = write_keys(&client, "first/", 30).await;
+
+    // Graceful stop of every node and Postgres, then a fresh start.
+    cluster.restart_all().await;
+    let client = cluster.client();
+    let first: Vec<usize> = (0..30).collect();
+    assert_present(&read_prefix(&client, "first/").await, "first/", &first);
+    let second_index = write_keys(&client, "second/", 10).await;
+    assert!(second_index > first_index);
+
+    // A crash of every node at once, then a start on the same data.
+    for id in cluster.node_ids() {
+        tokio::task::block_in_place(|| cluster.kill_node(id)).expect("kill a node");
+    }
+    cluster.restart_all().await;
+    let client = cluster.client();
+    assert_present(&read_prefix(&client, "first/").await, "first/", &first);
+    let second: Vec<usize> = (0..10).collect();
+    assert_present(&read_prefix(&client, "second/").await, "second/", &second);
+    let (_, after) = cluster.leader_status().await;
+    assert!(after.term > before.term, "{after:?} after {before:?}");
+    assert!(after.commit_index >= second_index);
+    for id in cluster.node_ids() {
+        cluster.wait_caught_up(id).await;
+    }
+    write_keys(&client, "third/", 3).await;
+}

@@ -1,0 +1,186 @@
+//! A node's Postgres crashing under it: the node reports it, stays up,
+//! and recovers when Postgres is back, while the cluster keeps serving.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raftgres::client::{Client, ReadMode};
+use raftgres_proto::v1::RangeRequest;
+use raftgres_tests::{kv_client, TestCluster, POLL_INTERVAL, WAIT_MAX};
+
+/// What the background writer saw.
+struct WriterOutcome {
+    acknowledged: Vec<usize>,
+    failed: Vec<(usize, String)>,
+    latency_max: Duration,
+}
+
+/// Writes `pg-down/{i}` until `stop` is set, at most 600 writes or 120 s,
+/// counting acknowledgements in `acknowledged`.
+fn spawn_writer(
+    client: Client,
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<WriterOutcome> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut outcome = WriterOutcome {
+            acknowledged: Vec::new(),
+            failed: Vec::new(),
+            latency_max: Duration::ZERO,
+        };
+        for i in 0..600 {
+            if stop.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(120) {
+                break;
+            }
+            let sent = Instant::now();
+            match client
+                .put(format!("pg-down/{i:04}"), format!("value-{i}"))
+                .await
+            {
+                Ok(_) => {
+                    outcome.acknowledged.push(i);
+                    acknowledged.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(error) => outcome.failed.push((i, error.to_string())),
+            }
+            outcome.latency_max = outcome.latency_max.max(sent.elapsed());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        outcome
+    })
+}
+
+/// Waits until `acknowledged` has grown by `more` (bounded by WAIT_MAX).
+async fn wait_for_writes(acknowledged: &AtomicUsize, more: usize, what: &str) {
+    let target = acknowledged.load(Ordering::SeqCst) + more;
+    let deadline = Instant::now() + WAIT_MAX;
+    while acknowledged.load(Ordering::SeqCst) < target {
+        assert!(
+            Instant::now() < deadline,
+            "writes stalled {what}: fewer than {more} acknowledged in {WAIT_MAX:?}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Proves that when one follower's Postgres is killed (SIGKILL) and
+/// restarted, twice, writes through the leader keep succeeding throughout,
+/// the follower reports storage_healthy = false while its Postgres is down
+/// and true again after, its state machine ends up holding every
+/// acknowledged write, and no node process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_survives_its_postgres_crashing() {
+    let mut cluster = TestCluster::start("pg-kill").await;
+    let leader = cluster.wait_leader().await;
+    let follower = cluster.others(leader)[0];
+    let healthy = cluster.status(follower).await.expect("follower status");
+    assert!(healthy.storage_healthy, "{healthy:?}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let writer = spawn_writer(cluster.client(), stop.clone(), acknowledged.clone());
+    wait_for_writes(&acknowledged, 5, "before the crash").await;
+
+    // Two crashes, each landing at a random point of the follower's
+    // append and apply transactions.
+    for crash in 1..=2 {
+        tokio::task::block_in_place(|| cluster.postgres(follower).kill())
+            .expect("kill the follower's postgres");
+        let down = cluster
+            .wait_for_status(follower, "to report its storage unhealthy", |status| {
+                !status.storage_healthy
+            })
+            .await;
+        println!("crash {crash}: follower {follower} with Postgres down: {down:?}");
+        wait_for_writes(&acknowledged, 20, "while a follower's postgres was down").await;
+
+        tokio::task::block_in_place(|| cluster.postgres(follower).start_again())
+            .expect("restart the follower's postgres");
+        cluster
+            .wait_for_status(follower, "to report its storage healthy again", |status| {
+                status.storage_healthy
+            })
+            .await;
+        wait_for_writes(&acknowledged, 5, "after postgres came back").await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let outcome = writer.await.expect("the writer task");
+    println!(
+        "writer: {} acknowledged, slowest {:?}",
+        outcome.acknowledged.len(),
+        outcome.latency_max
+    );
+    assert!(
+        outcome.failed.is_empty(),
+        "writes failed while only a follower's storage was down: {:?}",
+        outcome.failed
+    );
+
+    let commit = cluster.wait_caught_up(follower).await;
+    println!("follower {follower} caught up to index {commit}");
+    assert_follower_has_every_write(&cluster, follower, &outcome.acknowledged).await;
+    let value = cluster
+        .client()
+        .get("pg-down/0000", ReadMode::Linearizable)
+        .await
+        .expect("linearizable read");
+    assert_eq!(value.as_deref(), Some(b"value-0".as_slice()));
+    cluster.assert_no_node_exited();
+}
+
+/// Polls a stale range on `follower` (its own applied state, read from its
+/// own Postgres) until it holds exactly the acknowledged writes; on
+/// timeout names the missing ones.
+async fn assert_follower_has_every_write(cluster: &TestCluster, follower: u64, written: &[usize]) {
+    let expected: Vec<(String, String)> = written
+        .iter()
+        .map(|i| (format!("pg-down/{i:04}"), format!("value-{i}")))
+        .collect();
+    let mut kv = kv_client(cluster.node_address(follower)).await;
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        let answer = kv
+            .range(RangeRequest {
+                prefix: b"pg-down/".to_vec(),
+                limit: 1000,
+                mode: ReadMode::Stale as i32,
+            })
+            .await;
+        let found: Result<Vec<(String, String)>, String> = match answer {
+            Ok(range) => Ok(range
+                .into_inner()
+                .kvs
+                .into_iter()
+                .map(|pair| {
+                    (
+                        String::from_utf8_lossy(&pair.key).into_owned(),
+                        String::from_utf8_lossy(&pair.value).into_owned(),
+                    )
+                })
+                .collect()),
+            Err(status) => Err(status.to_string()),
+        };
+        if found.as_ref() == Ok(&expected) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let status = cluster.status(follower).await;
+            let missing: Vec<&(String, String)> = match &found {
+                Ok(found) => expected
+                    .iter()
+                    .filter(|pair| !found.contains(pair))
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            panic!(
+                "follower {follower} does not hold the {} acknowledged writes; missing {missing:?}; \
+                 read {:?} pairs; its status: {status:?}",
+                expected.len(),
+                found.map(|found| found.len()),
+            );
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
