@@ -1,0 +1,224 @@
+//! `raftgres-bench`: a closed-loop gRPC load generator that drives raftgres
+//! and etcd with the identical workload and reports throughput and latency
+//! percentiles.
+//!
+//! ```text
+//! raftgres-bench run --system raftgres|etcd --endpoints A,B,C [workload]   one point, JSON on stdout
+//! raftgres-bench compare --etcd-endpoints .. --etcd-pids .. [sweep]        the full comparison (scripts/bench.sh)
+//! ```
+//!
+//! Modules:
+//! - `target`: the two systems behind one put/get interface, leader finding;
+//! - `workload`: the bounded load loop, progress bar;
+//! - `latency`: HDR histograms and the percentiles reported;
+//! - `node_metrics`: scraping raftgres' Prometheus endpoint;
+//! - `process_stats`: CPU and peak RSS from /proc;
+//! - `postgres_ceiling`: plain multi-row INSERT rows per second;
+//! - `report`: JSON, CSV and the Markdown section; `svg`: the plot;
+//! - `compare`: the orchestration of a whole comparison.
+#![forbid(unsafe_code)]
+
+mod compare;
+mod latency;
+mod node_metrics;
+mod postgres_ceiling;
+mod process_stats;
+mod report;
+mod svg;
+mod target;
+mod workload;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::target::{ReadMode, System};
+use crate::workload::Workload;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Load generator: raftgres against etcd, same workload, same machine."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One point against a running cluster; prints the result as JSON.
+    Run {
+        /// Which system the endpoints belong to.
+        #[arg(long, value_enum)]
+        system: System,
+        /// Client endpoints (`host:port`, comma-separated); the load goes to
+        /// the leader among them.
+        #[arg(long, value_delimiter = ',', required = true)]
+        endpoints: Vec<String>,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// HTTP/2 connections the clients share (default: min(clients, 16)).
+        #[arg(long)]
+        connections: Option<usize>,
+        /// Share of reads, percent.
+        #[arg(long, default_value_t = 0)]
+        read_percent: u8,
+        #[command(flatten)]
+        workload: WorkloadArguments,
+    },
+    /// Starts a 3-node raftgres dev cluster, runs the sweep against it and
+    /// a running etcd cluster, writes JSON, CSV, the SVG plot and the
+    /// Markdown section, then stops the raftgres cluster.
+    Compare {
+        /// etcd client endpoints (`host:port`, comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        etcd_endpoints: Vec<String>,
+        /// Pids of the etcd members, for CPU and peak RSS.
+        #[arg(long, value_delimiter = ',')]
+        etcd_pids: Vec<u32>,
+        /// Client counts of the write sweep.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+        clients: Vec<usize>,
+        /// Clients of the extra 100 % linearizable-read point (0: none).
+        #[arg(long, default_value_t = 64)]
+        read_point_clients: usize,
+        /// Directory of the raftgres cluster (Postgres data and node logs).
+        #[arg(long)]
+        cluster_dir: PathBuf,
+        /// Seconds per batch size of the raw Postgres ceiling (0: skip).
+        #[arg(long, default_value_t = 5.0)]
+        ceiling_seconds: f64,
+        /// Where results.json and results.csv go.
+        #[arg(long, default_value = "target/bench")]
+        output_dir: PathBuf,
+        /// The plot.
+        #[arg(long, default_value = "docs/bench-throughput.svg")]
+        svg: PathBuf,
+        /// The Markdown file whose "## raftgres vs etcd" section is replaced.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+        /// How this run was started, quoted in the Markdown.
+        #[arg(long, default_value = "make bench")]
+        command_line: String,
+        #[command(flatten)]
+        workload: WorkloadArguments,
+    },
+}
+
+/// Workload settings shared by both commands.
+#[derive(Args, Clone)]
+struct WorkloadArguments {
+    /// Measured seconds per point.
+    #[arg(long, default_value_t = 20.0)]
+    duration_seconds: f64,
+    /// Unmeasured seconds of load before each point.
+    #[arg(long, default_value_t = 3.0)]
+    warmup_seconds: f64,
+    /// Operations per point at most (warm-up included).
+    #[arg(long, default_value_t = 5_000_000)]
+    operations_max: u64,
+    /// Bytes of every written value.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Size of the key space.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// How reads are served (etcd: lease maps to serializable).
+    #[arg(long, value_enum, default_value_t = ReadMode::Linearizable)]
+    read_mode: ReadMode,
+    /// Seed of key and operation choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl WorkloadArguments {
+    fn workload(&self, clients: usize, connections: usize, read_percent: u8) -> Workload {
+        Workload {
+            clients,
+            connections,
+            duration_seconds: self.duration_seconds,
+            warmup_seconds: self.warmup_seconds,
+            operations_max: self.operations_max,
+            value_bytes: self.value_bytes,
+            keys: self.keys,
+            read_percent,
+            read_mode: self.read_mode,
+            seed: self.seed,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run {
+            system,
+            endpoints,
+            clients,
+            connections,
+            read_percent,
+            workload,
+        } => {
+            let connections = connections.unwrap_or_else(|| workload::default_connections(clients));
+            let workload = workload.workload(clients, connections, read_percent);
+            workload.validate()?;
+            let leader = target::find_leader(system, &endpoints).await?;
+            let label = format!("{} {clients}c", system.name());
+            let result = workload::run(system, &leader, &workload, &label).await?;
+            let output = serde_json::json!({ "system": system, "leader": leader, "workload": workload, "result": result });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&output).context("serialising the result")?
+            );
+        }
+        Command::Compare {
+            etcd_endpoints,
+            etcd_pids,
+            clients,
+            read_point_clients,
+            cluster_dir,
+            ceiling_seconds,
+            output_dir,
+            svg,
+            markdown,
+            command_line,
+            workload,
+        } => {
+            let template = workload.workload(1, 1, 0);
+            for clients in clients
+                .iter()
+                .chain(Some(&read_point_clients).filter(|clients| **clients > 0))
+            {
+                workload
+                    .workload(*clients, workload::default_connections(*clients), 0)
+                    .validate()?;
+            }
+            let report = compare::compare(compare::CompareOptions {
+                clients,
+                read_point_clients: (read_point_clients > 0).then_some(read_point_clients),
+                workload: template,
+                etcd_endpoints,
+                etcd_pids,
+                cluster_dir,
+                ceiling_seconds,
+                output_dir,
+                svg_path: svg,
+                markdown_path: markdown,
+                command: command_line,
+            })
+            .await?;
+            println!("{}", report::results_table(&report));
+            for check in report::target_checks(&report) {
+                println!(
+                    "{}: {}",
+                    if check.met { "met" } else { "MISSED" },
+                    check.text
+                );
+            }
+        }
+    }
+    Ok(())
+}
