@@ -72,6 +72,10 @@ async fn wait_for_writes(acknowledged: &AtomicUsize, more: usize, what: &str) {
 /// acknowledged write, and no node process exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_survives_its_postgres_crashing() {
+    // Asynchronous apply commits are what a Postgres crash can lose: the
+    // node processes inherit this setting, so the replay of lost applies is
+    // exercised too. (nextest runs each test in its own process.)
+    std::env::set_var("RAFTGRES_APPLY_ASYNC_COMMIT", "true");
     let mut cluster = TestCluster::start("pg-kill").await;
     let leader = cluster.wait_leader().await;
     let follower = cluster.others(leader)[0];

@@ -167,7 +167,7 @@ pub struct NodeConfig {
     pub allow_unsafe_durability: bool,
     /// Commit state machine applies with synchronous_commit off (the log
     /// itself is always synchronous; applies replay after a crash).
-    #[serde(default = "default_true")]
+    #[serde(default)]
     pub apply_async_commit: bool,
     /// Every voter, this node included.
     #[serde(rename = "peer")]
@@ -178,10 +178,6 @@ pub struct NodeConfig {
     /// Client and queue limits.
     #[serde(default)]
     pub limits: Limits,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 /// Why a configuration was refused.
@@ -360,7 +356,7 @@ mod tests {
         assert_eq!(config.peer_address(3), Some("127.0.0.1:7003"));
         assert_eq!(config.limits.command_bytes_max, 1 << 20);
         assert_eq!(config.core_config().voters.len(), 3);
-        assert!(config.apply_async_commit);
+        assert!(!config.apply_async_commit, "applies commit synchronously by default");
     }
 
     #[test]

@@ -227,7 +227,17 @@ async fn run<S: StateMachine>(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
     tracing::info!(address = %config.listen_addr, "serving");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // The server builder's tcp_nodelay only covers listeners tonic binds
+    // itself; without it on accepted connections, small responses wait for
+    // the client's delayed ACK (about 40 ms).
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |stream| {
+            stream.inspect(|stream| {
+                let _ = stream.set_nodelay(true);
+            })
+        },
+    );
     let mut server_task = tokio::spawn(
         server.serve_with_incoming_shutdown(incoming, wait_for(shutdown_receiver.clone())),
     );

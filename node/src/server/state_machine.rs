@@ -228,6 +228,119 @@ pub fn decode_kv_command(command: &[u8]) -> Result<wire::kv_command::Operation, 
     Ok(operation)
 }
 
+fn is_put(operation: &Option<wire::kv_command::Operation>) -> bool {
+    matches!(operation, Some(wire::kv_command::Operation::Put(_)))
+}
+
+/// Splits a batch into runs applied with one statement each: puts of
+/// distinct keys (set-based), and everything else (in order, inside the
+/// server). Applying the runs in order is applying the batch in order.
+fn runs(decoded: &[(u64, Option<wire::kv_command::Operation>)]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < decoded.len() {
+        let mut end = start;
+        if is_put(&decoded[start].1) {
+            let mut keys = std::collections::BTreeSet::new();
+            while let Some((_, Some(wire::kv_command::Operation::Put(put)))) = decoded.get(end) {
+                if !keys.insert(put.key.as_slice()) {
+                    break;
+                }
+                end += 1;
+            }
+        } else {
+            while end < decoded.len() && !is_put(&decoded[end].1) {
+                end += 1;
+            }
+        }
+        runs.push(start..end);
+        start = end;
+    }
+    runs
+}
+
+/// Upserts puts of distinct keys in one statement, returning each key's
+/// previous value (every part of the statement sees the table as it was
+/// before it).
+const PUT_SET: &str = "
+    WITH input AS (
+             SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])
+                 WITH ORDINALITY AS batch(mod_index, key, value, position)),
+         previous AS (
+             SELECT raftgres_kv.key, raftgres_kv.value FROM raftgres_kv JOIN input USING (key)),
+         upsert AS (
+             INSERT INTO raftgres_kv (key, value, mod_index) SELECT key, value, mod_index FROM input
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, mod_index = EXCLUDED.mod_index)
+    SELECT previous.value FROM input LEFT JOIN previous USING (key) ORDER BY input.position";
+
+impl KvStateMachine {
+    async fn apply_puts(
+        transaction: &Transaction<'_>,
+        run: &[(u64, Option<wire::kv_command::Operation>)],
+    ) -> Result<Vec<Vec<u8>>, tokio_postgres::Error> {
+        let mut indexes = Vec::with_capacity(run.len());
+        let mut keys = Vec::with_capacity(run.len());
+        let mut values = Vec::with_capacity(run.len());
+        for (index, operation) in run {
+            if let Some(wire::kv_command::Operation::Put(put)) = operation {
+                indexes.push(*index as i64);
+                keys.push(put.key.as_slice());
+                values.push(put.value.as_slice());
+            }
+        }
+        let rows = transaction
+            .query(PUT_SET, &[&indexes, &keys, &values])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                wire::KvResult {
+                    previous: row.get(0),
+                    succeeded: true,
+                }
+                .encode_to_vec()
+            })
+            .collect())
+    }
+
+    async fn apply_in_order(
+        transaction: &Transaction<'_>,
+        run: &[(u64, Option<wire::kv_command::Operation>)],
+    ) -> Result<Vec<Vec<u8>>, tokio_postgres::Error> {
+        let mut columns = KvColumns::default();
+        for (index, operation) in run {
+            if let Some(operation) = operation {
+                columns.push(*index, operation);
+            }
+        }
+        let rows = transaction
+            .query(
+                "SELECT previous, succeeded FROM raftgres_kv_apply($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &columns.indexes,
+                    &columns.operations,
+                    &columns.keys,
+                    &columns.new_values,
+                    &columns.has_values,
+                    &columns.expected_values,
+                    &columns.has_expected,
+                ],
+            )
+            .await?;
+        let mut results = rows.iter().map(|row| wire::KvResult {
+            previous: row.get(0),
+            succeeded: row.get(1),
+        });
+        Ok(run
+            .iter()
+            .map(|(_, operation)| match operation {
+                Some(_) => results.next().unwrap_or_default().encode_to_vec(),
+                None => Vec::new(),
+            })
+            .collect())
+    }
+}
+
 impl StateMachine for KvStateMachine {
     async fn migrate(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
         client.batch_execute(KV_SCHEMA).await?;
@@ -277,45 +390,23 @@ impl StateMachine for KvStateMachine {
         transaction: &Transaction<'_>,
         commands: &[(u64, &[u8])],
     ) -> Result<Vec<Vec<u8>>, tokio_postgres::Error> {
-        let mut columns = KvColumns::default();
         // Commands that do not decode (never proposed by this version) are
-        // left out of the batch and answered with an empty result.
-        let mut decoded = Vec::with_capacity(commands.len());
-        for (index, command) in commands {
-            let operation = decode_kv_command(command).ok();
-            if let Some(operation) = &operation {
-                columns.push(*index, operation);
-            }
-            decoded.push(operation.is_some());
+        // answered with an empty result and change nothing.
+        let decoded: Vec<(u64, Option<wire::kv_command::Operation>)> = commands
+            .iter()
+            .map(|(index, command)| (*index, decode_kv_command(command).ok()))
+            .collect();
+        let mut responses = Vec::with_capacity(commands.len());
+        for run in runs(&decoded) {
+            let run = &decoded[run];
+            let answers = if is_put(&run[0].1) {
+                Self::apply_puts(transaction, run).await?
+            } else {
+                Self::apply_in_order(transaction, run).await?
+            };
+            responses.extend(answers);
         }
-        let rows = transaction
-            .query(
-                "SELECT previous, succeeded FROM raftgres_kv_apply($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    &columns.indexes,
-                    &columns.operations,
-                    &columns.keys,
-                    &columns.new_values,
-                    &columns.has_values,
-                    &columns.expected_values,
-                    &columns.has_expected,
-                ],
-            )
-            .await?;
-        let mut results = rows.iter().map(|row| wire::KvResult {
-            previous: row.get(0),
-            succeeded: row.get(1),
-        });
-        Ok(decoded
-            .into_iter()
-            .map(|was_decoded| {
-                if was_decoded {
-                    results.next().unwrap_or_default().encode_to_vec()
-                } else {
-                    Vec::new()
-                }
-            })
-            .collect())
+        Ok(responses)
     }
 
     async fn snapshot(
@@ -538,5 +629,46 @@ pub(crate) mod sessions {
             )
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wire::kv_command::Operation;
+
+    fn put(key: &str) -> Option<Operation> {
+        Some(Operation::Put(wire::KvPut {
+            key: key.into(),
+            value: b"v".to_vec(),
+        }))
+    }
+
+    fn delete(key: &str) -> Option<Operation> {
+        Some(Operation::Delete(wire::KvDelete { key: key.into() }))
+    }
+
+    #[test]
+    fn runs_split_at_other_operations_and_repeated_keys() {
+        let batch: Vec<(u64, Option<Operation>)> =
+            [put("a"), put("b"), put("a"), delete("a"), None, put("c")]
+                .into_iter()
+                .enumerate()
+                .map(|(index, operation)| (index as u64 + 1, operation))
+                .collect();
+        assert_eq!(runs(&batch), vec![0..2, 2..3, 3..5, 5..6]);
+        assert!(runs(&[]).is_empty());
+    }
+
+    #[test]
+    fn kv_commands_are_checked() {
+        assert!(decode_kv_command(b"\xff\xff").is_err());
+        let empty_key = wire::KvCommand { operation: put("") }.encode_to_vec();
+        assert_eq!(
+            decode_kv_command(&empty_key).unwrap_err(),
+            "the key must not be empty"
+        );
+        let no_operation = wire::KvCommand { operation: None }.encode_to_vec();
+        assert!(decode_kv_command(&no_operation).is_err());
     }
 }

@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// synchronous_commit off). For throw-away benchmarks only.
     #[arg(long, env = "RAFTGRES_ALLOW_UNSAFE_DURABILITY")]
     pub allow_unsafe_durability: bool,
+    /// Overrides `apply_async_commit` (commit state machine applies with
+    /// synchronous_commit off; the log is always synchronous).
+    #[arg(long, env = "RAFTGRES_APPLY_ASYNC_COMMIT")]
+    pub apply_async_commit: Option<bool>,
     /// Validate the configuration, print a summary and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -104,6 +108,9 @@ fn apply_overrides(table: &mut toml::Table, arguments: &ServeArgs) {
     if let Some(address) = arguments.listen_addr {
         set("listen_addr", Value::String(address.to_string()));
     }
+    if let Some(asynchronous) = arguments.apply_async_commit {
+        set("apply_async_commit", Value::Boolean(asynchronous));
+    }
     if let Some(address) = arguments.metrics_addr {
         set("metrics_addr", Value::String(address.to_string()));
     }
@@ -168,6 +175,7 @@ mod tests {
             postgres: None,
             tick_ms: None,
             allow_unsafe_durability: false,
+            apply_async_commit: None,
             check_config: false,
         }
     }
