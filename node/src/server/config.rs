@@ -356,7 +356,10 @@ mod tests {
         assert_eq!(config.peer_address(3), Some("127.0.0.1:7003"));
         assert_eq!(config.limits.command_bytes_max, 1 << 20);
         assert_eq!(config.core_config().voters.len(), 3);
-        assert!(!config.apply_async_commit, "applies commit synchronously by default");
+        assert!(
+            !config.apply_async_commit,
+            "applies commit synchronously by default"
+        );
     }
 
     #[test]
