@@ -319,3 +319,92 @@ pub async fn bounded<T>(what: &str, limit: Duration, future: impl Future<Output 
         Err(_) => panic!("{what} did not finish within {limit:?}"),
     }
 }
+
+/// What a [`BackgroundWriter`] saw.
+#[derive(Debug, Default)]
+pub struct WriterOutcome {
+    /// Write numbers the cluster acknowledged.
+    pub acknowledged: Vec<usize>,
+    /// Write numbers that failed (outcome unknown), with the error.
+    pub failed: Vec<(usize, String)>,
+    /// Slowest single write.
+    pub latency_max: Duration,
+}
+
+/// A background task that writes `{prefix}{i:04}` = `value-{i}` one after
+/// another until stopped, bounded by `writes_max` writes and `time_max`.
+pub struct BackgroundWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acknowledged: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<WriterOutcome>,
+}
+
+impl BackgroundWriter {
+    /// Starts writing through `client`, pausing `pause` between writes.
+    pub fn start(
+        client: Client,
+        prefix: &str,
+        writes_max: usize,
+        time_max: Duration,
+        pause: Duration,
+    ) -> BackgroundWriter {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (task_stop, task_acknowledged, prefix) =
+            (stop.clone(), acknowledged.clone(), prefix.to_string());
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut outcome = WriterOutcome::default();
+            for i in 0..writes_max {
+                if task_stop.load(Ordering::SeqCst) || started.elapsed() > time_max {
+                    break;
+                }
+                let sent = Instant::now();
+                match client
+                    .put(format!("{prefix}{i:04}"), format!("value-{i}"))
+                    .await
+                {
+                    Ok(_) => {
+                        outcome.acknowledged.push(i);
+                        task_acknowledged.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(error) => outcome.failed.push((i, error.to_string())),
+                }
+                outcome.latency_max = outcome.latency_max.max(sent.elapsed());
+                tokio::time::sleep(pause).await;
+            }
+            outcome
+        });
+        BackgroundWriter {
+            stop,
+            acknowledged,
+            task,
+        }
+    }
+
+    /// Writes acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.acknowledged.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `more` further writes are acknowledged (bounded by
+    /// [`WAIT_MAX`]); panics naming `what` if they stall.
+    pub async fn wait_for_writes(&self, more: usize, what: &str) {
+        let target = self.acknowledged() + more;
+        let deadline = Instant::now() + WAIT_MAX;
+        while self.acknowledged() < target {
+            assert!(
+                Instant::now() < deadline,
+                "writes stalled {what}: fewer than {more} acknowledged in {WAIT_MAX:?}"
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Stops the writer and returns what it saw.
+    pub async fn finish(self) -> WriterOutcome {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.expect("the background writer panicked")
+    }
+}

@@ -2,13 +2,11 @@
 //! catching up, and a whole cluster coming back on its data.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raftgres::client::{Client, ReadMode, Role};
 use raftgres_proto::v1::RangeRequest;
-use raftgres_tests::{kv_client, TestCluster, POLL_INTERVAL, WAIT_MAX};
+use raftgres_tests::{kv_client, BackgroundWriter, TestCluster};
 
 /// Writes `count` keys `prefix{i}` = `value-{i}` one after another and
 /// asserts each is acknowledged; returns the highest log index.
@@ -56,46 +54,6 @@ fn assert_present(stored: &BTreeMap<String, String>, prefix: &str, written: &[us
     }
 }
 
-/// What the background writer saw: which writes were acknowledged and
-/// which failed (outcome unknown).
-struct WriterOutcome {
-    acknowledged: Vec<usize>,
-    failed: Vec<(usize, String)>,
-}
-
-/// Writes `during/{i}` until `stop` is set, at most 300 writes or 40 s,
-/// counting acknowledgements in `acknowledged`.
-fn spawn_writer(
-    client: Client,
-    stop: Arc<AtomicBool>,
-    acknowledged: Arc<AtomicUsize>,
-) -> tokio::task::JoinHandle<WriterOutcome> {
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let mut outcome = WriterOutcome {
-            acknowledged: Vec::new(),
-            failed: Vec::new(),
-        };
-        for i in 0..300 {
-            if stop.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(40) {
-                break;
-            }
-            match client
-                .put(format!("during/{i:04}"), format!("value-{i}"))
-                .await
-            {
-                Ok(_) => {
-                    outcome.acknowledged.push(i);
-                    acknowledged.fetch_add(1, Ordering::SeqCst);
-                }
-                Err(error) => outcome.failed.push((i, error.to_string())),
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        outcome
-    })
-}
-
 /// Proves that after kill -9 of the leader the survivors elect a new
 /// leader within a few election timeouts, and that every write
 /// acknowledged before, during and after the failover is still there with
@@ -106,9 +64,13 @@ async fn killing_the_leader_elects_a_new_one_and_keeps_acknowledged_writes() {
     let client = cluster.client();
     write_keys(&client, "before/", 50).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let acknowledged = Arc::new(AtomicUsize::new(0));
-    let writer = spawn_writer(client.clone(), stop.clone(), acknowledged.clone());
+    let writer = BackgroundWriter::start(
+        client.clone(),
+        "during/",
+        300,
+        Duration::from_secs(40),
+        Duration::from_millis(20),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let old_leader = cluster.wait_leader().await;
@@ -126,22 +88,13 @@ async fn killing_the_leader_elects_a_new_one_and_keeps_acknowledged_writes() {
 
     write_keys(&client, "after/", 5).await;
     // The background writer, too, must get writes through the new leader.
-    let target = acknowledged.load(Ordering::SeqCst) + 3;
-    let deadline = Instant::now() + WAIT_MAX;
-    while acknowledged.load(Ordering::SeqCst) < target && Instant::now() < deadline {
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-    stop.store(true, Ordering::SeqCst);
-    let outcome = writer.await.expect("the writer task");
+    writer.wait_for_writes(3, "after the failover").await;
+    let outcome = writer.finish().await;
     println!(
         "writer: {} acknowledged, {} failed: {:?}",
         outcome.acknowledged.len(),
         outcome.failed.len(),
         outcome.failed
-    );
-    assert!(
-        acknowledged.load(Ordering::SeqCst) >= target,
-        "the background writer stalled after the failover"
     );
 
     let before: Vec<usize> = (0..50).collect();

@@ -1,69 +1,11 @@
 //! A node's Postgres crashing under it: the node reports it, stays up,
 //! and recovers when Postgres is back, while the cluster keeps serving.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raftgres::client::{Client, ReadMode};
+use raftgres::client::ReadMode;
 use raftgres_proto::v1::RangeRequest;
-use raftgres_tests::{kv_client, TestCluster, POLL_INTERVAL, WAIT_MAX};
-
-/// What the background writer saw.
-struct WriterOutcome {
-    acknowledged: Vec<usize>,
-    failed: Vec<(usize, String)>,
-    latency_max: Duration,
-}
-
-/// Writes `pg-down/{i}` until `stop` is set, at most 600 writes or 120 s,
-/// counting acknowledgements in `acknowledged`.
-fn spawn_writer(
-    client: Client,
-    stop: Arc<AtomicBool>,
-    acknowledged: Arc<AtomicUsize>,
-) -> tokio::task::JoinHandle<WriterOutcome> {
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let mut outcome = WriterOutcome {
-            acknowledged: Vec::new(),
-            failed: Vec::new(),
-            latency_max: Duration::ZERO,
-        };
-        for i in 0..600 {
-            if stop.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(120) {
-                break;
-            }
-            let sent = Instant::now();
-            match client
-                .put(format!("pg-down/{i:04}"), format!("value-{i}"))
-                .await
-            {
-                Ok(_) => {
-                    outcome.acknowledged.push(i);
-                    acknowledged.fetch_add(1, Ordering::SeqCst);
-                }
-                Err(error) => outcome.failed.push((i, error.to_string())),
-            }
-            outcome.latency_max = outcome.latency_max.max(sent.elapsed());
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        outcome
-    })
-}
-
-/// Waits until `acknowledged` has grown by `more` (bounded by WAIT_MAX).
-async fn wait_for_writes(acknowledged: &AtomicUsize, more: usize, what: &str) {
-    let target = acknowledged.load(Ordering::SeqCst) + more;
-    let deadline = Instant::now() + WAIT_MAX;
-    while acknowledged.load(Ordering::SeqCst) < target {
-        assert!(
-            Instant::now() < deadline,
-            "writes stalled {what}: fewer than {more} acknowledged in {WAIT_MAX:?}"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
+use raftgres_tests::{kv_client, BackgroundWriter, TestCluster, POLL_INTERVAL, WAIT_MAX};
 
 /// Proves that when one follower's Postgres is killed (SIGKILL) and
 /// restarted, twice, writes through the leader keep succeeding throughout,
@@ -82,10 +24,14 @@ async fn a_follower_survives_its_postgres_crashing() {
     let healthy = cluster.status(follower).await.expect("follower status");
     assert!(healthy.storage_healthy, "{healthy:?}");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let acknowledged = Arc::new(AtomicUsize::new(0));
-    let writer = spawn_writer(cluster.client(), stop.clone(), acknowledged.clone());
-    wait_for_writes(&acknowledged, 5, "before the crash").await;
+    let writer = BackgroundWriter::start(
+        cluster.client(),
+        "pg-down/",
+        600,
+        Duration::from_secs(120),
+        Duration::from_millis(25),
+    );
+    writer.wait_for_writes(5, "before the crash").await;
 
     // Two crashes, each landing at a random point of the follower's
     // append and apply transactions.
@@ -98,7 +44,9 @@ async fn a_follower_survives_its_postgres_crashing() {
             })
             .await;
         println!("crash {crash}: follower {follower} with Postgres down: {down:?}");
-        wait_for_writes(&acknowledged, 20, "while a follower's postgres was down").await;
+        writer
+            .wait_for_writes(20, "while a follower's postgres was down")
+            .await;
 
         tokio::task::block_in_place(|| cluster.postgres(follower).start_again())
             .expect("restart the follower's postgres");
@@ -107,10 +55,9 @@ async fn a_follower_survives_its_postgres_crashing() {
                 status.storage_healthy
             })
             .await;
-        wait_for_writes(&acknowledged, 5, "after postgres came back").await;
+        writer.wait_for_writes(5, "after postgres came back").await;
     }
-    stop.store(true, Ordering::SeqCst);
-    let outcome = writer.await.expect("the writer task");
+    let outcome = writer.finish().await;
     println!(
         "writer: {} acknowledged, slowest {:?}",
         outcome.acknowledged.len(),

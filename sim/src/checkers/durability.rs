@@ -79,25 +79,7 @@ impl Durability {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raftgres::core::{Entry, EntryPayload, SnapshotMeta};
-
-    fn log_with_terms(terms: &[u64]) -> RaftLog {
-        let entries = terms
-            .iter()
-            .enumerate()
-            .map(|(offset, term)| Entry {
-                term: Term(*term),
-                index: LogIndex(offset as u64 + 1),
-                payload: EntryPayload::Blank,
-            })
-            .collect();
-        RaftLog::restore(
-            NodeId(1),
-            SnapshotMeta::default(),
-            entries,
-            LogIndex(terms.len() as u64),
-        )
-    }
+    use crate::checkers::test_logs::log_with_terms;
 
     #[test]
     fn an_acknowledged_write_must_survive_in_the_final_logs() {
@@ -107,9 +89,9 @@ mod tests {
             index: LogIndex(2),
             term: Term(1),
         });
-        let good: &'static RaftLog = Box::leak(Box::new(log_with_terms(&[1, 1])));
-        let lost: &'static RaftLog = Box::leak(Box::new(log_with_terms(&[1, 2])));
-        let short: &'static RaftLog = Box::leak(Box::new(log_with_terms(&[1])));
+        let good: &'static RaftLog = Box::leak(Box::new(log_with_terms(&[1, 1], true)));
+        let lost: &'static RaftLog = Box::leak(Box::new(log_with_terms(&[1, 2], true)));
+        let short: &'static RaftLog = Box::leak(Box::new(log_with_terms(&[1], true)));
         let node = |id, log: &'static RaftLog| FinalNode {
             id: NodeId(id),
             applied: log.applied_index(),

@@ -82,20 +82,7 @@ impl LeaderCompleteness {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raftgres::core::{Entry, EntryPayload, SnapshotMeta};
-
-    fn log_with_terms(terms: &[u64]) -> RaftLog {
-        let entries = terms
-            .iter()
-            .enumerate()
-            .map(|(offset, term)| Entry {
-                term: Term(*term),
-                index: LogIndex(offset as u64 + 1),
-                payload: EntryPayload::Blank,
-            })
-            .collect();
-        RaftLog::restore(NodeId(1), SnapshotMeta::default(), entries, LogIndex(0))
-    }
+    use crate::checkers::test_logs::log_with_terms;
 
     #[test]
     fn a_leader_of_a_later_term_must_hold_every_committed_entry() {
@@ -107,18 +94,18 @@ mod tests {
             .on_commit(NodeId(1), Term(2), LogIndex(2), Term(2))
             .unwrap();
         assert!(checker
-            .on_leader(NodeId(2), Term(3), &log_with_terms(&[1, 2]))
+            .on_leader(NodeId(2), Term(3), &log_with_terms(&[1, 2], false))
             .is_ok());
         let error = checker
-            .on_leader(NodeId(3), Term(3), &log_with_terms(&[1]))
+            .on_leader(NodeId(3), Term(3), &log_with_terms(&[1], false))
             .unwrap_err();
         assert!(error.contains("index 2"), "{error}");
         assert!(checker
-            .on_leader(NodeId(3), Term(3), &log_with_terms(&[1, 3]))
+            .on_leader(NodeId(3), Term(3), &log_with_terms(&[1, 3], false))
             .is_err());
         // A late leader of the commit term itself is not held to it.
         assert!(checker
-            .on_leader(NodeId(3), Term(2), &log_with_terms(&[1]))
+            .on_leader(NodeId(3), Term(2), &log_with_terms(&[1], false))
             .is_ok());
         // Two different entries committed at one index.
         assert!(checker

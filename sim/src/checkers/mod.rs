@@ -41,3 +41,30 @@ pub fn payload_hash(payload: &EntryPayload) -> u64 {
         EntryPayload::Command(bytes) => Fnv1a::hash_bytes(bytes),
     }
 }
+
+/// Logs for the checkers' unit tests.
+#[cfg(test)]
+pub(crate) mod test_logs {
+    use raftgres::core::log::RaftLog;
+    use raftgres::core::{Entry, EntryPayload, LogIndex, NodeId, SnapshotMeta, Term};
+
+    /// Node 1's log whose entry terms are `terms`, everything applied when
+    /// `all_applied`.
+    pub(crate) fn log_with_terms(terms: &[u64], all_applied: bool) -> RaftLog {
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(offset, term)| Entry {
+                term: Term(*term),
+                index: LogIndex(offset as u64 + 1),
+                payload: EntryPayload::Blank,
+            })
+            .collect();
+        let applied = if all_applied {
+            LogIndex(terms.len() as u64)
+        } else {
+            LogIndex(0)
+        };
+        RaftLog::restore(NodeId(1), SnapshotMeta::default(), entries, applied)
+    }
+}
