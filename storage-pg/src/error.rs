@@ -77,6 +77,18 @@ pub enum StoreError {
         fix: String,
     },
 
+    /// TLS to Postgres was refused: the server's certificate is not signed
+    /// by a CA of `sslrootcert` or does not name the host (`verify-full`),
+    /// or the server offers no TLS although the conninfo requires it. Not
+    /// retriable: the certificates or the configuration must be fixed.
+    #[error("TLS to postgres refused ({context}): {reason}")]
+    Tls {
+        /// What the store was doing, with the host and the sslmode.
+        context: String,
+        /// Why, with the file or host name involved.
+        reason: String,
+    },
+
     /// The store configuration is invalid.
     #[error("invalid store configuration: {reason}")]
     InvalidConfig {
@@ -88,6 +100,18 @@ pub enum StoreError {
     #[error("invalid append batch: {reason}")]
     InvalidBatch {
         /// Which rule was broken, with the indexes involved.
+        reason: String,
+    },
+
+    /// The append would damage the log, so it was refused and nothing
+    /// changed (neither entries nor hard state): it would delete or change
+    /// an entry at or below the applied index, or store an entry whose term
+    /// is above the hard state's term (after which the node could not
+    /// restart). The database enforces both rules itself. Not retriable: the
+    /// caller has a bug.
+    #[error("append refused, nothing changed: {reason}")]
+    AppendRefused {
+        /// Which rule, with the indexes and terms involved.
         reason: String,
     },
 

@@ -12,6 +12,10 @@
 //!   single-round-trip bulk appends, reconnection, and the apply API
 //!   ([`PgStore::begin_apply`], or [`PgApplier`] on a second connection) for
 //!   state machines whose tables live in the same database.
+//! - [`connector`]: [`PgConnector`], the one way this crate (and the node,
+//!   for its own extra connections) connects to Postgres, with TLS as
+//!   libpq's `sslmode` and `sslrootcert` ask for (rustls with the ring
+//!   provider).
 //! - [`pg_instance`]: [`PgInstance`], throw-away local Postgres servers for
 //!   tests, benchmarks and dev clusters (also the `raftgres-pg` binary).
 //! - [`testing`]: [`testing::TestDatabase`], a fresh database per test, on the
@@ -21,6 +25,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod connector;
 pub mod error;
 pub mod memory;
 pub mod pg;
@@ -29,12 +34,13 @@ pub mod store;
 pub mod testing;
 pub mod types;
 
+pub use connector::{PgConnector, SslMode};
 pub use error::StoreError;
 pub use memory::MemStore;
 pub use pg::{
     ApplyOptions, ApplyTransaction, PgApplier, PgStore, PgStoreConfig, SCHEMA_VERSION_SUPPORTED,
 };
-pub use pg_instance::{PgInstance, PgInstanceError, PgInstanceOptions};
+pub use pg_instance::{PgInstance, PgInstanceError, PgInstanceOptions, PgInstanceTls};
 pub use store::LogStore;
 pub use types::{
     AppendBatch, AppliedState, EntryKind, HardState, LoadedState, LogEntry, SnapshotMeta,

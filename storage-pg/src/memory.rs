@@ -57,6 +57,11 @@ impl LogStore for MemStore {
 
     async fn append(&mut self, batch: AppendBatch) -> Result<(), StoreError> {
         store::check_append(&self.bounds(), &batch, self.entries_per_append_max)?;
+        store::check_append_keeps_applied(self.state.applied.index, &batch, |index| {
+            (index > self.state.snapshot.index)
+                .then(|| self.state.entries.get(self.offset(index)))
+                .flatten()
+        })?;
         if let Some(first) = batch.entries.first() {
             let offset = self.offset(first.index);
             self.state.entries.truncate(offset);

@@ -6,7 +6,10 @@
 //! its data across restarts), writes the raftgres settings into
 //! `raftgres.conf` inside the data directory (included from
 //! `postgresql.conf`), starts the server with `pg_ctl`, and waits until it
-//! answers `SELECT 1`. Dropping the instance stops the server.
+//! answers `SELECT 1`. Dropping the instance stops the server. With
+//! [`PgInstanceOptions::tls`] the server also serves TLS: the certificate
+//! and key are written into the data directory (mode 0600, owned by the
+//! server user, as Postgres demands) and `ssl = on` is set.
 //!
 //! Postgres refuses to run as root, so when this process is root every
 //! Postgres program runs as the `postgres` OS user through `runuser`, and
@@ -17,6 +20,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use crate::connector::PgConnector;
 
 /// Host every instance listens on.
 pub const HOST: &str = "127.0.0.1";
@@ -29,6 +34,15 @@ const SETTINGS_FILE: &str = "raftgres.conf";
 
 /// Name of the server log written into the data directory.
 const LOG_FILE: &str = "raftgres-server.log";
+
+/// Names of the server's certificate chain and private key, written into
+/// the data directory when the instance runs with TLS.
+const CERTIFICATE_FILE: &str = "server.crt";
+const PRIVATE_KEY_FILE: &str = "server.key";
+
+/// Bound on one readiness probe's connection; the probe repeats until the
+/// start timeout.
+const READINESS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Lines of server log quoted in errors.
 const LOG_TAIL_LINES: usize = 30;
@@ -77,6 +91,15 @@ pub enum PgInstanceError {
         /// The end of the server log.
         log_tail: String,
     },
+    /// Connecting to the instance failed (used by [`crate::testing`]).
+    #[error("{context}: {source}")]
+    Connect {
+        /// What was being done.
+        context: String,
+        /// The connector's error.
+        #[source]
+        source: crate::error::StoreError,
+    },
     /// A query against the instance failed (used by [`crate::testing`]).
     #[error("{context}: {source}")]
     Client {
@@ -102,6 +125,28 @@ pub struct PgInstanceOptions {
     pub start_timeout: Duration,
     /// Directory with the Postgres programs; discovered when `None`.
     pub bin_dir: Option<PathBuf>,
+    /// Serve TLS with this certificate (`ssl = on`); plain text only when
+    /// `None`.
+    pub tls: Option<PgInstanceTls>,
+}
+
+/// The certificate a TLS-serving instance presents.
+#[derive(Clone)]
+pub struct PgInstanceTls {
+    /// PEM: the server's certificate, then any intermediate CA certificates.
+    pub certificate_chain_pem: String,
+    /// PEM: the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key_pem: String,
+}
+
+impl std::fmt::Debug for PgInstanceTls {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the private key.
+        formatter
+            .debug_struct("PgInstanceTls")
+            .field("certificate_chain_pem", &self.certificate_chain_pem)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PgInstanceOptions {
@@ -114,6 +159,7 @@ impl PgInstanceOptions {
             settings: Vec::new(),
             start_timeout: Duration::from_secs(60),
             bin_dir: None,
+            tls: None,
         }
     }
 }
@@ -158,7 +204,7 @@ impl PgInstance {
                 Some(port) => port,
                 None => free_port()?,
             };
-            instance.write_settings(&options.settings)?;
+            instance.write_settings(&options.settings, options.tls.as_ref())?;
             match instance.start_server() {
                 Ok(()) => return Ok(instance),
                 Err(error) => last_error = Some(error),
@@ -315,7 +361,11 @@ impl PgInstance {
         write_file(&config_path, &config)
     }
 
-    fn write_settings(&self, extra: &[(String, String)]) -> Result<(), PgInstanceError> {
+    fn write_settings(
+        &self,
+        extra: &[(String, String)],
+        tls: Option<&PgInstanceTls>,
+    ) -> Result<(), PgInstanceError> {
         let socket_dir = self.data_dir.display().to_string().replace('\'', "''");
         let mut text = format!(
             "# Written by raftgres PgInstance at every start.\n\
@@ -327,12 +377,33 @@ impl PgInstance {
              full_page_writes = on\n",
             self.port
         );
+        if let Some(tls) = tls {
+            self.write_tls_files(tls)?;
+            text.push_str(&format!(
+                "ssl = on\nssl_cert_file = '{CERTIFICATE_FILE}'\nssl_key_file = '{PRIVATE_KEY_FILE}'\n"
+            ));
+        }
         for (name, value) in extra {
             text.push_str(&format!("{name} = '{}'\n", value.replace('\'', "''")));
         }
         let path = self.data_dir.join(SETTINGS_FILE);
         write_file(&path, &text)?;
         self.give_to_server_user(&path)
+    }
+
+    /// Postgres refuses a private key that others can read: both files are
+    /// written with mode 0600 and handed to the server user.
+    fn write_tls_files(&self, tls: &PgInstanceTls) -> Result<(), PgInstanceError> {
+        for (name, contents) in [
+            (CERTIFICATE_FILE, &tls.certificate_chain_pem),
+            (PRIVATE_KEY_FILE, &tls.private_key_pem),
+        ] {
+            let path = self.data_dir.join(name);
+            write_file(&path, contents)?;
+            set_mode(&path, 0o600)?;
+            self.give_to_server_user(&path)?;
+        }
+        Ok(())
     }
 
     fn start_server(&mut self) -> Result<(), PgInstanceError> {
@@ -561,12 +632,11 @@ fn select_one(conninfo: &str) -> Result<(), String> {
             .build()
             .map_err(|error| error.to_string())?;
         runtime.block_on(async {
-            let connect = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls);
-            let (client, connection) = tokio::time::timeout(Duration::from_secs(5), connect)
+            let connector = PgConnector::new(&conninfo).map_err(|error| error.to_string())?;
+            let (client, connection) = connector
+                .connect(READINESS_CONNECT_TIMEOUT, "raftgres-pg-instance")
                 .await
-                .map_err(|_| "connect timed out".to_string())?
                 .map_err(|error| error.to_string())?;
-            let connection = tokio::spawn(connection);
             let result = client.simple_query("SELECT 1").await;
             drop(client);
             let _ = connection.await;

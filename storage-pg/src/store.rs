@@ -70,7 +70,11 @@ pub(crate) struct LogBounds {
     pub(crate) applied: AppliedState,
 }
 
-/// Checks an append batch against the log it will be applied to.
+/// Checks an append batch against the log it will be applied to: its
+/// shape ([`StoreError::InvalidBatch`]), the hard state it carries, and the
+/// term rule of [`check_append_terms`]. The applied-entries rule needs the
+/// stored entries and is checked by each store
+/// ([`check_append_keeps_applied`]; in Postgres by `raftgres_append`).
 pub(crate) fn check_append(
     bounds: &LogBounds,
     batch: &AppendBatch,
@@ -122,7 +126,67 @@ pub(crate) fn check_append(
             last.index, last.term
         ));
     }
-    Ok(())
+    check_append_terms(bounds, batch)
+}
+
+/// No entry may carry a term above the hard state's term as it stands after
+/// the append: on restart the node would find its log ending in a term it
+/// never recorded, and refuse to start.
+pub(crate) fn check_append_terms(
+    bounds: &LogBounds,
+    batch: &AppendBatch,
+) -> Result<(), StoreError> {
+    let term_after = batch
+        .hard_state
+        .map_or(bounds.hard_state.term, |hard_state| hard_state.term);
+    match batch.entries.iter().find(|entry| entry.term > term_after) {
+        Some(entry) => Err(StoreError::AppendRefused {
+            reason: format!(
+                "the entry at index {} has term {}, above the hard state term {term_after}; a node could not restart from this log",
+                entry.index, entry.term
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Applied entries are decided: an append may neither delete nor change an
+/// entry at or below the applied index. Rewriting one with an identical
+/// entry is allowed so that repeating an append stays harmless.
+/// `stored_entry` looks an entry up in the log the batch is applied to.
+pub(crate) fn check_append_keeps_applied<'a>(
+    applied_index: u64,
+    batch: &AppendBatch,
+    stored_entry: impl Fn(u64) -> Option<&'a LogEntry>,
+) -> Result<(), StoreError> {
+    let (Some(first), Some(last)) = (batch.entries.first(), batch.entries.last()) else {
+        return Ok(());
+    };
+    if first.index > applied_index {
+        return Ok(());
+    }
+    if last.index < applied_index {
+        return Err(StoreError::AppendRefused {
+            reason: format!(
+                "entries {} to {} would replace the log from index {}, deleting applied entries up to the applied index {applied_index}",
+                first.index, last.index, first.index
+            ),
+        });
+    }
+    let changed = batch
+        .entries
+        .iter()
+        .take_while(|entry| entry.index <= applied_index)
+        .find(|entry| stored_entry(entry.index) != Some(*entry));
+    match changed {
+        Some(entry) => Err(StoreError::AppendRefused {
+            reason: format!(
+                "it would change the entry at index {}, at or below the applied index {applied_index}",
+                entry.index
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Term never decreases; a vote, once cast in a term, never changes.
@@ -277,6 +341,11 @@ mod tests {
                 term: 1,
             },
             last_index,
+            // High enough for every entry these tests append.
+            hard_state: HardState {
+                term: 9,
+                voted_for: None,
+            },
             ..LogBounds::default()
         }
     }
@@ -295,6 +364,69 @@ mod tests {
         assert!(check_append(&log, &batch(vec![entry(7, 1), entry(9, 1)]), 8).is_err());
         assert!(check_append(&log, &batch(vec![entry(7, 2), entry(8, 1)]), 8).is_err());
         assert!(check_append(&log, &batch(vec![entry(7, 1), entry(8, 1)]), 1).is_err());
+    }
+
+    #[test]
+    fn entries_may_not_outrun_the_hard_state_term() {
+        let log = LogBounds {
+            hard_state: HardState {
+                term: 2,
+                voted_for: None,
+            },
+            ..bounds(0, 0)
+        };
+        let batch = |hard_state, entries| AppendBatch {
+            hard_state,
+            entries,
+        };
+        assert!(check_append(&log, &batch(None, vec![entry(1, 2)]), 8).is_ok());
+        assert!(matches!(
+            check_append(&log, &batch(None, vec![entry(1, 2), entry(2, 3)]), 8),
+            Err(StoreError::AppendRefused { .. })
+        ));
+        let term_3 = Some(HardState {
+            term: 3,
+            voted_for: None,
+        });
+        assert!(check_append(&log, &batch(term_3, vec![entry(1, 3)]), 8).is_ok());
+    }
+
+    #[test]
+    fn applied_entries_are_neither_deleted_nor_changed() {
+        let stored: Vec<LogEntry> = (1..=6).map(|index| entry(index, 1)).collect();
+        let lookup = |index: u64| stored.get(index as usize - 1);
+        let batch = |entries| AppendBatch {
+            hard_state: None,
+            entries,
+        };
+        let refused = |result: Result<(), StoreError>| {
+            matches!(result, Err(StoreError::AppendRefused { .. }))
+        };
+        // Above the applied index anything goes; identical rewrites below it
+        // are harmless.
+        assert!(check_append_keeps_applied(4, &batch(vec![entry(5, 2)]), lookup).is_ok());
+        assert!(
+            check_append_keeps_applied(4, &batch(vec![entry(4, 1), entry(5, 2)]), lookup).is_ok()
+        );
+        // Ending below the applied index would delete applied entries.
+        assert!(refused(check_append_keeps_applied(
+            4,
+            &batch(vec![entry(3, 1)]),
+            lookup
+        )));
+        // A different term at an applied index changes a decided entry.
+        assert!(refused(check_append_keeps_applied(
+            4,
+            &batch(vec![entry(4, 2), entry(5, 2)]),
+            lookup
+        )));
+        let mut changed_data = entry(4, 1);
+        changed_data.data = vec![1];
+        assert!(refused(check_append_keeps_applied(
+            4,
+            &batch(vec![changed_data]),
+            lookup
+        )));
     }
 
     #[test]

@@ -17,8 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::time::Duration;
+
+use crate::connector::PgConnector;
 use crate::pg::PgStoreConfig;
-use crate::pg_instance::{PgInstance, PgInstanceError, PgInstanceOptions};
+use crate::pg_instance::{PgInstance, PgInstanceError, PgInstanceOptions, PgInstanceTls};
 
 /// The environment variable holding the conninfo of a shared test server.
 pub const TEST_PG_ENV: &str = "RAFTGRES_TEST_PG";
@@ -48,6 +51,21 @@ pub struct ScratchInstance {
 impl ScratchInstance {
     /// Starts a server with the raftgres defaults plus `settings`.
     pub fn start(settings: &[(&str, &str)]) -> Result<ScratchInstance, PgInstanceError> {
+        ScratchInstance::start_with(settings, None)
+    }
+
+    /// Starts a server that also serves TLS with `tls`'s certificate.
+    pub fn start_with_tls(
+        settings: &[(&str, &str)],
+        tls: PgInstanceTls,
+    ) -> Result<ScratchInstance, PgInstanceError> {
+        ScratchInstance::start_with(settings, Some(tls))
+    }
+
+    fn start_with(
+        settings: &[(&str, &str)],
+        tls: Option<PgInstanceTls>,
+    ) -> Result<ScratchInstance, PgInstanceError> {
         let directory = std::env::temp_dir().join(unique_name("raftgres-pg"));
         std::fs::create_dir_all(&directory).map_err(|source| PgInstanceError::Io {
             context: format!("creating {}", directory.display()),
@@ -58,6 +76,7 @@ impl ScratchInstance {
             .iter()
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect();
+        options.tls = tls;
         match PgInstance::start(options) {
             Ok(instance) => Ok(ScratchInstance {
                 instance,
@@ -204,16 +223,25 @@ impl Drop for TestDatabase {
     }
 }
 
-/// Connects and drives the connection on the current runtime.
+/// Bound on connecting to the test server: generous, because a 2-core
+/// machine running a whole suite can be slow to fork a backend.
+const TEST_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connects (with the conninfo's TLS settings) and drives the connection on
+/// the current runtime.
 async fn connect(conninfo: &str) -> Result<tokio_postgres::Client, PgInstanceError> {
-    let (client, connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
-        .await
-        .map_err(|source| PgInstanceError::Client {
-            context: "connecting to the test server".into(),
-            source,
-        })?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let context = "connecting to the test server";
+    let connected = match PgConnector::new(conninfo) {
+        Ok(connector) => {
+            connector
+                .connect(TEST_CONNECT_TIMEOUT, "raftgres-test")
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    let (client, _connection_task) = connected.map_err(|source| PgInstanceError::Connect {
+        context: context.into(),
+        source,
+    })?;
     Ok(client)
 }

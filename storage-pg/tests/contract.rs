@@ -31,6 +31,18 @@ fn batch(entries: Vec<LogEntry>) -> AppendBatch {
     }
 }
 
+/// Entries may not carry a term above the stored hard state's, so a
+/// property that appends without a hard state first records one.
+async fn enter_term(store: &mut impl LogStore, term: u64) {
+    store
+        .save_hard_state(HardState {
+            term,
+            voted_for: None,
+        })
+        .await
+        .unwrap();
+}
+
 async fn starts_empty(store: &mut impl LogStore) {
     assert_eq!(store.load().await.unwrap(), LoadedState::default());
     assert_eq!(store.entries(1, 1).await.unwrap(), vec![]);
@@ -66,6 +78,7 @@ async fn appended_entries_read_back(store: &mut impl LogStore) {
 }
 
 async fn conflicting_suffix_is_replaced(store: &mut impl LogStore) {
+    enter_term(store, 2).await;
     store.append(batch(entries(1..=5, 1))).await.unwrap();
     store.append(batch(entries(3..=4, 2))).await.unwrap();
     let mut expected = entries(1..=2, 1);
@@ -121,6 +134,7 @@ async fn hard_state_never_regresses(store: &mut impl LogStore) {
 }
 
 async fn invalid_batches_write_nothing(store: &mut impl LogStore) {
+    enter_term(store, 1).await;
     store.append(batch(entries(1..=3, 1))).await.unwrap();
     store.compact(1, 1).await.unwrap();
     let before = store.load().await.unwrap();
@@ -154,6 +168,7 @@ async fn invalid_batches_write_nothing(store: &mut impl LogStore) {
 }
 
 async fn compaction_drops_the_prefix(store: &mut impl LogStore) {
+    enter_term(store, 3).await;
     store.append(batch(entries(1..=10, 3))).await.unwrap();
     store.compact(4, 3).await.unwrap();
     let loaded = store.load().await.unwrap();
@@ -180,6 +195,7 @@ async fn compaction_drops_the_prefix(store: &mut impl LogStore) {
 }
 
 async fn installed_snapshot_replaces_the_log(store: &mut impl LogStore) {
+    enter_term(store, 3).await;
     store.append(batch(entries(1..=5, 1))).await.unwrap();
     let meta = SnapshotMeta { index: 20, term: 3 };
     store.install_snapshot(meta).await.unwrap();
@@ -199,6 +215,7 @@ async fn installed_snapshot_replaces_the_log(store: &mut impl LogStore) {
 }
 
 async fn applied_only_moves_forward(store: &mut impl LogStore) {
+    enter_term(store, 1).await;
     store.append(batch(entries(1..=5, 1))).await.unwrap();
     let applied = AppliedState { index: 3, term: 1 };
     store.save_applied(applied).await.unwrap();
@@ -210,6 +227,116 @@ async fn applied_only_moves_forward(store: &mut impl LogStore) {
         );
     }
     assert_eq!(store.load().await.unwrap().applied, applied);
+}
+
+async fn appends_that_would_change_applied_entries_are_refused(store: &mut impl LogStore) {
+    enter_term(store, 2).await;
+    store.append(batch(entries(1..=6, 1))).await.unwrap();
+    store
+        .save_applied(AppliedState { index: 4, term: 1 })
+        .await
+        .unwrap();
+    let before = store.load().await.unwrap();
+    let mut rewrites_applied_entry_2 = entries(2..=3, 1);
+    rewrites_applied_entry_2[0].data = b"not what was applied".to_vec();
+    rewrites_applied_entry_2.extend(entries(4..=6, 1));
+    let refused = [
+        (
+            "ends below the applied index, deleting applied entries",
+            entries(3..=3, 1),
+        ),
+        (
+            "replaces the applied entry in a new term",
+            entries(4..=5, 2),
+        ),
+        ("changes an earlier applied entry", rewrites_applied_entry_2),
+    ];
+    for (what, entries) in refused {
+        // The hard state riding with the batch must not be saved either.
+        let result = store
+            .append(AppendBatch {
+                hard_state: Some(HardState {
+                    term: 3,
+                    voted_for: Some(1),
+                }),
+                entries,
+            })
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::AppendRefused { .. })),
+            "{what}: {result:?}"
+        );
+        assert!(!result.unwrap_err().is_retriable());
+        assert_eq!(
+            store.load().await.unwrap(),
+            before,
+            "{what} changed something"
+        );
+    }
+    // Rewriting applied entries unchanged and replacing what follows the
+    // applied index is what a follower does, and stays allowed.
+    let mut replacement = entries(3..=4, 1);
+    replacement.extend(entries(5..=7, 2));
+    store.append(batch(replacement)).await.unwrap();
+    let mut expected = entries(1..=4, 1);
+    expected.extend(entries(5..=7, 2));
+    assert_eq!(store.load().await.unwrap().entries, expected);
+}
+
+async fn entries_above_the_hard_state_term_are_refused(store: &mut impl LogStore) {
+    enter_term(store, 2).await;
+    store.append(batch(entries(1..=2, 2))).await.unwrap();
+    let before = store.load().await.unwrap();
+    let voted_in_term_2 = Some(HardState {
+        term: 2,
+        voted_for: Some(1),
+    });
+    let moved_to_term_3 = Some(HardState {
+        term: 3,
+        voted_for: None,
+    });
+    let refused = [
+        ("no hard state", None, entries(3..=3, 3)),
+        (
+            "a hard state in a lower term",
+            voted_in_term_2,
+            entries(3..=3, 3),
+        ),
+        (
+            "a hard state still too low",
+            moved_to_term_3,
+            entries(3..=4, 4),
+        ),
+    ];
+    for (what, hard_state, entries) in refused {
+        let result = store
+            .append(AppendBatch {
+                hard_state,
+                entries,
+            })
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::AppendRefused { .. })),
+            "{what}: {result:?}"
+        );
+        assert_eq!(
+            store.load().await.unwrap(),
+            before,
+            "{what} changed something"
+        );
+    }
+    // The term is judged after the call: raising it in the same batch is
+    // how a follower takes entries from a new leader.
+    store
+        .append(AppendBatch {
+            hard_state: moved_to_term_3,
+            entries: entries(3..=3, 3),
+        })
+        .await
+        .unwrap();
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.hard_state.term, 3);
+    assert_eq!(loaded.last_index(), 3);
 }
 
 macro_rules! contract_suite {
@@ -248,4 +375,6 @@ contract_suite!(
     compaction_drops_the_prefix,
     installed_snapshot_replaces_the_log,
     applied_only_moves_forward,
+    appends_that_would_change_applied_entries_are_refused,
+    entries_above_the_hard_state_term_are_refused,
 );

@@ -62,7 +62,11 @@ async fn state_machine_changes_commit_with_the_applied_index() {
         .unwrap();
     store
         .append(AppendBatch {
-            hard_state: None,
+            // Entries may not carry a term above the stored hard state's.
+            hard_state: Some(HardState {
+                term: 1,
+                voted_for: None,
+            }),
             entries: entries(1..=3, 1),
         })
         .await
@@ -155,7 +159,11 @@ async fn snapshot_restore_commits_with_the_snapshot_marker() {
         .unwrap();
     store
         .append(AppendBatch {
-            hard_state: None,
+            // Entries may not carry a term above the stored hard state's.
+            hard_state: Some(HardState {
+                term: 1,
+                voted_for: None,
+            }),
             entries: entries(1..=4, 1),
         })
         .await
@@ -267,7 +275,11 @@ async fn store_reconnects_after_its_connection_is_killed() {
         .unwrap();
     store
         .append(AppendBatch {
-            hard_state: None,
+            // Entries may not carry a term above the stored hard state's.
+            hard_state: Some(HardState {
+                term: 1,
+                voted_for: None,
+            }),
             entries: entries(1..=2, 1),
         })
         .await
@@ -320,7 +332,11 @@ async fn applier_applies_on_its_own_fenced_connection() {
         .unwrap();
     store
         .append(AppendBatch {
-            hard_state: None,
+            // Entries may not carry a term above the stored hard state's.
+            hard_state: Some(HardState {
+                term: 1,
+                voted_for: None,
+            }),
             entries: entries(1..=4, 1),
         })
         .await
@@ -391,4 +407,141 @@ async fn applier_applies_on_its_own_fenced_connection() {
     );
     applier.close().await;
     store.close().await;
+}
+
+/// What a raw append names: what it tries, its `(index, term)` entries and
+/// the hard state term it saves, if any.
+type RawAppend = (&'static str, &'static [(i64, i64)], Option<i64>);
+
+/// `SELECT raftgres_append(...)` with the given entries, as the store sends
+/// it; the entries are `(index, term)` with kind Command and empty data.
+async fn raw_append(
+    client: &tokio_postgres::Client,
+    entries: &[(i64, i64)],
+    hard_state_term: Option<i64>,
+) -> Result<i64, tokio_postgres::Error> {
+    let indexes: Vec<i64> = entries.iter().map(|(index, _)| *index).collect();
+    let terms: Vec<i64> = entries.iter().map(|(_, term)| *term).collect();
+    let kinds: Vec<i16> = vec![EntryKind::Command.to_code(); entries.len()];
+    let data: Vec<Vec<u8>> = vec![Vec::new(); entries.len()];
+    let voted_for: Option<i64> = None;
+    client
+        .query_one(
+            "SELECT raftgres_append($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &indexes.first().copied(),
+                &indexes,
+                &terms,
+                &kinds,
+                &data,
+                &hard_state_term.is_some(),
+                &hard_state_term.unwrap_or(0),
+                &voted_for,
+            ],
+        )
+        .await
+        .map(|row| row.get(0))
+}
+
+/// The log as `(index, term)` pairs and the stored term, read directly.
+async fn raw_state(client: &tokio_postgres::Client) -> (Vec<(i64, i64)>, i64) {
+    let log = client
+        .query(
+            "SELECT log_index, term FROM raftgres_log ORDER BY log_index",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let term = client
+        .query_one("SELECT term FROM raftgres_hard_state", &[])
+        .await
+        .unwrap()
+        .get(0);
+    (log, term)
+}
+
+#[tokio::test]
+async fn the_database_itself_refuses_appends_that_would_damage_the_log() {
+    let database = TestDatabase::create().await.unwrap();
+    let mut store = PgStore::open(database.store_config("cluster", 1))
+        .await
+        .unwrap();
+    store
+        .append(AppendBatch {
+            hard_state: Some(HardState {
+                term: 2,
+                voted_for: None,
+            }),
+            entries: entries(1..=4, 2),
+        })
+        .await
+        .unwrap();
+    store
+        .save_applied(AppliedState { index: 2, term: 2 })
+        .await
+        .unwrap();
+    store.close().await;
+    let client = database.client().await.unwrap();
+    let before = raw_state(&client).await;
+    let refused: [RawAppend; 4] = [
+        ("term above the stored term", &[(5, 3)], None),
+        ("term above the new hard state term", &[(5, 4)], Some(3)),
+        ("ends below the applied index", &[(1, 2)], None),
+        ("changes an applied entry", &[(2, 2), (3, 2)], None),
+    ];
+    for (what, entries, hard_state_term) in refused {
+        let error = raw_append(&client, entries, hard_state_term)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.code().map(|code| code.code()),
+            Some("RG003"),
+            "{what}: {error}"
+        );
+        assert_eq!(raw_state(&client).await, before, "{what} changed something");
+    }
+    assert_eq!(raw_append(&client, &[(5, 3)], Some(3)).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_version_1_database_gets_the_guarded_append_function() {
+    let database = TestDatabase::create().await.unwrap();
+    PgStore::open(database.store_config("cluster", 1))
+        .await
+        .unwrap()
+        .close()
+        .await;
+    // Make the database look as version 1 left it: an append function
+    // without the guards, and no record of version 2.
+    let client = database.client().await.unwrap();
+    client
+        .batch_execute(
+            "DELETE FROM raftgres_schema_version WHERE version > 1;
+             CREATE OR REPLACE FUNCTION raftgres_append(
+                 first_index bigint, indexes bigint[], terms bigint[], kinds smallint[],
+                 data bytea[], save_hard_state boolean, hard_state_term bigint,
+                 hard_state_voted_for bigint
+             ) RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint';",
+        )
+        .await
+        .unwrap();
+    let store = PgStore::open(database.store_config("cluster", 1))
+        .await
+        .unwrap();
+    store.close().await;
+    let version: i32 = client
+        .query_one("SELECT max(version) FROM raftgres_schema_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, raftgres_storage_pg::SCHEMA_VERSION_SUPPORTED);
+    let error = raw_append(&client, &[(1, 1)], None).await.unwrap_err();
+    assert_eq!(
+        error.code().map(|code| code.code()),
+        Some("RG003"),
+        "{error}"
+    );
 }

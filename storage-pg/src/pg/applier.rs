@@ -6,6 +6,7 @@
 use super::apply::{self, ApplyOptions, ApplyTransaction};
 use super::session::{OpenMode, Session, SessionRole};
 use super::PgStoreConfig;
+use crate::connector::PgConnector;
 use crate::error::StoreError;
 use crate::store::LogBounds;
 
@@ -14,6 +15,8 @@ use crate::store::LogBounds;
 /// way. Snapshots are installed through the store, not here.
 pub struct PgApplier {
     config: PgStoreConfig,
+    /// Built once from `config.conninfo`.
+    connector: PgConnector,
     session: Option<Session>,
     /// Only `applied` and `snapshot` are used; they are refreshed from the
     /// database at the start of every apply transaction.
@@ -36,10 +39,12 @@ impl PgApplier {
     /// [`StoreError::Locked`] when another applier uses the database.
     pub async fn open(config: PgStoreConfig) -> Result<PgApplier, StoreError> {
         config.validate()?;
+        let connector = PgConnector::new(&config.conninfo)?;
         let (session, bounds) =
-            Session::open(&config, OpenMode::First, SessionRole::Applier).await?;
+            Session::open(&connector, &config, OpenMode::First, SessionRole::Applier).await?;
         Ok(PgApplier {
             config,
+            connector,
             session: Some(session),
             bounds,
         })
@@ -52,8 +57,13 @@ impl PgApplier {
     ) -> Result<ApplyTransaction<'_>, StoreError> {
         if !self.session.as_ref().is_some_and(Session::is_usable) {
             self.session = None;
-            let (session, bounds) =
-                Session::open(&self.config, OpenMode::Reconnect, SessionRole::Applier).await?;
+            let (session, bounds) = Session::open(
+                &self.connector,
+                &self.config,
+                OpenMode::Reconnect,
+                SessionRole::Applier,
+            )
+            .await?;
             self.session = Some(session);
             self.bounds = bounds;
         }

@@ -13,6 +13,8 @@
 //!
 //! ```text
 //! UPDATE raftgres_hard_state SET term, voted_for         -- when given and changed
+//! refuse entries above the hard state term, or changes   -- in SQL (RG003)
+//!   at or below the applied index
 //! DELETE FROM raftgres_log WHERE log_index >= first      -- conflicting suffix
 //! PERFORM raftgres_check_append(first)                   -- no gap, in SQL
 //! INSERT INTO raftgres_log SELECT * FROM unnest(...)     -- all entries at once
@@ -38,6 +40,7 @@ pub use schema::SCHEMA_VERSION_SUPPORTED;
 
 use session::{classify, to_u64, OpenMode, Session, SessionRole};
 
+use crate::connector::PgConnector;
 use crate::error::StoreError;
 use crate::store::{self, CompactPlan, LogBounds, LogStore};
 use crate::types::{
@@ -47,8 +50,9 @@ use crate::types::{
 /// How to open a [`PgStore`].
 #[derive(Clone, Debug)]
 pub struct PgStoreConfig {
-    /// libpq-style key/value conninfo, e.g.
-    /// `host=127.0.0.1 port=5432 user=postgres dbname=node1`.
+    /// libpq-style key/value or URL conninfo, e.g.
+    /// `host=127.0.0.1 port=5432 user=postgres dbname=node1`, including
+    /// `sslmode` and `sslrootcert` (see [`crate::connector`]).
     pub conninfo: String,
     /// The cluster this node belongs to; recorded at first open.
     pub cluster_id: String,
@@ -111,6 +115,9 @@ impl PgStoreConfig {
 /// promptly.
 pub struct PgStore {
     config: PgStoreConfig,
+    /// Built once from `config.conninfo`, so reconnects reuse the parsed
+    /// root certificates.
+    connector: PgConnector,
     /// `None` after a connection failure until the next operation reconnects.
     session: Option<Session>,
     /// Invariant: equals the durable state whenever `session` is usable.
@@ -141,10 +148,13 @@ enum AppendFailure {
 
 impl PgStore {
     /// Connects and runs every start-up check (durability settings, fencing
-    /// lock, schema, identity).
+    /// lock, schema, identity). The conninfo and its `sslrootcert` file are
+    /// checked before any connection is attempted.
     pub async fn open(config: PgStoreConfig) -> Result<PgStore, StoreError> {
         config.validate()?;
-        let (session, bounds) = Session::open(&config, OpenMode::First, SessionRole::Store).await?;
+        let connector = PgConnector::new(&config.conninfo)?;
+        let (session, bounds) =
+            Session::open(&connector, &config, OpenMode::First, SessionRole::Store).await?;
         tracing::info!(
             node = config.node_id,
             term = bounds.hard_state.term,
@@ -153,6 +163,7 @@ impl PgStore {
         );
         Ok(PgStore {
             config,
+            connector,
             session: Some(session),
             bounds,
         })
@@ -189,8 +200,13 @@ impl PgStore {
             return Ok(());
         }
         self.session = None;
-        let (session, bounds) =
-            Session::open(&self.config, OpenMode::Reconnect, SessionRole::Store).await?;
+        let (session, bounds) = Session::open(
+            &self.connector,
+            &self.config,
+            OpenMode::Reconnect,
+            SessionRole::Store,
+        )
+        .await?;
         tracing::info!(
             node = self.config.node_id,
             term = bounds.hard_state.term,
@@ -301,6 +317,15 @@ impl PgStore {
                     "the database refused a hard state the store accepted (cached {:?}): {error}",
                     self.bounds.hard_state
                 ),
+            },
+            // The function refused before writing, and the statement rolled
+            // back whole: nothing changed.
+            Some(schema::SQLSTATE_APPEND_REFUSED) => StoreError::AppendRefused {
+                reason: error
+                    .as_db_error()
+                    .map_or_else(|| error.to_string(), |database_error| {
+                        database_error.message().to_string()
+                    }),
             },
             Some(schema::SQLSTATE_APPEND_GAP) => StoreError::Corrupt {
                 reason: format!(

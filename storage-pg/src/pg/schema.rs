@@ -4,8 +4,10 @@
 //! Every table is prefixed `raftgres_` so a state machine's own tables can
 //! live in the same database. The guard rails live in the database too: a
 //! trigger keeps the term from decreasing and a vote from changing within a
-//! term, and `raftgres_check_append` refuses an append that would leave a
-//! gap, so that a bug in this code cannot silently corrupt the log.
+//! term, `raftgres_check_append` refuses an append that would leave a gap,
+//! and `raftgres_append` (since version 2) refuses one that would change
+//! applied entries or store a term above the hard state's, so that a bug in
+//! this code or in the consensus core cannot silently corrupt the log.
 
 use tokio_postgres::Client;
 
@@ -13,7 +15,7 @@ use super::session::{classify, ADVISORY_LOCK_CLASS, MIGRATION_LOCK_OBJECT};
 use crate::error::StoreError;
 
 /// The newest schema version this code knows.
-pub const SCHEMA_VERSION_SUPPORTED: i32 = 1;
+pub const SCHEMA_VERSION_SUPPORTED: i32 = 2;
 
 /// SQLSTATE raised by `raftgres_check_append` when an append leaves a gap.
 pub(crate) const SQLSTATE_APPEND_GAP: &str = "RG001";
@@ -21,8 +23,13 @@ pub(crate) const SQLSTATE_APPEND_GAP: &str = "RG001";
 /// SQLSTATE raised by the hard state trigger.
 pub(crate) const SQLSTATE_HARD_STATE_REGRESSION: &str = "RG002";
 
+/// SQLSTATE raised by `raftgres_append` (version 2) when an append would
+/// damage the log: change or delete applied entries, or store an entry
+/// whose term is above the hard state's.
+pub(crate) const SQLSTATE_APPEND_REFUSED: &str = "RG003";
+
 /// `(version, sql)`, in order. Never edit a released migration; add one.
-const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE raftgres_identity (
@@ -129,6 +136,88 @@ END
 $$;
 "#;
 
+/// `raftgres_append` refuses, before writing anything, an append that
+/// would damage the log:
+///
+/// - one that deletes or changes an entry at or below the applied index
+///   (rewriting an applied entry with an identical one is harmless and
+///   allowed, so a repeated append stays idempotent);
+/// - one that stores an entry whose term is above the hard state's term
+///   as it stands after the same call: a node cannot restart from such a
+///   log.
+///
+/// The applied index is read as committed when the append starts, without
+/// locking the row, so that appends never wait for an apply transaction of
+/// the apply connection; a concurrent apply reaching into the replaced
+/// suffix would need the core both to apply uncommitted entries and to
+/// truncate committed ones.
+const MIGRATION_2: &str = r#"
+CREATE OR REPLACE FUNCTION raftgres_append(
+    first_index bigint,
+    indexes bigint[],
+    terms bigint[],
+    kinds smallint[],
+    data bytea[],
+    save_hard_state boolean,
+    hard_state_term bigint,
+    hard_state_voted_for bigint
+) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    inserted bigint := 0;
+    stored_term bigint;
+    highest_term bigint;
+    applied bigint;
+    last_index bigint;
+    changed_index bigint;
+BEGIN
+    IF save_hard_state THEN
+        UPDATE raftgres_hard_state
+            SET term = hard_state_term, voted_for = hard_state_voted_for
+            WHERE (term, voted_for) IS DISTINCT FROM (hard_state_term, hard_state_voted_for);
+    END IF;
+    IF first_index IS NOT NULL THEN
+        -- Reads the hard state as this call left it.
+        SELECT term INTO stored_term FROM raftgres_hard_state;
+        SELECT max(entry_term) INTO highest_term FROM unnest(terms) AS entry_term;
+        IF highest_term > stored_term THEN
+            RAISE EXCEPTION 'raftgres: append refused: an entry has term %, above the hard state term %; a node could not restart from this log',
+                highest_term, stored_term
+                USING ERRCODE = 'RG003';
+        END IF;
+        SELECT applied_index INTO applied FROM raftgres_applied;
+        IF first_index <= applied THEN
+            SELECT max(entry_index) INTO last_index FROM unnest(indexes) AS entry_index;
+            IF last_index < applied THEN
+                RAISE EXCEPTION 'raftgres: append refused: entries % to % would replace the log from index %, deleting applied entries up to the applied index %',
+                    first_index, last_index, first_index, applied
+                    USING ERRCODE = 'RG003';
+            END IF;
+            SELECT incoming.log_index INTO changed_index
+                FROM unnest(indexes, terms, kinds, data) AS incoming(log_index, term, kind, data)
+                LEFT JOIN raftgres_log stored ON stored.log_index = incoming.log_index
+                WHERE incoming.log_index <= applied
+                  AND (stored.log_index IS NULL
+                       OR (stored.term, stored.kind, stored.data)
+                          IS DISTINCT FROM (incoming.term, incoming.kind, incoming.data))
+                ORDER BY incoming.log_index
+                LIMIT 1;
+            IF changed_index IS NOT NULL THEN
+                RAISE EXCEPTION 'raftgres: append refused: it would change the entry at index %, at or below the applied index %',
+                    changed_index, applied
+                    USING ERRCODE = 'RG003';
+            END IF;
+        END IF;
+        DELETE FROM raftgres_log WHERE log_index >= first_index;
+        PERFORM raftgres_check_append(first_index);
+        INSERT INTO raftgres_log (log_index, term, kind, data)
+            SELECT * FROM unnest(indexes, terms, kinds, data);
+        GET DIAGNOSTICS inserted = ROW_COUNT;
+    END IF;
+    RETURN inserted;
+END
+$$;
+"#;
+
 /// Brings the schema up to [`SCHEMA_VERSION_SUPPORTED`], or refuses a
 /// database written by newer code. Idempotent.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
@@ -202,5 +291,8 @@ mod tests {
         assert_eq!(versions, expected);
         assert!(MIGRATION_1.contains(SQLSTATE_APPEND_GAP));
         assert!(MIGRATION_1.contains(SQLSTATE_HARD_STATE_REGRESSION));
+        assert!(MIGRATION_2.contains(SQLSTATE_APPEND_REFUSED));
+        // The gap guard stays in the replaced function.
+        assert!(MIGRATION_2.contains("PERFORM raftgres_check_append(first_index)"));
     }
 }

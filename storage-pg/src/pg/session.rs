@@ -2,14 +2,14 @@
 //! before the store may use it: safe durability settings, the fencing lock,
 //! the schema, the identity, and the prepared statements.
 
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use super::schema;
 use super::PgStoreConfig;
+use crate::connector::PgConnector;
 use crate::error::StoreError;
 use crate::store::LogBounds;
 use crate::types::{AppliedState, HardState, SnapshotMeta};
@@ -94,11 +94,17 @@ impl Session {
     /// Connects and runs every check; returns the session and the durable
     /// bounds read from the database.
     pub(crate) async fn open(
+        connector: &PgConnector,
         config: &PgStoreConfig,
         mode: OpenMode,
         role: SessionRole,
     ) -> Result<(Session, LogBounds), StoreError> {
-        let (mut client, connection_task) = connect(config, role).await?;
+        let (mut client, connection_task) = connector
+            .connect(
+                config.connect_timeout,
+                &role.application_name(config.node_id),
+            )
+            .await?;
         // Every statement of the store touches a handful of rows; JIT
         // compilation only adds latency (tens of milliseconds) to them.
         client
@@ -183,57 +189,6 @@ impl Session {
     pub(crate) fn is_usable(&self) -> bool {
         !self.broken && !self.client.is_closed()
     }
-}
-
-async fn connect(
-    config: &PgStoreConfig,
-    role: SessionRole,
-) -> Result<(Client, JoinHandle<()>), StoreError> {
-    let mut postgres_config =
-        tokio_postgres::Config::from_str(&config.conninfo).map_err(|error| {
-            StoreError::InvalidConfig {
-                reason: format!("conninfo is not valid: {error}"),
-            }
-        })?;
-    postgres_config
-        .connect_timeout(config.connect_timeout)
-        .keepalives(true)
-        .keepalives_idle(Duration::from_secs(10))
-        .application_name(role.application_name(config.node_id));
-    let target = describe_target(&postgres_config);
-    // connect_timeout bounds only the TCP connect; the outer timeout also
-    // bounds a server that accepts the socket but never answers.
-    let connect = postgres_config.connect(NoTls);
-    let (client, connection) = match tokio::time::timeout(config.connect_timeout, connect).await {
-        Err(_) => {
-            return Err(StoreError::Unavailable {
-                context: format!("connecting to {target}"),
-                reason: format!(
-                    "no answer within connect_timeout {:?}",
-                    config.connect_timeout
-                ),
-            })
-        }
-        Ok(Err(error)) => return Err(classify(&format!("connecting to {target}"), error)),
-        Ok(Ok(pair)) => pair,
-    };
-    let connection_task = tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "postgres connection ended");
-        }
-    });
-    Ok((client, connection_task))
-}
-
-fn describe_target(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-        None => "localhost".to_string(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let database = config.get_dbname().unwrap_or("(default)");
-    format!("{host}:{port} database {database}")
 }
 
 /// Refuses settings that lose acknowledged commits on a crash.
