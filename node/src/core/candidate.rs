@@ -5,7 +5,7 @@
 use super::message::{Message, MessageBody};
 use super::quorum::{vote_result, VoteResult};
 use super::raft::Raft;
-use super::types::{EntryPayload, Role};
+use super::types::{Entry, EntryPayload, Role};
 
 impl Raft {
     /// Starts a campaign: a pre-vote round first unless disabled or the
@@ -87,8 +87,16 @@ impl Raft {
             self.progress
                 .insert(peer, super::progress::Progress::new(last_index));
         }
-        self.propose_payload(EntryPayload::Blank)
-            .expect("a new leader always accepts its blank entry");
+        // Appended directly rather than proposed: `uncommitted_entries_max`
+        // pushes back on clients, and a node that followed a leader far
+        // ahead of the commit index it heard of may hold more uncommitted
+        // entries than that, yet must still be able to lead.
+        self.log.append(vec![Entry {
+            term: self.term,
+            index: last_index.next(),
+            payload: EntryPayload::Blank,
+        }]);
+        self.replication_pending = true;
         // A single-node cluster may already hold a quorum.
         self.maybe_commit();
     }

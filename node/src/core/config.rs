@@ -86,8 +86,13 @@ pub struct Config {
     pub uncommitted_entries_max: usize,
     /// Most entries handed to the driver for applying in one `Ready`.
     pub apply_batch_entries_max: usize,
-    /// Most read requests waiting for confirmation or apply.
+    /// Most read requests waiting for confirmation or apply, forwarded
+    /// reads included.
     pub pending_reads_max: usize,
+    /// Most reports of implausible messages kept until the driver takes
+    /// them; beyond it reports are only counted, so a flood of forged
+    /// messages cannot grow memory when the driver drains slowly.
+    pub implausible_reports_max: usize,
     /// A bug to plant (simulator only).
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<PlantedBug>,
@@ -120,6 +125,7 @@ impl Config {
             uncommitted_entries_max: 65_536,
             apply_batch_entries_max: 1024,
             pending_reads_max: 16_384,
+            implausible_reports_max: 1024,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -168,6 +174,7 @@ impl Config {
             ("uncommitted_entries_max", self.uncommitted_entries_max),
             ("apply_batch_entries_max", self.apply_batch_entries_max),
             ("pending_reads_max", self.pending_reads_max),
+            ("implausible_reports_max", self.implausible_reports_max),
         ];
         for (name, value) in limits {
             if value == 0 {
@@ -223,6 +230,10 @@ mod tests {
                 "apply_batch_entries_max",
             ),
             (|config| config.pending_reads_max = 0, "pending_reads_max"),
+            (
+                |config| config.implausible_reports_max = 0,
+                "implausible_reports_max",
+            ),
         ];
         for (break_it, expected) in cases {
             let mut config = valid();

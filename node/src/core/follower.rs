@@ -3,12 +3,16 @@
 
 use super::message::{Message, MessageBody};
 use super::raft::Raft;
-use super::ready::ReadState;
+use super::ready::{ImplausibleReason, ReadState};
 use super::types::{LogIndex, NodeId, Snapshot, Term};
 
 impl Raft {
     /// Handles a message in the follower role.
     pub(super) fn step_follower(&mut self, message: Message) {
+        if let Some(reason) = self.implausible_at_follower(&message) {
+            self.report_implausible(&message, reason);
+            return;
+        }
         let from = message.from;
         match message.body {
             MessageBody::AppendRequest {
@@ -63,6 +67,34 @@ impl Raft {
             }
             MessageBody::ReadIndexRequest { context } => self.refuse_forwarded_read(from, context),
             _ => {}
+        }
+    }
+
+    /// Why `message`, of this node's term, cannot come from an honest peer,
+    /// if it cannot. Once this follower knows the leader of its term, only
+    /// that leader sends leader messages in it (Election Safety, section
+    /// 5.2), and answers to forwarded reads come from the node they were
+    /// forwarded to: the current leader, since a change of leader drops
+    /// them. When no leader is known (after a restart, say) any node may
+    /// still be the term's leader.
+    fn implausible_at_follower(&self, message: &Message) -> Option<ImplausibleReason> {
+        let leader = self.leader?;
+        if leader == message.from {
+            return None;
+        }
+        match message.body {
+            MessageBody::AppendRequest { .. }
+            | MessageBody::HeartbeatRequest { .. }
+            | MessageBody::InstallSnapshot { .. } => {
+                Some(ImplausibleReason::SecondLeader { leader })
+            }
+            MessageBody::TimeoutNow => Some(ImplausibleReason::TimeoutNowFromNonLeader { leader }),
+            MessageBody::ReadIndexResponse { context, .. }
+                if self.reads.forwarded.contains(&context) =>
+            {
+                Some(ImplausibleReason::ReadAnswerFromNonLeader { context, leader })
+            }
+            _ => None,
         }
     }
 

@@ -7,7 +7,7 @@ use super::progress::ProgressState;
 use super::quorum;
 use super::raft::Raft;
 use super::read_only::PendingRead;
-use super::ready::ReadState;
+use super::ready::{ImplausibleReason, ReadState};
 use super::types::{LogIndex, NodeId, Role, Snapshot, Term};
 
 /// Why a read was refused.
@@ -212,6 +212,10 @@ impl Raft {
 
     /// Handles a message in the leader role.
     pub(super) fn step_leader(&mut self, message: Message) {
+        if let Some(reason) = self.implausible_at_leader(&message) {
+            self.report_implausible(&message, reason);
+            return;
+        }
         let from = message.from;
         match message.body {
             MessageBody::AppendResponse {
@@ -253,12 +257,55 @@ impl Raft {
                 }
                 self.confirm_reads();
             }
-            MessageBody::ReadIndexRequest { context }
-                if self.leader_read(from, context).is_err() =>
-            {
-                self.refuse_forwarded_read(from, context);
+            MessageBody::ReadIndexRequest { context } => {
+                // Forwarded reads count against the same bound as local
+                // ones, so that a peer cannot grow the queue without limit.
+                let accepted = self.reads.len() < self.config.pending_reads_max
+                    && self.leader_read(from, context).is_ok();
+                if !accepted {
+                    self.refuse_forwarded_read(from, context);
+                }
             }
             _ => {}
+        }
+    }
+
+    /// Why `message`, of this leader's term, cannot come from an honest
+    /// peer, if it cannot. Every index and round a follower answers with
+    /// echoes a request of this leader, in this term, and this leader's log
+    /// and rounds only grow while it leads.
+    fn implausible_at_leader(&self, message: &Message) -> Option<ImplausibleReason> {
+        let last_index = self.log.last_index();
+        match message.body {
+            MessageBody::AppendRequest { .. }
+            | MessageBody::HeartbeatRequest { .. }
+            | MessageBody::InstallSnapshot { .. } => {
+                Some(ImplausibleReason::SecondLeader { leader: self.id })
+            }
+            MessageBody::TimeoutNow => {
+                Some(ImplausibleReason::TimeoutNowFromNonLeader { leader: self.id })
+            }
+            MessageBody::AppendResponse {
+                index,
+                rejected: false,
+                ..
+            } if index > last_index => {
+                Some(ImplausibleReason::AcknowledgedBeyondLog { index, last_index })
+            }
+            MessageBody::AppendResponse {
+                index,
+                rejected: true,
+                ..
+            } if index > last_index => {
+                Some(ImplausibleReason::RejectedBeyondLog { index, last_index })
+            }
+            MessageBody::HeartbeatResponse { read_round } if read_round > self.read_round => {
+                Some(ImplausibleReason::FutureReadRound {
+                    read_round,
+                    sent_round: self.read_round,
+                })
+            }
+            _ => None,
         }
     }
 
@@ -283,14 +330,9 @@ impl Raft {
     }
 
     fn handle_append_success(&mut self, peer: NodeId, index: LogIndex) {
+        // `step_leader` dropped acknowledgements beyond the log as
+        // implausible, so the match index never passes the last index.
         let progress = self.progress.get_mut(&peer).expect("peer has progress");
-        if index > self.log.last_index() {
-            // Answers a request of an earlier leader of this term: impossible.
-            panic!(
-                "node {} term {}: peer {peer} acknowledged index {index} beyond the log",
-                self.id, self.term
-            );
-        }
         if !progress.acknowledge(index) {
             return;
         }

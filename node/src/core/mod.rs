@@ -36,10 +36,19 @@
 //! silent (it neither votes nor acknowledges) until it restarts from
 //! what is durable.
 //!
+//! Peer messages are untrusted input. `step` first runs
+//! [`validate_message`] and then checks the message against this node's
+//! state; a message no honest peer could have sent changes nothing and is
+//! reported instead. The driver takes those reports with
+//! `Raft::take_implausible` (log each one) and counts them with
+//! `Raft::implausible_total` (a metric). The gRPC boundary may call
+//! `validate_message` itself to refuse a message before it is queued.
+//!
 //! Modules: [`types`] (terms, indexes, entries), [`message`], [`config`],
 //! [`log`] (the log and its not-yet-durable tail), [`progress`] (per-follower
 //! flow control), [`quorum`] (majority arithmetic), [`read_only`] (ReadIndex),
-//! [`ready`] (the output batch), and the roles in `raft.rs`, `leader.rs`,
+//! [`ready`] (the output batch and reports of implausible messages),
+//! [`validate`] (the stateless check of every peer message), and the roles in `raft.rs`, `leader.rs`,
 //! `candidate.rs`, `follower.rs`.
 
 mod candidate;
@@ -55,6 +64,7 @@ pub mod read_only;
 pub mod ready;
 pub mod rng;
 pub mod types;
+pub mod validate;
 
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
@@ -62,10 +72,15 @@ pub use config::{Config, ConfigError};
 pub use leader::ReadError;
 pub use message::{Message, MessageBody};
 pub use raft::{DurableState, ProposeError, Raft, TransferError};
-pub use ready::{PeerStatus, ReadState, Ready, Status};
+pub use ready::{ImplausibleMessage, ImplausibleReason, PeerStatus, ReadState, Ready, Status};
 pub use types::{
     Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term,
 };
+pub use validate::{validate_message, InvalidMessage, LOG_INDEX_MAX, TERM_MAX};
 
+#[cfg(test)]
+mod adversary_tests;
+#[cfg(test)]
+mod test_cluster;
 #[cfg(test)]
 mod tests;

@@ -11,11 +11,12 @@ use super::log::RaftLog;
 use super::message::{Message, MessageBody};
 use super::progress::Progress;
 use super::read_only::ReadQueue;
-use super::ready::{PeerStatus, Ready, Status};
+use super::ready::{ImplausibleMessage, ImplausibleReason, PeerStatus, Ready, Status};
 use super::rng::SplitMix64;
 use super::types::{
     Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term,
 };
+use super::validate::validate_message;
 
 /// What a node recovered from its disk.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -121,6 +122,12 @@ pub struct Raft {
     pub(super) messages: Vec<Message>,
     pub(super) messages_after_persist: Vec<Message>,
     pub(super) pending_snapshot: Option<Snapshot>,
+    /// Reports of dropped implausible messages, until the driver takes
+    /// them. Invariant: at most `config.implausible_reports_max` long.
+    pub(super) implausible: Vec<ImplausibleMessage>,
+    /// Every implausible message dropped since this core was created,
+    /// reported or not.
+    pub(super) implausible_total: u64,
 }
 
 impl Raft {
@@ -162,6 +169,8 @@ impl Raft {
             messages: Vec::new(),
             messages_after_persist: Vec::new(),
             pending_snapshot: None,
+            implausible: Vec::new(),
+            implausible_total: 0,
             config,
         };
         raft.reset_election_timer();
@@ -372,12 +381,24 @@ impl Raft {
         }
     }
 
-    /// Feeds a message from a peer.
+    /// Feeds a message from a peer. A message that no honest peer could
+    /// have sent (see [`validate_message`] and `ImplausibleReason`) changes
+    /// nothing and is reported through [`Raft::take_implausible`].
     pub fn step(&mut self, message: Message) {
-        if message.to != self.id
-            || message.from == self.id
-            || !self.config.voters.contains(&message.from)
-        {
+        if let Err(invalid) = validate_message(&message) {
+            self.report_implausible(&message, invalid.into());
+            return;
+        }
+        if message.to != self.id {
+            let reason = ImplausibleReason::WrongRecipient {
+                to: message.to,
+                node: self.id,
+            };
+            self.report_implausible(&message, reason);
+            return;
+        }
+        if !self.config.voters.contains(&message.from) {
+            self.report_implausible(&message, ImplausibleReason::UnknownSender);
             return;
         }
         if message.term > self.term {
@@ -409,6 +430,35 @@ impl Raft {
             Role::Candidate | Role::PreCandidate => self.step_candidate(message),
             Role::Follower => self.step_follower(message),
         }
+    }
+
+    /// Records that `message` was dropped as implausible. Only the first
+    /// `implausible_reports_max` reports between two takes are kept; the
+    /// total counts them all.
+    pub(super) fn report_implausible(&mut self, message: &Message, reason: ImplausibleReason) {
+        self.implausible_total += 1;
+        if self.implausible.len() < self.config.implausible_reports_max {
+            self.implausible.push(ImplausibleMessage {
+                from: message.from,
+                term: message.term,
+                kind: message.body.kind(),
+                reason,
+            });
+        }
+    }
+
+    /// Takes the reports of implausible messages dropped since the last
+    /// call, oldest first. The driver logs each one: it means a faulty peer
+    /// or forged traffic on the peer port.
+    pub fn take_implausible(&mut self) -> Vec<ImplausibleMessage> {
+        std::mem::take(&mut self.implausible)
+    }
+
+    /// How many implausible messages this core has dropped since it was
+    /// created, including those whose reports did not fit the bound; a
+    /// counter for metrics.
+    pub fn implausible_total(&self) -> u64 {
+        self.implausible_total
     }
 
     /// A message from a later term. Returns whether to go on handling it.

@@ -1,8 +1,11 @@
 //! What the core hands back to its driver, and what it reports about itself.
 
+use std::fmt;
+
 use super::message::Message;
 use super::progress::ProgressState;
 use super::types::{Entry, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term};
+use super::validate::InvalidMessage;
 
 /// A read that is now safe to serve: the state machine has applied at least
 /// `index`, which a quorum confirmed was the commit index when the read
@@ -63,6 +66,100 @@ impl Ready {
             .as_ref()
             .map(|snapshot| (snapshot.meta.index, snapshot.meta.term))
     }
+}
+
+/// A peer message the core dropped because no honest peer could have sent
+/// it: either it broke the protocol's invariants on its own (see
+/// [`crate::core::validate`]) or it contradicted what this node knows (an
+/// acknowledgement of an index this leader never sent, a second leader in
+/// one term). The message changed nothing; the driver logs the report and
+/// counts it, since it means a bug in a peer or someone forging messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImplausibleMessage {
+    /// The sender the message claims.
+    pub from: NodeId,
+    /// The term the message claims.
+    pub term: Term,
+    /// The message kind, as `MessageBody::kind` names it.
+    pub kind: &'static str,
+    /// Why it cannot have come from an honest peer.
+    pub reason: ImplausibleReason,
+}
+
+impl fmt::Display for ImplausibleMessage {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "dropped a {} message from node {} at term {}: {}",
+            self.kind, self.from, self.term, self.reason
+        )
+    }
+}
+
+/// Why a message was judged implausible.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ImplausibleReason {
+    /// The message breaks the protocol's invariants on its own.
+    #[error(transparent)]
+    Invalid(#[from] InvalidMessage),
+    /// The message is addressed to another node.
+    #[error("it is addressed to node {to}, not to this node {node}")]
+    WrongRecipient {
+        /// The addressee.
+        to: NodeId,
+        /// This node.
+        node: NodeId,
+    },
+    /// The sender is not a voter of this cluster.
+    #[error("the sender is not a voter of this cluster")]
+    UnknownSender,
+    /// The sender acts as leader of a term that already has a different
+    /// leader (Election Safety, section 5.2: at most one per term).
+    #[error("the sender acts as leader of a term whose leader is node {leader}; one term never has two leaders")]
+    SecondLeader {
+        /// The leader this node knows for the term.
+        leader: NodeId,
+    },
+    /// A TimeoutNow from a node other than the term's leader.
+    #[error("the sender asks this node to campaign, but only the term's leader, node {leader}, hands over leadership")]
+    TimeoutNowFromNonLeader {
+        /// The leader this node knows for the term.
+        leader: NodeId,
+    },
+    /// An append acknowledgement beyond this leader's log.
+    #[error("the sender acknowledges index {index}, beyond this leader's last index {last_index}; no request of this leader covered it")]
+    AcknowledgedBeyondLog {
+        /// The acknowledged index.
+        index: LogIndex,
+        /// This leader's last index.
+        last_index: LogIndex,
+    },
+    /// An append rejection for an index this leader never sent.
+    #[error("the sender rejects an append after index {index}, beyond this leader's last index {last_index}; this leader never sent it")]
+    RejectedBeyondLog {
+        /// The rejected index.
+        index: LogIndex,
+        /// This leader's last index.
+        last_index: LogIndex,
+    },
+    /// A heartbeat acknowledgement for a round this leader has not sent.
+    #[error("the sender acknowledges heartbeat round {read_round}, but this leader has sent rounds only up to {sent_round}")]
+    FutureReadRound {
+        /// The acknowledged round.
+        read_round: u64,
+        /// The latest round this leader sent.
+        sent_round: u64,
+    },
+    /// An answer to a forwarded read from a node it was not forwarded to.
+    #[error(
+        "the sender answers read {context}, which this node forwarded to its leader, node {leader}"
+    )]
+    ReadAnswerFromNonLeader {
+        /// The read's id.
+        context: u64,
+        /// The leader the read was forwarded to.
+        leader: NodeId,
+    },
 }
 
 /// A leader's view of one peer.

@@ -539,3 +539,249 @@ fn a_full_window_of_lost_appends_does_not_stall_replication() {
         "a heartbeat answer reopens a full window"
     );
 }
+
+/// The reasons `raft` reported since the last call, as sentences.
+fn reported(raft: &mut Raft) -> Vec<String> {
+    raft.take_implausible()
+        .iter()
+        .map(|report| report.to_string())
+        .collect()
+}
+
+/// Node 2 of 3 at term 2, holding entries of terms 1 and 2, following node
+/// 1 (it heard a heartbeat), with nothing pending.
+fn follower_of_node_1() -> Raft {
+    let mut follower = node_with_log(2, 3, 2, &[1, 2]);
+    let heartbeat = MessageBody::HeartbeatRequest {
+        leader_commit: LogIndex(1),
+        read_round: 1,
+    };
+    follower.step(message(1, 2, 2, heartbeat));
+    assert_eq!(follower.leader(), Some(NodeId(1)));
+    follower.ready();
+    follower
+}
+
+#[test]
+fn probe_1_an_entry_above_the_message_term_is_refused_and_changes_nothing() {
+    let mut follower = follower_of_node_1();
+    let status = follower.status();
+    follower.step(append(1, 2, 2, (2, 2), &[(3, 8)], 3));
+    assert_eq!(
+        follower.status(),
+        status,
+        "the refused append changed the node"
+    );
+    assert!(
+        !follower.has_ready(),
+        "the refused append must not be answered"
+    );
+    let reports = reported(&mut follower);
+    assert_eq!(reports.len(), 1);
+    assert!(
+        reports[0].contains("entry at index 3 has term 8, above the message's term 2"),
+        "{reports:?}"
+    );
+    assert_eq!(follower.implausible_total(), 1);
+}
+
+#[test]
+fn probe_2_a_leader_ignores_an_acknowledgement_beyond_its_log_and_reports_the_peer() {
+    let mut leader = leader(3);
+    let status = leader.status();
+    leader.step(append_response(2, 1, 1, 2));
+    assert_eq!(leader.role(), Role::Leader, "the leader keeps running");
+    assert_eq!(leader.status(), status, "neither commit nor progress moved");
+    let reports = leader.take_implausible();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].from, NodeId(2));
+    assert_eq!(
+        reports[0].reason,
+        ImplausibleReason::AcknowledgedBeyondLog {
+            index: LogIndex(2),
+            last_index: LogIndex(1)
+        }
+    );
+}
+
+#[test]
+fn a_follower_ignores_a_second_leader_in_its_term() {
+    let mut follower = follower_of_node_1();
+    let status = follower.status();
+    follower.step(append(3, 2, 2, (2, 2), &[(3, 2)], 3));
+    let heartbeat = MessageBody::HeartbeatRequest {
+        leader_commit: LogIndex(2),
+        read_round: 1,
+    };
+    follower.step(message(3, 2, 2, heartbeat));
+    assert_eq!(follower.status(), status);
+    assert!(!follower.has_ready());
+    let reports = reported(&mut follower);
+    assert_eq!(reports.len(), 2);
+    assert!(reports[0].contains("whose leader is node 1"), "{reports:?}");
+}
+
+#[test]
+fn a_leader_ignores_messages_only_another_leader_of_its_term_could_send() {
+    let mut leader = leader(3);
+    let status = leader.status();
+    leader.step(append(2, 1, 1, (1, 1), &[], 1));
+    leader.step(message(2, 1, 1, MessageBody::TimeoutNow));
+    assert_eq!(leader.status(), status);
+    assert_eq!(leader.take_implausible().len(), 2);
+}
+
+#[test]
+fn a_follower_campaigns_on_timeout_now_only_from_its_leader() {
+    let mut follower = follower_of_node_1();
+    follower.step(message(3, 2, 2, MessageBody::TimeoutNow));
+    assert_eq!(follower.role(), Role::Follower);
+    assert!(reported(&mut follower)[0].contains("only the term's leader, node 1"));
+    follower.step(message(1, 2, 2, MessageBody::TimeoutNow));
+    assert_eq!(follower.role(), Role::Candidate);
+}
+
+#[test]
+fn a_leader_ignores_acknowledgements_of_heartbeat_rounds_it_never_sent() {
+    let mut leader = leader(3);
+    leader.read_index(5).unwrap();
+    leader.ready();
+    let sent = leader.read_round;
+    let future = MessageBody::HeartbeatResponse {
+        read_round: sent + 1,
+    };
+    leader.step(message(2, 1, 1, future));
+    assert!(
+        leader.ready().reads.is_empty(),
+        "a forged round must not confirm a read"
+    );
+    assert!(reported(&mut leader)[0].contains(&format!("only up to {sent}")));
+}
+
+#[test]
+fn a_leader_ignores_rejections_of_appends_it_never_sent() {
+    let mut leader = leader(3);
+    let status = leader.status();
+    let body = MessageBody::AppendResponse {
+        index: LogIndex(7),
+        rejected: true,
+        reject_hint_index: LogIndex(3),
+        reject_hint_term: Term(1),
+    };
+    leader.step(message(2, 1, 1, body));
+    assert_eq!(leader.status(), status);
+    assert!(reported(&mut leader)[0].contains("after index 7"));
+}
+
+#[test]
+fn a_read_answer_from_a_node_other_than_the_leader_is_ignored() {
+    let mut follower = follower_of_node_1();
+    follower.read_index(4).unwrap();
+    follower.ready();
+    let answer = MessageBody::ReadIndexResponse {
+        context: 4,
+        index: LogIndex(1),
+        refused: false,
+    };
+    follower.step(message(3, 2, 2, answer.clone()));
+    follower.applied(LogIndex(0));
+    assert!(follower.ready().reads.is_empty());
+    assert!(reported(&mut follower)[0].contains("answers read 4"));
+    // An answer for a read this node no longer tracks (it restarted, or
+    // its leader changed) is honest and ignored without a report.
+    let unknown = MessageBody::ReadIndexResponse {
+        context: 99,
+        index: LogIndex(1),
+        refused: false,
+    };
+    follower.step(message(3, 2, 2, unknown));
+    assert!(reported(&mut follower).is_empty());
+}
+
+#[test]
+fn messages_from_strangers_or_for_other_nodes_are_reported_and_dropped() {
+    let mut follower = node(2, 3);
+    follower.step(append(9, 2, 1, (0, 0), &[], 0));
+    follower.step(append(1, 3, 1, (0, 0), &[], 0));
+    assert_eq!(follower.term(), Term(0));
+    let reports = reported(&mut follower);
+    assert!(reports[0].contains("not a voter"), "{reports:?}");
+    assert!(reports[1].contains("addressed to node 3"), "{reports:?}");
+}
+
+#[test]
+fn reports_beyond_the_bound_are_counted_but_not_kept() {
+    let mut config = config(2, 3);
+    config.implausible_reports_max = 2;
+    let mut follower = Raft::new(config, DurableState::default(), 2).unwrap();
+    for _ in 0..5 {
+        follower.step(append(1, 2, 1, (0, 1), &[], 0));
+    }
+    assert_eq!(follower.take_implausible().len(), 2);
+    assert_eq!(follower.implausible_total(), 5);
+    follower.step(append(1, 2, 1, (0, 1), &[], 0));
+    assert_eq!(follower.take_implausible().len(), 1, "taking frees room");
+}
+
+#[test]
+fn a_new_leader_appends_its_blank_entry_even_beyond_the_uncommitted_limit() {
+    // Node 1 followed a leader far ahead of the commit index it heard of:
+    // it holds more uncommitted entries than it would accept as proposals.
+    let mut config = config(1, 3);
+    config.uncommitted_entries_max = 2;
+    config.check_quorum = false;
+    let entries = (1..=5)
+        .map(|index| Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            payload: EntryPayload::Blank,
+        })
+        .collect();
+    let durable = DurableState {
+        hard_state: HardState {
+            term: Term(1),
+            voted_for: None,
+        },
+        entries,
+        ..DurableState::default()
+    };
+    let mut candidate = Raft::new(config, durable, 1).unwrap();
+    candidate.campaign_now();
+    let grant = MessageBody::VoteResponse {
+        pre_vote: false,
+        granted: true,
+    };
+    candidate.step(message(2, 1, 2, grant));
+    assert_eq!(candidate.role(), Role::Leader);
+    assert_eq!(candidate.log().last_index(), LogIndex(6));
+    assert_eq!(
+        candidate.propose(vec![1]),
+        Err(ProposeError::Backpressure),
+        "client proposals still meet the limit"
+    );
+}
+
+#[test]
+fn forwarded_reads_beyond_the_pending_limit_are_refused() {
+    let mut config = config(1, 3);
+    config.pending_reads_max = 2;
+    let mut leader = leader(3);
+    leader.config = config;
+    for context in 0..3 {
+        leader.step(message(2, 1, 1, MessageBody::ReadIndexRequest { context }));
+    }
+    let refusals: Vec<u64> = leader
+        .ready()
+        .messages
+        .iter()
+        .filter_map(|message| match message.body {
+            MessageBody::ReadIndexResponse {
+                context,
+                refused: true,
+                ..
+            } => Some(context),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals, vec![2]);
+}
