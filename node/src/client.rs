@@ -43,7 +43,7 @@ use raftgres_proto::v1::{
     CompareAndSwapRequest, DeleteRequest, GetRequest, PutRequest, RangeRequest, StatusRequest,
     SubmitRequest, TransferLeadershipRequest,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 pub use raftgres_proto::v1::{
@@ -73,6 +73,60 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// Longest to wait for a TCP connection to a node.
     pub connect_timeout: Duration,
+    /// TLS to the nodes (`None`: plain text).
+    pub tls: Option<ClientTls>,
+}
+
+/// TLS settings of a [`Client`]: the CA that signed the nodes'
+/// certificates, and this client's own certificate when the cluster
+/// requires one (mutual TLS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientTls {
+    /// PEM of the CA certificate(s) the nodes' certificates chain to.
+    pub ca_pem: Vec<u8>,
+    /// PEM of this client's certificate and private key.
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the nodes' certificates must carry, when it is not the
+    /// host of the address dialled (for example `raftgres-node-1`).
+    pub domain_name: Option<String>,
+}
+
+impl ClientTls {
+    /// Reads the CA and, when given, this client's certificate and key.
+    /// Errors name the file.
+    pub fn from_files(
+        ca: &std::path::Path,
+        certificate_and_key: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<ClientTls, ClientError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|error| {
+                ClientError::InvalidOptions(format!(
+                    "cannot read TLS file {}: {error}",
+                    path.display()
+                ))
+            })
+        };
+        let identity_pem = match certificate_and_key {
+            Some((certificate, key)) => Some((read(certificate)?, read(key)?)),
+            None => None,
+        };
+        Ok(ClientTls {
+            ca_pem: read(ca)?,
+            identity_pem,
+            domain_name: None,
+        })
+    }
+
+    fn config(&self) -> ClientTlsConfig {
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some((certificate, key)) = &self.identity_pem {
+            config = config.identity(Identity::from_pem(certificate, key));
+        }
+        if let Some(name) = &self.domain_name {
+            config = config.domain_name(name.clone());
+        }
+        config
+    }
 }
 
 impl Default for ClientOptions {
@@ -86,6 +140,7 @@ impl Default for ClientOptions {
             retry_duration_max: Duration::from_secs(30),
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -677,18 +732,28 @@ fn normalise_address(address: &str) -> String {
 }
 
 fn endpoint_for(address: &str, options: &ClientOptions) -> Result<Endpoint, ClientError> {
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let uri = if address.contains("://") {
         address.to_string()
     } else {
-        format!("http://{address}")
+        format!("{scheme}://{address}")
     };
-    let endpoint = Endpoint::from_shared(uri).map_err(|error| ClientError::InvalidAddress {
+    let invalid = |error: tonic::transport::Error| ClientError::InvalidAddress {
         address: address.to_string(),
         message: error.to_string(),
-    })?;
-    Ok(endpoint
+    };
+    let mut endpoint = Endpoint::from_shared(uri)
+        .map_err(invalid)?
         .connect_timeout(options.connect_timeout)
-        .tcp_nodelay(true))
+        .tcp_nodelay(true);
+    if let Some(tls) = &options.tls {
+        endpoint = endpoint.tls_config(tls.config()).map_err(invalid)?;
+    }
+    Ok(endpoint)
 }
 
 /// 128 random bits from the standard library's per-process hash keys, the
@@ -916,6 +981,7 @@ mod tests {
             retry_duration_max: Duration::from_secs(10),
             request_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use raftgres_storage_pg::pg_instance::{self, PgInstance, PgInstanceError, PgInstanceOptions};
 
-use crate::client::{Client, ClientError, ClientOptions, Role, StatusResponse};
+use crate::client::{Client, ClientError, ClientOptions, ClientTls, Role, StatusResponse};
 use crate::server::config::ConfigError;
 use crate::server::NodeConfig;
 
@@ -155,6 +155,36 @@ pub struct DevClusterOptions {
     pub stop_timeout: Duration,
     /// How long each Postgres may take to start (initdb included).
     pub postgres_start_timeout: Duration,
+    /// TLS for every node (mutual between peers), from certificates the
+    /// caller made; `None`: plain text on loopback.
+    pub tls: Option<DevTls>,
+    /// Serve the peer API on a port of its own (`peer_listen_addr`), apart
+    /// from the clients' port.
+    pub separate_peer_listener: bool,
+}
+
+/// Certificates for a TLS dev cluster, in one directory: `ca.pem`, the CA;
+/// `node-N.pem` and `node-N.key` for node N (naming `raftgres-node-N` and
+/// the loopback address); `client.pem` and `client.key`, a client
+/// certificate the cluster's own clients present.
+#[derive(Clone, Debug)]
+pub struct DevTls {
+    /// The directory holding the files.
+    pub dir: PathBuf,
+    /// `tls.require_client_certificate` of every node.
+    pub require_client_certificate: bool,
+}
+
+impl DevTls {
+    /// The client side: trust the CA, present `client.pem`.
+    pub fn client_tls(&self) -> Result<ClientTls, ClientError> {
+        let certificate = self.dir.join("client.pem");
+        let key = self.dir.join("client.key");
+        ClientTls::from_files(
+            &self.dir.join("ca.pem"),
+            Some((certificate.as_path(), key.as_path())),
+        )
+    }
 }
 
 impl DevClusterOptions {
@@ -174,6 +204,8 @@ impl DevClusterOptions {
             leader_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(10),
             postgres_start_timeout: Duration::from_secs(60),
+            tls: None,
+            separate_peer_listener: false,
         }
     }
 
@@ -352,6 +384,8 @@ pub struct DevNodeInfo {
 
 struct DevNode {
     address: String,
+    /// Where peers reach it, when it is not `address`.
+    peer_address: Option<String>,
     metrics_address: String,
     postgres: PgInstance,
     /// The process this value spawned, until it is reaped.
@@ -383,6 +417,7 @@ impl std::fmt::Debug for DevCluster {
 #[derive(Clone, Copy, Debug, Default)]
 struct PreviousPorts {
     grpc: Option<u16>,
+    peer: Option<u16>,
     metrics: Option<u16>,
     postgres: Option<u16>,
 }
@@ -423,8 +458,15 @@ impl DevCluster {
                 ports.metrics.or(preferred(options.metrics_port_first)),
                 &mut taken,
             )?;
+            let peer_address = if options.separate_peer_listener {
+                let port = pick_port(ports.peer, &mut taken)?;
+                Some(format!("{}:{port}", pg_instance::HOST))
+            } else {
+                None
+            };
             let node = DevNode {
                 address: format!("{}:{grpc}", pg_instance::HOST),
+                peer_address,
                 metrics_address: format!("{}:{metrics}", pg_instance::HOST),
                 postgres: instance,
                 child: None,
@@ -435,6 +477,7 @@ impl DevCluster {
         let status_options = ClientOptions {
             request_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_millis(500),
+            tls: options.tls.as_ref().map(DevTls::client_tls).transpose()?,
             ..ClientOptions::default()
         };
         let mut cluster = DevCluster {
@@ -488,6 +531,13 @@ impl DevCluster {
         &self.node(id).address
     }
 
+    /// Node `id`'s peer API address (its gRPC address unless the cluster
+    /// runs with separate peer listeners).
+    pub fn peer_address(&self, id: u64) -> &str {
+        let node = self.node(id);
+        node.peer_address.as_deref().unwrap_or(&node.address)
+    }
+
     /// Node `id`'s metrics address.
     pub fn metrics_address(&self, id: u64) -> &str {
         &self.node(id).metrics_address
@@ -510,9 +560,19 @@ impl DevCluster {
         &mut self.node_mut(id).postgres
     }
 
-    /// A client of every node, with default options.
+    /// A client of every node, with default options (and the cluster's
+    /// client certificate when it runs TLS).
     pub fn client(&self) -> Result<Client, ClientError> {
-        Client::new(self.addresses())
+        let options = ClientOptions {
+            tls: self
+                .options
+                .tls
+                .as_ref()
+                .map(DevTls::client_tls)
+                .transpose()?,
+            ..ClientOptions::default()
+        };
+        Client::with_options(self.addresses(), options)
     }
 
     /// Node `id`'s process id, if it runs.
@@ -744,15 +804,20 @@ impl DevCluster {
     }
 
     fn write_configs(&self) -> Result<(), DevError> {
-        let peers: Vec<(u64, &str)> = self
+        let peers: Vec<DevPeer<'_>> = self
             .nodes
             .iter()
-            .map(|(id, node)| (*id, node.address.as_str()))
+            .map(|(id, node)| DevPeer {
+                id: *id,
+                address: node.peer_address.as_deref().unwrap_or(&node.address),
+                client_address: node.peer_address.as_ref().map(|_| node.address.as_str()),
+            })
             .collect();
         for (id, node) in &self.nodes {
             let conninfo = node.postgres.conninfo();
             let endpoints = NodeEndpoints {
                 address: &node.address,
+                peer_address: node.peer_address.as_deref(),
                 metrics_address: &node.metrics_address,
                 postgres: &conninfo,
             };
@@ -869,6 +934,7 @@ fn previous_ports(
             .find_map(|pair| pair.strip_prefix("port=")?.parse().ok());
         let previous = PreviousPorts {
             grpc: Some(config.listen_addr.port()),
+            peer: config.peer_listen_addr.map(|address| address.port()),
             metrics: config.metrics_addr.map(|address| address.port()),
             postgres,
         };
@@ -923,15 +989,23 @@ async fn start_postgres_instances(
 /// Where one node listens and stores, as written into its config.
 struct NodeEndpoints<'a> {
     address: &'a str,
+    peer_address: Option<&'a str>,
     metrics_address: &'a str,
     postgres: &'a str,
+}
+
+/// One `[[peer]]` of a dev node's config.
+struct DevPeer<'a> {
+    id: u64,
+    address: &'a str,
+    client_address: Option<&'a str>,
 }
 
 fn config_text(
     options: &DevClusterOptions,
     id: u64,
     node: &NodeEndpoints<'_>,
-    peers: &[(u64, &str)],
+    peers: &[DevPeer<'_>],
 ) -> String {
     let quote = |text: &str| toml::Value::String(text.to_string()).to_string();
     let mut text = format!(
@@ -946,15 +1020,32 @@ fn config_text(
         quote(node.metrics_address),
         quote(node.postgres),
     );
-    for (peer_id, address) in peers {
+    if let Some(peer_address) = node.peer_address {
+        text.push_str(&format!("peer_listen_addr = {}\n", quote(peer_address)));
+    }
+    for peer in peers {
         text.push_str(&format!(
-            "\n[[peer]]\nid = {peer_id}\naddress = {}\n",
-            quote(address)
+            "\n[[peer]]\nid = {}\naddress = {}\n",
+            peer.id,
+            quote(peer.address)
         ));
+        if let Some(client_address) = peer.client_address {
+            text.push_str(&format!("client_address = {}\n", quote(client_address)));
+        }
     }
     text.push_str(&format!("\n[raft]\ntick_ms = {}\n", options.tick_ms));
     for (name, value) in &options.raft_extra {
         text.push_str(&format!("{name} = {value}\n"));
+    }
+    if let Some(tls) = &options.tls {
+        let path = |name: String| quote(&tls.dir.join(name).display().to_string());
+        text.push_str(&format!(
+            "\n[tls]\ncert = {}\nkey = {}\nca = {}\nrequire_client_certificate = {}\n",
+            path(format!("node-{id}.pem")),
+            path(format!("node-{id}.key")),
+            path("ca.pem".into()),
+            tls.require_client_certificate
+        ));
     }
     if !options.limits_extra.is_empty() {
         text.push_str("\n[limits]\n");
@@ -1197,13 +1288,21 @@ mod tests {
         options
             .limits_extra
             .push(("command_bytes_max".into(), "1000".into()));
-        let peers = [
-            (1, "127.0.0.1:7001"),
-            (2, "127.0.0.1:7002"),
-            (3, "127.0.0.1:7003"),
-        ];
+        let peers: Vec<DevPeer<'_>> = [
+            (1, "127.0.0.1:7101", "127.0.0.1:7001"),
+            (2, "127.0.0.1:7102", "127.0.0.1:7002"),
+            (3, "127.0.0.1:7103", "127.0.0.1:7003"),
+        ]
+        .into_iter()
+        .map(|(id, address, client_address)| DevPeer {
+            id,
+            address,
+            client_address: Some(client_address),
+        })
+        .collect();
         let node = NodeEndpoints {
             address: "127.0.0.1:7002",
+            peer_address: Some("127.0.0.1:7102"),
             metrics_address: "127.0.0.1:9102",
             postgres: "host=127.0.0.1 port=5999 user=postgres dbname=postgres",
         };
@@ -1211,7 +1310,9 @@ mod tests {
         let config = NodeConfig::from_toml(&text).unwrap();
         assert_eq!(config.node_id, 2);
         assert_eq!(config.peers.len(), 3);
-        assert_eq!(config.peer_address(3), Some("127.0.0.1:7003"));
+        assert_eq!(config.peer_address(3), Some("127.0.0.1:7103"));
+        assert_eq!(config.client_address(3), Some("127.0.0.1:7003"));
+        assert_eq!(config.peer_listener().port(), 7102);
         assert_eq!(config.raft.election_ticks_min, 12);
         assert_eq!(config.limits.command_bytes_max, 1000);
         assert_eq!(config.metrics_addr.unwrap().port(), 9102);

@@ -11,6 +11,8 @@
 //!   with no retry or redirect in between.
 #![forbid(unsafe_code)]
 
+pub mod certificates;
+
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
@@ -21,7 +23,7 @@ use raftgres::dev::{find_raftgres_binary, DevCluster, DevClusterOptions};
 use raftgres_proto::v1::client_client::ClientClient;
 use raftgres_proto::v1::kv_client::KvClient;
 use raftgres_proto::v1::peer_client::PeerClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 /// Length of a core tick in every test cluster.
@@ -71,7 +73,7 @@ impl TestCluster {
                 dir.display()
             ),
         };
-        let status_client = status_client(&cluster);
+        let status_client = status_client(&cluster, &options);
         TestCluster {
             cluster,
             options,
@@ -96,7 +98,7 @@ impl TestCluster {
             Ok(cluster) => cluster,
             Err(error) => panic!("cannot restart the cluster: {error}"),
         };
-        self.status_client = status_client(&self.cluster);
+        self.status_client = status_client(&self.cluster, &self.options);
     }
 
     /// A leader-finding client with default retries.
@@ -239,10 +241,15 @@ impl Drop for TestCluster {
     }
 }
 
-fn status_client(cluster: &DevCluster) -> Client {
+fn status_client(cluster: &DevCluster, cluster_options: &DevClusterOptions) -> Client {
+    let tls = cluster_options.tls.as_ref().map(|tls| {
+        tls.client_tls()
+            .expect("the cluster's client certificate files")
+    });
     let options = ClientOptions {
         request_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_millis(500),
+        tls,
         ..ClientOptions::default()
     };
     Client::with_options(cluster.addresses(), options).expect("a status client")
@@ -265,14 +272,27 @@ pub fn fresh_dir(name: &str) -> PathBuf {
 }
 
 async fn channel(address: &str) -> Channel {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .expect("a valid address")
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(RAW_REQUEST_TIMEOUT);
-    match endpoint.connect().await {
+    match try_channel(address, None).await {
         Ok(channel) => channel,
         Err(error) => panic!("cannot connect to {address}: {error}"),
     }
+}
+
+/// A raw channel to the one node at `address`, over TLS when `tls` is
+/// given; the error of a refused handshake is returned, not a panic.
+pub async fn try_channel(
+    address: &str,
+    tls: Option<ClientTlsConfig>,
+) -> Result<Channel, tonic::transport::Error> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+        .expect("a valid address")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(RAW_REQUEST_TIMEOUT);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    endpoint.connect().await
 }
 
 /// A raw `Kv` client of the one node at `address`.

@@ -5,7 +5,9 @@
 //! ```toml
 //! cluster_id = "dev"
 //! node_id = 1
-//! listen_addr = "127.0.0.1:7001"      # gRPC for peers and clients
+//! listen_addr = "127.0.0.1:7001"      # gRPC for clients (and peers, unless peer_listen_addr)
+//! peer_listen_addr = "127.0.0.1:7101" # optional: serve the peer API only here
+//! insecure_peers = false              # serve peers without TLS on a non-loopback address
 //! metrics_addr = "127.0.0.1:9101"     # Prometheus text format (optional)
 //! postgres = "host=127.0.0.1 port=5433 user=postgres dbname=postgres"
 //!
@@ -26,8 +28,18 @@
 //! election_ticks_max = 20
 //! heartbeat_ticks = 2
 //!
+//! [tls]                               # optional; see docs/OPERATIONS.md
+//! cert = "node1.pem"                  # names raftgres-node-1 (and the host clients dial)
+//! key = "node1.key"
+//! ca = "ca.pem"
+//! require_client_certificate = true
+//!
 //! [limits]                            # all optional; defaults shown
 //! command_bytes_max = 1048576
+//! client_requests_max = 10000         # per node, across connections
+//! connections_max = 4096
+//! peer_streams_max = 64
+//! peer_message_bytes_max = 67108864
 //! ```
 
 use std::collections::BTreeMap;
@@ -45,8 +57,13 @@ use crate::core::{self, NodeId};
 pub struct PeerConfig {
     /// The voter's node id (non-zero, unique).
     pub id: u64,
-    /// Its gRPC address, `host:port`.
+    /// Its peer API's address, `host:port` (its `peer_listen_addr` when it
+    /// has one, else its `listen_addr`).
     pub address: String,
+    /// Where clients reach it, when it serves peers on an address of its
+    /// own; leader hints name this address. Defaults to `address`.
+    #[serde(default)]
+    pub client_address: Option<String>,
 }
 
 /// Timing and batching of the consensus core.
@@ -119,13 +136,31 @@ pub struct Limits {
     /// Most messages queued per peer connection; beyond it messages are
     /// dropped (Raft retransmits).
     pub peer_queue_messages_max: usize,
-    /// Most client requests served at once; beyond it clients wait.
+    /// Most client requests one node serves at once, across all
+    /// connections; beyond it requests get RESOURCE_EXHAUSTED at once
+    /// (queueing them would only turn overload into timeouts).
     pub client_requests_max: usize,
+    /// Most open gRPC connections (clients and peers) per listener; a
+    /// connection beyond it is closed as soon as it is accepted, so idle or
+    /// slow clients cannot exhaust the node's memory and file descriptors.
+    pub connections_max: usize,
+    /// Most concurrent HTTP/2 streams (calls) on one connection.
+    pub streams_per_connection_max: u32,
+    /// Most inbound `Peer.Stream` calls open at once. Each peer keeps one
+    /// (two while it reconnects); more can only be a misbehaving sender.
+    pub peer_streams_max: usize,
+    /// Largest peer message accepted or sent (an entries batch is bounded
+    /// by `raft.message_bytes_max`; this leaves room for the envelope and
+    /// bounds snapshot messages).
+    pub peer_message_bytes_max: usize,
     /// Most pairs a Range returns.
     pub range_limit_max: u32,
     /// How long a client request may wait for commit and apply before
     /// DEADLINE_EXCEEDED (outcome unknown), in milliseconds.
     pub request_timeout_ms: u64,
+    /// Longest a TLS handshake may take before the connection is dropped,
+    /// in milliseconds.
+    pub tls_handshake_timeout_ms: u64,
     /// Client sessions not used for this many log entries are forgotten;
     /// a retry older than that may apply twice.
     pub session_expiry_entries: u64,
@@ -139,8 +174,13 @@ impl Default for Limits {
             driver_events_max: 65_536,
             peer_queue_messages_max: 4096,
             client_requests_max: 10_000,
+            connections_max: 4096,
+            streams_per_connection_max: 1024,
+            peer_streams_max: 64,
+            peer_message_bytes_max: 64 << 20,
             range_limit_max: 10_000,
             request_timeout_ms: 10_000,
+            tls_handshake_timeout_ms: 5_000,
             session_expiry_entries: 1_000_000,
         }
     }
@@ -154,8 +194,23 @@ pub struct NodeConfig {
     pub cluster_id: String,
     /// This node's id (one of the peers).
     pub node_id: u64,
-    /// Address the gRPC server listens on.
+    /// Address the gRPC server listens on: clients, and peers too unless
+    /// `peer_listen_addr` is set.
     pub listen_addr: SocketAddr,
+    /// A separate address for the peer API. When set, `listen_addr` serves
+    /// only clients and this one serves only peers (and health checks).
+    #[serde(default)]
+    pub peer_listen_addr: Option<SocketAddr>,
+    /// Without TLS, peer RPCs are served only on a loopback address and
+    /// only to loopback connections, because anyone who can send one peer
+    /// message can rewrite the replicated state. This turns that refusal
+    /// off: for trusted, isolated networks only.
+    #[serde(default)]
+    pub insecure_peers: bool,
+    /// TLS for the listeners and for peer connections (mutual TLS between
+    /// peers). Absent: plain text.
+    #[serde(default)]
+    pub tls: Option<super::tls::TlsSettings>,
     /// Address of the Prometheus metrics endpoint, if any.
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
@@ -251,6 +306,7 @@ impl NodeConfig {
                 ));
             }
         }
+        self.validate_peer_exposure()?;
         let limits = [
             (
                 "limits.command_bytes_max",
@@ -269,8 +325,25 @@ impl NodeConfig {
                 "limits.client_requests_max",
                 self.limits.client_requests_max as u64,
             ),
+            ("limits.connections_max", self.limits.connections_max as u64),
+            (
+                "limits.streams_per_connection_max",
+                u64::from(self.limits.streams_per_connection_max),
+            ),
+            (
+                "limits.peer_streams_max",
+                self.limits.peer_streams_max as u64,
+            ),
+            (
+                "limits.peer_message_bytes_max",
+                self.limits.peer_message_bytes_max as u64,
+            ),
             ("limits.range_limit_max", self.limits.range_limit_max as u64),
             ("limits.request_timeout_ms", self.limits.request_timeout_ms),
+            (
+                "limits.tls_handshake_timeout_ms",
+                self.limits.tls_handshake_timeout_ms,
+            ),
             (
                 "limits.session_expiry_entries",
                 self.limits.session_expiry_entries,
@@ -288,10 +361,52 @@ impl NodeConfig {
                 self.limits.command_bytes_max, self.raft.message_bytes_max
             ));
         }
+        if self.raft.message_bytes_max >= self.limits.peer_message_bytes_max {
+            return invalid(format!(
+                "raft.message_bytes_max ({}) must be below limits.peer_message_bytes_max ({}), which also holds the envelope",
+                self.raft.message_bytes_max, self.limits.peer_message_bytes_max
+            ));
+        }
         self.core_config()
             .validate()
             .map_err(|error| ConfigError::Invalid(error.to_string()))?;
         Ok(())
+    }
+
+    /// The address peers reach this node's peer API at.
+    pub fn peer_listener(&self) -> SocketAddr {
+        self.peer_listen_addr.unwrap_or(self.listen_addr)
+    }
+
+    /// Without TLS, a peer API reachable from other hosts lets anyone
+    /// rewrite the replicated state: refuse to start that way unless the
+    /// operator says the network is trusted.
+    fn validate_peer_exposure(&self) -> Result<(), ConfigError> {
+        let listener = self.peer_listener();
+        if self.tls.is_none() && !self.insecure_peers && !listener.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "the peer API would listen on {listener}, a non-loopback address, without TLS: \
+                 anyone who reaches it could rewrite the replicated state. Configure [tls] \
+                 (mutual TLS between peers), listen on a loopback address, or set \
+                 insecure_peers = true for a trusted, isolated network"
+            )));
+        }
+        if self.peer_listen_addr == Some(self.listen_addr) {
+            return Err(ConfigError::Invalid(format!(
+                "peer_listen_addr equals listen_addr ({}); leave it out to serve both on one address",
+                self.listen_addr
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether a peer RPC arriving from `remote` may be served: always with
+    /// TLS (the peer's certificate is checked per RPC instead), otherwise
+    /// only from loopback unless `insecure_peers`.
+    pub fn admits_plaintext_peer(&self, remote: Option<SocketAddr>) -> bool {
+        self.tls.is_some()
+            || self.insecure_peers
+            || remote.is_some_and(|address| address.ip().is_loopback())
     }
 
     /// The consensus core's configuration.
@@ -315,12 +430,20 @@ impl NodeConfig {
         config
     }
 
-    /// The address of node `id`, if it is a peer.
+    /// The address of node `id`'s peer API, if it is a peer.
     pub fn peer_address(&self, id: u64) -> Option<&str> {
         self.peers
             .iter()
             .find(|peer| peer.id == id)
             .map(|peer| peer.address.as_str())
+    }
+
+    /// The address clients reach node `id` at, if it is a peer.
+    pub fn client_address(&self, id: u64) -> Option<&str> {
+        self.peers
+            .iter()
+            .find(|peer| peer.id == id)
+            .map(|peer| peer.client_address.as_deref().unwrap_or(&peer.address))
     }
 
     /// One core tick of wall-clock time.
@@ -363,6 +486,23 @@ mod tests {
     }
 
     #[test]
+    fn peers_without_tls_are_served_on_loopback_only_unless_insecure() {
+        let exposed = VALID.replace(
+            "listen_addr = \"127.0.0.1:7002\"",
+            "listen_addr = \"0.0.0.0:7002\"",
+        );
+        assert!(NodeConfig::from_toml(&exposed).is_err());
+        let config = NodeConfig::from_toml(&format!("insecure_peers = true\n{exposed}")).unwrap();
+        assert!(config.admits_plaintext_peer(Some("10.0.0.7:5000".parse().unwrap())));
+
+        let local = NodeConfig::from_toml(VALID).unwrap();
+        assert!(local.admits_plaintext_peer(Some("127.0.0.1:5000".parse().unwrap())));
+        assert!(local.admits_plaintext_peer(Some("[::1]:5000".parse().unwrap())));
+        assert!(!local.admits_plaintext_peer(Some("10.0.0.7:5000".parse().unwrap())));
+        assert!(!local.admits_plaintext_peer(None));
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let cases = [
             (
@@ -392,6 +532,24 @@ mod tests {
                     "listen_addr = \"nowhere\"",
                 ),
                 "listen_addr",
+            ),
+            (
+                VALID.replace(
+                    "listen_addr = \"127.0.0.1:7002\"",
+                    "listen_addr = \"0.0.0.0:7002\"",
+                ),
+                "non-loopback address, without TLS",
+            ),
+            (
+                VALID.replace(
+                    "listen_addr = \"127.0.0.1:7002\"",
+                    "listen_addr = \"127.0.0.1:7002\"\npeer_listen_addr = \"10.1.2.3:7102\"",
+                ),
+                "10.1.2.3:7102, a non-loopback address",
+            ),
+            (
+                VALID.to_string() + "\n[limits]\npeer_message_bytes_max = 1000\n",
+                "peer_message_bytes_max",
             ),
         ];
         for (text, expected) in cases {

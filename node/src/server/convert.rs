@@ -353,6 +353,45 @@ mod tests {
         }
     }
 
+    /// Decodes bytes as a peer message the way the peer service does:
+    /// protobuf, then the core's types, then the protocol's invariants.
+    fn decode_and_validate(bytes: &[u8]) {
+        use prost::Message as _;
+        if let Ok(message) = wire::RaftMessage::decode(bytes) {
+            if let Ok(message) = message_from_wire(message) {
+                let _ = crate::core::validate_message(&message);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_peer_decoder(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)
+        ) {
+            decode_and_validate(&bytes);
+        }
+
+        #[test]
+        fn mutated_messages_never_panic_the_peer_decoder(
+            which in 0usize..10,
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..8),
+            cut in proptest::prelude::any::<usize>(),
+        ) {
+            use prost::Message as _;
+            let message = &every_kind_of_message()[which];
+            let mut bytes = message_to_wire("c", message).encode_to_vec();
+            for (position, value) in flips {
+                let length = bytes.len();
+                bytes[position % length] ^= value;
+            }
+            bytes.truncate(cut % (bytes.len() + 1));
+            decode_and_validate(&bytes);
+        }
+    }
+
     #[test]
     fn malformed_messages_are_refused() {
         let mut message = message_to_wire("c", &every_kind_of_message()[2]);

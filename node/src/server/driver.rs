@@ -194,6 +194,15 @@ impl Driver {
             Event::Peer(message) => {
                 self.metrics.peer_messages_received.increment();
                 self.raft.step(message);
+                for report in self.raft.take_implausible() {
+                    self.metrics.peer_messages_implausible.increment();
+                    tracing::warn!(
+                        peer = report.from.0,
+                        term = report.term.0,
+                        %report,
+                        "ignored a peer message no honest peer could send"
+                    );
+                }
             }
             Event::Propose { command, reply } => self.propose(command, reply),
             Event::Read { mode, reply } => self.read(mode, reply),
@@ -280,7 +289,7 @@ impl Driver {
         match leader {
             Some(leader) => ServiceError::NotLeader {
                 leader_id: Some(leader.0),
-                leader_address: self.config.peer_address(leader.0).map(str::to_string),
+                leader_address: self.config.client_address(leader.0).map(str::to_string),
             },
             None => ServiceError::Unavailable("no leader is known; retry".into()),
         }

@@ -149,6 +149,18 @@ pub struct Metrics {
     pub peer_messages_received: Counter,
     /// Peer messages dropped because a peer's queue was full or it was down.
     pub peer_messages_dropped: Counter,
+    /// Peer messages refused at the boundary: unauthenticated, from a
+    /// non-member, or breaking the protocol's invariants.
+    pub peer_messages_refused: Counter,
+    /// Peer messages the core ignored because they could not come from an
+    /// honest peer in its state (an acknowledgement beyond the log, a
+    /// second leader in one term).
+    pub peer_messages_implausible: Counter,
+    /// Connections closed on arrival because `limits.connections_max` were
+    /// open.
+    pub connections_refused: Counter,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshakes_failed: Counter,
     /// Client RPCs served, by method.
     pub client_requests: ClientRequestCounters,
 }
@@ -186,6 +198,10 @@ impl Default for Metrics {
             peer_messages_sent: Counter::default(),
             peer_messages_received: Counter::default(),
             peer_messages_dropped: Counter::default(),
+            peer_messages_refused: Counter::default(),
+            peer_messages_implausible: Counter::default(),
+            connections_refused: Counter::default(),
+            tls_handshakes_failed: Counter::default(),
             client_requests: ClientRequestCounters::default(),
         }
     }
@@ -267,6 +283,26 @@ impl Metrics {
                 "raftgres_peer_messages_dropped_total",
                 "Raft messages dropped.",
                 self.peer_messages_dropped.get(),
+            ),
+            (
+                "raftgres_peer_messages_refused_total",
+                "Peer messages refused: unauthenticated, from a non-member, or malformed.",
+                self.peer_messages_refused.get(),
+            ),
+            (
+                "raftgres_peer_messages_implausible_total",
+                "Peer messages ignored because no honest peer could have sent them.",
+                self.peer_messages_implausible.get(),
+            ),
+            (
+                "raftgres_connections_refused_total",
+                "Connections closed on arrival because limits.connections_max were open.",
+                self.connections_refused.get(),
+            ),
+            (
+                "raftgres_tls_handshakes_failed_total",
+                "TLS handshakes that failed or timed out.",
+                self.tls_handshakes_failed.get(),
             ),
         ];
         for (name, help, value) in counters {

@@ -7,6 +7,9 @@
 //! - `storage`: the log writer and the applier, each on its own Postgres
 //!   connection.
 //! - `transport`: outgoing peer streams.
+//! - `listener`: accepting connections (a bound on open connections, TLS
+//!   handshakes with a deadline); [`tls`]: certificates, keys and the node
+//!   names that authenticate peers.
 //! - `services`: the gRPC services; `error`: the one mapping of refusals
 //!   to gRPC statuses.
 //! - [`state_machine`]: the state machine trait and the built-in KV.
@@ -16,10 +19,12 @@ pub mod config;
 mod convert;
 mod driver;
 pub mod error;
+mod listener;
 pub mod metrics;
 mod services;
 pub mod state_machine;
 mod storage;
+pub mod tls;
 mod transport;
 
 use std::future::Future;
@@ -109,12 +114,24 @@ async fn run<S: StateMachine>(
     state_machine: Arc<S>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // TLS material is checked before anything else, so a wrong file stops
+    // the node at once with the file's name.
+    let tls = match &config.tls {
+        Some(settings) => Some(Arc::new(
+            tls::TlsMaterial::load(settings, NodeId(config.node_id))
+                .context("cannot use the node's TLS files")?,
+        )),
+        None => None,
+    };
     let mut store = open_store(&config).await?;
     let (durable, applied) = load_durable_state(&mut store).await?;
     let applier = PgApplier::open(store.config().clone())
         .await
         .context("cannot open the apply connection")?;
-    let reads = services::ReadConnection::new(config.postgres.clone());
+    let reads = services::ReadConnection::new(
+        raftgres_storage_pg::PgConnector::new(&config.postgres)
+            .context("cannot use the postgres connection string")?,
+    );
     let read_client = reads
         .client()
         .await
@@ -154,6 +171,10 @@ async fn run<S: StateMachine>(
         &config.cluster_id,
         &peers,
         config.limits.peer_queue_messages_max,
+        transport::PeerConnectSettings {
+            message_bytes_max: config.limits.peer_message_bytes_max,
+            tls: tls.clone(),
+        },
         metrics.clone(),
         shutdown_receiver.clone(),
     );
@@ -221,27 +242,11 @@ async fn run<S: StateMachine>(
         metrics,
         state_machine,
         reads,
+        client_slots: Arc::new(tokio::sync::Semaphore::new(
+            config.limits.client_requests_max,
+        )),
     });
-    let server = grpc_server(shared, shutdown_receiver.clone())?;
-    let listener = tokio::net::TcpListener::bind(config.listen_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
-    tracing::info!(address = %config.listen_addr, "serving");
-    // The server builder's tcp_nodelay only covers listeners tonic binds
-    // itself; without it on accepted connections, small responses wait for
-    // the client's delayed ACK (about 40 ms).
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |stream| {
-            stream.inspect(|stream| {
-                let _ = stream.set_nodelay(true);
-            })
-        },
-    );
-    let mut server_task = tokio::spawn(
-        server.serve_with_incoming_shutdown(incoming, wait_for(shutdown_receiver.clone())),
-    );
-
+    let mut server_task = serve_grpc(shared, tls, shutdown_receiver.clone()).await?;
     let outcome = tokio::select! {
         () = shutdown => {
             tracing::info!("shutting down");
@@ -252,7 +257,7 @@ async fn run<S: StateMachine>(
             Ok(Err(error)) => Err(anyhow::Error::new(error).context("storage failed; the node stops")),
             Err(error) => Err(anyhow::anyhow!("the driver panicked: {error}")),
         },
-        result = &mut server_task => result.map_err(anyhow::Error::new).and_then(|served| served.context("the gRPC server failed")),
+        result = &mut server_task => result.map_err(anyhow::Error::new).and_then(|served| served),
     };
     let _ = shutdown_sender.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server_task).await;
@@ -274,11 +279,99 @@ async fn wait_for(mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-fn grpc_server<S: StateMachine>(
+/// Binds the listeners and serves gRPC until shutdown: one listener for
+/// everything, or, with `peer_listen_addr`, clients on `listen_addr` and
+/// peers on their own. The returned task ends when a server fails or after
+/// shutdown.
+async fn serve_grpc<S: StateMachine>(
     shared: Arc<services::Shared<S>>,
-    _shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<tonic::transport::server::Router> {
+    tls: Option<Arc<tls::TlsMaterial>>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let config = shared.config.clone();
     let (mut health_reporter, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(async move {
+        health_reporter
+            .set_serving::<wire::kv_server::KvServer<services::KvService<S>>>()
+            .await;
+        health_reporter
+            .set_serving::<wire::client_server::ClientServer<services::ClientService<S>>>()
+            .await;
+    });
+    let peer = wire::peer_server::PeerServer::new(services::PeerService {
+        shared: shared.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(config.limits.peer_streams_max)),
+    })
+    .max_decoding_message_size(config.limits.peer_message_bytes_max);
+    let mut servers = Vec::new();
+    let clients = client_router(&shared, health_service.clone())?;
+    match config.peer_listen_addr {
+        Some(peer_address) => {
+            servers.push((config.listen_addr, clients));
+            let peers = server_builder(&config)
+                .add_service(health_service)
+                .add_service(peer);
+            servers.push((peer_address, peers));
+        }
+        None => servers.push((config.listen_addr, clients.add_service(peer))),
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (address, router) in servers {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        tracing::info!(%address, tls = tls.is_some(), "serving");
+        let accept = listener::AcceptSettings {
+            connections_max: config.limits.connections_max,
+            handshake_timeout: Duration::from_millis(config.limits.tls_handshake_timeout_ms),
+            metrics: shared.metrics.clone(),
+        };
+        let stopped = wait_for(shutdown.clone());
+        match &tls {
+            Some(material) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(material.server_config());
+                let incoming = listener::accept_tls(listener, acceptor, accept, shutdown.clone());
+                tasks.spawn(router.serve_with_incoming_shutdown(incoming, stopped));
+            }
+            None => {
+                let incoming = listener::accept_plain(listener, accept, shutdown.clone());
+                tasks.spawn(router.serve_with_incoming_shutdown(incoming, stopped));
+            }
+        }
+    }
+    Ok(tokio::spawn(async move {
+        while let Some(served) = tasks.join_next().await {
+            served
+                .map_err(anyhow::Error::new)?
+                .context("the gRPC server failed")?;
+        }
+        Ok(())
+    }))
+}
+
+/// Every connection: bounded streams per connection, keep-alives that
+/// find dead peers and clients.
+fn server_builder(config: &NodeConfig) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(config.limits.streams_per_connection_max)
+        .http2_keepalive_interval(Some(SERVER_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(SERVER_KEEPALIVE_TIMEOUT))
+}
+
+/// HTTP/2 pings on idle connections: a client or peer that vanished
+/// without closing is found within interval + timeout and its connection
+/// slot freed.
+const SERVER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const SERVER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The client-facing services: health, reflection, Client, Kv, Cluster.
+fn client_router<S: StateMachine>(
+    shared: &Arc<services::Shared<S>>,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> anyhow::Result<tonic::transport::server::Router> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(raftgres_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -287,12 +380,7 @@ fn grpc_server<S: StateMachine>(
         .register_encoded_file_descriptor_set(raftgres_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let message_bytes_max = transport::PEER_MESSAGE_BYTES_MAX;
     let client_bytes_max = shared.config.limits.command_bytes_max + 64 * 1024;
-    let peer = wire::peer_server::PeerServer::new(services::PeerService {
-        shared: shared.clone(),
-    })
-    .max_decoding_message_size(message_bytes_max);
     let client = wire::client_server::ClientServer::new(services::ClientService {
         shared: shared.clone(),
     })
@@ -304,22 +392,10 @@ fn grpc_server<S: StateMachine>(
     let cluster = wire::cluster_server::ClusterServer::new(services::ClusterService {
         shared: shared.clone(),
     });
-    tokio::spawn(async move {
-        health_reporter
-            .set_serving::<wire::kv_server::KvServer<services::KvService<S>>>()
-            .await;
-        health_reporter
-            .set_serving::<wire::client_server::ClientServer<services::ClientService<S>>>()
-            .await;
-    });
-    let concurrency = shared.config.limits.client_requests_max;
-    Ok(tonic::transport::Server::builder()
-        .concurrency_limit_per_connection(concurrency)
-        .tcp_nodelay(true)
+    Ok(server_builder(&shared.config)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(peer)
         .add_service(client)
         .add_service(kv)
         .add_service(cluster))

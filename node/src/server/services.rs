@@ -26,9 +26,23 @@ pub(crate) struct Shared<S> {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) state_machine: Arc<S>,
     pub(crate) reads: ReadConnection,
+    /// One permit per client request being served; bounds them per node
+    /// (`limits.client_requests_max`), across connections.
+    pub(crate) client_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl<S> Shared<S> {
+    /// Admits one client request, or refuses it at once when the node is
+    /// already serving `limits.client_requests_max` of them.
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
+        self.client_slots.clone().try_acquire_owned().map_err(|_| {
+            ServiceError::ResourceExhausted(format!(
+                "the node is serving limits.client_requests_max ({}) requests; retry later",
+                self.config.limits.client_requests_max
+            ))
+        })
+    }
+
     /// Sends an event that expects an answer and waits for it, bounded by
     /// the request timeout.
     async fn ask<T>(
@@ -137,34 +151,36 @@ impl<S> Shared<S> {
 
 /// A connection for state machine reads, reopened after a failure.
 pub(crate) struct ReadConnection {
-    conninfo: String,
+    connector: raftgres_storage_pg::PgConnector,
     client: Mutex<Option<Arc<tokio_postgres::Client>>>,
 }
 
+/// How long a read waits for a new connection to Postgres before it
+/// answers UNAVAILABLE.
+const READ_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl ReadConnection {
-    pub(crate) fn new(conninfo: String) -> ReadConnection {
+    pub(crate) fn new(connector: raftgres_storage_pg::PgConnector) -> ReadConnection {
         ReadConnection {
-            conninfo,
+            connector,
             client: Mutex::new(None),
         }
     }
 
-    /// A connected client (connecting if needed).
+    /// A connected client (connecting if needed), over TLS when the
+    /// conninfo's `sslmode` asks for it.
     pub(crate) async fn client(&self) -> Result<Arc<tokio_postgres::Client>, ServiceError> {
         let mut slot = self.client.lock().await;
         if let Some(client) = slot.as_ref().filter(|client| !client.is_closed()) {
             return Ok(client.clone());
         }
-        let connect = tokio_postgres::connect(&self.conninfo, tokio_postgres::NoTls);
-        let (client, connection) = tokio::time::timeout(std::time::Duration::from_secs(2), connect)
+        let (client, _connection) = self
+            .connector
+            .connect(READ_CONNECT_TIMEOUT, "raftgres-reads")
             .await
-            .map_err(|_| ServiceError::Unavailable("postgres did not answer in time".into()))?
             .map_err(|error| {
                 ServiceError::Unavailable(format!("postgres is unavailable: {error}"))
             })?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
         let client = Arc::new(client);
         *slot = Some(client.clone());
         Ok(client)
@@ -176,11 +192,18 @@ fn database_error(error: tokio_postgres::Error) -> ServiceError {
 }
 
 /// Why a peer message was refused.
+#[derive(Debug)]
 enum PeerRejection {
-    /// Not decodable.
+    /// Not decodable, or breaking the protocol's invariants.
     Malformed(String),
     /// From another cluster, for another node, or from a non-peer.
     Foreign(String),
+    /// The sender did not prove who it is.
+    Unauthenticated(String),
+    /// The sender proved an identity that may not send this message.
+    Forbidden(String),
+    /// A limit is reached.
+    Exhausted(String),
 }
 
 impl From<PeerRejection> for Status {
@@ -188,23 +211,35 @@ impl From<PeerRejection> for Status {
         match rejection {
             PeerRejection::Malformed(message) => Status::invalid_argument(message),
             PeerRejection::Foreign(message) => Status::failed_precondition(message),
+            PeerRejection::Unauthenticated(message) => Status::unauthenticated(message),
+            PeerRejection::Forbidden(message) => Status::permission_denied(message),
+            PeerRejection::Exhausted(message) => Status::resource_exhausted(message),
         }
     }
 }
 
-/// `raftgres.v1.Peer`.
-pub(crate) struct PeerService<S> {
-    pub(crate) shared: Arc<Shared<S>>,
+/// Who is on the other end of a peer RPC, as far as the transport proves.
+enum PeerCredentials {
+    /// A TLS client certificate chain, verified against the CA during the
+    /// handshake; its leaf must name the sending node.
+    Certificate(Arc<Vec<rustls::pki_types::CertificateDer<'static>>>),
+    /// Plain text from an address this node admits (loopback, or any with
+    /// `insecure_peers`): nothing is proven beyond the header.
+    Plaintext,
 }
 
-impl<S> PeerService<S> {
-    /// Checks that a peer message is meant for this node of this cluster
-    /// and comes from a peer, then decodes it.
-    fn check_and_convert(
-        &self,
-        message: wire::RaftMessage,
-    ) -> Result<crate::core::Message, PeerRejection> {
-        let config = &self.shared.config;
+/// Checks every peer message of one RPC: the sender's identity once, the
+/// header and the protocol's invariants for each message. A stream speaks
+/// for one node: the first message's sender is pinned.
+struct PeerGate<'a, S> {
+    service: &'a PeerService<S>,
+    credentials: PeerCredentials,
+    sender: Option<NodeId>,
+}
+
+impl<S: StateMachine> PeerGate<'_, S> {
+    fn check(&mut self, message: wire::RaftMessage) -> Result<crate::core::Message, PeerRejection> {
+        let config = &self.service.shared.config;
         let Some(header) = &message.header else {
             return Err(PeerRejection::Malformed(
                 "peer message without a header".into(),
@@ -228,8 +263,138 @@ impl<S> PeerService<S> {
                 header.from, config.node_id
             )));
         }
-        convert::message_from_wire(message)
-            .map_err(|error| PeerRejection::Malformed(error.to_string()))
+        self.check_sender(NodeId(header.from))?;
+        let message = convert::message_from_wire(message)
+            .map_err(|error| PeerRejection::Malformed(error.to_string()))?;
+        crate::core::validate_message(&message)
+            .map_err(|error| PeerRejection::Malformed(error.to_string()))?;
+        if let crate::core::MessageBody::AppendRequest { entries, .. } = &message.body {
+            for entry in entries {
+                self.check_command(entry)?;
+            }
+        }
+        if let crate::core::MessageBody::InstallSnapshot { snapshot } = &message.body {
+            let decoded =
+                wire::NodeSnapshot::decode(snapshot.data.as_slice()).map_err(|error| {
+                    PeerRejection::Malformed(format!("the snapshot does not decode: {error}"))
+                })?;
+            validate_node_snapshot(&*self.service.shared.state_machine, &decoded)
+                .map_err(PeerRejection::Malformed)?;
+        }
+        Ok(message)
+    }
+
+    /// A replicated command must be what a leader proposes: a session
+    /// envelope around a command the state machine accepts. Anything else
+    /// can only be garbage or forged.
+    fn check_command(&self, entry: &crate::core::Entry) -> Result<(), PeerRejection> {
+        let crate::core::EntryPayload::Command(data) = &entry.payload else {
+            return Ok(());
+        };
+        let envelope = wire::LogCommand::decode(data.as_slice()).map_err(|error| {
+            PeerRejection::Malformed(format!(
+                "entry {} holds no command envelope: {error}",
+                entry.index
+            ))
+        })?;
+        self.service
+            .shared
+            .state_machine
+            .validate(&envelope.command)
+            .map_err(|reason| {
+                PeerRejection::Malformed(format!(
+                    "entry {} holds an invalid command: {reason}",
+                    entry.index
+                ))
+            })
+    }
+
+    /// The message's sender must be the node the credentials prove, and
+    /// the same node for a whole stream.
+    fn check_sender(&mut self, from: NodeId) -> Result<(), PeerRejection> {
+        if let Some(sender) = self.sender {
+            if sender != from {
+                return Err(PeerRejection::Forbidden(format!(
+                    "a stream opened by node {sender} carried a message from node {from}"
+                )));
+            }
+            return Ok(());
+        }
+        if let PeerCredentials::Certificate(chain) = &self.credentials {
+            let names_sender = chain
+                .first()
+                .is_some_and(|leaf| super::tls::certificate_names_node(leaf, from));
+            if !names_sender {
+                return Err(PeerRejection::Forbidden(format!(
+                    "the client certificate does not name {}, the node the message claims to come from",
+                    super::tls::node_name(from)
+                )));
+            }
+        }
+        self.sender = Some(from);
+        Ok(())
+    }
+}
+
+/// Checks a node snapshot's parts: the state machine's bytes and the
+/// sessions.
+pub(crate) fn validate_node_snapshot<S: StateMachine>(
+    state_machine: &S,
+    snapshot: &wire::NodeSnapshot,
+) -> Result<(), String> {
+    state_machine.validate_snapshot(&snapshot.state_machine)?;
+    for session in &snapshot.sessions {
+        if session.client_id.is_empty() || session.sequence == 0 {
+            return Err(format!(
+                "the snapshot holds a session without a client id or sequence ({:?}, {})",
+                session.client_id, session.sequence
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `raftgres.v1.Peer`.
+pub(crate) struct PeerService<S> {
+    pub(crate) shared: Arc<Shared<S>>,
+    /// Bounds concurrent inbound `Peer.Stream` calls.
+    pub(crate) streams: Arc<tokio::sync::Semaphore>,
+}
+
+impl<S: StateMachine> PeerService<S> {
+    /// What the transport proves about the caller. With TLS, a client
+    /// certificate is required (whatever `require_client_certificate`
+    /// says for clients); without, the caller must be admitted by address.
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<PeerGate<'_, S>, PeerRejection> {
+        let config = &self.shared.config;
+        let credentials = if config.tls.is_some() {
+            match request.peer_certs() {
+                Some(chain) if !chain.is_empty() => PeerCredentials::Certificate(chain),
+                _ => {
+                    return Err(PeerRejection::Unauthenticated(
+                        "peer RPCs need a client certificate signed by the cluster's CA and naming the sending node".into(),
+                    ))
+                }
+            }
+        } else if config.admits_plaintext_peer(request.remote_addr()) {
+            PeerCredentials::Plaintext
+        } else {
+            return Err(PeerRejection::Forbidden(format!(
+                "without TLS, node {} serves peer RPCs only to loopback connections (see insecure_peers)",
+                config.node_id
+            )));
+        };
+        Ok(PeerGate {
+            service: self,
+            credentials,
+            sender: None,
+        })
+    }
+
+    fn refused(&self, rejection: PeerRejection, remote: Option<std::net::SocketAddr>) -> Status {
+        self.shared.metrics.peer_messages_refused.increment();
+        tracing::warn!(?remote, reason = ?rejection, "refused a peer message");
+        Status::from(rejection)
     }
 
     async fn deliver(&self, message: crate::core::Message) -> Result<(), Status> {
@@ -247,10 +412,25 @@ impl<S: StateMachine> wire::peer_server::Peer for PeerService<S> {
         &self,
         request: Request<Streaming<wire::RaftMessage>>,
     ) -> Result<Response<wire::StreamAck>, Status> {
+        let remote = request.remote_addr();
+        let mut gate = self
+            .authenticate(&request)
+            .map_err(|rejection| self.refused(rejection, remote))?;
+        let Ok(_slot) = self.streams.clone().try_acquire_owned() else {
+            return Err(self.refused(
+                PeerRejection::Exhausted(format!(
+                    "limits.peer_streams_max ({}) peer streams are open",
+                    self.shared.config.limits.peer_streams_max
+                )),
+                remote,
+            ));
+        };
         let mut stream = request.into_inner();
         let mut accepted = 0;
         while let Some(message) = stream.next().await {
-            let message = self.check_and_convert(message?)?;
+            let message = gate
+                .check(message?)
+                .map_err(|rejection| self.refused(rejection, remote))?;
             self.deliver(message).await?;
             accepted += 1;
         }
@@ -261,7 +441,13 @@ impl<S: StateMachine> wire::peer_server::Peer for PeerService<S> {
         &self,
         request: Request<wire::RaftMessage>,
     ) -> Result<Response<wire::SendAck>, Status> {
-        let message = self.check_and_convert(request.into_inner())?;
+        let remote = request.remote_addr();
+        let mut gate = self
+            .authenticate(&request)
+            .map_err(|rejection| self.refused(rejection, remote))?;
+        let message = gate
+            .check(request.into_inner())
+            .map_err(|rejection| self.refused(rejection, remote))?;
         self.deliver(message).await?;
         Ok(Response::new(wire::SendAck {}))
     }
@@ -278,6 +464,10 @@ impl<S: StateMachine> wire::client_server::Client for ClientService<S> {
         &self,
         request: Request<wire::SubmitRequest>,
     ) -> Result<Response<wire::SubmitResponse>, Status> {
+        let _slot = self
+            .shared
+            .admit()
+            .map_err(|error| self.shared.refused(error))?;
         let shared = &self.shared;
         shared.metrics.client_requests.submit.increment();
         let request = request.into_inner();
@@ -420,6 +610,10 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         &self,
         request: Request<wire::PutRequest>,
     ) -> Result<Response<wire::PutResponse>, Status> {
+        let _slot = self
+            .shared
+            .admit()
+            .map_err(|error| self.shared.refused(error))?;
         let request = request.into_inner();
         let operation = wire::kv_command::Operation::Put(wire::KvPut {
             key: request.key,
@@ -436,6 +630,10 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         &self,
         request: Request<wire::GetRequest>,
     ) -> Result<Response<wire::GetResponse>, Status> {
+        let _slot = self
+            .shared
+            .admit()
+            .map_err(|error| self.shared.refused(error))?;
         let shared = &self.shared;
         shared.metrics.client_requests.read.increment();
         let response = KvService::get(self, request.into_inner())
@@ -448,6 +646,10 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         &self,
         request: Request<wire::DeleteRequest>,
     ) -> Result<Response<wire::DeleteResponse>, Status> {
+        let _slot = self
+            .shared
+            .admit()
+            .map_err(|error| self.shared.refused(error))?;
         let request = request.into_inner();
         let operation = wire::kv_command::Operation::Delete(wire::KvDelete { key: request.key });
         let (index, result) = self.write(operation, request.session.as_ref()).await?;
@@ -461,6 +663,10 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         &self,
         request: Request<wire::CompareAndSwapRequest>,
     ) -> Result<Response<wire::CompareAndSwapResponse>, Status> {
+        let _slot = self
+            .shared
+            .admit()
+            .map_err(|error| self.shared.refused(error))?;
         let request = request.into_inner();
         let operation = wire::kv_command::Operation::CompareAndSwap(wire::KvCompareAndSwap {
             key: request.key,
@@ -479,6 +685,10 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         &self,
         request: Request<wire::RangeRequest>,
     ) -> Result<Response<wire::RangeResponse>, Status> {
+        let _slot = self
+            .shared
+            .admit()
+            .map_err(|error| self.shared.refused(error))?;
         let shared = &self.shared;
         shared.metrics.client_requests.read.increment();
         let response = KvService::range(self, request.into_inner())
@@ -508,6 +718,10 @@ impl<S: StateMachine> wire::cluster_server::Cluster for ClusterService<S> {
         &self,
         _request: Request<wire::StatusRequest>,
     ) -> Result<Response<wire::StatusResponse>, Status> {
+        let _slot = self
+            .shared
+            .admit()
+            .map_err(|error| self.shared.refused(error))?;
         let shared = &self.shared;
         shared.metrics.client_requests.cluster.increment();
         let (reply, answer) = oneshot::channel::<NodeStatus>();
@@ -522,7 +736,7 @@ impl<S: StateMachine> wire::cluster_server::Cluster for ClusterService<S> {
         let storage_healthy = node_status.storage_healthy;
         let status = node_status.core;
         let config = &shared.config;
-        let address = |id: u64| config.peer_address(id).unwrap_or_default().to_string();
+        let address = |id: u64| config.client_address(id).unwrap_or_default().to_string();
         let peers = config
             .peers
             .iter()
@@ -563,6 +777,10 @@ impl<S: StateMachine> wire::cluster_server::Cluster for ClusterService<S> {
         &self,
         request: Request<wire::TransferLeadershipRequest>,
     ) -> Result<Response<wire::TransferLeadershipResponse>, Status> {
+        let _slot = self
+            .shared
+            .admit()
+            .map_err(|error| self.shared.refused(error))?;
         let shared = &self.shared;
         shared.metrics.client_requests.cluster.increment();
         let target = request.into_inner().target_id;

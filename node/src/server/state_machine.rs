@@ -58,7 +58,14 @@ pub trait StateMachine: Send + Sync + 'static {
         transaction: &Transaction<'_>,
     ) -> impl Future<Output = Result<Vec<u8>, tokio_postgres::Error>> + Send;
 
-    /// Replaces the whole state with a snapshot made by [`Self::snapshot`].
+    /// Checks snapshot bytes before anything is replaced: a snapshot that
+    /// arrives from a peer is refused at the boundary when this fails, and
+    /// one that fails when it is installed stops the node (corrupt data
+    /// must never empty the state). The error explains what is wrong.
+    fn validate_snapshot(&self, data: &[u8]) -> Result<(), String>;
+
+    /// Replaces the whole state with a snapshot made by [`Self::snapshot`]
+    /// (and accepted by [`Self::validate_snapshot`]).
     fn restore(
         &self,
         transaction: &Transaction<'_>,
@@ -351,6 +358,30 @@ impl StateMachine for KvStateMachine {
         decode_kv_command(command).map(|_| ())
     }
 
+    fn validate_snapshot(&self, data: &[u8]) -> Result<(), String> {
+        let snapshot = wire::RangeResponse::decode(data)
+            .map_err(|error| format!("the KV snapshot does not decode: {error}"))?;
+        let mut previous: Option<&[u8]> = None;
+        for pair in &snapshot.kvs {
+            if pair.key.is_empty()
+                || previous.is_some_and(|previous| previous >= pair.key.as_slice())
+            {
+                return Err(
+                    "the KV snapshot's keys are not non-empty and strictly ascending".into(),
+                );
+            }
+            if pair.mod_index == 0 || pair.mod_index > i64::MAX as u64 {
+                return Err(format!(
+                    "the KV snapshot's pair {:?} has the impossible mod_index {}",
+                    String::from_utf8_lossy(&pair.key),
+                    pair.mod_index
+                ));
+            }
+            previous = Some(&pair.key);
+        }
+        Ok(())
+    }
+
     async fn apply(
         &self,
         transaction: &Transaction<'_>,
@@ -440,7 +471,12 @@ impl StateMachine for KvStateMachine {
         transaction: &Transaction<'_>,
         data: &[u8],
     ) -> Result<(), tokio_postgres::Error> {
-        let snapshot = wire::RangeResponse::decode(data).unwrap_or_default();
+        // Checked by validate_snapshot before the install began; bytes
+        // that still do not decode leave the table untouched rather than
+        // empty.
+        let Ok(snapshot) = wire::RangeResponse::decode(data) else {
+            return Ok(());
+        };
         transaction.execute("DELETE FROM raftgres_kv", &[]).await?;
         for pair in snapshot.kvs {
             transaction

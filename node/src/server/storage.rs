@@ -214,6 +214,11 @@ async fn install_snapshot<S: StateMachine>(
             ),
         }
     })?;
+    crate::server::services::validate_node_snapshot(state_machine, &decoded).map_err(|reason| {
+        StoreError::Corrupt {
+            reason: format!("the snapshot at index {}: {reason}", snapshot.meta.index),
+        }
+    })?;
     let transaction = store
         .begin_apply(ApplyOptions {
             synchronous_commit_off: false,

@@ -15,11 +15,18 @@ use tonic::transport::Endpoint;
 
 use super::convert;
 use super::metrics::Metrics;
+use super::tls::TlsMaterial;
 use crate::core::{Message, NodeId};
 
-/// Largest peer message a node accepts or sends (entries batches are
-/// bounded by `message_bytes_max`; this leaves room for the envelope).
-pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
+/// How this node reaches its peers.
+#[derive(Clone)]
+pub(crate) struct PeerConnectSettings {
+    /// Largest message sent or accepted (`limits.peer_message_bytes_max`).
+    pub(crate) message_bytes_max: usize,
+    /// Mutual TLS: this node's certificate as client identity, and the
+    /// peer's certificate checked against the CA and the peer's node name.
+    pub(crate) tls: Option<Arc<TlsMaterial>>,
+}
 
 /// Queues to every peer.
 pub(crate) struct Transport {
@@ -34,6 +41,7 @@ impl Transport {
         cluster_id: &str,
         peers: &[(NodeId, String)],
         queue_messages_max: usize,
+        connect: PeerConnectSettings,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Transport {
@@ -44,6 +52,7 @@ impl Transport {
             tokio::spawn(run_peer(
                 *id,
                 address.clone(),
+                connect.clone(),
                 receiver,
                 metrics.clone(),
                 shutdown.clone(),
@@ -73,6 +82,7 @@ impl Transport {
 async fn run_peer(
     peer: NodeId,
     address: String,
+    settings: PeerConnectSettings,
     mut queue: mpsc::Receiver<wire::RaftMessage>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
@@ -84,7 +94,7 @@ async fn run_peer(
         }
         let connected = tokio::select! {
             _ = shutdown.changed() => return,
-            connected = connect(&address) => connected,
+            connected = connect(peer, &address, &settings) => connected,
         };
         let mut client = match connected {
             Ok(client) => client,
@@ -128,15 +138,25 @@ async fn run_peer(
 }
 
 async fn connect(
+    peer: NodeId,
     address: &str,
+    settings: &PeerConnectSettings,
 ) -> Result<PeerClient<tonic::transport::Channel>, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))?
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
+    if let Some(tls) = &settings.tls {
+        endpoint = endpoint.tls_config(tls.peer_client_config(peer))?;
+    }
     let channel = endpoint.connect().await?;
     Ok(PeerClient::new(channel)
-        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
+        .max_decoding_message_size(settings.message_bytes_max)
+        .max_encoding_message_size(settings.message_bytes_max))
 }

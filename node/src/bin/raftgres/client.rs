@@ -1,11 +1,14 @@
 //! The client commands: `kv`, `status`, `transfer-leader`, `wait`. They
 //! find the leader through `raftgres::client::Client` and print plain text.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
-use raftgres::client::{self, Client, ClientOptions, NodeStatus, ReadMode, Role, StatusResponse};
+use raftgres::client::{
+    self, Client, ClientOptions, ClientTls, NodeStatus, ReadMode, Role, StatusResponse,
+};
 
 use crate::{table, Outcome};
 
@@ -26,12 +29,55 @@ pub struct ConnectionArgs {
     /// unreachable nodes).
     #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
     pub timeout: u64,
+    /// Talk TLS, trusting nodes whose certificates chain to this CA (PEM).
+    #[arg(long, global = true, env = "RAFTGRES_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for clusters that require one.
+    #[arg(
+        long,
+        global = true,
+        env = "RAFTGRES_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "RAFTGRES_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// The name the nodes' certificates must carry when it is not the host
+    /// dialled, e.g. raftgres-node-1.
+    #[arg(
+        long,
+        global = true,
+        env = "RAFTGRES_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    pub tls_server_name: Option<String>,
 }
 
 impl ConnectionArgs {
     fn client(&self) -> anyhow::Result<Client> {
+        let tls = match &self.tls_ca {
+            Some(ca) => {
+                let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+                let mut tls = ClientTls::from_files(ca, identity)?;
+                tls.domain_name = self.tls_server_name.clone();
+                Some(tls)
+            }
+            None if self.tls_cert.is_some() => {
+                anyhow::bail!("--tls-cert needs --tls-ca (the CA the nodes' certificates chain to)")
+            }
+            None => None,
+        };
         let options = ClientOptions {
             retry_duration_max: Duration::from_secs(self.timeout),
+            tls,
             ..ClientOptions::default()
         };
         Client::with_options(self.endpoints.iter().cloned(), options).context("invalid --endpoints")

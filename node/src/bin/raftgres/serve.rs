@@ -24,6 +24,29 @@ pub struct ServeArgs {
     /// Overrides `listen_addr` (gRPC for peers and clients).
     #[arg(long, env = "RAFTGRES_LISTEN_ADDR", value_name = "HOST:PORT")]
     pub listen_addr: Option<SocketAddr>,
+    /// Overrides `peer_listen_addr` (serve the peer API on its own address).
+    #[arg(long, env = "RAFTGRES_PEER_LISTEN_ADDR", value_name = "HOST:PORT")]
+    pub peer_listen_addr: Option<SocketAddr>,
+    /// Sets `insecure_peers`: serve peer RPCs without TLS on a non-loopback
+    /// address. Anyone who reaches it can rewrite the replicated state.
+    #[arg(long, env = "RAFTGRES_INSECURE_PEERS")]
+    pub insecure_peers: bool,
+    /// Overrides `tls.cert` (this node's certificate, PEM).
+    #[arg(long, env = "RAFTGRES_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Overrides `tls.key` (its private key, PEM).
+    #[arg(long, env = "RAFTGRES_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Overrides `tls.ca` (the cluster's CA, PEM).
+    #[arg(long, env = "RAFTGRES_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Overrides `tls.require_client_certificate`.
+    #[arg(
+        long,
+        env = "RAFTGRES_TLS_REQUIRE_CLIENT_CERTIFICATE",
+        value_name = "BOOL"
+    )]
+    pub tls_require_client_certificate: Option<bool>,
     /// Overrides `metrics_addr` (Prometheus text format).
     #[arg(long, env = "RAFTGRES_METRICS_ADDR", value_name = "HOST:PORT")]
     pub metrics_addr: Option<SocketAddr>,
@@ -108,6 +131,12 @@ fn apply_overrides(table: &mut toml::Table, arguments: &ServeArgs) {
     if let Some(address) = arguments.listen_addr {
         set("listen_addr", Value::String(address.to_string()));
     }
+    if let Some(address) = arguments.peer_listen_addr {
+        set("peer_listen_addr", Value::String(address.to_string()));
+    }
+    if arguments.insecure_peers {
+        set("insecure_peers", Value::Boolean(true));
+    }
     if let Some(asynchronous) = arguments.apply_async_commit {
         set("apply_async_commit", Value::Boolean(asynchronous));
     }
@@ -119,6 +148,27 @@ fn apply_overrides(table: &mut toml::Table, arguments: &ServeArgs) {
     }
     if arguments.allow_unsafe_durability {
         set("allow_unsafe_durability", Value::Boolean(true));
+    }
+    let tls_overrides = [
+        ("cert", arguments.tls_cert.as_ref()),
+        ("key", arguments.tls_key.as_ref()),
+        ("ca", arguments.tls_ca.as_ref()),
+    ];
+    let require = arguments.tls_require_client_certificate;
+    if tls_overrides.iter().any(|(_, path)| path.is_some()) || require.is_some() {
+        let tls = table
+            .entry("tls")
+            .or_insert_with(|| Value::Table(toml::Table::new()));
+        if let Value::Table(tls) = tls {
+            for (key, path) in tls_overrides {
+                if let Some(path) = path {
+                    tls.insert(key.into(), Value::String(path.display().to_string()));
+                }
+            }
+            if let Some(require) = require {
+                tls.insert("require_client_certificate".into(), Value::Boolean(require));
+            }
+        }
     }
     if let Some(tick_ms) = arguments.tick_ms {
         let raft = table
@@ -171,6 +221,12 @@ mod tests {
             cluster_id: None,
             node_id: None,
             listen_addr: None,
+            peer_listen_addr: None,
+            insecure_peers: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_require_client_certificate: None,
             metrics_addr: None,
             postgres: None,
             tick_ms: None,
@@ -203,6 +259,15 @@ mod tests {
         assert_eq!(config.listen_addr.port(), 7002);
         assert_eq!(config.raft.tick_ms, 20);
         assert!(config.allow_unsafe_durability);
+        assert!(config.tls.is_none());
+        arguments.tls_cert = Some("node.pem".into());
+        arguments.tls_key = Some("node.key".into());
+        arguments.tls_ca = Some("ca.pem".into());
+        arguments.tls_require_client_certificate = Some(false);
+        arguments.listen_addr = Some("0.0.0.0:7002".parse().unwrap());
+        let tls = load_config(&arguments).unwrap().tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("node.pem"));
+        assert!(!tls.require_client_certificate);
         std::fs::remove_file(path).unwrap();
     }
 

@@ -1,0 +1,531 @@
+//! Peers prove who they are, and no peer message, forged or malformed,
+//! brings a node down or damages its durable state.
+//!
+//! The messages replayed here are the ones that, before peer
+//! authentication and validation, rewrote the replicated state (a forged
+//! AppendRequest) or took nodes down (an entry whose term is above the
+//! message's, an entry of random bytes, an InstallSnapshot of random
+//! bytes).
+
+use std::time::Duration;
+
+use prost::Message as _;
+use raftgres::client::ReadMode;
+use raftgres_proto::v1::kv_command::Operation;
+use raftgres_proto::v1::peer_client::PeerClient;
+use raftgres_proto::v1::raft_message::Body;
+use raftgres_proto::v1::{
+    AppendRequest, Entry, EntryKind, GetRequest, InstallSnapshot, KvCommand, KvPut, LogCommand,
+    PeerHeader, RaftMessage, StatusResponse,
+};
+use raftgres_tests::certificates::{write_cluster_certificates, TestAuthority};
+use raftgres_tests::{expect_code, fresh_dir, peer_client, try_channel, TestCluster};
+use tonic::transport::ClientTlsConfig;
+use tonic::Code;
+
+/// Deterministic bytes that are not a valid protobuf message of any of
+/// our types (xorshift from a fixed seed).
+fn noise(length: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+fn put_entry(term: u64, index: u64, key: &[u8], value: &[u8]) -> Entry {
+    let command = KvCommand {
+        operation: Some(Operation::Put(KvPut {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        })),
+    }
+    .encode_to_vec();
+    Entry {
+        term,
+        index,
+        kind: EntryKind::Command as i32,
+        data: LogCommand {
+            client_id: String::new(),
+            sequence: 0,
+            command,
+        }
+        .encode_to_vec(),
+    }
+}
+
+fn message(cluster_id: &str, from: u64, to: u64, term: u64, body: Body) -> RaftMessage {
+    RaftMessage {
+        header: Some(PeerHeader {
+            cluster_id: cluster_id.into(),
+            from,
+            to,
+        }),
+        term,
+        body: Some(body),
+    }
+}
+
+/// The outsider's message: a higher term, the leader's id as sender, one
+/// entry that puts `key`, and a commit index covering it.
+fn forged_append(status: &StatusResponse, from: u64, key: &[u8]) -> RaftMessage {
+    let term = status.term + 1000;
+    let index = status.last_log_index + 1;
+    let body = Body::AppendRequest(AppendRequest {
+        prev_log_index: status.last_log_index,
+        prev_log_term: status.term,
+        entries: vec![put_entry(term, index, key, b"outsider")],
+        leader_commit: index,
+    });
+    message(&status.cluster_id, from, status.node_id, term, body)
+}
+
+/// The three messages that took nodes down, sent "from" the current
+/// leader at the current term, with what each must be refused for.
+fn malformed_messages(status: &StatusResponse, leader: u64) -> Vec<(&'static str, RaftMessage)> {
+    let term = status.term;
+    let next = status.last_log_index + 1;
+    let append = |entries: Vec<Entry>| {
+        Body::AppendRequest(AppendRequest {
+            prev_log_index: status.last_log_index,
+            prev_log_term: term,
+            entries,
+            leader_commit: next,
+        })
+    };
+    let to = status.node_id;
+    let cluster = status.cluster_id.as_str();
+    vec![
+        (
+            "an entry whose term is above the message's",
+            message(
+                cluster,
+                leader,
+                to,
+                term,
+                append(vec![put_entry(term + 6, next, b"k", b"evil")]),
+            ),
+        ),
+        (
+            "an entry of random bytes",
+            message(
+                cluster,
+                leader,
+                to,
+                term,
+                append(vec![Entry {
+                    term,
+                    index: next,
+                    kind: EntryKind::Command as i32,
+                    data: noise(48, 7),
+                }]),
+            ),
+        ),
+        (
+            "an InstallSnapshot of random bytes",
+            message(
+                cluster,
+                leader,
+                to,
+                term,
+                Body::InstallSnapshot(InstallSnapshot {
+                    last_included_index: next + 10,
+                    last_included_term: term,
+                    data: noise(256, 11),
+                }),
+            ),
+        ),
+    ]
+}
+
+async fn linearizable_value(cluster: &TestCluster, key: &str) -> Option<Vec<u8>> {
+    cluster
+        .client()
+        .get(key, ReadMode::Linearizable)
+        .await
+        .expect("a linearizable read")
+}
+
+fn assert_every_node_runs(cluster: &mut TestCluster, when: &str) {
+    let exited = cluster.reap_exited();
+    assert!(exited.is_empty(), "{when}: nodes exited: {exited:?}");
+    for id in cluster.node_ids() {
+        assert!(cluster.is_running(id), "{when}: node {id} stopped");
+    }
+}
+
+/// Asserts every node runs, then restarts the whole cluster (every node
+/// must load its durable state again), checks that `key` reads `expected`
+/// when given, and that a new write commits.
+async fn assert_every_node_survives_and_restarts(
+    cluster: &mut TestCluster,
+    key: &str,
+    expected: Option<&[u8]>,
+) {
+    assert_every_node_runs(cluster, "before the restart");
+    cluster.restart_all().await;
+    cluster.wait_leader().await;
+    assert_every_node_runs(cluster, "after the restart");
+    if let Some(expected) = expected {
+        assert_eq!(
+            linearizable_value(cluster, key).await.as_deref(),
+            Some(expected),
+            "{key} after a restart of every node"
+        );
+    }
+    cluster
+        .client()
+        .put("after-restart", "ok")
+        .await
+        .expect("a write after the restart");
+}
+
+/// Proves that without TLS, on loopback, the three malformed messages are
+/// refused with INVALID_ARGUMENT and change nothing, that the forged
+/// message brings no node down, and that every node can restart from its
+/// durable state afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tls_malformed_peer_messages_are_refused_and_every_node_restarts() {
+    let mut cluster = TestCluster::start("malformed-peer").await;
+    cluster.client().put("k", "v").await.expect("a first write");
+    let (leader, _) = cluster.leader_status().await;
+    let follower = cluster.others(leader)[0];
+    let before = cluster.status(follower).await.expect("follower status");
+    let mut peer = peer_client(cluster.node_address(follower)).await;
+    for (what, message) in malformed_messages(&before, leader) {
+        let status = expect_code(peer.send(message).await, Code::InvalidArgument, what);
+        assert!(!status.message().is_empty(), "{what}: the refusal explains");
+    }
+    let after = cluster.status(follower).await.expect("follower status");
+    assert_eq!(
+        (after.term, after.last_log_index),
+        (before.term, before.last_log_index),
+        "refused messages changed the follower"
+    );
+    assert_eq!(
+        linearizable_value(&cluster, "k").await.as_deref(),
+        Some(&b"v"[..])
+    );
+
+    // Without authentication the forged message is taken for the leader's
+    // (this is why peers need mutual TLS off loopback): its entry may be
+    // applied on the follower and win the next election. What must hold is
+    // that no node goes down and every node restarts from what it stored.
+    let _ = peer.send(forged_append(&after, leader, b"k")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_every_node_survives_and_restarts(&mut cluster, "k", None).await;
+}
+
+/// Proves that with mutual TLS the forged message is refused whatever the
+/// outsider holds (no certificate, a client certificate, another node's
+/// certificate, a certificate of another CA naming the leader), that even
+/// the real leader's certificate cannot carry a malformed message, that a
+/// client without a valid certificate cannot use the client API, and that
+/// nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mutual_tls_forged_and_malformed_peer_messages_are_refused() {
+    let certificates = fresh_dir("mtls-certificates");
+    let (authority, tls) = write_cluster_certificates(&certificates, 3, true);
+    let mut cluster = TestCluster::start_with("mtls", 3, |options| {
+        options.tls = Some(tls);
+    })
+    .await;
+    cluster
+        .client()
+        .put("k", "v")
+        .await
+        .expect("a write over TLS");
+    let (leader, _) = cluster.leader_status().await;
+    let others = cluster.others(leader);
+    let (follower, impostor) = (others[0], others[1]);
+    let before = cluster.status(follower).await.expect("follower status");
+    let address = cluster.node_address(follower).to_string();
+    let forged = forged_append(&before, leader, b"k");
+
+    // No client certificate: the handshake or the call fails.
+    let refused = match try_channel(&address, Some(authority.client_config(None))).await {
+        Err(_) => true,
+        Ok(channel) => PeerClient::new(channel).send(forged.clone()).await.is_err(),
+    };
+    assert!(
+        refused,
+        "a peer message without a client certificate was accepted"
+    );
+
+    // A valid client certificate that names no node.
+    let client = authority.issue(&["some-client"]);
+    let mut peer = tls_peer(&address, authority.client_config(Some(&client))).await;
+    expect_code(
+        peer.send(forged.clone()).await,
+        Code::PermissionDenied,
+        "a client certificate sending as the leader",
+    );
+
+    // Another member's certificate, claiming to be the leader.
+    let impostor_certificate = authority.issue_node(impostor);
+    let mut peer = tls_peer(
+        &address,
+        authority.client_config(Some(&impostor_certificate)),
+    )
+    .await;
+    let status = expect_code(
+        peer.send(forged.clone()).await,
+        Code::PermissionDenied,
+        &format!("node {impostor}'s certificate sending as the leader"),
+    );
+    assert!(
+        status
+            .message()
+            .contains(&format!("raftgres-node-{leader}")),
+        "{status:?}"
+    );
+
+    // A certificate naming the leader, from another CA.
+    let stranger = TestAuthority::new("another CA");
+    let stolen_name = stranger.issue_node(leader);
+    let refused =
+        match try_channel(&address, Some(authority.client_config(Some(&stolen_name)))).await {
+            Err(_) => true,
+            Ok(channel) => PeerClient::new(channel).send(forged.clone()).await.is_err(),
+        };
+    assert!(refused, "a certificate of another CA was accepted");
+
+    // The leader's own certificate cannot carry a malformed message.
+    let leader_certificate = authority.issue_node(leader);
+    let mut peer = tls_peer(&address, authority.client_config(Some(&leader_certificate))).await;
+    for (what, message) in malformed_messages(&before, leader) {
+        expect_code(peer.send(message).await, Code::InvalidArgument, what);
+    }
+
+    // The client API needs a certificate too.
+    let refused = match try_channel(&address, Some(authority.client_config(None))).await {
+        Err(_) => true,
+        Ok(channel) => raftgres_proto::v1::kv_client::KvClient::new(channel)
+            .get(GetRequest {
+                key: b"k".to_vec(),
+                mode: ReadMode::Stale as i32,
+            })
+            .await
+            .is_err(),
+    };
+    assert!(
+        refused,
+        "a client without a certificate read from the cluster"
+    );
+
+    let after = cluster.status(follower).await.expect("follower status");
+    assert_eq!(
+        after.term, before.term,
+        "a refused message changed the term"
+    );
+    assert_eq!(
+        linearizable_value(&cluster, "k").await.as_deref(),
+        Some(&b"v"[..])
+    );
+    assert_every_node_survives_and_restarts(&mut cluster, "k", Some(b"v")).await;
+    let _ = std::fs::remove_dir_all(certificates);
+}
+
+async fn tls_peer(address: &str, tls: ClientTlsConfig) -> PeerClient<tonic::transport::Channel> {
+    match try_channel(address, Some(tls)).await {
+        Ok(channel) => PeerClient::new(channel),
+        Err(error) => panic!("cannot connect to {address} over TLS: {error}"),
+    }
+}
+
+/// A peer message near what the cluster holds (terms and indexes around
+/// the follower's, senders among members and strangers) with any body,
+/// or a mutation of an honest-looking append.
+fn peer_message_strategy(
+    status: StatusResponse,
+) -> impl proptest::strategy::Strategy<Value = RaftMessage> {
+    use proptest::prelude::*;
+    let term = status.term;
+    let last = status.last_log_index;
+    let near_term = prop_oneof![Just(term), (term.saturating_sub(2)..term + 3), any::<u64>()];
+    let near_index = prop_oneof![Just(last), (last.saturating_sub(3)..last + 4), any::<u64>()];
+    let entry = (
+        near_term.clone(),
+        near_index.clone(),
+        0..5i32,
+        prop::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(term, index, kind, data)| Entry {
+            term,
+            index,
+            kind,
+            data,
+        });
+    let body = prop_oneof![
+        (
+            near_index.clone(),
+            near_term.clone(),
+            prop::collection::vec(entry, 0..4),
+            near_index.clone()
+        )
+            .prop_map(|(prev_log_index, prev_log_term, entries, leader_commit)| {
+                Body::AppendRequest(AppendRequest {
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                })
+            }),
+        (
+            near_index.clone(),
+            any::<bool>(),
+            near_index.clone(),
+            near_term.clone()
+        )
+            .prop_map(|(index, rejected, reject_hint_index, reject_hint_term)| {
+                Body::AppendResponse(raftgres_proto::v1::AppendResponse {
+                    index,
+                    rejected,
+                    reject_hint_index,
+                    reject_hint_term,
+                })
+            }),
+        (near_index.clone(), any::<u64>()).prop_map(|(leader_commit, read_round)| {
+            Body::HeartbeatRequest(raftgres_proto::v1::HeartbeatRequest {
+                leader_commit,
+                read_round,
+            })
+        }),
+        any::<u64>().prop_map(|read_round| {
+            Body::HeartbeatResponse(raftgres_proto::v1::HeartbeatResponse { read_round })
+        }),
+        (
+            any::<bool>(),
+            near_index.clone(),
+            near_term.clone(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(pre_vote, last_log_index, last_log_term, leadership_transfer)| {
+                    Body::VoteRequest(raftgres_proto::v1::VoteRequest {
+                        pre_vote,
+                        last_log_index,
+                        last_log_term,
+                        leadership_transfer,
+                    })
+                }
+            ),
+        (any::<bool>(), any::<bool>()).prop_map(|(pre_vote, granted)| {
+            Body::VoteResponse(raftgres_proto::v1::VoteResponse { pre_vote, granted })
+        }),
+        Just(Body::TimeoutNow(raftgres_proto::v1::TimeoutNow {})),
+        (
+            near_index.clone(),
+            near_term.clone(),
+            prop::collection::vec(any::<u8>(), 0..128)
+        )
+            .prop_map(|(last_included_index, last_included_term, data)| {
+                Body::InstallSnapshot(InstallSnapshot {
+                    last_included_index,
+                    last_included_term,
+                    data,
+                })
+            }),
+        any::<u64>().prop_map(|context| {
+            Body::ReadIndexRequest(raftgres_proto::v1::ReadIndexRequest { context })
+        }),
+        (any::<u64>(), near_index.clone(), any::<bool>()).prop_map(|(context, index, refused)| {
+            Body::ReadIndexResponse(raftgres_proto::v1::ReadIndexResponse {
+                context,
+                index,
+                refused,
+            })
+        }),
+    ];
+    let cluster_id = status.cluster_id.clone();
+    let to = status.node_id;
+    (
+        prop_oneof![1..4u64, Just(0u64), any::<u64>()],
+        near_term,
+        body,
+    )
+        .prop_map(move |(from, term, body)| message(&cluster_id, from, to, term, body))
+}
+
+/// Proves, as a property over arbitrary and mutated peer messages sent to
+/// a running follower and to the leader (plain text, loopback), that no
+/// node goes down and that every node restarts from its durable state
+/// afterwards with the acknowledged write intact.
+#[test]
+fn arbitrary_peer_messages_never_take_a_node_down() {
+    use proptest::test_runner::{Config, TestRunner};
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let mut cluster = runtime.block_on(TestCluster::start("arbitrary-peer"));
+    runtime
+        .block_on(cluster.client().put("k", "v"))
+        .expect("a first write");
+    let (leader, _) = runtime.block_on(cluster.leader_status());
+    let follower = cluster.others(leader)[0];
+    for target in [follower, leader] {
+        let status = runtime.block_on(cluster.status(target)).expect("a status");
+        let peer = runtime.block_on(peer_client(cluster.node_address(target)));
+        let mut runner = TestRunner::new(Config {
+            cases: 96,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let outcome = runner.run(&peer_message_strategy(status), |message| {
+            // Any answer is fine; a node that went down is not.
+            let _ = runtime.block_on(peer.clone().send(message));
+            Ok(())
+        });
+        outcome.expect("the property run");
+    }
+    runtime.block_on(async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_every_node_survives_and_restarts(&mut cluster, "k", None).await;
+    });
+}
+
+/// Proves that with `peer_listen_addr` peers replicate over their own
+/// port while clients use theirs: the client port does not serve the peer
+/// API, the peer port does not serve the client API, and leader hints name
+/// the client address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_can_listen_apart_from_clients() {
+    let mut cluster = TestCluster::start_with("peer-listener", 3, |options| {
+        options.separate_peer_listener = true;
+    })
+    .await;
+    cluster.client().put("k", "v").await.expect("a write");
+    let (leader, status) = cluster.leader_status().await;
+    assert_eq!(status.leader_address, cluster.node_address(leader));
+    let follower = cluster.others(leader)[0];
+    assert_ne!(
+        cluster.peer_address(follower),
+        cluster.node_address(follower)
+    );
+    let before = cluster.status(follower).await.expect("follower status");
+    let mut peer_on_client_port = peer_client(cluster.node_address(follower)).await;
+    expect_code(
+        peer_on_client_port
+            .send(forged_append(&before, leader, b"k"))
+            .await,
+        Code::Unimplemented,
+        "the peer API on the client port",
+    );
+    let mut kv_on_peer_port = raftgres_tests::kv_client(cluster.peer_address(follower)).await;
+    expect_code(
+        kv_on_peer_port
+            .get(GetRequest {
+                key: b"k".to_vec(),
+                mode: ReadMode::Stale as i32,
+            })
+            .await,
+        Code::Unimplemented,
+        "the client API on the peer port",
+    );
+    assert_eq!(
+        linearizable_value(&cluster, "k").await.as_deref(),
+        Some(&b"v"[..])
+    );
+}
