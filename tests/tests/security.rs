@@ -529,3 +529,141 @@ async fn peers_can_listen_apart_from_clients() {
         Some(&b"v"[..])
     );
 }
+
+/// Proves the limits a node on a network needs: a peer message above
+/// `limits.peer_message_bytes_max` is refused before it is decoded and
+/// changes nothing, and connections beyond `limits.connections_max` are
+/// closed on arrival while the node keeps serving, and serves new
+/// connections again once the excess ones are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_peer_messages_and_excess_connections_are_refused() {
+    use tokio::io::AsyncReadExt as _;
+    const CONNECTIONS_MAX: usize = 12;
+    const OPENED: usize = 40;
+    let mut cluster = TestCluster::start_with("limits", 3, |options| {
+        options.limits_extra.extend([
+            ("peer_message_bytes_max".into(), (4u64 << 20).to_string()),
+            ("connections_max".into(), CONNECTIONS_MAX.to_string()),
+        ]);
+    })
+    .await;
+    cluster.client().put("k", "v").await.expect("a first write");
+    let (leader, _) = cluster.leader_status().await;
+    let follower = cluster.others(leader)[0];
+    let before = cluster.status(follower).await.expect("follower status");
+
+    let mut oversized = forged_append(&before, leader, b"k");
+    if let Some(Body::AppendRequest(append)) = oversized.body.as_mut() {
+        append.entries[0].data = vec![7; 5 << 20];
+    }
+    let mut peer = peer_client(cluster.node_address(follower)).await;
+    expect_code(
+        peer.send(oversized).await,
+        Code::OutOfRange,
+        "a peer message above peer_message_bytes_max",
+    );
+    drop(peer);
+
+    let address = cluster.node_address(follower).to_string();
+    let mut sockets = Vec::new();
+    for _ in 0..OPENED {
+        sockets.push(
+            tokio::net::TcpStream::connect(&address)
+                .await
+                .expect("a TCP connection"),
+        );
+    }
+    let mut closed = 0;
+    for socket in &mut sockets {
+        let mut buffer = [0u8; 64];
+        // A refused connection is closed at once (read returns 0 bytes); an
+        // admitted one waits for an HTTP/2 preface that never comes.
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(300), socket.read(&mut buffer)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= OPENED - CONNECTIONS_MAX,
+        "only {closed} of {OPENED} connections were closed with connections_max {CONNECTIONS_MAX}"
+    );
+    drop(sockets);
+    let after = cluster
+        .status(follower)
+        .await
+        .expect("the node serves again");
+    assert_eq!(
+        after.term, before.term,
+        "a refused message changed the term"
+    );
+    assert_eq!(
+        linearizable_value(&cluster, "k").await.as_deref(),
+        Some(&b"v"[..])
+    );
+}
+
+/// Proves that `limits.client_requests_max` bounds the requests a node
+/// serves at once across connections: while one read waits on a stopped
+/// leader, a second request to the same node is refused at once with
+/// RESOURCE_EXHAUSTED, and requests are served again once the first ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_client_requests_max_are_refused_at_once() {
+    let mut cluster = TestCluster::start_with("request-limit", 3, |options| {
+        options
+            .limits_extra
+            .push(("client_requests_max".into(), "1".into()));
+        options
+            .limits_extra
+            .push(("request_timeout_ms".into(), "3000".into()));
+    })
+    .await;
+    cluster.client().put("k", "v").await.expect("a first write");
+    let (leader, _) = cluster.leader_status().await;
+    let follower = cluster.others(leader)[0];
+    let leader_pid = cluster.pid(leader).expect("the leader runs");
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &leader_pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {name} {leader_pid}");
+    };
+    signal("-STOP");
+    // A linearizable read at the follower waits for the stopped leader.
+    let mut waiting = raftgres_tests::kv_client(cluster.node_address(follower)).await;
+    let read = tokio::spawn(async move {
+        waiting
+            .get(GetRequest {
+                key: b"k".to_vec(),
+                mode: ReadMode::Linearizable as i32,
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut second = raftgres_tests::kv_client(cluster.node_address(follower)).await;
+    let refused = second
+        .get(GetRequest {
+            key: b"k".to_vec(),
+            mode: ReadMode::Stale as i32,
+        })
+        .await;
+    signal("-CONT");
+    let status = expect_code(refused, Code::ResourceExhausted, "a second request");
+    assert!(
+        status.message().contains("client_requests_max"),
+        "{status:?}"
+    );
+    let _ = read.await;
+    let served = second
+        .get(GetRequest {
+            key: b"k".to_vec(),
+            mode: ReadMode::Stale as i32,
+        })
+        .await
+        .expect("served again once the first request ended");
+    assert_eq!(
+        served.into_inner().kv.map(|kv| kv.value),
+        Some(b"v".to_vec())
+    );
+}
