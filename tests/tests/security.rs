@@ -616,6 +616,13 @@ async fn requests_beyond_client_requests_max_are_refused_at_once() {
         options
             .limits_extra
             .push(("request_timeout_ms".into(), "3000".into()));
+        // No election may end the first request early: with elections
+        // after 5 to 10 s, it waits for the stopped leader until its
+        // 3 s deadline, however loaded the machine.
+        options.raft_extra.extend([
+            ("election_ticks_min".into(), "100".into()),
+            ("election_ticks_max".into(), "200".into()),
+        ]);
     })
     .await;
     cluster.client().put("k", "v").await.expect("a first write");
@@ -640,7 +647,7 @@ async fn requests_beyond_client_requests_max_are_refused_at_once() {
             })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut second = raftgres_tests::kv_client(cluster.node_address(follower)).await;
     let refused = second
         .get(GetRequest {
