@@ -247,10 +247,11 @@ async fn with_mutual_tls_forged_and_malformed_peer_messages_are_refused() {
     let forged = forged_append(&before, leader, b"k");
 
     // No client certificate: the handshake or the call fails.
-    let refused = match try_channel(&address, Some(authority.client_config(None))).await {
-        Err(_) => true,
-        Ok(channel) => PeerClient::new(channel).send(forged.clone()).await.is_err(),
-    };
+    let refused = refused_over(&address, authority.client_config(None), |channel| {
+        let forged = forged.clone();
+        async move { PeerClient::new(channel).send(forged).await }
+    })
+    .await;
     assert!(
         refused,
         "a peer message without a client certificate was accepted"
@@ -287,11 +288,15 @@ async fn with_mutual_tls_forged_and_malformed_peer_messages_are_refused() {
     // A certificate naming the leader, from another CA.
     let stranger = TestAuthority::new("another CA");
     let stolen_name = stranger.issue_node(leader);
-    let refused =
-        match try_channel(&address, Some(authority.client_config(Some(&stolen_name)))).await {
-            Err(_) => true,
-            Ok(channel) => PeerClient::new(channel).send(forged.clone()).await.is_err(),
-        };
+    let refused = refused_over(
+        &address,
+        authority.client_config(Some(&stolen_name)),
+        |channel| {
+            let forged = forged.clone();
+            async move { PeerClient::new(channel).send(forged).await }
+        },
+    )
+    .await;
     assert!(refused, "a certificate of another CA was accepted");
 
     // The leader's own certificate cannot carry a malformed message.
@@ -302,16 +307,16 @@ async fn with_mutual_tls_forged_and_malformed_peer_messages_are_refused() {
     }
 
     // The client API needs a certificate too.
-    let refused = match try_channel(&address, Some(authority.client_config(None))).await {
-        Err(_) => true,
-        Ok(channel) => raftgres_proto::v1::kv_client::KvClient::new(channel)
-            .get(GetRequest {
-                key: b"k".to_vec(),
-                mode: ReadMode::Stale as i32,
-            })
-            .await
-            .is_err(),
-    };
+    let refused = refused_over(
+        &address,
+        authority.client_config(None),
+        |channel| async move {
+            raftgres_proto::v1::kv_client::KvClient::new(channel)
+                .get(stale_get(b"k"))
+                .await
+        },
+    )
+    .await;
     assert!(
         refused,
         "a client without a certificate read from the cluster"
@@ -328,6 +333,27 @@ async fn with_mutual_tls_forged_and_malformed_peer_messages_are_refused() {
     );
     assert_every_node_survives_and_restarts(&mut cluster, "k", Some(b"v")).await;
     let _ = std::fs::remove_dir_all(certificates);
+}
+
+fn stale_get(key: &[u8]) -> GetRequest {
+    GetRequest {
+        key: key.to_vec(),
+        mode: ReadMode::Stale as i32,
+    }
+}
+
+/// Whether a call to `address` over TLS with `tls` fails, at the handshake
+/// or at the call itself (with TLS 1.3 a refused client certificate may
+/// only show at the first call).
+async fn refused_over<T, F, Call>(address: &str, tls: ClientTlsConfig, call: F) -> bool
+where
+    F: FnOnce(tonic::transport::Channel) -> Call,
+    Call: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    match try_channel(address, Some(tls)).await {
+        Err(_) => true,
+        Ok(channel) => call(channel).await.is_err(),
+    }
 }
 
 async fn tls_peer(address: &str, tls: ClientTlsConfig) -> PeerClient<tonic::transport::Channel> {
@@ -515,12 +541,7 @@ async fn peers_can_listen_apart_from_clients() {
     );
     let mut kv_on_peer_port = raftgres_tests::kv_client(cluster.peer_address(follower)).await;
     expect_code(
-        kv_on_peer_port
-            .get(GetRequest {
-                key: b"k".to_vec(),
-                mode: ReadMode::Stale as i32,
-            })
-            .await,
+        kv_on_peer_port.get(stale_get(b"k")).await,
         Code::Unimplemented,
         "the client API on the peer port",
     );
@@ -649,12 +670,7 @@ async fn requests_beyond_client_requests_max_are_refused_at_once() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut second = raftgres_tests::kv_client(cluster.node_address(follower)).await;
-    let refused = second
-        .get(GetRequest {
-            key: b"k".to_vec(),
-            mode: ReadMode::Stale as i32,
-        })
-        .await;
+    let refused = second.get(stale_get(b"k")).await;
     signal("-CONT");
     let status = expect_code(refused, Code::ResourceExhausted, "a second request");
     assert!(
@@ -663,10 +679,7 @@ async fn requests_beyond_client_requests_max_are_refused_at_once() {
     );
     let _ = read.await;
     let served = second
-        .get(GetRequest {
-            key: b"k".to_vec(),
-            mode: ReadMode::Stale as i32,
-        })
+        .get(stale_get(b"k"))
         .await
         .expect("served again once the first request ended");
     assert_eq!(

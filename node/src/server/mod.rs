@@ -7,6 +7,7 @@
 //! - `storage`: the log writer and the applier, each on its own Postgres
 //!   connection.
 //! - `transport`: outgoing peer streams.
+//! - `admission`: the node-wide bound on client requests in service.
 //! - `listener`: accepting connections (a bound on open connections, TLS
 //!   handshakes with a deadline); [`tls`]: certificates, keys and the node
 //!   names that authenticate peers.
@@ -15,6 +16,7 @@
 //! - [`state_machine`]: the state machine trait and the built-in KV.
 //! - [`metrics`]: Prometheus metrics.
 
+mod admission;
 pub mod config;
 mod convert;
 mod driver;
@@ -242,9 +244,6 @@ async fn run<S: StateMachine>(
         metrics,
         state_machine,
         reads,
-        client_slots: Arc::new(tokio::sync::Semaphore::new(
-            config.limits.client_requests_max,
-        )),
     });
     let mut server_task = serve_grpc(shared, tls, shutdown_receiver.clone()).await?;
     let outcome = tokio::select! {
@@ -381,17 +380,29 @@ fn client_router<S: StateMachine>(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let client_bytes_max = shared.config.limits.command_bytes_max + 64 * 1024;
-    let client = wire::client_server::ClientServer::new(services::ClientService {
-        shared: shared.clone(),
-    })
-    .max_decoding_message_size(client_bytes_max);
-    let kv = wire::kv_server::KvServer::new(services::KvService {
-        shared: shared.clone(),
-    })
-    .max_decoding_message_size(client_bytes_max);
-    let cluster = wire::cluster_server::ClusterServer::new(services::ClusterService {
-        shared: shared.clone(),
-    });
+    // Health and reflection stay outside the bound, so that monitoring
+    // still gets answers from an overloaded node.
+    let admission = admission::Admission::new(
+        shared.config.limits.client_requests_max,
+        shared.metrics.clone(),
+    );
+    let client = admission.wrap(
+        wire::client_server::ClientServer::new(services::ClientService {
+            shared: shared.clone(),
+        })
+        .max_decoding_message_size(client_bytes_max),
+    );
+    let kv = admission.wrap(
+        wire::kv_server::KvServer::new(services::KvService {
+            shared: shared.clone(),
+        })
+        .max_decoding_message_size(client_bytes_max),
+    );
+    let cluster = admission.wrap(wire::cluster_server::ClusterServer::new(
+        services::ClusterService {
+            shared: shared.clone(),
+        },
+    ));
     Ok(server_builder(&shared.config)
         .add_service(health_service)
         .add_service(reflection_v1)

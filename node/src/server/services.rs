@@ -26,23 +26,9 @@ pub(crate) struct Shared<S> {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) state_machine: Arc<S>,
     pub(crate) reads: ReadConnection,
-    /// One permit per client request being served; bounds them per node
-    /// (`limits.client_requests_max`), across connections.
-    pub(crate) client_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl<S> Shared<S> {
-    /// Admits one client request, or refuses it at once when the node is
-    /// already serving `limits.client_requests_max` of them.
-    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
-        self.client_slots.clone().try_acquire_owned().map_err(|_| {
-            ServiceError::ResourceExhausted(format!(
-                "the node is serving limits.client_requests_max ({}) requests; retry later",
-                self.config.limits.client_requests_max
-            ))
-        })
-    }
-
     /// Sends an event that expects an answer and waits for it, bounded by
     /// the request timeout.
     async fn ask<T>(
@@ -285,25 +271,19 @@ impl<S: StateMachine> PeerGate<'_, S> {
     }
 
     /// A replicated command must be what a leader proposes: a session
-    /// envelope around a command the state machine accepts. Anything else
-    /// can only be garbage or forged.
+    /// envelope. The command inside is not checked against the state
+    /// machine's `validate` here: the leader checked it before proposing,
+    /// and a stricter `validate` in a newer version would otherwise make
+    /// followers refuse their leader's log for good during an upgrade.
     fn check_command(&self, entry: &crate::core::Entry) -> Result<(), PeerRejection> {
         let crate::core::EntryPayload::Command(data) = &entry.payload else {
             return Ok(());
         };
-        let envelope = wire::LogCommand::decode(data.as_slice()).map_err(|error| {
-            PeerRejection::Malformed(format!(
-                "entry {} holds no command envelope: {error}",
-                entry.index
-            ))
-        })?;
-        self.service
-            .shared
-            .state_machine
-            .validate(&envelope.command)
-            .map_err(|reason| {
+        wire::LogCommand::decode(data.as_slice())
+            .map(|_| ())
+            .map_err(|error| {
                 PeerRejection::Malformed(format!(
-                    "entry {} holds an invalid command: {reason}",
+                    "entry {} holds no command envelope: {error}",
                     entry.index
                 ))
             })
@@ -464,10 +444,6 @@ impl<S: StateMachine> wire::client_server::Client for ClientService<S> {
         &self,
         request: Request<wire::SubmitRequest>,
     ) -> Result<Response<wire::SubmitResponse>, Status> {
-        let _slot = self
-            .shared
-            .admit()
-            .map_err(|error| self.shared.refused(error))?;
         let shared = &self.shared;
         shared.metrics.client_requests.submit.increment();
         let request = request.into_inner();
@@ -610,10 +586,6 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         &self,
         request: Request<wire::PutRequest>,
     ) -> Result<Response<wire::PutResponse>, Status> {
-        let _slot = self
-            .shared
-            .admit()
-            .map_err(|error| self.shared.refused(error))?;
         let request = request.into_inner();
         let operation = wire::kv_command::Operation::Put(wire::KvPut {
             key: request.key,
@@ -630,10 +602,6 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         &self,
         request: Request<wire::GetRequest>,
     ) -> Result<Response<wire::GetResponse>, Status> {
-        let _slot = self
-            .shared
-            .admit()
-            .map_err(|error| self.shared.refused(error))?;
         let shared = &self.shared;
         shared.metrics.client_requests.read.increment();
         let response = KvService::get(self, request.into_inner())
@@ -646,10 +614,6 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         &self,
         request: Request<wire::DeleteRequest>,
     ) -> Result<Response<wire::DeleteResponse>, Status> {
-        let _slot = self
-            .shared
-            .admit()
-            .map_err(|error| self.shared.refused(error))?;
         let request = request.into_inner();
         let operation = wire::kv_command::Operation::Delete(wire::KvDelete { key: request.key });
         let (index, result) = self.write(operation, request.session.as_ref()).await?;
@@ -663,10 +627,6 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         &self,
         request: Request<wire::CompareAndSwapRequest>,
     ) -> Result<Response<wire::CompareAndSwapResponse>, Status> {
-        let _slot = self
-            .shared
-            .admit()
-            .map_err(|error| self.shared.refused(error))?;
         let request = request.into_inner();
         let operation = wire::kv_command::Operation::CompareAndSwap(wire::KvCompareAndSwap {
             key: request.key,
@@ -685,10 +645,6 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         &self,
         request: Request<wire::RangeRequest>,
     ) -> Result<Response<wire::RangeResponse>, Status> {
-        let _slot = self
-            .shared
-            .admit()
-            .map_err(|error| self.shared.refused(error))?;
         let shared = &self.shared;
         shared.metrics.client_requests.read.increment();
         let response = KvService::range(self, request.into_inner())
@@ -718,10 +674,6 @@ impl<S: StateMachine> wire::cluster_server::Cluster for ClusterService<S> {
         &self,
         _request: Request<wire::StatusRequest>,
     ) -> Result<Response<wire::StatusResponse>, Status> {
-        let _slot = self
-            .shared
-            .admit()
-            .map_err(|error| self.shared.refused(error))?;
         let shared = &self.shared;
         shared.metrics.client_requests.cluster.increment();
         let (reply, answer) = oneshot::channel::<NodeStatus>();
@@ -777,10 +729,6 @@ impl<S: StateMachine> wire::cluster_server::Cluster for ClusterService<S> {
         &self,
         request: Request<wire::TransferLeadershipRequest>,
     ) -> Result<Response<wire::TransferLeadershipResponse>, Status> {
-        let _slot = self
-            .shared
-            .admit()
-            .map_err(|error| self.shared.refused(error))?;
         let shared = &self.shared;
         shared.metrics.client_requests.cluster.increment();
         let target = request.into_inner().target_id;
