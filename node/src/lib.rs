@@ -3,6 +3,8 @@
 //!
 //! - [`core`]: the pure consensus state machine (always compiled; no I/O,
 //!   no clock, no async). The simulator drives exactly this code.
+//! - [`pipeline`]: every decision between the core and the world (writes,
+//!   applies, snapshots, client replies, time), pure like the core.
 //! - `server` (feature `server`): the node: the tokio driver of the core,
 //!   Postgres storage, gRPC transport and services, state machines.
 //! - `client` (feature `server`): a gRPC client that finds the leader.
@@ -12,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod core;
+pub mod pipeline;
 
 #[cfg(feature = "server")]
 pub mod client;

@@ -220,11 +220,15 @@ async fn run<S: StateMachine>(
         apply_batches,
         apply_done,
     };
-    let mut driver =
-        driver::Driver::new(raft, config.clone(), transport, channels, metrics.clone());
-    if applier_settings.snapshot_on_start {
-        driver.expect_start_up_snapshot();
-    }
+    let driver = driver::Driver::new(
+        raft,
+        config.clone(),
+        transport,
+        channels,
+        metrics.clone(),
+        seed.rotate_left(17),
+        applier_settings.snapshot_on_start,
+    );
     let mut driver_task = tokio::spawn(
         driver
             .run(event_receiver, shutdown_receiver.clone())

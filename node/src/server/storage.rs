@@ -24,88 +24,8 @@ use tokio::sync::mpsc;
 use super::convert;
 use super::metrics::Metrics;
 use super::state_machine::{sessions, StateMachine};
-use crate::core::{
-    Entry, EntryPayload, HardState, LogIndex, Message, Snapshot, SnapshotMeta, Term,
-};
-
-/// One ordered write: everything the core asked to persist since the last
-/// write started, and the messages that wait for it.
-#[derive(Debug, Default)]
-pub(crate) struct WriteJob {
-    pub(crate) hard_state: Option<HardState>,
-    pub(crate) snapshot: Option<Snapshot>,
-    /// Contiguous; replaces the stored log from `entries[0].index` on.
-    pub(crate) entries: Vec<Entry>,
-    pub(crate) messages_after_persist: Vec<Message>,
-    /// The (index, term) to report to the core once durable.
-    pub(crate) persist_point: Option<(LogIndex, Term)>,
-    /// Delete stored entries up to here (the node's own snapshot covers
-    /// them).
-    pub(crate) compact_to: Option<SnapshotMeta>,
-}
-
-impl WriteJob {
-    /// Folds a later batch into this one, keeping the result equal to
-    /// writing both in order.
-    pub(crate) fn merge(&mut self, later: WriteJob) {
-        if later.snapshot.is_some() {
-            self.entries.clear();
-            self.snapshot = later.snapshot;
-        }
-        if let Some(first) = later.entries.first() {
-            let first_index = first.index;
-            self.entries.retain(|entry| entry.index < first_index);
-            self.entries.extend(later.entries);
-        }
-        self.hard_state = later.hard_state.or(self.hard_state);
-        self.messages_after_persist
-            .extend(later.messages_after_persist);
-        self.persist_point = later.persist_point.or(self.persist_point);
-    }
-
-    pub(crate) fn writes_anything(&self) -> bool {
-        self.hard_state.is_some()
-            || self.snapshot.is_some()
-            || !self.entries.is_empty()
-            || self.compact_to.is_some()
-    }
-}
-
-/// What the writer reports after a durable write.
-#[derive(Debug)]
-pub(crate) struct WriteDone {
-    pub(crate) persist_point: Option<(LogIndex, Term)>,
-    pub(crate) messages_after_persist: Vec<Message>,
-    /// The leader's snapshot this write installed.
-    pub(crate) installed: Option<Snapshot>,
-}
-
-/// How a committed command ended, for the client that proposed it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum ApplyOutcome {
-    /// Applied: the state machine's response.
-    Response(Vec<u8>),
-    /// A retry of a command already applied at `first_index`: its response.
-    Repeated {
-        response: Vec<u8>,
-        first_index: LogIndex,
-    },
-    /// Refused deterministically (a stale session sequence).
-    Refused(String),
-    /// Applied before a reconnect lost its response; retry with the same
-    /// session to get it.
-    Unknown,
-}
-
-/// What the applier reports after a committed apply transaction.
-#[derive(Debug)]
-pub(crate) struct ApplyDone {
-    pub(crate) applied: LogIndex,
-    pub(crate) outcomes: Vec<(LogIndex, Term, ApplyOutcome)>,
-    /// A snapshot of the state machine exactly at `applied`, taken every
-    /// `compaction_entries` entries.
-    pub(crate) snapshot: Option<Snapshot>,
-}
+use crate::core::{Entry, EntryPayload, LogIndex, Snapshot, SnapshotMeta, Term};
+use crate::pipeline::{ApplyDone, ApplyOutcome, WriteDone, WriteJob};
 
 /// After a failed storage operation: for a retriable error, counts and
 /// logs it, waits with exponential backoff and returns true (try again);
@@ -138,7 +58,8 @@ pub(crate) async fn run_writer<S: StateMachine>(
     metrics: Arc<Metrics>,
 ) -> PgStore {
     while let Some(mut job) = jobs.recv().await {
-        let installing = job.snapshot.clone();
+        // Carrying out the job takes the snapshot out of it once installed.
+        let installed = job.snapshot.clone();
         let mut attempt = 0;
         let outcome = loop {
             let started = Instant::now();
@@ -152,9 +73,8 @@ pub(crate) async fn run_writer<S: StateMachine>(
                         .observe(job.entries.len() as f64);
                     metrics.storage_healthy.set(1);
                     break Ok(WriteDone {
-                        persist_point: job.persist_point,
-                        messages_after_persist: job.messages_after_persist,
-                        installed: installing,
+                        installed,
+                        ..WriteDone::of(job)
                     });
                 }
                 Err(error) => {
@@ -591,58 +511,5 @@ fn plan_command<'a>(
             );
             Plan::Apply { slot }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::NodeId;
-
-    fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
-        (first..=last)
-            .map(|index| Entry {
-                term: Term(term),
-                index: LogIndex(index),
-                payload: EntryPayload::Blank,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn merging_keeps_the_effect_of_writing_in_order() {
-        let mut job = WriteJob {
-            hard_state: Some(HardState {
-                term: Term(1),
-                voted_for: Some(NodeId(1)),
-            }),
-            entries: entries(1, 5, 1),
-            persist_point: Some((LogIndex(5), Term(1))),
-            ..WriteJob::default()
-        };
-        job.merge(WriteJob {
-            hard_state: Some(HardState {
-                term: Term(2),
-                voted_for: None,
-            }),
-            entries: entries(4, 6, 2),
-            persist_point: Some((LogIndex(6), Term(2))),
-            ..WriteJob::default()
-        });
-        job.merge(WriteJob::default());
-        let terms: Vec<(u64, u64)> = job
-            .entries
-            .iter()
-            .map(|entry| (entry.index.0, entry.term.0))
-            .collect();
-        assert_eq!(terms, vec![(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)]);
-        assert_eq!(
-            job.hard_state,
-            Some(HardState {
-                term: Term(2),
-                voted_for: None
-            })
-        );
-        assert_eq!(job.persist_point, Some((LogIndex(6), Term(2))));
     }
 }

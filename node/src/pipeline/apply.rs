@@ -1,0 +1,62 @@
+//! Applying committed entries: one apply batch in flight, later committed
+//! entries gathered into the next, and what each batch reports back.
+
+use crate::core::{Entry, LogIndex, Snapshot, Term};
+
+/// How a committed command ended, for the client that proposed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Applied: the state machine's response.
+    Response(Vec<u8>),
+    /// A retry of a command already applied at `first_index`: its response.
+    Repeated {
+        /// The first application's response.
+        response: Vec<u8>,
+        /// Where the command was first applied.
+        first_index: LogIndex,
+    },
+    /// Refused deterministically (a stale session sequence).
+    Refused(String),
+    /// Applied before a reconnect lost its response; retry with the same
+    /// session to get it.
+    Unknown,
+}
+
+/// What the storage reports after a committed apply transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyDone {
+    /// The applied index now durable (or, for asynchronous commits,
+    /// committed) with the state machine's changes.
+    pub applied: LogIndex,
+    /// One outcome per entry of the batch, in order.
+    pub outcomes: Vec<(LogIndex, Term, ApplyOutcome)>,
+    /// A snapshot of the state machine exactly at `applied`, taken every
+    /// `compaction_entries` entries.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// The apply side of the pipeline: at most one batch in flight.
+#[derive(Debug, Default)]
+pub(super) struct Applies {
+    /// Invariant: at most one batch is being applied.
+    pub(super) in_flight: bool,
+    /// Committed entries not yet handed out, in order.
+    pub(super) next: Vec<Entry>,
+}
+
+impl Applies {
+    /// A snapshot replaced everything up to `index`: entries gathered
+    /// before it arrived are covered by it.
+    pub(super) fn covered_by_snapshot(&mut self, index: LogIndex) {
+        self.next.retain(|entry| entry.index > index);
+    }
+
+    /// The next batch, if the applier is free and there is one.
+    pub(super) fn start(&mut self) -> Option<Vec<Entry>> {
+        if self.in_flight || self.next.is_empty() {
+            return None;
+        }
+        self.in_flight = true;
+        Some(std::mem::take(&mut self.next))
+    }
+}

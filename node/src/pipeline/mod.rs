@@ -1,0 +1,434 @@
+//! The pipeline: every decision between the consensus core and the world,
+//! in pure code (no I/O, no async, no clock of its own) that the tokio node
+//! drives against Postgres and gRPC, and that a simulator can drive against
+//! simulated ones.
+//!
+//! The core decides *what* Raft must do; the pipeline decides *how the node
+//! carries it out*: one write in flight and later work merged into the next
+//! one, the persist point and the messages that wait for it, apply batches
+//! and their order against snapshot installs, compaction policy, which
+//! client gets which answer, reads waiting for ReadIndex or the applier,
+//! leadership transfers and their deadline, and how elapsed time becomes
+//! ticks.
+//!
+//! ```text
+//!   now ───────────────> clock ──> ticks ──┐
+//!   Input::Peer, Propose, Read, Transfer ──┼──> Raft ──> Ready
+//!   Input::WriteDone, ApplyDone ───────────┘               │
+//!                                                           v
+//!   Output::Send ............ messages (now, or after their write is durable)
+//!   Output::Write ........... one WriteJob at a time (group commit)
+//!   Output::Apply ........... one batch of committed entries at a time
+//!   Output::Reply ........... a client's answer
+//!   Output::Implausible ..... a peer message the core ignored (for logs)
+//! ```
+//!
+//! The driver's obligations:
+//! 1. Before handling anything at instant `now`, call [`Pipeline::handle`]
+//!    (or [`Pipeline::advance`]) with it: elapsed ticks reach the core first.
+//! 2. Carry out every `Output::Write` atomically and durably, in order, then
+//!    report it with `Input::WriteDone` (built by [`WriteDone::of`]). A
+//!    write that cannot be carried out is retried; it is never reported
+//!    done when it is not durable.
+//! 3. Apply every `Output::Apply` batch in one transaction that also records
+//!    the applied index, then report it with `Input::ApplyDone`.
+//! 4. Send every `Output::Send` (dropping it is allowed: Raft retransmits).
+//! 5. Deliver every `Output::Reply` to the request it names.
+//! 6. On shutdown, call [`Pipeline::fail_all`] and deliver its replies.
+
+mod apply;
+mod clock;
+mod requests;
+mod snapshots;
+#[cfg(test)]
+mod tests;
+mod write;
+
+use std::time::Duration;
+
+pub use apply::{ApplyDone, ApplyOutcome};
+pub use clock::Instant;
+pub use requests::{ReadMode, Refusal, Reply, RequestId};
+pub use write::{WriteDone, WriteJob};
+
+use crate::core::{
+    Entry, ImplausibleMessage, LogIndex, Message, NodeId, ProposeError, Raft, ReadError, Role,
+    Snapshot, Term, TransferError,
+};
+
+/// What the pipeline needs beyond the core's configuration.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Wall-clock length of one core tick (non-zero).
+    pub tick: Duration,
+    /// A leadership transfer that has not completed after this long is
+    /// answered as failed.
+    pub transfer_timeout: Duration,
+    /// The first read context this incarnation uses. Different on every
+    /// start, so that a forwarded read's answer from before a restart can
+    /// never release a new read.
+    pub read_context_first: u64,
+    /// The applier takes a snapshot before its first batch (a restart on a
+    /// compacted log): hold batches back until it reports.
+    pub snapshot_on_start: bool,
+}
+
+/// Everything that reaches the pipeline, besides time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A message from a peer (already checked at the transport).
+    Peer(Message),
+    /// A client command (an encoded state machine command in its session
+    /// envelope).
+    Propose {
+        /// Echoed in the reply.
+        request: RequestId,
+        /// The command.
+        command: Vec<u8>,
+    },
+    /// A read: answered once the local state machine may serve it.
+    Read {
+        /// Echoed in the reply.
+        request: RequestId,
+        /// How to confirm it.
+        mode: ReadMode,
+    },
+    /// Hand leadership to `target`.
+    Transfer {
+        /// Echoed in the reply.
+        request: RequestId,
+        /// The node that should lead.
+        target: NodeId,
+    },
+    /// The write handed out last is durable.
+    WriteDone(WriteDone),
+    /// The apply batch handed out last is committed.
+    ApplyDone(ApplyDone),
+}
+
+/// What the driver must carry out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send a message to a peer.
+    Send(Message),
+    /// Carry out a write (obligation 2).
+    Write(WriteJob),
+    /// Apply committed entries (obligation 3).
+    Apply(Vec<Entry>),
+    /// Answer a request.
+    Reply {
+        /// The request.
+        request: RequestId,
+        /// Its answer.
+        reply: Reply,
+    },
+    /// The core ignored a peer message no honest peer could send.
+    Implausible(ImplausibleMessage),
+    /// The node's role changed.
+    RoleChanged {
+        /// The role before.
+        from: Role,
+        /// The role now.
+        to: Role,
+        /// The term now.
+        term: Term,
+        /// The leader now, if known.
+        leader: Option<NodeId>,
+    },
+}
+
+/// The pipeline around one node's core.
+#[derive(Debug)]
+pub struct Pipeline {
+    raft: Raft,
+    clock: clock::TickClock,
+    transfer_timeout: Duration,
+    writes: write::Writes,
+    applies: apply::Applies,
+    requests: requests::Requests,
+    snapshots: snapshots::Snapshots,
+    next_read_context: u64,
+    /// Highest index the state machine holds (applied or installed).
+    /// Invariant: never decreases.
+    applied: LogIndex,
+    last_role: Role,
+    outputs: Vec<Output>,
+}
+
+impl Pipeline {
+    /// A pipeline around `raft`, starting at instant `start`.
+    pub fn new(raft: Raft, config: PipelineConfig, start: Instant) -> Pipeline {
+        let applied = raft.log().applied_index();
+        let last_role = raft.role();
+        let applies = apply::Applies {
+            in_flight: config.snapshot_on_start,
+            ..apply::Applies::default()
+        };
+        Pipeline {
+            raft,
+            clock: clock::TickClock::new(config.tick, start),
+            transfer_timeout: config.transfer_timeout,
+            writes: write::Writes::default(),
+            applies,
+            requests: requests::Requests::default(),
+            snapshots: snapshots::Snapshots::default(),
+            next_read_context: config.read_context_first,
+            applied,
+            last_role,
+            outputs: Vec::new(),
+        }
+    }
+
+    /// The core, for status and metrics.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// When the next tick is due: the driver wakes then even if nothing
+    /// else happens.
+    pub fn next_tick_at(&self) -> Instant {
+        self.clock.next_tick_at()
+    }
+
+    /// Delivers the ticks elapsed until `now` (obligation 1) and carries
+    /// out what they caused.
+    pub fn advance(&mut self, now: Instant) {
+        for _ in 0..self.clock.advance(now) {
+            self.raft.tick();
+        }
+        self.process_ready();
+    }
+
+    /// Handles `input` at instant `now`.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        for _ in 0..self.clock.advance(now) {
+            self.raft.tick();
+        }
+        match input {
+            Input::Peer(message) => self.raft.step(message),
+            Input::Propose { request, command } => self.propose(request, command),
+            Input::Read { request, mode } => self.read(request, mode),
+            Input::Transfer { request, target } => self.transfer(request, target),
+            Input::WriteDone(done) => self.write_done(done),
+            Input::ApplyDone(done) => self.apply_done(done),
+        }
+        self.process_ready();
+    }
+
+    /// What the driver must carry out now, in order.
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// Refuses every waiting request with `reason` (obligation 6).
+    pub fn fail_all(&mut self, reason: &str) {
+        let replies = self.requests.fail_all(reason);
+        self.reply_all(replies);
+    }
+
+    fn reply(&mut self, request: RequestId, reply: Reply) {
+        self.outputs.push(Output::Reply { request, reply });
+    }
+
+    fn reply_all(&mut self, replies: Vec<(RequestId, Reply)>) {
+        for (request, reply) in replies {
+            self.reply(request, reply);
+        }
+    }
+
+    fn propose(&mut self, request: RequestId, command: Vec<u8>) {
+        let refusal = match self.raft.propose(command) {
+            Ok(index) => {
+                self.requests.add_proposal(index, self.raft.term(), request);
+                return;
+            }
+            Err(ProposeError::NotLeader { leader }) => Refusal::NotLeader { leader },
+            Err(ProposeError::TransferInProgress) => {
+                Refusal::Unavailable("leadership transfer in progress; retry".into())
+            }
+            Err(ProposeError::Backpressure) => {
+                Refusal::Unavailable("too many uncommitted commands; retry".into())
+            }
+        };
+        self.reply(request, Reply::Refused(refusal));
+    }
+
+    fn read(&mut self, request: RequestId, mode: ReadMode) {
+        if mode == ReadMode::Lease {
+            if let Some(index) = self.raft.lease_read_index() {
+                if index <= self.applied {
+                    self.reply(request, Reply::ReadReady { index });
+                } else {
+                    self.requests.add_lease_read(index, request);
+                }
+                return;
+            }
+            // No lease right now (new leader, or not leader): fall back to
+            // a linearizable read, which is never wrong.
+        }
+        let context = self.next_read_context;
+        self.next_read_context = self.next_read_context.wrapping_add(1);
+        let refusal = match self.raft.read_index(context) {
+            Ok(()) => {
+                self.requests.add_read(context, request);
+                return;
+            }
+            Err(ReadError::NoLeader { leader }) => Refusal::NotLeader { leader },
+            Err(ReadError::Backpressure) => {
+                Refusal::Unavailable("too many pending reads; retry".into())
+            }
+        };
+        self.reply(request, Reply::Refused(refusal));
+    }
+
+    fn transfer(&mut self, request: RequestId, target: NodeId) {
+        let refusal = match self.raft.transfer_leadership(target) {
+            Ok(()) if target == self.raft.id() => {
+                self.reply(request, Reply::Transferred { leader: target });
+                return;
+            }
+            Ok(()) => {
+                let deadline = self.clock.now().after(self.transfer_timeout);
+                self.requests.add_transfer(target, deadline, request);
+                return;
+            }
+            Err(TransferError::NotLeader { leader }) => Refusal::NotLeader { leader },
+            Err(TransferError::UnknownNode(node)) => {
+                Refusal::InvalidArgument(format!("node {node} is not a voter"))
+            }
+        };
+        self.reply(request, Reply::Refused(refusal));
+    }
+
+    fn process_ready(&mut self) {
+        for report in self.raft.take_implausible() {
+            self.outputs.push(Output::Implausible(report));
+        }
+        while self.raft.has_ready() {
+            let mut ready = self.raft.ready();
+            for message in std::mem::take(&mut ready.messages) {
+                self.send(message);
+            }
+            if let Some(snapshot) = &ready.snapshot {
+                self.applies.covered_by_snapshot(snapshot.meta.index);
+            }
+            let persist_point = ready.persist_point();
+            let job = WriteJob {
+                hard_state: ready.hard_state,
+                snapshot: ready.snapshot,
+                entries: ready.entries,
+                messages_after_persist: ready.messages_after_persist,
+                persist_point,
+                compact_to: None,
+            };
+            if !job.writes_anything() && self.writes.idle() {
+                // Nothing to write and every earlier write is durable: these
+                // messages claim nothing that is not already on disk.
+                for message in job.messages_after_persist {
+                    self.send(message);
+                }
+            } else if job.writes_anything() || !job.messages_after_persist.is_empty() {
+                self.writes.queue(job);
+            }
+            self.applies.next.extend(ready.committed_entries);
+            for read in ready.reads {
+                if let Some(request) = self.requests.take_read(read.context) {
+                    self.reply(request, Reply::ReadReady { index: read.index });
+                }
+            }
+            for context in ready.reads_dropped {
+                if let Some(request) = self.requests.take_read(context) {
+                    let refusal =
+                        Refusal::Unavailable("leadership changed during the read; retry".into());
+                    self.reply(request, Reply::Refused(refusal));
+                }
+            }
+        }
+        if let Some(job) = self.writes.start(self.applies.in_flight) {
+            self.outputs.push(Output::Write(job));
+        }
+        if let Some(batch) = self.applies.start() {
+            self.outputs.push(Output::Apply(batch));
+        }
+        let settled = self
+            .requests
+            .transfers_settled(self.raft.leader(), self.clock.now());
+        self.reply_all(settled);
+        self.observe_role();
+    }
+
+    fn send(&mut self, message: Message) {
+        if let Some(message) = self.snapshots.attach(message) {
+            self.outputs.push(Output::Send(message));
+        }
+    }
+
+    fn write_done(&mut self, done: WriteDone) {
+        assert!(
+            self.writes.in_flight,
+            "node {}: a write was reported done while none was in flight",
+            self.raft.id()
+        );
+        self.writes.in_flight = false;
+        if let Some((index, term)) = done.persist_point {
+            self.raft.persisted(index, term);
+        }
+        if let Some(installed) = done.installed {
+            let covered = installed.meta.index;
+            self.applied = self.applied.max(covered);
+            let replies = self.requests.covered_up_to(covered);
+            self.reply_all(replies);
+            self.snapshots.installed(installed);
+        }
+        for message in done.messages_after_persist {
+            self.send(message);
+        }
+    }
+
+    fn apply_done(&mut self, done: ApplyDone) {
+        assert!(
+            self.applies.in_flight,
+            "node {}: an apply was reported done while none was in flight",
+            self.raft.id()
+        );
+        self.applies.in_flight = false;
+        for (index, term, outcome) in done.outcomes {
+            if let Some((request, reply)) = self.requests.applied(index, term, outcome) {
+                self.reply(request, reply);
+            }
+        }
+        let replaced = self.requests.replaced_up_to(done.applied);
+        self.reply_all(replaced);
+        self.applied = self.applied.max(done.applied);
+        self.raft.applied(done.applied);
+        if let Some(snapshot) = done.snapshot {
+            self.snapshot_taken(snapshot);
+        }
+        let ready = self.requests.lease_reads_up_to(self.applied);
+        self.reply_all(ready);
+    }
+
+    fn snapshot_taken(&mut self, snapshot: Snapshot) {
+        let log_start = self.raft.log().snapshot().index;
+        if let Some(point) = self.snapshots.taken(snapshot, log_start) {
+            self.raft.compact(point.meta.index);
+            self.writes.queue(WriteJob {
+                compact_to: Some(point.meta),
+                ..WriteJob::default()
+            });
+        }
+    }
+
+    fn observe_role(&mut self) {
+        let role = self.raft.role();
+        if role != self.last_role {
+            self.outputs.push(Output::RoleChanged {
+                from: self.last_role,
+                to: role,
+                term: self.raft.term(),
+                leader: self.raft.leader(),
+            });
+            self.last_role = role;
+        }
+    }
+}

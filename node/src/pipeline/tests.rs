@@ -1,0 +1,325 @@
+//! One test per obligation of the pipeline's driver (see the module
+//! documentation), plus the answers clients get.
+
+use std::time::Duration;
+
+use super::*;
+use crate::core::{Config, DurableState, EntryPayload, LogIndex, NodeId, Role, Term};
+
+const TICK: Duration = Duration::from_millis(10);
+
+fn at_ticks(ticks: u64) -> Instant {
+    Instant(TICK * ticks as u32)
+}
+
+fn single_node() -> Pipeline {
+    let raft = Raft::new(
+        Config::new(NodeId(1), vec![NodeId(1)]),
+        DurableState::default(),
+        7,
+    )
+    .expect("a valid configuration");
+    let config = PipelineConfig {
+        tick: TICK,
+        transfer_timeout: TICK * 40,
+        read_context_first: 1 << 40,
+        snapshot_on_start: false,
+    };
+    Pipeline::new(raft, config, Instant::default())
+}
+
+/// Carries out every write at once and returns the other outputs.
+fn complete_writes(pipeline: &mut Pipeline, now: Instant) -> Vec<Output> {
+    let mut others = Vec::new();
+    loop {
+        let outputs = pipeline.take_outputs();
+        if outputs.is_empty() {
+            return others;
+        }
+        for output in outputs {
+            match output {
+                Output::Write(job) => {
+                    pipeline.handle(now, Input::WriteDone(WriteDone::of(job)));
+                }
+                other => others.push(other),
+            }
+        }
+    }
+}
+
+/// A single-node leader with its blank entry durable and applied.
+fn leader() -> (Pipeline, Instant) {
+    let mut pipeline = single_node();
+    let now = at_ticks(30);
+    pipeline.advance(now);
+    let outputs = complete_writes(&mut pipeline, now);
+    assert_eq!(pipeline.raft().role(), Role::Leader, "{outputs:?}");
+    for output in outputs {
+        if let Output::Apply(batch) = output {
+            let last = batch.last().unwrap().index;
+            pipeline.handle(now, Input::ApplyDone(apply_all(&batch, b"")));
+            assert_eq!(pipeline.raft().log().applied_index(), last);
+        }
+    }
+    complete_writes(&mut pipeline, now);
+    (pipeline, now)
+}
+
+fn apply_all(batch: &[crate::core::Entry], response: &[u8]) -> ApplyDone {
+    ApplyDone {
+        applied: batch.last().unwrap().index,
+        outcomes: batch
+            .iter()
+            .map(|entry| {
+                (
+                    entry.index,
+                    entry.term,
+                    ApplyOutcome::Response(response.to_vec()),
+                )
+            })
+            .collect(),
+        snapshot: None,
+    }
+}
+
+fn writes(outputs: &[Output]) -> Vec<&WriteJob> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Write(job) => Some(job),
+            _ => None,
+        })
+        .collect()
+}
+
+fn replies(outputs: &[Output]) -> Vec<(RequestId, Reply)> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Reply { request, reply } => Some((*request, reply.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn obligation_1_elapsed_time_reaches_the_core_as_ticks_before_anything_else() {
+    let mut pipeline = single_node();
+    pipeline.advance(at_ticks(5));
+    assert_eq!(
+        pipeline.raft().role(),
+        Role::Follower,
+        "too early to campaign"
+    );
+    // One stalled turn that swallowed a whole election timeout: the ticks
+    // are delivered before the proposal is looked at, so the node has
+    // campaigned by then and the proposal is refused as "no leader" rather
+    // than handled by a node that believes time stood still.
+    pipeline.handle(
+        at_ticks(30),
+        Input::Propose {
+            request: RequestId(1),
+            command: b"x".to_vec(),
+        },
+    );
+    let outputs = pipeline.take_outputs();
+    assert!(
+        outputs
+            .iter()
+            .any(|output| matches!(output, Output::RoleChanged { .. })),
+        "{outputs:?}"
+    );
+    assert_ne!(pipeline.raft().term(), Term(0));
+}
+
+#[test]
+fn obligation_2_one_write_at_a_time_and_later_work_is_merged() {
+    let (mut pipeline, now) = leader();
+    for request in 1..=3 {
+        pipeline.handle(
+            now,
+            Input::Propose {
+                request: RequestId(request),
+                command: vec![request as u8],
+            },
+        );
+    }
+    let outputs = pipeline.take_outputs();
+    let first = writes(&outputs);
+    assert_eq!(first.len(), 1, "one write in flight: {outputs:?}");
+    assert_eq!(first[0].entries.len(), 1);
+    let first = first[0].clone();
+    pipeline.handle(now, Input::WriteDone(WriteDone::of(first)));
+    let outputs = pipeline.take_outputs();
+    let second = writes(&outputs);
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        second[0].entries.len(),
+        2,
+        "the two later proposals share one write"
+    );
+}
+
+#[test]
+fn obligation_3_a_proposal_is_answered_with_its_apply() {
+    let (mut pipeline, now) = leader();
+    pipeline.handle(
+        now,
+        Input::Propose {
+            request: RequestId(9),
+            command: b"put".to_vec(),
+        },
+    );
+    let outputs = complete_writes(&mut pipeline, now);
+    assert!(replies(&outputs).is_empty(), "no answer before the apply");
+    let batch = outputs
+        .into_iter()
+        .find_map(|output| match output {
+            Output::Apply(batch) => Some(batch),
+            _ => None,
+        })
+        .expect("the committed proposal is applied");
+    assert!(matches!(batch[0].payload, EntryPayload::Command(_)));
+    let index = batch[0].index;
+    pipeline.handle(now, Input::ApplyDone(apply_all(&batch, b"done")));
+    assert_eq!(
+        replies(&pipeline.take_outputs()),
+        vec![(
+            RequestId(9),
+            Reply::Applied {
+                index,
+                response: b"done".to_vec()
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_proposal_whose_index_another_leader_filled_is_refused() {
+    let (mut pipeline, now) = leader();
+    pipeline.handle(
+        now,
+        Input::Propose {
+            request: RequestId(4),
+            command: b"mine".to_vec(),
+        },
+    );
+    let outputs = complete_writes(&mut pipeline, now);
+    let batch = outputs
+        .into_iter()
+        .find_map(|output| match output {
+            Output::Apply(batch) => Some(batch),
+            _ => None,
+        })
+        .unwrap();
+    let mut done = apply_all(&batch, b"theirs");
+    done.outcomes[0].1 = Term(99);
+    pipeline.handle(now, Input::ApplyDone(done));
+    let answered = replies(&pipeline.take_outputs());
+    assert!(
+        matches!(
+            answered.as_slice(),
+            [(RequestId(4), Reply::Refused(Refusal::Unavailable(_)))]
+        ),
+        "{answered:?}"
+    );
+}
+
+#[test]
+fn a_linearizable_read_is_answered_at_the_applied_index() {
+    let (mut pipeline, now) = leader();
+    pipeline.handle(
+        now,
+        Input::Read {
+            request: RequestId(2),
+            mode: ReadMode::Linearizable,
+        },
+    );
+    let answered = replies(&complete_writes(&mut pipeline, now));
+    assert!(
+        matches!(
+            answered.as_slice(),
+            [(RequestId(2), Reply::ReadReady { index })] if *index == pipeline.raft().log().applied_index()
+        ),
+        "{answered:?}"
+    );
+}
+
+#[test]
+fn obligation_6_shutdown_refuses_every_waiting_request() {
+    let (mut pipeline, now) = leader();
+    pipeline.handle(
+        now,
+        Input::Propose {
+            request: RequestId(1),
+            command: b"x".to_vec(),
+        },
+    );
+    pipeline.take_outputs();
+    pipeline.fail_all("stopping");
+    assert_eq!(
+        replies(&pipeline.take_outputs()),
+        vec![(
+            RequestId(1),
+            Reply::Refused(Refusal::Unavailable("stopping".into()))
+        )]
+    );
+}
+
+#[test]
+fn a_transfer_asked_of_a_node_without_a_leader_is_refused() {
+    let mut cluster_node = {
+        let raft = Raft::new(
+            Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]),
+            DurableState::default(),
+            3,
+        )
+        .unwrap();
+        let config = PipelineConfig {
+            tick: TICK,
+            transfer_timeout: TICK * 40,
+            read_context_first: 1,
+            snapshot_on_start: false,
+        };
+        Pipeline::new(raft, config, Instant::default())
+    };
+    cluster_node.handle(
+        at_ticks(1),
+        Input::Transfer {
+            request: RequestId(5),
+            target: NodeId(2),
+        },
+    );
+    let answered = replies(&cluster_node.take_outputs());
+    assert!(
+        matches!(
+            answered.as_slice(),
+            [(
+                RequestId(5),
+                Reply::Refused(Refusal::NotLeader { leader: None })
+            )]
+        ),
+        "a follower without a leader refuses: {answered:?}"
+    );
+}
+
+#[test]
+fn a_lease_read_is_answered_once_its_index_is_applied() {
+    let (mut pipeline, now) = leader();
+    assert!(pipeline.raft().log().applied_index() > LogIndex(0));
+    pipeline.handle(
+        now,
+        Input::Read {
+            request: RequestId(11),
+            mode: ReadMode::Lease,
+        },
+    );
+    let answered = replies(&complete_writes(&mut pipeline, now));
+    assert!(
+        matches!(
+            answered.as_slice(),
+            [(RequestId(11), Reply::ReadReady { index })] if *index <= pipeline.raft().log().applied_index()
+        ),
+        "{answered:?}"
+    );
+}

@@ -1,0 +1,217 @@
+//! The log write: one in flight, later work merged into the next one
+//! (group commit), and the messages that wait for it to be durable.
+
+use crate::core::{Entry, HardState, LogIndex, Message, Snapshot, SnapshotMeta, Term};
+
+/// One ordered write: everything the core asked to persist since the last
+/// write started, and the messages that wait for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteJob {
+    /// The hard state to store, when it changed.
+    pub hard_state: Option<HardState>,
+    /// A leader's snapshot to install before `entries` (state machine, log
+    /// reset and applied index together).
+    pub snapshot: Option<Snapshot>,
+    /// Contiguous; replaces the stored log from `entries[0].index` on.
+    pub entries: Vec<Entry>,
+    /// Messages that may leave only once this write is durable.
+    pub messages_after_persist: Vec<Message>,
+    /// The (index, term) to report to the core once durable.
+    pub persist_point: Option<(LogIndex, Term)>,
+    /// Delete stored entries up to here (the node's own snapshot covers
+    /// them). Invariant: never above the applied index.
+    pub compact_to: Option<SnapshotMeta>,
+}
+
+impl WriteJob {
+    /// Folds a later job into this one, keeping the result equal to
+    /// writing both in order.
+    pub fn merge(&mut self, later: WriteJob) {
+        if later.snapshot.is_some() {
+            self.entries.clear();
+            self.snapshot = later.snapshot;
+        }
+        if let Some(first) = later.entries.first() {
+            let first_index = first.index;
+            self.entries.retain(|entry| entry.index < first_index);
+            self.entries.extend(later.entries);
+        }
+        self.hard_state = later.hard_state.or(self.hard_state);
+        self.messages_after_persist
+            .extend(later.messages_after_persist);
+        self.persist_point = later.persist_point.or(self.persist_point);
+        // The later compaction point covers the earlier one.
+        self.compact_to = [self.compact_to, later.compact_to]
+            .into_iter()
+            .flatten()
+            .max_by_key(|point| point.index);
+    }
+
+    /// Whether the job changes anything durable.
+    pub fn writes_anything(&self) -> bool {
+        self.hard_state.is_some()
+            || self.snapshot.is_some()
+            || !self.entries.is_empty()
+            || self.compact_to.is_some()
+    }
+}
+
+/// What the storage reports after a durable write.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteDone {
+    /// The job's persist point.
+    pub persist_point: Option<(LogIndex, Term)>,
+    /// The job's messages, now free to leave.
+    pub messages_after_persist: Vec<Message>,
+    /// The leader's snapshot this write installed.
+    pub installed: Option<Snapshot>,
+}
+
+impl WriteDone {
+    /// The report of carrying out `job` in full.
+    pub fn of(job: WriteJob) -> WriteDone {
+        WriteDone {
+            persist_point: job.persist_point,
+            messages_after_persist: job.messages_after_persist,
+            installed: job.snapshot,
+        }
+    }
+}
+
+/// The write side of the pipeline: at most one job in flight.
+#[derive(Debug, Default)]
+pub(super) struct Writes {
+    /// Invariant: at most one job is being carried out.
+    pub(super) in_flight: bool,
+    /// Everything produced since the job in flight started.
+    pub(super) next: Option<WriteJob>,
+}
+
+impl Writes {
+    /// Queues `job` behind the one in flight, merging it into the next.
+    pub(super) fn queue(&mut self, job: WriteJob) {
+        match &mut self.next {
+            Some(next) => next.merge(job),
+            None => self.next = Some(job),
+        }
+    }
+
+    /// Whether every write handed out so far is durable and nothing waits.
+    pub(super) fn idle(&self) -> bool {
+        !self.in_flight && self.next.is_none()
+    }
+
+    /// The next job to carry out, if the writer is free and the job may
+    /// start: a snapshot install replaces the state machine, so it waits
+    /// until no apply transaction runs against it.
+    pub(super) fn start(&mut self, apply_in_flight: bool) -> Option<WriteJob> {
+        let installs = self.next.as_ref().is_some_and(|job| job.snapshot.is_some());
+        if self.in_flight || (installs && apply_in_flight) {
+            return None;
+        }
+        let job = self.next.take()?;
+        self.in_flight = true;
+        Some(job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{EntryPayload, NodeId};
+
+    fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
+        (first..=last)
+            .map(|index| Entry {
+                term: Term(term),
+                index: LogIndex(index),
+                payload: EntryPayload::Blank,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merging_keeps_the_effect_of_writing_in_order() {
+        let mut job = WriteJob {
+            hard_state: Some(HardState {
+                term: Term(1),
+                voted_for: Some(NodeId(1)),
+            }),
+            entries: entries(1, 5, 1),
+            persist_point: Some((LogIndex(5), Term(1))),
+            ..WriteJob::default()
+        };
+        job.merge(WriteJob {
+            hard_state: Some(HardState {
+                term: Term(2),
+                voted_for: None,
+            }),
+            entries: entries(4, 6, 2),
+            persist_point: Some((LogIndex(6), Term(2))),
+            ..WriteJob::default()
+        });
+        job.merge(WriteJob::default());
+        let terms: Vec<(u64, u64)> = job
+            .entries
+            .iter()
+            .map(|entry| (entry.index.0, entry.term.0))
+            .collect();
+        assert_eq!(terms, vec![(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)]);
+        assert_eq!(
+            job.hard_state,
+            Some(HardState {
+                term: Term(2),
+                voted_for: None
+            })
+        );
+        assert_eq!(job.persist_point, Some((LogIndex(6), Term(2))));
+    }
+
+    #[test]
+    fn merging_keeps_the_later_compaction_point() {
+        let point = |index| SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(1),
+        };
+        let mut job = WriteJob::default();
+        job.merge(WriteJob {
+            compact_to: Some(point(10)),
+            ..WriteJob::default()
+        });
+        assert_eq!(job.compact_to, Some(point(10)));
+        job.merge(WriteJob {
+            compact_to: Some(point(20)),
+            ..WriteJob::default()
+        });
+        assert_eq!(job.compact_to, Some(point(20)), "the later point is kept");
+        job.merge(WriteJob::default());
+        assert_eq!(
+            job.compact_to,
+            Some(point(20)),
+            "a job without one keeps it"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_install_waits_for_the_apply_in_flight() {
+        let mut writes = Writes::default();
+        writes.queue(WriteJob {
+            snapshot: Some(Snapshot {
+                meta: SnapshotMeta {
+                    index: LogIndex(5),
+                    term: Term(1),
+                },
+                data: Vec::new(),
+            }),
+            ..WriteJob::default()
+        });
+        assert_eq!(writes.start(true), None);
+        assert!(writes.start(false).is_some());
+        assert!(writes.in_flight);
+        writes.queue(WriteJob {
+            entries: entries(6, 6, 1),
+            ..WriteJob::default()
+        });
+        assert_eq!(writes.start(false), None, "one write at a time");
+    }
+}
