@@ -135,3 +135,66 @@ async fn assert_follower_has_every_write(cluster: &TestCluster, follower: u64, w
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
+
+/// Proves that a leader whose Postgres stops does not hold the cluster
+/// hostage: within about an election timeout it hands leadership to an
+/// up-to-date follower, a write issued after the stop is acknowledged by
+/// the two healthy nodes while the old leader's Postgres is still down,
+/// reads on the stalled node are refused at once rather than at their
+/// deadline, and the old leader catches up once its Postgres is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_on_when_the_leaders_postgres_stops() {
+    let mut cluster = TestCluster::start("leader-pg-stop").await;
+    let leader = cluster.wait_leader().await;
+    cluster
+        .client()
+        .put("before", "1")
+        .await
+        .expect("a write before the stop");
+    tokio::task::block_in_place(|| cluster.postgres(leader).kill())
+        .expect("kill the leader's postgres");
+    let stopped = Instant::now();
+    cluster
+        .client()
+        .put("during", "2")
+        .await
+        .expect("a write while the leader's postgres is down");
+    println!(
+        "first write acknowledged {:?} after the leader's postgres stopped",
+        stopped.elapsed()
+    );
+    let new_leader = cluster.wait_leader().await;
+    assert_ne!(
+        new_leader, leader,
+        "leadership left the node without storage"
+    );
+
+    let mut reads = kv_client(cluster.node_address(leader)).await;
+    let asked = Instant::now();
+    let refused = reads
+        .range(RangeRequest {
+            prefix: b"d".to_vec(),
+            limit: 10,
+            mode: ReadMode::Linearizable as i32,
+        })
+        .await;
+    assert!(
+        refused.is_err(),
+        "a read on a node without storage: {refused:?}"
+    );
+    println!(
+        "a read on the stalled node was refused after {:?}",
+        asked.elapsed()
+    );
+
+    tokio::task::block_in_place(|| cluster.postgres(leader).start_again())
+        .expect("restart the old leader's postgres");
+    let commit = cluster.wait_caught_up(leader).await;
+    println!("the old leader caught up to index {commit}");
+    let value = cluster
+        .client()
+        .get("during", ReadMode::Linearizable)
+        .await
+        .expect("a read after recovery");
+    assert_eq!(value.as_deref(), Some(b"2".as_slice()));
+}

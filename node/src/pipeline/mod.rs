@@ -71,6 +71,11 @@ pub struct PipelineConfig {
     /// The applier takes a snapshot before its first batch (a restart on a
     /// compacted log): hold batches back until it reports.
     pub snapshot_on_start: bool,
+    /// A write that has not completed after this long means this node's
+    /// storage is failing: a leader hands leadership to its most
+    /// up-to-date follower, and reads and proposals are refused at once
+    /// (about an election timeout).
+    pub storage_stall_timeout: Duration,
 }
 
 /// Everything that reaches the pipeline, besides time.
@@ -124,6 +129,14 @@ pub enum Output {
     },
     /// The core ignored a peer message no honest peer could send.
     Implausible(ImplausibleMessage),
+    /// This leader's storage stalled: leadership is being handed to
+    /// `target`.
+    HandingOff {
+        /// The follower that should lead.
+        target: NodeId,
+        /// How long the write in flight has waited.
+        stalled_for: Duration,
+    },
     /// The node's role changed.
     RoleChanged {
         /// The role before.
@@ -143,6 +156,10 @@ pub struct Pipeline {
     raft: Raft,
     clock: clock::TickClock,
     transfer_timeout: Duration,
+    storage_stall_timeout: Duration,
+    /// When this node last handed off leadership because of a stall; a
+    /// hand-off that did not work is retried after another timeout.
+    handed_off_at: Option<Instant>,
     writes: write::Writes,
     applies: apply::Applies,
     requests: requests::Requests,
@@ -168,6 +185,8 @@ impl Pipeline {
             raft,
             clock: clock::TickClock::new(config.tick, start),
             transfer_timeout: config.transfer_timeout,
+            storage_stall_timeout: config.storage_stall_timeout,
+            handed_off_at: None,
             writes: write::Writes::default(),
             applies,
             requests: requests::Requests::default(),
@@ -236,7 +255,63 @@ impl Pipeline {
         }
     }
 
+    /// The refusal for a request that needs this node's storage while it
+    /// is stalled: answered at once, so the client tries another node
+    /// instead of waiting for its deadline.
+    fn storage_refusal(&self) -> Option<Refusal> {
+        let now = self.clock.now();
+        if !self.writes.stalled(now, self.storage_stall_timeout) {
+            return None;
+        }
+        Some(Refusal::Unavailable(format!(
+            "this node's storage has not completed a write for over {} ms; retry on another node",
+            self.storage_stall_timeout.as_millis()
+        )))
+    }
+
+    /// A leader whose own write has stalled hands leadership to its most
+    /// up-to-date follower: the followers can go on committing without its
+    /// disk (a leader counts itself only for what it made durable), while
+    /// it could neither apply nor answer anyone.
+    fn hand_off_if_storage_stalled(&mut self) {
+        let now = self.clock.now();
+        let limit = self.storage_stall_timeout;
+        if self.raft.role() != Role::Leader || !self.writes.stalled(now, limit) {
+            return;
+        }
+        let retry_due = self
+            .handed_off_at
+            .is_none_or(|at| now.0.saturating_sub(at.0) >= limit);
+        if !retry_due {
+            return;
+        }
+        let me = self.raft.id();
+        let Some(target) = self
+            .raft
+            .status()
+            .peers
+            .into_iter()
+            .filter(|peer| peer.id != me)
+            .max_by_key(|peer| (peer.match_index, std::cmp::Reverse(peer.id)))
+            .map(|peer| peer.id)
+        else {
+            return;
+        };
+        if self.raft.transfer_leadership(target).is_ok() {
+            self.handed_off_at = Some(now);
+            let started = self.writes.started_at.unwrap_or(now);
+            self.outputs.push(Output::HandingOff {
+                target,
+                stalled_for: now.0.saturating_sub(started.0),
+            });
+        }
+    }
+
     fn propose(&mut self, request: RequestId, command: Vec<u8>) {
+        if let Some(refusal) = self.storage_refusal() {
+            self.reply(request, Reply::Refused(refusal));
+            return;
+        }
         let refusal = match self.raft.propose(command) {
             Ok(index) => {
                 self.requests.add_proposal(index, self.raft.term(), request);
@@ -254,6 +329,10 @@ impl Pipeline {
     }
 
     fn read(&mut self, request: RequestId, mode: ReadMode) {
+        if let Some(refusal) = self.storage_refusal() {
+            self.reply(request, Reply::Refused(refusal));
+            return;
+        }
         if mode == ReadMode::Lease {
             if let Some(index) = self.raft.lease_read_index() {
                 if index <= self.applied {
@@ -301,6 +380,7 @@ impl Pipeline {
     }
 
     fn process_ready(&mut self) {
+        self.hand_off_if_storage_stalled();
         for report in self.raft.take_implausible() {
             self.outputs.push(Output::Implausible(report));
         }
@@ -344,7 +424,7 @@ impl Pipeline {
                 }
             }
         }
-        if let Some(job) = self.writes.start(self.applies.in_flight) {
+        if let Some(job) = self.writes.start(self.applies.in_flight, self.clock.now()) {
             self.outputs.push(Output::Write(job));
         }
         if let Some(batch) = self.applies.start() {
@@ -365,11 +445,11 @@ impl Pipeline {
 
     fn write_done(&mut self, done: WriteDone) {
         assert!(
-            self.writes.in_flight,
+            self.writes.in_flight(),
             "node {}: a write was reported done while none was in flight",
             self.raft.id()
         );
-        self.writes.in_flight = false;
+        self.writes.done();
         if let Some((index, term)) = done.persist_point {
             self.raft.persisted(index, term);
         }
@@ -422,6 +502,10 @@ impl Pipeline {
     fn observe_role(&mut self) {
         let role = self.raft.role();
         if role != self.last_role {
+            if self.last_role == Role::Leader {
+                let replies = self.requests.leadership_lost();
+                self.reply_all(replies);
+            }
             self.outputs.push(Output::RoleChanged {
                 from: self.last_role,
                 to: role,

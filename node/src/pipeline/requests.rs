@@ -172,6 +172,18 @@ impl Requests {
         answered
     }
 
+    /// Every waiting proposal, when this node stopped leading: whether each
+    /// commits is up to the next leader, so the outcome is unknown, and
+    /// the client learns it now rather than at its deadline (it retries
+    /// with the same session, which applies the command at most once).
+    pub(super) fn leadership_lost(&mut self) -> Vec<(RequestId, Reply)> {
+        self.proposals_up_to(LogIndex(u64::MAX), || {
+            Refusal::OutcomeUnknown(
+                "this node stopped leading before the command was applied; it may still be: retry with the same session".into(),
+            )
+        })
+    }
+
     /// Lease reads whose index the applier has reached.
     pub(super) fn lease_reads_up_to(&mut self, applied: LogIndex) -> Vec<(RequestId, Reply)> {
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lease_reads)
@@ -256,6 +268,21 @@ mod tests {
             ),
             "{answered:?}"
         );
+    }
+
+    #[test]
+    fn proposals_waiting_when_leadership_is_lost_have_an_unknown_outcome() {
+        let mut requests = Requests::default();
+        requests.add_proposal(LogIndex(5), Term(2), RequestId(1));
+        requests.add_proposal(LogIndex(6), Term(2), RequestId(2));
+        let answered = requests.leadership_lost();
+        assert_eq!(answered.len(), 2);
+        assert!(answered
+            .iter()
+            .all(|(_, reply)| matches!(reply, Reply::Refused(Refusal::OutcomeUnknown(_)))));
+        assert!(requests
+            .applied(LogIndex(5), Term(2), ApplyOutcome::Unknown)
+            .is_none());
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn single_node() -> Pipeline {
         transfer_timeout: TICK * 40,
         read_context_first: 1 << 40,
         snapshot_on_start: false,
+        storage_stall_timeout: TICK * 20,
     };
     Pipeline::new(raft, config, Instant::default())
 }
@@ -280,6 +281,7 @@ fn a_transfer_asked_of_a_node_without_a_leader_is_refused() {
             transfer_timeout: TICK * 40,
             read_context_first: 1,
             snapshot_on_start: false,
+            storage_stall_timeout: TICK * 20,
         };
         Pipeline::new(raft, config, Instant::default())
     };
@@ -321,5 +323,133 @@ fn a_lease_read_is_answered_once_its_index_is_applied() {
             [(RequestId(11), Reply::ReadReady { index })] if *index <= pipeline.raft().log().applied_index()
         ),
         "{answered:?}"
+    );
+}
+
+fn message_from(from: u64, term: Term, body: crate::core::MessageBody) -> Input {
+    Input::Peer(crate::core::Message {
+        from: NodeId(from),
+        to: NodeId(1),
+        term,
+        body,
+    })
+}
+
+/// Node 1 of three, elected by node 2's votes, with its blank entry
+/// acknowledged by both followers.
+fn three_node_leader() -> (Pipeline, Instant) {
+    use crate::core::MessageBody;
+    let mut core_config = Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]);
+    // The test's followers answer no heartbeats; the leader must not step
+    // down for that while its storage stalls.
+    core_config.check_quorum = false;
+    let raft = Raft::new(core_config, DurableState::default(), 11).unwrap();
+    let config = PipelineConfig {
+        tick: TICK,
+        transfer_timeout: TICK * 40,
+        read_context_first: 1,
+        snapshot_on_start: false,
+        storage_stall_timeout: TICK * 20,
+    };
+    let mut pipeline = Pipeline::new(raft, config, Instant::default());
+    let now = at_ticks(30);
+    pipeline.advance(now);
+    complete_writes(&mut pipeline, now);
+    let campaign_term = Term(1);
+    let grant = |pre_vote| MessageBody::VoteResponse {
+        pre_vote,
+        granted: true,
+    };
+    pipeline.handle(now, message_from(2, campaign_term, grant(true)));
+    complete_writes(&mut pipeline, now);
+    pipeline.handle(now, message_from(2, campaign_term, grant(false)));
+    complete_writes(&mut pipeline, now);
+    assert_eq!(pipeline.raft().role(), Role::Leader);
+    let last = pipeline.raft().log().last_index();
+    for follower in [2, 3] {
+        pipeline.handle(
+            now,
+            message_from(
+                follower,
+                campaign_term,
+                MessageBody::AppendResponse {
+                    index: last,
+                    rejected: false,
+                    reject_hint_index: LogIndex(0),
+                    reject_hint_term: Term(0),
+                },
+            ),
+        );
+    }
+    complete_writes(&mut pipeline, now);
+    (pipeline, now)
+}
+
+#[test]
+fn a_leader_whose_write_stalls_hands_leadership_to_an_up_to_date_follower() {
+    use crate::core::MessageBody;
+    let (mut pipeline, now) = three_node_leader();
+    pipeline.handle(
+        now,
+        Input::Propose {
+            request: RequestId(1),
+            command: b"x".to_vec(),
+        },
+    );
+    let outputs = pipeline.take_outputs();
+    assert_eq!(writes(&outputs).len(), 1, "the write starts and never ends");
+    let proposed = pipeline.raft().log().last_index();
+    pipeline.handle(
+        now,
+        message_from(
+            2,
+            pipeline.raft().term(),
+            MessageBody::AppendResponse {
+                index: proposed,
+                rejected: false,
+                reject_hint_index: LogIndex(0),
+                reject_hint_term: Term(0),
+            },
+        ),
+    );
+    pipeline.take_outputs();
+
+    let later = Instant(now.0 + TICK * 10);
+    pipeline.advance(later);
+    assert!(
+        !pipeline
+            .take_outputs()
+            .iter()
+            .any(|output| matches!(output, Output::HandingOff { .. })),
+        "half a stall timeout is not a stall"
+    );
+    let stalled = Instant(now.0 + TICK * 21);
+    pipeline.handle(
+        stalled,
+        Input::Read {
+            request: RequestId(2),
+            mode: ReadMode::Linearizable,
+        },
+    );
+    let outputs = pipeline.take_outputs();
+    assert!(
+        outputs.iter().any(
+            |output| matches!(output, Output::HandingOff { target, .. } if *target == NodeId(2))
+        ),
+        "{outputs:?}"
+    );
+    assert!(
+        outputs.iter().any(|output| matches!(
+            output,
+            Output::Send(message) if message.to == NodeId(2) && message.body == MessageBody::TimeoutNow
+        )),
+        "the caught-up follower is told to campaign: {outputs:?}"
+    );
+    assert!(
+        matches!(
+            replies(&outputs).as_slice(),
+            [(RequestId(2), Reply::Refused(Refusal::Unavailable(_)))]
+        ),
+        "reads on a node whose storage stalled are refused at once: {outputs:?}"
     );
 }

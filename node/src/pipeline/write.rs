@@ -1,6 +1,7 @@
 //! The log write: one in flight, later work merged into the next one
 //! (group commit), and the messages that wait for it to be durable.
 
+use super::clock::Instant;
 use crate::core::{Entry, HardState, LogIndex, Message, Snapshot, SnapshotMeta, Term};
 
 /// One ordered write: everything the core asked to persist since the last
@@ -81,8 +82,9 @@ impl WriteDone {
 /// The write side of the pipeline: at most one job in flight.
 #[derive(Debug, Default)]
 pub(super) struct Writes {
+    /// When the job in flight was handed out; `None` when none is.
     /// Invariant: at most one job is being carried out.
-    pub(super) in_flight: bool,
+    pub(super) started_at: Option<Instant>,
     /// Everything produced since the job in flight started.
     pub(super) next: Option<WriteJob>,
 }
@@ -96,22 +98,38 @@ impl Writes {
         }
     }
 
+    /// Whether a write is being carried out.
+    pub(super) fn in_flight(&self) -> bool {
+        self.started_at.is_some()
+    }
+
     /// Whether every write handed out so far is durable and nothing waits.
     pub(super) fn idle(&self) -> bool {
-        !self.in_flight && self.next.is_none()
+        !self.in_flight() && self.next.is_none()
     }
 
     /// The next job to carry out, if the writer is free and the job may
     /// start: a snapshot install replaces the state machine, so it waits
     /// until no apply transaction runs against it.
-    pub(super) fn start(&mut self, apply_in_flight: bool) -> Option<WriteJob> {
+    pub(super) fn start(&mut self, apply_in_flight: bool, now: Instant) -> Option<WriteJob> {
         let installs = self.next.as_ref().is_some_and(|job| job.snapshot.is_some());
-        if self.in_flight || (installs && apply_in_flight) {
+        if self.in_flight() || (installs && apply_in_flight) {
             return None;
         }
         let job = self.next.take()?;
-        self.in_flight = true;
+        self.started_at = Some(now);
         Some(job)
+    }
+
+    /// The write in flight is durable.
+    pub(super) fn done(&mut self) {
+        self.started_at = None;
+    }
+
+    /// Whether the write in flight has been waiting for at least `limit`.
+    pub(super) fn stalled(&self, now: Instant, limit: std::time::Duration) -> bool {
+        self.started_at
+            .is_some_and(|started| now.0.saturating_sub(started.0) >= limit)
     }
 }
 
@@ -205,13 +223,17 @@ mod tests {
             }),
             ..WriteJob::default()
         });
-        assert_eq!(writes.start(true), None);
-        assert!(writes.start(false).is_some());
-        assert!(writes.in_flight);
+        assert_eq!(writes.start(true, Instant::default()), None);
+        assert!(writes.start(false, Instant::default()).is_some());
+        assert!(writes.in_flight());
         writes.queue(WriteJob {
             entries: entries(6, 6, 1),
             ..WriteJob::default()
         });
-        assert_eq!(writes.start(false), None, "one write at a time");
+        assert_eq!(
+            writes.start(false, Instant::default()),
+            None,
+            "one write at a time"
+        );
     }
 }

@@ -120,6 +120,7 @@ impl Driver {
             transfer_timeout: config.tick() * config.raft.election_ticks_max as u32 * 2,
             read_context_first,
             snapshot_on_start,
+            storage_stall_timeout: config.tick() * config.raft.election_ticks_max as u32,
         };
         Driver {
             pipeline: Pipeline::new(raft, pipeline_config, Instant::default()),
@@ -244,6 +245,14 @@ impl Driver {
                         "ignored a peer message no honest peer could send"
                     );
                 }
+                Output::HandingOff {
+                    target,
+                    stalled_for,
+                } => tracing::warn!(
+                    target = target.0,
+                    ?stalled_for,
+                    "this node's storage stalled; handing leadership to the most up-to-date follower"
+                ),
                 Output::RoleChanged {
                     from,
                     to,
