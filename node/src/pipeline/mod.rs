@@ -39,6 +39,7 @@
 mod apply;
 mod clock;
 mod requests;
+pub mod sessions;
 mod snapshots;
 #[cfg(test)]
 mod tests;

@@ -651,13 +651,12 @@ pub(crate) mod sessions {
         save(transaction, &batch).await
     }
 
-    /// Forgets sessions idle for more than `expiry_entries` log entries.
-    pub(crate) async fn expire(
+    /// Forgets the sessions last used before log index `index`.
+    pub(crate) async fn expire_before(
         transaction: &Transaction<'_>,
         index: u64,
-        expiry_entries: u64,
     ) -> Result<(), tokio_postgres::Error> {
-        let horizon = index.saturating_sub(expiry_entries) as i64;
+        let horizon = index as i64;
         transaction
             .execute(
                 "DELETE FROM raftgres_sessions WHERE last_index < $1",

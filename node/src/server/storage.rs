@@ -25,6 +25,7 @@ use super::convert;
 use super::metrics::Metrics;
 use super::state_machine::{sessions, StateMachine};
 use crate::core::{Entry, EntryPayload, LogIndex, Snapshot, SnapshotMeta, Term};
+use crate::pipeline::sessions::apply_segments;
 use crate::pipeline::{ApplyDone, ApplyOutcome, WriteDone, WriteJob};
 
 /// After a failed storage operation: for a retriable error, counts and
@@ -105,6 +106,18 @@ async fn write<S: StateMachine>(
     job: &mut WriteJob,
 ) -> Result<(), StoreError> {
     if let Some(snapshot) = &job.snapshot {
+        // The snapshot's term may be above the stored term: store the hard
+        // state first, so that a crash between the two transactions leaves
+        // a term ahead of the log (harmless) rather than a log ahead of the
+        // term (a node that cannot restart).
+        if let Some(hard_state) = job.hard_state {
+            store
+                .append(AppendBatch {
+                    hard_state: Some(convert::hard_state_to_storage(hard_state)),
+                    entries: Vec::new(),
+                })
+                .await?;
+        }
         install_snapshot(store, state_machine, snapshot).await?;
         job.snapshot = None;
     }
@@ -392,13 +405,47 @@ enum Plan {
     SameAs { slot: usize },
 }
 
-/// Applies the entries above `applied_before` in three round trips however
-/// many there are: read the sessions they use, apply the new commands as one
-/// state machine batch, record the sessions.
+/// Applies the entries above `applied_before`, split where sessions expire
+/// (see `crate::pipeline::sessions`), so that every replica forgets a
+/// session right after the same entry whatever its batches.
 async fn apply_entries<S: StateMachine>(
     transaction: &tokio_postgres::Transaction<'_>,
     state_machine: &S,
     settings: ApplierSettings,
+    entries: &[Entry],
+    applied_before: u64,
+) -> Result<Vec<(LogIndex, Term, ApplyOutcome)>, tokio_postgres::Error> {
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return Ok(Vec::new());
+    };
+    let mut outcomes = Vec::with_capacity(entries.len());
+    for segment in apply_segments(first.index, last.index, settings.session_expiry_entries) {
+        let from = (segment.indexes.start() - first.index.0) as usize;
+        let to = (segment.indexes.end() - first.index.0) as usize;
+        outcomes.extend(
+            apply_segment(
+                transaction,
+                state_machine,
+                &entries[from..=to],
+                applied_before,
+            )
+            .await?,
+        );
+        if let Some(before) = segment.expire_before {
+            // Idempotent: redoing an expiry already done (entries at or
+            // below `applied_before`) forgets nothing more.
+            sessions::expire_before(transaction, before.0).await?;
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Applies the entries above `applied_before` in three round trips however
+/// many there are: read the sessions they use, apply the new commands as one
+/// state machine batch, record the sessions.
+async fn apply_segment<S: StateMachine>(
+    transaction: &tokio_postgres::Transaction<'_>,
+    state_machine: &S,
     entries: &[Entry],
     applied_before: u64,
 ) -> Result<Vec<(LogIndex, Term, ApplyOutcome)>, tokio_postgres::Error> {
@@ -460,12 +507,6 @@ async fn apply_entries<S: StateMachine>(
         outcomes.push((entry.index, entry.term, outcome));
     }
     sessions::save(transaction, &recorded).await?;
-    let first = entries.first().map_or(0, |entry| entry.index.0);
-    let last = entries.last().map_or(0, |entry| entry.index.0);
-    // Expire at fixed log positions so that every replica expires alike.
-    if first / 1024 != last / 1024 || first.is_multiple_of(1024) {
-        sessions::expire(transaction, last, settings.session_expiry_entries).await?;
-    }
     Ok(outcomes)
 }
 
