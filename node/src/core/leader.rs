@@ -355,6 +355,7 @@ impl Raft {
             return;
         }
         if self.progress[&peer].match_index == self.log.last_index() {
+            self.timeout_now_sent = true;
             self.send(peer, MessageBody::TimeoutNow);
         } else {
             self.replication_pending = true;
@@ -476,11 +477,14 @@ impl Raft {
     /// of the latest heartbeat round a quorum acknowledged, for three
     /// quarters of `election_ticks_min` (the margin tolerates followers'
     /// clocks running up to a third fast): until then no follower of that
-    /// quorum votes for anyone else. Needs check-quorum.
+    /// quorum votes for anyone else. Needs check-quorum. None once a
+    /// TimeoutNow was sent in this term: its target may win an election
+    /// at any time, lease or not.
     pub fn lease_read_index(&self) -> Option<LogIndex> {
         if self.role != Role::Leader
             || !self.config.check_quorum
             || self.transfer_target.is_some()
+            || self.timeout_now_sent
             || !self.committed_in_current_term()
         {
             return None;

@@ -108,6 +108,11 @@ pub struct Raft {
     pub(super) progress: BTreeMap<NodeId, Progress>,
     /// Leader: a transfer to this node is under way.
     pub(super) transfer_target: Option<NodeId>,
+    /// Leader: a TimeoutNow went out during this leadership. However late
+    /// it arrives, it lets its target win an election without waiting for
+    /// this leader's lease to run out, so no lease reads for the rest of
+    /// this leadership (the term).
+    pub(super) timeout_now_sent: bool,
     /// Leader: the latest heartbeat round sent.
     pub(super) read_round: u64,
     /// Leader: when each recent round was sent, oldest first, for leases.
@@ -160,6 +165,7 @@ impl Raft {
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             transfer_target: None,
+            timeout_now_sent: false,
             read_round: 0,
             round_sent_ticks: Default::default(),
             reads: ReadQueue::default(),
@@ -621,6 +627,7 @@ impl Raft {
         self.votes.clear();
         self.progress.clear();
         self.transfer_target = None;
+        self.timeout_now_sent = false;
         self.replication_pending = false;
         self.commit_broadcast_pending = false;
         self.read_round_pending = false;

@@ -418,6 +418,39 @@ fn lease_reads_hold_only_while_a_quorum_recently_answered() {
 }
 
 #[test]
+fn no_lease_reads_in_a_term_once_a_timeout_now_was_sent() {
+    let mut leader = leader(3);
+    leader.transfer_leadership(NodeId(2)).unwrap();
+    let ready = leader.ready();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .any(|message| message.body == MessageBody::TimeoutNow),
+        "node 2 is caught up: {ready:?}"
+    );
+    // The transfer is abandoned after election_ticks_min ticks; the leader
+    // renews its lease with a fresh acknowledged heartbeat round. The
+    // TimeoutNow may still be in flight, so the lease must not serve reads.
+    for _ in 0..12 {
+        leader.tick();
+    }
+    leader.ready();
+    assert_eq!(leader.role(), Role::Leader);
+    assert_eq!(leader.transfer_target, None, "the transfer was abandoned");
+    let round = leader.read_round;
+    for peer in [2, 3] {
+        leader.step(message(
+            peer,
+            1,
+            1,
+            MessageBody::HeartbeatResponse { read_round: round },
+        ));
+    }
+    assert_eq!(leader.lease_read_index(), None);
+}
+
+#[test]
 fn followers_forward_reads_and_the_leader_confirms_them() {
     let mut leader = leader(3);
     leader.step(message(
