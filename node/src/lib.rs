@@ -7,7 +7,7 @@
 //!   applies, snapshots, client replies, time), pure like the core.
 //! - `server` (feature `server`): the node: the tokio driver of the core,
 //!   Postgres storage, gRPC transport and services, state machines.
-//! - `client` (feature `server`): a gRPC client that finds the leader.
+//! - `client` (feature `server`): the `raftgres-client` crate re-exported.
 //! - `dev` (feature `server`): local clusters with their own Postgres
 //!   instances, for `raftgres dev up`, `make run` and end-to-end tests.
 #![forbid(unsafe_code)]
@@ -16,8 +16,10 @@
 pub mod core;
 pub mod pipeline;
 
+/// The leader-finding client (the `raftgres-client` crate, which
+/// applications can depend on without the node's storage and server).
 #[cfg(feature = "server")]
-pub mod client;
+pub use raftgres_client as client;
 #[cfg(feature = "server")]
 pub mod dev;
 #[cfg(feature = "server")]

@@ -4,10 +4,7 @@
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
-/// Metadata key naming the leader's node id on FAILED_PRECONDITION.
-pub const LEADER_ID_KEY: &str = "raftgres-leader-id";
-/// Metadata key naming the leader's gRPC address on FAILED_PRECONDITION.
-pub const LEADER_ADDR_KEY: &str = "raftgres-leader-addr";
+pub use raftgres_proto::{LEADER_ADDRESS_KEY, LEADER_ID_KEY};
 
 /// Why a client request was not served.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -58,7 +55,7 @@ impl From<ServiceError> for Status {
                         .insert(LEADER_ID_KEY, MetadataValue::from(id));
                 }
                 if let Some(address) = leader_address.and_then(|address| address.parse().ok()) {
-                    status.metadata_mut().insert(LEADER_ADDR_KEY, address);
+                    status.metadata_mut().insert(LEADER_ADDRESS_KEY, address);
                 }
                 status
             }
@@ -84,7 +81,7 @@ mod tests {
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert_eq!(status.metadata().get(LEADER_ID_KEY).unwrap(), "3");
         assert_eq!(
-            status.metadata().get(LEADER_ADDR_KEY).unwrap(),
+            status.metadata().get(LEADER_ADDRESS_KEY).unwrap(),
             "127.0.0.1:7003"
         );
         assert!(status.message().contains("node 3"));

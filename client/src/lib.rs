@@ -27,6 +27,8 @@
 //!
 //! The decision logic ([`RetryPlan`]) is pure and unit-tested at the bottom
 //! of this file with scripted failure sequences.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,10 +53,7 @@ pub use raftgres_proto::v1::{
     Session, StatusResponse, SubmitResponse, TransferLeadershipResponse,
 };
 
-/// Metadata key naming the leader's node id on FAILED_PRECONDITION.
-pub const LEADER_ID_KEY: &str = "raftgres-leader-id";
-/// Metadata key naming the leader's gRPC address on FAILED_PRECONDITION.
-pub const LEADER_ADDRESS_KEY: &str = "raftgres-leader-addr";
+pub use raftgres_proto::{LEADER_ADDRESS_KEY, LEADER_ID_KEY};
 
 /// How hard a [`Client`] tries before giving up.
 #[derive(Clone, Debug, PartialEq, Eq)]
