@@ -11,7 +11,7 @@
 //! - `listener`: accepting connections (a bound on open connections, TLS
 //!   handshakes with a deadline); [`tls`]: certificates, keys and the node
 //!   names that authenticate peers.
-//! - `services`: the gRPC services; `error`: the one mapping of refusals
+//! - `services`: the gRPC services, one file each; `error`: the one mapping of refusals
 //!   to gRPC statuses.
 //! - [`state_machine`]: the state machine trait and the built-in KV.
 //! - [`metrics`]: Prometheus metrics.

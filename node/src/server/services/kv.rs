@@ -1,0 +1,211 @@
+//! `raftgres.v1.Kv`: the built-in key-value API over the KV state machine.
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use raftgres_proto::v1 as wire;
+use tonic::{Request, Response, Status};
+
+use super::{database_error, Shared};
+use crate::core::LogIndex;
+use crate::server::error::ServiceError;
+use crate::server::state_machine::{decode_kv_command, StateMachine};
+
+/// `raftgres.v1.Kv`.
+pub(crate) struct KvService<S> {
+    pub(crate) shared: Arc<Shared<S>>,
+}
+
+impl<S: StateMachine> KvService<S> {
+    /// Checks, proposes and awaits one KV write; refusals are counted and
+    /// turned into statuses here.
+    async fn write(
+        &self,
+        operation: wire::kv_command::Operation,
+        session: Option<&wire::Session>,
+    ) -> Result<(LogIndex, wire::KvResult), Status> {
+        let shared = &self.shared;
+        shared.metrics.client_requests.write.increment();
+        let write = async {
+            let command = wire::KvCommand {
+                operation: Some(operation),
+            }
+            .encode_to_vec();
+            let operation = decode_kv_command(&command).map_err(ServiceError::InvalidArgument)?;
+            let key = match &operation {
+                wire::kv_command::Operation::Put(put) => &put.key,
+                wire::kv_command::Operation::Delete(delete) => &delete.key,
+                wire::kv_command::Operation::CompareAndSwap(swap) => &swap.key,
+            };
+            shared.check_key(key)?;
+            let applied = shared.submit(command, session).await?;
+            let result = wire::KvResult::decode(applied.response.as_slice()).map_err(|error| {
+                ServiceError::Unavailable(format!("undecodable state machine response: {error}"))
+            })?;
+            Ok((applied.index, result))
+        };
+        write.await.map_err(|error| shared.refused(error))
+    }
+
+    async fn get(&self, request: wire::GetRequest) -> Result<wire::GetResponse, ServiceError> {
+        let shared = &self.shared;
+        shared.check_key(&request.key)?;
+        let read_index = shared.read_barrier(request.mode).await?;
+        let client = shared.reads.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT value, mod_index FROM raftgres_kv WHERE key = $1",
+                &[&request.key],
+            )
+            .await
+            .map_err(database_error)?;
+        let kv = row.map(|row| wire::KeyValue {
+            key: request.key.clone(),
+            value: row.get(0),
+            mod_index: row.get::<_, i64>(1) as u64,
+        });
+        Ok(wire::GetResponse {
+            kv,
+            read_index: read_index.0,
+        })
+    }
+
+    async fn range(
+        &self,
+        request: wire::RangeRequest,
+    ) -> Result<wire::RangeResponse, ServiceError> {
+        let shared = &self.shared;
+        let limit_max = shared.config.limits.range_limit_max;
+        let limit = if request.limit == 0 {
+            limit_max
+        } else {
+            request.limit.min(limit_max)
+        };
+        let read_index = shared.read_barrier(request.mode).await?;
+        let client = shared.reads.client().await?;
+        let upper = prefix_upper_bound(&request.prefix);
+        let rows = client
+            .query(
+                "SELECT key, value, mod_index FROM raftgres_kv
+                 WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) ORDER BY key LIMIT $3",
+                &[&request.prefix, &upper, &(i64::from(limit) + 1)],
+            )
+            .await
+            .map_err(database_error)?;
+        let more = rows.len() > limit as usize;
+        let kvs = rows
+            .iter()
+            .take(limit as usize)
+            .map(|row| wire::KeyValue {
+                key: row.get(0),
+                value: row.get(1),
+                mod_index: row.get::<_, i64>(2) as u64,
+            })
+            .collect();
+        Ok(wire::RangeResponse {
+            kvs,
+            more,
+            read_index: read_index.0,
+        })
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, or
+/// `None` when there is none (an empty prefix or all 0xFF bytes).
+pub(crate) fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut upper = prefix.to_vec();
+    while let Some(last) = upper.pop() {
+        if last < u8::MAX {
+            upper.push(last + 1);
+            return Some(upper);
+        }
+    }
+    None
+}
+
+#[tonic::async_trait]
+impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
+    async fn put(
+        &self,
+        request: Request<wire::PutRequest>,
+    ) -> Result<Response<wire::PutResponse>, Status> {
+        let request = request.into_inner();
+        let operation = wire::kv_command::Operation::Put(wire::KvPut {
+            key: request.key,
+            value: request.value,
+        });
+        let (index, result) = self.write(operation, request.session.as_ref()).await?;
+        Ok(Response::new(wire::PutResponse {
+            index: index.0,
+            previous: result.previous,
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<wire::GetRequest>,
+    ) -> Result<Response<wire::GetResponse>, Status> {
+        let shared = &self.shared;
+        shared.metrics.client_requests.read.increment();
+        let response = KvService::get(self, request.into_inner())
+            .await
+            .map_err(|error| shared.refused(error))?;
+        Ok(Response::new(response))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<wire::DeleteRequest>,
+    ) -> Result<Response<wire::DeleteResponse>, Status> {
+        let request = request.into_inner();
+        let operation = wire::kv_command::Operation::Delete(wire::KvDelete { key: request.key });
+        let (index, result) = self.write(operation, request.session.as_ref()).await?;
+        Ok(Response::new(wire::DeleteResponse {
+            index: index.0,
+            deleted: result.previous.is_some(),
+        }))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        request: Request<wire::CompareAndSwapRequest>,
+    ) -> Result<Response<wire::CompareAndSwapResponse>, Status> {
+        let request = request.into_inner();
+        let operation = wire::kv_command::Operation::CompareAndSwap(wire::KvCompareAndSwap {
+            key: request.key,
+            expected: request.expected,
+            value: request.value,
+        });
+        let (index, result) = self.write(operation, request.session.as_ref()).await?;
+        Ok(Response::new(wire::CompareAndSwapResponse {
+            index: index.0,
+            succeeded: result.succeeded,
+            current: result.previous,
+        }))
+    }
+
+    async fn range(
+        &self,
+        request: Request<wire::RangeRequest>,
+    ) -> Result<Response<wire::RangeResponse>, Status> {
+        let shared = &self.shared;
+        shared.metrics.client_requests.read.increment();
+        let response = KvService::range(self, request.into_inner())
+            .await
+            .map_err(|error| shared.refused(error))?;
+        Ok(Response::new(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_upper_bounds() {
+        assert_eq!(prefix_upper_bound(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_upper_bound(&[b'a', 0xFF]), Some(b"b".to_vec()));
+        assert_eq!(prefix_upper_bound(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_upper_bound(b""), None);
+    }
+}

@@ -1,0 +1,190 @@
+//! The gRPC services a node serves, one file each, and what they share:
+//!
+//! - `peer`: `raftgres.v1.Peer`, Raft messages between nodes, checked
+//!   (identity, header, protocol invariants) before they reach the driver;
+//! - `client`: `raftgres.v1.Client`, opaque commands for the state machine;
+//! - `kv`: `raftgres.v1.Kv`, the built-in key-value API;
+//! - `cluster`: `raftgres.v1.Cluster`, status and leadership transfer.
+//!
+//! Requests become driver events here; refusals become statuses in
+//! `error.rs`.
+
+mod client;
+mod cluster;
+mod kv;
+mod peer;
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use raftgres_proto::v1 as wire;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tonic::Status;
+
+use super::config::NodeConfig;
+use super::driver::{request_timeout, Applied, Event, ReadMode};
+use super::error::ServiceError;
+use super::metrics::Metrics;
+use crate::core::LogIndex;
+
+pub(crate) use client::ClientService;
+pub(crate) use cluster::ClusterService;
+pub(crate) use kv::KvService;
+pub(crate) use peer::{validate_node_snapshot, PeerService};
+
+pub(crate) struct Shared<S> {
+    pub(crate) config: Arc<NodeConfig>,
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) state_machine: Arc<S>,
+    pub(crate) reads: ReadConnection,
+}
+
+impl<S> Shared<S> {
+    /// Sends an event that expects an answer and waits for it, bounded by
+    /// the request timeout.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ServiceError>>) -> Event,
+    ) -> Result<T, ServiceError> {
+        let (reply, answer) = oneshot::channel();
+        self.events
+            .send(make(reply))
+            .await
+            .map_err(|_| ServiceError::Unavailable("the node is shutting down".into()))?;
+        match tokio::time::timeout(request_timeout(&self.config), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ServiceError::Unavailable(
+                "the node is shutting down".into(),
+            )),
+            Err(_) => Err(ServiceError::DeadlineExceeded(
+                "no answer in time; the outcome is unknown, retry with the same session".into(),
+            )),
+        }
+    }
+
+    /// Proposes a state machine command wrapped with its session.
+    async fn submit(
+        &self,
+        command: Vec<u8>,
+        session: Option<&wire::Session>,
+    ) -> Result<Applied, ServiceError> {
+        if command.len() > self.config.limits.command_bytes_max {
+            return Err(ServiceError::ResourceExhausted(format!(
+                "command of {} bytes exceeds the limit of {} bytes",
+                command.len(),
+                self.config.limits.command_bytes_max
+            )));
+        }
+        let (client_id, sequence) = match session {
+            Some(session) if !session.client_id.is_empty() => {
+                if session.sequence == 0 {
+                    return Err(ServiceError::InvalidArgument(
+                        "session sequence numbers start at 1".into(),
+                    ));
+                }
+                (session.client_id.clone(), session.sequence)
+            }
+            _ => (String::new(), 0),
+        };
+        let envelope = wire::LogCommand {
+            client_id,
+            sequence,
+            command,
+        }
+        .encode_to_vec();
+        self.ask(|reply| Event::Propose {
+            command: envelope,
+            reply,
+        })
+        .await
+    }
+
+    /// Waits until the local state machine may serve a read in `mode`;
+    /// returns the index the read observes at least (0 for stale reads).
+    async fn read_barrier(&self, mode: i32) -> Result<LogIndex, ServiceError> {
+        match wire::ReadMode::try_from(mode) {
+            Ok(wire::ReadMode::Linearizable) => {
+                self.ask(|reply| Event::Read {
+                    mode: ReadMode::Linearizable,
+                    reply,
+                })
+                .await
+            }
+            Ok(wire::ReadMode::Lease) => {
+                self.ask(|reply| Event::Read {
+                    mode: ReadMode::Lease,
+                    reply,
+                })
+                .await
+            }
+            Ok(wire::ReadMode::Stale) => Ok(LogIndex(0)),
+            Err(_) => Err(ServiceError::InvalidArgument(format!(
+                "unknown read mode {mode}"
+            ))),
+        }
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), ServiceError> {
+        if key.is_empty() {
+            return Err(ServiceError::InvalidArgument(
+                "the key must not be empty".into(),
+            ));
+        }
+        if key.len() > self.config.limits.key_bytes_max {
+            return Err(ServiceError::InvalidArgument(format!(
+                "key of {} bytes exceeds the limit of {} bytes",
+                key.len(),
+                self.config.limits.key_bytes_max
+            )));
+        }
+        Ok(())
+    }
+
+    fn refused(&self, error: ServiceError) -> Status {
+        self.metrics.client_requests.refused.increment();
+        Status::from(error)
+    }
+}
+
+/// A connection for state machine reads, reopened after a failure.
+pub(crate) struct ReadConnection {
+    connector: raftgres_storage_pg::PgConnector,
+    client: Mutex<Option<Arc<tokio_postgres::Client>>>,
+}
+
+/// How long a read waits for a new connection to Postgres before it
+/// answers UNAVAILABLE.
+const READ_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl ReadConnection {
+    pub(crate) fn new(connector: raftgres_storage_pg::PgConnector) -> ReadConnection {
+        ReadConnection {
+            connector,
+            client: Mutex::new(None),
+        }
+    }
+
+    /// A connected client (connecting if needed), over TLS when the
+    /// conninfo's `sslmode` asks for it.
+    pub(crate) async fn client(&self) -> Result<Arc<tokio_postgres::Client>, ServiceError> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref().filter(|client| !client.is_closed()) {
+            return Ok(client.clone());
+        }
+        let (client, _connection) = self
+            .connector
+            .connect(READ_CONNECT_TIMEOUT, "raftgres-reads")
+            .await
+            .map_err(|error| {
+                ServiceError::Unavailable(format!("postgres is unavailable: {error}"))
+            })?;
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+}
+
+pub(crate) fn database_error(error: tokio_postgres::Error) -> ServiceError {
+    ServiceError::Unavailable(format!("reading from postgres failed: {error}"))
+}

@@ -1,0 +1,271 @@
+//! `raftgres.v1.Peer`: who may send peer messages, and which messages
+//! reach the driver.
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use raftgres_proto::v1 as wire;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Shared;
+use crate::core::NodeId;
+use crate::server::convert;
+use crate::server::driver::Event;
+use crate::server::state_machine::StateMachine;
+
+/// Why a peer message was refused.
+#[derive(Debug)]
+enum PeerRejection {
+    /// Not decodable, or breaking the protocol's invariants.
+    Malformed(String),
+    /// From another cluster, for another node, or from a non-peer.
+    Foreign(String),
+    /// The sender did not prove who it is.
+    Unauthenticated(String),
+    /// The sender proved an identity that may not send this message.
+    Forbidden(String),
+    /// A limit is reached.
+    Exhausted(String),
+}
+
+impl From<PeerRejection> for Status {
+    fn from(rejection: PeerRejection) -> Status {
+        match rejection {
+            PeerRejection::Malformed(message) => Status::invalid_argument(message),
+            PeerRejection::Foreign(message) => Status::failed_precondition(message),
+            PeerRejection::Unauthenticated(message) => Status::unauthenticated(message),
+            PeerRejection::Forbidden(message) => Status::permission_denied(message),
+            PeerRejection::Exhausted(message) => Status::resource_exhausted(message),
+        }
+    }
+}
+
+/// Who is on the other end of a peer RPC, as far as the transport proves.
+enum PeerCredentials {
+    /// A TLS client certificate chain, verified against the CA during the
+    /// handshake; its leaf must name the sending node.
+    Certificate(Arc<Vec<rustls::pki_types::CertificateDer<'static>>>),
+    /// Plain text from an address this node admits (loopback, or any with
+    /// `insecure_peers`): nothing is proven beyond the header.
+    Plaintext,
+}
+
+/// Checks every peer message of one RPC: the sender's identity once, the
+/// header and the protocol's invariants for each message. A stream speaks
+/// for one node: the first message's sender is pinned.
+struct PeerGate<'a, S> {
+    service: &'a PeerService<S>,
+    credentials: PeerCredentials,
+    sender: Option<NodeId>,
+}
+
+impl<S: StateMachine> PeerGate<'_, S> {
+    fn check(&mut self, message: wire::RaftMessage) -> Result<crate::core::Message, PeerRejection> {
+        let config = &self.service.shared.config;
+        let Some(header) = &message.header else {
+            return Err(PeerRejection::Malformed(
+                "peer message without a header".into(),
+            ));
+        };
+        if header.cluster_id != config.cluster_id {
+            return Err(PeerRejection::Foreign(format!(
+                "message for cluster {:?} reached node {} of cluster {:?}",
+                header.cluster_id, config.node_id, config.cluster_id
+            )));
+        }
+        if header.to != config.node_id {
+            return Err(PeerRejection::Foreign(format!(
+                "message for node {} reached node {} (is an address reused?)",
+                header.to, config.node_id
+            )));
+        }
+        if header.from == config.node_id || config.peer_address(header.from).is_none() {
+            return Err(PeerRejection::Foreign(format!(
+                "node {} is not a peer of node {}",
+                header.from, config.node_id
+            )));
+        }
+        self.check_sender(NodeId(header.from))?;
+        let message = convert::message_from_wire(message)
+            .map_err(|error| PeerRejection::Malformed(error.to_string()))?;
+        crate::core::validate_message(&message)
+            .map_err(|error| PeerRejection::Malformed(error.to_string()))?;
+        if let crate::core::MessageBody::AppendRequest { entries, .. } = &message.body {
+            for entry in entries {
+                self.check_command(entry)?;
+            }
+        }
+        if let crate::core::MessageBody::InstallSnapshot { snapshot } = &message.body {
+            let decoded =
+                wire::NodeSnapshot::decode(snapshot.data.as_slice()).map_err(|error| {
+                    PeerRejection::Malformed(format!("the snapshot does not decode: {error}"))
+                })?;
+            validate_node_snapshot(&*self.service.shared.state_machine, &decoded)
+                .map_err(PeerRejection::Malformed)?;
+        }
+        Ok(message)
+    }
+
+    /// A replicated command must be what a leader proposes: a session
+    /// envelope. The command inside is not checked against the state
+    /// machine's `validate` here: the leader checked it before proposing,
+    /// and a stricter `validate` in a newer version would otherwise make
+    /// followers refuse their leader's log for good during an upgrade.
+    fn check_command(&self, entry: &crate::core::Entry) -> Result<(), PeerRejection> {
+        let crate::core::EntryPayload::Command(data) = &entry.payload else {
+            return Ok(());
+        };
+        wire::LogCommand::decode(data.as_slice())
+            .map(|_| ())
+            .map_err(|error| {
+                PeerRejection::Malformed(format!(
+                    "entry {} holds no command envelope: {error}",
+                    entry.index
+                ))
+            })
+    }
+
+    /// The message's sender must be the node the credentials prove, and
+    /// the same node for a whole stream.
+    fn check_sender(&mut self, from: NodeId) -> Result<(), PeerRejection> {
+        if let Some(sender) = self.sender {
+            if sender != from {
+                return Err(PeerRejection::Forbidden(format!(
+                    "a stream opened by node {sender} carried a message from node {from}"
+                )));
+            }
+            return Ok(());
+        }
+        if let PeerCredentials::Certificate(chain) = &self.credentials {
+            let names_sender = chain
+                .first()
+                .is_some_and(|leaf| crate::server::tls::certificate_names_node(leaf, from));
+            if !names_sender {
+                return Err(PeerRejection::Forbidden(format!(
+                    "the client certificate does not name {}, the node the message claims to come from",
+                    crate::server::tls::node_name(from)
+                )));
+            }
+        }
+        self.sender = Some(from);
+        Ok(())
+    }
+}
+
+/// Checks a node snapshot's parts: the state machine's bytes and the
+/// sessions.
+pub(crate) fn validate_node_snapshot<S: StateMachine>(
+    state_machine: &S,
+    snapshot: &wire::NodeSnapshot,
+) -> Result<(), String> {
+    state_machine.validate_snapshot(&snapshot.state_machine)?;
+    for session in &snapshot.sessions {
+        if session.client_id.is_empty() || session.sequence == 0 {
+            return Err(format!(
+                "the snapshot holds a session without a client id or sequence ({:?}, {})",
+                session.client_id, session.sequence
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `raftgres.v1.Peer`.
+pub(crate) struct PeerService<S> {
+    pub(crate) shared: Arc<Shared<S>>,
+    /// Bounds concurrent inbound `Peer.Stream` calls.
+    pub(crate) streams: Arc<tokio::sync::Semaphore>,
+}
+
+impl<S: StateMachine> PeerService<S> {
+    /// What the transport proves about the caller. With TLS, a client
+    /// certificate is required (whatever `require_client_certificate`
+    /// says for clients); without, the caller must be admitted by address.
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<PeerGate<'_, S>, PeerRejection> {
+        let config = &self.shared.config;
+        let credentials = if config.tls.is_some() {
+            match request.peer_certs() {
+                Some(chain) if !chain.is_empty() => PeerCredentials::Certificate(chain),
+                _ => {
+                    return Err(PeerRejection::Unauthenticated(
+                        "peer RPCs need a client certificate signed by the cluster's CA and naming the sending node".into(),
+                    ))
+                }
+            }
+        } else if config.admits_plaintext_peer(request.remote_addr()) {
+            PeerCredentials::Plaintext
+        } else {
+            return Err(PeerRejection::Forbidden(format!(
+                "without TLS, node {} serves peer RPCs only to loopback connections (see insecure_peers)",
+                config.node_id
+            )));
+        };
+        Ok(PeerGate {
+            service: self,
+            credentials,
+            sender: None,
+        })
+    }
+
+    fn refused(&self, rejection: PeerRejection, remote: Option<std::net::SocketAddr>) -> Status {
+        self.shared.metrics.peer_messages_refused.increment();
+        tracing::warn!(?remote, reason = ?rejection, "refused a peer message");
+        Status::from(rejection)
+    }
+
+    async fn deliver(&self, message: crate::core::Message) -> Result<(), Status> {
+        self.shared
+            .events
+            .send(Event::Peer(message))
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))
+    }
+}
+
+#[tonic::async_trait]
+impl<S: StateMachine> wire::peer_server::Peer for PeerService<S> {
+    async fn stream(
+        &self,
+        request: Request<Streaming<wire::RaftMessage>>,
+    ) -> Result<Response<wire::StreamAck>, Status> {
+        let remote = request.remote_addr();
+        let mut gate = self
+            .authenticate(&request)
+            .map_err(|rejection| self.refused(rejection, remote))?;
+        let Ok(_slot) = self.streams.clone().try_acquire_owned() else {
+            return Err(self.refused(
+                PeerRejection::Exhausted(format!(
+                    "limits.peer_streams_max ({}) peer streams are open",
+                    self.shared.config.limits.peer_streams_max
+                )),
+                remote,
+            ));
+        };
+        let mut stream = request.into_inner();
+        let mut accepted = 0;
+        while let Some(message) = stream.next().await {
+            let message = gate
+                .check(message?)
+                .map_err(|rejection| self.refused(rejection, remote))?;
+            self.deliver(message).await?;
+            accepted += 1;
+        }
+        Ok(Response::new(wire::StreamAck { accepted }))
+    }
+
+    async fn send(
+        &self,
+        request: Request<wire::RaftMessage>,
+    ) -> Result<Response<wire::SendAck>, Status> {
+        let remote = request.remote_addr();
+        let mut gate = self
+            .authenticate(&request)
+            .map_err(|rejection| self.refused(rejection, remote))?;
+        let message = gate
+            .check(request.into_inner())
+            .map_err(|rejection| self.refused(rejection, remote))?;
+        self.deliver(message).await?;
+        Ok(Response::new(wire::SendAck {}))
+    }
+}
