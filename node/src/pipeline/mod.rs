@@ -213,17 +213,13 @@ impl Pipeline {
     /// Delivers the ticks elapsed until `now` (obligation 1) and carries
     /// out what they caused.
     pub fn advance(&mut self, now: Instant) {
-        for _ in 0..self.clock.advance(now) {
-            self.raft.tick();
-        }
+        self.deliver_ticks(now);
         self.process_ready();
     }
 
-    /// Handles `input` at instant `now`.
+    /// Handles `input` at instant `now`, after the ticks elapsed until then.
     pub fn handle(&mut self, now: Instant, input: Input) {
-        for _ in 0..self.clock.advance(now) {
-            self.raft.tick();
-        }
+        self.deliver_ticks(now);
         match input {
             Input::Peer(message) => self.raft.step(message),
             Input::Propose { request, command } => self.propose(request, command),
@@ -233,6 +229,12 @@ impl Pipeline {
             Input::ApplyDone(done) => self.apply_done(done),
         }
         self.process_ready();
+    }
+
+    fn deliver_ticks(&mut self, now: Instant) {
+        for _ in 0..self.clock.advance(now) {
+            self.raft.tick();
+        }
     }
 
     /// What the driver must carry out now, in order.
