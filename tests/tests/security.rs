@@ -687,3 +687,73 @@ async fn requests_beyond_client_requests_max_are_refused_at_once() {
         Some(b"v".to_vec())
     );
 }
+
+/// Proves that a connection that never completes its TLS handshake is
+/// dropped after `limits.tls_handshake_timeout_ms`, so silent clients
+/// cannot hold connection slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_finishes_its_tls_handshake_is_dropped() {
+    use tokio::io::AsyncReadExt as _;
+    let certificates = fresh_dir("handshake-certificates");
+    let (_authority, tls) = write_cluster_certificates(&certificates, 3, true);
+    let cluster = TestCluster::start_with("handshake-timeout", 3, |options| {
+        options.tls = Some(tls);
+        options
+            .limits_extra
+            .push(("tls_handshake_timeout_ms".into(), "500".into()));
+    })
+    .await;
+    let address = cluster.node_address(1).to_string();
+    let mut silent = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("a TCP connection");
+    let mut buffer = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buffer)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the node kept a connection that never shook hands: {closed:?}"
+    );
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(certificates);
+}
+
+/// Proves that inbound peer streams beyond `limits.peer_streams_max` are
+/// refused with RESOURCE_EXHAUSTED while the cluster keeps replicating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_streams_beyond_the_limit_are_refused() {
+    // Each node keeps one stream from each of its two peers.
+    let cluster = TestCluster::start_with("peer-streams", 3, |options| {
+        options
+            .limits_extra
+            .push(("peer_streams_max".into(), "3".into()));
+    })
+    .await;
+    let address = cluster.node_address(1).to_string();
+    // One more stream fits; hold it open without sending anything.
+    let (_held_sender, held_messages) = tokio::sync::mpsc::channel(1);
+    let mut held = peer_client(&address).await;
+    let holding = tokio::spawn(async move {
+        held.stream(tokio_stream::wrappers::ReceiverStream::new(held_messages))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_sender, messages) = tokio::sync::mpsc::channel(1);
+    let mut extra = peer_client(&address).await;
+    let refused = extra
+        .stream(tokio_stream::wrappers::ReceiverStream::new(messages))
+        .await;
+    expect_code(
+        refused,
+        Code::ResourceExhausted,
+        "a stream beyond peer_streams_max",
+    );
+    assert!(
+        !holding.is_finished(),
+        "the stream within the limit is open"
+    );
+    cluster
+        .client()
+        .put("still", "replicating")
+        .await
+        .expect("the cluster's own peer streams are unaffected");
+}
