@@ -73,7 +73,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let Ok(slot) = self.admission.slots.clone().try_acquire_owned() else {
-            self.admission.metrics.client_requests.refused.increment();
+            self.admission.metrics.client_requests.refused.inc();
             let status = Status::resource_exhausted(format!(
                 "resource exhausted: the node is serving limits.client_requests_max ({}) requests; retry later",
                 self.admission.requests_max

@@ -184,7 +184,7 @@ impl Driver {
         let now = self.now();
         let input = match event {
             Event::Peer(message) => {
-                self.metrics.peer_messages_received.increment();
+                self.metrics.peer_messages_received.inc();
                 Input::Peer(message)
             }
             Event::Propose { command, reply } => Input::Propose {
@@ -237,7 +237,7 @@ impl Driver {
                 }
                 Output::Reply { request, reply } => self.answer(request, reply),
                 Output::Implausible(report) => {
-                    self.metrics.peer_messages_implausible.increment();
+                    self.metrics.peer_messages_implausible.inc();
                     tracing::warn!(
                         peer = report.from.0,
                         term = report.term.0,
@@ -262,10 +262,10 @@ impl Driver {
                     let leader = leader.map(|id| id.0);
                     tracing::info!(node = %self.pipeline.raft().id(), %term, %from, %to, ?leader, "role changed");
                     if to == Role::Candidate {
-                        self.metrics.elections.increment();
+                        self.metrics.elections.inc();
                     }
                     if to == Role::Leader {
-                        self.metrics.leader_changes.increment();
+                        self.metrics.leader_changes.inc();
                     }
                 }
             }
@@ -337,6 +337,9 @@ impl Driver {
             .set(u64::from(raft.role() == Role::Leader));
         self.metrics.commit_index.set(log.commit_index().0);
         self.metrics.applied_index.set(log.applied_index().0);
+        self.metrics
+            .apply_lag_entries
+            .set(log.commit_index().0.saturating_sub(log.applied_index().0));
         self.metrics.last_index.set(log.last_index().0);
     }
 }

@@ -162,7 +162,7 @@ where
                 }
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                settings.metrics.connections_refused.increment();
+                settings.metrics.connections_refused.inc();
                 drop(stream);
                 continue;
             };
@@ -182,7 +182,7 @@ where
                         let _ = sender.send(Ok(ready)).await;
                     }
                     Err(error) => {
-                        metrics.tls_handshakes_failed.increment();
+                        metrics.tls_handshakes_failed.inc();
                         tracing::debug!(%error, "connection dropped during its handshake");
                     }
                 }

@@ -1,124 +1,48 @@
-//! Prometheus metrics in the text exposition format, served over plain
-//! HTTP on `metrics_addr`. Counters and gauges are atomics; histograms
-//! have fixed buckets. No dependency beyond tokio.
+//! The node's metrics, kept with `prometheus-client` (the Prometheus
+//! project's Rust client) and served in the OpenMetrics text format over
+//! HTTP (hyper, which tonic already brings) at `GET /metrics` on
+//! `metrics_addr`.
+//!
+//! Every metric is a field of [`Metrics`]; fields are cheap handles (an
+//! atomic behind an `Arc`), registered once in the registry that
+//! [`Metrics::render`] encodes.
 
-use std::fmt::Write as _;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-/// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// A gauge of a non-negative count or index.
+pub type Gauge = gauge::Gauge<u64, AtomicU64>;
 
-impl Counter {
-    /// Adds one.
-    pub fn increment(&self) {
-        self.add(1);
-    }
-
-    /// Adds `amount`.
-    pub fn add(&self, amount: u64) {
-        self.0.fetch_add(amount, Ordering::Relaxed);
-    }
-
-    /// The current count.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A value that goes up and down.
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicU64);
-
-impl Gauge {
-    /// Sets the value.
-    pub fn set(&self, value: u64) {
-        self.0.store(value, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A histogram with fixed upper bounds (cumulative when rendered).
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    /// One count per bound, plus the overflow bucket.
-    counts: Vec<AtomicU64>,
-    /// Sum of observations, in millionths.
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-        }
-    }
-
-    /// Records one observation.
-    pub fn observe(&self, value: f64) {
-        let bucket = self
-            .bounds
-            .iter()
-            .position(|bound| value <= *bound)
-            .unwrap_or(self.bounds.len());
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add((value * 1e6) as u64, Ordering::Relaxed);
-    }
-
-    /// Number of observations.
-    pub fn count(&self) -> u64 {
-        self.counts
-            .iter()
-            .map(|count| count.load(Ordering::Relaxed))
-            .sum()
-    }
-
-    /// Sum of observations.
-    pub fn sum(&self) -> f64 {
-        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-    }
-
-    fn render(&self, name: &str, help: &str, output: &mut String) {
-        writeln!(output, "# HELP {name} {help}\n# TYPE {name} histogram").unwrap();
-        let mut cumulative = 0;
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            cumulative += count.load(Ordering::Relaxed);
-            writeln!(output, "{name}_bucket{{le=\"{bound}\"}} {cumulative}").unwrap();
-        }
-        writeln!(output, "{name}_bucket{{le=\"+Inf\"}} {}", self.count()).unwrap();
-        writeln!(
-            output,
-            "{name}_sum {}\n{name}_count {}",
-            self.sum(),
-            self.count()
-        )
-        .unwrap();
-    }
-}
-
-const SECONDS_BOUNDS: &[f64] = &[
+const SECONDS_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
-const ENTRIES_BOUNDS: &[f64] = &[
+const ENTRIES_BUCKETS: [f64; 12] = [
     0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
+
+/// The `method` label of `raftgres_client_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: &'static str,
+}
 
 /// Every metric a node exports.
 #[derive(Debug)]
 pub struct Metrics {
+    registry: Registry,
     /// Current term.
     pub term: Gauge,
     /// 1 while this node leads.
@@ -131,6 +55,8 @@ pub struct Metrics {
     pub commit_index: Gauge,
     /// Highest applied index.
     pub applied_index: Gauge,
+    /// Committed entries not yet applied (kept with the two above).
+    pub apply_lag_entries: Gauge,
     /// Last log index.
     pub last_index: Gauge,
     /// Entries per log write (one Postgres transaction).
@@ -165,8 +91,8 @@ pub struct Metrics {
     pub client_requests: ClientRequestCounters,
 }
 
-/// Client RPC counts by method.
-#[derive(Debug, Default)]
+/// Client RPC counts by method (one labelled family).
+#[derive(Debug)]
 pub struct ClientRequestCounters {
     /// `Client.Submit`.
     pub submit: Counter,
@@ -182,192 +108,174 @@ pub struct ClientRequestCounters {
 
 impl Default for Metrics {
     fn default() -> Metrics {
+        let mut registry = Registry::default();
+        let mut gauge = |name: &str, help: &str| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let term = gauge("raftgres_term", "Current Raft term.");
+        let is_leader = gauge("raftgres_is_leader", "1 while this node is the leader.");
+        let commit_index = gauge("raftgres_commit_index", "Highest committed log index.");
+        let applied_index = gauge("raftgres_applied_index", "Highest applied log index.");
+        let apply_lag_entries = gauge(
+            "raftgres_apply_lag_entries",
+            "Committed entries not yet applied.",
+        );
+        let last_index = gauge("raftgres_last_index", "Last log index.");
+        let storage_healthy = gauge(
+            "raftgres_storage_healthy",
+            "0 while Postgres is unreachable for log writes.",
+        );
+        storage_healthy.set(1);
+        // prometheus-client appends `_total` to counter names.
+        let mut counter = |name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        };
+        let elections = counter("raftgres_elections", "Elections started by this node.");
+        let leader_changes = counter("raftgres_leader_changes", "Times this node became leader.");
+        let storage_errors = counter(
+            "raftgres_storage_errors",
+            "Failed storage operations, each retried.",
+        );
+        let peer_messages_sent = counter(
+            "raftgres_peer_messages_sent",
+            "Raft messages sent to peers.",
+        );
+        let peer_messages_received =
+            counter("raftgres_peer_messages_received", "Raft messages received.");
+        let peer_messages_dropped =
+            counter("raftgres_peer_messages_dropped", "Raft messages dropped.");
+        let peer_messages_refused = counter(
+            "raftgres_peer_messages_refused",
+            "Peer messages refused: unauthenticated, from a non-member, or malformed.",
+        );
+        let peer_messages_implausible = counter(
+            "raftgres_peer_messages_implausible",
+            "Peer messages ignored because no honest peer could have sent them.",
+        );
+        let connections_refused = counter(
+            "raftgres_connections_refused",
+            "Connections closed on arrival because limits.connections_max were open.",
+        );
+        let tls_handshakes_failed = counter(
+            "raftgres_tls_handshakes_failed",
+            "TLS handshakes that failed or timed out.",
+        );
+        let requests = Family::<MethodLabel, Counter>::default();
+        registry.register(
+            "raftgres_client_requests",
+            "Client RPCs by method.",
+            requests.clone(),
+        );
+        let method = |method: &'static str| requests.get_or_create(&MethodLabel { method }).clone();
+        let client_requests = ClientRequestCounters {
+            submit: method("submit"),
+            write: method("write"),
+            read: method("read"),
+            cluster: method("cluster"),
+            refused: method("refused"),
+        };
+        let mut histogram = |name: &str, help: &str, buckets: [f64; 12]| {
+            let histogram = Histogram::new(buckets);
+            registry.register(name, help, histogram.clone());
+            histogram
+        };
+        let append_batch_entries = histogram(
+            "raftgres_append_batch_entries",
+            "Entries per log write transaction.",
+            ENTRIES_BUCKETS,
+        );
+        let storage_write_seconds = histogram(
+            "raftgres_storage_write_seconds",
+            "Log write latency.",
+            SECONDS_BUCKETS,
+        );
+        let apply_seconds = histogram(
+            "raftgres_apply_seconds",
+            "Apply transaction latency.",
+            SECONDS_BUCKETS,
+        );
         Metrics {
-            term: Gauge::default(),
-            is_leader: Gauge::default(),
-            elections: Counter::default(),
-            leader_changes: Counter::default(),
-            commit_index: Gauge::default(),
-            applied_index: Gauge::default(),
-            last_index: Gauge::default(),
-            append_batch_entries: Histogram::new(ENTRIES_BOUNDS),
-            storage_write_seconds: Histogram::new(SECONDS_BOUNDS),
-            apply_seconds: Histogram::new(SECONDS_BOUNDS),
-            storage_errors: Counter::default(),
-            storage_healthy: Gauge(AtomicU64::new(1)),
-            peer_messages_sent: Counter::default(),
-            peer_messages_received: Counter::default(),
-            peer_messages_dropped: Counter::default(),
-            peer_messages_refused: Counter::default(),
-            peer_messages_implausible: Counter::default(),
-            connections_refused: Counter::default(),
-            tls_handshakes_failed: Counter::default(),
-            client_requests: ClientRequestCounters::default(),
+            registry,
+            term,
+            is_leader,
+            elections,
+            leader_changes,
+            commit_index,
+            applied_index,
+            apply_lag_entries,
+            last_index,
+            append_batch_entries,
+            storage_write_seconds,
+            apply_seconds,
+            storage_errors,
+            storage_healthy,
+            peer_messages_sent,
+            peer_messages_received,
+            peer_messages_dropped,
+            peer_messages_refused,
+            peer_messages_implausible,
+            connections_refused,
+            tls_handshakes_failed,
+            client_requests,
         }
     }
 }
 
 impl Metrics {
-    /// The text exposition of every metric.
+    /// The OpenMetrics text exposition of every metric.
     pub fn render(&self) -> String {
         let mut output = String::new();
-        let gauges = [
-            ("raftgres_term", "Current Raft term.", self.term.get()),
-            (
-                "raftgres_is_leader",
-                "1 while this node is the leader.",
-                self.is_leader.get(),
-            ),
-            (
-                "raftgres_commit_index",
-                "Highest committed log index.",
-                self.commit_index.get(),
-            ),
-            (
-                "raftgres_applied_index",
-                "Highest applied log index.",
-                self.applied_index.get(),
-            ),
-            (
-                "raftgres_last_index",
-                "Last log index.",
-                self.last_index.get(),
-            ),
-            (
-                "raftgres_apply_lag_entries",
-                "Committed entries not yet applied.",
-                self.commit_index
-                    .get()
-                    .saturating_sub(self.applied_index.get()),
-            ),
-            (
-                "raftgres_storage_healthy",
-                "0 while Postgres is unreachable for log writes.",
-                self.storage_healthy.get(),
-            ),
-        ];
-        for (name, help, value) in gauges {
-            writeln!(
-                output,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            )
-            .unwrap();
-        }
-        let counters = [
-            (
-                "raftgres_elections_total",
-                "Elections started by this node.",
-                self.elections.get(),
-            ),
-            (
-                "raftgres_leader_changes_total",
-                "Times this node became leader.",
-                self.leader_changes.get(),
-            ),
-            (
-                "raftgres_storage_errors_total",
-                "Failed storage operations, each retried.",
-                self.storage_errors.get(),
-            ),
-            (
-                "raftgres_peer_messages_sent_total",
-                "Raft messages sent to peers.",
-                self.peer_messages_sent.get(),
-            ),
-            (
-                "raftgres_peer_messages_received_total",
-                "Raft messages received.",
-                self.peer_messages_received.get(),
-            ),
-            (
-                "raftgres_peer_messages_dropped_total",
-                "Raft messages dropped.",
-                self.peer_messages_dropped.get(),
-            ),
-            (
-                "raftgres_peer_messages_refused_total",
-                "Peer messages refused: unauthenticated, from a non-member, or malformed.",
-                self.peer_messages_refused.get(),
-            ),
-            (
-                "raftgres_peer_messages_implausible_total",
-                "Peer messages ignored because no honest peer could have sent them.",
-                self.peer_messages_implausible.get(),
-            ),
-            (
-                "raftgres_connections_refused_total",
-                "Connections closed on arrival because limits.connections_max were open.",
-                self.connections_refused.get(),
-            ),
-            (
-                "raftgres_tls_handshakes_failed_total",
-                "TLS handshakes that failed or timed out.",
-                self.tls_handshakes_failed.get(),
-            ),
-        ];
-        for (name, help, value) in counters {
-            writeln!(
-                output,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            )
-            .unwrap();
-        }
-        let name = "raftgres_client_requests_total";
-        writeln!(
-            output,
-            "# HELP {name} Client RPCs by method.\n# TYPE {name} counter"
-        )
-        .unwrap();
-        let requests = &self.client_requests;
-        for (method, counter) in [
-            ("submit", &requests.submit),
-            ("write", &requests.write),
-            ("read", &requests.read),
-            ("cluster", &requests.cluster),
-            ("refused", &requests.refused),
-        ] {
-            writeln!(output, "{name}{{method=\"{method}\"}} {}", counter.get()).unwrap();
-        }
-        self.append_batch_entries.render(
-            "raftgres_append_batch_entries",
-            "Entries per log write transaction.",
-            &mut output,
-        );
-        self.storage_write_seconds.render(
-            "raftgres_storage_write_seconds",
-            "Log write latency.",
-            &mut output,
-        );
-        self.apply_seconds.render(
-            "raftgres_apply_seconds",
-            "Apply transaction latency.",
-            &mut output,
-        );
+        prometheus_client::encoding::text::encode(&mut output, &self.registry)
+            .expect("encoding into a String cannot fail");
         output
     }
 }
 
-/// Serves `GET /metrics` (any path, in fact) until the listener fails.
+/// The content type of [`Metrics::render`]'s output.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves `GET /metrics` until the listener fails; any other request gets
+/// 404 (or 405 for another method on `/metrics`).
 pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
     loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
+        let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let metrics = metrics.clone();
+        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+            let metrics = metrics.clone();
+            async move { Ok::<_, Infallible>(answer(&metrics, &request)) }
+        });
         tokio::spawn(async move {
-            let mut request = [0u8; 1024];
-            // The request is not interpreted: every path answers with metrics.
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(2), socket.read(&mut request))
-                    .await;
-            let body = metrics.render();
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "metrics connection ended");
+            }
         });
     }
+}
+
+fn answer<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {
+    let status = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(CONTENT_TYPE),
+            );
+            return response;
+        }
+        (_, "/metrics") => StatusCode::METHOD_NOT_ALLOWED,
+        _ => StatusCode::NOT_FOUND,
+    };
+    let mut response = Response::new(Full::new(Bytes::from_static(b"see /metrics\n")));
+    *response.status_mut() = status;
+    response
 }
 
 /// Binds the metrics listener.
@@ -385,11 +293,56 @@ mod tests {
         metrics.term.set(7);
         metrics.append_batch_entries.observe(3.0);
         metrics.append_batch_entries.observe(300.0);
+        metrics.elections.inc();
         let text = metrics.render();
-        assert!(text.contains("raftgres_term 7"));
-        assert!(text.contains("raftgres_append_batch_entries_bucket{le=\"4\"} 1"));
-        assert!(text.contains("raftgres_append_batch_entries_bucket{le=\"512\"} 2"));
-        assert!(text.contains("raftgres_append_batch_entries_count 2"));
-        assert!(text.contains("raftgres_client_requests_total{method=\"submit\"} 0"));
+        assert!(text.contains("raftgres_term 7"), "{text}");
+        assert!(text.contains("raftgres_elections_total 1"), "{text}");
+        assert!(
+            text.contains("raftgres_append_batch_entries_bucket{le=\"4.0\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("raftgres_append_batch_entries_bucket{le=\"512.0\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("raftgres_append_batch_entries_count 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("raftgres_client_requests_total{method=\"submit\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("raftgres_storage_healthy 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_over_http_and_other_paths_are_not_found() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = bind_metrics("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        metrics.term.set(3);
+        tokio::spawn(serve_metrics(listener, metrics));
+        let fetch = |path: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            stream
+                .write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            response
+        };
+        let page = fetch("/metrics").await;
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.contains("content-length:"), "{page}");
+        assert!(page.contains("raftgres_term 3"), "{page}");
+        let missing = fetch("/elsewhere").await;
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     }
 }

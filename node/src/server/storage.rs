@@ -40,7 +40,7 @@ async fn wait_to_retry(
     if !error.is_retriable() {
         return false;
     }
-    metrics.storage_errors.increment();
+    metrics.storage_errors.inc();
     tracing::warn!(%error, attempt = *attempt, "{what}");
     tokio::time::sleep(Duration::from_millis(
         (25u64 << (*attempt).min(6)).min(2000),

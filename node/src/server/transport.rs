@@ -72,9 +72,9 @@ impl Transport {
         };
         let wire_message = convert::message_to_wire(&self.cluster_id, message);
         if queue.try_send(wire_message).is_ok() {
-            self.metrics.peer_messages_sent.increment();
+            self.metrics.peer_messages_sent.inc();
         } else {
-            self.metrics.peer_messages_dropped.increment();
+            self.metrics.peer_messages_dropped.inc();
         }
     }
 }
@@ -105,7 +105,7 @@ async fn run_peer(
                 // Messages queued meanwhile are stale by the time the peer
                 // is back; Raft will send what is still needed.
                 while let Ok(_message) = queue.try_recv() {
-                    metrics.peer_messages_dropped.increment();
+                    metrics.peer_messages_dropped.inc();
                 }
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis((50u64 << attempt.min(4)).min(1000)))

@@ -21,7 +21,7 @@ impl<S: StateMachine> wire::client_server::Client for ClientService<S> {
         request: Request<wire::SubmitRequest>,
     ) -> Result<Response<wire::SubmitResponse>, Status> {
         let shared = &self.shared;
-        shared.metrics.client_requests.submit.increment();
+        shared.metrics.client_requests.submit.inc();
         let request = request.into_inner();
         if request.command.len() <= shared.config.limits.command_bytes_max {
             shared

@@ -33,7 +33,7 @@ impl<S: StateMachine> wire::cluster_server::Cluster for ClusterService<S> {
         _request: Request<wire::StatusRequest>,
     ) -> Result<Response<wire::StatusResponse>, Status> {
         let shared = &self.shared;
-        shared.metrics.client_requests.cluster.increment();
+        shared.metrics.client_requests.cluster.inc();
         let (reply, answer) = oneshot::channel::<NodeStatus>();
         shared
             .events
@@ -88,7 +88,7 @@ impl<S: StateMachine> wire::cluster_server::Cluster for ClusterService<S> {
         request: Request<wire::TransferLeadershipRequest>,
     ) -> Result<Response<wire::TransferLeadershipResponse>, Status> {
         let shared = &self.shared;
-        shared.metrics.client_requests.cluster.increment();
+        shared.metrics.client_requests.cluster.inc();
         let target = request.into_inner().target_id;
         if target == 0 {
             return Err(shared.refused(ServiceError::InvalidArgument(

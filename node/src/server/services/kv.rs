@@ -25,7 +25,7 @@ impl<S: StateMachine> KvService<S> {
         session: Option<&wire::Session>,
     ) -> Result<(LogIndex, wire::KvResult), Status> {
         let shared = &self.shared;
-        shared.metrics.client_requests.write.increment();
+        shared.metrics.client_requests.write.inc();
         let write = async {
             let command = wire::KvCommand {
                 operation: Some(operation),
@@ -146,7 +146,7 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         request: Request<wire::GetRequest>,
     ) -> Result<Response<wire::GetResponse>, Status> {
         let shared = &self.shared;
-        shared.metrics.client_requests.read.increment();
+        shared.metrics.client_requests.read.inc();
         let response = KvService::get(self, request.into_inner())
             .await
             .map_err(|error| shared.refused(error))?;
@@ -189,7 +189,7 @@ impl<S: StateMachine> wire::kv_server::Kv for KvService<S> {
         request: Request<wire::RangeRequest>,
     ) -> Result<Response<wire::RangeResponse>, Status> {
         let shared = &self.shared;
-        shared.metrics.client_requests.read.increment();
+        shared.metrics.client_requests.read.inc();
         let response = KvService::range(self, request.into_inner())
             .await
             .map_err(|error| shared.refused(error))?;

@@ -142,7 +142,7 @@ impl<S> Shared<S> {
     }
 
     fn refused(&self, error: ServiceError) -> Status {
-        self.metrics.client_requests.refused.increment();
+        self.metrics.client_requests.refused.inc();
         Status::from(error)
     }
 }

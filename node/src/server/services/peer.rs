@@ -209,7 +209,7 @@ impl<S: StateMachine> PeerService<S> {
     }
 
     fn refused(&self, rejection: PeerRejection, remote: Option<std::net::SocketAddr>) -> Status {
-        self.shared.metrics.peer_messages_refused.increment();
+        self.shared.metrics.peer_messages_refused.inc();
         tracing::warn!(?remote, reason = ?rejection, "refused a peer message");
         Status::from(rejection)
     }
