@@ -204,6 +204,11 @@ impl Pipeline {
         &self.raft
     }
 
+    /// Proposals waiting for their entry to be applied.
+    pub fn proposals_pending(&self) -> usize {
+        self.requests.proposals_pending()
+    }
+
     /// When the next tick is due: the driver wakes then even if nothing
     /// else happens.
     pub fn next_tick_at(&self) -> Instant {

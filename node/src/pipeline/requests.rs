@@ -102,6 +102,11 @@ impl Requests {
         self.transfers.push((target, deadline, request));
     }
 
+    /// Proposals waiting for their apply.
+    pub(super) fn proposals_pending(&self) -> usize {
+        self.proposals.len()
+    }
+
     /// The read with this context, if it is still waiting.
     pub(super) fn take_read(&mut self, context: u64) -> Option<RequestId> {
         self.reads.remove(&context)

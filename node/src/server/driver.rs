@@ -23,7 +23,7 @@ use super::config::NodeConfig;
 use super::error::ServiceError;
 use super::metrics::Metrics;
 use super::transport::Transport;
-use crate::core::{Entry, LogIndex, Message, NodeId, Raft, Role, Status};
+use crate::core::{Entry, LogIndex, Message, MessageBody, NodeId, Raft, Role, Status};
 pub(crate) use crate::pipeline::ReadMode;
 use crate::pipeline::{
     ApplyDone, Input, Instant, Output, Pipeline, PipelineConfig, Refusal, Reply as PipelineReply,
@@ -222,7 +222,12 @@ impl Driver {
     fn carry_out(&mut self) {
         for output in self.pipeline.take_outputs() {
             match output {
-                Output::Send(message) => self.transport.send(&message),
+                Output::Send(message) => {
+                    if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
+                        self.metrics.snapshots_sent.inc();
+                    }
+                    self.transport.send(&message);
+                }
                 Output::Write(job) => {
                     // The pipeline keeps one write in flight, so the
                     // writer's one-slot queue is empty.
@@ -305,7 +310,10 @@ impl Driver {
         };
         let error = self.service_error(refusal);
         match waiting {
-            Waiting::Proposal(client) => drop(client.send(Err(error))),
+            Waiting::Proposal(client) => {
+                self.metrics.proposals_failed.inc();
+                drop(client.send(Err(error)))
+            }
             Waiting::Read(client) => drop(client.send(Err(error))),
             Waiting::Transfer(client) => drop(client.send(Err(error))),
         }
@@ -341,6 +349,12 @@ impl Driver {
             .apply_lag_entries
             .set(log.commit_index().0.saturating_sub(log.applied_index().0));
         self.metrics.last_index.set(log.last_index().0);
+        self.metrics
+            .log_entries
+            .set(log.last_index().0.saturating_sub(log.snapshot().index.0));
+        self.metrics
+            .proposals_pending
+            .set(self.pipeline.proposals_pending() as u64);
     }
 }
 

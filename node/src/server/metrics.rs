@@ -59,6 +59,14 @@ pub struct Metrics {
     pub apply_lag_entries: Gauge,
     /// Last log index.
     pub last_index: Gauge,
+    /// Entries held in the log (after the compacted prefix).
+    pub log_entries: Gauge,
+    /// Proposals waiting to be applied.
+    pub proposals_pending: Gauge,
+    /// Proposals answered with an error (not leader, lost, outcome unknown).
+    pub proposals_failed: Counter,
+    /// Snapshots sent to followers that needed the compacted prefix.
+    pub snapshots_sent: Counter,
     /// Entries per log write (one Postgres transaction).
     pub append_batch_entries: Histogram,
     /// Duration of log writes.
@@ -123,6 +131,14 @@ impl Default for Metrics {
             "Committed entries not yet applied.",
         );
         let last_index = gauge("raftgres_last_index", "Last log index.");
+        let log_entries = gauge(
+            "raftgres_log_entries",
+            "Entries held in the log after the compacted prefix.",
+        );
+        let proposals_pending = gauge(
+            "raftgres_proposals_pending",
+            "Proposals waiting to be applied.",
+        );
         let storage_healthy = gauge(
             "raftgres_storage_healthy",
             "0 while Postgres is unreachable for log writes.",
@@ -163,6 +179,14 @@ impl Default for Metrics {
         let tls_handshakes_failed = counter(
             "raftgres_tls_handshakes_failed",
             "TLS handshakes that failed or timed out.",
+        );
+        let proposals_failed = counter(
+            "raftgres_proposals_failed",
+            "Proposals answered with an error: not the leader, lost in a leadership change, outcome unknown.",
+        );
+        let snapshots_sent = counter(
+            "raftgres_snapshots_sent",
+            "Snapshots sent to followers that needed the compacted prefix.",
         );
         let requests = Family::<MethodLabel, Counter>::default();
         registry.register(
@@ -208,6 +232,10 @@ impl Default for Metrics {
             applied_index,
             apply_lag_entries,
             last_index,
+            log_entries,
+            proposals_pending,
+            proposals_failed,
+            snapshots_sent,
             append_batch_entries,
             storage_write_seconds,
             apply_seconds,
@@ -315,6 +343,33 @@ mod tests {
         );
         assert!(text.contains("raftgres_storage_healthy 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// Every series the Grafana dashboard in deploy/ queries is one this
+    /// node exports (a renamed metric would leave a panel silently empty).
+    #[test]
+    fn the_dashboard_queries_only_exported_series() {
+        let dashboard = include_str!("../../../deploy/grafana/raftgres.json");
+        let page = Metrics::default().render();
+        let mut queried = 0;
+        for (start, _) in dashboard.match_indices("raftgres_") {
+            let name: String = dashboard[start..]
+                .chars()
+                .take_while(|character| character.is_ascii_alphanumeric() || *character == '_')
+                .collect();
+            queried += 1;
+            let exported = page.lines().any(|line| {
+                line.starts_with(&format!("{name} ")) || line.starts_with(&format!("{name}{{"))
+            });
+            assert!(
+                exported,
+                "the dashboard queries {name}, which the node does not export"
+            );
+        }
+        assert!(
+            queried >= 20,
+            "only {queried} series found in the dashboard"
+        );
     }
 
     #[tokio::test]
