@@ -47,9 +47,9 @@ impl Admission {
 }
 
 /// A gRPC service whose requests each hold one admission slot until their
-/// response is ready.
+/// response is ready (see [`crate::server::NodeApi::admit`]).
 #[derive(Clone, Debug)]
-pub(crate) struct Admitted<S> {
+pub struct Admitted<S> {
     inner: S,
     admission: Admission,
 }

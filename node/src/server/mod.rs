@@ -39,7 +39,9 @@ use raftgres_storage_pg::{LogStore, PgApplier, PgStore, PgStoreConfig, StoreErro
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
+pub use admission::Admitted;
 pub use config::NodeConfig;
+pub use services::NodeApi;
 pub use state_machine::{KvStateMachine, StateMachine};
 
 use crate::core::{DurableState, LogIndex, NodeId, Raft};
@@ -295,9 +297,6 @@ async fn serve_grpc<S: StateMachine>(
     let (mut health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(async move {
         health_reporter
-            .set_serving::<wire::kv_server::KvServer<services::KvService<S>>>()
-            .await;
-        health_reporter
             .set_serving::<wire::client_server::ClientServer<services::ClientService<S>>>()
             .await;
     });
@@ -390,14 +389,9 @@ fn client_router<S: StateMachine>(
         shared.config.limits.client_requests_max,
         shared.metrics.clone(),
     );
+    let node = services::NodeApi::new(shared.clone(), admission.clone());
     let client = admission.wrap(
         wire::client_server::ClientServer::new(services::ClientService {
-            shared: shared.clone(),
-        })
-        .max_decoding_message_size(client_bytes_max),
-    );
-    let kv = admission.wrap(
-        wire::kv_server::KvServer::new(services::KvService {
             shared: shared.clone(),
         })
         .max_decoding_message_size(client_bytes_max),
@@ -407,12 +401,14 @@ fn client_router<S: StateMachine>(
             shared: shared.clone(),
         },
     ));
+    // The state machine's own API (the built-in KV serves raftgres.v1.Kv).
+    let routes = S::client_routes(node).unwrap_or_default();
     Ok(server_builder(&shared.config)
+        .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(client)
-        .add_service(kv)
         .add_service(cluster))
 }
 

@@ -12,7 +12,26 @@ use raftgres_proto::v1 as wire;
 use tokio_postgres::{Client, Transaction};
 
 /// A deterministic state machine stored in Postgres tables of its own.
+///
+/// Run a node with one through [`crate::server::serve_with`]; clients reach
+/// it through `raftgres.v1.Client.Submit` (opaque commands, answered with
+/// the state machine's response) and through whatever services
+/// [`StateMachine::client_routes`] adds. `examples/ledger_node.rs` is a
+/// complete one.
 pub trait StateMachine: Send + Sync + 'static {
+    /// The gRPC services of this state machine's own client API, served
+    /// next to the generic `raftgres.v1.Client` and `Cluster`. Build them
+    /// on `node` (propose commands, wait for reads, query the tables) and
+    /// wrap each in [`crate::server::NodeApi::admit`]. `None` (the default):
+    /// clients use `Client.Submit` only.
+    fn client_routes(node: crate::server::NodeApi<Self>) -> Option<tonic::service::Routes>
+    where
+        Self: Sized,
+    {
+        let _ = node;
+        None
+    }
+
     /// Creates (idempotently) the state machine's tables.
     fn migrate(
         &self,
@@ -349,6 +368,17 @@ impl KvStateMachine {
 }
 
 impl StateMachine for KvStateMachine {
+    fn client_routes(node: crate::server::NodeApi<Self>) -> Option<tonic::service::Routes> {
+        let command_bytes_max = node.shared().config.limits.command_bytes_max;
+        let kv = raftgres_proto::v1::kv_server::KvServer::new(crate::server::services::KvService {
+            shared: node.shared().clone(),
+        })
+        // A request may carry a command of command_bytes_max plus its key
+        // and session.
+        .max_decoding_message_size(command_bytes_max + 64 * 1024);
+        Some(tonic::service::Routes::new(node.admit(kv)))
+    }
+
     async fn migrate(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
         client.batch_execute(KV_SCHEMA).await?;
         client.batch_execute(KV_APPLY_FUNCTION).await

@@ -32,6 +32,77 @@ pub(crate) use cluster::ClusterService;
 pub(crate) use kv::KvService;
 pub(crate) use peer::{validate_node_snapshot, PeerService};
 
+/// What a state machine's own gRPC services may do with the node: propose
+/// commands, wait until a read may be served, and query the state
+/// machine's tables. Handed to [`StateMachine::client_routes`].
+///
+/// [`StateMachine::client_routes`]: crate::server::StateMachine::client_routes
+pub struct NodeApi<S> {
+    shared: Arc<Shared<S>>,
+    admission: super::admission::Admission,
+}
+
+impl<S> Clone for NodeApi<S> {
+    fn clone(&self) -> Self {
+        NodeApi {
+            shared: self.shared.clone(),
+            admission: self.admission.clone(),
+        }
+    }
+}
+
+impl<S> NodeApi<S> {
+    pub(crate) fn new(shared: Arc<Shared<S>>, admission: super::admission::Admission) -> Self {
+        NodeApi { shared, admission }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared<S>> {
+        &self.shared
+    }
+
+    /// `service`, counted against `limits.client_requests_max` like the
+    /// node's own client services. Wrap every service you return.
+    pub fn admit<T>(&self, service: T) -> super::admission::Admitted<T> {
+        self.admission.wrap(service)
+    }
+
+    /// Proposes `command` (the state machine's encoding) with an optional
+    /// session and waits until it is applied here: its log index and the
+    /// state machine's response. Errors are the statuses of
+    /// `proto/raftgres/v1/client.proto`.
+    pub async fn submit(
+        &self,
+        command: Vec<u8>,
+        session: Option<&wire::Session>,
+    ) -> Result<(u64, Vec<u8>), Status> {
+        self.shared
+            .submit(command, session)
+            .await
+            .map(|applied| (applied.index.0, applied.response))
+            .map_err(|error| self.shared.refused(error))
+    }
+
+    /// Waits until this node's state machine may serve a read in `mode`
+    /// (a `raftgres.v1.ReadMode`); the index the read observes at least.
+    pub async fn read_barrier(&self, mode: i32) -> Result<u64, Status> {
+        self.shared
+            .read_barrier(mode)
+            .await
+            .map(|index| index.0)
+            .map_err(|error| self.shared.refused(error))
+    }
+
+    /// A connection to this node's Postgres for reads of the state
+    /// machine's tables (after [`Self::read_barrier`]).
+    pub async fn postgres(&self) -> Result<Arc<tokio_postgres::Client>, Status> {
+        self.shared
+            .reads
+            .client()
+            .await
+            .map_err(|error| self.shared.refused(error))
+    }
+}
+
 pub(crate) struct Shared<S> {
     pub(crate) config: Arc<NodeConfig>,
     pub(crate) events: mpsc::Sender<Event>,
