@@ -92,6 +92,15 @@ pub trait StateMachine: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
 }
 
+/// A `raftgres_kv` row selected as `key, value, mod_index`.
+pub(crate) fn key_value_of_row(row: &tokio_postgres::Row) -> wire::KeyValue {
+    wire::KeyValue {
+        key: row.get(0),
+        value: row.get(1),
+        mod_index: row.get::<_, i64>(2) as u64,
+    }
+}
+
 /// The built-in key-value state machine: table `raftgres_kv`. Commands are
 /// encoded `raftgres.v1.KvCommand`, responses `raftgres.v1.KvResult`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -480,14 +489,7 @@ impl StateMachine for KvStateMachine {
                 &[],
             )
             .await?;
-        let pairs = rows
-            .iter()
-            .map(|row| wire::KeyValue {
-                key: row.get(0),
-                value: row.get(1),
-                mod_index: row.get::<_, i64>(2) as u64,
-            })
-            .collect();
+        let pairs = rows.iter().map(key_value_of_row).collect();
         Ok(wire::RangeResponse {
             kvs: pairs,
             more: false,

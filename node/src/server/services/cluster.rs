@@ -26,6 +26,19 @@ fn role_to_wire(role: Role) -> wire::Role {
     }
 }
 
+/// The driver's view of the node.
+async fn node_status<S>(shared: &Shared<S>) -> Result<NodeStatus, Status> {
+    let (reply, answer) = oneshot::channel::<NodeStatus>();
+    shared
+        .events
+        .send(Event::Status { reply })
+        .await
+        .map_err(|_| Status::unavailable("shutting down"))?;
+    answer
+        .await
+        .map_err(|_| Status::unavailable("shutting down"))
+}
+
 #[tonic::async_trait]
 impl<S: StateMachine> wire::cluster_server::Cluster for ClusterService<S> {
     async fn status(
@@ -34,15 +47,7 @@ impl<S: StateMachine> wire::cluster_server::Cluster for ClusterService<S> {
     ) -> Result<Response<wire::StatusResponse>, Status> {
         let shared = &self.shared;
         shared.metrics.client_requests.cluster.inc();
-        let (reply, answer) = oneshot::channel::<NodeStatus>();
-        shared
-            .events
-            .send(Event::Status { reply })
-            .await
-            .map_err(|_| Status::unavailable("shutting down"))?;
-        let node_status = answer
-            .await
-            .map_err(|_| Status::unavailable("shutting down"))?;
+        let node_status = node_status(shared).await?;
         let storage_healthy = node_status.storage_healthy;
         let status = node_status.core;
         let config = &shared.config;
@@ -102,18 +107,7 @@ impl<S: StateMachine> wire::cluster_server::Cluster for ClusterService<S> {
             })
             .await
             .map_err(|error| shared.refused(error))?;
-        let (reply, answer) = oneshot::channel::<NodeStatus>();
-        shared
-            .events
-            .send(Event::Status { reply })
-            .await
-            .map_err(|_| Status::unavailable("shutting down"))?;
-        let term = answer
-            .await
-            .map_err(|_| Status::unavailable("shutting down"))?
-            .core
-            .term
-            .0;
+        let term = node_status(shared).await?.core.term.0;
         Ok(Response::new(wire::TransferLeadershipResponse {
             leader_id: leader.0,
             term,

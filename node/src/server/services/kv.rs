@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use super::{database_error, Shared};
 use crate::core::LogIndex;
 use crate::server::error::ServiceError;
-use crate::server::state_machine::{decode_kv_command, StateMachine};
+use crate::server::state_machine::{decode_kv_command, key_value_of_row, StateMachine};
 
 /// `raftgres.v1.Kv`.
 pub(crate) struct KvService<S> {
@@ -96,11 +96,7 @@ impl<S: StateMachine> KvService<S> {
         let kvs = rows
             .iter()
             .take(limit as usize)
-            .map(|row| wire::KeyValue {
-                key: row.get(0),
-                value: row.get(1),
-                mod_index: row.get::<_, i64>(2) as u64,
-            })
+            .map(key_value_of_row)
             .collect();
         Ok(wire::RangeResponse {
             kvs,
