@@ -161,6 +161,37 @@ pub struct DevClusterOptions {
     /// Serve the peer API on a port of its own (`peer_listen_addr`), apart
     /// from the clients' port.
     pub separate_peer_listener: bool,
+    /// Rewrites the peer addresses written into each node's config, so that
+    /// every directed link between two nodes can go through a proxy of its
+    /// own (the nemesis suite's fault-injecting proxies). `None`: nodes
+    /// reach each other directly.
+    pub peer_address_map: Option<PeerAddressMap>,
+}
+
+/// One directed peer link: node `from` sends to node `to`, which listens
+/// for peers at `address`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerLink<'a> {
+    /// The node whose config is being written.
+    pub from: u64,
+    /// The peer it names.
+    pub to: u64,
+    /// Where `to` really listens for peers.
+    pub address: &'a str,
+}
+
+/// Maps each directed [`PeerLink`] to the address that `from`'s config
+/// names for `to`. Called at every (re)start of the cluster, once per
+/// ordered pair of distinct nodes; a node's own entry is never mapped.
+/// Each node's config lists one address per peer, so a proxy per directed
+/// link (not per node) is what lets a test cut one direction alone.
+#[derive(Clone)]
+pub struct PeerAddressMap(pub std::sync::Arc<dyn Fn(PeerLink<'_>) -> String + Send + Sync>);
+
+impl std::fmt::Debug for PeerAddressMap {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("PeerAddressMap(..)")
+    }
 }
 
 /// Certificates for a TLS dev cluster, in one directory: `ca.pem`, the CA;
@@ -206,6 +237,7 @@ impl DevClusterOptions {
             postgres_start_timeout: Duration::from_secs(60),
             tls: None,
             separate_peer_listener: false,
+            peer_address_map: None,
         }
     }
 
@@ -804,16 +836,16 @@ impl DevCluster {
     }
 
     fn write_configs(&self) -> Result<(), DevError> {
-        let peers: Vec<DevPeer<'_>> = self
-            .nodes
-            .iter()
-            .map(|(id, node)| DevPeer {
-                id: *id,
-                address: node.peer_address.as_deref().unwrap_or(&node.address),
-                client_address: node.peer_address.as_ref().map(|_| node.address.as_str()),
-            })
-            .collect();
         for (id, node) in &self.nodes {
+            let peers = self.peers_as_seen_by(*id);
+            let peers: Vec<DevPeer<'_>> = peers
+                .iter()
+                .map(|(peer, address, client_address)| DevPeer {
+                    id: *peer,
+                    address,
+                    client_address: client_address.as_deref(),
+                })
+                .collect();
             let conninfo = node.postgres.conninfo();
             let endpoints = NodeEndpoints {
                 address: &node.address,
@@ -827,6 +859,34 @@ impl DevCluster {
             NodeConfig::from_file(&path).map_err(|source| DevError::NodeConfig { path, source })?;
         }
         Ok(())
+    }
+
+    /// The `[[peer]]` entries of node `from`'s config as (id, peer address,
+    /// client address): peer addresses go through the options' map when
+    /// there is one, and then the client address is always written so that
+    /// leader hints send clients to the node itself, not to a proxy.
+    fn peers_as_seen_by(&self, from: u64) -> Vec<(u64, String, Option<String>)> {
+        self.nodes
+            .iter()
+            .map(|(id, node)| {
+                let address = node.peer_address.as_deref().unwrap_or(&node.address);
+                match &self.options.peer_address_map {
+                    Some(map) if *id != from => {
+                        let link = PeerLink {
+                            from,
+                            to: *id,
+                            address,
+                        };
+                        (*id, (map.0)(link), Some(node.address.clone()))
+                    }
+                    _ => (
+                        *id,
+                        address.to_string(),
+                        node.peer_address.as_ref().map(|_| node.address.clone()),
+                    ),
+                }
+            })
+            .collect()
     }
 }
 
