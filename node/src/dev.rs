@@ -9,7 +9,10 @@
 //! DIR/node-N.toml  node N's config, rewritten at every start
 //! DIR/node-N.log   node N's output (appended across restarts)
 //! DIR/node-N.pid   node N's process id while it runs
-//! DIR/endpoints    every node's gRPC address, comma-separated
+//! DIR/endpoints    every node's gRPC address, comma-separated (the
+//!                  `raftgres` client commands read `.dev/endpoints` when
+//!                  given no `--endpoints`)
+//! DIR/cluster.json the nodes as `raftgres dev up --detach` printed them
 //! ```
 //!
 //! Starting a cluster on a directory that already holds one reuses its data
@@ -35,7 +38,9 @@ use crate::client::{Client, ClientError, ClientOptions, ClientTls, Role, StatusR
 use crate::server::config::ConfigError;
 use crate::server::NodeConfig;
 
-/// First gRPC port `raftgres dev up` tries (node N gets 7000 + N when free).
+/// The first of the gRPC ports dev clusters used to take (node N on 7000 +
+/// N); `raftgres dev up` now picks free ports unless given
+/// `--grpc-port-first`.
 pub const DEFAULT_GRPC_PORT_FIRST: u16 = 7001;
 /// First metrics port `raftgres dev up` tries.
 pub const DEFAULT_METRICS_PORT_FIRST: u16 = 9101;
@@ -410,8 +415,52 @@ pub struct DevNodeInfo {
     pub pid: Option<u32>,
     /// Port of its Postgres.
     pub postgres_port: u16,
+    /// Its Postgres data directory.
+    pub postgres_data_dir: PathBuf,
+    /// Whether its Postgres runs.
+    pub postgres_running: bool,
     /// Its log file.
     pub log_path: PathBuf,
+}
+
+/// The nodes of a dev cluster as one JSON object, for scripts:
+/// `{"dir", "leader", "endpoints", "nodes": [{"id", "address",
+/// "metrics_address", "pid", "log", "postgres": {"port", "data_dir",
+/// "running", "conninfo"}}]}`. `leader` and a node's `pid` are `null` when
+/// unknown or not running.
+pub fn nodes_json(dir: &Path, leader: Option<u64>, nodes: &[DevNodeInfo]) -> String {
+    let string = json_string;
+    let path = |path: &Path| json_string(&path.display().to_string());
+    let optional = |value: Option<u64>| value.map_or("null".to_string(), |value| value.to_string());
+    let endpoints: Vec<String> = nodes.iter().map(|node| string(&node.address)).collect();
+    let described: Vec<String> = nodes
+        .iter()
+        .map(|node| {
+            format!(
+                "{{\"id\": {}, \"address\": {}, \"metrics_address\": {}, \"pid\": {}, \"log\": {}, \"postgres\": {{\"port\": {}, \"data_dir\": {}, \"running\": {}, \"conninfo\": {}}}}}",
+                node.id,
+                string(&node.address),
+                string(&node.metrics_address),
+                optional(node.pid.map(u64::from)),
+                path(&node.log_path),
+                node.postgres_port,
+                path(&node.postgres_data_dir),
+                node.postgres_running,
+                string(&format!(
+                    "host={} port={} user=postgres dbname=postgres",
+                    pg_instance::HOST,
+                    node.postgres_port
+                )),
+            )
+        })
+        .collect();
+    format!(
+        "{{\"dir\": {}, \"leader\": {}, \"endpoints\": [{}], \"nodes\": [{}]}}",
+        path(dir),
+        optional(leader),
+        endpoints.join(", "),
+        described.join(", ")
+    )
 }
 
 struct DevNode {
@@ -637,6 +686,8 @@ impl DevCluster {
                 metrics_address: self.node(id).metrics_address.clone(),
                 pid: self.pid(id),
                 postgres_port: self.node(id).postgres.port(),
+                postgres_data_dir: self.layout.postgres_dir(id),
+                postgres_running: self.layout.postgres_dir(id).join("postmaster.pid").exists(),
                 log_path: self.layout.log_path(id),
             })
             .collect()
@@ -823,6 +874,19 @@ impl DevCluster {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Leaves every node process and Postgres running after this value is
+    /// gone (`raftgres dev up --detach`); stop them with
+    /// [`stop_directory`]. Returns the nodes as they were.
+    pub fn detach(mut self) -> Vec<DevNodeInfo> {
+        let nodes = self.nodes();
+        self.shut_down = true;
+        for (_, node) in std::mem::take(&mut self.nodes) {
+            // Dropping a `Child` leaves its process running.
+            node.postgres.detach();
+        }
+        nodes
+    }
+
     fn node(&self, id: u64) -> &DevNode {
         self.nodes
             .get(&id)
@@ -924,6 +988,115 @@ pub fn start_node_process(
     }
     let child = spawn_node(&layout, id, binary, log_filter)?;
     Ok(child.id())
+}
+
+/// `text` as a JSON string literal (for the CLI's `--json` outputs).
+pub fn json_string(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\n' => quoted.push_str("\\n"),
+            control if u32::from(control) < 0x20 => {
+                quoted.push_str(&format!("\\u{:04x}", u32::from(control)));
+            }
+            other => quoted.push(other),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// Stops node `id` of the cluster in `dir` (SIGTERM, SIGKILL after
+/// `timeout`; with `kill`, SIGKILL at once, as a crash would):
+/// `raftgres dev stop-node`. Returns the pid it stopped.
+pub fn stop_node_process(
+    dir: &Path,
+    id: u64,
+    timeout: Duration,
+    kill: bool,
+) -> Result<u32, DevError> {
+    let layout = DevLayout::new(dir)?;
+    let pid = layout
+        .running_pid(id)
+        .ok_or(DevError::NotRunning { node: id })?;
+    send_signal(pid, if kill { "KILL" } else { "TERM" })?;
+    let deadline = Instant::now() + timeout;
+    while process_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if process_alive(pid) {
+        send_signal(pid, "KILL")?;
+    }
+    // The pid file is removed even after a SIGKILL, so it never names a
+    // dead process (or, later, an unrelated one with the same pid).
+    layout.remove_pid_file(id, pid);
+    Ok(pid)
+}
+
+/// Stops node `id`'s Postgres: a fast shutdown, or with `crash` a SIGKILL
+/// of the postmaster (nothing flushed or checkpointed, like `pg_ctl stop
+/// -m immediate`): `raftgres dev pg stop`.
+pub fn stop_postgres(dir: &Path, id: u64, crash: bool) -> Result<(), DevError> {
+    let layout = DevLayout::new(dir)?;
+    let data_dir = layout.postgres_dir(id);
+    let pid_file = data_dir.join("postmaster.pid");
+    let postmaster = fs::read_to_string(&pid_file).ok().and_then(|text| {
+        text.lines()
+            .next()
+            .and_then(|line| line.trim().parse::<u32>().ok())
+    });
+    let Some(postmaster) = postmaster.filter(|pid| process_alive(*pid)) else {
+        return Err(DevError::Invalid(format!(
+            "the Postgres of node {id} ({}) is not running",
+            data_dir.display()
+        )));
+    };
+    if crash {
+        send_signal(postmaster, "KILL")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_alive(postmaster) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    } else {
+        PgInstance::stop_data_dir(&data_dir)
+            .map_err(|source| DevError::Postgres { node: id, source })
+    }
+}
+
+/// Starts node `id`'s Postgres again on its data directory and the port
+/// its config names, and leaves it running: `raftgres dev pg start`.
+pub fn start_postgres(dir: &Path, id: u64, timeout: Duration) -> Result<u16, DevError> {
+    let layout = DevLayout::new(dir)?;
+    let path = layout.config_path(id);
+    let config =
+        NodeConfig::from_file(&path).map_err(|source| DevError::NodeConfig { path, source })?;
+    let port = config
+        .postgres
+        .split_whitespace()
+        .find_map(|pair| pair.strip_prefix("port=")?.parse::<u16>().ok());
+    // After a crash the old backends may hold shared memory for a moment,
+    // so start attempts repeat until the timeout (as `start_again` does).
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut options = PgInstanceOptions::new(layout.postgres_dir(id));
+        options.port = port;
+        options.start_timeout = deadline.saturating_duration_since(Instant::now());
+        match PgInstance::start(options) {
+            Ok(instance) => {
+                let port = instance.port();
+                instance.detach();
+                return Ok(port);
+            }
+            Err(source) if Instant::now() >= deadline => {
+                return Err(DevError::Postgres { node: id, source })
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
 }
 
 /// Stops whatever a dev cluster in `dir` left running: node processes named
@@ -1390,6 +1563,34 @@ mod tests {
         assert!(taken.contains(&free));
         let again = pick_port(Some(free), &mut taken).unwrap();
         assert_ne!(again, free, "a port already handed out is not reused");
+    }
+
+    #[test]
+    fn the_nodes_json_names_every_node_and_escapes_paths() {
+        let node = DevNodeInfo {
+            id: 2,
+            address: "127.0.0.1:7002".into(),
+            metrics_address: "127.0.0.1:9102".into(),
+            pid: None,
+            postgres_port: 5999,
+            postgres_data_dir: PathBuf::from("/tmp/a \"b\"/pg-2"),
+            postgres_running: true,
+            log_path: PathBuf::from("/tmp/node-2.log"),
+        };
+        let json = nodes_json(Path::new("/tmp/x"), Some(2), &[node]);
+        assert!(
+            json.starts_with(
+                "{\"dir\": \"/tmp/x\", \"leader\": 2, \"endpoints\": [\"127.0.0.1:7002\"]"
+            ),
+            "{json}"
+        );
+        assert!(json.contains("\"pid\": null"), "{json}");
+        assert!(
+            json.contains("\"data_dir\": \"/tmp/a \\\"b\\\"/pg-2\""),
+            "{json}"
+        );
+        assert!(json.contains("port=5999"), "{json}");
+        assert_eq!(json_string("a\\b\n"), "\"a\\\\b\\n\"");
     }
 
     #[test]
