@@ -188,6 +188,7 @@ pub async fn run(options: CampaignOptions) -> CampaignReport {
         bar.set_message("settling");
     }
     let settled = settle(&mut cluster).await;
+    wait_for_recovery(&workload).await;
     let history = workload.finish().await;
     if let Some(bar) = progress {
         bar.finish_with_message("checking");
@@ -231,12 +232,17 @@ async fn run_nemesis(
     let started = Instant::now();
     let show = |faults: usize, message: String| {
         if let Some(bar) = progress {
-            bar.set_position(started.elapsed().as_secs());
-            bar.set_message(format!(
+            let line = format!(
                 "{} ops ({} ok), {faults} faults; {message}",
                 workload.counters.operations.load(Ordering::Relaxed),
                 workload.counters.ok.load(Ordering::Relaxed),
-            ));
+            );
+            bar.set_position(started.elapsed().as_secs());
+            if bar.is_hidden() {
+                // Not a terminal (CI, a log file): one line per step instead.
+                eprintln!("[{:>5} s] {line}", started.elapsed().as_secs());
+            }
+            bar.set_message(line);
         }
     };
     // Let the workload reach a steady state before the first fault.
@@ -307,6 +313,28 @@ async fn sleep_until_or(deadline: Instant, until: Instant) {
     tokio::time::sleep_until(until.min(deadline).into()).await;
 }
 
+/// Keeps the workload going after the last heal until writes and
+/// linearizable reads are answered again (a fault cut short by the end of
+/// the campaign must still show its recovery), bounded by
+/// [`RECOVERY_AFTER_HEAL_MAX`]. Each worker has at most one operation in
+/// flight, so once a worker's worth of new answers of each kind came, some
+/// were invoked after the heal.
+async fn wait_for_recovery(workload: &Workload) {
+    let counters = &workload.counters;
+    let writes = counters.ok_writes.load(Ordering::Relaxed);
+    let reads = counters.ok_linearizable_reads.load(Ordering::Relaxed);
+    let enough = 2 * workload.workers() as u64;
+    let deadline = Instant::now() + RECOVERY_AFTER_HEAL_MAX;
+    while Instant::now() < deadline {
+        let new_writes = counters.ok_writes.load(Ordering::Relaxed) - writes;
+        let new_reads = counters.ok_linearizable_reads.load(Ordering::Relaxed) - reads;
+        if new_writes >= enough && new_reads >= enough {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Every node running and agreeing on a leader, within [`SETTLE_MAX`].
 async fn settle(cluster: &mut TestCluster) -> Result<(), String> {
     for id in cluster.node_ids() {
@@ -322,12 +350,13 @@ async fn settle(cluster: &mut TestCluster) -> Result<(), String> {
 }
 
 /// Waits (bounded) until every node applied the same index with no
-/// client traffic, then reads every node's Postgres.
+/// client traffic, then reads every node's Postgres. When they do not
+/// get there, what each node last said goes into the error list.
 async fn converged_states(
     cluster: &mut TestCluster,
-) -> Result<BTreeMap<u64, DatabaseState>, String> {
+) -> Result<(BTreeMap<u64, DatabaseState>, Option<String>), String> {
     let deadline = Instant::now() + SETTLE_MAX;
-    loop {
+    let stuck = loop {
         let statuses = cluster.statuses().await;
         let applied: Vec<Option<u64>> = statuses
             .iter()
@@ -341,11 +370,39 @@ async fn converged_states(
             .iter()
             .all(|index| index.is_some() && *index == applied[0])
             && commits.iter().all(|index| *index == applied[0]);
-        if all_equal || Instant::now() >= deadline {
-            break;
+        if all_equal {
+            break None;
+        }
+        if Instant::now() >= deadline {
+            let described: Vec<String> = statuses
+                .iter()
+                .map(|(id, status)| match status {
+                    Ok(status) => {
+                        let peers: Vec<String> = status
+                            .peers
+                            .iter()
+                            .filter(|peer| peer.match_index > 0 || peer.next_index > 0)
+                            .map(|peer| {
+                                format!("{}: match {} next {}", peer.id, peer.match_index, peer.next_index)
+                            })
+                            .collect();
+                        format!(
+                            "node {id}: role {}, term {}, leader {}, commit {}, applied {}, last index {}, storage healthy {}, peers [{}]",
+                            status.role, status.term, status.leader_id, status.commit_index,
+                            status.applied_index, status.last_log_index, status.storage_healthy,
+                            peers.join(", ")
+                        )
+                    }
+                    Err(error) => format!("node {id}: {error}"),
+                })
+                .collect();
+            break Some(format!(
+                "the nodes did not reach one applied index within {SETTLE_MAX:?} of healing; they last said:\n    {}",
+                described.join("\n    ")
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
     let mut states = BTreeMap::new();
     for id in cluster.node_ids() {
         let conninfo = cluster.postgres(id).conninfo();
@@ -354,7 +411,7 @@ async fn converged_states(
             .map_err(|error| format!("reading node {id}'s Postgres: {error}"))?;
         states.insert(id, state);
     }
-    Ok(states)
+    Ok((states, stuck))
 }
 
 /// Runs every check and measures recovery.
@@ -362,7 +419,7 @@ fn judge(
     options: CampaignOptions,
     history: Vec<Record>,
     faults: Vec<FaultEvent>,
-    states: Result<BTreeMap<u64, DatabaseState>, String>,
+    states: Result<(BTreeMap<u64, DatabaseState>, Option<String>), String>,
 ) -> CampaignReport {
     let mut violations = Vec::new();
     let mut reported = Vec::new();
@@ -372,7 +429,13 @@ fn judge(
     violations.extend(checks::stale_reads::check(&history));
     violations.extend(checks::applied_once::check(&history));
     let states = match states {
-        Ok(states) => {
+        Ok((states, stuck)) => {
+            if let Some(stuck) = stuck {
+                violations.push(Violation {
+                    check: "convergence",
+                    message: stuck,
+                });
+            }
             violations.extend(checks::convergence::check(&states));
             violations.extend(checks::lost_writes::check(&history, &states));
             reported.extend(checks::convergence::check_sessions(&states));
@@ -498,7 +561,12 @@ fn write_artifacts(report: &CampaignReport, cluster: &TestCluster) -> PathBuf {
         dir.join("history.tsv"),
         crate::report::history_tsv(&report.history),
     );
-    let _ = std::fs::write(dir.join("report.txt"), crate::report::text(report));
+    let text = format!(
+        "{}\nfault timeline (the clock starts when the workload does):\n{}",
+        crate::report::text(report),
+        crate::report::timeline(report)
+    );
+    let _ = std::fs::write(dir.join("report.txt"), text);
     let _ = std::fs::write(
         dir.join("throughput.svg"),
         crate::report::throughput_svg(report),

@@ -181,6 +181,30 @@ pub fn text(report: &CampaignReport) -> String {
     out
 }
 
+/// Every fault with its times (seconds since the campaign started), for
+/// lining up with the history and the node logs.
+pub fn timeline(report: &CampaignReport) -> String {
+    let mut out = String::new();
+    for (fault, recovery) in report.faults.iter().zip(&report.recoveries) {
+        let _ = writeln!(
+            out,
+            "{:>9.3} s .. {:>9.3} s  {}{}  {}  recovered: write {} ms, read {} ms{}",
+            fault.started_ns as f64 / 1e9,
+            fault.healed_ns as f64 / 1e9,
+            fault.kind.name(),
+            if fault.combined { " (combined)" } else { "" },
+            fault.description,
+            milliseconds(recovery.write),
+            milliseconds(recovery.read),
+            fault
+                .error
+                .as_ref()
+                .map_or(String::new(), |error| format!("  error: {error}"))
+        );
+    }
+    out
+}
+
 /// The history, one operation a line.
 pub fn history_tsv(history: &[Record]) -> String {
     let mut out = String::from(

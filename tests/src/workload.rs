@@ -71,6 +71,10 @@ pub struct Counters {
     pub operations: AtomicU64,
     /// Operations answered.
     pub ok: AtomicU64,
+    /// Writes acknowledged.
+    pub ok_writes: AtomicU64,
+    /// Linearizable reads answered.
+    pub ok_linearizable_reads: AtomicU64,
 }
 
 /// The running workers.
@@ -156,6 +160,11 @@ impl Workload {
         }
     }
 
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        self.tasks.len()
+    }
+
     /// Stops the workers, waits for their last operations, and returns
     /// every record in invocation order.
     pub async fn finish(self) -> Vec<Record> {
@@ -179,6 +188,18 @@ impl Worker {
             counters.operations.fetch_add(1, Ordering::Relaxed);
             if record.outcome == Outcome::Ok {
                 counters.ok.fetch_add(1, Ordering::Relaxed);
+                if record.request.is_write() {
+                    counters.ok_writes.fetch_add(1, Ordering::Relaxed);
+                }
+                if record.request
+                    == (Request::Get {
+                        mode: ReadMode::Linearizable,
+                    })
+                {
+                    counters
+                        .ok_linearizable_reads
+                        .fetch_add(1, Ordering::Relaxed);
+                }
             }
             records.lock().expect("records").push(record);
             tokio::time::sleep(self.options.pause).await;

@@ -99,10 +99,11 @@ pub fn check(states: &BTreeMap<u64, DatabaseState>) -> Vec<Violation> {
             });
         }
         if let Some(difference) = first_difference(&first.rows, &state.rows) {
+            let difference = String::from_utf8_lossy(&difference).into_owned();
             violations.push(Violation {
                 check: "convergence",
                 message: format!(
-                    "the state machines of nodes {first_node} and {node} differ ({} and {} rows); first difference at key {difference}",
+                    "the state machines of nodes {first_node} and {node} differ ({} and {} rows); first difference at key {difference:?}",
                     first.rows.len(),
                     state.rows.len()
                 ),
@@ -123,7 +124,7 @@ pub fn check_sessions(states: &BTreeMap<u64, DatabaseState>) -> Vec<Violation> {
             violations.push(Violation {
                 check: "convergence_sessions",
                 message: format!(
-                    "the session tables of nodes {first_node} and {node} differ ({} and {} sessions); first difference at client {difference}",
+                    "the session tables of nodes {first_node} and {node} differ ({} and {} sessions); first difference at client {difference:?}",
                     first.sessions.len(),
                     state.sessions.len()
                 ),
@@ -133,17 +134,16 @@ pub fn check_sessions(states: &BTreeMap<u64, DatabaseState>) -> Vec<Violation> {
     violations
 }
 
-/// The first key (printed) at which two maps differ.
-fn first_difference<K: Ord + std::fmt::Debug, V: PartialEq>(
+/// The first key at which two maps differ.
+fn first_difference<K: Ord + Clone, V: PartialEq>(
     left: &BTreeMap<K, V>,
     right: &BTreeMap<K, V>,
-) -> Option<String> {
-    let differing = left
-        .iter()
+) -> Option<K> {
+    left.iter()
         .find(|(key, value)| right.get(key) != Some(value))
         .map(|(key, _)| key)
-        .or_else(|| right.keys().find(|key| !left.contains_key(key)))?;
-    Some(format!("{differing:?}"))
+        .or_else(|| right.keys().find(|key| !left.contains_key(key)))
+        .cloned()
 }
 
 #[cfg(test)]
@@ -187,12 +187,18 @@ mod tests {
         let states = BTreeMap::from([(1, one), (2, other_value), (3, behind), (4, extra_row)]);
         let violations = check(&states);
         assert_eq!(violations.len(), 3, "{violations:?}");
-        assert!(violations[0].message.contains("key [98]"), "{violations:?}");
+        assert!(
+            violations[0].message.contains("key \"b\""),
+            "{violations:?}"
+        );
         assert!(
             violations[1].message.contains("node 3 up to 8"),
             "{violations:?}"
         );
-        assert!(violations[2].message.contains("key [99]"), "{violations:?}");
+        assert!(
+            violations[2].message.contains("key \"c\""),
+            "{violations:?}"
+        );
     }
 
     #[test]
