@@ -576,3 +576,72 @@ fn write_artifacts(report: &CampaignReport, cluster: &TestCluster) -> PathBuf {
     }
     dir
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::test_records::{get, put};
+
+    fn fault(kind: FaultKind, started_ns: u64, combined: bool) -> FaultEvent {
+        FaultEvent {
+            kind,
+            combined,
+            description: String::new(),
+            started_ns,
+            healed_ns: started_ns + 1_000,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn recovery_counts_only_answers_to_operations_invoked_after_the_fault() {
+        let history = [
+            // Invoked before the fault: does not count, however late.
+            put(1, 5, 10, (50, 900)),
+            put(1, 6, 11, (120, 300)),
+            get(1, ReadMode::Linearizable, 6, Some(11), (150, 400)),
+            // Stale reads do not show that linearizable reads recovered.
+            get(1, ReadMode::Stale, 6, Some(11), (110, 115)),
+        ];
+        let faults = [
+            fault(FaultKind::KillLeader, 100, false),
+            fault(FaultKind::Latency, 1_000, true),
+        ];
+        let recoveries = measure_recoveries(&history, &faults);
+        assert_eq!(recoveries[0].kind, Some(FaultKind::KillLeader));
+        assert_eq!(recoveries[0].write, Some(Duration::from_nanos(200)));
+        assert_eq!(recoveries[0].read, Some(Duration::from_nanos(300)));
+        // Nothing was invoked after the second fault: it never recovered.
+        assert_eq!(recoveries[1].kind, None, "combined faults are apart");
+        assert_eq!(recoveries[1].write, None);
+    }
+
+    #[test]
+    fn a_fault_that_never_recovers_is_asserted_and_a_slow_one_reported() {
+        let options = CampaignOptions::new(1, Duration::from_secs(1));
+        let faults = [
+            fault(FaultKind::KillLeader, 0, false),
+            fault(FaultKind::PostgresCrashLeader, 0, false),
+        ];
+        let slow = Duration::from_secs(5);
+        let recoveries = [
+            Recovery {
+                kind: Some(FaultKind::KillLeader),
+                write: None,
+                read: Some(Duration::from_millis(10)),
+            },
+            Recovery {
+                kind: Some(FaultKind::PostgresCrashLeader),
+                write: Some(slow),
+                read: Some(slow),
+            },
+        ];
+        let (asserted, reported) = check_recoveries(&options, &faults, &recoveries);
+        assert_eq!(asserted.len(), 1, "{asserted:?}");
+        assert!(asserted[0].message.starts_with("kill-leader"));
+        assert_eq!(reported.len(), 2, "{reported:?}");
+        assert!(reported
+            .iter()
+            .all(|violation| violation.check == "recovery_target"));
+    }
+}
