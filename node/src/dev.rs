@@ -1036,10 +1036,22 @@ pub fn stop_node_process(
     Ok(pid)
 }
 
-/// Stops node `id`'s Postgres: a fast shutdown, or with `crash` a SIGKILL
-/// of the postmaster (nothing flushed or checkpointed, like `pg_ctl stop
-/// -m immediate`): `raftgres dev pg stop`.
-pub fn stop_postgres(dir: &Path, id: u64, crash: bool) -> Result<(), DevError> {
+/// How `raftgres dev pg stop` stops a node's Postgres.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostgresStop {
+    /// `pg_ctl stop -m fast`: a clean shutdown with a checkpoint.
+    Fast,
+    /// `pg_ctl stop -m immediate`: every server process quits at once,
+    /// nothing is flushed or checkpointed; the next start runs recovery.
+    Immediate,
+    /// SIGKILL of the postmaster, as a crash would; its backends notice
+    /// and exit on their own.
+    Kill,
+}
+
+/// Stops node `id`'s Postgres of the cluster in `dir` in `mode`: `raftgres
+/// dev pg stop`. Start it again with [`start_postgres`].
+pub fn stop_postgres(dir: &Path, id: u64, mode: PostgresStop) -> Result<(), DevError> {
     let layout = DevLayout::new(dir)?;
     let data_dir = layout.postgres_dir(id);
     let pid_file = data_dir.join("postmaster.pid");
@@ -1054,16 +1066,54 @@ pub fn stop_postgres(dir: &Path, id: u64, crash: bool) -> Result<(), DevError> {
             data_dir.display()
         )));
     };
-    if crash {
-        send_signal(postmaster, "KILL")?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while process_alive(postmaster) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+    match mode {
+        PostgresStop::Fast => PgInstance::stop_data_dir(&data_dir)
+            .map_err(|source| DevError::Postgres { node: id, source }),
+        PostgresStop::Immediate => pg_ctl_stop_immediate(&data_dir),
+        PostgresStop::Kill => {
+            send_signal(postmaster, "KILL")?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while process_alive(postmaster) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(())
         }
+    }
+}
+
+/// `pg_ctl stop -m immediate -w` on `data_dir`, as the `postgres` OS user
+/// when running as root (the server refuses to be controlled by root).
+fn pg_ctl_stop_immediate(data_dir: &Path) -> Result<(), DevError> {
+    use std::os::unix::fs::MetadataExt;
+    let bin_dir = pg_instance::find_bin_dir()
+        .ok_or_else(|| DevError::Invalid("no PostgreSQL server binaries found".into()))?;
+    let as_root = fs::metadata("/proc/self").is_ok_and(|metadata| metadata.uid() == 0);
+    let mut command = if as_root {
+        let mut command = Command::new("runuser");
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(bin_dir.join("pg_ctl"));
+        command
+    } else {
+        Command::new(bin_dir.join("pg_ctl"))
+    };
+    command
+        .arg("-D")
+        .arg(data_dir)
+        .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+        .current_dir("/");
+    let output = command.output().map_err(|source| DevError::Io {
+        context: "running pg_ctl stop -m immediate".into(),
+        source,
+    })?;
+    if output.status.success() {
         Ok(())
     } else {
-        PgInstance::stop_data_dir(&data_dir)
-            .map_err(|source| DevError::Postgres { node: id, source })
+        Err(DevError::Invalid(format!(
+            "pg_ctl stop -m immediate on {} failed: {}",
+            data_dir.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
     }
 }
 

@@ -18,6 +18,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::proxy::{NetworkFault, ProxyMesh};
 use crate::TestCluster;
 
+/// How long a stopped Postgres may take to start again (recovery after an
+/// immediate stop replays its WAL).
+const POSTGRES_START_MAX: Duration = Duration::from_secs(60);
+
 /// A kind of fault, as reports name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FaultKind {
@@ -36,6 +40,11 @@ pub enum FaultKind {
     PostgresCrashLeader,
     /// The same under a follower.
     PostgresCrashFollower,
+    /// `pg_ctl stop -m immediate` of the leader's Postgres under the
+    /// running node, started again when healed.
+    PostgresStopLeader,
+    /// The same under a follower.
+    PostgresStopFollower,
     /// The leader cannot exchange anything with the other nodes.
     PartitionLeader,
     /// Nothing from one node reaches another (between the leader and a
@@ -49,13 +58,15 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::KillLeader,
         FaultKind::KillFollower,
         FaultKind::PauseLeader,
         FaultKind::PauseFollower,
         FaultKind::PostgresCrashLeader,
         FaultKind::PostgresCrashFollower,
+        FaultKind::PostgresStopLeader,
+        FaultKind::PostgresStopFollower,
         FaultKind::PartitionLeader,
         FaultKind::Blackhole,
         FaultKind::Latency,
@@ -71,6 +82,8 @@ impl FaultKind {
             FaultKind::PauseFollower => "pause-follower",
             FaultKind::PostgresCrashLeader => "postgres-crash-leader",
             FaultKind::PostgresCrashFollower => "postgres-crash-follower",
+            FaultKind::PostgresStopLeader => "postgres-stop-leader",
+            FaultKind::PostgresStopFollower => "postgres-stop-follower",
             FaultKind::PartitionLeader => "partition-leader",
             FaultKind::Blackhole => "blackhole",
             FaultKind::Latency => "latency",
@@ -106,6 +119,9 @@ pub enum AppliedFault {
     },
     /// Node's Postgres crashed; heal starts it.
     PostgresCrashed(u64),
+    /// Node's Postgres stopped with `pg_ctl stop -m immediate`; heal starts
+    /// a server on its data directory and port again.
+    PostgresStopped(u64),
     /// A network fault; heal removes every network fault.
     Network(NetworkFault),
     /// Nothing to undo (a leadership transfer).
@@ -166,7 +182,10 @@ pub async fn apply(
     let followers: Vec<u64> = ids.iter().copied().filter(|id| *id != leader).collect();
     let follower = *followers.choose(random).expect("a follower");
     let leader_or_follower = |kind: FaultKind| match kind {
-        FaultKind::KillLeader | FaultKind::PauseLeader | FaultKind::PostgresCrashLeader => leader,
+        FaultKind::KillLeader
+        | FaultKind::PauseLeader
+        | FaultKind::PostgresCrashLeader
+        | FaultKind::PostgresStopLeader => leader,
         _ => follower,
     };
     match kind {
@@ -193,6 +212,18 @@ pub async fn apply(
             Ok((
                 AppliedFault::PostgresCrashed(node),
                 format!("crash postgres of node {node}"),
+            ))
+        }
+        FaultKind::PostgresStopLeader | FaultKind::PostgresStopFollower => {
+            let node = leader_or_follower(kind);
+            let dir = cluster.dir().to_path_buf();
+            tokio::task::block_in_place(|| {
+                raftgres::dev::stop_postgres(&dir, node, raftgres::dev::PostgresStop::Immediate)
+            })
+            .map_err(|e| e.to_string())?;
+            Ok((
+                AppliedFault::PostgresStopped(node),
+                format!("pg_ctl stop -m immediate under node {node}"),
             ))
         }
         FaultKind::PartitionLeader => {
@@ -261,6 +292,17 @@ pub fn heal(
         AppliedFault::PostgresCrashed(node) => {
             tokio::task::block_in_place(|| cluster.postgres(*node).start_again())
                 .map_err(|e| e.to_string())
+        }
+        AppliedFault::PostgresStopped(node) => {
+            // A server of its own on the same data directory and port; the
+            // cluster's PgInstance of the node stops it at the end, as it
+            // stops whatever runs on that data directory.
+            let dir = cluster.dir().to_path_buf();
+            tokio::task::block_in_place(|| {
+                raftgres::dev::start_postgres(&dir, *node, POSTGRES_START_MAX)
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
         }
         AppliedFault::Network(_) => {
             mesh.heal();

@@ -48,8 +48,8 @@ fn wait_for_status(dir: &std::path::Path, expected: usize, applied: u64) -> Stri
 /// Proves that `dev up --detach` exits once the cluster has a leader and
 /// prints its nodes as JSON (and writes DIR/cluster.json), that the client
 /// commands find the cluster through DIR/endpoints, that `dev stop-node`,
-/// `dev start-node`, `dev pg stop --crash` and `dev pg start` act on one
-/// node, and that `dev down` stops everything.
+/// `dev start-node`, `dev pg stop --crash`, `dev pg stop --immediate` and
+/// `dev pg start` act on one node, and that `dev down` stops everything.
 #[test]
 fn a_detached_dev_cluster_is_driven_node_by_node() {
     let dir = fresh_dir("cli-dev");
@@ -67,9 +67,11 @@ fn a_detached_dev_cluster_is_driven_node_by_node() {
     let written = std::fs::read_to_string(dir.join("cluster.json")).unwrap();
     assert_eq!(written.trim(), json.trim());
     wait_for_status(&dir, 3, 1);
-    let steps: [&[&str]; 5] = [
+    let steps: [&[&str]; 7] = [
         &["dev", "stop-node", "--kill", "--dir", &dir_text, "2"],
         &["dev", "pg", "stop", "--crash", "--dir", &dir_text, "3"],
+        &["dev", "pg", "start", "--dir", &dir_text, "3"],
+        &["dev", "pg", "stop", "--immediate", "--dir", &dir_text, "3"],
         &["dev", "pg", "start", "--dir", &dir_text, "3"],
         &["dev", "start-node", "--dir", &dir_text, "2"],
         &["kv", "put", "key", "value"],

@@ -79,13 +79,17 @@ pub enum DevCommand {
 /// `raftgres dev pg ...`.
 #[derive(Debug, Subcommand)]
 pub enum PgCommand {
-    /// Stop node N's Postgres (a fast shutdown; --crash: SIGKILL of the
-    /// postmaster, nothing flushed, like `pg_ctl stop -m immediate`).
+    /// Stop node N's Postgres: a fast shutdown; --immediate: `pg_ctl stop
+    /// -m immediate` (nothing flushed or checkpointed); --crash: SIGKILL of
+    /// the postmaster.
     Stop {
         /// The cluster's directory.
         #[arg(long, default_value = ".dev")]
         dir: PathBuf,
-        /// Crash it instead of shutting it down.
+        /// `pg_ctl stop -m immediate`.
+        #[arg(long, conflicts_with = "crash")]
+        immediate: bool,
+        /// SIGKILL of the postmaster, as a crash would.
         #[arg(long)]
         crash: bool,
         /// The node whose Postgres stops.
@@ -137,14 +141,22 @@ pub async fn run(command: DevCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DevCommand::Pg {
-            command: PgCommand::Stop { dir, crash, id },
+            command:
+                PgCommand::Stop {
+                    dir,
+                    immediate,
+                    crash,
+                    id,
+                },
         } => {
-            dev::stop_postgres(&dir, id, crash)
+            let mode = match (immediate, crash) {
+                (true, _) => dev::PostgresStop::Immediate,
+                (_, true) => dev::PostgresStop::Kill,
+                _ => dev::PostgresStop::Fast,
+            };
+            dev::stop_postgres(&dir, id, mode)
                 .with_context(|| format!("stopping the Postgres of node {id}"))?;
-            println!(
-                "{} the Postgres of node {id}",
-                if crash { "crashed" } else { "stopped" }
-            );
+            println!("stopped the Postgres of node {id} ({mode:?})");
             Ok(())
         }
         DevCommand::Pg {
