@@ -194,7 +194,7 @@ pub async fn run(options: CampaignOptions) -> CampaignReport {
         bar.finish_with_message("checking");
     }
     let states = match settled {
-        Ok(()) => converged_states(&mut cluster).await,
+        Ok(()) => converged_states(&mut cluster, &mesh).await,
         Err(error) => Err(error),
     };
     let mut report = judge(options, history, faults, states);
@@ -354,8 +354,12 @@ async fn settle(cluster: &mut TestCluster) -> Result<(), String> {
 /// get there, what each node last said goes into the error list.
 async fn converged_states(
     cluster: &mut TestCluster,
+    mesh: &ProxyMesh,
 ) -> Result<(BTreeMap<u64, DatabaseState>, Option<String>), String> {
     let deadline = Instant::now() + SETTLE_MAX;
+    // Traffic on each link a while before the end of the wait, to tell a
+    // node that sends nothing from a link that carries nothing.
+    let mut traffic_before = None;
     let stuck = loop {
         let statuses = cluster.statuses().await;
         let applied: Vec<Option<u64>> = statuses
@@ -373,7 +377,11 @@ async fn converged_states(
         if all_equal {
             break None;
         }
+        if traffic_before.is_none() && Instant::now() + Duration::from_secs(5) >= deadline {
+            traffic_before = Some(mesh.traffic());
+        }
         if Instant::now() >= deadline {
+            let links = describe_traffic(traffic_before.as_deref().unwrap_or(&[]), &mesh.traffic());
             let described: Vec<String> = statuses
                 .iter()
                 .map(|(id, status)| match status {
@@ -397,8 +405,9 @@ async fn converged_states(
                 })
                 .collect();
             break Some(format!(
-                "the nodes did not reach one applied index within {SETTLE_MAX:?} of healing; they last said:\n    {}",
-                described.join("\n    ")
+                "the nodes did not reach one applied index within {SETTLE_MAX:?} of healing; they last said:\n    {}\n  peer links over the last 5 s (new connections, request bytes, response bytes):\n    {}",
+                described.join("\n    "),
+                links
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -412,6 +421,30 @@ async fn converged_states(
         states.insert(id, state);
     }
     Ok((states, stuck))
+}
+
+/// What each link carried between two [`ProxyMesh::traffic`] readings.
+fn describe_traffic(
+    before: &[(u64, u64, u64, u64, u64)],
+    after: &[(u64, u64, u64, u64, u64)],
+) -> String {
+    after
+        .iter()
+        .map(|(from, to, connections, request, response)| {
+            let earlier = before
+                .iter()
+                .find(|link| link.0 == *from && link.1 == *to)
+                .copied()
+                .unwrap_or((*from, *to, 0, 0, 0));
+            format!(
+                "{from}->{to}: {} connections, {} B, {} B",
+                connections - earlier.2,
+                request - earlier.3,
+                response - earlier.4
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Runs every check and measures recovery.

@@ -88,6 +88,8 @@ pub struct LinkProxy {
     state: watch::Sender<LinkState>,
     /// Bytes forwarded, by direction (for tests and reports).
     forwarded_bytes: Arc<[AtomicU64; 2]>,
+    /// Connections accepted so far.
+    connections: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -103,17 +105,20 @@ impl LinkProxy {
         let target = Arc::new(Mutex::new(target.to_string()));
         let (state, state_receiver) = watch::channel(LinkState::default());
         let forwarded_bytes = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let connections = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(accept_loop(
             listener,
             target.clone(),
             state_receiver,
             forwarded_bytes.clone(),
+            connections.clone(),
         ));
         Ok(LinkProxy {
             listen_address,
             target,
             state,
             forwarded_bytes,
+            connections,
             task,
         })
     }
@@ -158,6 +163,11 @@ impl LinkProxy {
     pub fn forwarded_bytes(&self, direction: Direction) -> u64 {
         self.forwarded_bytes[direction as usize].load(Ordering::Relaxed)
     }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for LinkProxy {
@@ -173,12 +183,14 @@ async fn accept_loop(
     target: Arc<Mutex<String>>,
     state: watch::Receiver<LinkState>,
     forwarded_bytes: Arc<[AtomicU64; 2]>,
+    connections: Arc<AtomicU64>,
 ) {
     loop {
         let Ok((downstream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        connections.fetch_add(1, Ordering::Relaxed);
         let target = target.lock().unwrap_or_else(|e| e.into_inner()).clone();
         tokio::spawn(proxy_connection(
             downstream,
@@ -390,6 +402,23 @@ impl ProxyMesh {
             .get(&(from, to))
             .map(|proxy| proxy.forwarded_bytes(direction))
             .unwrap_or(0)
+    }
+
+    /// Per link: (from, to, connections accepted, request bytes, response
+    /// bytes) so far, for telling a silent node from a silent proxy.
+    pub fn traffic(&self) -> Vec<(u64, u64, u64, u64, u64)> {
+        self.lock()
+            .iter()
+            .map(|((from, to), proxy)| {
+                (
+                    *from,
+                    *to,
+                    proxy.connections(),
+                    proxy.forwarded_bytes(Direction::Request),
+                    proxy.forwarded_bytes(Direction::Response),
+                )
+            })
+            .collect()
     }
 
     /// Applies `fault` on top of the faults already in place.
