@@ -1,5 +1,5 @@
 # raftgres: every target says what it does. See README.md.
-.PHONY: run test sim sim-repro bench bench-storage fmt lint verify
+.PHONY: run test sim sim-repro nemesis bench bench-storage fmt lint verify
 
 # Bring up a local 3-node cluster (its own Postgres instances) and show it working.
 run:
@@ -21,6 +21,16 @@ TICKS ?= 10000
 FAULTS ?= swarm
 sim-repro:
 	cargo run --release -p raftgres-sim -- run --seeds $(SEED)..$$(($(SEED)+1)) --nodes $(NODES) --ticks $(TICKS) --faults $(FAULTS) --trace
+
+# A long nemesis campaign against a real cluster (faults on processes,
+# Postgres and the network; checked histories), with a progress bar and a
+# report under target/nemesis/: make nemesis [SEED=1] [MINUTES=20]
+NEMESIS_SEED ?= $(if $(SEED),$(SEED),1)
+MINUTES ?= 20
+nemesis:
+	scripts/ensure-deps.sh
+	cargo build --release -p raftgres
+	cargo run --release -p raftgres-tests --bin raftgres-nemesis -- --seed $(NEMESIS_SEED) --minutes $(MINUTES)
 
 # Benchmarks (numbers go to docs/BENCHMARKS.md): raftgres against etcd,
 # then storage appends against a plain INSERT baseline.

@@ -9,7 +9,10 @@
 //! DIR/node-N.toml  node N's config, rewritten at every start
 //! DIR/node-N.log   node N's output (appended across restarts)
 //! DIR/node-N.pid   node N's process id while it runs
-//! DIR/endpoints    every node's gRPC address, comma-separated
+//! DIR/endpoints    every node's gRPC address, comma-separated (the
+//!                  `raftgres` client commands read `.dev/endpoints` when
+//!                  given no `--endpoints`)
+//! DIR/cluster.json the nodes as `raftgres dev up --detach` printed them
 //! ```
 //!
 //! Starting a cluster on a directory that already holds one reuses its data
@@ -35,7 +38,9 @@ use crate::client::{Client, ClientError, ClientOptions, ClientTls, Role, StatusR
 use crate::server::config::ConfigError;
 use crate::server::NodeConfig;
 
-/// First gRPC port `raftgres dev up` tries (node N gets 7000 + N when free).
+/// The first of the gRPC ports dev clusters used to take (node N on 7000 +
+/// N); `raftgres dev up` now picks free ports unless given
+/// `--grpc-port-first`.
 pub const DEFAULT_GRPC_PORT_FIRST: u16 = 7001;
 /// First metrics port `raftgres dev up` tries.
 pub const DEFAULT_METRICS_PORT_FIRST: u16 = 9101;
@@ -161,6 +166,37 @@ pub struct DevClusterOptions {
     /// Serve the peer API on a port of its own (`peer_listen_addr`), apart
     /// from the clients' port.
     pub separate_peer_listener: bool,
+    /// Rewrites the peer addresses written into each node's config, so that
+    /// every directed link between two nodes can go through a proxy of its
+    /// own (the nemesis suite's fault-injecting proxies). `None`: nodes
+    /// reach each other directly.
+    pub peer_address_map: Option<PeerAddressMap>,
+}
+
+/// One directed peer link: node `from` sends to node `to`, which listens
+/// for peers at `address`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerLink<'a> {
+    /// The node whose config is being written.
+    pub from: u64,
+    /// The peer it names.
+    pub to: u64,
+    /// Where `to` really listens for peers.
+    pub address: &'a str,
+}
+
+/// Maps each directed [`PeerLink`] to the address that `from`'s config
+/// names for `to`. Called at every (re)start of the cluster, once per
+/// ordered pair of distinct nodes; a node's own entry is never mapped.
+/// Each node's config lists one address per peer, so a proxy per directed
+/// link (not per node) is what lets a test cut one direction alone.
+#[derive(Clone)]
+pub struct PeerAddressMap(pub std::sync::Arc<dyn Fn(PeerLink<'_>) -> String + Send + Sync>);
+
+impl std::fmt::Debug for PeerAddressMap {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("PeerAddressMap(..)")
+    }
 }
 
 /// Certificates for a TLS dev cluster, in one directory: `ca.pem`, the CA;
@@ -206,6 +242,7 @@ impl DevClusterOptions {
             postgres_start_timeout: Duration::from_secs(60),
             tls: None,
             separate_peer_listener: false,
+            peer_address_map: None,
         }
     }
 
@@ -378,8 +415,52 @@ pub struct DevNodeInfo {
     pub pid: Option<u32>,
     /// Port of its Postgres.
     pub postgres_port: u16,
+    /// Its Postgres data directory.
+    pub postgres_data_dir: PathBuf,
+    /// Whether its Postgres runs.
+    pub postgres_running: bool,
     /// Its log file.
     pub log_path: PathBuf,
+}
+
+/// The nodes of a dev cluster as one JSON object, for scripts:
+/// `{"dir", "leader", "endpoints", "nodes": [{"id", "address",
+/// "metrics_address", "pid", "log", "postgres": {"port", "data_dir",
+/// "running", "conninfo"}}]}`. `leader` and a node's `pid` are `null` when
+/// unknown or not running.
+pub fn nodes_json(dir: &Path, leader: Option<u64>, nodes: &[DevNodeInfo]) -> String {
+    let string = json_string;
+    let path = |path: &Path| json_string(&path.display().to_string());
+    let optional = |value: Option<u64>| value.map_or("null".to_string(), |value| value.to_string());
+    let endpoints: Vec<String> = nodes.iter().map(|node| string(&node.address)).collect();
+    let described: Vec<String> = nodes
+        .iter()
+        .map(|node| {
+            format!(
+                "{{\"id\": {}, \"address\": {}, \"metrics_address\": {}, \"pid\": {}, \"log\": {}, \"postgres\": {{\"port\": {}, \"data_dir\": {}, \"running\": {}, \"conninfo\": {}}}}}",
+                node.id,
+                string(&node.address),
+                string(&node.metrics_address),
+                optional(node.pid.map(u64::from)),
+                path(&node.log_path),
+                node.postgres_port,
+                path(&node.postgres_data_dir),
+                node.postgres_running,
+                string(&format!(
+                    "host={} port={} user=postgres dbname=postgres",
+                    pg_instance::HOST,
+                    node.postgres_port
+                )),
+            )
+        })
+        .collect();
+    format!(
+        "{{\"dir\": {}, \"leader\": {}, \"endpoints\": [{}], \"nodes\": [{}]}}",
+        path(dir),
+        optional(leader),
+        endpoints.join(", "),
+        described.join(", ")
+    )
 }
 
 struct DevNode {
@@ -605,6 +686,8 @@ impl DevCluster {
                 metrics_address: self.node(id).metrics_address.clone(),
                 pid: self.pid(id),
                 postgres_port: self.node(id).postgres.port(),
+                postgres_data_dir: self.layout.postgres_dir(id),
+                postgres_running: self.layout.postgres_dir(id).join("postmaster.pid").exists(),
                 log_path: self.layout.log_path(id),
             })
             .collect()
@@ -791,6 +874,19 @@ impl DevCluster {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Leaves every node process and Postgres running after this value is
+    /// gone (`raftgres dev up --detach`); stop them with
+    /// [`stop_directory`]. Returns the nodes as they were.
+    pub fn detach(mut self) -> Vec<DevNodeInfo> {
+        let nodes = self.nodes();
+        self.shut_down = true;
+        for (_, node) in std::mem::take(&mut self.nodes) {
+            // Dropping a `Child` leaves its process running.
+            node.postgres.detach();
+        }
+        nodes
+    }
+
     fn node(&self, id: u64) -> &DevNode {
         self.nodes
             .get(&id)
@@ -804,16 +900,16 @@ impl DevCluster {
     }
 
     fn write_configs(&self) -> Result<(), DevError> {
-        let peers: Vec<DevPeer<'_>> = self
-            .nodes
-            .iter()
-            .map(|(id, node)| DevPeer {
-                id: *id,
-                address: node.peer_address.as_deref().unwrap_or(&node.address),
-                client_address: node.peer_address.as_ref().map(|_| node.address.as_str()),
-            })
-            .collect();
         for (id, node) in &self.nodes {
+            let peers = self.peers_as_seen_by(*id);
+            let peers: Vec<DevPeer<'_>> = peers
+                .iter()
+                .map(|(peer, address, client_address)| DevPeer {
+                    id: *peer,
+                    address,
+                    client_address: client_address.as_deref(),
+                })
+                .collect();
             let conninfo = node.postgres.conninfo();
             let endpoints = NodeEndpoints {
                 address: &node.address,
@@ -827,6 +923,34 @@ impl DevCluster {
             NodeConfig::from_file(&path).map_err(|source| DevError::NodeConfig { path, source })?;
         }
         Ok(())
+    }
+
+    /// The `[[peer]]` entries of node `from`'s config as (id, peer address,
+    /// client address): peer addresses go through the options' map when
+    /// there is one, and then the client address is always written so that
+    /// leader hints send clients to the node itself, not to a proxy.
+    fn peers_as_seen_by(&self, from: u64) -> Vec<(u64, String, Option<String>)> {
+        self.nodes
+            .iter()
+            .map(|(id, node)| {
+                let address = node.peer_address.as_deref().unwrap_or(&node.address);
+                match &self.options.peer_address_map {
+                    Some(map) if *id != from => {
+                        let link = PeerLink {
+                            from,
+                            to: *id,
+                            address,
+                        };
+                        (*id, (map.0)(link), Some(node.address.clone()))
+                    }
+                    _ => (
+                        *id,
+                        address.to_string(),
+                        node.peer_address.as_ref().map(|_| node.address.clone()),
+                    ),
+                }
+            })
+            .collect()
     }
 }
 
@@ -864,6 +988,165 @@ pub fn start_node_process(
     }
     let child = spawn_node(&layout, id, binary, log_filter)?;
     Ok(child.id())
+}
+
+/// `text` as a JSON string literal (for the CLI's `--json` outputs).
+pub fn json_string(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\n' => quoted.push_str("\\n"),
+            control if u32::from(control) < 0x20 => {
+                quoted.push_str(&format!("\\u{:04x}", u32::from(control)));
+            }
+            other => quoted.push(other),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// Stops node `id` of the cluster in `dir` (SIGTERM, SIGKILL after
+/// `timeout`; with `kill`, SIGKILL at once, as a crash would):
+/// `raftgres dev stop-node`. Returns the pid it stopped.
+pub fn stop_node_process(
+    dir: &Path,
+    id: u64,
+    timeout: Duration,
+    kill: bool,
+) -> Result<u32, DevError> {
+    let layout = DevLayout::new(dir)?;
+    let pid = layout
+        .running_pid(id)
+        .ok_or(DevError::NotRunning { node: id })?;
+    send_signal(pid, if kill { "KILL" } else { "TERM" })?;
+    let deadline = Instant::now() + timeout;
+    while process_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if process_alive(pid) {
+        send_signal(pid, "KILL")?;
+    }
+    // The pid file is removed even after a SIGKILL, so it never names a
+    // dead process (or, later, an unrelated one with the same pid).
+    layout.remove_pid_file(id, pid);
+    Ok(pid)
+}
+
+/// How `raftgres dev pg stop` stops a node's Postgres.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostgresStop {
+    /// `pg_ctl stop -m fast`: a clean shutdown with a checkpoint.
+    Fast,
+    /// `pg_ctl stop -m immediate`: every server process quits at once,
+    /// nothing is flushed or checkpointed; the next start runs recovery.
+    Immediate,
+    /// SIGKILL of the postmaster, as a crash would; its backends notice
+    /// and exit on their own.
+    Kill,
+}
+
+/// Stops node `id`'s Postgres of the cluster in `dir` in `mode`: `raftgres
+/// dev pg stop`. Start it again with [`start_postgres`].
+pub fn stop_postgres(dir: &Path, id: u64, mode: PostgresStop) -> Result<(), DevError> {
+    let layout = DevLayout::new(dir)?;
+    let data_dir = layout.postgres_dir(id);
+    let pid_file = data_dir.join("postmaster.pid");
+    let postmaster = fs::read_to_string(&pid_file).ok().and_then(|text| {
+        text.lines()
+            .next()
+            .and_then(|line| line.trim().parse::<u32>().ok())
+    });
+    let Some(postmaster) = postmaster.filter(|pid| process_alive(*pid)) else {
+        return Err(DevError::Invalid(format!(
+            "the Postgres of node {id} ({}) is not running",
+            data_dir.display()
+        )));
+    };
+    match mode {
+        PostgresStop::Fast => PgInstance::stop_data_dir(&data_dir)
+            .map_err(|source| DevError::Postgres { node: id, source }),
+        PostgresStop::Immediate => pg_ctl_stop_immediate(&data_dir),
+        PostgresStop::Kill => {
+            send_signal(postmaster, "KILL")?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while process_alive(postmaster) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `pg_ctl stop -m immediate -w` on `data_dir`, as the `postgres` OS user
+/// when running as root (the server refuses to be controlled by root).
+fn pg_ctl_stop_immediate(data_dir: &Path) -> Result<(), DevError> {
+    use std::os::unix::fs::MetadataExt;
+    let bin_dir = pg_instance::find_bin_dir()
+        .ok_or_else(|| DevError::Invalid("no PostgreSQL server binaries found".into()))?;
+    let as_root = fs::metadata("/proc/self").is_ok_and(|metadata| metadata.uid() == 0);
+    let mut command = if as_root {
+        let mut command = Command::new("runuser");
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(bin_dir.join("pg_ctl"));
+        command
+    } else {
+        Command::new(bin_dir.join("pg_ctl"))
+    };
+    command
+        .arg("-D")
+        .arg(data_dir)
+        .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+        .current_dir("/");
+    let output = command.output().map_err(|source| DevError::Io {
+        context: "running pg_ctl stop -m immediate".into(),
+        source,
+    })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(DevError::Invalid(format!(
+            "pg_ctl stop -m immediate on {} failed: {}",
+            data_dir.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
+
+/// Starts node `id`'s Postgres again on its data directory and the port
+/// its config names, and leaves it running: `raftgres dev pg start`.
+pub fn start_postgres(dir: &Path, id: u64, timeout: Duration) -> Result<u16, DevError> {
+    let layout = DevLayout::new(dir)?;
+    let path = layout.config_path(id);
+    let config =
+        NodeConfig::from_file(&path).map_err(|source| DevError::NodeConfig { path, source })?;
+    let port = config
+        .postgres
+        .split_whitespace()
+        .find_map(|pair| pair.strip_prefix("port=")?.parse::<u16>().ok());
+    // After a crash the old backends may hold shared memory for a moment,
+    // so start attempts repeat until the timeout (as `start_again` does).
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut options = PgInstanceOptions::new(layout.postgres_dir(id));
+        options.port = port;
+        options.start_timeout = deadline.saturating_duration_since(Instant::now());
+        match PgInstance::start(options) {
+            Ok(instance) => {
+                let port = instance.port();
+                instance.detach();
+                return Ok(port);
+            }
+            Err(source) if Instant::now() >= deadline => {
+                return Err(DevError::Postgres { node: id, source })
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
 }
 
 /// Stops whatever a dev cluster in `dir` left running: node processes named
@@ -1330,6 +1613,34 @@ mod tests {
         assert!(taken.contains(&free));
         let again = pick_port(Some(free), &mut taken).unwrap();
         assert_ne!(again, free, "a port already handed out is not reused");
+    }
+
+    #[test]
+    fn the_nodes_json_names_every_node_and_escapes_paths() {
+        let node = DevNodeInfo {
+            id: 2,
+            address: "127.0.0.1:7002".into(),
+            metrics_address: "127.0.0.1:9102".into(),
+            pid: None,
+            postgres_port: 5999,
+            postgres_data_dir: PathBuf::from("/tmp/a \"b\"/pg-2"),
+            postgres_running: true,
+            log_path: PathBuf::from("/tmp/node-2.log"),
+        };
+        let json = nodes_json(Path::new("/tmp/x"), Some(2), &[node]);
+        assert!(
+            json.starts_with(
+                "{\"dir\": \"/tmp/x\", \"leader\": 2, \"endpoints\": [\"127.0.0.1:7002\"]"
+            ),
+            "{json}"
+        );
+        assert!(json.contains("\"pid\": null"), "{json}");
+        assert!(
+            json.contains("\"data_dir\": \"/tmp/a \\\"b\\\"/pg-2\""),
+            "{json}"
+        );
+        assert!(json.contains("port=5999"), "{json}");
+        assert_eq!(json_string("a\\b\n"), "\"a\\\\b\\n\"");
     }
 
     #[test]

@@ -9,9 +9,23 @@
 //! - Raw tonic clients ([`kv_client`], [`submit_client`], [`peer_client`])
 //!   for tests that must see a status code exactly as a node returned it,
 //!   with no retry or redirect in between.
+//!
+//! The nemesis suite (docs/NEMESIS.md) lives here too: [`proxy`] (a
+//! fault-injecting TCP proxy per directed peer link), [`workload`] and
+//! [`history`] (concurrent clients recording what they were told),
+//! [`nemesis`] (faults against processes, Postgres and the network),
+//! [`checks`] (one property per file), [`campaign`] (all of it together,
+//! from a seed) and [`report`].
 #![forbid(unsafe_code)]
 
+pub mod campaign;
 pub mod certificates;
+pub mod checks;
+pub mod history;
+pub mod nemesis;
+pub mod proxy;
+pub mod report;
+pub mod workload;
 
 use std::future::Future;
 use std::ops::{Deref, DerefMut};

@@ -16,12 +16,13 @@ use crate::{table, Outcome};
 #[derive(Debug, Args)]
 pub struct ConnectionArgs {
     /// gRPC addresses of one or more nodes; the leader is found from any.
+    /// Default: the addresses `raftgres dev up` wrote to .dev/endpoints
+    /// (or DIR/endpoints with RAFTGRES_DEV_DIR), else 127.0.0.1:7001-7003.
     #[arg(
         long,
         global = true,
         env = "RAFTGRES_ENDPOINTS",
         value_delimiter = ',',
-        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003",
         value_name = "ADDR[,ADDR...]"
     )]
     pub endpoints: Vec<String>,
@@ -80,8 +81,42 @@ impl ConnectionArgs {
             tls,
             ..ClientOptions::default()
         };
-        Client::with_options(self.endpoints.iter().cloned(), options).context("invalid --endpoints")
+        Client::with_options(self.resolved_endpoints(), options).context("invalid --endpoints")
     }
+
+    /// `--endpoints`, else the dev cluster's endpoints file, else the
+    /// ports a dev cluster used to prefer.
+    pub fn resolved_endpoints(&self) -> Vec<String> {
+        if !self.endpoints.is_empty() {
+            return self.endpoints.clone();
+        }
+        let dir = std::env::var_os("RAFTGRES_DEV_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".dev"));
+        let from_file = std::fs::read_to_string(dir.join("endpoints"))
+            .map(|text| endpoints_from_text(&text))
+            .unwrap_or_default();
+        if from_file.is_empty() {
+            DEFAULT_ENDPOINTS
+                .iter()
+                .map(|address| address.to_string())
+                .collect()
+        } else {
+            from_file
+        }
+    }
+}
+
+/// Where a client looks when given no endpoints and finding no dev cluster.
+const DEFAULT_ENDPOINTS: [&str; 3] = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"];
+
+/// The addresses of an endpoints file (comma- or line-separated).
+fn endpoints_from_text(text: &str) -> Vec<String> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|address| !address.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// `--mode` of reads.
@@ -235,16 +270,49 @@ pub async fn run_kv(command: KvCommand, connection: &ConnectionArgs) -> anyhow::
     }
 }
 
-pub async fn run_status(connection: &ConnectionArgs) -> anyhow::Result<Outcome> {
+pub async fn run_status(connection: &ConnectionArgs, json: bool) -> anyhow::Result<Outcome> {
     let statuses = connection.client()?.cluster_status().await;
-    print!("{}", status_table(&statuses));
+    if json {
+        println!("{}", status_json(&statuses));
+    } else {
+        print!("{}", status_table(&statuses));
+    }
     if statuses.iter().all(|node| node.status.is_err()) {
         anyhow::bail!(
             "no node answered (endpoints: {})",
-            connection.endpoints.join(",")
+            connection.resolved_endpoints().join(",")
         );
     }
     Ok(Outcome::Success)
+}
+
+/// The statuses as a JSON array, one object per address asked: either the
+/// node's answer or `{"address", "error"}`.
+fn status_json(statuses: &[NodeStatus]) -> String {
+    let string = raftgres::dev::json_string;
+    let nodes: Vec<String> = statuses
+        .iter()
+        .map(|node| match &node.status {
+            Ok(status) => format!(
+                "{{\"address\": {}, \"node_id\": {}, \"role\": {}, \"term\": {}, \"leader_id\": {}, \"commit_index\": {}, \"applied_index\": {}, \"last_log_index\": {}, \"storage_healthy\": {}}}",
+                string(&node.address),
+                status.node_id,
+                string(role_name(status.role)),
+                status.term,
+                status.leader_id,
+                status.commit_index,
+                status.applied_index,
+                status.last_log_index,
+                status.storage_healthy
+            ),
+            Err(error) => format!(
+                "{{\"address\": {}, \"error\": {}}}",
+                string(&node.address),
+                string(&short_error(error))
+            ),
+        })
+        .collect();
+    format!("[{}]", nodes.join(", "))
 }
 
 pub async fn run_transfer_leader(

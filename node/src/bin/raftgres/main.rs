@@ -3,7 +3,7 @@
 //!
 //! - `serve.rs`: `raftgres serve`, a node from a config file, flags and
 //!   environment variables.
-//! - `dev.rs`: `raftgres dev up|down|start-node`, local clusters with their
+//! - `dev.rs`: `raftgres dev up|down|start-node|stop-node|pg`, local clusters with their
 //!   own Postgres instances.
 //! - `client.rs`: `raftgres kv ...`, `status`, `transfer-leader`, `wait`.
 //! - `signals.rs`: SIGINT/SIGTERM as a graceful shutdown future.
@@ -55,6 +55,9 @@ enum Command {
     },
     /// Show every node's role, term and indexes.
     Status {
+        /// Print JSON (an array with one object per node) instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         connection: client::ConnectionArgs,
     },
@@ -117,7 +120,7 @@ async fn run(command: Command) -> anyhow::Result<Outcome> {
             command,
             connection,
         } => client::run_kv(command, &connection).await,
-        Command::Status { connection } => client::run_status(&connection).await,
+        Command::Status { json, connection } => client::run_status(&connection, json).await,
         Command::TransferLeader {
             target_id,
             connection,
