@@ -668,9 +668,24 @@ async fn requests_beyond_client_requests_max_are_refused_at_once() {
             })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until the first read reaches the node (a loaded machine may take a
+    // while), a second request is still served; once it holds the one
+    // slot, the second is refused at once. The first read holds it until
+    // its 3 s deadline.
     let mut second = raftgres_tests::kv_client(cluster.node_address(follower)).await;
-    let refused = second.get(stale_get(b"k")).await;
+    let started = std::time::Instant::now();
+    let refused = loop {
+        assert!(
+            !read.is_finished(),
+            "the first read ended before a second request was refused"
+        );
+        match second.get(stale_get(b"k")).await {
+            Ok(_) if started.elapsed() < Duration::from_secs(2) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other,
+        }
+    };
     signal("-CONT");
     let status = expect_code(refused, Code::ResourceExhausted, "a second request");
     assert!(
