@@ -513,7 +513,12 @@ impl World {
     }
 
     /// Crashes node `index` and keeps it down for `down_ticks`.
+    /// A crash by hand is a fault after healing: the bounds that hold
+    /// only on a recovered, fault-free cluster (read liveness, settled
+    /// terms) stop applying.
     pub fn crash_for(&mut self, index: usize, down_ticks: u64) {
+        self.read_liveness = ReadLiveness::new(self.config.read_ticks_max);
+        self.term_settling = TermSettling::new(self.config.new_terms_after_recovery_max);
         self.crash(index, "crash");
         self.nodes[index].down_until = Some(self.now + down_ticks);
     }
