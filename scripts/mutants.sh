@@ -7,6 +7,13 @@
 # and the survivors; equivalent mutants are listed, with reasons, in
 # sim/mutants/equivalent.txt.
 #
+# cargo-mutants tests the mutated package (`raftgres`); the extra
+# `--package=raftgres-sim --test=mutation_sweep` makes that one cargo
+# invocation run the simulator's sweep and nothing else, so the core's own
+# unit tests, which would catch more, are not what is measured.
+# `--no-default-features` builds the core without the server (no tokio,
+# tonic or Postgres), as the simulator does.
+#
 # Bounded by default: SHARD=0/20 runs one twentieth of the mutants
 # (round-robin, so every file is sampled), about half an hour on the
 # 2-core development machine. SHARD=all runs every mutant (about 600, at
@@ -33,7 +40,8 @@ RAFTGRES_MUTATION_SWEEP=1 RAFTGRES_MUTATION_SEEDS="${SEEDS:-200}" \
     cargo mutants \
     --config sim/mutants/mutants.toml \
     --package raftgres \
-    --test-package raftgres-sim \
+    --no-default-features \
+    --cargo-test-arg=--package=raftgres-sim \
     --cargo-test-arg=--test=mutation_sweep \
     --profile release \
     --timeout 300 \
@@ -43,7 +51,9 @@ RAFTGRES_MUTATION_SWEEP=1 RAFTGRES_MUTATION_SEEDS="${SEEDS:-200}" \
     "${shard_arguments[@]}" || true
 
 outcomes="$output_dir/mutants.out"
-count() { [[ -f "$outcomes/$1" ]] && grep -c . "$outcomes/$1" || echo 0; }
+count() {
+    if [[ -f "$outcomes/$1" ]]; then grep -c . "$outcomes/$1" || true; else echo 0; fi
+}
 caught=$(count caught.txt)
 timeouts=$(count timeout.txt)
 unviable=$(count unviable.txt)
@@ -69,5 +79,5 @@ fi
 if [[ -n "$survivors" ]]; then
     echo
     echo "survivors (name each in docs/SIMULATOR.md with why it survives, or in $equivalent_list):"
-    printf '  %s\n' "$survivors"
+    sed 's/^/  /' <<<"$survivors"
 fi

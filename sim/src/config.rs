@@ -2,7 +2,7 @@
 
 use raftgres::core::{Config, NodeId};
 
-use crate::profile::CoreSettings;
+use crate::profile::{CoreSettings, WorkloadSettings};
 
 /// The settings of one simulated run. Together with the seed they decide
 /// the run completely.
@@ -108,6 +108,20 @@ impl SimConfig {
         if timeouts == (defaults.election_ticks_min, defaults.election_ticks_max) {
             config.election_ticks_min = drawn.election_ticks_min;
             config.election_ticks_max = drawn.election_ticks_max;
+        }
+        config
+    }
+
+    /// These settings with the client settings a swarm world drew, except
+    /// where the command line moved a setting away from its default.
+    pub fn with_workload_settings(&self, drawn: WorkloadSettings) -> SimConfig {
+        let defaults = SimConfig::new(self.nodes, self.ticks, &self.faults);
+        let mut config = self.clone();
+        if self.clients == defaults.clients {
+            config.clients = drawn.clients;
+        }
+        if self.client_timeout_ticks == defaults.client_timeout_ticks {
+            config.client_timeout_ticks = drawn.client_timeout_ticks;
         }
         config
     }

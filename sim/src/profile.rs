@@ -95,6 +95,10 @@ pub struct FaultProfile {
     /// moment a read confirmed by a stale round or a lease would return a
     /// stale value).
     pub isolate_reading_leader_per_million: u32,
+    /// Longest such an isolation lasts: long enough, at its upper end, for
+    /// the rest to elect a new leader and commit while the old one still
+    /// believes it leads.
+    pub isolate_ticks_max: u64,
     /// A node compacts its log once this many applied entries follow its
     /// snapshot.
     pub compaction_entries: u64,
@@ -103,6 +107,21 @@ pub struct FaultProfile {
     pub core: Option<CoreSettings>,
     /// The swarm's fault mix; `None` for a fixed profile.
     pub mix: Option<SwarmMix>,
+    /// Client settings drawn by a swarm world; `None` keeps the command
+    /// line's.
+    pub workload: Option<WorkloadSettings>,
+}
+
+/// Client settings a swarm world draws for itself: more clients and
+/// shorter timeouts keep requests flowing to a leader that is cut off
+/// (instead of every client waiting out one stuck write), which is when
+/// a read confirmed by a stale round or an expired lease goes wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkloadSettings {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// A client gives up on a request after this many ticks.
+    pub client_timeout_ticks: u64,
 }
 
 /// The names `--faults` accepts.
@@ -133,9 +152,11 @@ impl FaultProfile {
             disk_error_per_million: 0,
             transfer_per_million: 0,
             isolate_reading_leader_per_million: 0,
+            isolate_ticks_max: 0,
             compaction_entries: 64,
             core: None,
             mix: None,
+            workload: None,
         }
     }
 
@@ -163,9 +184,11 @@ impl FaultProfile {
             disk_error_per_million: 500,
             transfer_per_million: 500,
             isolate_reading_leader_per_million: 500,
+            isolate_ticks_max: 100,
             compaction_entries: 32,
             core: None,
             mix: None,
+            workload: None,
         }
     }
 
@@ -193,9 +216,11 @@ impl FaultProfile {
             disk_error_per_million: 2_000,
             transfer_per_million: 2_000,
             isolate_reading_leader_per_million: 2_000,
+            isolate_ticks_max: 100,
             compaction_entries: 16,
             core: None,
             mix: None,
+            workload: None,
         }
     }
 
@@ -262,8 +287,13 @@ impl FaultProfile {
         } else {
             rng.gen_range(1..=5_000)
         };
+        profile.isolate_ticks_max = rng.gen_range(10..=120);
         profile.compaction_entries = rng.gen_range(4..=128);
         profile.core = Some(CoreSettings::draw(rng));
+        profile.workload = Some(WorkloadSettings {
+            clients: rng.gen_range(2..=8),
+            client_timeout_ticks: rng.gen_range(20..=150),
+        });
         profile
     }
 
@@ -369,6 +399,7 @@ impl FaultProfile {
             compaction_entries: self.compaction_entries,
             core: self.core,
             mix: self.mix,
+            workload: self.workload,
             ..FaultProfile::none()
         }
     }

@@ -184,6 +184,10 @@ impl World {
             Some(drawn) => config.with_core_settings(drawn),
             None => config,
         };
+        let config = match profile.workload {
+            Some(drawn) => config.with_workload_settings(drawn),
+            None => config,
+        };
         let mut rng = Streams {
             network: rng_stream(seed, 1),
             disk: rng_stream(seed, 2),
@@ -256,14 +260,17 @@ impl World {
     /// keeping the trace up to that point.
     pub fn run(mut self) -> RunOutcome {
         let settings = format!(
-            "mix {:?} pre-vote {} check-quorum {} entries/message {} election {}-{} drift {}",
+            "mix {:?} pre-vote {} check-quorum {} entries/message {} election {}-{} drift {} \
+             clients {} timeout {}",
             self.profile.mix,
             self.config.pre_vote,
             self.config.check_quorum,
             self.config.entries_per_message_max,
             self.config.election_ticks_min,
             self.config.election_ticks_max,
-            self.profile.clock_drift_permille_max
+            self.profile.clock_drift_permille_max,
+            self.config.clients,
+            self.config.client_timeout_ticks
         );
         self.trace.record(0, "settings", &[], || settings);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -443,12 +450,13 @@ impl World {
                 if !bridge_impossible {
                     let leader = self.leader();
                     let description = self.network.partition(kind, leader, &mut self.rng.faults);
-                    self.partition_until = Some(
-                        now + self
-                            .rng
-                            .faults
-                            .gen_range(1..=self.profile.partition_ticks_max.max(1)),
-                    );
+                    let ticks_max = if isolate_reading_leader {
+                        self.profile.isolate_ticks_max
+                    } else {
+                        self.profile.partition_ticks_max
+                    };
+                    self.partition_until =
+                        Some(now + self.rng.faults.gen_range(1..=ticks_max.max(1)));
                     self.stats.faults.partitions[kind as usize] += 1;
                     self.trace
                         .record(now, "partition", &[kind as u64], || description);
@@ -1052,8 +1060,8 @@ impl World {
             }
             4..=7 => {
                 read_mode = match rng.gen_range(0..10) {
-                    0..=4 => ReadMode::ReadIndex,
-                    5..=7 => ReadMode::Lease,
+                    0..=3 => ReadMode::ReadIndex,
+                    4..=7 => ReadMode::Lease,
                     _ => ReadMode::Stale,
                 };
                 self.read_liveness.on_read_started(client as u64, self.now);
@@ -1289,13 +1297,13 @@ impl World {
         let accepted = request.accepted.expect("accepted");
         let stamp = self.next_stamp();
         if request.input == Input::Get {
-            let result = match output {
-                Some(_) => self.read_liveness.on_read_served(client as u64, self.now),
-                None => self
-                    .read_liveness
-                    .on_read_lost(client as u64, self.now, "dropped"),
-            };
-            self.check("read_liveness", result);
+            match output {
+                Some(_) => {
+                    let result = self.read_liveness.on_read_served(client as u64, self.now);
+                    self.check("read_liveness", result);
+                }
+                None => self.read_liveness.on_read_dropped(client as u64),
+            }
         }
         match output {
             Some(output) => {
