@@ -37,7 +37,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "commit-previous-term",
-            seeds_needed: [4, 4],
+            seeds_needed: [1, 1],
             checkers: &[
                 "leader_commit_rule",
                 "leader_completeness",
@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [6, 6],
+            seeds_needed: [4, 6],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -76,7 +76,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [20, 4],
+            seeds_needed: [19, 1],
             checkers: &["read_index_safety", "linearizability"],
         },
     ]
