@@ -2,6 +2,8 @@
 
 use raftgres::core::{Config, NodeId};
 
+use crate::profile::{CoreSettings, WorkloadSettings};
+
 /// The settings of one simulated run. Together with the seed they decide
 /// the run completely.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +45,11 @@ pub struct SimConfig {
     pub client_think_ticks_max: u64,
     /// Search budget of the linearizability checker, per key.
     pub linearizability_steps_max: u64,
+    /// Ticks a read started after recovery may take, however often it is
+    /// redirected (see `checkers::read_liveness`).
+    pub read_ticks_max: u64,
+    /// New terms allowed after recovery (see `checkers::term_settling`).
+    pub new_terms_after_recovery_max: u64,
 }
 
 impl SimConfig {
@@ -66,6 +73,8 @@ impl SimConfig {
             client_timeout_ticks: 150,
             client_think_ticks_max: 4,
             linearizability_steps_max: 2_000_000,
+            read_ticks_max: 100,
+            new_terms_after_recovery_max: 2,
         }
     }
 
@@ -78,6 +87,43 @@ impl SimConfig {
         } else {
             self.ticks / 2
         }
+    }
+
+    /// These settings with the core settings a swarm world drew, except
+    /// where the command line moved a setting away from its default: such
+    /// a setting is pinned (so `--no-pre-vote` still means no pre-vote).
+    pub fn with_core_settings(&self, drawn: CoreSettings) -> SimConfig {
+        let defaults = SimConfig::new(self.nodes, self.ticks, &self.faults);
+        let mut config = self.clone();
+        if self.pre_vote == defaults.pre_vote {
+            config.pre_vote = drawn.pre_vote;
+        }
+        if self.check_quorum == defaults.check_quorum {
+            config.check_quorum = drawn.check_quorum;
+        }
+        if self.entries_per_message_max == defaults.entries_per_message_max {
+            config.entries_per_message_max = drawn.entries_per_message_max;
+        }
+        let timeouts = (self.election_ticks_min, self.election_ticks_max);
+        if timeouts == (defaults.election_ticks_min, defaults.election_ticks_max) {
+            config.election_ticks_min = drawn.election_ticks_min;
+            config.election_ticks_max = drawn.election_ticks_max;
+        }
+        config
+    }
+
+    /// These settings with the client settings a swarm world drew, except
+    /// where the command line moved a setting away from its default.
+    pub fn with_workload_settings(&self, drawn: WorkloadSettings) -> SimConfig {
+        let defaults = SimConfig::new(self.nodes, self.ticks, &self.faults);
+        let mut config = self.clone();
+        if self.clients == defaults.clients {
+            config.clients = drawn.clients;
+        }
+        if self.client_timeout_ticks == defaults.client_timeout_ticks {
+            config.client_timeout_ticks = drawn.client_timeout_ticks;
+        }
+        config
     }
 
     /// The core configuration of node `id`.

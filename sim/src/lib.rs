@@ -9,7 +9,8 @@
 //!
 //! Modules, from the bottom up:
 //! - [`trace`]: the event trace and its stable FNV-1a hash.
-//! - [`profile`]: fault profiles (`none`, `default`, `heavy`, `swarm`).
+//! - [`profile`]: fault profiles (`none`, `default`, `heavy`, `crashy`,
+//!   `figure8`) and the swarm, which draws a fault mix and core settings.
 //! - [`kv`]: the key-value state machine the clients use.
 //! - [`network`], [`disk`]: the simulated network and per-node disk.
 //! - [`node`]: one simulated node (core, disk, state machine, clock).

@@ -35,8 +35,12 @@ pub struct SimNode {
     pub tick_phase_permille: u64,
     /// Client proposals waiting for their index to apply: index -> operation id.
     pub pending_proposals: BTreeMap<LogIndex, u64>,
-    /// Client reads waiting for `Ready::reads`: context (operation id) -> key.
+    /// Client reads waiting for `Ready::reads` or, for lease reads, for
+    /// the state machine to reach their index: context (operation id) -> key.
     pub pending_reads: BTreeMap<u64, u64>,
+    /// Lease reads waiting for the state machine to reach their index:
+    /// context -> index. Invariant: every context is in `pending_reads`.
+    pub pending_lease_reads: BTreeMap<u64, LogIndex>,
     /// Role and term last reported to the checkers and the trace.
     pub observed_role: Role,
     /// See `observed_role`.
@@ -61,6 +65,7 @@ impl SimNode {
             tick_phase_permille: 0,
             pending_proposals: BTreeMap::new(),
             pending_reads: BTreeMap::new(),
+            pending_lease_reads: BTreeMap::new(),
             observed_role: Role::Follower,
             observed_term: Term(0),
             observed_commit: LogIndex(0),

@@ -1,10 +1,45 @@
 //! Fault profiles: how often each fault strikes. Fixed profiles have names
 //! (`none`, `default`, `heavy`); `swarm` draws a fresh profile per seed
 //! (swarm testing: each world enables its own mix and intensity of faults,
-//! so a sweep covers many worlds instead of one average one).
+//! so a sweep covers many worlds instead of one average one). A swarm world
+//! also draws its core settings (pre-vote, check-quorum, entries per
+//! message, election timeouts) and one of several fault mixes, among them
+//! the shapes the tuned `crashy` and `figure8` profiles have, so that the
+//! default sweep reaches what only tuned profiles used to reach.
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+
+/// Core settings a swarm world draws for itself. A command-line flag that
+/// moves a setting away from its default pins it (see
+/// `SimConfig::with_core_settings`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoreSettings {
+    /// Run the pre-vote phase.
+    pub pre_vote: bool,
+    /// Check-quorum and leader stickiness (and with them, leases).
+    pub check_quorum: bool,
+    /// Most entries per AppendEntries message.
+    pub entries_per_message_max: usize,
+    /// Election timeout lower bound, in ticks.
+    pub election_ticks_min: u64,
+    /// Election timeout upper bound (exclusive), in ticks.
+    /// Invariant: > `election_ticks_min`.
+    pub election_ticks_max: u64,
+}
+
+/// The fault mixes a swarm world draws from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwarmMix {
+    /// Each fault on or off independently, with a random intensity.
+    Independent,
+    /// Lossy, slow links, partitions and short crashes: leaders change
+    /// while their entries reach only part of the cluster (Figure 8).
+    Figure8,
+    /// Short, frequent crashes on slow disks, often right after sending:
+    /// durability-ordering windows.
+    Crashy,
+}
 
 /// Probabilities are given per million (per tick for events, per message
 /// or per write for message and disk faults); durations are in ticks.
@@ -55,9 +90,38 @@ pub struct FaultProfile {
     pub disk_error_per_million: u32,
     /// Chance per tick that the leader is asked to transfer leadership.
     pub transfer_per_million: u32,
+    /// Chance per tick, while the leader has client reads in flight and no
+    /// partition is active, that the leader is cut off from everyone (the
+    /// moment a read confirmed by a stale round or a lease would return a
+    /// stale value).
+    pub isolate_reading_leader_per_million: u32,
+    /// Longest such an isolation lasts: long enough, at its upper end, for
+    /// the rest to elect a new leader and commit while the old one still
+    /// believes it leads.
+    pub isolate_ticks_max: u64,
     /// A node compacts its log once this many applied entries follow its
     /// snapshot.
     pub compaction_entries: u64,
+    /// Core settings drawn by a swarm world; `None` keeps the command
+    /// line's.
+    pub core: Option<CoreSettings>,
+    /// The swarm's fault mix; `None` for a fixed profile.
+    pub mix: Option<SwarmMix>,
+    /// Client settings drawn by a swarm world; `None` keeps the command
+    /// line's.
+    pub workload: Option<WorkloadSettings>,
+}
+
+/// Client settings a swarm world draws for itself: more clients and
+/// shorter timeouts keep requests flowing to a leader that is cut off
+/// (instead of every client waiting out one stuck write), which is when
+/// a read confirmed by a stale round or an expired lease goes wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkloadSettings {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// A client gives up on a request after this many ticks.
+    pub client_timeout_ticks: u64,
 }
 
 /// The names `--faults` accepts.
@@ -87,7 +151,12 @@ impl FaultProfile {
             disk_slow_ticks_max: 0,
             disk_error_per_million: 0,
             transfer_per_million: 0,
+            isolate_reading_leader_per_million: 0,
+            isolate_ticks_max: 0,
             compaction_entries: 64,
+            core: None,
+            mix: None,
+            workload: None,
         }
     }
 
@@ -114,7 +183,12 @@ impl FaultProfile {
             disk_slow_ticks_max: 20,
             disk_error_per_million: 500,
             transfer_per_million: 500,
+            isolate_reading_leader_per_million: 500,
+            isolate_ticks_max: 100,
             compaction_entries: 32,
+            core: None,
+            mix: None,
+            workload: None,
         }
     }
 
@@ -141,7 +215,12 @@ impl FaultProfile {
             disk_slow_ticks_max: 30,
             disk_error_per_million: 2_000,
             transfer_per_million: 2_000,
+            isolate_reading_leader_per_million: 2_000,
+            isolate_ticks_max: 100,
             compaction_entries: 16,
+            core: None,
+            mix: None,
+            workload: None,
         }
     }
 
@@ -187,10 +266,40 @@ impl FaultProfile {
         }
     }
 
-    /// A profile drawn from `rng`: each fault is switched off with
-    /// probability one half, otherwise given a random intensity up to about
-    /// the heavy profile's.
+    /// A profile drawn from `rng`: a fault mix (independent faults most
+    /// of the time, otherwise a randomly scaled `figure8` or `crashy`
+    /// shape), the core settings, and a few fixed-range knobs.
     pub fn swarm(rng: &mut ChaCha8Rng) -> FaultProfile {
+        let mix = match rng.gen_range(0..8) {
+            0..=3 => SwarmMix::Independent,
+            4..=5 => SwarmMix::Figure8,
+            _ => SwarmMix::Crashy,
+        };
+        let mut profile = match mix {
+            SwarmMix::Independent => FaultProfile::swarm_independent(rng),
+            SwarmMix::Figure8 => FaultProfile::scaled(FaultProfile::figure8(), rng),
+            SwarmMix::Crashy => FaultProfile::scaled(FaultProfile::crashy(), rng),
+        };
+        profile.name = "swarm".into();
+        profile.mix = Some(mix);
+        profile.isolate_reading_leader_per_million = if rng.gen_bool(0.5) {
+            0
+        } else {
+            rng.gen_range(1..=5_000)
+        };
+        profile.isolate_ticks_max = rng.gen_range(10..=120);
+        profile.compaction_entries = rng.gen_range(4..=128);
+        profile.core = Some(CoreSettings::draw(rng));
+        profile.workload = Some(WorkloadSettings {
+            clients: rng.gen_range(2..=8),
+            client_timeout_ticks: rng.gen_range(20..=150),
+        });
+        profile
+    }
+
+    /// Each fault switched off with probability one half, otherwise given
+    /// a random intensity up to about the heavy profile's.
+    fn swarm_independent(rng: &mut ChaCha8Rng) -> FaultProfile {
         let mut maybe = |max: u32| {
             if rng.gen_bool(0.5) {
                 0
@@ -234,8 +343,37 @@ impl FaultProfile {
             disk_slow_ticks_max: rng.gen_range(1..=40),
             disk_error_per_million,
             transfer_per_million,
-            compaction_entries: rng.gen_range(4..=128),
+            ..FaultProfile::none()
         }
+    }
+
+    /// `shape` with each of its per-million rates scaled by a factor drawn
+    /// between one half and two, and a little of every other fault added
+    /// now and then, so the tuned shapes recur in many variations.
+    fn scaled(shape: FaultProfile, rng: &mut ChaCha8Rng) -> FaultProfile {
+        let mut scale = |rate: u32| -> u32 {
+            let factor_permille = rng.gen_range(500..=2_000u64);
+            ((u64::from(rate) * factor_permille / 1000).min(400_000)) as u32
+        };
+        let mut profile = FaultProfile {
+            message_loss_per_million: scale(shape.message_loss_per_million),
+            message_slow_per_million: scale(shape.message_slow_per_million),
+            partition_per_million: scale(shape.partition_per_million),
+            crash_per_million: scale(shape.crash_per_million),
+            crash_after_send_per_million: scale(shape.crash_after_send_per_million),
+            disk_slow_per_million: scale(shape.disk_slow_per_million),
+            ..shape
+        };
+        if rng.gen_bool(0.25) {
+            profile.message_duplicate_per_million = rng.gen_range(1..=30_000);
+        }
+        if rng.gen_bool(0.25) {
+            profile.clock_drift_permille_max = rng.gen_range(1..=100);
+        }
+        if rng.gen_bool(0.25) {
+            profile.transfer_per_million = rng.gen_range(1..=2_000);
+        }
+        profile
     }
 
     /// The profile `name` names, for a run whose profile stream is `rng`
@@ -259,6 +397,9 @@ impl FaultProfile {
             name: self.name.clone(),
             message_delay_ticks_max: self.message_delay_ticks_max.min(3),
             compaction_entries: self.compaction_entries,
+            core: self.core,
+            mix: self.mix,
+            workload: self.workload,
             ..FaultProfile::none()
         }
     }
@@ -269,6 +410,41 @@ impl FaultProfile {
             && self.message_delay_ticks_max >= self.message_delay_ticks_min
             && self.disk_latency_ticks_max >= 1
             && self.compaction_entries >= 1
+            && self.core.is_none_or(|core| {
+                core.election_ticks_max > core.election_ticks_min
+                    && core.entries_per_message_max >= 1
+            })
+    }
+}
+
+impl CoreSettings {
+    /// Draws the settings: pre-vote and check-quorum each on or off, from
+    /// one to 64 entries per message (one lets a new leader's old-term
+    /// entries reach a majority before its own entry does, the Figure 8
+    /// window), and election timeouts from tight (a three-tick spread,
+    /// many split votes) to wide.
+    pub fn draw(rng: &mut ChaCha8Rng) -> CoreSettings {
+        let entries_per_message_max = match rng.gen_range(0..4) {
+            0 => 1,
+            1 => rng.gen_range(2..=8),
+            _ => 64,
+        };
+        let election_ticks_min = rng.gen_range(8..=20);
+        // At least three distinct timeouts: with fewer, nodes whose timers
+        // reset together (after a split vote) stay in step forever, a
+        // livelock the paper's randomization exists to prevent (section
+        // 5.2), not a bug to hunt.
+        let spread = match rng.gen_range(0..4) {
+            0 => 3,
+            _ => rng.gen_range(3..=election_ticks_min),
+        };
+        CoreSettings {
+            pre_vote: rng.gen_bool(0.5),
+            check_quorum: rng.gen_bool(0.5),
+            entries_per_message_max,
+            election_ticks_min,
+            election_ticks_max: election_ticks_min + spread,
+        }
     }
 }
 

@@ -69,6 +69,10 @@ pub struct RunStats {
     pub client_operations_unknown: u64,
     /// Client requests that timed out.
     pub client_timeouts: u64,
+    /// Gets served under a leader lease.
+    pub lease_reads: u64,
+    /// Gets served stale, without confirmation.
+    pub stale_reads: u64,
     /// Writes acknowledged to clients.
     pub acknowledged_writes: u64,
     /// Operations given to the linearizability checker.

@@ -115,6 +115,8 @@ pub fn run_sweep(
         totals.client_operations_completed += stats.client_operations_completed;
         totals.client_operations_unknown += stats.client_operations_unknown;
         totals.client_timeouts += stats.client_timeouts;
+        totals.lease_reads += stats.lease_reads;
+        totals.stale_reads += stats.stale_reads;
         totals.acknowledged_writes += stats.acknowledged_writes;
         totals.history_operations += stats.history_operations;
         report.linearizability_too_expensive_runs += u64::from(stats.linearizability_too_expensive);
@@ -193,6 +195,10 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
         format!(
             "  compactions / snapshots    {:>14}",
             format!("{} / {}", totals.compactions, totals.snapshots_installed)
+        ),
+        format!(
+            "  lease / stale reads        {:>14}",
+            format!("{} / {}", totals.lease_reads, totals.stale_reads)
         ),
         format!(
             "  client ops answered        {:>14}",

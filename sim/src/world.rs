@@ -20,14 +20,22 @@ use raftgres::core::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::checkers::apply_after_durable;
 use crate::checkers::durability::{AcknowledgedWrite, Durability, FinalNode};
 use crate::checkers::election_safety::ElectionSafety;
+use crate::checkers::honest_peers;
 use crate::checkers::index_monotonicity::IndexMonotonicity;
+use crate::checkers::leader_commit_rule;
 use crate::checkers::leader_completeness::LeaderCompleteness;
 use crate::checkers::linearizability::{self, Input, Operation, Output, Verdict};
 use crate::checkers::liveness::Liveness;
 use crate::checkers::log_matching::LogMatching;
+use crate::checkers::read_index_safety;
+use crate::checkers::read_liveness::ReadLiveness;
+use crate::checkers::single_vote::SingleVote;
+use crate::checkers::stale_reads::StaleReads;
 use crate::checkers::state_machine_safety::StateMachineSafety;
+use crate::checkers::term_settling::TermSettling;
 use crate::checkers::Violation;
 use crate::config::SimConfig;
 use crate::disk::{Completion, Write};
@@ -71,7 +79,22 @@ struct Request {
     operation_id: u64,
     key: u64,
     input: Input,
+    /// How a get is served (ignored for writes).
+    read_mode: ReadMode,
     accepted: Option<Accepted>,
+}
+
+/// The ways a client reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadMode {
+    /// `read_index`: confirmed by a heartbeat round (section 8).
+    ReadIndex,
+    /// A leader lease when the leader holds one (`lease_read_index`),
+    /// otherwise `read_index`, as a production client library does.
+    Lease,
+    /// Served at once from whatever node is asked, without confirmation:
+    /// may be stale, is not part of the linearizable history.
+    Stale,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -79,6 +102,9 @@ struct Accepted {
     history_position: usize,
     node: usize,
     at_tick: u64,
+    /// The highest commit index any node had reached when the request was
+    /// accepted (for `read_index_safety`).
+    committed_at_invocation: LogIndex,
 }
 
 /// What the first node to apply a client command computed, and when.
@@ -127,6 +153,9 @@ pub struct World {
     /// Nodes that applied each liveness probe.
     probe_appliers: std::collections::BTreeMap<u64, std::collections::BTreeSet<NodeId>>,
     partition_until: Option<u64>,
+    /// The highest commit index any node has reached: every entry up to it
+    /// is committed for good.
+    commit_index_max: LogIndex,
     election_safety: ElectionSafety,
     log_matching: LogMatching,
     leader_completeness: LeaderCompleteness,
@@ -134,6 +163,10 @@ pub struct World {
     index_monotonicity: IndexMonotonicity,
     durability: Durability,
     liveness: Liveness,
+    single_vote: SingleVote,
+    read_liveness: ReadLiveness,
+    term_settling: TermSettling,
+    stale_reads: StaleReads,
     /// The first violation; the run stops at it.
     pub violation: Option<Violation>,
     /// Counters.
@@ -147,6 +180,14 @@ impl World {
         let mut profile_rng = rng_stream(seed, 6);
         let profile = FaultProfile::resolve(&config.faults, &mut profile_rng)
             .unwrap_or_else(|| panic!("unknown fault profile {:?}", config.faults));
+        let config = match profile.core {
+            Some(drawn) => config.with_core_settings(drawn),
+            None => config,
+        };
+        let config = match profile.workload {
+            Some(drawn) => config.with_workload_settings(drawn),
+            None => config,
+        };
         let mut rng = Streams {
             network: rng_stream(seed, 1),
             disk: rng_stream(seed, 2),
@@ -174,6 +215,8 @@ impl World {
             })
             .collect();
         World {
+            read_liveness: ReadLiveness::new(config.read_ticks_max),
+            term_settling: TermSettling::new(config.new_terms_after_recovery_max),
             fault_end: config.fault_end_tick(),
             network: Network::new(config.nodes),
             trace: Trace::new(config.trace),
@@ -195,12 +238,16 @@ impl World {
             next_probe_at: 0,
             probe_appliers: std::collections::BTreeMap::new(),
             partition_until: None,
+            commit_index_max: LogIndex(0),
             election_safety: ElectionSafety::default(),
             log_matching: LogMatching::default(),
             leader_completeness: LeaderCompleteness::default(),
             state_machine_safety: StateMachineSafety::default(),
             index_monotonicity: IndexMonotonicity::default(),
             durability: Durability::default(),
+            single_vote: SingleVote::default(),
+
+            stale_reads: StaleReads::default(),
             violation: None,
             stats: RunStats::default(),
         }
@@ -212,6 +259,20 @@ impl World {
     /// term and index) is caught and reported as a violation of the seed,
     /// keeping the trace up to that point.
     pub fn run(mut self) -> RunOutcome {
+        let settings = format!(
+            "mix {:?} pre-vote {} check-quorum {} entries/message {} election {}-{} drift {} \
+             clients {} timeout {}",
+            self.profile.mix,
+            self.config.pre_vote,
+            self.config.check_quorum,
+            self.config.entries_per_message_max,
+            self.config.election_ticks_min,
+            self.config.election_ticks_max,
+            self.profile.clock_drift_permille_max,
+            self.config.clients,
+            self.config.client_timeout_ticks
+        );
+        self.trace.record(0, "settings", &[], || settings);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             while self.now < self.config.ticks && self.violation.is_none() {
                 self.step_tick();
@@ -364,26 +425,38 @@ impl World {
                     });
             }
         }
+        let isolate_reading_leader =
+            self.partition_until.is_none() && self.leader_is_reading() && {
+                let rate = self.profile.isolate_reading_leader_per_million;
+                Self::chance(&mut self.rng.faults, rate)
+            };
         match self.partition_until {
             Some(until) if now >= until => self.heal_network(),
-            None if Self::chance(&mut self.rng.faults, self.profile.partition_per_million) => {
+            None if isolate_reading_leader
+                || Self::chance(&mut self.rng.faults, self.profile.partition_per_million) =>
+            {
                 let kinds = [
                     PartitionKind::Symmetric,
                     PartitionKind::OneWay,
                     PartitionKind::Bridge,
                     PartitionKind::IsolateLeader,
                 ];
-                let kind = kinds[self.rng.faults.gen_range(0..kinds.len())];
+                let kind = if isolate_reading_leader {
+                    PartitionKind::IsolateLeader
+                } else {
+                    kinds[self.rng.faults.gen_range(0..kinds.len())]
+                };
                 let bridge_impossible = kind == PartitionKind::Bridge && self.nodes.len() < 3;
                 if !bridge_impossible {
                     let leader = self.leader();
                     let description = self.network.partition(kind, leader, &mut self.rng.faults);
-                    self.partition_until = Some(
-                        now + self
-                            .rng
-                            .faults
-                            .gen_range(1..=self.profile.partition_ticks_max.max(1)),
-                    );
+                    let ticks_max = if isolate_reading_leader {
+                        self.profile.isolate_ticks_max
+                    } else {
+                        self.profile.partition_ticks_max
+                    };
+                    self.partition_until =
+                        Some(now + self.rng.faults.gen_range(1..=ticks_max.max(1)));
                     self.stats.faults.partitions[kind as usize] += 1;
                     self.trace
                         .record(now, "partition", &[kind as u64], || description);
@@ -406,6 +479,12 @@ impl World {
                 }
             }
         }
+    }
+
+    /// Whether the leader has client reads in flight.
+    fn leader_is_reading(&self) -> bool {
+        self.leader()
+            .is_some_and(|leader| !self.nodes[leader.0 as usize - 1].pending_reads.is_empty())
     }
 
     fn random_node(&mut self, eligible: impl Fn(&SimNode) -> bool) -> Option<usize> {
@@ -442,7 +521,12 @@ impl World {
     }
 
     /// Crashes node `index` and keeps it down for `down_ticks`.
+    /// A crash by hand is a fault after healing: the bounds that hold
+    /// only on a recovered, fault-free cluster (read liveness, settled
+    /// terms) stop applying.
     pub fn crash_for(&mut self, index: usize, down_ticks: u64) {
+        self.read_liveness = ReadLiveness::new(self.config.read_ticks_max);
+        self.term_settling = TermSettling::new(self.config.new_terms_after_recovery_max);
         self.crash(index, "crash");
         self.nodes[index].down_until = Some(self.now + down_ticks);
     }
@@ -460,6 +544,7 @@ impl World {
         node.down_until = Some(self.now + self.rng.faults.gen_range(1..=down_ticks_max));
         node.pending_proposals.clear();
         node.pending_reads.clear();
+        node.pending_lease_reads.clear();
         let now = self.now;
         self.trace.record(
             now,
@@ -503,6 +588,11 @@ impl World {
                     });
                 let result = self.index_monotonicity.on_restart(id, applied);
                 self.check("index_monotonicity", result);
+                let hard_state = self.nodes[index].disk.durable.hard_state;
+                let result = self
+                    .single_vote
+                    .on_observe(id, hard_state.term, hard_state.voted_for);
+                self.check("single_vote", result);
             }
         }
     }
@@ -527,12 +617,19 @@ impl World {
                 Completion::Durable(write) => {
                     completed = true;
                     let node = &mut self.nodes[index];
+                    let id = node.id;
+                    if let Some(hard_state) = write.hard_state {
+                        if let Some(candidate) = hard_state.voted_for {
+                            let result = self.single_vote.on_vote(id, hard_state.term, candidate);
+                            self.check("single_vote", result);
+                        }
+                    }
+                    let node = &mut self.nodes[index];
                     let raft = node.raft.as_mut().expect("running");
                     if let Some((last_index, last_term)) = write.persist_point {
                         raft.persisted(last_index, last_term);
                         self.stats.steps += 1;
                     }
-                    let id = node.id;
                     self.trace.record(
                         self.now,
                         "durable",
@@ -580,6 +677,16 @@ impl World {
             )
         });
         self.stats.messages_sent += 1;
+        if let MessageBody::VoteResponse {
+            pre_vote: false,
+            granted: true,
+        } = message.body
+        {
+            let result = self
+                .single_vote
+                .on_vote(message.from, message.term, message.to);
+            self.check("single_vote", result);
+        }
         match self
             .network
             .send(now, message, &self.profile, &mut self.rng.network)
@@ -635,6 +742,13 @@ impl World {
                 return;
             }
         }
+        let node = &mut self.nodes[index];
+        if let Some(raft) = node.raft.as_mut() {
+            let reports = raft.take_implausible();
+            let result = honest_peers::check_reports(node.id, &reports);
+            self.check("honest_peers", result);
+        }
+        self.serve_lease_reads(index);
         self.observe(index);
     }
 
@@ -773,6 +887,10 @@ impl World {
     fn apply(&mut self, index: usize, entry: &Entry) {
         let node = &mut self.nodes[index];
         let id = node.id;
+        let durable_check =
+            apply_after_durable::check_apply(id, entry.index, entry.term, &node.disk.durable);
+        self.check("apply_after_durable", durable_check);
+        let node = &mut self.nodes[index];
         let result = node.kv.apply(entry);
         node.disk.durable.state_machine.apply(entry);
         let proposal = node.pending_proposals.remove(&entry.index);
@@ -790,6 +908,7 @@ impl World {
                 let running = self.nodes.iter().filter(|node| node.raft.is_some()).count();
                 if appliers_count >= running {
                     self.liveness.on_probe_committed(self.now);
+                    self.on_recovered();
                 }
             } else if !self.first_applies.contains_key(&operation_id) {
                 let stamp = self.next_stamp();
@@ -856,6 +975,16 @@ impl World {
                 }
             }
         }
+        let voted_for = self.nodes[index]
+            .raft
+            .as_ref()
+            .expect("running")
+            .hard_state()
+            .voted_for;
+        let result = self.single_vote.on_observe(id, term, voted_for);
+        self.check("single_vote", result);
+        let result = self.term_settling.on_term(id.0, term.0, self.now);
+        self.check("term_settling", result);
         let node = &mut self.nodes[index];
         let raft = node.raft.as_ref().expect("running");
         let log = raft.log();
@@ -876,6 +1005,14 @@ impl World {
                 }
             }
             self.stats.committed_index_max = self.stats.committed_index_max.max(commit.0);
+            self.commit_index_max = self.commit_index_max.max(commit);
+            if role == Role::Leader && failure.is_none() {
+                let result =
+                    leader_commit_rule::check_leader_commit(id, term, commit, log.term_at(commit));
+                if let Err(message) = result {
+                    failure = Some(("leader_commit_rule", message));
+                }
+            }
         }
         let durable_applied = node.disk.durable.state_machine.applied_index();
         let result =
@@ -908,11 +1045,12 @@ impl World {
         }
     }
 
-    fn new_request(&mut self) -> Request {
+    fn new_request(&mut self, client: usize) -> Request {
         let operation_id = self.next_operation_id;
         self.next_operation_id += 1;
         let rng = &mut self.rng.clients;
         let key = rng.gen_range(0..self.config.keys);
+        let mut read_mode = ReadMode::ReadIndex;
         let input = match rng.gen_range(0..10) {
             0..=3 => {
                 self.next_value += 1;
@@ -920,7 +1058,15 @@ impl World {
                     value: self.next_value,
                 }
             }
-            4..=7 => Input::Get,
+            4..=7 => {
+                read_mode = match rng.gen_range(0..10) {
+                    0..=3 => ReadMode::ReadIndex,
+                    4..=7 => ReadMode::Lease,
+                    _ => ReadMode::Stale,
+                };
+                self.read_liveness.on_read_started(client as u64, self.now);
+                Input::Get
+            }
             _ => {
                 // Expect a value that is likely current: one of the last few
                 // written, or absent.
@@ -932,10 +1078,17 @@ impl World {
                 }
             }
         };
+        match input {
+            Input::Put { value } | Input::CompareAndSwap { new: value, .. } => {
+                self.stale_reads.on_write_invoked(key, value)
+            }
+            Input::Get => {}
+        }
         Request {
             operation_id,
             key,
             input,
+            read_mode,
             accepted: None,
         }
     }
@@ -943,7 +1096,7 @@ impl World {
     fn attempt_request(&mut self, client: usize) {
         let request = match self.clients[client].request {
             Some(request) => request,
-            None => self.new_request(),
+            None => self.new_request(client),
         };
         self.clients[client].request = Some(request);
         let hint = self.clients[client]
@@ -958,9 +1111,22 @@ impl World {
             self.clients[client].next_attempt_at = self.now + 1;
             return;
         }
+        if request.input == Input::Get && request.read_mode == ReadMode::Stale {
+            return self.serve_stale_read(client, target, request);
+        }
         let node = &mut self.nodes[target];
         let raft = node.raft.as_mut().expect("running");
+        let lease_index = (request.input == Input::Get && request.read_mode == ReadMode::Lease)
+            .then(|| raft.lease_read_index())
+            .flatten();
         let outcome = match request.input {
+            Input::Get if lease_index.is_some() => {
+                let lease_index = lease_index.expect("checked");
+                node.pending_lease_reads
+                    .insert(request.operation_id, lease_index);
+                self.stats.lease_reads += 1;
+                Ok(())
+            }
             Input::Get => raft
                 .read_index(request.operation_id)
                 .map_err(|error| match error {
@@ -1016,6 +1182,7 @@ impl World {
                     history_position: self.history.len() - 1,
                     node: target,
                     at_tick: self.now,
+                    committed_at_invocation: self.commit_index_max,
                 };
                 self.clients[client].request = Some(Request {
                     accepted: Some(accepted),
@@ -1043,6 +1210,58 @@ impl World {
             }
         }
         self.drive(target);
+    }
+
+    /// A stale read: the asked node's state machine, as it is.
+    fn serve_stale_read(&mut self, client: usize, target: usize, request: Request) {
+        let value = self.nodes[target].kv.get(request.key);
+        self.stats.steps += 1;
+        self.stats.stale_reads += 1;
+        let result = self
+            .stale_reads
+            .on_stale_read(target as u64 + 1, request.key, value);
+        self.check("stale_reads", result);
+        let result = self.read_liveness.on_read_served(client as u64, self.now);
+        self.check("read_liveness", result);
+        self.clients[client].request = None;
+        self.clients[client].next_attempt_at = self.now
+            + self
+                .rng
+                .clients
+                .gen_range(0..=self.config.client_think_ticks_max);
+        self.trace.record(
+            self.now,
+            "stale-read",
+            &[
+                client as u64,
+                request.operation_id,
+                target as u64 + 1,
+                value,
+            ],
+            || {
+                format!(
+                    "client {client} op {} key {} at node {} -> {value}",
+                    request.operation_id,
+                    request.key,
+                    target + 1
+                )
+            },
+        );
+    }
+
+    /// Serves the lease reads of node `index` whose index is applied.
+    fn serve_lease_reads(&mut self, index: usize) {
+        let applied = self.nodes[index].kv.applied_index();
+        let ready: Vec<(u64, LogIndex)> = self.nodes[index]
+            .pending_lease_reads
+            .iter()
+            .filter(|(_, read_index)| **read_index <= applied)
+            .map(|(context, read_index)| (*context, *read_index))
+            .collect();
+        for (context, read_index) in ready {
+            self.nodes[index].pending_lease_reads.remove(&context);
+            self.serve_read(index, context, read_index);
+        }
     }
 
     fn propose(
@@ -1077,6 +1296,15 @@ impl World {
             .expect("a request is outstanding");
         let accepted = request.accepted.expect("accepted");
         let stamp = self.next_stamp();
+        if request.input == Input::Get {
+            match output {
+                Some(_) => {
+                    let result = self.read_liveness.on_read_served(client as u64, self.now);
+                    self.check("read_liveness", result);
+                }
+                None => self.read_liveness.on_read_dropped(client as u64),
+            }
+        }
         match output {
             Some(output) => {
                 let operation = self.history[accepted.history_position]
@@ -1149,7 +1377,16 @@ impl World {
             return self.fail("driver", message);
         }
         let value = node.kv.get(key);
+        let id = node.id;
         if let Some(client) = self.client_of(context) {
+            let committed_at_invocation = self.clients[client]
+                .request
+                .and_then(|request| request.accepted)
+                .expect("accepted")
+                .committed_at_invocation;
+            let result =
+                read_index_safety::check_read(id, context, read_index, committed_at_invocation);
+            self.check("read_index_safety", result);
             self.complete(client, Some(Output::Value(value)), index);
         }
     }
@@ -1177,6 +1414,13 @@ impl World {
             self.nodes[accepted.node]
                 .pending_reads
                 .remove(&request.operation_id);
+            self.nodes[accepted.node]
+                .pending_lease_reads
+                .remove(&request.operation_id);
+            let result = self
+                .read_liveness
+                .on_read_lost(client as u64, self.now, "abandoned");
+            self.check("read_liveness", result);
         } else {
             self.stats.client_operations_unknown += 1;
         }
@@ -1197,7 +1441,22 @@ impl World {
 
     // ----- liveness and the end of the run ------------------------------
 
+    /// The cluster recovered from its faults: the bounds that hold from
+    /// now on start.
+    fn on_recovered(&mut self) {
+        self.read_liveness.on_recovered(self.now);
+        let highest_term = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.raft.as_ref().map(|raft| raft.term().0))
+            .max()
+            .unwrap_or(0);
+        self.term_settling.on_recovered(highest_term);
+    }
+
     fn run_liveness_probe(&mut self) {
+        let result = self.read_liveness.check(self.now);
+        self.check("read_liveness", result);
         if !self.liveness.waiting() {
             return;
         }

@@ -1,39 +1,33 @@
 //! Proves the checkers can fail: each bug planted in the core (feature
-//! `planted-bugs`) is found by the expected checkers within a bounded seed
-//! sweep, with a fault profile tuned per bug, and the very same sweep
-//! without the bug finds nothing.
+//! `planted-bugs`) is found under the default swarm (`--faults swarm`,
+//! 10,000 ticks) on 3 and on 5 nodes within the seed range recorded for
+//! it, and the very same seeds without the bug pass every checker. The
+//! recorded ranges are the seeds `make sim-hunt` needed (its full proof
+//! sweeps 0..500 for every bug); a change to the swarm's draws may move
+//! them, and `make sim-hunt` prints the new ones. Run with `--release`
+//! (`make test` does): 10,000-tick worlds are slow in a debug build.
 #![cfg(feature = "planted-bugs")]
 
 use indicatif::ProgressBar;
 use raftgres_sim::config::SimConfig;
 use raftgres_sim::sweep::run_sweep;
 
+/// Ticks per world: the default swarm's.
+const TICKS: u64 = 10_000;
+
 struct Hunt {
     bug: &'static str,
-    config: SimConfig,
-    seeds_max: u64,
+    /// Seeds `make sim-hunt` needed on 3 and on 5 nodes.
+    seeds_needed: [u64; 2],
     /// Checkers allowed to report the bug.
     checkers: &'static [&'static str],
 }
 
 fn hunts() -> Vec<Hunt> {
-    let config = |nodes, ticks, faults: &str| SimConfig::new(nodes, ticks, faults);
-    let unguarded = |mut config: SimConfig| {
-        // Without pre-vote and check-quorum elections are more frequent and
-        // restarted nodes vote at once, which is what these bugs need.
-        config.pre_vote = false;
-        config.check_quorum = false;
-        config
-    };
-    let mut figure8 = unguarded(config(3, 5000, "figure8"));
-    // One entry per message lets a new leader's old-term entries reach a
-    // majority before its own blank entry does (the Figure 8 window).
-    figure8.entries_per_message_max = 1;
     vec![
         Hunt {
             bug: "vote-without-log-check",
-            config: config(3, 2000, "heavy"),
-            seeds_max: 50,
+            seeds_needed: [1, 1],
             checkers: &[
                 "leader_completeness",
                 "state_machine_safety",
@@ -43,20 +37,21 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "commit-previous-term",
-            config: figure8,
-            seeds_max: 200,
-            checkers: &["leader_completeness", "state_machine_safety"],
+            seeds_needed: [1, 1],
+            checkers: &[
+                "leader_commit_rule",
+                "leader_completeness",
+                "state_machine_safety",
+            ],
         },
         Hunt {
             bug: "vote-before-durable",
-            config: unguarded(config(3, 5000, "crashy")),
-            seeds_max: 100,
-            checkers: &["election_safety"],
+            seeds_needed: [4, 6],
+            checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
             bug: "skip-truncate",
-            config: config(5, 2000, "heavy"),
-            seeds_max: 50,
+            seeds_needed: [1, 1],
             checkers: &[
                 "log_matching",
                 "state_machine_safety",
@@ -66,42 +61,49 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-without-confirmation",
-            config: config(3, 2000, "heavy"),
-            seeds_max: 50,
-            checkers: &["linearizability"],
+            seeds_needed: [1, 1],
+            checkers: &["read_index_safety", "linearizability"],
+        },
+        Hunt {
+            bug: "forget-vote-on-step-down",
+            seeds_needed: [1, 1],
+            checkers: &["single_vote", "election_safety"],
+        },
+        Hunt {
+            bug: "apply-before-durable",
+            seeds_needed: [1, 1],
+            checkers: &["apply_after_durable", "core_invariant"],
+        },
+        Hunt {
+            bug: "read-confirmed-by-old-round",
+            seeds_needed: [19, 1],
+            checkers: &["read_index_safety", "linearizability"],
         },
     ]
 }
 
-/// Runs seeds in batches until one fails; returns how many seeds it took.
-fn seeds_to_find(hunt: &Hunt) -> Option<u64> {
-    let mut config = hunt.config.clone();
+/// Runs `config`'s seeds `0..seeds_max` with `hunt.bug` planted; returns
+/// how many seeds it took to find it.
+fn seeds_to_find(hunt: &Hunt, config: &SimConfig, seeds_max: u64) -> Option<u64> {
+    let mut config = config.clone();
     config.planted_bug = Some(hunt.bug.to_string());
-    let batch = 8;
-    let mut start = 0;
-    while start < hunt.seeds_max {
-        let end = (start + batch).min(hunt.seeds_max);
-        let report = run_sweep(&config, start..end, 2, &ProgressBar::hidden());
-        if let Some(failure) = report.failures.first() {
-            assert!(
-                hunt.checkers.contains(&failure.violation.checker),
-                "{} was reported by {}: {}",
-                hunt.bug,
-                failure.violation.checker,
-                failure.violation.message
-            );
-            assert!(
-                failure
-                    .replay
-                    .contains(&format!("--planted-bug {}", hunt.bug)),
-                "{}",
-                failure.replay
-            );
-            return Some(failure.seed + 1);
-        }
-        start = end;
-    }
-    None
+    let report = run_sweep(&config, 0..seeds_max, 2, &ProgressBar::hidden());
+    let failure = report.failures.first()?;
+    assert!(
+        hunt.checkers.contains(&failure.violation.checker),
+        "{} was reported by {}: {}",
+        hunt.bug,
+        failure.violation.checker,
+        failure.violation.message
+    );
+    assert!(
+        failure
+            .replay
+            .contains(&format!("--planted-bug {}", hunt.bug)),
+        "{}",
+        failure.replay
+    );
+    Some(failure.seed + 1)
 }
 
 fn check_bug(bug: &str) {
@@ -109,16 +111,20 @@ fn check_bug(bug: &str) {
         .into_iter()
         .find(|hunt| hunt.bug == bug)
         .expect("a hunt for every bug");
-    let seeds = seeds_to_find(&hunt)
-        .unwrap_or_else(|| panic!("{bug} not found within {} seeds", hunt.seeds_max));
-    eprintln!("{bug}: found after {seeds} seed(s)");
-    // The same seeds with a correct core pass every checker.
-    let report = run_sweep(&hunt.config, 0..seeds, 2, &ProgressBar::hidden());
-    assert!(
-        report.failures.is_empty(),
-        "{bug} sweep without the bug failed: {:?}",
-        report.failures
-    );
+    for (nodes, seeds_max) in [3, 5].into_iter().zip(hunt.seeds_needed) {
+        let config = SimConfig::new(nodes, TICKS, "swarm");
+        let seeds = seeds_to_find(&hunt, &config, seeds_max).unwrap_or_else(|| {
+            panic!("{bug} not found on {nodes} nodes within the recorded {seeds_max} seeds")
+        });
+        eprintln!("{bug}: found on {nodes} nodes after {seeds} seed(s)");
+        // The same seeds with a correct core pass every checker.
+        let report = run_sweep(&config, 0..seeds, 2, &ProgressBar::hidden());
+        assert!(
+            report.failures.is_empty(),
+            "{bug} sweep on {nodes} nodes without the bug failed: {:?}",
+            report.failures
+        );
+    }
 }
 
 #[test]
@@ -144,6 +150,21 @@ fn finds_skip_truncate() {
 #[test]
 fn finds_read_without_confirmation() {
     check_bug("read-without-confirmation");
+}
+
+#[test]
+fn finds_forget_vote_on_step_down() {
+    check_bug("forget-vote-on-step-down");
+}
+
+#[test]
+fn finds_apply_before_durable() {
+    check_bug("apply-before-durable");
+}
+
+#[test]
+fn finds_read_confirmed_by_old_round() {
+    check_bug("read-confirmed-by-old-round");
 }
 
 #[test]

@@ -22,17 +22,33 @@ pub enum PlantedBug {
     /// Serve linearizable reads without confirming leadership (breaks
     /// section 8's read rule).
     ReadWithoutConfirmation,
+    /// Forget the vote when stepping down to follower within a term, so
+    /// the node may vote again in that term (breaks section 5.2: at most
+    /// one vote per term, and Figure 2's persistent `votedFor`).
+    ForgetVoteOnStepDown,
+    /// Hand committed entries to the state machine before they are durable
+    /// on this node (breaks the driver's obligation 4 and Figure 2's rule
+    /// that state is persisted before it is acted on).
+    ApplyBeforeDurable,
+    /// Confirm a read with the latest heartbeat round a quorum already
+    /// acknowledged, instead of a round sent after the read arrived (breaks
+    /// section 8: the leader must exchange heartbeats with a majority after
+    /// the read arrives).
+    ReadConfirmedByOldRound,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug, in a stable order.
-    pub const ALL: [PlantedBug; 5] = [
+    pub const ALL: [PlantedBug; 8] = [
         PlantedBug::VoteWithoutLogCheck,
         PlantedBug::CommitPreviousTerm,
         PlantedBug::VoteBeforeDurable,
         PlantedBug::SkipTruncate,
         PlantedBug::ReadWithoutConfirmation,
+        PlantedBug::ForgetVoteOnStepDown,
+        PlantedBug::ApplyBeforeDurable,
+        PlantedBug::ReadConfirmedByOldRound,
     ];
 
     /// The name used on the command line.
@@ -43,6 +59,9 @@ impl PlantedBug {
             PlantedBug::VoteBeforeDurable => "vote-before-durable",
             PlantedBug::SkipTruncate => "skip-truncate",
             PlantedBug::ReadWithoutConfirmation => "read-without-confirmation",
+            PlantedBug::ForgetVoteOnStepDown => "forget-vote-on-step-down",
+            PlantedBug::ApplyBeforeDurable => "apply-before-durable",
+            PlantedBug::ReadConfirmedByOldRound => "read-confirmed-by-old-round",
         }
     }
 

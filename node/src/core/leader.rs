@@ -411,9 +411,16 @@ impl Raft {
             requester,
             context,
             index: self.log.commit_index(),
-            round: self.read_round + 1,
+            round: if self.bug_read_confirmed_by_old_round() {
+                self.quorum_acknowledged_round()
+            } else {
+                self.read_round + 1
+            },
         };
         self.reads.waiting_for_quorum.push_back(read);
+        if self.bug_read_confirmed_by_old_round() {
+            self.confirm_reads();
+        }
         self.read_round_pending = true;
         if self.config.voters.len() == 1 {
             self.broadcast_heartbeat();

@@ -36,6 +36,9 @@ pub struct RaftLog {
     durable: LogIndex,
     /// First index not yet handed to the driver for persisting.
     unpersisted_from: LogIndex,
+    /// Planted bug: hand committed entries out before they are durable.
+    #[cfg(feature = "planted-bugs")]
+    pub(super) bug_apply_before_durable: bool,
 }
 
 /// The entries asked for were compacted away: send a snapshot instead.
@@ -72,6 +75,8 @@ impl RaftLog {
             apply_handed: applied,
             durable: last,
             unpersisted_from: last.next(),
+            #[cfg(feature = "planted-bugs")]
+            bug_apply_before_durable: false,
         }
     }
 
@@ -312,7 +317,7 @@ impl RaftLog {
     /// most `count_max`); marks them handed. Entries are applied only once
     /// durable here, so the applied index never runs ahead of the local log.
     pub fn take_committed(&mut self, count_max: usize) -> Vec<Entry> {
-        let high = self.commit.min(self.durable);
+        let high = self.apply_limit();
         if high <= self.apply_handed {
             return Vec::new();
         }
@@ -326,7 +331,18 @@ impl RaftLog {
 
     /// Whether committed entries wait to be handed for applying.
     pub fn has_committed_to_apply(&self) -> bool {
-        self.commit.min(self.durable) > self.apply_handed
+        self.apply_limit() > self.apply_handed
+    }
+
+    /// Entries up to here may be applied: committed and durable here.
+    fn apply_limit(&self) -> LogIndex {
+        #[cfg(feature = "planted-bugs")]
+        {
+            if self.bug_apply_before_durable {
+                return self.commit;
+            }
+        }
+        self.commit.min(self.durable)
     }
 
     /// Records that the driver applied everything up to `index`.

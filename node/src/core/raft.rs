@@ -141,7 +141,13 @@ impl Raft {
     pub fn new(config: Config, durable: DurableState, seed: u64) -> Result<Raft, ConfigError> {
         config.validate()?;
         let id = config.id;
-        let log = RaftLog::restore(id, durable.snapshot, durable.entries, durable.applied);
+        #[allow(unused_mut)]
+        let mut log = RaftLog::restore(id, durable.snapshot, durable.entries, durable.applied);
+        #[cfg(feature = "planted-bugs")]
+        {
+            log.bug_apply_before_durable =
+                config.planted_bug == Some(PlantedBug::ApplyBeforeDurable);
+        }
         assert!(
             log.last_term() <= durable.hard_state.term,
             "node {id}: log ends in term {} beyond the stored term {}",
@@ -612,6 +618,9 @@ impl Raft {
             self.term = term;
             self.voted_for = None;
             self.hard_state_dirty = true;
+        } else if self.bug_forget_vote_on_step_down() {
+            self.voted_for = None;
+            self.hard_state_dirty = true;
         }
         let leader_changed = self.leader != leader;
         if self.role == Role::Leader || leader_changed {
@@ -707,6 +716,20 @@ impl Raft {
     pub(super) fn bug_skip_truncate(&self) -> bool {
         #[cfg(feature = "planted-bugs")]
         return self.bug(PlantedBug::SkipTruncate);
+        #[cfg(not(feature = "planted-bugs"))]
+        false
+    }
+
+    fn bug_forget_vote_on_step_down(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.bug(PlantedBug::ForgetVoteOnStepDown);
+        #[cfg(not(feature = "planted-bugs"))]
+        false
+    }
+
+    pub(super) fn bug_read_confirmed_by_old_round(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.bug(PlantedBug::ReadConfirmedByOldRound);
         #[cfg(not(feature = "planted-bugs"))]
         false
     }

@@ -9,14 +9,22 @@
 //! node's whole state after every step, at a cost proportional to the
 //! events instead of the state.
 
+pub mod apply_after_durable;
 pub mod durability;
 pub mod election_safety;
+pub mod honest_peers;
 pub mod index_monotonicity;
+pub mod leader_commit_rule;
 pub mod leader_completeness;
 pub mod linearizability;
 pub mod liveness;
 pub mod log_matching;
+pub mod read_index_safety;
+pub mod read_liveness;
+pub mod single_vote;
+pub mod stale_reads;
 pub mod state_machine_safety;
+pub mod term_settling;
 
 use raftgres::core::EntryPayload;
 
