@@ -113,9 +113,22 @@ impl Session {
             .map_err(|error| classify("configuring the session", error))?;
         check_durability(&client, config.allow_unsafe_durability).await?;
         take_fencing_lock(&client, mode, role, config.reconnect_lock_wait_max).await?;
-        schema::migrate(&mut client).await?;
-        check_identity(&mut client, &config.cluster_id, config.node_id).await?;
-        let statements = prepare(&client).await?;
+        let checked = async {
+            schema::migrate(&mut client).await?;
+            check_identity(&mut client, &config.cluster_id, config.node_id).await?;
+            prepare(&client).await
+        }
+        .await;
+        let statements = match checked {
+            Ok(statements) => statements,
+            Err(error) => {
+                // A refused open (another node's database, a newer schema)
+                // releases the lock before it reports, so that the next
+                // opener is told the real problem rather than "in use".
+                release_fencing_lock(client, connection_task, role).await;
+                return Err(error);
+            }
+        };
         let mut session = Session {
             client,
             statements,
@@ -171,18 +184,7 @@ impl Session {
     /// Releases the fencing lock and closes the connection, waiting until
     /// the connection is gone so that a new opener finds the lock free.
     pub(crate) async fn close(self) {
-        let unlock = self
-            .client
-            .execute(
-                "SELECT pg_advisory_unlock($1, $2)",
-                &[&ADVISORY_LOCK_CLASS, &self.role.lock_object()],
-            )
-            .await;
-        if let Err(error) = unlock {
-            tracing::debug!(%error, "could not release the fencing lock; the server releases it when the session ends");
-        }
-        drop(self.client);
-        let _ = self.connection_task.await;
+        release_fencing_lock(self.client, self.connection_task, self.role).await;
     }
 
     /// Whether a new session is needed.
@@ -295,6 +297,22 @@ async fn take_fencing_lock(
 
 /// Records the identity at first open; refuses another cluster's or node's
 /// database without writing anything.
+/// Releases the fencing lock held by `client`'s session and closes it,
+/// waiting until the connection is gone.
+async fn release_fencing_lock(client: Client, connection_task: JoinHandle<()>, role: SessionRole) {
+    let unlock = client
+        .execute(
+            "SELECT pg_advisory_unlock($1, $2)",
+            &[&ADVISORY_LOCK_CLASS, &role.lock_object()],
+        )
+        .await;
+    if let Err(error) = unlock {
+        tracing::debug!(%error, "could not release the fencing lock; the server releases it when the session ends");
+    }
+    drop(client);
+    let _ = connection_task.await;
+}
+
 async fn check_identity(
     client: &mut Client,
     cluster_id: &str,
