@@ -17,7 +17,7 @@ threads="${THREADS:-2}"
 node_counts="${NODES:-3 5}"
 
 cargo build --release -q -p raftgres-sim --features planted-bugs
-sim=target/release/raftgres-sim
+sim="${CARGO_TARGET_DIR:-target}/release/raftgres-sim"
 status=0
 
 for nodes in $node_counts; do

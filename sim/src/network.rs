@@ -3,11 +3,23 @@
 //! duplication, delays drawn from a two-part distribution (an ordinary
 //! uniform delay and a slow tail that reorders), and partitions decided at
 //! delivery time (a message in flight when a link is cut is lost).
+//!
+//! Each directed link is also a connection, as the node's transport keeps
+//! one (a long-lived stream per peer): the sending node's
+//! [`PeerLink`] policy, the one the node runs, decides when it connects
+//! and when it waits. A message sent while its link is not connected is
+//! dropped. Connections break when a partition starts or heals across
+//! them (a proxy or a keepalive closes them), and when either end crashes;
+//! a connect succeeds only when the link is not cut either way and the
+//! peer's process exists (a paused process still accepts connections).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
+use std::time::Duration;
+
 use raftgres::core::{Message, NodeId};
+use raftgres::pipeline::link::{LinkState, PeerLink};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -48,6 +60,38 @@ pub enum SendFate {
     Sent,
     /// Will arrive twice.
     Duplicated,
+    /// Dropped: the link is not connected.
+    NotConnected,
+}
+
+/// The wall-clock length of one simulated tick, for the link policy's
+/// waits: the node's default `raft.tick_ms`.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// One directed link's connection.
+#[derive(Clone, Debug)]
+struct Connection {
+    link: PeerLink,
+    /// When a waiting link tries to connect next.
+    connect_at: u64,
+}
+
+impl Connection {
+    fn new(link: PeerLink, now: u64) -> Connection {
+        let mut connection = Connection {
+            link,
+            connect_at: now,
+        };
+        connection.schedule(now);
+        connection
+    }
+
+    /// Sets `connect_at` from the link's state after a change at `now`.
+    fn schedule(&mut self, now: u64) {
+        if let LinkState::Waiting(wait) = self.link.state() {
+            self.connect_at = now + wait.as_nanos().div_ceil(TICK.as_nanos()) as u64;
+        }
+    }
 }
 
 /// A message in flight, ordered by (delivery tick, send sequence) only.
@@ -89,6 +133,10 @@ pub struct Network {
     blocked: Vec<bool>,
     /// Whether any link is cut.
     partitioned: bool,
+    /// `connections[from * node_count + to]`, at the sending node.
+    connections: Vec<Connection>,
+    /// The link policy a (re)started node gets.
+    fresh_link: PeerLink,
 }
 
 impl Network {
@@ -100,6 +148,93 @@ impl Network {
             sequence: 0,
             blocked: vec![false; node_count * node_count],
             partitioned: false,
+            connections: vec![Connection::new(PeerLink::new(), 0); node_count * node_count],
+            fresh_link: PeerLink::new(),
+        }
+    }
+
+    /// Plants the bug of links that stop for good when their stream ends.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant_link_gives_up(&mut self) {
+        self.fresh_link.plant_gives_up();
+        for connection in &mut self.connections {
+            connection.link.plant_gives_up();
+        }
+    }
+
+    fn slot(&self, from: NodeId, to: NodeId) -> usize {
+        (from.0 as usize - 1) * self.node_count + (to.0 as usize - 1)
+    }
+
+    /// Whether link `from -> to` is connected.
+    pub fn is_connected(&self, from: NodeId, to: NodeId) -> bool {
+        self.connections[self.slot(from, to)].link.is_up()
+    }
+
+    /// Tries, at tick `now`, every waiting link whose wait is over;
+    /// `exists(node)` says whether that node's process runs (paused or
+    /// not).
+    pub fn connect_due(&mut self, now: u64, exists: impl Fn(NodeId) -> bool) {
+        for from in 1..=self.node_count as u64 {
+            for to in 1..=self.node_count as u64 {
+                let (from, to) = (NodeId(from), NodeId(to));
+                let slot = self.slot(from, to);
+                let connection = &self.connections[slot];
+                let waiting = matches!(connection.link.state(), LinkState::Waiting(_));
+                if from == to || !waiting || connection.connect_at > now || !exists(from) {
+                    continue;
+                }
+                let reachable =
+                    exists(to) && !self.is_blocked(from, to) && !self.is_blocked(to, from);
+                let connection = &mut self.connections[slot];
+                if reachable {
+                    connection.link.connected();
+                } else {
+                    connection.link.connect_failed();
+                }
+                connection.schedule(now);
+            }
+        }
+    }
+
+    /// The connection of link `from -> to` broke at `now`.
+    fn break_connection(&mut self, now: u64, from: NodeId, to: NodeId) {
+        let slot = self.slot(from, to);
+        let connection = &mut self.connections[slot];
+        if connection.link.is_up() {
+            connection.link.stream_ended();
+            connection.schedule(now);
+        }
+    }
+
+    /// Node `node` crashed at `now`: its peers' connections to it break.
+    pub fn node_crashed(&mut self, now: u64, node: NodeId) {
+        for peer in 1..=self.node_count as u64 {
+            if peer != node.0 {
+                self.break_connection(now, NodeId(peer), node);
+            }
+        }
+    }
+
+    /// Node `node` (re)started at `now`: its links start afresh.
+    pub fn node_started(&mut self, now: u64, node: NodeId) {
+        for peer in 1..=self.node_count as u64 {
+            let slot = self.slot(node, NodeId(peer));
+            self.connections[slot] = Connection::new(self.fresh_link.clone(), now);
+        }
+    }
+
+    /// Breaks the connections of every link whose cut state differs
+    /// between `before` and now, either way.
+    fn break_changed(&mut self, now: u64, before: &[bool]) {
+        for from in 1..=self.node_count as u64 {
+            for to in 1..=self.node_count as u64 {
+                let (from, to) = (NodeId(from), NodeId(to));
+                let changed = |slot: usize| before[slot] != self.blocked[slot];
+                if changed(self.slot(from, to)) || changed(self.slot(to, from)) {
+                    self.break_connection(now, from, to);
+                }
+            }
         }
     }
 
@@ -123,6 +258,9 @@ impl Network {
         profile: &FaultProfile,
         rng: &mut ChaCha8Rng,
     ) -> SendFate {
+        if !self.is_connected(message.from, message.to) {
+            return SendFate::NotConnected;
+        }
         if profile.message_loss_per_million > 0
             && rng.gen_range(0..1_000_000) < profile.message_loss_per_million
         {
@@ -187,15 +325,31 @@ impl Network {
         self.partitioned
     }
 
-    /// Restores every link.
-    pub fn heal(&mut self) {
+    /// Restores every link at `now`; connections across a cut break.
+    pub fn heal(&mut self, now: u64) {
+        let before = self.blocked.clone();
         self.blocked.iter_mut().for_each(|link| *link = false);
         self.partitioned = false;
+        self.break_changed(now, &before);
     }
 
-    /// Cuts links to form a partition of `kind`; `leader` is the current
-    /// leader, if any. Returns a description for the trace.
+    /// Cuts links at `now` to form a partition of `kind`; `leader` is the
+    /// current leader, if any. Connections across the cut break. Returns a
+    /// description for the trace.
     pub fn partition(
+        &mut self,
+        now: u64,
+        kind: PartitionKind,
+        leader: Option<NodeId>,
+        rng: &mut ChaCha8Rng,
+    ) -> String {
+        let before = self.blocked.clone();
+        let description = self.cut_for(kind, leader, rng);
+        self.break_changed(now, &before);
+        description
+    }
+
+    fn cut_for(
         &mut self,
         kind: PartitionKind,
         leader: Option<NodeId>,
@@ -282,18 +436,19 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let mut network = Network::new(3);
         let profile = FaultProfile::none();
+        network.connect_due(0, |_| true);
         assert_eq!(
             network.send(10, message(1, 2), &profile, &mut rng),
             SendFate::Sent
         );
         assert!(network.pop_due(10).is_none());
         assert!(matches!(network.pop_due(12), Some(Ok(_))));
-        network.partition(PartitionKind::IsolateLeader, Some(NodeId(1)), &mut rng);
+        network.partition(13, PartitionKind::IsolateLeader, Some(NodeId(1)), &mut rng);
         network.enqueue(13, message(1, 2));
         network.enqueue(13, message(2, 3));
         assert!(matches!(network.pop_due(13), Some(Err(_))));
         assert!(matches!(network.pop_due(13), Some(Ok(_))));
-        network.heal();
+        network.heal(14);
         network.enqueue(14, message(1, 2));
         assert!(matches!(network.pop_due(14), Some(Ok(_))));
     }
@@ -302,7 +457,7 @@ mod tests {
     fn one_way_partition_blocks_one_direction_only() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let mut network = Network::new(5);
-        network.partition(PartitionKind::OneWay, None, &mut rng);
+        network.partition(0, PartitionKind::OneWay, None, &mut rng);
         let blocked = |from: u64, to: u64| network.is_blocked(NodeId(from), NodeId(to));
         let mut one_way_links = 0;
         for from in 1..=5 {
@@ -315,5 +470,50 @@ mod tests {
             }
         }
         assert!(one_way_links > 0);
+    }
+
+    #[test]
+    fn links_reconnect_after_partitions_and_crashes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut network = Network::new(3);
+        let profile = FaultProfile::none();
+        let (one, two) = (NodeId(1), NodeId(2));
+        assert_eq!(
+            network.send(0, message(1, 2), &profile, &mut rng),
+            SendFate::NotConnected,
+            "nothing is connected before the first connect"
+        );
+        network.connect_due(0, |_| true);
+        assert!(network.is_connected(one, two));
+        // A partition breaks the connection; connects fail while it lasts.
+        network.partition(5, PartitionKind::IsolateLeader, Some(one), &mut rng);
+        assert!(!network.is_connected(one, two));
+        for tick in 5..40 {
+            network.connect_due(tick, |_| true);
+            assert!(
+                !network.is_connected(one, two),
+                "connected across a cut at {tick}"
+            );
+        }
+        network.heal(40);
+        let reconnected = (40..80).find(|tick| {
+            network.connect_due(*tick, |_| true);
+            network.is_connected(one, two)
+        });
+        assert!(
+            reconnected.is_some_and(|tick| tick <= 40 + 20),
+            "1 -> 2 reconnected at {reconnected:?}, past the 1 s backoff"
+        );
+        // The peer crashing breaks it too; it comes back once the peer runs.
+        network.node_crashed(80, two);
+        assert!(!network.is_connected(one, two));
+        network.connect_due(81, |node| node != two);
+        assert!(!network.is_connected(one, two));
+        network.node_started(90, two);
+        let reconnected = (90..120).any(|tick| {
+            network.connect_due(tick, |_| true);
+            network.is_connected(one, two) && network.is_connected(two, one)
+        });
+        assert!(reconnected, "the links did not come back after a restart");
     }
 }

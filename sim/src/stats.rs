@@ -24,6 +24,8 @@ pub struct FaultCounts {
     pub messages_duplicated: u64,
     /// Messages dropped by a partition.
     pub messages_partitioned: u64,
+    /// Messages dropped because their link was not connected.
+    pub messages_unconnected: u64,
 }
 
 impl AddAssign for FaultCounts {
@@ -39,6 +41,7 @@ impl AddAssign for FaultCounts {
         self.messages_lost += other.messages_lost;
         self.messages_duplicated += other.messages_duplicated;
         self.messages_partitioned += other.messages_partitioned;
+        self.messages_unconnected += other.messages_unconnected;
     }
 }
 

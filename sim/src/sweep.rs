@@ -172,6 +172,10 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
             "          messages cut       {:>14}",
             faults.messages_partitioned
         ),
+        format!(
+            "          messages unlinked  {:>14}",
+            faults.messages_unconnected
+        ),
     ];
     let kinds = [
         PartitionKind::Symmetric,

@@ -218,7 +218,7 @@ impl World {
             read_liveness: ReadLiveness::new(config.read_ticks_max),
             term_settling: TermSettling::new(config.new_terms_after_recovery_max),
             fault_end: config.fault_end_tick(),
-            network: Network::new(config.nodes),
+            network: Self::network(&config),
             trace: Trace::new(config.trace),
             liveness: Liveness::new(config.liveness_ticks_max),
             original_profile: profile.clone(),
@@ -251,6 +251,18 @@ impl World {
             violation: None,
             stats: RunStats::default(),
         }
+    }
+
+    /// The network, with its planted bug if the run plants one there.
+    fn network(config: &SimConfig) -> Network {
+        #[allow(unused_mut)]
+        let mut network = Network::new(config.nodes);
+        #[cfg(feature = "planted-bugs")]
+        if config.planted_bug.as_deref() == Some(raftgres::core::PlantedBug::PeerLinkGivesUp.name())
+        {
+            network.plant_link_gives_up();
+        }
+        network
     }
 
     /// Runs every tick, then the end-of-run checks.
@@ -361,6 +373,9 @@ impl World {
         }
         self.restart_due_nodes();
         self.resume_due_nodes();
+        let nodes = &self.nodes;
+        self.network
+            .connect_due(self.now, |id| nodes[id.0 as usize - 1].raft.is_some());
         for index in 0..self.nodes.len() {
             self.complete_writes(index);
         }
@@ -449,7 +464,9 @@ impl World {
                 let bridge_impossible = kind == PartitionKind::Bridge && self.nodes.len() < 3;
                 if !bridge_impossible {
                     let leader = self.leader();
-                    let description = self.network.partition(kind, leader, &mut self.rng.faults);
+                    let description =
+                        self.network
+                            .partition(now, kind, leader, &mut self.rng.faults);
                     let ticks_max = if isolate_reading_leader {
                         self.profile.isolate_ticks_max
                     } else {
@@ -497,7 +514,7 @@ impl World {
     fn heal_network(&mut self) {
         self.partition_until = None;
         if self.network.is_partitioned() {
-            self.network.heal();
+            self.network.heal(self.now);
             self.trace
                 .record(self.now, "heal", &[], || "network".to_string());
         }
@@ -539,6 +556,9 @@ impl World {
         let kept = self.rng.disk.gen_range(0..=in_flight);
         node.disk.crash(kept);
         node.raft = None;
+        let id = node.id;
+        self.network.node_crashed(self.now, id);
+        let node = &mut self.nodes[index];
         node.paused_until = None;
         let down_ticks_max = self.profile.down_ticks_max.max(1);
         node.down_until = Some(self.now + self.rng.faults.gen_range(1..=down_ticks_max));
@@ -579,6 +599,9 @@ impl World {
                 let seed = self.rng.cores.gen();
                 let node = &mut self.nodes[index];
                 node.start(&self.config, seed);
+                let id = node.id;
+                self.network.node_started(self.now, id);
+                let node = &mut self.nodes[index];
                 let applied = node.kv.applied_index();
                 let id = node.id;
                 self.stats.faults.restarts += 1;
@@ -693,6 +716,7 @@ impl World {
         {
             SendFate::Lost => self.stats.faults.messages_lost += 1,
             SendFate::Duplicated => self.stats.faults.messages_duplicated += 1,
+            SendFate::NotConnected => self.stats.faults.messages_unconnected += 1,
             SendFate::Sent => {}
         }
     }

@@ -79,6 +79,11 @@ fn hunts() -> Vec<Hunt> {
             seeds_needed: [19, 1],
             checkers: &["read_index_safety", "linearizability"],
         },
+        Hunt {
+            bug: "peer-link-gives-up",
+            seeds_needed: [2, 1],
+            checkers: &["liveness", "read_liveness"],
+        },
     ]
 }
 
@@ -165,6 +170,11 @@ fn finds_apply_before_durable() {
 #[test]
 fn finds_read_confirmed_by_old_round() {
     check_bug("read-confirmed-by-old-round");
+}
+
+#[test]
+fn finds_peer_link_gives_up() {
+    check_bug("peer-link-gives-up");
 }
 
 #[test]

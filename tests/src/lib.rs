@@ -115,6 +115,11 @@ impl TestCluster {
         self.status_client = status_client(&self.cluster, &self.options);
     }
 
+    /// Node `id`'s process id, if it runs.
+    pub fn pid(&mut self, id: u64) -> Option<u32> {
+        self.cluster.pid(id)
+    }
+
     /// A leader-finding client with default retries.
     pub fn client(&self) -> Client {
         self.cluster.client().expect("a client of the cluster")

@@ -4,7 +4,157 @@
 use std::time::Duration;
 
 use raftgres_tests::campaign::{self, CampaignOptions};
-use raftgres_tests::nemesis::FaultKind;
+use raftgres_tests::nemesis::{signal, FaultKind};
+use raftgres_tests::proxy::{NetworkFault, ProxyMesh};
+use raftgres_tests::{bounded, BackgroundWriter, TestCluster};
+
+/// Waits until `leader` has heard every other node acknowledge its last
+/// log index (or leadership moved).
+async fn wait_everyone_heard(cluster: &mut TestCluster, what: &str) {
+    let (leader, status) = cluster.leader_status().await;
+    let last = status.last_log_index;
+    for peer in cluster.others(leader) {
+        cluster
+            .wait_for_status(
+                leader,
+                &format!("to hear node {peer} acknowledge index {last} ({what})"),
+                |status| {
+                    status
+                        .peers
+                        .iter()
+                        .any(|progress| progress.id == peer && progress.match_index >= last)
+                        || status.leader_id != leader
+                },
+            )
+            .await;
+    }
+}
+
+/// Proves that peer links come back every time their connections close
+/// while messages are flowing (a leader's appends, the followers' answers
+/// under load): after thirty rounds that close all six links, the leader
+/// hears both followers acknowledge its last entry. Chasing the follower
+/// stall (below), a reading of the transport found that its peer task
+/// returned for good when a stream's body closed before the call's
+/// answer arrived, instead of connecting again; the link policy
+/// (`node/src/pipeline/link.rs`) now decides reconnects and the simulator
+/// drives it (planted bug `peer-link-gives-up`). Neither this test nor
+/// the next hit that race with the old transport in the runs tried, so
+/// they guard reconnecting in general, not that race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_links_come_back_after_their_connections_close_under_load() {
+    let mesh = ProxyMesh::new();
+    let map = mesh.peer_address_map();
+    let mut cluster = TestCluster::start_with("nemesis-links-under-load", 3, |options| {
+        options.peer_address_map = Some(map);
+    })
+    .await;
+    let writers: Vec<BackgroundWriter> = (0..4)
+        .map(|writer| {
+            BackgroundWriter::start(
+                cluster.client(),
+                &format!("load-{writer}-"),
+                5_000,
+                Duration::from_secs(60),
+                Duration::ZERO,
+            )
+        })
+        .collect();
+    writers[0]
+        .wait_for_writes(20, "before the links close")
+        .await;
+    let nodes = [1, 2, 3];
+    for round in 0..30u64 {
+        // A fault change closes every open connection of a link: each
+        // round breaks all six links while writes flow through them.
+        for (a, b) in [
+            (nodes[0], nodes[1]),
+            (nodes[1], nodes[2]),
+            (nodes[0], nodes[2]),
+        ] {
+            mesh.apply(&NetworkFault::Latency {
+                a,
+                b,
+                latency: Duration::from_millis(1 + round % 2),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    mesh.heal();
+    for writer in writers {
+        let outcome = writer.finish().await;
+        assert!(
+            !outcome.acknowledged.is_empty(),
+            "a writer saw no write acknowledged: {:?}",
+            outcome.failed.first()
+        );
+    }
+    bounded(
+        "a put after the links settled",
+        Duration::from_secs(30),
+        cluster.client().put("settled", "yes"),
+    )
+    .await
+    .unwrap();
+    wait_everyone_heard(&mut cluster, "after thirty rounds of closed links").await;
+    cluster.assert_no_node_exited();
+}
+
+/// Proves that a follower stopped for longer than an election timeout,
+/// with its links closed behind its back in every other round, is heard
+/// by its leader again once it resumes (the shape of the follower stall
+/// the short nemesis campaigns saw once: a follower SIGSTOPped for 1.6 s
+/// that never sent its leader another byte).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_links_close_while_it_is_stopped_answers_its_leader_again() {
+    let mesh = ProxyMesh::new();
+    let map = mesh.peer_address_map();
+    let mut cluster = TestCluster::start_with("nemesis-paused-links", 3, |options| {
+        options.peer_address_map = Some(map);
+    })
+    .await;
+    let client = cluster.client();
+    for round in 0..8u64 {
+        let (leader, _) = cluster.leader_status().await;
+        let follower = cluster.others(leader)[round as usize % 2];
+        let pid = cluster.pid(follower).expect("the follower runs");
+        signal(pid, "STOP").unwrap();
+        // Odd rounds close its links behind its back (any fault change
+        // closes the link's open connections, both ways); every round
+        // stops it for longer than an election timeout, so that it wakes
+        // up with elapsed ticks and messages to send at once.
+        if round % 2 == 1 {
+            mesh.apply(&NetworkFault::Latency {
+                a: follower,
+                b: leader,
+                latency: Duration::from_millis(1),
+            });
+        }
+        bounded(
+            "a put while a follower is stopped",
+            Duration::from_secs(30),
+            client.put("round", round.to_string()),
+        )
+        .await
+        .unwrap();
+        mesh.heal();
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        signal(pid, "CONT").unwrap();
+        bounded(
+            "a put after the follower resumed",
+            Duration::from_secs(30),
+            client.put("after", round.to_string()),
+        )
+        .await
+        .unwrap();
+        wait_everyone_heard(
+            &mut cluster,
+            &format!("round {round}, node {follower} paused"),
+        )
+        .await;
+    }
+    cluster.assert_no_node_exited();
+}
 
 /// Proves that a follower whose Postgres crashes (with latency between it
 /// and the leader, and leaders changing around it) catches up once its

@@ -35,12 +35,16 @@ pub enum PlantedBug {
     /// section 8: the leader must exchange heartbeats with a majority after
     /// the read arrives).
     ReadConfirmedByOldRound,
+    /// A peer link stops for good when its stream ends instead of
+    /// connecting again (the pipeline's link policy, driven by the
+    /// simulator's network; the core itself ignores it).
+    PeerLinkGivesUp,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug, in a stable order.
-    pub const ALL: [PlantedBug; 8] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::VoteWithoutLogCheck,
         PlantedBug::CommitPreviousTerm,
         PlantedBug::VoteBeforeDurable,
@@ -49,6 +53,7 @@ impl PlantedBug {
         PlantedBug::ForgetVoteOnStepDown,
         PlantedBug::ApplyBeforeDurable,
         PlantedBug::ReadConfirmedByOldRound,
+        PlantedBug::PeerLinkGivesUp,
     ];
 
     /// The name used on the command line.
@@ -62,6 +67,7 @@ impl PlantedBug {
             PlantedBug::ForgetVoteOnStepDown => "forget-vote-on-step-down",
             PlantedBug::ApplyBeforeDurable => "apply-before-durable",
             PlantedBug::ReadConfirmedByOldRound => "read-confirmed-by-old-round",
+            PlantedBug::PeerLinkGivesUp => "peer-link-gives-up",
         }
     }
 

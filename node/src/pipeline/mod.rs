@@ -38,6 +38,7 @@
 
 mod apply;
 mod clock;
+pub mod link;
 mod requests;
 pub mod sessions;
 mod snapshots;

@@ -17,6 +17,7 @@ use super::convert;
 use super::metrics::Metrics;
 use super::tls::TlsMaterial;
 use crate::core::{Message, NodeId};
+use crate::pipeline::link::{LinkState, PeerLink};
 
 /// How this node reaches its peers.
 #[derive(Clone)]
@@ -79,6 +80,19 @@ impl Transport {
     }
 }
 
+/// How a stream's forwarding ended.
+enum Forwarding {
+    /// The transport is gone: the node is shutting down.
+    QueueClosed,
+    /// The stream's body was dropped (the connection or the call ended).
+    StreamClosed,
+}
+
+/// Feeds one peer's stream for as long as the node runs. When to connect
+/// and to wait is [`PeerLink`]'s decision (pure, and driven by the
+/// simulator too); this task only carries it out. A stream that ends, in
+/// whatever way, is followed by another: only shutdown or the transport
+/// being dropped ends the task.
 async fn run_peer(
     peer: NodeId,
     address: String,
@@ -87,40 +101,57 @@ async fn run_peer(
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut attempt: u32 = 0;
+    let mut link = PeerLink::new();
+    let mut failures: u32 = 0;
     loop {
-        if *shutdown.borrow() {
+        if let LinkState::Waiting(wait) = link.state() {
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        if *shutdown.borrow() || link.state() == LinkState::Closed {
             return;
         }
+        // One deadline for the whole connect (TCP, TLS and the HTTP/2
+        // handshake): a peer that accepts and then says nothing must not
+        // hold the link forever.
+        let connecting = tokio::time::timeout(CONNECT_DEADLINE, connect(peer, &address, &settings));
         let connected = tokio::select! {
             _ = shutdown.changed() => return,
-            connected = connect(peer, &address, &settings) => connected,
+            connected = connecting => connected.unwrap_or_else(|_| Err(ConnectError::Deadline)),
         };
         let mut client = match connected {
             Ok(client) => client,
             Err(error) => {
-                if attempt.is_multiple_of(20) {
+                if failures.is_multiple_of(20) {
                     tracing::debug!(%peer, %address, %error, "peer unreachable");
                 }
+                failures = failures.wrapping_add(1);
                 // Messages queued meanwhile are stale by the time the peer
                 // is back; Raft will send what is still needed.
                 while let Ok(_message) = queue.try_recv() {
                     metrics.peer_messages_dropped.inc();
                 }
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis((50u64 << attempt.min(4)).min(1000)))
-                    .await;
+                link.connect_failed();
                 continue;
             }
         };
-        attempt = 0;
+        failures = 0;
+        link.connected();
         let (stream_sender, stream_receiver) = mpsc::channel::<wire::RaftMessage>(64);
         let call = client.stream(ReceiverStream::new(stream_receiver));
         tokio::pin!(call);
         let forward = async {
-            while let Some(message) = queue.recv().await {
+            loop {
+                let Some(message) = queue.recv().await else {
+                    return Forwarding::QueueClosed;
+                };
                 if stream_sender.send(message).await.is_err() {
-                    return;
+                    metrics.peer_messages_dropped.inc();
+                    return Forwarding::StreamClosed;
                 }
             }
         };
@@ -131,17 +162,34 @@ async fn run_peer(
                     tracing::debug!(%peer, %address, %status, "peer stream ended");
                 }
             }
-            () = forward => return,
+            forwarding = forward => match forwarding {
+                Forwarding::QueueClosed => return,
+                Forwarding::StreamClosed => {
+                    tracing::debug!(%peer, %address, "peer stream closed before its answer");
+                }
+            },
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        link.stream_ended();
     }
+}
+
+/// The longest a whole connect attempt may take.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Why a connect attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    #[error("no connection within {CONNECT_DEADLINE:?}")]
+    Deadline,
 }
 
 async fn connect(
     peer: NodeId,
     address: &str,
     settings: &PeerConnectSettings,
-) -> Result<PeerClient<tonic::transport::Channel>, tonic::transport::Error> {
+) -> Result<PeerClient<tonic::transport::Channel>, ConnectError> {
     let scheme = if settings.tls.is_some() {
         "https"
     } else {
