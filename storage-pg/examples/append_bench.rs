@@ -22,7 +22,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
-use raftgres_storage_pg::testing::ScratchInstance;
+use raftgres_devcluster::testing::ScratchInstance;
 use raftgres_storage_pg::{
     AppendBatch, EntryKind, HardState, LogEntry, LogStore, PgStore, PgStoreConfig,
 };

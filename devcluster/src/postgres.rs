@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::connector::PgConnector;
+use raftgres_storage_pg::PgConnector;
 
 /// Host every instance listens on.
 pub const HOST: &str = "127.0.0.1";
@@ -98,7 +98,7 @@ pub enum PgInstanceError {
         context: String,
         /// The connector's error.
         #[source]
-        source: crate::error::StoreError,
+        source: raftgres_storage_pg::StoreError,
     },
     /// A query against the instance failed (used by [`crate::testing`]).
     #[error("{context}: {source}")]
