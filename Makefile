@@ -55,7 +55,7 @@ bench:
 # Storage append throughput against a plain multi-row INSERT baseline.
 bench-storage:
 	scripts/ensure-deps.sh
-	cargo run --release -p raftgres-storage-pg --example append_bench
+	cargo run --release -p raftgres-bench --example append_bench
 
 fmt:
 	cargo fmt --all

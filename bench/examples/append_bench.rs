@@ -2,7 +2,7 @@
 //! baseline, on the same freshly started Postgres instance (fsync on).
 //!
 //! ```text
-//! cargo run --release -p raftgres-storage-pg --example append_bench [-- --seconds-per-point 4]
+//! cargo run --release -p raftgres-bench --example append_bench [-- --seconds-per-point 4]
 //! ```
 //!
 //! For batch sizes 1, 16 and 256 with 100-byte payloads, it measures
