@@ -83,6 +83,20 @@ fn a_cluster_on_three_hosts_with_tls_survives_a_leader_kill_and_a_restart() {
             format!("value-{index}")
         );
     }
+    // The leader timed heartbeats to both peers across the bridge.
+    let metrics = client.metrics_of(new_leader);
+    for peer in (1..=NODES).filter(|peer| *peer != new_leader) {
+        let count = round_trip(&metrics, "count", peer, "heartbeat");
+        assert!(
+            count > 0.0,
+            "no heartbeat round trips to node {peer}:\n{metrics}"
+        );
+        let mean = round_trip(&metrics, "sum", peer, "heartbeat") / count;
+        eprintln!(
+            "multi_host: node {new_leader} -> node {peer}: {count} heartbeat round trips, mean {:.2} ms",
+            mean * 1000.0
+        );
+    }
     let status = client.run_ok(&["status", "--json"]);
     for node in 1..=NODES {
         assert!(
@@ -113,6 +127,19 @@ fn why_not_runnable() -> Option<String> {
         return Some("no Postgres programs found (initdb, pg_ctl)".into());
     }
     None
+}
+
+/// `raftgres_peer_round_trip_seconds_{part}` (`count` or `sum`) for
+/// `peer` and `message` on a metrics page (0 when absent).
+fn round_trip(metrics: &str, part: &str, peer: u64, message: &str) -> f64 {
+    let series = format!(
+        "raftgres_peer_round_trip_seconds_{part}{{peer=\"{peer}\",message=\"{message}\"}} "
+    );
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn address(host: u64) -> String {
@@ -452,6 +479,18 @@ impl ClusterClient {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Node `node`'s metrics page, fetched from the client host (with the
+    /// shell's /dev/tcp, so that no HTTP tool need be installed).
+    fn metrics_of(&self, node: u64) -> String {
+        let script = format!(
+            "exec 3<>/dev/tcp/{}/{METRICS_PORT} && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3",
+            address(node)
+        );
+        let output =
+            run(Command::new("ip").args(["netns", "exec", &self.namespace, "bash", "-c", &script]));
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     fn put(&self, key: &str, value: &str) {

@@ -4,41 +4,87 @@
 //! Peer messages are one-way (each node streams to each peer), so an answer
 //! is matched to its request by what it echoes: a heartbeat response echoes
 //! the heartbeat's read round, and a successful append response names the
-//! last index of the append it acknowledges. Only the first send of a
-//! request is timed (a heartbeat resent in the same read round, or a probe
-//! resent up to the same index, keeps the first instant), so a lost message
-//! shows as a slow round trip instead of vanishing. Requests of an older
-//! term are forgotten, and so are answers of another term.
+//! index up to which the follower's log is durable, which covers every
+//! append up to it. Like a prober, at most one request per peer and kind
+//! is timed at a time: requests sent while it is unanswered are not timed.
+//! That keeps a burst of requests queued during a reconnect from showing
+//! up as a burst of slow round trips, and measures a link slower than the
+//! heartbeat interval correctly (a later heartbeat does not restart the
+//! clock). A timed request unanswered for [`UNANSWERED_FOR_MAX`] is given
+//! up (the peer is as good as down), and the next request is timed instead;
+//! so after an outage at most one round trip of up to about that long is
+//! recorded. Requests of an older term are forgotten, and answers of
+//! another term ignored.
 //!
 //! This is observation only: nothing here feeds back into the pipeline.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::metrics::{Metrics, RoundTripKind};
-use crate::core::{LogIndex, Message, MessageBody, NodeId, Term};
+use crate::core::{Message, MessageBody, NodeId, Term};
 
-/// Unanswered requests remembered per peer and kind. A peer that answers
-/// nothing (it is down) would otherwise grow the map by one entry per
-/// heartbeat; past this many the oldest is forgotten.
-const REQUESTS_UNANSWERED_MAX: usize = 256;
+/// How long a timed request may wait for its answer before it is given up
+/// and a newer request is timed instead: the histogram's last bucket, and
+/// far beyond an election timeout, so only a peer that is down (or a link
+/// that loses the message) gets here.
+pub(crate) const UNANSWERED_FOR_MAX: Duration = Duration::from_secs(1);
 
 /// Round trips to every peer this node has sent to.
 pub(crate) struct RoundTrips {
     peers: BTreeMap<NodeId, PeerRoundTrips>,
 }
 
-/// The unanswered requests to one peer, all of one term.
+/// The timed requests to one peer, both of `term`.
 struct PeerRoundTrips {
     term: Term,
-    /// Read round -> first send.
-    heartbeats: BTreeMap<u64, Instant>,
-    /// Last index of the append -> first send.
-    appends: BTreeMap<LogIndex, Instant>,
-    heartbeat_seconds: Histogram,
-    append_seconds: Histogram,
+    heartbeat: Timer,
+    append: Timer,
+}
+
+/// One kind of request to one peer: the one being timed, if any.
+struct Timer {
+    /// The timed request's key (read round, or the append's last index)
+    /// and when it was sent.
+    in_flight: Option<(u64, Instant)>,
+    seconds: Histogram,
+}
+
+impl Timer {
+    fn new(seconds: Histogram) -> Timer {
+        Timer {
+            in_flight: None,
+            seconds,
+        }
+    }
+
+    fn sent(&mut self, key: u64, now: Instant) {
+        let idle = match self.in_flight {
+            None => true,
+            Some((_, sent)) => now.saturating_duration_since(sent) > UNANSWERED_FOR_MAX,
+        };
+        if idle {
+            self.in_flight = Some((key, now));
+        }
+    }
+
+    /// An answer whose key is `key`; `covers` says whether it answers the
+    /// timed request with key `timed`. An answer to a newer request ends
+    /// the timing (the timed one was lost or is answered too).
+    fn answered(&mut self, key: u64, now: Instant, covers: impl Fn(u64) -> bool) {
+        let Some((timed, sent)) = self.in_flight else {
+            return;
+        };
+        if covers(timed) {
+            self.seconds
+                .observe(now.saturating_duration_since(sent).as_secs_f64());
+            self.in_flight = None;
+        } else if key > timed {
+            self.in_flight = None;
+        }
+    }
 }
 
 impl RoundTrips {
@@ -64,20 +110,20 @@ impl RoundTrips {
             .entry(message.to)
             .or_insert_with(|| PeerRoundTrips {
                 term: message.term,
-                heartbeats: BTreeMap::new(),
-                appends: BTreeMap::new(),
-                heartbeat_seconds: metrics.peer_round_trip(message.to.0, RoundTripKind::Heartbeat),
-                append_seconds: metrics.peer_round_trip(message.to.0, RoundTripKind::Append),
+                heartbeat: Timer::new(
+                    metrics.peer_round_trip(message.to.0, RoundTripKind::Heartbeat),
+                ),
+                append: Timer::new(metrics.peer_round_trip(message.to.0, RoundTripKind::Append)),
             });
         if peer.term != message.term {
             peer.term = message.term;
-            peer.heartbeats.clear();
-            peer.appends.clear();
+            peer.heartbeat.in_flight = None;
+            peer.append.in_flight = None;
         }
         if is_heartbeat {
-            remember(&mut peer.heartbeats, key, now);
+            peer.heartbeat.sent(key, now);
         } else {
-            remember(&mut peer.appends, LogIndex(key), now);
+            peer.append.sent(key, now);
         }
     }
 
@@ -92,45 +138,24 @@ impl RoundTrips {
         }
         match &message.body {
             MessageBody::HeartbeatResponse { read_round } => {
-                if let Some(sent) = answered(&mut peer.heartbeats, *read_round) {
-                    peer.heartbeat_seconds
-                        .observe(now.saturating_duration_since(sent).as_secs_f64());
-                }
+                let round = *read_round;
+                peer.heartbeat.answered(round, now, |timed| timed == round);
             }
             MessageBody::AppendResponse {
                 index,
                 rejected: false,
                 ..
             } => {
-                if let Some(sent) = answered(&mut peer.appends, *index) {
-                    peer.append_seconds
-                        .observe(now.saturating_duration_since(sent).as_secs_f64());
-                }
+                // Durable up to `index`: every append up to it is answered.
+                let index = index.0;
+                peer.append.answered(index, now, |timed| timed <= index);
             }
-            // The leader probes again from another index; the requests in
-            // flight will be refused too.
-            MessageBody::AppendResponse { rejected: true, .. } => peer.appends.clear(),
+            // The leader probes again from another index; the timed append
+            // will be refused too.
+            MessageBody::AppendResponse { rejected: true, .. } => peer.append.in_flight = None,
             _ => {}
         }
     }
-}
-
-/// Keeps the first send of `key`, forgetting the oldest request past the
-/// bound.
-fn remember<K: Ord + Copy>(requests: &mut BTreeMap<K, Instant>, key: K, now: Instant) {
-    requests.entry(key).or_insert(now);
-    if requests.len() > REQUESTS_UNANSWERED_MAX {
-        requests.pop_first();
-    }
-}
-
-/// The first send of `key` if it is unanswered; `key` and every older
-/// request are answered (an answer covers what came before it).
-fn answered<K: Ord + Copy>(requests: &mut BTreeMap<K, Instant>, key: K) -> Option<Instant> {
-    let sent = requests.remove(&key);
-    let newer = requests.split_off(&key);
-    *requests = newer;
-    sent
 }
 
 #[cfg(test)]
@@ -138,6 +163,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::core::LogIndex;
 
     fn message(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
         Message {
@@ -209,20 +235,30 @@ mod tests {
     }
 
     #[test]
-    fn a_heartbeat_answered_is_timed_from_its_first_send() {
+    fn a_heartbeat_answered_is_timed_and_later_copies_do_not_restart_the_clock() {
         let metrics = Metrics::default();
         let mut round_trips = RoundTrips::new();
         let start = Instant::now();
         round_trips.sent(&heartbeat(3, 7), start, &metrics);
-        // A resend in the same round keeps the first instant.
-        round_trips.sent(&heartbeat(3, 7), start + Duration::from_millis(5), &metrics);
-        round_trips.received(&heartbeat_response(3, 7), start + Duration::from_millis(8));
-        // A second answer to the same round is not timed again.
-        round_trips.received(&heartbeat_response(3, 7), start + Duration::from_millis(9));
+        // A slow link: the next heartbeat leaves before the answer comes.
+        round_trips.sent(
+            &heartbeat(3, 8),
+            start + Duration::from_millis(100),
+            &metrics,
+        );
+        round_trips.received(
+            &heartbeat_response(3, 7),
+            start + Duration::from_millis(150),
+        );
+        // The untimed heartbeat's answer records nothing.
+        round_trips.received(
+            &heartbeat_response(3, 8),
+            start + Duration::from_millis(250),
+        );
         let page = metrics.render();
         assert!(
             page.contains(
-                "raftgres_peer_round_trip_seconds_sum{peer=\"2\",message=\"heartbeat\"} 0.008"
+                "raftgres_peer_round_trip_seconds_sum{peer=\"2\",message=\"heartbeat\"} 0.15"
             ),
             "{page}"
         );
@@ -230,7 +266,7 @@ mod tests {
     }
 
     #[test]
-    fn an_append_is_matched_by_the_index_its_acknowledgement_names() {
+    fn an_append_is_answered_by_any_acknowledgement_that_covers_it() {
         let metrics = Metrics::default();
         let mut round_trips = RoundTrips::new();
         let start = Instant::now();
@@ -240,7 +276,7 @@ mod tests {
             start + Duration::from_millis(1),
             &metrics,
         );
-        // The acknowledgement of index 20 covers the append up to 15 too.
+        // The follower wrote both in one transaction and acknowledges 20.
         round_trips.received(
             &append_response(2, 20, false),
             start + Duration::from_millis(4),
@@ -257,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rejection_or_a_new_term_forgets_the_requests_in_flight() {
+    fn a_rejection_or_a_new_term_forgets_the_timed_request() {
         let metrics = Metrics::default();
         let mut round_trips = RoundTrips::new();
         let start = Instant::now();
@@ -282,14 +318,36 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_peer_grows_no_unbounded_map() {
+    fn after_an_outage_only_one_request_is_timed_and_for_at_most_the_bound() {
         let metrics = Metrics::default();
         let mut round_trips = RoundTrips::new();
         let start = Instant::now();
-        for round in 0..(REQUESTS_UNANSWERED_MAX as u64 * 3) {
-            round_trips.sent(&heartbeat(1, round), start, &metrics);
+        let interval = Duration::from_millis(100);
+        // Five seconds of heartbeats to a peer that is down.
+        for round in 0..50u32 {
+            round_trips.sent(
+                &heartbeat(1, round.into()),
+                start + interval * round,
+                &metrics,
+            );
         }
-        let peer = &round_trips.peers[&NodeId(2)];
-        assert_eq!(peer.heartbeats.len(), REQUESTS_UNANSWERED_MAX);
+        // It comes back and answers every queued heartbeat at once.
+        let back = start + interval * 50;
+        for round in 0..50u64 {
+            round_trips.received(&heartbeat_response(1, round), back);
+        }
+        let page = metrics.render();
+        assert!(count(&metrics, "heartbeat").ends_with(" 1"), "{page}");
+        let sum: f64 = page
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(
+                    "raftgres_peer_round_trip_seconds_sum{peer=\"2\",message=\"heartbeat\"} ",
+                )
+            })
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(sum <= UNANSWERED_FOR_MAX.as_secs_f64() + 0.1, "{page}");
     }
 }
