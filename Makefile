@@ -4,7 +4,7 @@
 # Bring up a local 3-node cluster (its own Postgres instances) and show it working.
 run:
 	scripts/ensure-deps.sh
-	cargo build --release -p raftgres
+	cargo build --release -p raftgres-cli
 	scripts/demo.sh
 
 # The whole test suite (installs and starts what it needs).
@@ -43,7 +43,7 @@ NEMESIS_SEED ?= $(if $(SEED),$(SEED),1)
 MINUTES ?= 20
 nemesis:
 	scripts/ensure-deps.sh
-	cargo build --release -p raftgres
+	cargo build --release -p raftgres-cli
 	cargo run --release -p raftgres-tests --bin raftgres-nemesis -- --seed $(NEMESIS_SEED) --minutes $(MINUTES)
 
 # Benchmarks (numbers go to docs/BENCHMARKS.md): raftgres against etcd,
@@ -55,7 +55,7 @@ bench:
 # Storage append throughput against a plain multi-row INSERT baseline.
 bench-storage:
 	scripts/ensure-deps.sh
-	cargo run --release -p raftgres-storage-pg --example append_bench
+	cargo run --release -p raftgres-bench --example append_bench
 
 fmt:
 	cargo fmt --all

@@ -41,7 +41,7 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
     scripts/ensure-deps.sh
 fi
 
-cargo build --release -p raftgres-bench -p raftgres
+cargo build --release -p raftgres-bench -p raftgres-cli
 BENCH=target/release/raftgres-bench
 RAFTGRES_BIN="$PWD/target/release/raftgres"
 export RAFTGRES_BIN

@@ -3,7 +3,7 @@
 # Postgres, under .dev/demo), writes and reads keys, kills the leader with
 # kill -9, shows a new leader take over with every key intact, restarts the
 # killed node and shows it catch up, then keeps the cluster running until
-# Ctrl-C. Expects target/release/raftgres (`cargo build --release -p raftgres`);
+# Ctrl-C. Expects target/release/raftgres (`cargo build --release -p raftgres-cli`);
 # RAFTGRES_BIN=path runs another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ NODES=3
 STARTUP_SECONDS=180
 
 if [ ! -x "$BIN" ]; then
-    echo "demo: $BIN is missing; run: cargo build --release -p raftgres" >&2
+    echo "demo: $BIN is missing; run: cargo build --release -p raftgres-cli" >&2
     exit 1
 fi
 

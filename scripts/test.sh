@@ -12,11 +12,11 @@ cargo build --workspace --all-targets
 
 test_pg_dir="$(mktemp -d /tmp/raftgres-test-pg.XXXXXX)"
 cleanup() {
-    cargo run -q -p raftgres-storage-pg --bin raftgres-pg -- stop --data-dir "$test_pg_dir" >/dev/null 2>&1 || true
+    cargo run -q -p raftgres-devcluster --bin raftgres-pg -- stop --data-dir "$test_pg_dir" >/dev/null 2>&1 || true
     rm -rf "$test_pg_dir"
 }
 trap cleanup EXIT
-RAFTGRES_TEST_PG="$(cargo run -q -p raftgres-storage-pg --bin raftgres-pg -- start --data-dir "$test_pg_dir")"
+RAFTGRES_TEST_PG="$(cargo run -q -p raftgres-devcluster --bin raftgres-pg -- start --data-dir "$test_pg_dir")"
 export RAFTGRES_TEST_PG
 
 cargo nextest run --workspace --no-fail-fast

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use raftgres::dev::{find_raftgres_binary, DevCluster, DevClusterOptions};
+use raftgres_devcluster::cluster::{find_raftgres_binary, DevCluster, DevClusterOptions};
 
 use crate::node_metrics::{self, NodeActivity, Samples};
 use crate::process_stats::{self, ProcessSample};

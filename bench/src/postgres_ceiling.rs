@@ -2,7 +2,7 @@
 //! `INSERT` transactions (BEGIN, one `INSERT ... VALUES (..), (..)`,
 //! COMMIT, fsync on) reach on one of the cluster's own Postgres instances,
 //! into a throwaway table shaped like the log. The same idea as the
-//! baseline of `storage-pg/examples/append_bench.rs`, measured here on the
+//! baseline of `bench/examples/append_bench.rs`, measured here on the
 //! benchmark cluster's server so that raftgres' numbers can be set against
 //! the physical limit of the disk it writes to.
 

@@ -428,7 +428,7 @@ included, and per operation of the whole run; Postgres counted as the postmaster
     section.push_str(
         "\nRaw Postgres ceiling: BEGIN, one multi-row `INSERT ... VALUES` of rows shaped like log \
 entries (same value size), COMMIT, on the raftgres leader's Postgres instance with a throwaway \
-table, before the sweep (the idea of the baseline in `storage-pg/examples/append_bench.rs`):\n\n",
+table, before the sweep (the idea of the baseline in `bench/examples/append_bench.rs`):\n\n",
     );
     section.push_str(&ceiling_table(report));
     section

@@ -8,8 +8,11 @@
 //! - `server` (feature `server`): the node: the tokio driver of the core,
 //!   Postgres storage, gRPC transport and services, state machines.
 //! - `client` (feature `server`): the `raftgres-client` crate re-exported.
-//! - `dev` (feature `server`): local clusters with their own Postgres
-//!   instances, for `raftgres dev up`, `make run` and end-to-end tests.
+//!
+//! The `raftgres` command lives in the `raftgres-cli` crate, and local dev
+//! clusters with their own Postgres instances (`raftgres dev up`, `make
+//! run`, the end-to-end tests) in `raftgres-devcluster`: neither is part of
+//! this library.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -20,7 +23,5 @@ pub mod pipeline;
 /// applications can depend on without the node's storage and server).
 #[cfg(feature = "server")]
 pub use raftgres_client as client;
-#[cfg(feature = "server")]
-pub mod dev;
 #[cfg(feature = "server")]
 pub mod server;

@@ -16,11 +16,10 @@
 //!   for its own extra connections) connects to Postgres, with TLS as
 //!   libpq's `sslmode` and `sslrootcert` ask for (rustls with the ring
 //!   provider).
-//! - [`pg_instance`]: [`PgInstance`], throw-away local Postgres servers for
-//!   tests, benchmarks and dev clusters (also the `raftgres-pg` binary).
-//! - [`testing`]: [`testing::TestDatabase`], a fresh database per test, on the
-//!   server named by `RAFTGRES_TEST_PG` or on a per-process instance.
 //! - [`error`]: [`StoreError`], split into retriable and fatal.
+//!
+//! Throw-away Postgres servers for tests and dev clusters live in the
+//! `raftgres-devcluster` crate, not here.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -29,9 +28,7 @@ pub mod connector;
 pub mod error;
 pub mod memory;
 pub mod pg;
-pub mod pg_instance;
 pub mod store;
-pub mod testing;
 pub mod types;
 
 pub use connector::{PgConnector, SslMode};
@@ -40,7 +37,6 @@ pub use memory::MemStore;
 pub use pg::{
     ApplyOptions, ApplyTransaction, PgApplier, PgStore, PgStoreConfig, SCHEMA_VERSION_SUPPORTED,
 };
-pub use pg_instance::{PgInstance, PgInstanceError, PgInstanceOptions, PgInstanceTls};
 pub use store::LogStore;
 pub use types::{
     AppendBatch, AppliedState, EntryKind, HardState, LoadedState, LogEntry, SnapshotMeta,

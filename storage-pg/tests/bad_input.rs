@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use raftgres_storage_pg::testing::{ScratchInstance, TestDatabase};
+use raftgres_devcluster::testing::{ScratchInstance, TestDatabase};
 use raftgres_storage_pg::{
     AppendBatch, EntryKind, HardState, LogEntry, LogStore, PgStore, PgStoreConfig, StoreError,
     SCHEMA_VERSION_SUPPORTED,
@@ -178,7 +178,7 @@ async fn unreachable_server_fails_within_the_connect_timeout() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_port = silent.local_addr().unwrap().port();
     // A port nobody listens on: connection refused.
-    let refused_port = raftgres_storage_pg::pg_instance::free_port().unwrap();
+    let refused_port = raftgres_devcluster::postgres::free_port().unwrap();
     for port in [silent_port, refused_port] {
         let mut config = PgStoreConfig::new(
             format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),

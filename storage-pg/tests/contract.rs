@@ -1,8 +1,8 @@
 //! One contract suite for every `LogStore`: each property is a generic async
 //! function, run once on `MemStore` and once on `PgStore` against a real
-//! Postgres database (see `raftgres_storage_pg::testing`).
+//! Postgres database (see `raftgres_devcluster::testing`).
 
-use raftgres_storage_pg::testing::TestDatabase;
+use raftgres_devcluster::testing::TestDatabase;
 use raftgres_storage_pg::{
     AppendBatch, AppliedState, EntryKind, HardState, LoadedState, LogEntry, LogStore, MemStore,
     PgStore, SnapshotMeta, StoreError,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raftgres_storage_pg::testing::ScratchInstance;
+use raftgres_devcluster::testing::ScratchInstance;
 use raftgres_storage_pg::{
     AppendBatch, EntryKind, HardState, LogEntry, LogStore, PgStore, PgStoreConfig,
 };

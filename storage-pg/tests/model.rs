@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use raftgres_storage_pg::testing::TestDatabase;
+use raftgres_devcluster::testing::TestDatabase;
 use raftgres_storage_pg::{
     AppendBatch, EntryKind, HardState, LoadedState, LogEntry, LogStore, MemStore, PgStore,
     PgStoreConfig, SnapshotMeta,

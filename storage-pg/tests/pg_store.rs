@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use raftgres_storage_pg::testing::TestDatabase;
+use raftgres_devcluster::testing::TestDatabase;
 use raftgres_storage_pg::{
     AppendBatch, AppliedState, ApplyOptions, EntryKind, HardState, LogEntry, LogStore, PgApplier,
     PgStore, SnapshotMeta, StoreError,

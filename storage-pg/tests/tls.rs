@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use raftgres_storage_pg::testing::{ScratchInstance, TestDatabase};
+use raftgres_devcluster::postgres::PgInstanceTls;
+use raftgres_devcluster::testing::{ScratchInstance, TestDatabase};
 use raftgres_storage_pg::{
-    AppendBatch, EntryKind, HardState, LogEntry, LogStore, PgConnector, PgInstanceTls, PgStore,
-    PgStoreConfig, SslMode, StoreError,
+    AppendBatch, EntryKind, HardState, LogEntry, LogStore, PgConnector, PgStore, PgStoreConfig,
+    SslMode, StoreError,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
@@ -241,7 +242,7 @@ async fn prefer_falls_back_to_plain_text_when_the_server_has_no_tls() {
 async fn a_missing_root_certificate_is_named_before_any_connection_attempt() {
     // Nothing listens on this port: an attempt to connect would fail with
     // Unavailable, not InvalidConfig.
-    let port = raftgres_storage_pg::pg_instance::free_port().unwrap();
+    let port = raftgres_devcluster::postgres::free_port().unwrap();
     let conninfo = format!(
         "host=localhost hostaddr=127.0.0.1 port={port} user=postgres sslmode=verify-full sslrootcert=/nonexistent/raftgres-ca.crt"
     );

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use raftgres_storage_pg::testing::TestDatabase;
+use raftgres_devcluster::testing::TestDatabase;
 use raftgres_storage_pg::{
     AppendBatch, EntryKind, HardState, LogEntry, LogStore, PgStore, StoreError,
 };

@@ -1,11 +1,11 @@
 //! Certificates made in the test (rcgen), in the file layout that
-//! [`raftgres::dev::DevTls`] reads: `ca.pem`; `node-N.pem` and `node-N.key`
+//! [`raftgres_devcluster::cluster::DevTls`] reads: `ca.pem`; `node-N.pem` and `node-N.key`
 //! naming `raftgres-node-N` and the loopback address; `client.pem` and
 //! `client.key`, a client certificate naming no node.
 
 use std::path::{Path, PathBuf};
 
-use raftgres::dev::DevTls;
+use raftgres_devcluster::cluster::DevTls;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// A certificate authority that lives only in the test.

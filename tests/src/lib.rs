@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use raftgres::client::{Client, ClientOptions, Role, StatusResponse};
-use raftgres::dev::{find_raftgres_binary, DevCluster, DevClusterOptions};
+use raftgres_devcluster::cluster::{find_raftgres_binary, DevCluster, DevClusterOptions};
 use raftgres_proto::v1::client_client::ClientClient;
 use raftgres_proto::v1::kv_client::KvClient;
 use raftgres_proto::v1::peer_client::PeerClient;
@@ -75,7 +75,7 @@ impl TestCluster {
         configure: impl FnOnce(&mut DevClusterOptions),
     ) -> TestCluster {
         let binary = find_raftgres_binary()
-            .expect("the node binary; build it first with `cargo build -p raftgres`");
+            .expect("the node binary; build it first with `cargo build -p raftgres-cli`");
         let mut options = DevClusterOptions::new(nodes, binary);
         options.tick_ms = TICK_MS;
         configure(&mut options);

@@ -218,7 +218,11 @@ pub async fn apply(
             let node = leader_or_follower(kind);
             let dir = cluster.dir().to_path_buf();
             tokio::task::block_in_place(|| {
-                raftgres::dev::stop_postgres(&dir, node, raftgres::dev::PostgresStop::Immediate)
+                raftgres_devcluster::cluster::stop_postgres(
+                    &dir,
+                    node,
+                    raftgres_devcluster::cluster::PostgresStop::Immediate,
+                )
             })
             .map_err(|e| e.to_string())?;
             Ok((
@@ -299,7 +303,7 @@ pub fn heal(
             // stops whatever runs on that data directory.
             let dir = cluster.dir().to_path_buf();
             tokio::task::block_in_place(|| {
-                raftgres::dev::start_postgres(&dir, *node, POSTGRES_START_MAX)
+                raftgres_devcluster::cluster::start_postgres(&dir, *node, POSTGRES_START_MAX)
             })
             .map(|_| ())
             .map_err(|e| e.to_string())

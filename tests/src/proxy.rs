@@ -1,7 +1,7 @@
 //! A fault-injecting TCP proxy for every directed peer link of a cluster.
 //!
 //! Node i's config names, for peer j, the proxy of the link i -> j (see
-//! `raftgres::dev::PeerAddressMap`); that proxy forwards to j's real peer
+//! `raftgres_devcluster::cluster::PeerAddressMap`); that proxy forwards to j's real peer
 //! address. One TCP connection of link i -> j carries i's requests to j
 //! (the [`Direction::Request`] half) and j's answers back to i (the
 //! [`Direction::Response`] half); j's own requests to i travel on link
@@ -367,16 +367,18 @@ impl ProxyMesh {
     /// The map to put into `DevClusterOptions::peer_address_map`: makes
     /// the proxy of each link the first time the link is named, and keeps
     /// it (retargeted if needed) across restarts so configs stay the same.
-    pub fn peer_address_map(&self) -> raftgres::dev::PeerAddressMap {
+    pub fn peer_address_map(&self) -> raftgres_devcluster::cluster::PeerAddressMap {
         let mesh = self.clone();
-        raftgres::dev::PeerAddressMap(Arc::new(move |link: raftgres::dev::PeerLink<'_>| {
-            let mut links = mesh.lock();
-            let proxy = links.entry((link.from, link.to)).or_insert_with(|| {
-                LinkProxy::start(link.address).expect("a loopback port for a peer proxy")
-            });
-            proxy.retarget(link.address);
-            proxy.address()
-        }))
+        raftgres_devcluster::cluster::PeerAddressMap(Arc::new(
+            move |link: raftgres_devcluster::cluster::PeerLink<'_>| {
+                let mut links = mesh.lock();
+                let proxy = links.entry((link.from, link.to)).or_insert_with(|| {
+                    LinkProxy::start(link.address).expect("a loopback port for a peer proxy")
+                });
+                proxy.retarget(link.address);
+                proxy.address()
+            },
+        ))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(u64, u64), LinkProxy>> {
@@ -570,18 +572,18 @@ mod tests {
         let (target_one, _server_one) = echo_server().await;
         let mesh = ProxyMesh::new();
         let map = mesh.peer_address_map();
-        let one_to_two = (map.0)(raftgres::dev::PeerLink {
+        let one_to_two = (map.0)(raftgres_devcluster::cluster::PeerLink {
             from: 1,
             to: 2,
             address: &target_two,
         });
-        let two_to_one = (map.0)(raftgres::dev::PeerLink {
+        let two_to_one = (map.0)(raftgres_devcluster::cluster::PeerLink {
             from: 2,
             to: 1,
             address: &target_one,
         });
         // Naming a link again keeps its proxy.
-        let again = (map.0)(raftgres::dev::PeerLink {
+        let again = (map.0)(raftgres_devcluster::cluster::PeerLink {
             from: 1,
             to: 2,
             address: &target_two,

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use raftgres::dev::find_raftgres_binary;
+use raftgres_devcluster::cluster::find_raftgres_binary;
 use raftgres_tests::fresh_dir;
 
 /// Runs `raftgres` with `arguments`; returns whether it succeeded, its

@@ -6,9 +6,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use raftgres::client::ReadMode;
-use raftgres::dev::find_raftgres_binary;
+use raftgres_devcluster::cluster::find_raftgres_binary;
+use raftgres_devcluster::postgres::free_port;
 use raftgres_proto::v1::GetRequest;
-use raftgres_storage_pg::pg_instance::free_port;
 use raftgres_tests::{kv_client, TestCluster, POLL_INTERVAL, WAIT_MAX};
 
 /// How long a refused start may take: connecting, then one check.

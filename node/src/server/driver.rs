@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::config::NodeConfig;
 use super::error::ServiceError;
 use super::metrics::Metrics;
+use super::round_trip::RoundTrips;
 use super::transport::Transport;
 use crate::core::{Entry, LogIndex, Message, MessageBody, NodeId, Raft, Role, Status};
 pub(crate) use crate::pipeline::ReadMode;
@@ -96,6 +97,9 @@ pub(crate) struct Driver {
     transport: Transport,
     storage: StorageChannels,
     metrics: Arc<Metrics>,
+    /// Heartbeats and appends awaiting their answers, for the round-trip
+    /// metric (observation only).
+    round_trips: RoundTrips,
     /// The wall-clock origin of the pipeline's instants.
     started: tokio::time::Instant,
     next_request: u64,
@@ -128,6 +132,7 @@ impl Driver {
             transport,
             storage,
             metrics,
+            round_trips: RoundTrips::new(),
             started: tokio::time::Instant::now(),
             next_request: 0,
             waiting: BTreeMap::new(),
@@ -185,6 +190,8 @@ impl Driver {
         let input = match event {
             Event::Peer(message) => {
                 self.metrics.peer_messages_received.inc();
+                self.round_trips
+                    .received(&message, std::time::Instant::now());
                 Input::Peer(message)
             }
             Event::Propose { command, reply } => Input::Propose {
@@ -226,6 +233,8 @@ impl Driver {
                     if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
                         self.metrics.snapshots_sent.inc();
                     }
+                    self.round_trips
+                        .sent(&message, std::time::Instant::now(), &self.metrics);
                     self.transport.send(&message);
                 }
                 Output::Write(job) => {

@@ -33,6 +33,49 @@ const ENTRIES_BUCKETS: [f64; 12] = [
     0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
+/// Peer round trips run from about 0.1 ms on one host to tens of
+/// milliseconds across a region; past a second the peer is as good as down.
+const ROUND_TRIP_SECONDS_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// The labels of `raftgres_peer_round_trip_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoundTripLabels {
+    /// The peer's node id.
+    peer: String,
+    /// `heartbeat` or `append` (see [`RoundTripKind`]).
+    message: &'static str,
+}
+
+/// Which request a peer round trip times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoundTripKind {
+    /// A heartbeat and its response: the network and both event loops.
+    Heartbeat,
+    /// An append and its acknowledgement, which a follower sends only once
+    /// the entries are durable: the heartbeat's path plus the follower's
+    /// log write.
+    Append,
+}
+
+impl RoundTripKind {
+    fn label(self) -> &'static str {
+        match self {
+            RoundTripKind::Heartbeat => "heartbeat",
+            RoundTripKind::Append => "append",
+        }
+    }
+}
+
+/// The histogram family constructor (a plain `fn` so the family's type
+/// can be named).
+type HistogramConstructor = fn() -> Histogram;
+
+fn round_trip_histogram() -> Histogram {
+    Histogram::new(ROUND_TRIP_SECONDS_BUCKETS)
+}
+
 /// The `method` label of `raftgres_client_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabel {
@@ -97,6 +140,9 @@ pub struct Metrics {
     pub tls_handshakes_failed: Counter,
     /// Client RPCs served, by method.
     pub client_requests: ClientRequestCounters,
+    /// Peer round trips, by peer and request kind (see
+    /// [`Metrics::peer_round_trip`]).
+    peer_round_trip_seconds: Family<RoundTripLabels, Histogram, HistogramConstructor>,
 }
 
 /// Client RPC counts by method (one labelled family).
@@ -222,6 +268,15 @@ impl Default for Metrics {
             "Apply transaction latency.",
             SECONDS_BUCKETS,
         );
+        let peer_round_trip_seconds =
+            Family::<RoundTripLabels, Histogram, HistogramConstructor>::new_with_constructor(
+                round_trip_histogram,
+            );
+        registry.register(
+            "raftgres_peer_round_trip_seconds",
+            "Time from a heartbeat or an append sent to a peer to that peer's answer.",
+            peer_round_trip_seconds.clone(),
+        );
         Metrics {
             registry,
             term,
@@ -249,11 +304,23 @@ impl Default for Metrics {
             connections_refused,
             tls_handshakes_failed,
             client_requests,
+            peer_round_trip_seconds,
         }
     }
 }
 
 impl Metrics {
+    /// The round-trip histogram of one peer and request kind (a cheap
+    /// handle: callers keep it rather than look it up per message).
+    pub fn peer_round_trip(&self, peer: u64, kind: RoundTripKind) -> Histogram {
+        self.peer_round_trip_seconds
+            .get_or_create(&RoundTripLabels {
+                peer: peer.to_string(),
+                message: kind.label(),
+            })
+            .clone()
+    }
+
     /// The OpenMetrics text exposition of every metric.
     pub fn render(&self) -> String {
         let mut output = String::new();
@@ -350,7 +417,11 @@ mod tests {
     #[test]
     fn the_dashboard_queries_only_exported_series() {
         let dashboard = include_str!("../../../deploy/grafana/raftgres.json");
-        let page = Metrics::default().render();
+        let metrics = Metrics::default();
+        // Per-peer series exist once a node knows its peers.
+        metrics.peer_round_trip(2, RoundTripKind::Heartbeat);
+        metrics.peer_round_trip(2, RoundTripKind::Append);
+        let page = metrics.render();
         let mut queried = 0;
         for (start, _) in dashboard.match_indices("raftgres_") {
             let name: String = dashboard[start..]
@@ -370,6 +441,18 @@ mod tests {
             queried >= 20,
             "only {queried} series found in the dashboard"
         );
+        for kind in ["heartbeat", "append"] {
+            assert!(
+                dashboard.contains(&format!(
+                    "raftgres_peer_round_trip_seconds_bucket{{message=\\\"{kind}\\\"}}"
+                )),
+                "the dashboard shows no {kind} round trips"
+            );
+            assert!(
+                page.contains(&format!("message=\"{kind}\"")),
+                "the node exports no {kind} round trips"
+            );
+        }
     }
 
     #[tokio::test]

@@ -14,7 +14,8 @@
 //! - `services`: the gRPC services, one file each; `error`: the one mapping of refusals
 //!   to gRPC statuses.
 //! - [`state_machine`]: the state machine trait and the built-in KV.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics; `round_trip`: peer round-trip times
+//!   for them.
 
 mod admission;
 pub mod config;
@@ -23,6 +24,7 @@ mod driver;
 pub mod error;
 mod listener;
 pub mod metrics;
+mod round_trip;
 mod services;
 pub mod state_machine;
 mod storage;

@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use raftgres_storage_pg::{PgInstance, PgInstanceOptions};
+use raftgres_devcluster::postgres::{PgInstance, PgInstanceOptions};
 
 const USAGE: &str = "usage:
   raftgres-pg start --data-dir DIR [--port PORT]

@@ -32,11 +32,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use raftgres_storage_pg::pg_instance::{self, PgInstance, PgInstanceError, PgInstanceOptions};
+use crate::postgres::{self, PgInstance, PgInstanceError, PgInstanceOptions};
 
-use crate::client::{Client, ClientError, ClientOptions, ClientTls, Role, StatusResponse};
-use crate::server::config::ConfigError;
-use crate::server::NodeConfig;
+use raftgres::client::{Client, ClientError, ClientOptions, ClientTls, Role, StatusResponse};
+use raftgres::server::config::ConfigError;
+use raftgres::server::NodeConfig;
 
 /// The first of the gRPC ports dev clusters used to take (node N on 7000 +
 /// N); `raftgres dev up` now picks free ports unless given
@@ -258,7 +258,7 @@ impl DevClusterOptions {
         }
         if !self.binary.is_file() {
             return Err(DevError::Invalid(format!(
-                "the raftgres binary {} does not exist; build it with `cargo build -p raftgres`",
+                "the raftgres binary {} does not exist; build it with `cargo build -p raftgres-cli`",
                 self.binary.display()
             )));
         }
@@ -288,7 +288,7 @@ pub fn find_raftgres_binary() -> Result<PathBuf, DevError> {
         }
     }
     Err(DevError::Invalid(format!(
-        "no raftgres binary next to {}; build it with `cargo build -p raftgres` or set RAFTGRES_BIN",
+        "no raftgres binary next to {}; build it with `cargo build -p raftgres-cli` or set RAFTGRES_BIN",
         current.display()
     )))
 }
@@ -448,7 +448,7 @@ pub fn nodes_json(dir: &Path, leader: Option<u64>, nodes: &[DevNodeInfo]) -> Str
                 node.postgres_running,
                 string(&format!(
                     "host={} port={} user=postgres dbname=postgres",
-                    pg_instance::HOST,
+                    postgres::HOST,
                     node.postgres_port
                 )),
             )
@@ -541,14 +541,14 @@ impl DevCluster {
             )?;
             let peer_address = if options.separate_peer_listener {
                 let port = pick_port(ports.peer, &mut taken)?;
-                Some(format!("{}:{port}", pg_instance::HOST))
+                Some(format!("{}:{port}", postgres::HOST))
             } else {
                 None
             };
             let node = DevNode {
-                address: format!("{}:{grpc}", pg_instance::HOST),
+                address: format!("{}:{grpc}", postgres::HOST),
                 peer_address,
-                metrics_address: format!("{}:{metrics}", pg_instance::HOST),
+                metrics_address: format!("{}:{metrics}", postgres::HOST),
                 postgres: instance,
                 child: None,
             };
@@ -1085,7 +1085,7 @@ pub fn stop_postgres(dir: &Path, id: u64, mode: PostgresStop) -> Result<(), DevE
 /// when running as root (the server refuses to be controlled by root).
 fn pg_ctl_stop_immediate(data_dir: &Path) -> Result<(), DevError> {
     use std::os::unix::fs::MetadataExt;
-    let bin_dir = pg_instance::find_bin_dir()
+    let bin_dir = postgres::find_bin_dir()
         .ok_or_else(|| DevError::Invalid("no PostgreSQL server binaries found".into()))?;
     let as_root = fs::metadata("/proc/self").is_ok_and(|metadata| metadata.uid() == 0);
     let mut command = if as_root {
@@ -1398,7 +1398,7 @@ fn pick_port(preferred: Option<u16>, taken: &mut BTreeSet<u16>) -> Result<u16, D
     // free_port asks the kernel; it may hand out one we already chose for
     // a process that has not bound it yet.
     for _ in 0..100 {
-        let port = pg_instance::free_port()
+        let port = postgres::free_port()
             .map_err(|error| DevError::Invalid(format!("probing for a free port: {error}")))?;
         if taken.insert(port) {
             return Ok(port);
@@ -1410,7 +1410,7 @@ fn pick_port(preferred: Option<u16>, taken: &mut BTreeSet<u16>) -> Result<u16, D
 }
 
 fn port_is_free(port: u16) -> bool {
-    TcpListener::bind((pg_instance::HOST, port)).is_ok()
+    TcpListener::bind((postgres::HOST, port)).is_ok()
 }
 
 /// Sends `signal` (a `kill -s` name) to `pid` with the `kill` program,
@@ -1467,13 +1467,13 @@ fn write_file(path: &Path, text: &str) -> Result<(), DevError> {
 }
 
 /// The leader every running node names, provided every one answered
-/// (see [`crate::client::agreed_leader`]).
+/// (see [`raftgres::client::agreed_leader`]).
 fn agreed_leader(statuses: &[(u64, Result<StatusResponse, ClientError>)]) -> Option<u64> {
     let answered: Option<Vec<&StatusResponse>> = statuses
         .iter()
         .map(|(_, status)| status.as_ref().ok())
         .collect();
-    crate::client::agreed_leader(answered?)
+    raftgres::client::agreed_leader(answered?)
 }
 
 fn describe_statuses(statuses: &[(u64, Result<StatusResponse, ClientError>)]) -> String {
@@ -1604,7 +1604,7 @@ mod tests {
     #[test]
     fn preferred_ports_are_used_when_free_and_not_taken() {
         let mut taken = BTreeSet::new();
-        let listener = TcpListener::bind((pg_instance::HOST, 0)).unwrap();
+        let listener = TcpListener::bind((postgres::HOST, 0)).unwrap();
         let busy = listener.local_addr().unwrap().port();
         let port = pick_port(Some(busy), &mut taken).unwrap();
         assert_ne!(port, busy);

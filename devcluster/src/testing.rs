@@ -19,9 +19,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::time::Duration;
 
-use crate::connector::PgConnector;
-use crate::pg::PgStoreConfig;
-use crate::pg_instance::{PgInstance, PgInstanceError, PgInstanceOptions, PgInstanceTls};
+use crate::postgres::{PgInstance, PgInstanceError, PgInstanceOptions, PgInstanceTls};
+use raftgres_storage_pg::PgConnector;
+use raftgres_storage_pg::PgStoreConfig;
 
 /// The environment variable holding the conninfo of a shared test server.
 pub const TEST_PG_ENV: &str = "RAFTGRES_TEST_PG";

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use raftgres_storage_pg::testing::TestDatabase;
+use raftgres_devcluster::testing::TestDatabase;
 
 fn raftgres_pg(arguments: &[&str], data_dir: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_raftgres-pg"))

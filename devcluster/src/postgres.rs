@@ -11,6 +11,10 @@
 //! and key are written into the data directory (mode 0600, owned by the
 //! server user, as Postgres demands) and `ssl = on` is set.
 //!
+//! An instance may instead listen on another address inside a network
+//! namespace ([`PgInstanceOptions::network_namespace`]), as a Postgres on
+//! another host would: the multi-host test runs one per namespace.
+//!
 //! Postgres refuses to run as root, so when this process is root every
 //! Postgres program runs as the `postgres` OS user through `runuser`, and
 //! the data directory is handed to that user.
@@ -21,9 +25,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::connector::PgConnector;
+use raftgres_storage_pg::PgConnector;
 
-/// Host every instance listens on.
+/// Host every instance listens on unless told another.
 pub const HOST: &str = "127.0.0.1";
 
 /// The OS user that runs Postgres when this process is root.
@@ -79,9 +83,11 @@ pub enum PgInstanceError {
     },
     /// The server did not accept queries in time.
     #[error(
-        "postgres on {HOST}:{port} did not accept queries within {timeout:?}: {last_error}\n--- server log tail ---\n{log_tail}"
+        "postgres on {host}:{port} did not accept queries within {timeout:?}: {last_error}\n--- server log tail ---\n{log_tail}"
     )]
     StartTimeout {
+        /// Address the server was started on.
+        host: String,
         /// Port the server was started on.
         port: u16,
         /// The configured timeout.
@@ -98,7 +104,7 @@ pub enum PgInstanceError {
         context: String,
         /// The connector's error.
         #[source]
-        source: crate::error::StoreError,
+        source: raftgres_storage_pg::StoreError,
     },
     /// A query against the instance failed (used by [`crate::testing`]).
     #[error("{context}: {source}")]
@@ -116,8 +122,15 @@ pub enum PgInstanceError {
 pub struct PgInstanceOptions {
     /// The cluster's data directory; created and initialised when empty.
     pub data_dir: PathBuf,
-    /// Port on `127.0.0.1`; a free one is picked when `None`.
+    /// Port on `host`; a free one (on 127.0.0.1) is picked when `None`.
     pub port: Option<u16>,
+    /// Address the server listens on and clients dial: [`HOST`] unless
+    /// it runs in a network namespace of its own.
+    pub host: String,
+    /// Run every Postgres program inside this network namespace (`ip netns
+    /// exec`, which needs root). This process may have no route into it,
+    /// so readiness is then judged by `pg_isready` alone, run inside.
+    pub network_namespace: Option<String>,
     /// Extra `postgresql.conf` settings written after the raftgres defaults
     /// (so they win). Tests use this to start a server with `fsync = off`.
     pub settings: Vec<(String, String)>,
@@ -156,6 +169,8 @@ impl PgInstanceOptions {
         PgInstanceOptions {
             data_dir: data_dir.into(),
             port: None,
+            host: HOST.to_string(),
+            network_namespace: None,
             settings: Vec::new(),
             start_timeout: Duration::from_secs(60),
             bin_dir: None,
@@ -169,7 +184,9 @@ impl PgInstanceOptions {
 pub struct PgInstance {
     bin_dir: PathBuf,
     data_dir: PathBuf,
+    host: String,
     port: u16,
+    network_namespace: Option<String>,
     start_timeout: Duration,
     run_as_server_user: bool,
     running: bool,
@@ -188,7 +205,9 @@ impl PgInstance {
         let mut instance = PgInstance {
             bin_dir,
             data_dir,
+            host: options.host.clone(),
             port: 0,
+            network_namespace: options.network_namespace.clone(),
             start_timeout: options.start_timeout,
             run_as_server_user: running_as_root(),
             running: false,
@@ -213,7 +232,7 @@ impl PgInstance {
         Err(last_error.expect("at least one attempt"))
     }
 
-    /// `host=127.0.0.1 port=P user=postgres dbname=postgres`.
+    /// `host=HOST port=P user=postgres dbname=postgres`.
     pub fn conninfo(&self) -> String {
         self.conninfo_for("postgres")
     }
@@ -221,14 +240,14 @@ impl PgInstance {
     /// The conninfo for another database on this server.
     pub fn conninfo_for(&self, database: &str) -> String {
         format!(
-            "host={HOST} port={} user=postgres dbname={database}",
-            self.port
+            "host={} port={} user=postgres dbname={database}",
+            self.host, self.port
         )
     }
 
-    /// Always `127.0.0.1`.
+    /// The address it listens on (`127.0.0.1` unless told another).
     pub fn host(&self) -> &str {
-        HOST
+        &self.host
     }
 
     /// The TCP port.
@@ -307,7 +326,9 @@ impl PgInstance {
         let mut instance = PgInstance {
             bin_dir,
             data_dir: absolute(data_dir)?,
+            host: HOST.to_string(),
             port: 0,
+            network_namespace: None,
             start_timeout: Duration::from_secs(60),
             run_as_server_user: running_as_root(),
             running: true,
@@ -370,12 +391,12 @@ impl PgInstance {
         let mut text = format!(
             "# Written by raftgres PgInstance at every start.\n\
              port = {}\n\
-             listen_addresses = '{HOST}'\n\
+             listen_addresses = '{}'\n\
              unix_socket_directories = '{socket_dir}'\n\
              fsync = on\n\
              synchronous_commit = on\n\
              full_page_writes = on\n",
-            self.port
+            self.port, self.host
         );
         if let Some(tls) = tls {
             self.write_tls_files(tls)?;
@@ -388,6 +409,30 @@ impl PgInstance {
         }
         let path = self.data_dir.join(SETTINGS_FILE);
         write_file(&path, &text)?;
+        self.give_to_server_user(&path)?;
+        self.trust_own_address()
+    }
+
+    /// initdb trusts connections from loopback only; a server listening on
+    /// another address (its own host's, in a network namespace) also trusts
+    /// connections from that address: the node on the same host.
+    fn trust_own_address(&self) -> Result<(), PgInstanceError> {
+        if self.host == HOST {
+            return Ok(());
+        }
+        let path = self.data_dir.join("pg_hba.conf");
+        let mut rules = fs::read_to_string(&path).map_err(|source| PgInstanceError::Io {
+            context: format!("reading {}", path.display()),
+            source,
+        })?;
+        let rule = format!("host all all {}/32 trust", self.host);
+        if rules.lines().any(|line| line.trim() == rule) {
+            return Ok(());
+        }
+        rules.push_str(&format!(
+            "\n# Added by raftgres PgInstance: the server's own address.\n{rule}\n"
+        ));
+        write_file(&path, &rules)?;
         self.give_to_server_user(&path)
     }
 
@@ -421,8 +466,12 @@ impl PgInstance {
         loop {
             let ready = run(self
                 .command("pg_isready")
-                .args(["-q", "-h", HOST, "-p", &port]))?;
-            let last_error = if ready.status.success() {
+                .args(["-q", "-h", &self.host, "-p", &port]))?;
+            let last_error = if ready.status.success() && self.network_namespace.is_some() {
+                // No route from here into the namespace: pg_isready, run
+                // inside it, has seen the server accept connections.
+                return Ok(());
+            } else if ready.status.success() {
                 match select_one(&self.conninfo()) {
                     Ok(()) => return Ok(()),
                     Err(error) => error,
@@ -432,6 +481,7 @@ impl PgInstance {
             };
             if Instant::now() >= deadline {
                 return Err(PgInstanceError::StartTimeout {
+                    host: self.host.clone(),
                     port: self.port,
                     timeout: self.start_timeout,
                     last_error,
@@ -468,16 +518,20 @@ impl PgInstance {
             })
     }
 
-    /// A command for a Postgres program, run as the server user when root.
+    /// A command for a Postgres program, run as the server user when root
+    /// and inside the instance's network namespace if it has one.
     fn command(&self, program: &str) -> Command {
         let path = self.bin_dir.join(program);
-        let mut command = if self.run_as_server_user {
-            let mut command = Command::new("runuser");
-            command.args(["-u", SERVER_OS_USER, "--"]).arg(path);
-            command
-        } else {
-            Command::new(path)
-        };
+        let mut words: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(namespace) = &self.network_namespace {
+            words.extend(["ip", "netns", "exec", namespace.as_str()].map(Into::into));
+        }
+        if self.run_as_server_user {
+            words.extend(["runuser", "-u", SERVER_OS_USER, "--"].map(Into::into));
+        }
+        words.push(path.into_os_string());
+        let mut command = Command::new(&words[0]);
+        command.args(&words[1..]);
         // The server user may not be allowed into our working directory.
         command.current_dir("/");
         command
@@ -573,7 +627,7 @@ pub fn free_port() -> Result<u16, PgInstanceError> {
 }
 
 /// Effective uid 0, read from /proc so that no unsafe libc call is needed.
-fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

@@ -289,7 +289,7 @@ pub async fn run_status(connection: &ConnectionArgs, json: bool) -> anyhow::Resu
 /// The statuses as a JSON array, one object per address asked: either the
 /// node's answer or `{"address", "error"}`.
 fn status_json(statuses: &[NodeStatus]) -> String {
-    let string = raftgres::dev::json_string;
+    let string = raftgres_devcluster::cluster::json_string;
     let nodes: Vec<String> = statuses
         .iter()
         .map(|node| match &node.status {

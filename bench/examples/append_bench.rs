@@ -2,7 +2,7 @@
 //! baseline, on the same freshly started Postgres instance (fsync on).
 //!
 //! ```text
-//! cargo run --release -p raftgres-storage-pg --example append_bench [-- --seconds-per-point 4]
+//! cargo run --release -p raftgres-bench --example append_bench [-- --seconds-per-point 4]
 //! ```
 //!
 //! For batch sizes 1, 16 and 256 with 100-byte payloads, it measures
@@ -22,7 +22,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
-use raftgres_storage_pg::testing::ScratchInstance;
+use raftgres_devcluster::testing::ScratchInstance;
 use raftgres_storage_pg::{
     AppendBatch, EntryKind, HardState, LogEntry, LogStore, PgStore, PgStoreConfig,
 };

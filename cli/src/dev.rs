@@ -1,12 +1,12 @@
 //! `raftgres dev`: a local cluster, each node with its own Postgres, all
-//! on 127.0.0.1 (see `raftgres::dev`).
+//! on 127.0.0.1 (see `raftgres_devcluster::cluster`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use raftgres::dev::{self, DevCluster, DevClusterOptions};
+use raftgres_devcluster::cluster::{self as dev, DevCluster, DevClusterOptions};
 
 use crate::table;
 
