@@ -73,15 +73,7 @@ fn seeds() -> Vec<u64> {
 /// applied twice, the nodes converge to the same applied index and rows,
 /// and every fault recovers within its bound. Session rows agreeing and
 /// the two-election-timeout recovery target are reported, not asserted.
-///
-/// Ignored in `make test` while the follower-stall bug is open (see
-/// `nemesis_regressions.rs` and docs/NEMESIS.md): it hits these short
-/// campaigns too (seed 1 on a fresh clone: a follower paused for 1.6 s
-/// never sent its leader another byte), and a check that fails at random
-/// would make every CI run a coin toss. Run it with
-/// `cargo nextest run -p raftgres-tests --test nemesis --run-ignored all`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails intermittently on the open follower-stall bug; see nemesis_regressions.rs"]
 async fn short_campaigns_of_every_fault_kind_keep_every_check() {
     let seconds = std::env::var("NEMESIS_SECONDS")
         .ok()

@@ -169,11 +169,13 @@ async fn a_follower_whose_links_close_while_it_is_stopped_answers_its_leader_aga
 /// follower's log). Scripted single scenarios (two crashes in a row, with
 /// latency, with a kill and restart first, with a leadership transfer while
 /// Postgres is down) did not reproduce it, so the regression test is the
-/// narrowest campaign that did; it fails on the convergence check.
+/// narrowest campaign that did; it fails on the convergence check. Not
+/// reproduced since the peer link policy replaced the transport's
+/// reconnect loop (docs/NEMESIS.md), so whether that change fixed it is
+/// not proven; the campaign runs in `make test`, shortened to 90 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "open bug: a follower can stall for good after its Postgres crashes (node/src/server belongs to another change); run with --run-ignored"]
 async fn a_follower_catches_up_after_its_postgres_crashes_among_other_faults() {
-    let mut options = CampaignOptions::new(3, Duration::from_secs(180));
+    let mut options = CampaignOptions::new(3, Duration::from_secs(90));
     options.faults = vec![
         FaultKind::PostgresCrashFollower,
         FaultKind::KillFollower,
