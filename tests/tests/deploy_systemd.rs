@@ -5,7 +5,8 @@
 //! and that the config the unit starts the node with — the example
 //! deploy/systemd/raftgres.toml, for each of the three hosts — passes the
 //! node's own `raftgres serve --check-config` run with the unit's very
-//! command line, so that neither can drift from the code.
+//! command line, so that neither can drift from the code; and that the
+//! check opens no Postgres connection and binds no port.
 //!
 //! systemd-analyze comes from the `systemd` package, which
 //! scripts/ensure-deps.sh installs; the test fails without it on a machine
@@ -259,4 +260,42 @@ fn the_example_config_points_at_the_installed_tls_files() {
         ),
         "the example config without its certificates",
     );
+}
+
+#[test]
+fn the_check_opens_no_connection_and_binds_no_port() {
+    // The example's Postgres socket does not exist here, and the test holds
+    // the ports the check is told to listen on: it passes all the same.
+    let authority = TestAuthority::new("systemd test CA");
+    let dir = fresh_dir("systemd-nothing-opened");
+    let tls_dir = dir.join("tls");
+    write_node_tls(&tls_dir, &authority, 1, &TLS_NAMES);
+    let installed = dir.join("raftgres.toml");
+    let example = read_deploy_file("systemd/raftgres.toml");
+    std::fs::write(
+        &installed,
+        example.replace(INSTALLED_TLS_DIR, &tls_dir.display().to_string()),
+    )
+    .unwrap();
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let grpc_address = grpc.local_addr().unwrap().to_string();
+    let metrics_address = metrics.local_addr().unwrap().to_string();
+    let config = installed.display().to_string();
+    let output = run_raftgres(&[
+        "serve",
+        "--check-config",
+        "--config",
+        &config,
+        "--listen-addr",
+        &grpc_address,
+        "--metrics-addr",
+        &metrics_address,
+    ]);
+    assert_succeeded(&output, "check-config on ports already taken");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(&format!("listening on {grpc_address}")),
+        "{output:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
