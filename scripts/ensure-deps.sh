@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
 # Installs what `make run` and `make test` need on a fresh Debian machine
-# with Rust: PostgreSQL server binaries and cargo-nextest. protoc is not
-# needed (the proto crate builds with a vendored protoc).
+# with Rust: PostgreSQL server binaries, cargo-nextest, and the validators
+# of deploy/ (systemd-analyze; kubernetes-validate from PyPI in a venv
+# under target/tools/). protoc is not needed (the proto crate builds with a
+# vendored protoc).
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_install() {
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    else
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    fi
+}
 
 have_postgres() {
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1
@@ -10,11 +21,7 @@ have_postgres() {
 
 if ! have_postgres; then
     echo "ensure-deps: installing PostgreSQL server binaries" >&2
-    if [ "$(id -u)" -eq 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-    else
-        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-    fi
+    apt_install postgresql
 fi
 # The server's own packaging may start a cluster on 5432; raftgres never uses it.
 
@@ -26,4 +33,26 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "ensure-deps: installing cargo-nextest" >&2
     cargo install cargo-nextest --locked
+fi
+
+# tests/tests/deploy_systemd.rs checks deploy/systemd/ with systemd-analyze.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    echo "ensure-deps: installing systemd (for systemd-analyze)" >&2
+    apt_install systemd
+fi
+
+# tests/tests/deploy_kubernetes.rs validates deploy/kubernetes/ against the
+# Kubernetes schemas with kubernetes-validate (it carries the schemas, so
+# the test needs no network). Pinned, so that a new release cannot change
+# the verdict under us.
+kubernetes_validate_version="1.37.0"
+venv="target/tools/venv"
+if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$kubernetes_validate_version"; then
+    echo "ensure-deps: installing kubernetes-validate $kubernetes_validate_version into $venv" >&2
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c "import ensurepip" 2>/dev/null; then
+        apt_install python3 python3-venv
+    fi
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "kubernetes-validate==$kubernetes_validate_version"
 fi

@@ -64,7 +64,10 @@ pub struct ServeArgs {
     /// synchronous_commit off; the log is always synchronous).
     #[arg(long, env = "RAFTGRES_APPLY_ASYNC_COMMIT")]
     pub apply_async_commit: Option<bool>,
-    /// Validate the configuration, print a summary and exit.
+    /// Check the configuration as `serve` does before it starts (values,
+    /// TLS files, the Postgres connection string) without opening Postgres
+    /// or binding a port; print a summary and exit 0, or what is wrong and
+    /// exit 2.
     #[arg(long)]
     pub check_config: bool,
 }
@@ -72,6 +75,10 @@ pub struct ServeArgs {
 pub async fn run(arguments: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&arguments)?;
     if arguments.check_config {
+        // The very checks `serve` makes before it opens Postgres or binds
+        // a port; neither happens here.
+        raftgres::server::check_config(&config)
+            .with_context(|| format!("{} (with overrides applied)", arguments.config.display()))?;
         println!(
             "{}: valid: node {} of cluster {:?}, {} voter(s), listening on {}",
             arguments.config.display(),

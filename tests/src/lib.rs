@@ -21,6 +21,7 @@
 pub mod campaign;
 pub mod certificates;
 pub mod checks;
+pub mod deploy;
 pub mod history;
 pub mod nemesis;
 pub mod proxy;

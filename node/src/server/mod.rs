@@ -66,12 +66,36 @@ pub async fn serve_with<S: StateMachine>(
     state_machine: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    config.validate()?;
+    check_config(&config)?;
     let config = Arc::new(config);
     let span = tracing::info_span!("node", node = config.node_id, cluster = %config.cluster_id);
     run(config, Arc::new(state_machine), shutdown)
         .instrument(span)
         .await
+}
+
+/// Everything a node checks before it opens Postgres or binds a port, so
+/// that `raftgres serve --check-config` and [`serve_with`] refuse the same
+/// configurations: every value ([`NodeConfig::validate`]); the TLS files
+/// (readable, the key belongs to the certificate, the certificate names
+/// this node and chains to the CA); the Postgres connection string (its
+/// syntax, its `sslmode`, and its `sslrootcert` file if it names one).
+pub fn check_config(config: &NodeConfig) -> anyhow::Result<()> {
+    config.validate()?;
+    load_tls(config)?;
+    raftgres_storage_pg::PgConnector::new(&config.postgres)
+        .context("cannot use the postgres connection string")?;
+    Ok(())
+}
+
+/// The node's TLS material, read and checked, if it has a `[tls]` table.
+fn load_tls(config: &NodeConfig) -> anyhow::Result<Option<Arc<tls::TlsMaterial>>> {
+    let Some(settings) = &config.tls else {
+        return Ok(None);
+    };
+    let material = tls::TlsMaterial::load(settings, NodeId(config.node_id))
+        .context("cannot use the node's TLS files")?;
+    Ok(Some(Arc::new(material)))
 }
 
 async fn open_store(config: &NodeConfig) -> anyhow::Result<PgStore> {
@@ -122,13 +146,7 @@ async fn run<S: StateMachine>(
 ) -> anyhow::Result<()> {
     // TLS material is checked before anything else, so a wrong file stops
     // the node at once with the file's name.
-    let tls = match &config.tls {
-        Some(settings) => Some(Arc::new(
-            tls::TlsMaterial::load(settings, NodeId(config.node_id))
-                .context("cannot use the node's TLS files")?,
-        )),
-        None => None,
-    };
+    let tls = load_tls(&config)?;
     let mut store = open_store(&config).await?;
     let (durable, applied) = load_durable_state(&mut store).await?;
     let applier = PgApplier::open(store.config().clone())

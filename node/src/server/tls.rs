@@ -55,12 +55,13 @@ fn require_client_certificate_default() -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read TLS file {path}: {source}")]
+    #[error("cannot read TLS file {path}: {reason}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why. Not a `#[source]`: the message carries it, and an error
+        /// chain printed in full would repeat it.
+        reason: std::io::Error,
     },
     /// A file holds no usable PEM block of the expected kind.
     #[error("TLS file {path} holds no {what}: {reason}")]
@@ -169,9 +170,9 @@ impl TlsMaterial {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|reason| TlsError::Read {
         path: path.to_path_buf(),
-        source,
+        reason,
     })
 }
 
