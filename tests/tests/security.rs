@@ -636,13 +636,13 @@ async fn requests_beyond_client_requests_max_are_refused_at_once() {
             .push(("client_requests_max".into(), "1".into()));
         options
             .limits_extra
-            .push(("request_timeout_ms".into(), "3000".into()));
+            .push(("request_timeout_ms".into(), "6000".into()));
         // No election may end the first request early: with elections
-        // after 5 to 10 s, it waits for the stopped leader until its
-        // 3 s deadline, however loaded the machine.
+        // after 10 to 20 s, it waits for the stopped leader until its
+        // 6 s deadline, however loaded the machine.
         options.raft_extra.extend([
-            ("election_ticks_min".into(), "100".into()),
-            ("election_ticks_max".into(), "200".into()),
+            ("election_ticks_min".into(), "200".into()),
+            ("election_ticks_max".into(), "400".into()),
         ]);
     })
     .await;
@@ -671,7 +671,8 @@ async fn requests_beyond_client_requests_max_are_refused_at_once() {
     // Until the first read reaches the node (a loaded machine may take a
     // while), a second request is still served; once it holds the one
     // slot, the second is refused at once. The first read holds it until
-    // its 3 s deadline.
+    // its 6 s deadline (a machine running the whole suite on two cores
+    // once took longer than 2 s to get it there).
     let mut second = raftgres_tests::kv_client(cluster.node_address(follower)).await;
     let started = std::time::Instant::now();
     let refused = loop {
@@ -680,7 +681,7 @@ async fn requests_beyond_client_requests_max_are_refused_at_once() {
             "the first read ended before a second request was refused"
         );
         match second.get(stale_get(b"k")).await {
-            Ok(_) if started.elapsed() < Duration::from_secs(2) => {
+            Ok(_) if started.elapsed() < Duration::from_secs(5) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             other => break other,
