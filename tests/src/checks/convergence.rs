@@ -5,10 +5,9 @@
 //! (`raftgres_kv`) and the same client sessions (`raftgres_sessions`), read
 //! from each node's own Postgres, not through the node.
 //!
-//! Session rows are checked apart ([`check_sessions`]) because today each
-//! node expires and records sessions on its own schedule; the campaign
-//! reports their divergence until session handling moves into the pipeline
-//! (see docs/NEMESIS.md).
+//! Session rows are checked by [`check_sessions`], apart from the state
+//! machine rows so that a report says which table diverged; sessions
+//! expire at log positions every replica agrees on, so both are asserted.
 
 use std::collections::BTreeMap;
 
