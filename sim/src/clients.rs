@@ -38,6 +38,9 @@ pub(crate) enum ClientRead {
 pub(crate) struct Client {
     /// Whether its writes carry a session.
     uses_sessions: bool,
+    /// Whether it sends its reads to any node, ignoring leader hints (a
+    /// client reading from its nearest replica): followers forward them.
+    reads_anywhere: bool,
     /// Its current session (0 before its first write with one).
     session_id: u64,
     /// The last sequence used in the current session.
@@ -75,10 +78,12 @@ struct Request {
 }
 
 impl Client {
-    /// Client number `index`: two clients in three write with sessions.
+    /// Client number `index`: two clients in three write with sessions,
+    /// and every second client sends its reads to any node.
     pub(crate) fn new(index: usize) -> Client {
         Client {
             uses_sessions: index % 3 != 2,
+            reads_anywhere: index % 2 == 1,
             session_id: 0,
             sequence: 0,
             leader_hint: None,
@@ -196,9 +201,10 @@ impl World {
             Some(request) => request,
             None => self.new_request(client),
         };
+        let anywhere = self.clients[client].reads_anywhere && request.input == Input::Get;
         let hint = self.clients[client]
             .leader_hint
-            .filter(|_| self.rng.clients.gen_bool(0.8));
+            .filter(|_| self.rng.clients.gen_bool(0.8) && !anywhere);
         let target = hint.map_or_else(
             || self.rng.clients.gen_range(0..self.nodes.len()),
             |hint| hint.0 as usize - 1,

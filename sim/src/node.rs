@@ -102,6 +102,10 @@ pub struct SimNode {
     pub observed_term: Term,
     /// Commit index last reported to the checkers.
     pub observed_commit: LogIndex,
+    /// Everything the checkers last looked at (role, term, vote, commit
+    /// index, applied index, durable applied index): unchanged means
+    /// nothing to check.
+    pub observed: Option<(Role, Term, Option<NodeId>, LogIndex, LogIndex, LogIndex)>,
 }
 
 impl SimNode {
@@ -125,6 +129,7 @@ impl SimNode {
             observed_role: Role::Follower,
             observed_term: Term(0),
             observed_commit: LogIndex(0),
+            observed: None,
         }
     }
 
@@ -149,6 +154,7 @@ impl SimNode {
         self.observed_role = raft.role();
         self.observed_term = raft.term();
         self.observed_commit = applied;
+        self.observed = None;
         self.incarnation += 1;
         let election_ticks_max = config.election_ticks_max as u32;
         let pipeline_config = PipelineConfig {

@@ -18,6 +18,22 @@ impl World {
         };
         let id = node.id;
         let (role, term) = (raft.role(), raft.term());
+        let voted_for = raft.hard_state().voted_for;
+        let commit = raft.log().commit_index();
+        let applied = raft.log().applied_index();
+        let seen = (
+            role,
+            term,
+            voted_for,
+            commit,
+            applied,
+            node.store.flushed_applied(),
+        );
+        if node.observed == Some(seen) {
+            // Nothing the checkers look at changed since the last look.
+            return;
+        }
+        node.observed = Some(seen);
         if (role, term) != (node.observed_role, node.observed_term) {
             node.observed_role = role;
             node.observed_term = term;
@@ -39,8 +55,6 @@ impl World {
                 }
             }
         }
-        let raft = self.nodes[index].raft().expect("running");
-        let voted_for = raft.hard_state().voted_for;
         let result = self.checkers.single_vote.on_observe(id, term, voted_for);
         self.check("single_vote", result);
         let result = self.term_settling.on_term(id.0, term.0, self.now);

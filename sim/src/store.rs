@@ -56,8 +56,8 @@ pub struct Store {
     /// The state machine as committed (what a read sees).
     pub state_machine: KvStore,
     /// The state machine as flushed to the WAL (what survives a Postgres
-    /// crash).
-    flushed: KvStore,
+    /// crash), when it differs from `state_machine`.
+    flushed: Option<KvStore>,
 }
 
 /// What an apply transaction did, for the pipeline and the checkers.
@@ -104,35 +104,38 @@ impl Store {
     /// Synchronous: everything committed before is flushed with it. An
     /// error (corrupt snapshot bytes) changes nothing and stops the node.
     pub fn write(&mut self, job: &WriteJob) -> Result<(), String> {
-        let mut next = self.clone();
-        if let Some(snapshot) = &job.snapshot {
-            next.state_machine = KvStore::from_bytes(&snapshot.data)?;
-            next.log_start = snapshot.meta;
-            next.entries.clear();
+        // Decoded first: a refused transaction changes nothing.
+        let installed = match &job.snapshot {
+            Some(snapshot) => Some(KvStore::from_bytes(&snapshot.data)?),
+            None => None,
+        };
+        if let (Some(snapshot), Some(state_machine)) = (&job.snapshot, installed) {
+            self.state_machine = state_machine;
+            self.log_start = snapshot.meta;
+            self.entries.clear();
         }
         if let Some(first) = job.entries.first() {
-            let start = next.log_start.index.0;
+            let start = self.log_start.index.0;
             let keep = first.index.0.saturating_sub(start + 1) as usize;
-            next.entries.truncate(keep);
+            self.entries.truncate(keep);
             let new = job.entries.iter().filter(|entry| entry.index.0 > start);
-            next.entries.extend(new.cloned());
+            self.entries.extend(new.cloned());
         }
         if let Some(hard_state) = job.hard_state {
-            next.hard_state = hard_state;
+            self.hard_state = hard_state;
         }
         if let Some(point) = job.compact_to {
             // Never beyond the stored applied index: an asynchronous apply
             // the snapshot was taken from may have been lost, and the log
             // must keep the entries that replay it (as the product's
             // compaction does, storage-pg `send_compact`).
-            let applied = next.state_machine.applied_index();
-            if point.index > next.log_start.index && point.index <= applied {
-                let drop = (point.index.0 - next.log_start.index.0) as usize;
-                next.entries.drain(..drop.min(next.entries.len()));
-                next.log_start = point;
+            let applied = self.state_machine.applied_index();
+            if point.index > self.log_start.index && point.index <= applied {
+                let drop = (point.index.0 - self.log_start.index.0) as usize;
+                self.entries.drain(..drop.min(self.entries.len()));
+                self.log_start = point;
             }
         }
-        *self = next;
         self.flush();
         Ok(())
     }
@@ -151,6 +154,11 @@ impl Store {
         last_snapshot: LogIndex,
     ) -> Result<ApplyReport, String> {
         let applied_before = self.state_machine.applied_index();
+        let before = if settings.asynchronous_commit && self.flushed.is_none() {
+            self.state_machine.clone()
+        } else {
+            KvStore::default()
+        };
         let last = batch.last().expect("apply batches are never empty");
         let first = batch[0].index;
         let mut entries = Vec::new();
@@ -215,6 +223,9 @@ impl Store {
         }
         if !settings.asynchronous_commit {
             self.flush();
+        } else if self.flushed.is_none() {
+            // Committed but not yet flushed: what a Postgres crash leaves.
+            self.flushed = Some(before);
         }
         Ok(report)
     }
@@ -270,26 +281,28 @@ impl Store {
 
     /// The WAL is flushed: every asynchronous commit is durable.
     pub fn flush(&mut self) {
-        if self.flushed != self.state_machine {
-            self.flushed = self.state_machine.clone();
-        }
+        self.flushed = None;
     }
 
     /// The applied index that survives a Postgres crash.
     pub fn flushed_applied(&self) -> LogIndex {
-        self.flushed.applied_index()
+        self.flushed
+            .as_ref()
+            .unwrap_or(&self.state_machine)
+            .applied_index()
     }
 
     /// Whether an asynchronous commit is not yet durable.
     pub fn unflushed(&self) -> bool {
-        self.flushed.applied_index() != self.state_machine.applied_index()
+        self.flushed.is_some()
     }
 
     /// Postgres crashed: asynchronous commits not yet flushed are lost.
     /// Returns the applied index lost, if any.
     pub fn postgres_crash(&mut self) -> Option<(LogIndex, LogIndex)> {
+        let flushed = self.flushed.take()?;
         let before = self.state_machine.applied_index();
-        self.state_machine = self.flushed.clone();
+        self.state_machine = flushed;
         let after = self.state_machine.applied_index();
         (after != before).then_some((after, before))
     }
