@@ -1,7 +1,8 @@
 //! raftgres-sim: a deterministic simulator for the raftgres consensus core.
 //!
-//! It drives the very same `raftgres::core::Raft` the production node runs
-//! (compiled without the `server` feature, so no runtime comes along)
+//! It drives the very same `raftgres::pipeline::Pipeline` (and the
+//! `raftgres::core::Raft` inside it) the production node runs (compiled
+//! without the `server` feature, so no runtime comes along)
 //! through simulated clocks, networks and disks, all drawn from one seed,
 //! injects faults, and checks Raft's safety properties on every step and
 //! linearizability and liveness on every run. A run is a function of
@@ -11,11 +12,15 @@
 //! - [`trace`]: the event trace and its stable FNV-1a hash.
 //! - [`profile`]: fault profiles (`none`, `default`, `heavy`, `crashy`,
 //!   `figure8`) and the swarm, which draws a fault mix and core settings.
-//! - [`kv`]: the key-value state machine the clients use.
-//! - [`network`], [`disk`]: the simulated network and per-node disk.
-//! - [`node`]: one simulated node (core, disk, state machine, clock).
+//! - [`kv`]: the key-value state machine (rows and client sessions).
+//! - [`network`], [`store`]: the simulated network and per-node Postgres
+//!   store (atomic transactions, unknown commits, lost async commits).
+//! - [`node`]: one simulated node (the production pipeline around the
+//!   core, its store, its transactions in flight, its clock).
 //! - [`config`]: what a run depends on besides its seed.
-//! - [`world`]: one run: the driver loop, fault injection, clients.
+//! - [`world`]: one run and its tick loop; [`driver`] carries out the
+//!   pipeline's outputs; [`faults`], [`clients`], [`observe`]: fault
+//!   injection, the workload, what the checkers see.
 //! - [`checkers`]: one property per file, each citing the Raft paper.
 //! - [`stats`], [`sweep`]: counters and multi-threaded seed sweeps.
 //! - [`elections`]: leader replacement times (the paper's section 9.3).
@@ -23,14 +28,18 @@
 #![deny(missing_docs)]
 
 pub mod checkers;
+mod clients;
 pub mod config;
-pub mod disk;
+mod driver;
 pub mod elections;
+mod faults;
 pub mod kv;
 pub mod network;
 pub mod node;
+mod observe;
 pub mod profile;
 pub mod stats;
+pub mod store;
 pub mod sweep;
 pub mod trace;
 pub mod world;

@@ -1,105 +1,206 @@
-//! One simulated node: its core (absent while the node is down), its disk,
-//! its state machine, its clock and the client requests it is serving.
+//! One simulated node: the production pipeline around its core (absent
+//! while the node is down), its store, the transactions it has in flight,
+//! its monotonic clock and the client requests waiting for the pipeline.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use raftgres::core::{LogIndex, NodeId, Raft, Role, Snapshot, Term};
+use raftgres::core::{Entry, LogIndex, NodeId, Raft, Role, Term};
+use raftgres::pipeline::{Instant, Pipeline, PipelineConfig, RequestId, WriteJob};
 
 use crate::config::SimConfig;
-use crate::disk::Disk;
-use crate::kv::KvStore;
+use crate::store::{Store, Transaction};
+
+/// The wall-clock length of one simulated tick, and of one core tick.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// What the applier carries out.
+#[derive(Clone, Debug)]
+pub enum ApplyJob {
+    /// Apply a batch of committed entries.
+    Batch(Vec<Entry>),
+    /// Take a snapshot at the applied index (after a restart on a
+    /// compacted log).
+    SnapshotNow,
+}
+
+/// Who waits for a pipeline request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// A client's attempt at its request.
+    Client {
+        /// The client.
+        client: usize,
+        /// The attempt (a client ignores answers to earlier attempts).
+        attempt: u64,
+        /// The operation, for a write (the outcome checker judges every
+        /// answer the pipeline gives, even one its client stopped waiting
+        /// for).
+        write_operation: Option<u64>,
+    },
+    /// A request whose answer nobody waits for (a leadership transfer
+    /// the fault injector asked for, a liveness probe).
+    Nobody,
+}
+
+/// A client request that reached a paused node: handled when it resumes.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    /// Who waits.
+    pub waiting: Waiting,
+    /// The pipeline input, without its request id.
+    pub input: QueuedInput,
+}
+
+/// The inputs a client sends.
+#[derive(Clone, Debug)]
+pub enum QueuedInput {
+    /// A command.
+    Propose(Vec<u8>),
+    /// A read.
+    Read(raftgres::pipeline::ReadMode),
+    /// A leadership transfer to this node.
+    Transfer(NodeId),
+}
 
 /// A simulated node.
 #[derive(Debug)]
 pub struct SimNode {
     /// The node's id (1-based).
     pub id: NodeId,
-    /// The core; `None` while the node is down (crashed, or halted after a
-    /// failed write).
-    pub raft: Option<Raft>,
-    /// The node's disk; survives crashes.
-    pub disk: Disk,
-    /// The state machine in memory. Equal to the durable one except while
-    /// a leader's snapshot is being written.
-    pub kv: KvStore,
-    /// The latest snapshot this node holds (compacted or installed), whose
-    /// bytes a leader attaches to `InstallSnapshot`.
-    pub snapshot: Snapshot,
-    /// Down until this tick, then restarted from durable state.
+    /// The pipeline around the core; `None` while the node is down.
+    pub pipeline: Option<Pipeline>,
+    /// The node's database; survives crashes of the node.
+    pub store: Store,
+    /// The log write in flight (the pipeline hands out one at a time).
+    pub write: Option<Transaction<WriteJob>>,
+    /// The apply transaction in flight (one at a time).
+    pub apply: Option<Transaction<ApplyJob>>,
+    /// Where the applier took its latest snapshot (volatile).
+    pub last_snapshot: LogIndex,
+    /// Down until this tick, then restarted from what the store holds.
     pub down_until: Option<u64>,
-    /// Paused (no ticks, messages or disk callbacks) until this tick.
+    /// Paused (a stopped process or a stalled event loop: nothing is
+    /// handled, the clock runs on) until this tick.
     pub paused_until: Option<u64>,
-    /// Ticks delivered per 1000 simulated ticks (clock drift).
+    /// Requests that reached the node while it was paused.
+    pub inbox: Vec<Queued>,
+    /// Starts so far (each numbers its forwarded reads differently).
+    pub incarnation: u64,
+    /// The node's monotonic clock, in microseconds since the run began.
+    pub clock_micros: u64,
+    /// Microseconds the clock advances per world tick, in thousandths of
+    /// a tick (clock drift).
     pub tick_rate_permille: u64,
-    /// Accumulated fraction of a tick, in thousandths.
-    pub tick_phase_permille: u64,
-    /// Client proposals waiting for their index to apply: index -> operation id.
-    pub pending_proposals: BTreeMap<LogIndex, u64>,
-    /// Client reads waiting for `Ready::reads` or, for lease reads, for
-    /// the state machine to reach their index: context (operation id) -> key.
-    pub pending_reads: BTreeMap<u64, u64>,
-    /// Lease reads waiting for the state machine to reach their index:
-    /// context -> index. Invariant: every context is in `pending_reads`.
-    pub pending_lease_reads: BTreeMap<u64, LogIndex>,
+    /// Requests the pipeline has not answered yet.
+    pub waiting: BTreeMap<RequestId, Waiting>,
+    /// The next request id.
+    pub next_request: u64,
     /// Role and term last reported to the checkers and the trace.
     pub observed_role: Role,
     /// See `observed_role`.
     pub observed_term: Term,
     /// Commit index last reported to the checkers.
     pub observed_commit: LogIndex,
+    /// Everything the checkers last looked at (role, term, vote, commit
+    /// index, applied index, durable applied index): unchanged means
+    /// nothing to check.
+    pub observed: Option<(Role, Term, Option<NodeId>, LogIndex, LogIndex, LogIndex)>,
 }
 
 impl SimNode {
-    /// A fresh node with an empty disk, not yet started.
+    /// A fresh node with an empty store, not yet started.
     pub fn new(id: NodeId) -> SimNode {
-        let disk = Disk::new();
         SimNode {
             id,
-            raft: None,
-            kv: disk.durable.state_machine.clone(),
-            snapshot: disk.durable.snapshot.clone(),
-            disk,
+            pipeline: None,
+            store: Store::default(),
+            write: None,
+            apply: None,
+            last_snapshot: LogIndex(0),
             down_until: None,
             paused_until: None,
+            inbox: Vec::new(),
+            incarnation: 0,
+            clock_micros: 0,
             tick_rate_permille: 1000,
-            tick_phase_permille: 0,
-            pending_proposals: BTreeMap::new(),
-            pending_reads: BTreeMap::new(),
-            pending_lease_reads: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            next_request: 0,
             observed_role: Role::Follower,
             observed_term: Term(0),
             observed_commit: LogIndex(0),
+            observed: None,
         }
     }
 
-    /// Starts (or restarts) the core from what is durable.
+    /// The node's monotonic instant.
+    pub fn now(&self) -> Instant {
+        Instant(Duration::from_micros(self.clock_micros))
+    }
+
+    /// Advances the node's clock by one world tick.
+    pub fn advance_clock(&mut self) {
+        self.clock_micros += TICK.as_micros() as u64 * self.tick_rate_permille / 1000;
+    }
+
+    /// Starts (or restarts) the node from what its store holds. The
+    /// caller has checked that the store can be restarted from.
     pub fn start(&mut self, config: &SimConfig, raft_seed: u64) {
-        let durable = self.disk.durable.durable_state();
+        let durable = self.store.durable_state();
         let applied = durable.applied;
+        let compacted = durable.snapshot.index > LogIndex(0);
         let raft = Raft::new(config.raft_config(self.id), durable, raft_seed)
             .expect("the simulator's config is valid");
         self.observed_role = raft.role();
         self.observed_term = raft.term();
         self.observed_commit = applied;
-        self.raft = Some(raft);
-        self.kv = self.disk.durable.state_machine.clone();
-        self.snapshot = self.disk.durable.snapshot.clone();
+        self.observed = None;
+        self.incarnation += 1;
+        let election_ticks_max = config.election_ticks_max as u32;
+        let pipeline_config = PipelineConfig {
+            tick: TICK,
+            transfer_timeout: TICK * election_ticks_max * 2,
+            // Far apart per incarnation, as the product's (which starts
+            // from the wall clock) are.
+            read_context_first: self.incarnation << 40,
+            snapshot_on_start: compacted,
+            storage_stall_timeout: TICK * election_ticks_max,
+        };
+        self.pipeline = Some(Pipeline::new(raft, pipeline_config, self.now()));
+        self.write = None;
+        self.apply = compacted.then_some(Transaction {
+            job: ApplyJob::SnapshotNow,
+            complete_at: 0,
+            fate: crate::store::Fate::Commit,
+            attempts: 0,
+        });
+        self.last_snapshot = self.store.log_start.index;
         self.down_until = None;
         self.paused_until = None;
-        self.tick_phase_permille = 0;
+        self.inbox.clear();
+        self.waiting.clear();
+    }
+
+    /// The core, when the node runs.
+    pub fn raft(&self) -> Option<&Raft> {
+        self.pipeline.as_ref().map(Pipeline::raft)
     }
 
     /// Whether the node runs and is not paused.
     pub fn is_running(&self) -> bool {
-        self.raft.is_some() && self.paused_until.is_none()
+        self.pipeline.is_some() && self.paused_until.is_none()
     }
 
     /// Whether the node is up and leads.
     pub fn is_leader(&self) -> bool {
-        self.is_running()
-            && self
-                .raft
-                .as_ref()
-                .is_some_and(|raft| raft.role() == Role::Leader)
+        self.is_running() && self.raft().is_some_and(|raft| raft.role() == Role::Leader)
+    }
+
+    /// A new request id, and who waits for it.
+    pub fn wait(&mut self, waiting: Waiting) -> RequestId {
+        self.next_request += 1;
+        let request = RequestId(self.next_request);
+        self.waiting.insert(request, waiting);
+        request
     }
 }

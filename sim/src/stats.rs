@@ -26,6 +26,16 @@ pub struct FaultCounts {
     pub messages_partitioned: u64,
     /// Messages dropped because their link was not connected.
     pub messages_unconnected: u64,
+    /// Storage transactions that failed before COMMIT (and were retried).
+    pub storage_errors: u64,
+    /// Storage transactions whose COMMIT had an unknown outcome.
+    pub commits_unknown: u64,
+    /// Postgres crashes under a running node.
+    pub postgres_crashes: u64,
+    /// Asynchronous applies a Postgres crash lost.
+    pub applies_lost: u64,
+    /// Leaders that handed leadership off because their storage stalled.
+    pub hand_offs: u64,
 }
 
 impl AddAssign for FaultCounts {
@@ -42,6 +52,11 @@ impl AddAssign for FaultCounts {
         self.messages_duplicated += other.messages_duplicated;
         self.messages_partitioned += other.messages_partitioned;
         self.messages_unconnected += other.messages_unconnected;
+        self.storage_errors += other.storage_errors;
+        self.commits_unknown += other.commits_unknown;
+        self.postgres_crashes += other.postgres_crashes;
+        self.applies_lost += other.applies_lost;
+        self.hand_offs += other.hand_offs;
     }
 }
 
@@ -76,6 +91,8 @@ pub struct RunStats {
     pub lease_reads: u64,
     /// Gets served stale, without confirmation.
     pub stale_reads: u64,
+    /// Client retries of a write with the same session and sequence.
+    pub session_retries: u64,
     /// Writes acknowledged to clients.
     pub acknowledged_writes: u64,
     /// Operations given to the linearizability checker.

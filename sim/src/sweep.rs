@@ -117,6 +117,7 @@ pub fn run_sweep(
         totals.client_timeouts += stats.client_timeouts;
         totals.lease_reads += stats.lease_reads;
         totals.stale_reads += stats.stale_reads;
+        totals.session_retries += stats.session_retries;
         totals.acknowledged_writes += stats.acknowledged_writes;
         totals.history_operations += stats.history_operations;
         report.linearizability_too_expensive_runs += u64::from(stats.linearizability_too_expensive);
@@ -162,6 +163,17 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
         format!("          restarts           {:>14}", faults.restarts),
         format!("          pauses             {:>14}", faults.pauses),
         format!("          disk errors        {:>14}", faults.disk_errors),
+        format!("          storage errors     {:>14}", faults.storage_errors),
+        format!(
+            "          commits unknown    {:>14}",
+            faults.commits_unknown
+        ),
+        format!(
+            "          postgres crashes   {:>14}",
+            faults.postgres_crashes
+        ),
+        format!("          applies lost       {:>14}", faults.applies_lost),
+        format!("          storage hand-offs  {:>14}", faults.hand_offs),
         format!("          transfers          {:>14}", faults.transfers),
         format!("          messages lost      {:>14}", faults.messages_lost),
         format!(
@@ -203,6 +215,10 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
         format!(
             "  lease / stale reads        {:>14}",
             format!("{} / {}", totals.lease_reads, totals.stale_reads)
+        ),
+        format!(
+            "  session retries            {:>14}",
+            totals.session_retries
         ),
         format!(
             "  client ops answered        {:>14}",

@@ -1,5 +1,5 @@
-//! Proves the checkers can fail: each bug planted in the core (feature
-//! `planted-bugs`) is found under the default swarm (`--faults swarm`,
+//! Proves the checkers can fail: each bug planted in the core or the
+//! pipeline (feature `planted-bugs`) is found under the default swarm (`--faults swarm`,
 //! 10,000 ticks) on 3 and on 5 nodes within the seed range recorded for
 //! it, and the very same seeds without the bug pass every checker. The
 //! recorded ranges are the seeds `make sim-hunt` needed (its full proof
@@ -37,7 +37,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "commit-previous-term",
-            seeds_needed: [1, 1],
+            seeds_needed: [3, 1],
             checkers: &[
                 "leader_commit_rule",
                 "leader_completeness",
@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [4, 6],
+            seeds_needed: [1, 1],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -76,16 +76,53 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [19, 1],
+            seeds_needed: [35, 35],
+            checkers: &["read_index_safety", "linearizability"],
+        },
+        Hunt {
+            bug: "lease-by-tick-count",
+            seeds_needed: [80, 278],
+            checkers: &["read_index_safety", "linearizability"],
+        },
+        Hunt {
+            bug: "session-expiry-at-batch-end",
+            seeds_needed: [1, 1],
+            checkers: &["replica_rows", "exactly_once", "linearizability"],
+        },
+        Hunt {
+            bug: "covered-proposals-lost",
+            seeds_needed: [28, 22],
+            checkers: &["client_outcomes", "linearizability"],
+        },
+        Hunt {
+            bug: "read-contexts-restart",
+            seeds_needed: [69, 115],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "peer-link-gives-up",
-            seeds_needed: [2, 1],
+            seeds_needed: [1, 1],
             checkers: &["liveness", "read_liveness"],
         },
     ]
 }
+
+/// Planted bugs the default swarm does not find within 500 seeds yet, each
+/// with why (docs/SIMULATOR.md, "Planted bugs under the default swarm").
+const NOT_YET_FOUND: [(&str, &str); 2] = [
+    (
+        "lease-after-timeout-now",
+        "a stale lease read needs a TimeoutNow delayed past the abandoned transfer, and the old \
+         leader cut off from the new term while a client write commits and a lease read \
+         arrives, all within one lease",
+    ),
+    (
+        "snapshot-before-hard-state",
+        "a follower receives an InstallSnapshot only after answering the new leader's probe, \
+         and that answer waits for its term to be durable, so an install and a term change \
+         never share a write in this core",
+    ),
+];
 
 /// Runs `config`'s seeds `0..seeds_max` with `hunt.bug` planted; returns
 /// how many seeds it took to find it.
@@ -178,7 +215,31 @@ fn finds_peer_link_gives_up() {
 }
 
 #[test]
-fn every_planted_bug_has_a_hunt() {
-    let names: Vec<&str> = hunts().iter().map(|hunt| hunt.bug).collect();
-    assert_eq!(names, raftgres_sim::planted_bug_names());
+fn finds_lease_by_tick_count() {
+    check_bug("lease-by-tick-count");
+}
+
+#[test]
+fn finds_session_expiry_at_batch_end() {
+    check_bug("session-expiry-at-batch-end");
+}
+
+#[test]
+fn finds_covered_proposals_lost() {
+    check_bug("covered-proposals-lost");
+}
+
+#[test]
+fn finds_read_contexts_restart() {
+    check_bug("read-contexts-restart");
+}
+
+#[test]
+fn every_planted_bug_has_a_hunt_or_a_stated_gap() {
+    let mut names: Vec<&str> = hunts().iter().map(|hunt| hunt.bug).collect();
+    names.extend(NOT_YET_FOUND.iter().map(|(bug, _)| *bug));
+    names.sort_unstable();
+    let mut planted = raftgres_sim::planted_bug_names();
+    planted.sort_unstable();
+    assert_eq!(names, planted);
 }

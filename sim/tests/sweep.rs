@@ -46,6 +46,19 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>, ticks: u64) {
         totals.client_operations_unknown > 0,
         "unknown outcomes must reach the linearizability checker"
     );
+    let faults = &totals.faults;
+    assert!(
+        faults.storage_errors > 0
+            && faults.commits_unknown > 0
+            && faults.postgres_crashes > 0
+            && faults.applies_lost > 0
+            && faults.hand_offs > 0,
+        "what Postgres does to a node: {faults:?}"
+    );
+    assert!(
+        totals.session_retries > 0 && totals.lease_reads > 0 && totals.stale_reads > 0,
+        "every client kind: {totals:?}"
+    );
     assert_eq!(
         report.recovery_ticks.len() as u64,
         report.seeds,

@@ -39,12 +39,36 @@ pub enum PlantedBug {
     /// connecting again (the pipeline's link policy, driven by the
     /// simulator's network; the core itself ignores it).
     PeerLinkGivesUp,
+    /// The pipeline drops the ticks a stalled or paused event loop missed
+    /// (as a timer with `MissedTickBehavior::Delay` does), so a leader's
+    /// lease, counted in ticks, outlives wall-clock time (issue 9, item 1).
+    LeaseByTickCount,
+    /// Serve lease reads in a term in which a TimeoutNow was sent: a late
+    /// TimeoutNow elects its target while the old leader still believes
+    /// its lease (issue 9, item 2).
+    LeaseAfterTimeoutNow,
+    /// Expire sessions only when an apply batch crosses an expiry point,
+    /// with the cutoff taken from the batch's last index, so replicas with
+    /// different batches expire different sessions (issue 9, item 3).
+    SessionExpiryAtBatchEnd,
+    /// Snapshot install and the hard state of the same write carried out
+    /// as two writes, the snapshot first: a crash between them leaves a
+    /// snapshot term above the stored term (issue 9, item 5).
+    SnapshotBeforeHardState,
+    /// Proposals a leader was waiting on stay waiting when it steps down,
+    /// and those an installed snapshot covers are reported as lost, though
+    /// they may be committed inside it (issue 9, item 6).
+    CoveredProposalsLost,
+    /// Every incarnation numbers its forwarded reads from 1, so an answer
+    /// to a read from before a restart can release a new read at an old
+    /// index (issue 9, item 7).
+    ReadContextsRestart,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug, in a stable order.
-    pub const ALL: [PlantedBug; 9] = [
+    pub const ALL: [PlantedBug; 15] = [
         PlantedBug::VoteWithoutLogCheck,
         PlantedBug::CommitPreviousTerm,
         PlantedBug::VoteBeforeDurable,
@@ -54,6 +78,12 @@ impl PlantedBug {
         PlantedBug::ApplyBeforeDurable,
         PlantedBug::ReadConfirmedByOldRound,
         PlantedBug::PeerLinkGivesUp,
+        PlantedBug::LeaseByTickCount,
+        PlantedBug::LeaseAfterTimeoutNow,
+        PlantedBug::SessionExpiryAtBatchEnd,
+        PlantedBug::SnapshotBeforeHardState,
+        PlantedBug::CoveredProposalsLost,
+        PlantedBug::ReadContextsRestart,
     ];
 
     /// The name used on the command line.
@@ -68,6 +98,12 @@ impl PlantedBug {
             PlantedBug::ApplyBeforeDurable => "apply-before-durable",
             PlantedBug::ReadConfirmedByOldRound => "read-confirmed-by-old-round",
             PlantedBug::PeerLinkGivesUp => "peer-link-gives-up",
+            PlantedBug::LeaseByTickCount => "lease-by-tick-count",
+            PlantedBug::LeaseAfterTimeoutNow => "lease-after-timeout-now",
+            PlantedBug::SessionExpiryAtBatchEnd => "session-expiry-at-batch-end",
+            PlantedBug::SnapshotBeforeHardState => "snapshot-before-hard-state",
+            PlantedBug::CoveredProposalsLost => "covered-proposals-lost",
+            PlantedBug::ReadContextsRestart => "read-contexts-restart",
         }
     }
 

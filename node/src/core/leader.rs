@@ -491,7 +491,7 @@ impl Raft {
         if self.role != Role::Leader
             || !self.config.check_quorum
             || self.transfer_target.is_some()
-            || self.timeout_now_sent
+            || (self.timeout_now_sent && !self.bug_lease_after_timeout_now())
             || !self.committed_in_current_term()
         {
             return None;

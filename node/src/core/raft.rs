@@ -734,6 +734,20 @@ impl Raft {
         false
     }
 
+    /// Whether the planted bug `bug` is enabled (always false without the
+    /// `planted-bugs` feature); for the pipeline's planted bugs.
+    #[cfg(feature = "planted-bugs")]
+    pub fn planted(&self, bug: PlantedBug) -> bool {
+        self.config.planted_bug == Some(bug)
+    }
+
+    pub(super) fn bug_lease_after_timeout_now(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        return self.bug(PlantedBug::LeaseAfterTimeoutNow);
+        #[cfg(not(feature = "planted-bugs"))]
+        false
+    }
+
     pub(super) fn bug_read_without_confirmation(&self) -> bool {
         #[cfg(feature = "planted-bugs")]
         return self.bug(PlantedBug::ReadWithoutConfirmation);

@@ -39,6 +39,7 @@
 mod apply;
 mod clock;
 pub mod link;
+mod planted;
 mod requests;
 pub mod sessions;
 mod snapshots;
@@ -172,6 +173,8 @@ pub struct Pipeline {
     applied: LogIndex,
     last_role: Role,
     outputs: Vec<Output>,
+    /// Planted bugs (simulator only; all off in a product build).
+    planted: planted::Planted,
 }
 
 impl Pipeline {
@@ -183,20 +186,30 @@ impl Pipeline {
             in_flight: config.snapshot_on_start,
             ..apply::Applies::default()
         };
+        let planted = planted::Planted::of(&raft);
+        let read_context_first = if planted.read_contexts_restart {
+            1
+        } else {
+            config.read_context_first
+        };
         Pipeline {
             raft,
             clock: clock::TickClock::new(config.tick, start),
             transfer_timeout: config.transfer_timeout,
             storage_stall_timeout: config.storage_stall_timeout,
             handed_off_at: None,
-            writes: write::Writes::default(),
+            writes: write::Writes {
+                install_before_hard_state: planted.snapshot_before_hard_state,
+                ..write::Writes::default()
+            },
             applies,
-            requests: requests::Requests::default(),
+            requests: requests::Requests::new(planted.covered_proposals_lost),
             snapshots: snapshots::Snapshots::default(),
-            next_read_context: config.read_context_first,
+            next_read_context: read_context_first,
             applied,
             last_role,
             outputs: Vec::new(),
+            planted,
         }
     }
 
@@ -238,7 +251,11 @@ impl Pipeline {
     }
 
     fn deliver_ticks(&mut self, now: Instant) {
-        for _ in 0..self.clock.advance(now) {
+        let mut ticks = self.clock.advance(now);
+        if self.planted.lease_by_tick_count {
+            ticks = ticks.min(1);
+        }
+        for _ in 0..ticks {
             self.raft.tick();
         }
     }

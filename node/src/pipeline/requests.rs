@@ -83,9 +83,20 @@ pub(super) struct Requests {
     lease_reads: Vec<(LogIndex, RequestId)>,
     /// Transfers waiting for the target to lead, with their deadline.
     transfers: Vec<(NodeId, Instant, RequestId)>,
+    /// Planted bug: proposals outlive a step-down, and those a snapshot
+    /// covers are reported lost.
+    pub(super) covered_reported_lost: bool,
 }
 
 impl Requests {
+    /// No request waiting; `covered_reported_lost` plants bug 6.
+    pub(super) fn new(covered_reported_lost: bool) -> Requests {
+        Requests {
+            covered_reported_lost,
+            ..Requests::default()
+        }
+    }
+
     pub(super) fn add_proposal(&mut self, index: LogIndex, term: Term, request: RequestId) {
         self.proposals.insert(index, (term, request));
     }
@@ -154,6 +165,9 @@ impl Requests {
     /// Proposals at or below `index`, which an installed snapshot covers:
     /// they may be committed inside it, so their outcome is unknown.
     pub(super) fn covered_up_to(&mut self, index: LogIndex) -> Vec<(RequestId, Reply)> {
+        if self.covered_reported_lost {
+            return self.replaced_up_to(index);
+        }
         self.proposals_up_to(index, || {
             Refusal::OutcomeUnknown(
                 "a snapshot from the leader covered the command; it may have been applied: retry with the same session".into(),
@@ -182,6 +196,9 @@ impl Requests {
     /// the client learns it now rather than at its deadline (it retries
     /// with the same session, which applies the command at most once).
     pub(super) fn leadership_lost(&mut self) -> Vec<(RequestId, Reply)> {
+        if self.covered_reported_lost {
+            return Vec::new();
+        }
         self.proposals_up_to(LogIndex(u64::MAX), || {
             Refusal::OutcomeUnknown(
                 "this node stopped leading before the command was applied; it may still be: retry with the same session".into(),
@@ -226,12 +243,19 @@ impl Requests {
         settled
     }
 
-    /// Every waiting request, refused with `reason`.
+    /// Every waiting request, refused with `reason` (the node is shutting
+    /// down). A waiting proposal may still commit through the next leader,
+    /// so its outcome is unknown, never "not applied".
     pub(super) fn fail_all(&mut self, reason: &str) -> Vec<(RequestId, Reply)> {
         let refused = || Reply::Refused(Refusal::Unavailable(reason.to_string()));
+        let unknown = || {
+            Reply::Refused(Refusal::OutcomeUnknown(format!(
+                "{reason}; the command may still be applied: retry with the same session"
+            )))
+        };
         let proposals = std::mem::take(&mut self.proposals)
             .into_values()
-            .map(|(_, request)| request);
+            .map(|(_, request)| (request, unknown()));
         let reads = std::mem::take(&mut self.reads).into_values();
         let lease_reads = std::mem::take(&mut self.lease_reads)
             .into_iter()
@@ -239,12 +263,11 @@ impl Requests {
         let transfers = std::mem::take(&mut self.transfers)
             .into_iter()
             .map(|(_, _, request)| request);
-        proposals
-            .chain(reads)
+        let others = reads
             .chain(lease_reads)
             .chain(transfers)
-            .map(|request| (request, refused()))
-            .collect()
+            .map(|request| (request, refused()));
+        proposals.chain(others).collect()
     }
 }
 
@@ -288,6 +311,24 @@ mod tests {
         assert!(requests
             .applied(LogIndex(5), Term(2), ApplyOutcome::Unknown)
             .is_none());
+    }
+
+    #[test]
+    fn proposals_waiting_at_shutdown_have_an_unknown_outcome_and_reads_are_refused() {
+        let mut requests = Requests::default();
+        requests.add_proposal(LogIndex(5), Term(2), RequestId(1));
+        requests.add_read(7, RequestId(2));
+        let answered = requests.fail_all("the node is shutting down");
+        assert!(
+            matches!(
+                answered.as_slice(),
+                [
+                    (RequestId(1), Reply::Refused(Refusal::OutcomeUnknown(_))),
+                    (RequestId(2), Reply::Refused(Refusal::Unavailable(_)))
+                ]
+            ),
+            "{answered:?}"
+        );
     }
 
     #[test]

@@ -32,10 +32,23 @@ pub struct ApplySegment {
 
 /// Splits the entries `first..=last` at expiry points.
 pub fn apply_segments(first: LogIndex, last: LogIndex, expiry_entries: u64) -> Vec<ApplySegment> {
+    apply_segments_every(first, last, SESSION_EXPIRY_STRIDE, expiry_entries)
+}
+
+/// Splits the entries `first..=last` at expiry points every `stride`
+/// entries (the simulator uses short strides so that short runs cross
+/// many of them). Invariant: `stride` is non-zero.
+pub fn apply_segments_every(
+    first: LogIndex,
+    last: LogIndex,
+    stride: u64,
+    expiry_entries: u64,
+) -> Vec<ApplySegment> {
+    assert!(stride > 0, "the session expiry stride must be non-zero");
     let mut segments = Vec::new();
     let mut start = first.0;
     while start <= last.0 {
-        let next_point = start.div_ceil(SESSION_EXPIRY_STRIDE).max(1) * SESSION_EXPIRY_STRIDE;
+        let next_point = start.div_ceil(stride).max(1) * stride;
         let end = next_point.min(last.0);
         let expire_before =
             (end == next_point).then(|| LogIndex(next_point.saturating_sub(expiry_entries)));
@@ -46,6 +59,27 @@ pub fn apply_segments(first: LogIndex, last: LogIndex, expiry_entries: u64) -> V
         start = end + 1;
     }
     segments
+}
+
+/// Planted bug (issue 9, item 3): the batch `first..=last` as one segment,
+/// expiring only when it crosses an expiry point, with the cutoff taken
+/// from its last index. Replicas whose batches differ expire different
+/// sessions.
+#[cfg(feature = "planted-bugs")]
+pub fn apply_segments_at_batch_end(
+    first: LogIndex,
+    last: LogIndex,
+    stride: u64,
+    expiry_entries: u64,
+) -> Vec<ApplySegment> {
+    if first > last {
+        return Vec::new();
+    }
+    let crosses = first.0.div_ceil(stride).max(1) * stride <= last.0;
+    vec![ApplySegment {
+        indexes: first.0..=last.0,
+        expire_before: crosses.then(|| LogIndex(last.0.saturating_sub(expiry_entries))),
+    }]
 }
 
 #[cfg(test)]

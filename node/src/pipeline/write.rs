@@ -87,6 +87,9 @@ pub(super) struct Writes {
     pub(super) started_at: Option<Instant>,
     /// Everything produced since the job in flight started.
     pub(super) next: Option<WriteJob>,
+    /// Planted bug: a snapshot install goes out without the hard state of
+    /// its job, which follows in the next write.
+    pub(super) install_before_hard_state: bool,
 }
 
 impl Writes {
@@ -116,7 +119,20 @@ impl Writes {
         if self.in_flight() || (installs && apply_in_flight) {
             return None;
         }
-        let job = self.next.take()?;
+        let mut job = self.next.take()?;
+        if self.install_before_hard_state && job.snapshot.is_some() && job.hard_state.is_some() {
+            // Planted bug: everything but the hard state now, the hard state
+            // (with the persist point and the messages waiting on it) next.
+            let rest = WriteJob {
+                hard_state: job.hard_state.take(),
+                entries: std::mem::take(&mut job.entries),
+                messages_after_persist: std::mem::take(&mut job.messages_after_persist),
+                persist_point: job.persist_point.take(),
+                compact_to: job.compact_to.take(),
+                snapshot: None,
+            };
+            self.next = Some(rest);
+        }
         self.started_at = Some(now);
         Some(job)
     }

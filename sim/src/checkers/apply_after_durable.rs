@@ -7,7 +7,7 @@
 
 use raftgres::core::{LogIndex, NodeId, Term};
 
-use crate::disk::DurableImage;
+use crate::store::Store;
 
 /// Checks that the entry at (`index`, `term`) that `node` is about to
 /// apply is on its disk: in its durable log, or covered by its durable
@@ -16,9 +16,9 @@ pub fn check_apply(
     node: NodeId,
     index: LogIndex,
     term: Term,
-    durable: &DurableImage,
+    durable: &Store,
 ) -> Result<(), String> {
-    let snapshot = durable.snapshot.meta;
+    let snapshot = durable.log_start;
     if index <= snapshot.index {
         return Ok(());
     }
@@ -41,8 +41,8 @@ mod tests {
     use super::*;
     use raftgres::core::{Entry, EntryPayload};
 
-    fn disk_with_terms(terms: &[u64]) -> DurableImage {
-        let mut image = DurableImage::empty();
+    fn disk_with_terms(terms: &[u64]) -> Store {
+        let mut image = Store::default();
         image.entries = terms
             .iter()
             .enumerate()

@@ -10,8 +10,11 @@
 //! events instead of the state.
 
 pub mod apply_after_durable;
+pub mod client_outcomes;
+pub mod crash_recovery;
 pub mod durability;
 pub mod election_safety;
+pub mod exactly_once;
 pub mod honest_peers;
 pub mod index_monotonicity;
 pub mod leader_commit_rule;
@@ -21,6 +24,7 @@ pub mod liveness;
 pub mod log_matching;
 pub mod read_index_safety;
 pub mod read_liveness;
+pub mod replica_rows;
 pub mod single_vote;
 pub mod stale_reads;
 pub mod state_machine_safety;

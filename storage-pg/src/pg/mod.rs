@@ -436,10 +436,11 @@ impl LogStore for PgStore {
         }
         let result = self.send_compact(up_to, term).await;
         match result {
-            Ok(()) => {
+            Ok(true) => {
                 self.bounds.snapshot = SnapshotMeta { index: up_to, term };
                 Ok(())
             }
+            Ok(false) => Ok(()),
             Err(error) => Err(self.note(error)),
         }
     }
@@ -497,11 +498,24 @@ impl PgStore {
         Ok(entries)
     }
 
-    async fn send_compact(&mut self, up_to: u64, term: u64) -> Result<(), StoreError> {
+    /// Compacts through `up_to` unless the stored applied index is below
+    /// it (returns whether it did). The applier may commit asynchronously:
+    /// a Postgres crash can lose applies the node already took a snapshot
+    /// of, and the log must keep the entries that replay them.
+    async fn send_compact(&mut self, up_to: u64, term: u64) -> Result<bool, StoreError> {
         let map = |error| classify("compacting", error);
         let session = self.session();
         let transaction = session.client.transaction().await.map_err(map)?;
         let statements = &session.statements;
+        let applied: i64 = transaction
+            .query_one("SELECT applied_index FROM raftgres_applied FOR SHARE", &[])
+            .await
+            .map_err(map)?
+            .get(0);
+        if (applied as u64) < up_to {
+            transaction.rollback().await.map_err(map)?;
+            return Ok(false);
+        }
         transaction
             .execute(&statements.delete_through, &[&(up_to as i64)])
             .await
@@ -515,7 +529,8 @@ impl PgStore {
                 reason: format!("snapshot marker in the database is beyond index {up_to}, the store thought otherwise"),
             });
         }
-        transaction.commit().await.map_err(map)
+        transaction.commit().await.map_err(map)?;
+        Ok(true)
     }
 }
 

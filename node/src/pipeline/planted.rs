@@ -1,0 +1,39 @@
+//! The pipeline's planted bugs: deliberately wrong decisions that only the
+//! simulator enables (feature `planted-bugs`), to prove its checkers find
+//! them. Without the feature every flag is false.
+
+use crate::core::Raft;
+
+/// Which of the pipeline's planted bugs are on.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Planted {
+    /// Drop the ticks a stall missed.
+    pub(super) lease_by_tick_count: bool,
+    /// Install a snapshot in one write and its hard state in the next.
+    pub(super) snapshot_before_hard_state: bool,
+    /// Keep proposals waiting across a step-down; report covered ones lost.
+    pub(super) covered_proposals_lost: bool,
+    /// Number forwarded reads from 1 in every incarnation.
+    pub(super) read_contexts_restart: bool,
+}
+
+impl Planted {
+    /// The planted bugs `raft`'s configuration enables.
+    pub(super) fn of(raft: &Raft) -> Planted {
+        #[cfg(feature = "planted-bugs")]
+        {
+            use crate::core::PlantedBug;
+            Planted {
+                lease_by_tick_count: raft.planted(PlantedBug::LeaseByTickCount),
+                snapshot_before_hard_state: raft.planted(PlantedBug::SnapshotBeforeHardState),
+                covered_proposals_lost: raft.planted(PlantedBug::CoveredProposalsLost),
+                read_contexts_restart: raft.planted(PlantedBug::ReadContextsRestart),
+            }
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            let _ = raft;
+            Planted::default()
+        }
+    }
+}

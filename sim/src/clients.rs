@@ -1,0 +1,665 @@
+//! The simulated clients, as the gRPC API offers them: writes with a
+//! session (retried with the same client id and sequence until an answer
+//! is certain) and without one (given up when the outcome is unknown),
+//! Linearizable, Lease and Stale reads, requests sent to followers, all
+//! through the pipeline's proposal and read paths. What each client is
+//! told goes to the linearizability history and the outcome checkers.
+
+use raftgres::core::{Entry, LogIndex, NodeId};
+use raftgres::pipeline::{ReadMode, Refusal, Reply};
+use rand::Rng;
+
+use crate::checkers::durability::AcknowledgedWrite;
+use crate::checkers::linearizability::{Input, Operation, Output};
+use crate::checkers::read_index_safety;
+use crate::kv::{self, Applied, Command, CommandOutput, Envelope};
+use crate::node::{QueuedInput, Waiting};
+use crate::world::{FirstApply, World};
+
+/// Operation ids at or above this are liveness probes, not client requests.
+pub(crate) const PROBE_OPERATION_BASE: u64 = 1 << 62;
+
+/// A client with a session starts a new one after this many writes, so
+/// that old sessions go idle and expire while the run goes on.
+const WRITES_PER_SESSION: u64 = 12;
+
+/// How a client reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClientRead {
+    /// Through the pipeline, confirmed by ReadIndex or a lease.
+    Confirmed(ReadMode),
+    /// Served at once from the asked node's database, without
+    /// confirmation: may be stale, is not part of the linearizable history.
+    Stale,
+}
+
+/// One client.
+#[derive(Debug)]
+pub(crate) struct Client {
+    /// Whether its writes carry a session.
+    uses_sessions: bool,
+    /// Whether it sends its reads to any node, ignoring leader hints (a
+    /// client reading from its nearest replica): followers forward them.
+    reads_anywhere: bool,
+    /// Its current session (0 before its first write with one).
+    session_id: u64,
+    /// The last sequence used in the current session.
+    sequence: u64,
+    leader_hint: Option<NodeId>,
+    request: Option<Request>,
+    next_attempt_at: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Request {
+    operation_id: u64,
+    key: u64,
+    input: Input,
+    read: ClientRead,
+    /// The session and sequence of a write (0 and 0 without a session).
+    session_id: u64,
+    sequence: u64,
+    /// Position in the history, once first sent.
+    history_position: Option<usize>,
+    /// The highest commit index when the request was first sent: the
+    /// command, if executed, was executed above it (see
+    /// `World::retry_is_safe`).
+    committed_at_first_send: LogIndex,
+    /// The highest commit index when the current attempt was sent.
+    committed_at_attempt: LogIndex,
+    /// The current attempt: unique in the run, so that a late answer to an
+    /// earlier attempt (of this request or another) is never taken for
+    /// this one's.
+    attempt: u64,
+    /// The node the current attempt went to, and when.
+    in_flight: Option<(usize, u64)>,
+    /// Some attempt may have been applied.
+    uncertain: bool,
+}
+
+impl Client {
+    /// Client number `index`: two clients in three write with sessions,
+    /// and every second client sends its reads to any node.
+    pub(crate) fn new(index: usize) -> Client {
+        Client {
+            uses_sessions: index % 3 != 2,
+            reads_anywhere: index % 2 == 1,
+            session_id: 0,
+            sequence: 0,
+            leader_hint: None,
+            request: None,
+            next_attempt_at: 0,
+        }
+    }
+}
+
+impl Client {
+    /// Whether a read of this client waits at node `index`.
+    pub(crate) fn reading_at(&self, index: usize) -> bool {
+        self.request.is_some_and(|request| {
+            request.input == Input::Get && request.in_flight.is_some_and(|(node, _)| node == index)
+        })
+    }
+}
+
+impl World {
+    pub(crate) fn run_clients(&mut self) {
+        for client in 0..self.clients.len() {
+            let Some(request) = self.clients[client].request else {
+                if self.now >= self.clients[client].next_attempt_at {
+                    self.attempt_request(client);
+                }
+                continue;
+            };
+            match request.in_flight {
+                Some((_, sent_at)) if self.now - sent_at > self.config.client_timeout_ticks => {
+                    self.stats.client_timeouts += 1;
+                    self.attempt_unanswered(client);
+                }
+                Some(_) => {}
+                None if self.now >= self.clients[client].next_attempt_at => {
+                    self.attempt_request(client)
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn new_request(&mut self, client: usize) -> Request {
+        let operation_id = self.next_operation_id;
+        self.next_operation_id += 1;
+        let rng = &mut self.rng.clients;
+        let key = rng.gen_range(0..self.config.keys);
+        let mut read = ClientRead::Confirmed(ReadMode::Linearizable);
+        let input = match rng.gen_range(0..10) {
+            0..=3 => {
+                self.next_value += 1;
+                Input::Put {
+                    value: self.next_value,
+                }
+            }
+            4..=7 => {
+                read = match rng.gen_range(0..10) {
+                    0..=3 => ClientRead::Confirmed(ReadMode::Linearizable),
+                    4..=7 => ClientRead::Confirmed(ReadMode::Lease),
+                    _ => ClientRead::Stale,
+                };
+                self.read_liveness.on_read_started(client as u64, self.now);
+                Input::Get
+            }
+            _ => {
+                // Expect a value that is likely current: one of the last few
+                // written, or absent.
+                let expected = self.next_value.saturating_sub(rng.gen_range(0..4));
+                self.next_value += 1;
+                Input::CompareAndSwap {
+                    expected,
+                    new: self.next_value,
+                }
+            }
+        };
+        let (session_id, sequence) = match input {
+            Input::Put { value } | Input::CompareAndSwap { new: value, .. } => {
+                self.checkers.stale_reads.on_write_invoked(key, value);
+                self.next_session(client)
+            }
+            Input::Get => (0, 0),
+        };
+        Request {
+            operation_id,
+            key,
+            input,
+            read,
+            session_id,
+            sequence,
+            history_position: None,
+            committed_at_first_send: self.commit_index_max,
+            committed_at_attempt: self.commit_index_max,
+            attempt: 0,
+            in_flight: None,
+            uncertain: false,
+        }
+    }
+
+    /// The session and sequence of `client`'s next write.
+    fn next_session(&mut self, client: usize) -> (u64, u64) {
+        let state = &mut self.clients[client];
+        if !state.uses_sessions {
+            return (0, 0);
+        }
+        if state.session_id == 0 || state.sequence >= WRITES_PER_SESSION {
+            state.session_id = self.next_session_id;
+            state.sequence = 0;
+            self.next_session_id += 1;
+        }
+        state.sequence += 1;
+        (state.session_id, state.sequence)
+    }
+
+    fn attempt_request(&mut self, client: usize) {
+        let mut request = match self.clients[client].request {
+            Some(request) => request,
+            None => self.new_request(client),
+        };
+        let anywhere = self.clients[client].reads_anywhere && request.input == Input::Get;
+        let hint = self.clients[client]
+            .leader_hint
+            .filter(|_| self.rng.clients.gen_bool(0.8) && !anywhere);
+        let target = hint.map_or_else(
+            || self.rng.clients.gen_range(0..self.nodes.len()),
+            |hint| hint.0 as usize - 1,
+        );
+        let unreachable = !self.reachable(NodeId(target as u64 + 1))
+            || (request.read == ClientRead::Stale && !self.nodes[target].is_running());
+        if unreachable {
+            // Connection refused: nothing was sent.
+            self.clients[client].request = Some(request);
+            self.clients[client].leader_hint = None;
+            self.clients[client].next_attempt_at = self.now + 1;
+            return;
+        }
+        if request.uncertain && !self.retry_is_safe(&request, target) {
+            // Its session may expire before the retry is applied: the
+            // outcome stays unknown (the product's clients give up at a
+            // deadline far shorter than the session expiry).
+            self.clients[client].request = Some(request);
+            return self.abandon_request(client);
+        }
+        if request.history_position.is_none() && request.read != ClientRead::Stale {
+            let stamp = self.next_stamp();
+            self.history.push(Some(Operation {
+                client: client as u64,
+                key: request.key,
+                input: request.input,
+                output: Output::Unknown,
+                invoked_at: stamp,
+                returned_at: None,
+            }));
+            self.history_operation_ids.push(request.operation_id);
+            request.history_position = Some(self.history.len() - 1);
+        }
+        self.next_attempt_id += 1;
+        request.attempt = self.next_attempt_id;
+        request.committed_at_attempt = self.commit_index_max;
+        request.in_flight = Some((target, self.now));
+        self.clients[client].request = Some(request);
+        self.trace.record(
+            self.now,
+            "invoke",
+            &[
+                client as u64,
+                request.operation_id,
+                target as u64 + 1,
+                request.attempt,
+            ],
+            || {
+                format!(
+                    "client {client} op {} attempt {} {:?} {:?} key {} session {}/{} at node {}",
+                    request.operation_id,
+                    request.attempt,
+                    request.input,
+                    request.read,
+                    request.key,
+                    request.session_id,
+                    request.sequence,
+                    target + 1
+                )
+            },
+        );
+        let waiting = Waiting::Client {
+            client,
+            attempt: request.attempt,
+            write_operation: (request.input != Input::Get).then_some(request.operation_id),
+        };
+        let command = match request.input {
+            Input::Get => {
+                let ClientRead::Confirmed(mode) = request.read else {
+                    return self.serve_stale_read(client, target, request);
+                };
+                if mode == ReadMode::Lease {
+                    self.stats.lease_reads += 1;
+                }
+                return self.send_request(target, waiting, QueuedInput::Read(mode));
+            }
+            Input::Put { value } => Command::Put {
+                key: request.key,
+                value,
+            },
+            Input::CompareAndSwap { expected, new } => Command::CompareAndSwap {
+                key: request.key,
+                expected,
+                new,
+            },
+        };
+        let envelope = Envelope {
+            client_id: request.session_id,
+            sequence: request.sequence,
+            operation_id: request.operation_id,
+            attempt: request.attempt,
+            command,
+        };
+        self.send_request(target, waiting, QueuedInput::Propose(kv::encode(envelope)));
+    }
+
+    /// Whether a retry of `request` sent to node `target` is applied
+    /// before its session can expire. If executed, the command was executed
+    /// at an index L above the commit index C at its first send; the retry
+    /// lands at most at the target's last index plus one, R; the session is
+    /// forgotten before R only at an expiry point p < R with p - expiry > L,
+    /// which cannot be when R - 1 <= C + expiry.
+    fn retry_is_safe(&self, request: &Request, target: usize) -> bool {
+        let last = self.nodes[target]
+            .raft()
+            .map_or(LogIndex(0), |raft| raft.log().last_index());
+        request.session_id != 0
+            && last.0 <= request.committed_at_first_send.0 + self.profile.session_expiry_entries
+    }
+
+    /// A stale read: the asked node's database, as it is.
+    fn serve_stale_read(&mut self, client: usize, target: usize, request: Request) {
+        let value = self.nodes[target].store.state_machine.get(request.key);
+        self.stats.steps += 1;
+        self.stats.stale_reads += 1;
+        let result = self
+            .checkers
+            .stale_reads
+            .on_stale_read(target as u64 + 1, request.key, value);
+        self.check("stale_reads", result);
+        let result = self.read_liveness.on_read_served(client as u64, self.now);
+        self.check("read_liveness", result);
+        self.clients[client].request = None;
+        self.clients[client].next_attempt_at = self.now + self.think_ticks();
+        self.trace.record(
+            self.now,
+            "stale-read",
+            &[
+                client as u64,
+                request.operation_id,
+                target as u64 + 1,
+                value,
+            ],
+            || {
+                format!(
+                    "client {client} op {} key {} at node {} -> {value}",
+                    request.operation_id,
+                    request.key,
+                    target + 1
+                )
+            },
+        );
+    }
+
+    fn think_ticks(&mut self) -> u64 {
+        self.rng
+            .clients
+            .gen_range(0..=self.config.client_think_ticks_max)
+    }
+
+    /// The pipeline of node `node` answered a request.
+    pub(crate) fn on_reply(&mut self, node: usize, waiting: Waiting, reply: Reply) {
+        let Waiting::Client {
+            client,
+            attempt,
+            write_operation,
+        } = waiting
+        else {
+            return;
+        };
+        if let Some(operation) = write_operation {
+            self.judge_write_answer(operation, attempt, &reply);
+        }
+        let Some(mut request) = self.clients[client].request else {
+            return;
+        };
+        if request.attempt != attempt || request.in_flight.is_none() {
+            // An answer to an attempt the client gave up on.
+            return;
+        }
+        request.in_flight = None;
+        self.clients[client].request = Some(request);
+        let words = [client as u64, request.operation_id, attempt];
+        self.trace.record(self.now, "reply", &words, || {
+            format!(
+                "client {client} op {} attempt {attempt} <- node {}: {reply:?}",
+                request.operation_id,
+                node + 1
+            )
+        });
+        match (request.input, reply) {
+            (Input::Get, Reply::ReadReady { index }) => self.serve_read(client, node, index),
+            (Input::Get, Reply::Refused(refusal)) => self.retry_later(client, &refusal),
+            (_, Reply::Applied { index, response }) => {
+                self.write_applied(client, node, index, &response)
+            }
+            (_, Reply::Refused(Refusal::OutcomeUnknown(_))) => self.attempt_unanswered(client),
+            (_, Reply::Refused(refusal)) => {
+                if matches!(refusal, Refusal::InvalidArgument(_)) {
+                    return self.abandon_request(client);
+                }
+                self.retry_later(client, &refusal);
+            }
+            (_, other) => self.fail(
+                "driver",
+                format!("node {} answered a client request with {other:?}", node + 1),
+            ),
+        }
+    }
+
+    /// Judges what the pipeline answered about a write attempt against
+    /// what was applied, whether or not the client still waits for it.
+    fn judge_write_answer(&mut self, operation: u64, attempt: u64, reply: &Reply) {
+        let result = match reply {
+            Reply::Applied { index, .. } => self
+                .checkers
+                .client_outcomes
+                .on_told_applied(operation, *index),
+            Reply::Refused(Refusal::OutcomeUnknown(_)) => Ok(()),
+            Reply::Refused(_) => self
+                .checkers
+                .client_outcomes
+                .on_told_failed((operation, attempt)),
+            _ => Ok(()),
+        };
+        self.check("client_outcomes", result);
+    }
+
+    fn retry_later(&mut self, client: usize, refusal: &Refusal) {
+        self.clients[client].leader_hint = match refusal {
+            Refusal::NotLeader { leader } => *leader,
+            _ => None,
+        };
+        self.clients[client].next_attempt_at = self.now + 1 + self.rng.clients.gen_range(0..3);
+    }
+
+    /// No answer for the current attempt (a timeout, a lost connection,
+    /// or "outcome unknown"): a write may have been applied. With a
+    /// session the client retries; without one it gives up.
+    pub(crate) fn attempt_unanswered(&mut self, client: usize) {
+        let Some(mut request) = self.clients[client].request else {
+            return;
+        };
+        request.in_flight = None;
+        if request.input == Input::Get {
+            self.clients[client].request = Some(request);
+            return self.abandon_request(client);
+        }
+        request.uncertain = true;
+        self.clients[client].request = Some(request);
+        if request.session_id == 0 {
+            return self.abandon_request(client);
+        }
+        self.stats.session_retries += 1;
+        self.clients[client].leader_hint = None;
+        self.clients[client].next_attempt_at = self.now + 1 + self.rng.clients.gen_range(0..3);
+    }
+
+    /// Node `index` crashed: its clients' connections drop.
+    pub(crate) fn clients_lose_node(&mut self, index: usize) {
+        for client in 0..self.clients.len() {
+            let waiting_here = self.clients[client]
+                .request
+                .and_then(|request| request.in_flight)
+                .is_some_and(|(node, _)| node == index);
+            if waiting_here {
+                self.attempt_unanswered(client);
+            }
+        }
+    }
+
+    fn serve_read(&mut self, client: usize, node: usize, index: LogIndex) {
+        let request = self.clients[client].request.expect("a read is outstanding");
+        let store = &self.nodes[node].store;
+        if store.state_machine.applied_index() < index {
+            // The database lost applies (an asynchronous commit in a
+            // Postgres crash) that the pipeline counted: serving now would
+            // miss them. Refused; the client retries.
+            let refusal = Refusal::Unavailable("the database is behind the read index".into());
+            return self.retry_later(client, &refusal);
+        }
+        let value = store.state_machine.get(request.key);
+        let id = self.nodes[node].id;
+        let result = read_index_safety::check_read(
+            id,
+            request.operation_id,
+            index,
+            request.committed_at_attempt,
+        );
+        self.check("read_index_safety", result);
+        self.complete(client, Some(Output::Value(value)), node);
+    }
+
+    fn write_applied(&mut self, client: usize, node: usize, index: LogIndex, response: &[u8]) {
+        let request = self.clients[client]
+            .request
+            .expect("a write is outstanding");
+        let Some(output) = CommandOutput::from_bytes(response) else {
+            return self.fail(
+                "driver",
+                format!(
+                    "node {} answered an undecodable response {response:?}",
+                    node + 1
+                ),
+            );
+        };
+        if let Some((term, _)) = self.checkers.state_machine_safety.applied_at(index) {
+            self.checkers.durability.on_acknowledged(AcknowledgedWrite {
+                operation_id: request.operation_id,
+                index,
+                term,
+            });
+        }
+        let output = match output {
+            CommandOutput::Done => Output::Done,
+            CommandOutput::Swapped(swapped) => Output::Swapped(swapped),
+        };
+        self.complete(client, Some(output), node);
+    }
+
+    fn complete(&mut self, client: usize, output: Option<Output>, node: usize) {
+        let request = self.clients[client]
+            .request
+            .take()
+            .expect("a request is outstanding");
+        let stamp = self.next_stamp();
+        if request.input == Input::Get {
+            let result = self.read_liveness.on_read_served(client as u64, self.now);
+            self.check("read_liveness", result);
+        }
+        if let (Some(output), Some(position)) = (output, request.history_position) {
+            let operation = self.history[position].as_mut().expect("recorded");
+            operation.output = output;
+            operation.returned_at = Some(stamp);
+            self.stats.client_operations_completed += 1;
+        }
+        self.clients[client].leader_hint = Some(NodeId(node as u64 + 1));
+        self.clients[client].next_attempt_at = self.now + self.think_ticks();
+        self.trace.record(
+            self.now,
+            "return",
+            &[client as u64, request.operation_id],
+            || format!("client {client} op {} -> {output:?}", request.operation_id),
+        );
+    }
+
+    /// The client stops: a write's outcome stays unknown (or, if no
+    /// attempt can have been applied, it never happened), a read is
+    /// forgotten.
+    fn abandon_request(&mut self, client: usize) {
+        let Some(request) = self.clients[client].request.take() else {
+            return;
+        };
+        if request.input == Input::Get {
+            if let Some(position) = request.history_position {
+                self.history[position] = None;
+            }
+            let result = self
+                .read_liveness
+                .on_read_lost(client as u64, self.now, "abandoned");
+            self.check("read_liveness", result);
+        } else if request.uncertain {
+            self.stats.client_operations_unknown += 1;
+        } else if let Some(position) = request.history_position {
+            // Every attempt was refused: it certainly did not happen.
+            self.history[position] = None;
+        }
+        self.clients[client].leader_hint = None;
+        self.clients[client].next_attempt_at = self.now + 1;
+        self.trace.record(
+            self.now,
+            "abandon",
+            &[client as u64, request.operation_id],
+            || {
+                format!(
+                    "client {client} op {} gives up (uncertain {})",
+                    request.operation_id, request.uncertain
+                )
+            },
+        );
+    }
+
+    /// Node `index` executed or answered `entry` (`applied` says how).
+    pub(crate) fn on_applied(&mut self, index: usize, entry: &Entry, applied: &Applied) {
+        let id = self.nodes[index].id;
+        let result = self.checkers.state_machine_safety.on_apply(id, entry);
+        self.check("state_machine_safety", result);
+        let Some(envelope) = applied.envelope else {
+            return;
+        };
+        if envelope.operation_id >= PROBE_OPERATION_BASE {
+            // Recovered only once every running node applied the probe:
+            // a follower whose replication stalled fails liveness too.
+            let appliers = self
+                .probe_appliers
+                .entry(envelope.operation_id)
+                .or_default();
+            appliers.insert(id);
+            let appliers_count = appliers.len();
+            let running = self
+                .nodes
+                .iter()
+                .filter(|node| node.pipeline.is_some())
+                .count();
+            if appliers_count >= running {
+                self.liveness.on_probe_committed(self.now);
+                self.on_recovered();
+            }
+            return;
+        }
+        let attempt = (envelope.operation_id, envelope.attempt);
+        let result =
+            self.checkers
+                .client_outcomes
+                .on_apply(id, attempt, entry.index, applied.fresh);
+        self.check("client_outcomes", result);
+        if !applied.fresh {
+            return;
+        }
+        if envelope.client_id != 0 {
+            let result = self.checkers.exactly_once.on_fresh_apply(
+                id,
+                envelope.client_id,
+                envelope.sequence,
+                entry.index,
+            );
+            self.check("exactly_once", result);
+        }
+        if !self.first_applies.contains_key(&envelope.operation_id) {
+            let stamp = self.next_stamp();
+            let output = applied.output.expect("a fresh application has an output");
+            self.first_applies
+                .insert(envelope.operation_id, FirstApply { stamp, output });
+        }
+    }
+
+    /// The liveness probe: after faults stop, a command must commit on
+    /// every running node within the bound.
+    pub(crate) fn run_liveness_probe(&mut self) {
+        let result = self.read_liveness.check(self.now);
+        self.check("read_liveness", result);
+        if !self.liveness.waiting() {
+            return;
+        }
+        let result = self.liveness.check(self.now);
+        if result.is_err() {
+            return self.check("liveness", result);
+        }
+        if self.now < self.next_probe_at {
+            return;
+        }
+        self.next_probe_at = self.now + 20;
+        let Some(leader) = self.leader() else { return };
+        let index = leader.0 as usize - 1;
+        let envelope = Envelope {
+            client_id: 0,
+            sequence: 0,
+            operation_id: PROBE_OPERATION_BASE + self.now,
+            attempt: 0,
+            command: Command::Probe,
+        };
+        self.trace.record(self.now, "probe", &[leader.0], || {
+            format!("liveness probe at node {leader}")
+        });
+        let input = QueuedInput::Propose(kv::encode(envelope));
+        self.send_request(index, Waiting::Nobody, input);
+    }
+}

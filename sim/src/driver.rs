@@ -1,0 +1,657 @@
+//! The simulator's driver of the production pipeline: what the tokio node
+//! (`node/src/server/driver.rs`) does against Postgres and gRPC, done
+//! against the simulated store and network. It decides nothing: it feeds
+//! the pipeline its inputs at the node's monotonic instant (obligation 1),
+//! carries out every write and apply as one atomic transaction and reports
+//! it (obligations 2 and 3), retrying a transaction that failed or whose
+//! commit had an unknown outcome, as the product's storage tasks do,
+//! sends what the pipeline sends (obligation 4), and routes replies to the
+//! clients waiting for them (obligation 5).
+
+use raftgres::core::{Message, MessageBody, NodeId};
+use raftgres::pipeline::{Input, Output, WriteDone, WriteJob};
+use rand::Rng;
+
+use crate::checkers::{apply_after_durable, crash_recovery, honest_peers};
+use crate::network::SendFate;
+use crate::node::{ApplyJob, Queued, QueuedInput, Waiting};
+use crate::store::{ApplyReport, Fate, Transaction};
+use crate::world::World;
+
+/// The longest a storage task waits before retrying, in ticks (the
+/// product's backoff tops out at 2 s).
+const RETRY_BACKOFF_TICKS_MAX: u64 = 50;
+
+/// The chance per tick that the WAL writer flushes a node's asynchronous
+/// commits (Postgres's `wal_writer_delay` is 200 ms: about every 20 ticks).
+const WAL_FLUSH_PER_MILLION: u32 = 50_000;
+
+impl World {
+    /// Feeds `input` (or only the passing of time) to node `index`'s
+    /// pipeline at the node's instant, then carries out what it asks.
+    pub(crate) fn handle(&mut self, index: usize, input: Option<Input>) {
+        let node = &mut self.nodes[index];
+        let now = node.now();
+        let Some(pipeline) = node.pipeline.as_mut() else {
+            return;
+        };
+        match input {
+            Some(input) => pipeline.handle(now, input),
+            None => pipeline.advance(now),
+        }
+        self.stats.steps += 1;
+        self.carry_out(index);
+    }
+
+    /// Carries out node `index`'s outputs, in order, until none is left.
+    fn carry_out(&mut self, index: usize) {
+        loop {
+            let Some(pipeline) = self.nodes[index].pipeline.as_mut() else {
+                return;
+            };
+            let outputs = pipeline.take_outputs();
+            if outputs.is_empty() {
+                break;
+            }
+            let mut sent = false;
+            for output in outputs {
+                if self.nodes[index].pipeline.is_none() || self.violation.is_some() {
+                    return;
+                }
+                match output {
+                    Output::Send(message) => {
+                        self.send(message);
+                        if !sent {
+                            sent = true;
+                            if self.crash_after_send(index) {
+                                return;
+                            }
+                        }
+                    }
+                    Output::Write(job) => self.start_write(index, job, 0),
+                    Output::Apply(batch) => self.start_apply(index, ApplyJob::Batch(batch), 0),
+                    Output::Reply { request, reply } => {
+                        if let Some(waiting) = self.nodes[index].waiting.remove(&request) {
+                            self.on_reply(index, waiting, reply);
+                        }
+                    }
+                    Output::Implausible(report) => {
+                        let id = self.nodes[index].id;
+                        let result = honest_peers::check_reports(id, &[report]);
+                        self.check("honest_peers", result);
+                    }
+                    Output::HandingOff {
+                        target,
+                        stalled_for,
+                    } => {
+                        self.stats.faults.hand_offs += 1;
+                        let id = self.nodes[index].id;
+                        self.trace.record(self.now, "hand-off", &[id.0, target.0], || {
+                            format!("node {id} storage stalled {stalled_for:?}: hands leadership to {target}")
+                        });
+                    }
+                    Output::RoleChanged { .. } => {}
+                }
+            }
+        }
+        self.observe(index);
+    }
+
+    /// Whether node `index` crashes right after sending, before anything
+    /// else of that batch of outputs happens (the most delicate point of
+    /// the persist-before-acknowledge rules).
+    fn crash_after_send(&mut self, index: usize) -> bool {
+        let rate = self.profile.crash_after_send_per_million;
+        if self.now < self.fault_end && Self::chance(&mut self.rng.faults, rate) {
+            self.stats.faults.crashes += 1;
+            self.crash(index, "crash");
+            return true;
+        }
+        false
+    }
+
+    /// Whether node `index` crashes right after a transaction committed,
+    /// before it learns so: a crash between two transactions.
+    fn crash_after_commit(&mut self, index: usize) -> bool {
+        let rate = self.profile.crash_after_commit_per_million;
+        if self.now < self.fault_end && Self::chance(&mut self.rng.faults, rate) {
+            self.stats.faults.crashes += 1;
+            self.crash(index, "crash-after-commit");
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn send(&mut self, message: Message) {
+        let now = self.now;
+        let words = [
+            message.from.0,
+            message.to.0,
+            message.term.0,
+            message_kind_code(&message.body),
+        ];
+        self.trace.record(now, "send", &words, || {
+            format!(
+                "{} -> {} {} term {}",
+                message.from,
+                message.to,
+                describe(&message.body),
+                message.term
+            )
+        });
+        self.stats.messages_sent += 1;
+        if let MessageBody::VoteResponse {
+            pre_vote: false,
+            granted: true,
+        } = message.body
+        {
+            let result = self
+                .checkers
+                .single_vote
+                .on_vote(message.from, message.term, message.to);
+            self.check("single_vote", result);
+        }
+        match self
+            .network
+            .send(now, message, &self.profile, &mut self.rng.network)
+        {
+            SendFate::Lost => self.stats.faults.messages_lost += 1,
+            SendFate::Duplicated => self.stats.faults.messages_duplicated += 1,
+            SendFate::NotConnected => self.stats.faults.messages_unconnected += 1,
+            SendFate::Sent => {}
+        }
+    }
+
+    pub(crate) fn deliver_messages(&mut self) {
+        while let Some(due) = self.network.pop_due(self.now) {
+            let message = match due {
+                Ok(message) => message,
+                Err(_) => {
+                    self.stats.faults.messages_partitioned += 1;
+                    continue;
+                }
+            };
+            let index = message.to.0 as usize - 1;
+            let node = &self.nodes[index];
+            if let Some(until) = node.paused_until {
+                self.network.enqueue(until, message);
+                continue;
+            }
+            if node.pipeline.is_none() {
+                continue;
+            }
+            self.handle(index, Some(Input::Peer(message)));
+            if self.violation.is_some() {
+                return;
+            }
+        }
+    }
+
+    // ----- the store's transactions --------------------------------------
+
+    /// How a new transaction ends and when.
+    fn draw_transaction(&mut self, attempts: u32, fatal_allowed: bool) -> (u64, Fate) {
+        let rng = &mut self.rng.disk;
+        let mut latency = rng.gen_range(1..=self.profile.disk_latency_ticks_max);
+        if Self::chance(rng, self.profile.disk_slow_per_million) {
+            latency += rng.gen_range(0..=self.profile.disk_slow_ticks_max);
+        }
+        if attempts > 0 {
+            latency += (2u64 << attempts.min(5)).min(RETRY_BACKOFF_TICKS_MAX);
+        }
+        let fate = if fatal_allowed && Self::chance(rng, self.profile.disk_error_per_million) {
+            Fate::Fatal
+        } else if Self::chance(rng, self.profile.storage_error_per_million) {
+            Fate::Fail
+        } else if Self::chance(rng, self.profile.commit_unknown_per_million) {
+            Fate::Unknown {
+                happened: rng.gen_bool(0.5),
+            }
+        } else {
+            Fate::Commit
+        };
+        (self.now + latency, fate)
+    }
+
+    fn start_write(&mut self, index: usize, job: WriteJob, attempts: u32) {
+        assert!(
+            self.nodes[index].write.is_none(),
+            "node {}: the pipeline handed out a second write",
+            index + 1
+        );
+        let (complete_at, fate) = self.draw_transaction(attempts, attempts == 0);
+        self.nodes[index].write = Some(Transaction {
+            job,
+            complete_at,
+            fate,
+            attempts,
+        });
+    }
+
+    fn start_apply(&mut self, index: usize, job: ApplyJob, attempts: u32) {
+        assert!(
+            self.nodes[index].apply.is_none(),
+            "node {}: the pipeline handed out a second apply batch",
+            index + 1
+        );
+        let (complete_at, fate) = self.draw_transaction(attempts, false);
+        self.nodes[index].apply = Some(Transaction {
+            job,
+            complete_at,
+            fate,
+            attempts,
+        });
+    }
+
+    /// The WAL writer flushes asynchronous commits now and then.
+    pub(crate) fn flush_wal(&mut self, index: usize) {
+        if self.nodes[index].store.unflushed()
+            && Self::chance(&mut self.rng.disk, WAL_FLUSH_PER_MILLION)
+        {
+            self.nodes[index].store.flush();
+        }
+    }
+
+    /// Ends the transactions of node `index` that are due: commits are
+    /// reported to the pipeline, failures retried.
+    pub(crate) fn end_transactions(&mut self, index: usize) {
+        if !self.nodes[index].is_running() {
+            return;
+        }
+        let postgres_away = self.postgres_down_until[index] > self.now;
+        let now = self.now;
+        let write_due = |node: &crate::node::SimNode| {
+            node.write
+                .as_ref()
+                .is_some_and(|transaction| transaction.complete_at <= now)
+        };
+        let apply_due = |node: &crate::node::SimNode| {
+            node.apply
+                .as_ref()
+                .is_some_and(|transaction| transaction.complete_at <= now)
+        };
+        if write_due(&self.nodes[index]) {
+            let transaction = self.nodes[index].write.take().expect("due");
+            let fate = if postgres_away {
+                Fate::Fail
+            } else {
+                transaction.fate
+            };
+            self.end_write(index, transaction, fate);
+        }
+        if self.nodes[index].pipeline.is_none() || self.violation.is_some() {
+            return;
+        }
+        if apply_due(&self.nodes[index]) {
+            let transaction = self.nodes[index].apply.take().expect("due");
+            let fate = if postgres_away {
+                Fate::Fail
+            } else {
+                transaction.fate
+            };
+            self.end_apply(index, transaction, fate);
+        }
+    }
+
+    fn end_write(&mut self, index: usize, transaction: Transaction<WriteJob>, fate: Fate) {
+        match fate {
+            Fate::Commit => {
+                if !self.commit_write(index, &transaction.job) || self.crash_after_commit(index) {
+                    return;
+                }
+                {
+                    let done = WriteDone::of(transaction.job);
+                    self.handle(index, Some(Input::WriteDone(done)));
+                }
+            }
+            Fate::Fail | Fate::Unknown { .. } => {
+                if let Fate::Unknown { happened } = fate {
+                    self.stats.faults.commits_unknown += 1;
+                    if happened && !self.commit_write(index, &transaction.job) {
+                        return;
+                    }
+                } else {
+                    self.stats.faults.storage_errors += 1;
+                }
+                self.start_write(index, transaction.job, transaction.attempts + 1);
+            }
+            Fate::Fatal => {
+                // An error the node cannot interpret: it stops voting and
+                // acknowledging until restarted from what is durable.
+                self.stats.faults.disk_errors += 1;
+                self.crash(index, "disk-error");
+            }
+        }
+    }
+
+    fn end_apply(&mut self, index: usize, transaction: Transaction<ApplyJob>, fate: Fate) {
+        match fate {
+            Fate::Commit | Fate::Fatal => {
+                let Some(report) = self.commit_apply(index, &transaction.job) else {
+                    return;
+                };
+                if self.crash_after_commit(index) {
+                    return;
+                }
+                if let Some(snapshot) = &report.done.snapshot {
+                    self.nodes[index].last_snapshot = snapshot.meta.index;
+                }
+                self.handle(index, Some(Input::ApplyDone(report.done)));
+            }
+            Fate::Fail | Fate::Unknown { .. } => {
+                if let Fate::Unknown { happened } = fate {
+                    self.stats.faults.commits_unknown += 1;
+                    if happened && self.commit_apply(index, &transaction.job).is_none() {
+                        return;
+                    }
+                } else {
+                    self.stats.faults.storage_errors += 1;
+                }
+                self.start_apply(index, transaction.job, transaction.attempts + 1);
+            }
+        }
+    }
+
+    /// Carries out `job` on node `index`'s store and reports it to the
+    /// checkers. False when the store refused it (the run has failed).
+    pub(crate) fn commit_write(&mut self, index: usize, job: &WriteJob) -> bool {
+        let id = self.nodes[index].id;
+        if let Err(error) = self.nodes[index].store.write(job) {
+            self.fail("corrupt_durable_data", format!("node {id}: {error}"));
+            return false;
+        }
+        if let Some(hard_state) = job.hard_state {
+            if let Some(candidate) = hard_state.voted_for {
+                let result = self
+                    .checkers
+                    .single_vote
+                    .on_vote(id, hard_state.term, candidate);
+                self.check("single_vote", result);
+            }
+        }
+        let store = &self.nodes[index].store;
+        if let Some(first) = job.entries.first() {
+            if let Some(previous_term) = store.term_at(first.index.prev()) {
+                let result = self
+                    .checkers
+                    .log_matching
+                    .on_append(id, previous_term, &job.entries);
+                self.check("log_matching", result);
+            }
+        }
+        if let Some(snapshot) = &job.snapshot {
+            self.stats.snapshots_installed += 1;
+            let meta = snapshot.meta;
+            self.trace.record(
+                self.now,
+                "install",
+                &[id.0, meta.index.0, meta.term.0],
+                || {
+                    format!(
+                        "node {id} snapshot through {} term {}",
+                        meta.index, meta.term
+                    )
+                },
+            );
+            let result = self.checkers.state_machine_safety.on_snapshot(id, meta);
+            self.check("state_machine_safety", result);
+            let digest = self.nodes[index].store.state_machine.rows_hash();
+            let result = self.checkers.replica_rows.on_rows(id, meta.index, digest);
+            self.check("replica_rows", result);
+        }
+        if job.compact_to.is_some() {
+            self.stats.compactions += 1;
+        }
+        let store = &self.nodes[index].store;
+        self.trace.record(
+            self.now,
+            "durable",
+            &[id.0, store.last().0 .0, store.hard_state.term.0],
+            || {
+                format!(
+                    "node {id} write through {:?} hard state {:?}",
+                    job.persist_point, job.hard_state
+                )
+            },
+        );
+        true
+    }
+
+    /// Carries out `job` on node `index`'s store and reports what it
+    /// applied to the checkers. `None` when the store could not (the run
+    /// has failed).
+    pub(crate) fn commit_apply(&mut self, index: usize, job: &ApplyJob) -> Option<ApplyReport> {
+        let id = self.nodes[index].id;
+        let batch = match job {
+            ApplyJob::Batch(batch) => batch,
+            ApplyJob::SnapshotNow => {
+                let store = &self.nodes[index].store;
+                let applied = store.state_machine.applied_index();
+                let Some(term) = store.term_at(applied) else {
+                    self.fail(
+                        "crash_recovery",
+                        format!("node {id} cannot take a snapshot at its applied index {applied}: the log no longer holds it"),
+                    );
+                    return None;
+                };
+                let done = store.snapshot_now(term);
+                return Some(ApplyReport {
+                    done,
+                    applied: Vec::new(),
+                    digests: Vec::new(),
+                });
+            }
+        };
+        let applied_before = self.nodes[index].store.state_machine.applied_index();
+        for entry in batch.iter().filter(|entry| entry.index > applied_before) {
+            let result = apply_after_durable::check_apply(
+                id,
+                entry.index,
+                entry.term,
+                &self.nodes[index].store,
+            );
+            self.check("apply_after_durable", result);
+        }
+        let settings = self.apply_settings;
+        let last_snapshot = self.nodes[index].last_snapshot;
+        let report = match self.nodes[index]
+            .store
+            .apply(batch, settings, last_snapshot)
+        {
+            Ok(report) => report,
+            Err(error) => {
+                self.fail("crash_recovery", format!("node {id}: {error}"));
+                return None;
+            }
+        };
+        for (entry, applied) in &report.applied {
+            self.on_applied(index, entry, applied);
+        }
+        for (at, digest) in &report.digests {
+            let result = self.checkers.replica_rows.on_rows(id, *at, *digest);
+            self.check("replica_rows", result);
+        }
+        Some(report)
+    }
+
+    // ----- crashes, restarts and pauses ----------------------------------
+
+    /// Crashes node `index`: its volatile state is lost; a transaction in
+    /// flight happened or not; with a whole-machine crash, Postgres loses
+    /// its asynchronous commits too.
+    pub(crate) fn crash(&mut self, index: usize, reason: &'static str) {
+        let machine = self.rng.disk.gen_bool(0.25);
+        let write_happened = self.nodes[index].write.is_some() && self.rng.disk.gen_bool(0.5);
+        let apply_happened = self.nodes[index].apply.is_some() && self.rng.disk.gen_bool(0.5);
+        let write = self.nodes[index].write.take();
+        let apply = self.nodes[index].apply.take();
+        self.nodes[index].pipeline = None;
+        let id = self.nodes[index].id;
+        self.network.node_crashed(self.now, id);
+        if let Some(write) = write.filter(|_| write_happened) {
+            if !self.commit_write(index, &write.job) {
+                return;
+            }
+        }
+        if let Some(apply) = apply.filter(|_| apply_happened) {
+            if self.commit_apply(index, &apply.job).is_none() {
+                return;
+            }
+        }
+        if machine {
+            self.lose_unflushed(index);
+        }
+        let node = &mut self.nodes[index];
+        node.paused_until = None;
+        node.inbox.clear();
+        node.waiting.clear();
+        let down_ticks_max = self.profile.down_ticks_max.max(1);
+        node.down_until = Some(self.now + self.rng.faults.gen_range(1..=down_ticks_max));
+        let now = self.now;
+        let words = [
+            index as u64 + 1,
+            u64::from(write_happened),
+            u64::from(machine),
+        ];
+        self.trace.record(now, reason, &words, || {
+            format!(
+                "node {} (write in flight happened {write_happened}, apply {apply_happened}, machine {machine})",
+                index + 1
+            )
+        });
+        self.clients_lose_node(index);
+    }
+
+    /// Postgres of node `index` loses what it had not flushed.
+    pub(crate) fn lose_unflushed(&mut self, index: usize) {
+        if let Some((after, before)) = self.nodes[index].store.postgres_crash() {
+            self.stats.faults.applies_lost += 1;
+            let id = self.nodes[index].id;
+            self.trace
+                .record(self.now, "applies-lost", &[id.0, after.0, before.0], || {
+                    format!("node {id} Postgres lost asynchronous applies {after}..{before}")
+                });
+        }
+    }
+
+    pub(crate) fn restart_due_nodes(&mut self) {
+        for index in 0..self.nodes.len() {
+            let due = self.nodes[index]
+                .down_until
+                .is_some_and(|until| until <= self.now);
+            if !due {
+                continue;
+            }
+            let id = self.nodes[index].id;
+            let result = crash_recovery::check_restartable(id, &self.nodes[index].store);
+            if result.is_err() {
+                return self.check("crash_recovery", result);
+            }
+            let seed = self.rng.cores.gen();
+            self.nodes[index].start(&self.config, seed);
+            self.network.node_started(self.now, id);
+            let applied = self.nodes[index].store.state_machine.applied_index();
+            self.stats.faults.restarts += 1;
+            self.trace
+                .record(self.now, "restart", &[id.0, applied.0], || {
+                    format!("node {id} applied {applied}")
+                });
+            let durable_applied = self.nodes[index].store.flushed_applied();
+            let result = self
+                .checkers
+                .index_monotonicity
+                .on_restart(id, durable_applied);
+            self.check("index_monotonicity", result);
+            let hard_state = self.nodes[index].store.hard_state;
+            let result =
+                self.checkers
+                    .single_vote
+                    .on_observe(id, hard_state.term, hard_state.voted_for);
+            self.check("single_vote", result);
+            self.handle(index, None);
+        }
+    }
+
+    /// Resumes paused nodes that are due: the pipeline first receives
+    /// every tick the node's clock ran through (obligation 1), then the
+    /// client requests that arrived meanwhile.
+    pub(crate) fn resume_due_nodes(&mut self) {
+        for index in 0..self.nodes.len() {
+            let node = &mut self.nodes[index];
+            if node.paused_until.is_none_or(|until| until > self.now) {
+                continue;
+            }
+            node.paused_until = None;
+            let inbox = std::mem::take(&mut node.inbox);
+            self.handle(index, None);
+            for queued in inbox {
+                self.deliver_queued(index, queued);
+            }
+        }
+    }
+
+    /// Hands a client request to node `index`'s pipeline.
+    pub(crate) fn deliver_queued(&mut self, index: usize, queued: Queued) {
+        if self.nodes[index].pipeline.is_none() {
+            return;
+        }
+        let request = self.nodes[index].wait(queued.waiting);
+        let input = match queued.input {
+            QueuedInput::Propose(command) => Input::Propose { request, command },
+            QueuedInput::Read(mode) => Input::Read { request, mode },
+            QueuedInput::Transfer(target) => Input::Transfer { request, target },
+        };
+        self.handle(index, Some(input));
+    }
+
+    /// Whether node `id` may be sent a request now (it runs, paused or
+    /// not).
+    pub(crate) fn reachable(&self, id: NodeId) -> bool {
+        self.nodes[id.0 as usize - 1].pipeline.is_some()
+    }
+
+    /// A client request reaches node `index`: at once, or when it resumes.
+    pub(crate) fn send_request(&mut self, index: usize, waiting: Waiting, input: QueuedInput) {
+        let queued = Queued { waiting, input };
+        if self.nodes[index].paused_until.is_some() {
+            self.nodes[index].inbox.push(queued);
+        } else {
+            self.deliver_queued(index, queued);
+        }
+    }
+}
+
+fn message_kind_code(body: &MessageBody) -> u64 {
+    body.kind().bytes().fold(0u64, |code, byte| {
+        code.wrapping_mul(31).wrapping_add(u64::from(byte))
+    })
+}
+
+fn describe(body: &MessageBody) -> String {
+    match body {
+        MessageBody::AppendRequest {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+        } => format!(
+            "App prev ({prev_log_index},{prev_log_term}) entries {} commit {leader_commit}",
+            entries.len()
+        ),
+        MessageBody::AppendResponse {
+            index, rejected, ..
+        } => format!("AppResp index {index} rejected {rejected}"),
+        MessageBody::VoteRequest {
+            last_log_index,
+            last_log_term,
+            ..
+        } => {
+            format!("{} last ({last_log_index},{last_log_term})", body.kind())
+        }
+        MessageBody::VoteResponse { granted, .. } => format!("{} granted {granted}", body.kind()),
+        MessageBody::InstallSnapshot { snapshot } => {
+            format!("Snapshot through {}", snapshot.meta.index)
+        }
+        other => other.kind().to_string(),
+    }
+}

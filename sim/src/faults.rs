@@ -1,0 +1,220 @@
+//! Fault injection: node crashes (the process, or the whole machine with
+//! its Postgres), pauses and event-loop stalls (the clock runs on), network
+//! partitions, leadership transfers in flight, and Postgres crashing and
+//! restarting under a running node; and healing once faults stop.
+
+use raftgres::core::NodeId;
+use rand::Rng;
+
+use crate::checkers::read_liveness::ReadLiveness;
+use crate::checkers::term_settling::TermSettling;
+use crate::network::PartitionKind;
+use crate::node::{QueuedInput, SimNode, Waiting};
+use crate::store::Fate;
+use crate::world::World;
+
+impl World {
+    pub(crate) fn inject_faults(&mut self) {
+        if Self::chance(&mut self.rng.faults, self.profile.crash_per_million) {
+            if let Some(target) = self.leader_or_random(|node| node.pipeline.is_some()) {
+                self.stats.faults.crashes += 1;
+                self.crash(target, "crash");
+            }
+        }
+        if Self::chance(&mut self.rng.faults, self.profile.pause_per_million) {
+            if let Some(target) = self.leader_or_random(SimNode::is_running) {
+                self.pause(target);
+            }
+        }
+        if Self::chance(
+            &mut self.rng.faults,
+            self.profile.postgres_crash_per_million,
+        ) {
+            if let Some(target) = self.leader_or_random(|node| node.pipeline.is_some()) {
+                self.postgres_crash(target);
+            }
+        }
+        self.partition_or_heal();
+        if Self::chance(&mut self.rng.faults, self.profile.transfer_per_million) {
+            if let Some(leader) = self.leader() {
+                let target = NodeId(self.rng.faults.gen_range(1..=self.nodes.len() as u64));
+                self.stats.faults.transfers += 1;
+                self.trace
+                    .record(self.now, "transfer", &[leader.0, target.0], || {
+                        format!("{leader} -> {target}")
+                    });
+                let index = leader.0 as usize - 1;
+                self.send_request(index, Waiting::Nobody, QueuedInput::Transfer(target));
+            }
+        }
+    }
+
+    /// Half the time the leader (when one runs), otherwise a random node
+    /// that is `eligible`.
+    fn leader_or_random(&mut self, eligible: impl Fn(&SimNode) -> bool) -> Option<usize> {
+        let leader = self.leader().filter(|_| self.rng.faults.gen_bool(0.5));
+        leader
+            .map(|id| id.0 as usize - 1)
+            .or_else(|| self.random_node(eligible))
+    }
+
+    /// Stops node `index` (a stopped process, a stalled event loop): it
+    /// handles nothing until it resumes, while its clock runs on.
+    fn pause(&mut self, index: usize) {
+        let until = self.now
+            + self
+                .rng
+                .faults
+                .gen_range(1..=self.profile.pause_ticks_max.max(1));
+        self.nodes[index].paused_until = Some(until);
+        self.stats.faults.pauses += 1;
+        self.trace
+            .record(self.now, "pause", &[index as u64 + 1, until], || {
+                format!("node {} until tick {until}", index + 1)
+            });
+    }
+
+    /// Node `index`'s Postgres crashes and restarts: the transactions in
+    /// flight lose their connection (each happened or not, and fails),
+    /// asynchronous commits not yet flushed are lost, and statements fail
+    /// until it is back.
+    fn postgres_crash(&mut self, index: usize) {
+        let down = self
+            .rng
+            .faults
+            .gen_range(1..=self.profile.postgres_down_ticks_max.max(1));
+        self.postgres_down_until[index] = self.now + down;
+        self.stats.faults.postgres_crashes += 1;
+        let id = self.nodes[index].id;
+        self.trace
+            .record(self.now, "postgres-crash", &[id.0, down], || {
+                format!("node {id}'s Postgres crashes for {down} ticks")
+            });
+        if let Some(mut write) = self.nodes[index].write.take() {
+            if self.rng.disk.gen_bool(0.5) && !self.commit_write(index, &write.job) {
+                return;
+            }
+            write.fate = Fate::Fail;
+            self.nodes[index].write = Some(write);
+        }
+        if let Some(mut apply) = self.nodes[index].apply.take() {
+            if self.rng.disk.gen_bool(0.5) && self.commit_apply(index, &apply.job).is_none() {
+                return;
+            }
+            apply.fate = Fate::Fail;
+            self.nodes[index].apply = Some(apply);
+        }
+        self.lose_unflushed(index);
+    }
+
+    fn partition_or_heal(&mut self) {
+        let now = self.now;
+        let isolate_reading_leader =
+            self.partition_until.is_none() && self.leader_is_reading() && {
+                let rate = self.profile.isolate_reading_leader_per_million;
+                Self::chance(&mut self.rng.faults, rate)
+            };
+        match self.partition_until {
+            Some(until) if now >= until => self.heal_network(),
+            None if isolate_reading_leader
+                || Self::chance(&mut self.rng.faults, self.profile.partition_per_million) =>
+            {
+                let kinds = [
+                    PartitionKind::Symmetric,
+                    PartitionKind::OneWay,
+                    PartitionKind::Bridge,
+                    PartitionKind::IsolateLeader,
+                ];
+                let kind = if isolate_reading_leader {
+                    PartitionKind::IsolateLeader
+                } else {
+                    kinds[self.rng.faults.gen_range(0..kinds.len())]
+                };
+                if kind == PartitionKind::Bridge && self.nodes.len() < 3 {
+                    return;
+                }
+                let leader = self.leader();
+                let description = self
+                    .network
+                    .partition(now, kind, leader, &mut self.rng.faults);
+                let ticks_max = if isolate_reading_leader {
+                    self.profile.isolate_ticks_max
+                } else {
+                    self.profile.partition_ticks_max
+                };
+                self.partition_until = Some(now + self.rng.faults.gen_range(1..=ticks_max.max(1)));
+                self.stats.faults.partitions[kind as usize] += 1;
+                self.trace
+                    .record(now, "partition", &[kind as u64], || description);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether a client read waits at the leader.
+    fn leader_is_reading(&self) -> bool {
+        let Some(leader) = self.leader() else {
+            return false;
+        };
+        self.clients
+            .iter()
+            .any(|client| client.reading_at(leader.0 as usize - 1))
+    }
+
+    fn random_node(&mut self, eligible: impl Fn(&SimNode) -> bool) -> Option<usize> {
+        let candidates: Vec<usize> = (0..self.nodes.len())
+            .filter(|index| eligible(&self.nodes[*index]))
+            .collect();
+        (!candidates.is_empty()).then(|| candidates[self.rng.faults.gen_range(0..candidates.len())])
+    }
+
+    fn heal_network(&mut self) {
+        self.partition_until = None;
+        if self.network.is_partitioned() {
+            self.network.heal(self.now);
+            self.trace
+                .record(self.now, "heal", &[], || "network".to_string());
+        }
+    }
+
+    pub(crate) fn heal_all(&mut self) {
+        self.profile = self.original_profile.healed();
+        self.heal_network();
+        for down_until in &mut self.postgres_down_until {
+            *down_until = 0;
+        }
+        for node in &mut self.nodes {
+            node.tick_rate_permille = 1000;
+            if node.paused_until.is_some() {
+                node.paused_until = Some(self.now);
+            }
+            for fate in [
+                node.write.as_mut().map(|write| &mut write.fate),
+                node.apply.as_mut().map(|apply| &mut apply.fate),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *fate = Fate::Commit;
+            }
+            if node.pipeline.is_none() {
+                node.down_until = Some(self.now);
+            }
+        }
+        self.liveness.on_heal(self.now);
+        self.next_probe_at = self.now;
+        self.trace
+            .record(self.now, "heal", &[1], || "faults stop".to_string());
+    }
+
+    /// Crashes node `index` and keeps it down for `down_ticks`.
+    /// A crash by hand is a fault after healing: the bounds that hold
+    /// only on a recovered, fault-free cluster (read liveness, settled
+    /// terms) stop applying.
+    pub fn crash_for(&mut self, index: usize, down_ticks: u64) {
+        self.read_liveness = ReadLiveness::new(self.config.read_ticks_max);
+        self.term_settling = TermSettling::new(self.config.new_terms_after_recovery_max);
+        self.crash(index, "crash");
+        self.nodes[index].down_until = Some(self.now + down_ticks);
+    }
+}

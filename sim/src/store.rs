@@ -1,0 +1,495 @@
+//! The simulated store of one node: what the production node keeps in its
+//! Postgres database (term and vote, log, state machine rows, session rows,
+//! applied index) and the transactions that change it, each atomic, as
+//! `node/src/server/storage.rs` carries out the pipeline's operations:
+//!
+//! - [`Store::write`]: one `WriteJob` (snapshot install, log append with
+//!   truncation, hard state, compaction) in one synchronous transaction;
+//! - [`Store::apply`]: one apply batch (state machine rows, session rows
+//!   with expiry at the pipeline's positions, applied index, and every
+//!   `compaction_entries` a snapshot) in one transaction, committed
+//!   synchronously or, when the node is so configured, asynchronously;
+//! - [`Store::snapshot_now`]: a snapshot at the applied index (the first
+//!   thing the applier does after a restart on a compacted log).
+//!
+//! What Postgres and the operating system may do to it is modelled here
+//! and in [`Transaction`]: a transaction that fails before COMMIT changes
+//! nothing; one whose connection drops during COMMIT may or may not have
+//! happened; an asynchronous commit is visible at once but durable only
+//! once the WAL is flushed (by the WAL writer or by any later synchronous
+//! commit), so a Postgres crash loses it; after a crash of the node
+//! process alone, everything committed stays.
+
+use raftgres::core::{DurableState, Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
+use raftgres::pipeline::sessions::{apply_segments_every, ApplySegment};
+use raftgres::pipeline::{ApplyDone, ApplyOutcome, WriteJob};
+
+use crate::kv::{Applied, KvStore};
+
+/// How the applier commits and when sessions expire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplySettings {
+    /// Commit applies with synchronous_commit off.
+    pub asynchronous_commit: bool,
+    /// Sessions unused for this many entries are forgotten.
+    pub session_expiry_entries: u64,
+    /// Sessions expire after every entry whose index is a multiple of this
+    /// (the product's is 1024; the simulator uses short strides).
+    pub session_expiry_stride: u64,
+    /// The applier takes a snapshot every this many entries.
+    pub compaction_entries: u64,
+    /// Planted bug `session-expiry-at-batch-end`.
+    pub expiry_at_batch_end: bool,
+}
+
+/// One node's database.
+#[derive(Clone, Debug, Default)]
+pub struct Store {
+    /// Term and vote.
+    pub hard_state: HardState,
+    /// Where the stored log starts: the compaction point or the installed
+    /// snapshot. Invariant: at most the state machine's applied index,
+    /// unless an asynchronous apply was lost (see `lost_applies`).
+    pub log_start: SnapshotMeta,
+    /// Entries after `log_start`, contiguous.
+    pub entries: Vec<Entry>,
+    /// The state machine as committed (what a read sees).
+    pub state_machine: KvStore,
+    /// The state machine as flushed to the WAL (what survives a Postgres
+    /// crash), when it differs from `state_machine`.
+    flushed: Option<KvStore>,
+}
+
+/// What an apply transaction did, for the pipeline and the checkers.
+#[derive(Debug)]
+pub struct ApplyReport {
+    /// The pipeline's report.
+    pub done: ApplyDone,
+    /// Every entry applied for the first time by this transaction (a lost
+    /// asynchronous apply replayed from the log included), in order.
+    pub applied: Vec<(Entry, Applied)>,
+    /// The rows' digest after each segment: (applied index, digest).
+    pub digests: Vec<(LogIndex, u64)>,
+}
+
+impl Store {
+    /// What the core restarts from.
+    pub fn durable_state(&self) -> DurableState {
+        DurableState {
+            hard_state: self.hard_state,
+            snapshot: self.log_start,
+            entries: self.entries.clone(),
+            applied: self.state_machine.applied_index(),
+        }
+    }
+
+    /// The stored log's last (index, term).
+    pub fn last(&self) -> (LogIndex, Term) {
+        self.entries
+            .last()
+            .map_or((self.log_start.index, self.log_start.term), |entry| {
+                (entry.index, entry.term)
+            })
+    }
+
+    /// The stored entry at `index`, if held.
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        let position = index.0.checked_sub(self.log_start.index.0 + 1)?;
+        self.entries.get(position as usize)
+    }
+
+    /// Carries out `job` in one transaction: the snapshot (state machine,
+    /// sessions, applied index, log reset), the entries (truncating the
+    /// stored suffix from the first one), the hard state, the compaction.
+    /// Synchronous: everything committed before is flushed with it. An
+    /// error (corrupt snapshot bytes) changes nothing and stops the node.
+    pub fn write(&mut self, job: &WriteJob) -> Result<(), String> {
+        // Decoded first: a refused transaction changes nothing.
+        let installed = match &job.snapshot {
+            Some(snapshot) => Some(KvStore::from_bytes(&snapshot.data)?),
+            None => None,
+        };
+        if let (Some(snapshot), Some(state_machine)) = (&job.snapshot, installed) {
+            self.state_machine = state_machine;
+            self.log_start = snapshot.meta;
+            self.entries.clear();
+        }
+        if let Some(first) = job.entries.first() {
+            let start = self.log_start.index.0;
+            let keep = first.index.0.saturating_sub(start + 1) as usize;
+            self.entries.truncate(keep);
+            let new = job.entries.iter().filter(|entry| entry.index.0 > start);
+            self.entries.extend(new.cloned());
+        }
+        if let Some(hard_state) = job.hard_state {
+            self.hard_state = hard_state;
+        }
+        if let Some(point) = job.compact_to {
+            // Never beyond the stored applied index: an asynchronous apply
+            // the snapshot was taken from may have been lost, and the log
+            // must keep the entries that replay it (as the product's
+            // compaction does, storage-pg `send_compact`).
+            let applied = self.state_machine.applied_index();
+            if point.index > self.log_start.index && point.index <= applied {
+                let drop = (point.index.0 - self.log_start.index.0) as usize;
+                self.entries.drain(..drop.min(self.entries.len()));
+                self.log_start = point;
+            }
+        }
+        self.flush();
+        Ok(())
+    }
+
+    /// Applies `batch` in one transaction, as the production applier does:
+    /// entries at or below the stored applied index are answered with an
+    /// unknown outcome (a retry of a commit whose outcome was lost), a gap
+    /// below the batch (an asynchronous apply lost in a Postgres crash) is
+    /// replayed from the log first, and sessions expire at the pipeline's
+    /// positions. `last_snapshot` is where the applier took its latest
+    /// snapshot.
+    pub fn apply(
+        &mut self,
+        batch: &[Entry],
+        settings: ApplySettings,
+        last_snapshot: LogIndex,
+    ) -> Result<ApplyReport, String> {
+        let applied_before = self.state_machine.applied_index();
+        let before = if settings.asynchronous_commit && self.flushed.is_none() {
+            self.state_machine.clone()
+        } else {
+            KvStore::default()
+        };
+        let last = batch.last().expect("apply batches are never empty");
+        let first = batch[0].index;
+        let mut entries = Vec::new();
+        if first > applied_before.next() {
+            for index in applied_before.0 + 1..first.0 {
+                let entry = self.entry(LogIndex(index)).ok_or_else(|| {
+                    format!(
+                        "applies through {} were lost and the log no longer holds entry {index} to replay them (log starts after {})",
+                        first.0 - 1,
+                        self.log_start.index
+                    )
+                })?;
+                entries.push(entry.clone());
+            }
+        }
+        entries.extend(batch.iter().cloned());
+        let mut report = ApplyReport {
+            done: ApplyDone {
+                applied: last.index,
+                outcomes: Vec::with_capacity(entries.len()),
+                snapshot: None,
+            },
+            applied: Vec::new(),
+            digests: Vec::new(),
+        };
+        for segment in self.segments(first.min(entries[0].index), last.index, settings) {
+            for index in segment.indexes.clone() {
+                let entry = &entries[(index - entries[0].index.0) as usize];
+                if entry.index <= applied_before {
+                    let outcome = ApplyOutcome::Unknown;
+                    report
+                        .done
+                        .outcomes
+                        .push((entry.index, entry.term, outcome));
+                    continue;
+                }
+                let (outcome, applied) = self.state_machine.apply(entry);
+                report
+                    .done
+                    .outcomes
+                    .push((entry.index, entry.term, outcome));
+                report.applied.push((entry.clone(), applied));
+            }
+            if let Some(before) = segment.expire_before {
+                self.state_machine.expire_sessions_before(before);
+            }
+            let at = LogIndex(*segment.indexes.end());
+            if at > applied_before {
+                report.digests.push((at, self.state_machine.rows_hash()));
+            }
+        }
+        if last.index > applied_before
+            && last.index.0 >= last_snapshot.0 + settings.compaction_entries
+        {
+            report.done.snapshot = Some(Snapshot {
+                meta: SnapshotMeta {
+                    index: last.index,
+                    term: last.term,
+                },
+                data: self.state_machine.to_bytes(),
+            });
+        }
+        if !settings.asynchronous_commit {
+            self.flush();
+        } else if self.flushed.is_none() {
+            // Committed but not yet flushed: what a Postgres crash leaves.
+            self.flushed = Some(before);
+        }
+        Ok(report)
+    }
+
+    fn segments(
+        &self,
+        first: LogIndex,
+        last: LogIndex,
+        settings: ApplySettings,
+    ) -> Vec<ApplySegment> {
+        #[cfg(feature = "planted-bugs")]
+        if settings.expiry_at_batch_end {
+            return raftgres::pipeline::sessions::apply_segments_at_batch_end(
+                first,
+                last,
+                settings.session_expiry_stride,
+                settings.session_expiry_entries,
+            );
+        }
+        apply_segments_every(
+            first,
+            last,
+            settings.session_expiry_stride,
+            settings.session_expiry_entries,
+        )
+    }
+
+    /// A snapshot of the state machine at its applied index, changing
+    /// nothing (read in one REPEATABLE READ transaction).
+    pub fn snapshot_now(&self, applied_term: Term) -> ApplyDone {
+        let applied = self.state_machine.applied_index();
+        ApplyDone {
+            applied,
+            outcomes: Vec::new(),
+            snapshot: Some(Snapshot {
+                meta: SnapshotMeta {
+                    index: applied,
+                    term: applied_term,
+                },
+                data: self.state_machine.to_bytes(),
+            }),
+        }
+    }
+
+    /// The term of the entry at the applied index (from the log, or the
+    /// log's start when the applied index is the compaction point).
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index == self.log_start.index {
+            return Some(self.log_start.term);
+        }
+        self.entry(index).map(|entry| entry.term)
+    }
+
+    /// The WAL is flushed: every asynchronous commit is durable.
+    pub fn flush(&mut self) {
+        self.flushed = None;
+    }
+
+    /// The applied index that survives a Postgres crash.
+    pub fn flushed_applied(&self) -> LogIndex {
+        self.flushed
+            .as_ref()
+            .unwrap_or(&self.state_machine)
+            .applied_index()
+    }
+
+    /// Whether an asynchronous commit is not yet durable.
+    pub fn unflushed(&self) -> bool {
+        self.flushed.is_some()
+    }
+
+    /// Postgres crashed: asynchronous commits not yet flushed are lost.
+    /// Returns the applied index lost, if any.
+    pub fn postgres_crash(&mut self) -> Option<(LogIndex, LogIndex)> {
+        let flushed = self.flushed.take()?;
+        let before = self.state_machine.applied_index();
+        self.state_machine = flushed;
+        let after = self.state_machine.applied_index();
+        (after != before).then_some((after, before))
+    }
+}
+
+/// How a transaction ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// It commits.
+    Commit,
+    /// A statement fails (or Postgres is away): nothing happened, the node
+    /// retries.
+    Fail,
+    /// The connection drops during COMMIT: it happened or not (`happened`),
+    /// and the node cannot tell; it retries.
+    Unknown {
+        /// Whether the commit took effect.
+        happened: bool,
+    },
+    /// An error the node cannot interpret: it stops.
+    Fatal,
+}
+
+/// A transaction in flight.
+#[derive(Clone, Debug)]
+pub struct Transaction<J> {
+    /// What it carries out.
+    pub job: J,
+    /// When it ends (in world ticks).
+    pub complete_at: u64,
+    /// How it ends.
+    pub fate: Fate,
+    /// Earlier attempts of the same job.
+    pub attempts: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftgres::core::{EntryPayload, NodeId};
+
+    use crate::kv::{encode, Command, Envelope};
+
+    fn entry(index: u64, term: u64, client_id: u64, sequence: u64) -> Entry {
+        let envelope = Envelope {
+            client_id,
+            sequence,
+            operation_id: index,
+            attempt: 1,
+            command: Command::Put {
+                key: 1,
+                value: index,
+            },
+        };
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            payload: EntryPayload::Command(encode(envelope)),
+        }
+    }
+
+    fn settings(asynchronous_commit: bool) -> ApplySettings {
+        ApplySettings {
+            asynchronous_commit,
+            session_expiry_entries: 4,
+            session_expiry_stride: 4,
+            compaction_entries: 1000,
+            expiry_at_batch_end: false,
+        }
+    }
+
+    fn append(store: &mut Store, entries: Vec<Entry>, term: u64) {
+        let job = WriteJob {
+            hard_state: Some(HardState {
+                term: Term(term),
+                voted_for: Some(NodeId(1)),
+            }),
+            entries,
+            ..WriteJob::default()
+        };
+        store.write(&job).unwrap();
+    }
+
+    #[test]
+    fn a_write_truncates_the_stored_suffix_and_compacts() {
+        let mut store = Store::default();
+        append(
+            &mut store,
+            (1..=3).map(|index| entry(index, 1, 0, 0)).collect(),
+            1,
+        );
+        append(&mut store, vec![entry(3, 2, 0, 0)], 2);
+        let terms: Vec<u64> = store.entries.iter().map(|entry| entry.term.0).collect();
+        assert_eq!(terms, vec![1, 1, 2]);
+        assert_eq!(store.hard_state.term, Term(2));
+        let applied = store.entries[..2].to_vec();
+        store.apply(&applied, settings(false), LogIndex(0)).unwrap();
+        let point = SnapshotMeta {
+            index: LogIndex(2),
+            term: Term(1),
+        };
+        store
+            .write(&WriteJob {
+                compact_to: Some(point),
+                ..WriteJob::default()
+            })
+            .unwrap();
+        assert_eq!(store.log_start, point);
+        assert_eq!(store.last(), (LogIndex(3), Term(2)));
+    }
+
+    #[test]
+    fn a_lost_asynchronous_apply_is_replayed_from_the_log() {
+        let mut store = Store::default();
+        let entries: Vec<Entry> = (1..=4).map(|index| entry(index, 1, 0, 0)).collect();
+        append(&mut store, entries.clone(), 1);
+        store
+            .apply(&entries[..2], settings(true), LogIndex(0))
+            .unwrap();
+        assert!(store.unflushed());
+        assert_eq!(store.postgres_crash(), Some((LogIndex(0), LogIndex(2))));
+        let report = store
+            .apply(&entries[2..], settings(true), LogIndex(0))
+            .unwrap();
+        assert_eq!(report.applied.len(), 4, "the gap is replayed first");
+        assert_eq!(store.state_machine.applied_index(), LogIndex(4));
+    }
+
+    #[test]
+    fn compaction_keeps_the_entries_of_applies_a_postgres_crash_lost() {
+        let mut store = Store::default();
+        let entries: Vec<Entry> = (1..=4).map(|index| entry(index, 1, 0, 0)).collect();
+        append(&mut store, entries.clone(), 1);
+        store.apply(&entries, settings(true), LogIndex(0)).unwrap();
+        store.postgres_crash();
+        let point = SnapshotMeta {
+            index: LogIndex(4),
+            term: Term(1),
+        };
+        store
+            .write(&WriteJob {
+                compact_to: Some(point),
+                ..WriteJob::default()
+            })
+            .unwrap();
+        assert_eq!(store.log_start, SnapshotMeta::default(), "not compacted");
+        let report = store
+            .apply(&entries[3..], settings(true), LogIndex(0))
+            .unwrap();
+        assert_eq!(report.applied.len(), 4, "the lost applies are replayed");
+    }
+
+    #[test]
+    fn a_retried_apply_that_already_committed_answers_unknown() {
+        let mut store = Store::default();
+        let entries: Vec<Entry> = (1..=2).map(|index| entry(index, 1, 3, index)).collect();
+        append(&mut store, entries.clone(), 1);
+        store.apply(&entries, settings(false), LogIndex(0)).unwrap();
+        let again = store.apply(&entries, settings(false), LogIndex(0)).unwrap();
+        assert!(again.applied.is_empty());
+        assert!(again
+            .done
+            .outcomes
+            .iter()
+            .all(|(_, _, outcome)| *outcome == ApplyOutcome::Unknown));
+    }
+
+    #[test]
+    fn sessions_expire_at_the_same_entries_whatever_the_batches() {
+        let entries: Vec<Entry> = (1..=12)
+            .map(|index| entry(index, 1, index % 3 + 1, index))
+            .collect();
+        let mut one = Store::default();
+        let mut many = Store::default();
+        append(&mut one, entries.clone(), 1);
+        append(&mut many, entries.clone(), 1);
+        let one_report = one.apply(&entries, settings(false), LogIndex(0)).unwrap();
+        let mut many_digests = Vec::new();
+        for batch in [&entries[..3], &entries[3..5], &entries[5..]] {
+            let report = many.apply(batch, settings(false), LogIndex(0)).unwrap();
+            many_digests.extend(report.digests);
+        }
+        assert_eq!(one.state_machine, many.state_machine);
+        for (index, digest) in one_report.digests {
+            if let Some((_, other)) = many_digests.iter().find(|(at, _)| *at == index) {
+                assert_eq!(digest, *other, "rows differ at {index}");
+            }
+        }
+    }
+}
