@@ -134,9 +134,7 @@ impl World {
                     return;
                 }
                 let leader = self.leader();
-                let description = self
-                    .network
-                    .partition(now, kind, leader, &mut self.rng.faults);
+                let description = self.network.partition(kind, leader, &mut self.rng.faults);
                 let ticks_max = if isolate_reading_leader {
                     self.profile.isolate_ticks_max
                 } else {
@@ -171,7 +169,7 @@ impl World {
     fn heal_network(&mut self) {
         self.partition_until = None;
         if self.network.is_partitioned() {
-            self.network.heal(self.now);
+            self.network.heal();
             self.trace
                 .record(self.now, "heal", &[], || "network".to_string());
         }
