@@ -520,15 +520,8 @@ impl CoreSettings {
             0 => 3,
             _ => rng.gen_range(3..=election_ticks_min),
         };
-        let pre_vote = rng.gen_bool(0.5);
-        // Without pre-vote, candidates that lose step down together when
-        // the rejections arrive and, with only three timeouts to draw
-        // from, time out together again and again (make sim, seeds 2647,
-        // 6989 and 7053 before this rule): one more value breaks the step.
-        // Adjusted after the draws, so that no other world changes.
-        let spread = if pre_vote { spread } else { spread.max(4) };
         CoreSettings {
-            pre_vote,
+            pre_vote: rng.gen_bool(0.5),
             check_quorum: rng.gen_bool(0.5),
             entries_per_message_max,
             election_ticks_min,

@@ -91,12 +91,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [28, 22],
+            seeds_needed: [28, 64],
             checkers: &["client_outcomes", "linearizability"],
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [69, 115],
+            seeds_needed: [25, 115],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
