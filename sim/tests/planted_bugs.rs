@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [1, 1],
+            seeds_needed: [5, 1],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -76,12 +76,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [35, 35],
+            seeds_needed: [10, 58],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "lease-by-tick-count",
-            seeds_needed: [80, 278],
+            seeds_needed: [375, 199],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -91,12 +91,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [28, 64],
+            seeds_needed: [24, 2],
             checkers: &["client_outcomes", "linearizability"],
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [25, 115],
+            seeds_needed: [6, 44],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
