@@ -129,7 +129,9 @@ async fn write<S: StateMachine>(
         store.append(batch).await?;
     }
     if let Some(meta) = job.compact_to {
-        store.compact(meta.index.0, meta.term.0).await?;
+        // Not past the stored applied index: a Postgres crash may have
+        // lost asynchronous applies the snapshot was taken from.
+        store.compact_applied(meta.index.0, meta.term.0).await?;
     }
     Ok(())
 }

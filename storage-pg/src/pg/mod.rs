@@ -425,24 +425,7 @@ impl LogStore for PgStore {
     }
 
     async fn compact(&mut self, up_to: u64, term: u64) -> Result<(), StoreError> {
-        self.ensure_session().await?;
-        let stored_term = if up_to > self.bounds.snapshot.index && up_to <= self.bounds.last_index {
-            self.term_at(up_to).await?
-        } else {
-            None
-        };
-        if store::check_compact(&self.bounds, up_to, term, stored_term)? == CompactPlan::Nothing {
-            return Ok(());
-        }
-        let result = self.send_compact(up_to, term).await;
-        match result {
-            Ok(true) => {
-                self.bounds.snapshot = SnapshotMeta { index: up_to, term };
-                Ok(())
-            }
-            Ok(false) => Ok(()),
-            Err(error) => Err(self.note(error)),
-        }
+        self.compact_guarded(up_to, term, false).await.map(|_| ())
     }
 
     async fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), StoreError> {
@@ -498,23 +481,63 @@ impl PgStore {
         Ok(entries)
     }
 
-    /// Compacts through `up_to` unless the stored applied index is below
-    /// it (returns whether it did). The applier may commit asynchronously:
-    /// a Postgres crash can lose applies the node already took a snapshot
-    /// of, and the log must keep the entries that replay them.
-    async fn send_compact(&mut self, up_to: u64, term: u64) -> Result<bool, StoreError> {
+    /// Compacts through `up_to` (as [`LogStore::compact`] does) only if
+    /// the stored applied index has reached it; returns whether it did.
+    /// The node compacts this way: its applier may commit asynchronously,
+    /// a Postgres crash can then lose applies the node already took a
+    /// snapshot of, and the log must keep the entries that replay them.
+    /// Once the applied index is stored at or past `up_to`, the compaction's
+    /// own synchronous commit flushes the WAL through those applies.
+    pub async fn compact_applied(&mut self, up_to: u64, term: u64) -> Result<bool, StoreError> {
+        self.compact_guarded(up_to, term, true).await
+    }
+
+    async fn compact_guarded(
+        &mut self,
+        up_to: u64,
+        term: u64,
+        only_applied: bool,
+    ) -> Result<bool, StoreError> {
+        self.ensure_session().await?;
+        let stored_term = if up_to > self.bounds.snapshot.index && up_to <= self.bounds.last_index {
+            self.term_at(up_to).await?
+        } else {
+            None
+        };
+        if store::check_compact(&self.bounds, up_to, term, stored_term)? == CompactPlan::Nothing {
+            return Ok(false);
+        }
+        let result = self.send_compact(up_to, term, only_applied).await;
+        match result {
+            Ok(true) => {
+                self.bounds.snapshot = SnapshotMeta { index: up_to, term };
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(error) => Err(self.note(error)),
+        }
+    }
+
+    async fn send_compact(
+        &mut self,
+        up_to: u64,
+        term: u64,
+        only_applied: bool,
+    ) -> Result<bool, StoreError> {
         let map = |error| classify("compacting", error);
         let session = self.session();
         let transaction = session.client.transaction().await.map_err(map)?;
         let statements = &session.statements;
-        let applied: i64 = transaction
-            .query_one("SELECT applied_index FROM raftgres_applied FOR SHARE", &[])
-            .await
-            .map_err(map)?
-            .get(0);
-        if (applied as u64) < up_to {
-            transaction.rollback().await.map_err(map)?;
-            return Ok(false);
+        if only_applied {
+            let applied: i64 = transaction
+                .query_one("SELECT applied_index FROM raftgres_applied FOR SHARE", &[])
+                .await
+                .map_err(map)?
+                .get(0);
+            if (applied as u64) < up_to {
+                transaction.rollback().await.map_err(map)?;
+                return Ok(false);
+            }
         }
         transaction
             .execute(&statements.delete_through, &[&(up_to as i64)])
