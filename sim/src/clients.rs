@@ -6,7 +6,7 @@
 //! told goes to the linearizability history and the outcome checkers.
 
 use raftgres::core::{Entry, LogIndex, NodeId};
-use raftgres::pipeline::{ReadMode, Refusal, Reply};
+use raftgres::pipeline::{check_read_covered, ReadMode, Refusal, Reply};
 use rand::Rng;
 
 use crate::checkers::durability::AcknowledgedWrite;
@@ -469,12 +469,11 @@ impl World {
     fn serve_read(&mut self, client: usize, node: usize, index: LogIndex) {
         let request = self.clients[client].request.expect("a read is outstanding");
         let store = &self.nodes[node].store;
-        if store.state_machine.applied_index() < index {
-            // The database lost applies (an asynchronous commit in a
-            // Postgres crash) that the pipeline counted: serving now would
-            // miss them. Refused; the client retries.
-            let refusal = Refusal::Unavailable("the database is behind the read index".into());
-            return self.retry_later(client, &refusal);
+        // The node's read service makes the same check in the statement
+        // that reads.
+        let covered = check_read_covered(index, store.state_machine.applied_index());
+        if let (Err(behind), false) = (covered, self.reads_unchecked) {
+            return self.retry_later(client, &Refusal::Unavailable(behind.to_string()));
         }
         let value = store.state_machine.get(request.key);
         let id = self.nodes[node].id;

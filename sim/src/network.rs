@@ -78,6 +78,9 @@ struct Connection {
     link: PeerLink,
     /// When a waiting link tries to connect next.
     connect_at: u64,
+    /// When the latest message sent on it while links deliver in order
+    /// arrives.
+    last_delivery: u64,
 }
 
 impl Connection {
@@ -85,6 +88,7 @@ impl Connection {
         let mut connection = Connection {
             link,
             connect_at: now,
+            last_delivery: 0,
         };
         connection.schedule(now);
         connection
@@ -262,7 +266,16 @@ impl Network {
             let copy_at = now + Self::delay(profile, rng);
             self.enqueue(copy_at, message.clone());
         }
-        let deliver_at = now + Self::delay(profile, rng);
+        let mut deliver_at = now + Self::delay(profile, rng);
+        if profile.links_in_order {
+            // Behind the link's previous message (ties deliver in send
+            // order); messages sent before the links were in order (a slow
+            // one still in flight from the faults) hold nothing up.
+            let slot = self.slot(message.from, message.to);
+            let connection = &mut self.connections[slot];
+            deliver_at = deliver_at.max(connection.last_delivery);
+            connection.last_delivery = deliver_at;
+        }
         self.enqueue(deliver_at, message);
         if duplicate {
             SendFate::Duplicated

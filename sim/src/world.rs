@@ -111,6 +111,9 @@ pub struct World {
     pub(crate) profile: FaultProfile,
     pub(crate) original_profile: FaultProfile,
     pub(crate) apply_settings: ApplySettings,
+    /// The planted bug of a read service that serves reads the state
+    /// machine no longer covers (`read-beyond-stored-applied`).
+    pub(crate) reads_unchecked: bool,
     pub(crate) now: u64,
     pub(crate) fault_end: u64,
     pub(crate) nodes: Vec<SimNode>,
@@ -200,6 +203,7 @@ impl World {
             original_profile: profile.clone(),
             profile,
             apply_settings,
+            reads_unchecked: config.planted_bug.as_deref() == Some("read-beyond-stored-applied"),
             config,
             seed,
             now: 0,

@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use raftgres::client::ReadMode;
-use raftgres_proto::v1::RangeRequest;
+use raftgres_proto::v1::{GetRequest, RangeRequest};
 use raftgres_tests::{kv_client, BackgroundWriter, TestCluster, POLL_INTERVAL, WAIT_MAX};
+use tonic::Code;
 
 /// Proves that when one follower's Postgres is killed (SIGKILL) and
 /// restarted, twice, writes through the leader keep succeeding throughout,
@@ -197,4 +198,85 @@ async fn writes_go_on_when_the_leaders_postgres_stops() {
         .await
         .expect("a read after recovery");
     assert_eq!(value.as_deref(), Some(b"2".as_slice()));
+}
+
+/// Proves a node serves no read its stored state machine does not cover.
+/// With asynchronous apply commits, a Postgres crash can lose applies the
+/// node already counted; the node learns of it only at its next apply,
+/// which replays them. Here the follower's stored applied index is set
+/// back three entries behind the node's back (what such a crash leaves):
+/// reads on it are refused as UNAVAILABLE, naming both indexes, instead of
+/// being served from rows behind the read index; the next write replays
+/// the gap and reads are served again, with every acknowledged value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_wait_for_applies_a_postgres_crash_lost() {
+    let mut cluster = TestCluster::start("applies-lost").await;
+    let leader = cluster.wait_leader().await;
+    let follower = cluster.others(leader)[0];
+    let client = cluster.client();
+    for i in 0..5 {
+        client
+            .put(format!("lost/{i}"), format!("v{i}"))
+            .await
+            .expect("a write");
+    }
+    let commit = cluster.wait_caught_up(follower).await;
+    let database = connect(&cluster.postgres(follower).conninfo()).await;
+    database
+        .batch_execute(
+            "UPDATE raftgres_applied SET applied_index = applied_index - 3,
+                 applied_term = (SELECT term FROM raftgres_log
+                                 WHERE log_index = raftgres_applied.applied_index - 3)",
+        )
+        .await
+        .expect("set the stored applied index back");
+
+    let mut reads = kv_client(cluster.node_address(follower)).await;
+    let refused = reads
+        .get(GetRequest {
+            key: b"lost/4".to_vec(),
+            mode: ReadMode::Linearizable as i32,
+        })
+        .await
+        .expect_err("a read the stored state machine does not cover");
+    println!("read at commit index {commit} refused: {refused}");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+    assert!(
+        refused.message().contains("behind the read index"),
+        "{refused}"
+    );
+    let refused = reads
+        .range(RangeRequest {
+            prefix: b"lost/".to_vec(),
+            limit: 10,
+            mode: ReadMode::Linearizable as i32,
+        })
+        .await
+        .expect_err("a range the stored state machine does not cover");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+
+    client.put("lost/5", "v5").await.expect("a write");
+    cluster.wait_caught_up(follower).await;
+    let served = reads
+        .range(RangeRequest {
+            prefix: b"lost/".to_vec(),
+            limit: 10,
+            mode: ReadMode::Linearizable as i32,
+        })
+        .await
+        .expect("the next write replayed the lost applies")
+        .into_inner();
+    let values: Vec<_> = served.kvs.iter().map(|kv| kv.value.clone()).collect();
+    let expected: Vec<_> = (0..6).map(|i| format!("v{i}").into_bytes()).collect();
+    assert_eq!(values, expected);
+    assert!(served.read_index > commit);
+    cluster.assert_no_node_exited();
+}
+
+async fn connect(conninfo: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect to {conninfo}: {error}"));
+    tokio::spawn(connection);
+    client
 }

@@ -63,12 +63,18 @@ pub enum PlantedBug {
     /// to a read from before a restart can release a new read at an old
     /// index (issue 9, item 7).
     ReadContextsRestart,
+    /// The read service serves a read released at the applied index the
+    /// pipeline counted from a state machine that lost applies in a
+    /// Postgres crash (issue 9, item 4). Planted in the simulator's model
+    /// of the read service, which makes the service's check
+    /// (`pipeline::check_read_covered`).
+    ReadBeyondStoredApplied,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug, in a stable order.
-    pub const ALL: [PlantedBug; 15] = [
+    pub const ALL: [PlantedBug; 16] = [
         PlantedBug::VoteWithoutLogCheck,
         PlantedBug::CommitPreviousTerm,
         PlantedBug::VoteBeforeDurable,
@@ -84,6 +90,7 @@ impl PlantedBug {
         PlantedBug::SnapshotBeforeHardState,
         PlantedBug::CoveredProposalsLost,
         PlantedBug::ReadContextsRestart,
+        PlantedBug::ReadBeyondStoredApplied,
     ];
 
     /// The name used on the command line.
@@ -104,6 +111,7 @@ impl PlantedBug {
             PlantedBug::SnapshotBeforeHardState => "snapshot-before-hard-state",
             PlantedBug::CoveredProposalsLost => "covered-proposals-lost",
             PlantedBug::ReadContextsRestart => "read-contexts-restart",
+            PlantedBug::ReadBeyondStoredApplied => "read-beyond-stored-applied",
         }
     }
 

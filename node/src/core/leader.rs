@@ -317,9 +317,10 @@ impl Raft {
         hint_term: Term,
     ) {
         // Fast backtracking: skip every entry of the leader's log whose term
-        // is above the follower's term at the hint.
+        // is above the follower's term at the hint. A follower behind the
+        // leader's snapshot lands below it and is sent the snapshot.
         let next_probe = if hint_term.0 > 0 {
-            self.log.find_conflict_by_term(hint_index, hint_term).0
+            self.log.last_possible_match(hint_index, hint_term)
         } else {
             hint_index
         };

@@ -255,19 +255,35 @@ impl RaftLog {
         self.unpersisted_from = self.unpersisted_from.min(from);
     }
 
-    /// For a rejected AppendEntries at (`index`, `term`): the last index at
-    /// or below `index` whose term is at most `term`, with that term. The
-    /// leader can skip every entry above it in one round trip.
+    /// The follower's hint for a rejected AppendEntries at (`index`,
+    /// `term`): the last index at or below `index` whose term is at most
+    /// `term`, with that term. The leader can skip every entry above it in
+    /// one round trip. A walk that reaches the snapshot answers with the
+    /// snapshot's position: it is committed, so the leader holds it too.
     pub fn find_conflict_by_term(&self, index: LogIndex, term: Term) -> (LogIndex, Term) {
+        let probe = self.last_possible_match(index, term);
+        match self.term_at(probe) {
+            Some(found) => (probe, found),
+            None => (self.snapshot.index, self.snapshot.term),
+        }
+    }
+
+    /// The leader's side of fast backtracking: the last index at or below
+    /// `index` where a follower whose entry at `index` has `term` may agree
+    /// with this log. An entry whose term is above `term` cannot match (the
+    /// follower's terms up to `index` are at most `term`). Below the
+    /// snapshot nothing is known, so the answer may fall there, and the
+    /// next send to that follower is the snapshot.
+    pub fn last_possible_match(&self, index: LogIndex, term: Term) -> LogIndex {
         let mut probe = index.min(self.last_index());
-        loop {
+        while probe >= self.snapshot.index {
             match self.term_at(probe) {
-                Some(found) if found <= term => return (probe, found),
-                Some(_) if probe > self.snapshot.index => probe = probe.prev(),
-                // Reached the snapshot (or below): nothing older is known.
-                _ => return (self.snapshot.index, self.snapshot.term),
+                Some(found) if found <= term => return probe,
+                _ if probe == LogIndex(0) => return probe,
+                _ => probe = probe.prev(),
             }
         }
+        probe
     }
 
     /// Raises the commit index; lowering it is ignored (a stale message).
@@ -456,6 +472,33 @@ mod tests {
         );
         assert_eq!(
             log.find_conflict_by_term(LogIndex(12), Term(1)),
+            (LogIndex(10), Term(3))
+        );
+    }
+
+    #[test]
+    fn backtracking_below_the_snapshot_points_into_it() {
+        let snapshot = SnapshotMeta {
+            index: LogIndex(10),
+            term: Term(3),
+        };
+        let log = RaftLog::restore(
+            NodeId(1),
+            snapshot,
+            vec![entry(11, 3), entry(12, 4)],
+            LogIndex(10),
+        );
+        assert_eq!(log.last_possible_match(LogIndex(12), Term(3)), LogIndex(11));
+        assert_eq!(log.last_possible_match(LogIndex(12), Term(2)), LogIndex(9));
+        assert_eq!(log.last_possible_match(LogIndex(7), Term(2)), LogIndex(7));
+        assert_eq!(log.last_possible_match(LogIndex(7), Term(9)), LogIndex(7));
+        assert_eq!(
+            log_with_terms(&[2, 2]).last_possible_match(LogIndex(2), Term(1)),
+            LogIndex(0)
+        );
+        // The follower's hint names a position it holds: its snapshot.
+        assert_eq!(
+            log.find_conflict_by_term(LogIndex(12), Term(2)),
             (LogIndex(10), Term(3))
         );
     }

@@ -488,7 +488,16 @@ impl Raft {
                     return false;
                 }
                 if !pre_vote {
+                    // The election timer restarts on granting a vote or on
+                    // hearing from a leader (section 5.2), not on stepping
+                    // down to a candidate that may not get the vote:
+                    // restarting it would line up every node's next timeout
+                    // at the moment the request arrived, and a candidate
+                    // that cannot win (its log is behind) would keep the
+                    // cluster in step, splitting vote after vote.
+                    let timer = (self.election_elapsed, self.randomized_election_ticks);
                     self.become_follower(message.term, None);
+                    (self.election_elapsed, self.randomized_election_ticks) = timer;
                 }
                 true
             }

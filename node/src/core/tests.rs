@@ -691,6 +691,104 @@ fn a_leader_ignores_acknowledgements_of_heartbeat_rounds_it_never_sent() {
     assert!(reported(&mut leader)[0].contains(&format!("only up to {sent}")));
 }
 
+/// Simulator seed 664 (5 nodes, swarm): a follower whose log ends below the
+/// leader's snapshot, with an entry of an older term there, answered every
+/// probe with the same hint; the leader walked back only to its snapshot
+/// index and probed there forever instead of sending the snapshot.
+#[test]
+fn a_follower_behind_the_leaders_snapshot_is_sent_the_snapshot() {
+    let durable = DurableState {
+        hard_state: HardState {
+            term: Term(5),
+            voted_for: None,
+        },
+        snapshot: SnapshotMeta {
+            index: LogIndex(10),
+            term: Term(5),
+        },
+        entries: vec![Entry {
+            term: Term(5),
+            index: LogIndex(11),
+            payload: EntryPayload::Command(vec![]),
+        }],
+        applied: LogIndex(10),
+    };
+    let mut leader = Raft::new(config(1, 3), durable, 1).unwrap();
+    leader.campaign_now();
+    let granted = MessageBody::VoteResponse {
+        pre_vote: false,
+        granted: true,
+    };
+    leader.step(message(2, 1, 6, granted));
+    assert_eq!(leader.role(), Role::Leader);
+    leader.ready();
+    // Node 2's log ends at 9, in term 2: below the leader's snapshot.
+    let rejection = |index: u64| MessageBody::AppendResponse {
+        index: LogIndex(index),
+        rejected: true,
+        reject_hint_index: LogIndex(9),
+        reject_hint_term: Term(2),
+    };
+    leader.step(message(2, 1, 6, rejection(11)));
+    let sent: Vec<_> = leader
+        .ready()
+        .messages
+        .into_iter()
+        .filter(|message| message.to == NodeId(2))
+        .map(|message| message.body)
+        .collect();
+    assert!(
+        matches!(
+            sent.as_slice(),
+            [MessageBody::InstallSnapshot { snapshot }] if snapshot.meta.index == LogIndex(10)
+        ),
+        "{sent:?}"
+    );
+}
+
+/// Simulator seeds 3083, 4040 and 7590 (5 nodes, swarm, pre-vote off):
+/// every node restarted its election timer when a higher-term vote
+/// request arrived, even one it refused, so their next timeouts lined up
+/// and split vote followed split vote, with no leader for the whole
+/// liveness bound. Only a granted vote or a leader restarts the timer.
+#[test]
+fn a_refused_vote_request_does_not_restart_the_election_timer() {
+    let config = config(1, 3);
+    let (min, max) = (config.election_ticks_min, config.election_ticks_max);
+    let mut refusing = node_with_log(1, 3, 1, &[1, 1]);
+    let mut granting = node_with_log(1, 3, 1, &[1, 1]);
+    let waited = max - min + 1;
+    for _ in 0..waited {
+        refusing.tick();
+        granting.tick();
+    }
+    refusing.step(vote_request(2, 1, 2, 1, 1));
+    assert_eq!(
+        granted(&refusing.ready().messages_after_persist),
+        Some(false)
+    );
+    granting.step(vote_request(2, 1, 2, 2, 1));
+    assert_eq!(
+        granted(&granting.ready().messages_after_persist),
+        Some(true)
+    );
+    for _ in waited..max {
+        refusing.tick();
+        granting.tick();
+    }
+    assert_eq!(
+        refusing.role(),
+        Role::Candidate,
+        "the timer kept running across the refused request"
+    );
+    assert_eq!(refusing.term(), Term(3));
+    assert_eq!(
+        granting.role(),
+        Role::Follower,
+        "a granted vote restarts the timer"
+    );
+}
+
 #[test]
 fn a_leader_ignores_rejections_of_appends_it_never_sent() {
     let mut leader = leader(3);

@@ -51,7 +51,7 @@ use std::time::Duration;
 
 pub use apply::{ApplyDone, ApplyOutcome};
 pub use clock::Instant;
-pub use requests::{ReadMode, Refusal, Reply, RequestId};
+pub use requests::{check_read_covered, ReadMode, ReadNotCovered, Refusal, Reply, RequestId};
 pub use write::{WriteDone, WriteJob};
 
 use crate::core::{

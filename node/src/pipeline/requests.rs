@@ -71,6 +71,45 @@ pub enum Refusal {
     OutcomeUnknown(String),
 }
 
+/// Whether a read released at `read_index` may be served from a state
+/// machine whose stored applied index is `stored_applied`. The pipeline
+/// releases reads at the applied index it counted; with asynchronous apply
+/// commits a Postgres crash can lose applies it counted, and until the
+/// applier replays them a read served there would miss acknowledged
+/// writes. Such a read is refused as retryable (`UNAVAILABLE`).
+pub fn check_read_covered(
+    read_index: LogIndex,
+    stored_applied: LogIndex,
+) -> Result<(), ReadNotCovered> {
+    if stored_applied >= read_index {
+        return Ok(());
+    }
+    Err(ReadNotCovered {
+        read_index,
+        stored_applied,
+    })
+}
+
+/// A read the stored state machine does not cover yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadNotCovered {
+    /// The index the read must observe.
+    pub read_index: LogIndex,
+    /// The applied index the state machine's rows are at.
+    pub stored_applied: LogIndex,
+}
+
+impl std::fmt::Display for ReadNotCovered {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "the state machine is at index {}, behind the read index {} \
+             (applies lost in a Postgres crash are replayed with the next write); retry",
+            self.stored_applied, self.read_index
+        )
+    }
+}
+
 /// Requests waiting for the core or the applier.
 #[derive(Debug, Default)]
 pub(super) struct Requests {

@@ -36,11 +36,14 @@ impl Snapshots {
         } else {
             self.latest.replace(snapshot)
         }?;
-        if point.meta.index <= log_snapshot_index {
+        if point.meta.index < log_snapshot_index {
             return None;
         }
         self.sendable = Some(point.clone());
-        Some(point)
+        // A snapshot exactly at the log's start (a restart right after
+        // compacting to the applied index) compacts nothing, but it is the
+        // prefix's bytes: without them no lagging follower could catch up.
+        (point.meta.index > log_snapshot_index).then_some(point)
     }
 
     /// A leader's snapshot was installed: the log now starts after it.
@@ -104,6 +107,33 @@ mod tests {
         assert_eq!(
             snapshots.taken(snapshot(150), LogIndex(100)),
             Some(snapshot(150))
+        );
+    }
+
+    /// Simulator seed 4477 (5 nodes, swarm): a leader restarted on a log
+    /// compacted exactly to its applied index took its start-up snapshot
+    /// there, but kept no bytes for it, so the follower that needed the
+    /// prefix was never sent it.
+    #[test]
+    fn a_start_up_snapshot_at_the_log_start_becomes_sendable() {
+        let mut snapshots = Snapshots::default();
+        assert_eq!(snapshots.taken(snapshot(100), LogIndex(100)), None);
+        let message = Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::InstallSnapshot {
+                snapshot: Snapshot {
+                    data: Vec::new(),
+                    ..snapshot(100)
+                },
+            },
+        };
+        assert_eq!(
+            snapshots.attach(message).map(|message| message.body),
+            Some(MessageBody::InstallSnapshot {
+                snapshot: snapshot(100)
+            })
         );
     }
 

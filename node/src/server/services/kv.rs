@@ -8,8 +8,9 @@ use tonic::{Request, Response, Status};
 
 use super::{database_error, Shared};
 use crate::core::LogIndex;
+use crate::pipeline::check_read_covered;
 use crate::server::error::ServiceError;
-use crate::server::state_machine::{decode_kv_command, key_value_of_row, StateMachine};
+use crate::server::state_machine::{decode_kv_command, StateMachine};
 
 /// `raftgres.v1.Kv`.
 pub(crate) struct KvService<S> {
@@ -52,18 +53,18 @@ impl<S: StateMachine> KvService<S> {
         shared.check_key(&request.key)?;
         let read_index = shared.read_barrier(request.mode).await?;
         let client = shared.reads.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT value, mod_index FROM raftgres_kv WHERE key = $1",
+        // One statement, one snapshot: the rows and the applied index they
+        // are at.
+        let rows = client
+            .query(
+                "SELECT applied.applied_index, kv.key, kv.value, kv.mod_index
+                 FROM raftgres_applied AS applied
+                 LEFT JOIN raftgres_kv AS kv ON kv.key = $1",
                 &[&request.key],
             )
             .await
             .map_err(database_error)?;
-        let kv = row.map(|row| wire::KeyValue {
-            key: request.key.clone(),
-            value: row.get(0),
-            mod_index: row.get::<_, i64>(1) as u64,
-        });
+        let kv = covered_pairs(&rows, read_index)?.pop();
         Ok(wire::GetResponse {
             kv,
             read_index: read_index.0,
@@ -86,24 +87,54 @@ impl<S: StateMachine> KvService<S> {
         let upper = prefix_upper_bound(&request.prefix);
         let rows = client
             .query(
-                "SELECT key, value, mod_index FROM raftgres_kv
-                 WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) ORDER BY key LIMIT $3",
+                "SELECT applied.applied_index, kv.key, kv.value, kv.mod_index
+                 FROM raftgres_applied AS applied
+                 LEFT JOIN LATERAL (
+                     SELECT key, value, mod_index FROM raftgres_kv
+                     WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2)
+                     ORDER BY key LIMIT $3
+                 ) AS kv ON true
+                 ORDER BY kv.key",
                 &[&request.prefix, &upper, &(i64::from(limit) + 1)],
             )
             .await
             .map_err(database_error)?;
-        let more = rows.len() > limit as usize;
-        let kvs = rows
-            .iter()
-            .take(limit as usize)
-            .map(key_value_of_row)
-            .collect();
+        let mut kvs = covered_pairs(&rows, read_index)?;
+        let more = kvs.len() > limit as usize;
+        kvs.truncate(limit as usize);
         Ok(wire::RangeResponse {
             kvs,
             more,
             read_index: read_index.0,
         })
     }
+}
+
+/// Rows selected as `applied_index, key, value, mod_index` from
+/// `raftgres_applied` joined with the `raftgres_kv` rows read (NULL key-value
+/// columns when none matched): the pairs, once the applied index is known
+/// to cover `read_index` (see `check_read_covered`).
+fn covered_pairs(
+    rows: &[tokio_postgres::Row],
+    read_index: LogIndex,
+) -> Result<Vec<wire::KeyValue>, ServiceError> {
+    let stored_applied = rows
+        .first()
+        .map(|row| LogIndex(row.get::<_, i64>(0) as u64))
+        .ok_or_else(|| ServiceError::Unavailable("raftgres_applied has no row".into()))?;
+    check_read_covered(read_index, stored_applied)
+        .map_err(|behind| ServiceError::Unavailable(behind.to_string()))?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let key: Option<Vec<u8>> = row.get(1);
+            Some(wire::KeyValue {
+                key: key?,
+                value: row.get(2),
+                mod_index: row.get::<_, i64>(3) as u64,
+            })
+        })
+        .collect())
 }
 
 /// The smallest key greater than every key starting with `prefix`, or
