@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use raftgres::client::ReadMode;
+use raftgres::server::NodeConfig;
 use raftgres_proto::v1::{GetRequest, RangeRequest};
 use raftgres_tests::{kv_client, BackgroundWriter, TestCluster, POLL_INTERVAL, WAIT_MAX};
 use tonic::Code;
@@ -221,7 +222,10 @@ async fn reads_wait_for_applies_a_postgres_crash_lost() {
             .expect("a write");
     }
     let commit = cluster.wait_caught_up(follower).await;
-    let database = connect(&cluster.postgres(follower).conninfo()).await;
+    let conninfo = NodeConfig::from_file(&cluster.config_path(follower))
+        .expect("the follower's config")
+        .postgres;
+    let database = connect(&conninfo).await;
     database
         .batch_execute(
             "UPDATE raftgres_applied SET applied_index = applied_index - 3,
