@@ -5,7 +5,8 @@
 //! `apply_segment`): a retry of the latest sequence is answered with the
 //! first application's response and index, an older sequence is refused,
 //! and sessions expire at the log positions `raftgres::pipeline::sessions`
-//! names, whatever the apply batches. Gets are served from the store after
+//! names, whatever the apply batches (`tests/tests/kv_contract/` holds the
+//! model to the Postgres state machine). Gets are served from the store after
 //! the pipeline releases them, never through the log. Values are `u64`;
 //! `VALUE_ABSENT` (0) stands for a missing key, and the workload never
 //! writes it.
@@ -179,6 +180,11 @@ impl KvStore {
     /// The value of `key` (`VALUE_ABSENT` when never written).
     pub fn get(&self, key: u64) -> u64 {
         self.values.get(&key).copied().unwrap_or(VALUE_ABSENT)
+    }
+
+    /// The key-value rows (a key the workload never wrote has none).
+    pub fn values(&self) -> &BTreeMap<u64, u64> {
+        &self.values
     }
 
     /// Highest applied index.

@@ -5,7 +5,8 @@
 //! - `driver`: the event loop around the core (obeys `crate::core`'s
 //!   driver obligations).
 //! - `storage`: the log writer and the applier, each on its own Postgres
-//!   connection.
+//!   connection; [`StandaloneApplier`]: the applier's transaction alone,
+//!   for contract tests of state machine models.
 //! - `transport`: outgoing peer streams.
 //! - `admission`: the node-wide bound on client requests in service.
 //! - `listener`: accepting connections (a bound on open connections, TLS
@@ -45,6 +46,7 @@ pub use admission::Admitted;
 pub use config::NodeConfig;
 pub use services::NodeApi;
 pub use state_machine::{KvStateMachine, StateMachine};
+pub use storage::StandaloneApplier;
 
 use crate::core::{DurableState, LogIndex, NodeId, Raft};
 
@@ -160,13 +162,9 @@ async fn run<S: StateMachine>(
         .client()
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))?;
-    state_machine
-        .migrate(&read_client)
+    state_machine::migrate_tables(state_machine.as_ref(), &read_client)
         .await
-        .context("cannot create the state machine's tables")?;
-    state_machine::sessions::migrate(&read_client)
-        .await
-        .context("cannot create the session table")?;
+        .context("cannot create the state machine's tables and the session table")?;
     tracing::info!(
         term = durable.hard_state.term.0,
         last_index = durable

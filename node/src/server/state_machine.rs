@@ -92,6 +92,16 @@ pub trait StateMachine: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
 }
 
+/// Creates (idempotently) every table a node applies into: the state
+/// machine's own and the session table.
+pub(crate) async fn migrate_tables<S: StateMachine>(
+    state_machine: &S,
+    client: &Client,
+) -> Result<(), tokio_postgres::Error> {
+    state_machine.migrate(client).await?;
+    sessions::migrate(client).await
+}
+
 /// A `raftgres_kv` row selected as `key, value, mod_index`.
 pub(crate) fn key_value_of_row(row: &tokio_postgres::Row) -> wire::KeyValue {
     wire::KeyValue {

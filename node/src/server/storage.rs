@@ -6,7 +6,10 @@
 //! - the applier applies committed entries to the state machine in apply
 //!   transactions that also record the applied index.
 //!
-//! Both retry retriable failures (Postgres restarting, connection lost)
+//! [`StandaloneApplier`] is the applier's transaction on its own, for
+//! contract tests of state machine models.
+//!
+//! Both tasks retry retriable failures (Postgres restarting, connection lost)
 //! forever with backoff, so that a node whose disk is away stays silent
 //! (no votes, no acknowledgements) instead of crash-looping, and report
 //! only fatal errors, which stop the node.
@@ -395,6 +398,88 @@ async fn apply_batch<S: StateMachine>(
         outcomes,
         snapshot,
     })
+}
+
+/// The node's apply path without the rest of the node: each call to
+/// [`StandaloneApplier::apply`] is one apply transaction exactly as the
+/// node's applier runs it (the session rules, session expiry at the
+/// positions `crate::pipeline::sessions` names, the state machine's batch,
+/// the applied index, committed together), with synchronous commits and
+/// no snapshots. It exists so that other models of a state machine can be
+/// held against the product: `tests/tests/kv_contract/` runs the
+/// simulator's KV model and this side by side.
+pub struct StandaloneApplier<S: StateMachine> {
+    applier: PgApplier,
+    state_machine: S,
+    settings: ApplierSettings,
+}
+
+impl<S: StateMachine> std::fmt::Debug for StandaloneApplier<S> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("StandaloneApplier")
+            .field("applier", &self.applier)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl<S: StateMachine> StandaloneApplier<S> {
+    /// Creates the state machine's tables and the session table (as a
+    /// starting node does) and opens the apply connection. The log store
+    /// must exist already (`PgStore::open` on the same configuration);
+    /// sessions unused for `session_expiry_entries` entries expire.
+    pub async fn open(
+        config: raftgres_storage_pg::PgStoreConfig,
+        state_machine: S,
+        session_expiry_entries: u64,
+    ) -> Result<StandaloneApplier<S>, StoreError> {
+        let connector = raftgres_storage_pg::PgConnector::new(&config.conninfo)?;
+        let (client, _connection) = connector
+            .connect(config.connect_timeout, "raftgres-standalone-applier")
+            .await?;
+        super::state_machine::migrate_tables(&state_machine, &client)
+            .await
+            .map_err(|error| StoreError::from_postgres("creating the tables", error))?;
+        let applier = PgApplier::open(config).await?;
+        let settings = ApplierSettings {
+            asynchronous_commit: false,
+            session_expiry_entries,
+            // Never due: no snapshots.
+            compaction_entries: u64::MAX,
+            snapshot_on_start: false,
+        };
+        Ok(StandaloneApplier {
+            applier,
+            state_machine,
+            settings,
+        })
+    }
+
+    /// Applies consecutive committed `entries` in one transaction and
+    /// reports one outcome per entry, as the node's applier reports to the
+    /// pipeline. Entries at or below the stored applied index are answered
+    /// [`ApplyOutcome::Unknown`] (a batch delivered again after a commit
+    /// whose outcome was lost); a gap below the batch is replayed from the
+    /// stored log. Errors are the applier's: the node would retry a
+    /// retriable one and stop on any other. Panics when `entries` is
+    /// empty: the node never forms an empty batch.
+    pub async fn apply(&mut self, entries: &[Entry]) -> Result<ApplyDone, StoreError> {
+        assert!(!entries.is_empty(), "apply batches are never empty");
+        apply_batch(
+            &mut self.applier,
+            &self.state_machine,
+            self.settings,
+            entries,
+            LogIndex(0),
+        )
+        .await
+    }
+
+    /// Releases the applier lock and closes the connection.
+    pub async fn close(self) {
+        self.applier.close().await;
+    }
 }
 
 /// What to do with one entry of a batch.
