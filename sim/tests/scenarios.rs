@@ -74,7 +74,7 @@ mod describe;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use raftgres::core::{Entry, EntryPayload, LogIndex, Message, NodeId, Term};
 use raftgres::pipeline::{Input, ReadMode, Reply};
@@ -131,6 +131,7 @@ fn add_nodes(cluster: &mut Cluster, arguments: &[&str]) -> String {
         check_quorum: flag(arguments, "check-quorum", true),
         entries_per_message_max: number(arguments, "entries-per-message", 8) as usize,
         compaction_entries: number(arguments, "compaction", 1_000_000),
+        planted_bug: cluster.config.planted_bug.clone(),
     };
     let keys = std::mem::take(&mut cluster.keys);
     *cluster = Cluster::new(settings, keys);
@@ -268,6 +269,24 @@ fn end_transaction(cluster: &mut Cluster, id: NodeId, write: bool, fate: Fate) -
     outcome + &queued_lines(cluster, queued)
 }
 
+/// `tick ID|all [COUNT]`: every node that is up when `all`.
+fn tick(cluster: &mut Cluster, arguments: &[&str]) -> String {
+    let count = arguments
+        .get(1)
+        .map_or(1, |count| count.parse().expect("tick count"));
+    let ids: Vec<NodeId> = node_ids(&arguments[..1], cluster)
+        .into_iter()
+        .filter(|node| arguments[0] != "all" || cluster.is_up(*node))
+        .collect();
+    for node in ids {
+        assert!(cluster.is_up(node), "node {node} is down");
+        for _ in 0..count {
+            cluster.tick(node);
+        }
+    }
+    String::new()
+}
+
 fn fate(arguments: &[&str]) -> Fate {
     match arguments.get(1) {
         None => Fate::Fail,
@@ -283,22 +302,7 @@ fn run_command(cluster: &mut Cluster, line: &str) -> String {
     let printed = match command {
         "add-nodes" => add_nodes(cluster, arguments),
         "set-log" => set_log(cluster, arguments),
-        "tick" => {
-            let count = arguments
-                .get(1)
-                .map_or(1, |count| count.parse().expect("tick count"));
-            let ids: Vec<NodeId> = node_ids(&arguments[..1], cluster)
-                .into_iter()
-                .filter(|node| arguments[0] != "all" || cluster.is_up(*node))
-                .collect();
-            for node in ids {
-                assert!(cluster.is_up(node), "node {node} is down");
-                for _ in 0..count {
-                    cluster.tick(node);
-                }
-            }
-            String::new()
-        }
+        "tick" => tick(cluster, arguments),
         "advance" => {
             cluster.advance(arguments[0].parse().expect("round count"));
             String::new()
@@ -383,9 +387,11 @@ fn run_command(cluster: &mut Cluster, line: &str) -> String {
     std::mem::take(&mut cluster.output) + &printed
 }
 
-/// Runs one script; returns the script with actual outputs in place.
-fn run_script(script: &str) -> String {
+/// Runs one script, every node with `planted_bug` if one is named;
+/// returns the script with actual outputs in place.
+fn run_script(script: &str, planted_bug: Option<&str>) -> String {
     let mut cluster = Cluster::empty();
+    cluster.config.planted_bug = planted_bug.map(str::to_string);
     let mut rewritten = String::new();
     let mut lines = script.lines().peekable();
     while let Some(line) = lines.next() {
@@ -409,31 +415,47 @@ fn run_script(script: &str) -> String {
     rewritten
 }
 
-fn check_scenario(name: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+fn script_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/scenarios")
-        .join(format!("{name}.txt"));
-    let script = std::fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-    let actual = run_script(&script);
+        .join(format!("{name}.txt"))
+}
+
+fn read_script(name: &str) -> String {
+    let path = script_path(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+/// The first line where `actual` differs from `expected`, both numbered
+/// from 1.
+fn first_difference(expected: &str, actual: &str) -> Option<(usize, String, String)> {
+    let mut expected_lines = expected.lines();
+    let mut actual_lines = actual.lines();
+    for line in 1.. {
+        match (expected_lines.next(), actual_lines.next()) {
+            (None, None) => return None,
+            (expected, actual) if expected != actual => {
+                let text = |line: Option<&str>| line.unwrap_or("(end of script)").to_string();
+                return Some((line, text(expected), text(actual)));
+            }
+            _ => {}
+        }
+    }
+    unreachable!("the loop returns at the end of both scripts")
+}
+
+fn check_scenario(name: &str) {
+    let script = read_script(name);
+    let actual = run_script(&script, None);
     if std::env::var_os("REWRITE").is_some() {
-        std::fs::write(&path, &actual).expect("rewrite scenario");
+        std::fs::write(script_path(name), &actual).expect("rewrite scenario");
         return;
     }
-    if actual != script {
-        let first_difference = script
-            .lines()
-            .zip(actual.lines())
-            .enumerate()
-            .find(|(_, (expected, got))| expected != got)
-            .map(|(line, (expected, got))| {
-                format!(
-                    "line {}:\n  expected: {expected}\n  actual:   {got}",
-                    line + 1
-                )
-            })
-            .unwrap_or_else(|| "outputs differ in length".to_string());
-        panic!("scenario {name} differs (REWRITE=1 to regenerate, then review the diff)\n{first_difference}");
+    if let Some((line, expected, got)) = first_difference(&script, &actual) {
+        panic!(
+            "scenario {name} differs (REWRITE=1 to regenerate, then review the diff)\n\
+             line {line}:\n  expected: {expected}\n  actual:   {got}"
+        );
     }
 }
 
@@ -459,4 +481,9 @@ scenarios!(
     read_index,
     leadership_transfer,
     proposal_at_follower,
+    snapshots,
+    slow_storage,
+    failing_storage,
+    storage_stall_hand_off,
 );
+

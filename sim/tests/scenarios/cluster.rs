@@ -46,6 +46,9 @@ pub struct ClusterSettings {
     pub entries_per_message_max: usize,
     /// The applier takes a snapshot every this many entries.
     pub compaction_entries: u64,
+    /// A planted bug every node runs with (needs the `planted-bugs`
+    /// feature).
+    pub planted_bug: Option<String>,
 }
 
 /// One node as the script drives it.
@@ -71,7 +74,8 @@ pub struct ScriptNode {
 
 /// The scripted cluster.
 pub struct Cluster {
-    config: SimConfig,
+    /// The settings every node starts with.
+    pub config: SimConfig,
     apply_settings: ApplySettings,
     /// Nodes by id.
     pub nodes: BTreeMap<NodeId, ScriptNode>,
@@ -98,6 +102,7 @@ impl Cluster {
                 check_quorum: true,
                 entries_per_message_max: 8,
                 compaction_entries: 1_000_000,
+                planted_bug: None,
             },
             Keys::default(),
         )
@@ -110,6 +115,7 @@ impl Cluster {
         config.pre_vote = settings.pre_vote;
         config.check_quorum = settings.check_quorum;
         config.entries_per_message_max = settings.entries_per_message_max;
+        config.planted_bug = settings.planted_bug;
         let apply_settings = ApplySettings {
             asynchronous_commit: false,
             session_expiry_entries: 1_000_000,
