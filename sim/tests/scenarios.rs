@@ -485,5 +485,24 @@ scenarios!(
     slow_storage,
     failing_storage,
     storage_stall_hand_off,
+    lease_reads,
 );
 
+/// The lease scenario catches a lease that outlives wall-clock time: with
+/// the planted bug `lease-by-tick-count` (a resumed node handles one tick
+/// however long it was paused), the read that waited for the paused
+/// leader is served at once from the expired lease, where the scenario
+/// expects it to wait for a quorum round.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn lease_reads_catch_a_lease_counted_in_handled_ticks() {
+    let script = read_script("lease_reads");
+    let actual = run_script(&script, Some("lease-by-tick-count"));
+    let (line, expected, got) =
+        first_difference(&script, &actual).expect("the planted bug changes the scenario");
+    assert_eq!(
+        (expected.as_str(), got.as_str()),
+        ("no reads", "read r3 safe at index 1"),
+        "first difference at line {line}"
+    );
+}
