@@ -263,6 +263,10 @@ fn answers(cluster: &mut Cluster, id: NodeId, reads: bool) -> String {
 /// Ends node `id`'s write or apply in flight with `fate`; prints what
 /// happened and the messages that queued meanwhile.
 fn end_transaction(cluster: &mut Cluster, id: NodeId, write: bool, fate: Fate) -> String {
+    assert!(
+        !cluster.node(id).paused,
+        "node {id} is paused: it would learn of its transaction only when it resumes"
+    );
     let queued = cluster.queue.len();
     let kind = if write { "write" } else { "apply" };
     let ended = if write {
