@@ -30,14 +30,8 @@ impl World {
     /// Feeds `input` (or only the passing of time) to node `index`'s
     /// pipeline at the node's instant, then carries out what it asks.
     pub(crate) fn handle(&mut self, index: usize, input: Option<Input>) {
-        let node = &mut self.nodes[index];
-        let now = node.now();
-        let Some(pipeline) = node.pipeline.as_mut() else {
+        if !self.nodes[index].handle(input) {
             return;
-        };
-        match input {
-            Some(input) => pipeline.handle(now, input),
-            None => pipeline.advance(now),
         }
         self.stats.steps += 1;
         self.carry_out(index);
@@ -422,42 +416,20 @@ impl World {
     /// has failed).
     pub(crate) fn commit_apply(&mut self, index: usize, job: &ApplyJob) -> Option<ApplyReport> {
         let id = self.nodes[index].id;
-        let batch = match job {
-            ApplyJob::Batch(batch) => batch,
-            ApplyJob::SnapshotNow => {
-                let store = &self.nodes[index].store;
-                let applied = store.state_machine.applied_index();
-                let Some(term) = store.term_at(applied) else {
-                    self.fail(
-                        "crash_recovery",
-                        format!("node {id} cannot take a snapshot at its applied index {applied}: the log no longer holds it"),
-                    );
-                    return None;
-                };
-                let done = store.snapshot_now(term);
-                return Some(ApplyReport {
-                    done,
-                    applied: Vec::new(),
-                    digests: Vec::new(),
-                });
+        if let ApplyJob::Batch(batch) = job {
+            let applied_before = self.nodes[index].store.state_machine.applied_index();
+            for entry in batch.iter().filter(|entry| entry.index > applied_before) {
+                let result = apply_after_durable::check_apply(
+                    id,
+                    entry.index,
+                    entry.term,
+                    &self.nodes[index].store,
+                );
+                self.check("apply_after_durable", result);
             }
-        };
-        let applied_before = self.nodes[index].store.state_machine.applied_index();
-        for entry in batch.iter().filter(|entry| entry.index > applied_before) {
-            let result = apply_after_durable::check_apply(
-                id,
-                entry.index,
-                entry.term,
-                &self.nodes[index].store,
-            );
-            self.check("apply_after_durable", result);
         }
         let settings = self.apply_settings;
-        let last_snapshot = self.nodes[index].last_snapshot;
-        let report = match self.nodes[index]
-            .store
-            .apply(batch, settings, last_snapshot)
-        {
+        let report = match self.nodes[index].commit_apply(job, settings) {
             Ok(report) => report,
             Err(error) => {
                 self.fail("crash_recovery", format!("node {id}: {error}"));

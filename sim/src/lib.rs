@@ -24,6 +24,9 @@
 //! - [`checkers`]: one property per file, each citing the Raft paper.
 //! - [`stats`], [`sweep`]: counters and multi-threaded seed sweeps.
 //! - [`elections`]: leader replacement times (the paper's section 9.3).
+//!
+//! The scenario scripts (`tests/scenarios.rs`) drive [`node::SimNode`]s
+//! step by step, the script deciding what the seeded world decides here.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

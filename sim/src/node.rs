@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use raftgres::core::{Entry, LogIndex, NodeId, Raft, Role, Term};
-use raftgres::pipeline::{Instant, Pipeline, PipelineConfig, RequestId, WriteJob};
+use raftgres::pipeline::{Input, Instant, Pipeline, PipelineConfig, RequestId, WriteJob};
 
 use crate::config::SimConfig;
-use crate::store::{Store, Transaction};
+use crate::store::{ApplyReport, ApplySettings, Store, Transaction};
 
 /// The wall-clock length of one simulated tick, and of one core tick.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -179,6 +179,47 @@ impl SimNode {
         self.paused_until = None;
         self.inbox.clear();
         self.waiting.clear();
+    }
+
+    /// Feeds `input`, or only the passing of time, to the pipeline at the
+    /// node's instant (obligation 1: the elapsed ticks reach the core
+    /// first). False when the node is down. The caller then carries out
+    /// what the pipeline asks (`Pipeline::take_outputs`).
+    pub fn handle(&mut self, input: Option<Input>) -> bool {
+        let now = self.now();
+        let Some(pipeline) = self.pipeline.as_mut() else {
+            return false;
+        };
+        match input {
+            Some(input) => pipeline.handle(now, input),
+            None => pipeline.advance(now),
+        }
+        true
+    }
+
+    /// Carries out `job` on the store in one transaction (obligation 3):
+    /// a batch of committed entries, or a snapshot at the applied index.
+    /// The caller reports `ApplyReport::done` to the pipeline. An error
+    /// means the store cannot do it (the node cannot go on).
+    pub fn commit_apply(
+        &mut self,
+        job: &ApplyJob,
+        settings: ApplySettings,
+    ) -> Result<ApplyReport, String> {
+        match job {
+            ApplyJob::Batch(batch) => self.store.apply(batch, settings, self.last_snapshot),
+            ApplyJob::SnapshotNow => {
+                let applied = self.store.state_machine.applied_index();
+                let term = self.store.term_at(applied).ok_or_else(|| {
+                    format!("cannot take a snapshot at its applied index {applied}: the log no longer holds it")
+                })?;
+                Ok(ApplyReport {
+                    done: self.store.snapshot_now(term),
+                    applied: Vec::new(),
+                    digests: Vec::new(),
+                })
+            }
+        }
     }
 
     /// The core, when the node runs.

@@ -1,6 +1,6 @@
 //! Unit tests of the safety rules in DESIGN.md, each built so that it
-//! fails when its rule is broken. Scenario tests in `tests/scenarios/`
-//! cover whole-cluster behaviour.
+//! fails when its rule is broken. Scenario scripts in
+//! `sim/tests/scenarios/` cover whole-cluster behaviour.
 
 use super::*;
 
