@@ -192,11 +192,6 @@ impl KvStore {
         self.applied_index
     }
 
-    /// The key-value rows (keys never written are absent).
-    pub fn values(&self) -> &BTreeMap<u64, u64> {
-        &self.values
-    }
-
     /// The session rows.
     pub fn sessions(&self) -> &BTreeMap<u64, Session> {
         &self.sessions

@@ -14,9 +14,10 @@
 //!
 //! Commands:
 //! - `add-nodes N [pre-vote=B] [check-quorum=B] [entries-per-message=N]
-//!   [compaction=N]`: a fresh cluster 1..=N (replacing any earlier one);
-//!   the applier takes a snapshot every `compaction` entries (default:
-//!   never in a script's lifetime).
+//!   [compaction=N] [election=MIN-MAX]`: a fresh cluster 1..=N (replacing
+//!   any earlier one); the applier takes a snapshot every `compaction`
+//!   entries (default: never in a script's lifetime); election timeouts
+//!   are drawn from MIN..MAX ticks (default 10-20).
 //! - `set-log ID term=T E1,E2,..`: restart node ID on a store whose log has
 //!   entries of terms E1.. (each puts `t=TERM`) and current term T (for the
 //!   paper's figures).
@@ -145,6 +146,16 @@ fn add_nodes(cluster: &mut Cluster, arguments: &[&str]) -> String {
         check_quorum: flag(arguments, "check-quorum", true),
         entries_per_message_max: number(arguments, "entries-per-message", 8) as usize,
         compaction_entries: number(arguments, "compaction", 1_000_000),
+        election_ticks: arguments
+            .iter()
+            .find_map(|argument| argument.strip_prefix("election="))
+            .map_or((10, 20), |range| {
+                let (min, max) = range.split_once('-').expect("election=MIN-MAX");
+                (
+                    min.parse().expect("election minimum"),
+                    max.parse().expect("election maximum"),
+                )
+            }),
         planted_bug: cluster.config.planted_bug.clone(),
     };
     let keys = std::mem::take(&mut cluster.keys);

@@ -46,6 +46,8 @@ pub struct ClusterSettings {
     pub entries_per_message_max: usize,
     /// The applier takes a snapshot every this many entries.
     pub compaction_entries: u64,
+    /// Election timeouts are drawn from `min..max` ticks.
+    pub election_ticks: (u64, u64),
     /// A planted bug every node runs with (needs the `planted-bugs`
     /// feature).
     pub planted_bug: Option<String>,
@@ -102,6 +104,7 @@ impl Cluster {
                 check_quorum: true,
                 entries_per_message_max: 8,
                 compaction_entries: 1_000_000,
+                election_ticks: (10, 20),
                 planted_bug: None,
             },
             Keys::default(),
@@ -115,6 +118,7 @@ impl Cluster {
         config.pre_vote = settings.pre_vote;
         config.check_quorum = settings.check_quorum;
         config.entries_per_message_max = settings.entries_per_message_max;
+        (config.election_ticks_min, config.election_ticks_max) = settings.election_ticks;
         config.planted_bug = settings.planted_bug;
         let apply_settings = ApplySettings {
             asynchronous_commit: false,
