@@ -37,7 +37,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "commit-previous-term",
-            seeds_needed: [3, 1],
+            seeds_needed: [1, 3],
             checkers: &[
                 "leader_commit_rule",
                 "leader_completeness",
@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [5, 1],
+            seeds_needed: [6, 2],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -76,12 +76,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [10, 58],
+            seeds_needed: [35, 10],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "lease-by-tick-count",
-            seeds_needed: [375, 199],
+            seeds_needed: [80, 150],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -91,13 +91,18 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [24, 2],
+            seeds_needed: [68, 13],
             checkers: &["client_outcomes", "linearizability"],
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [6, 44],
+            seeds_needed: [42, 25],
             checkers: &["read_index_safety", "linearizability"],
+        },
+        Hunt {
+            bug: "read-beyond-stored-applied",
+            seeds_needed: [34, 152],
+            checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {
             bug: "peer-link-gives-up",
@@ -232,6 +237,11 @@ fn finds_covered_proposals_lost() {
 #[test]
 fn finds_read_contexts_restart() {
     check_bug("read-contexts-restart");
+}
+
+#[test]
+fn finds_read_beyond_stored_applied() {
+    check_bug("read-beyond-stored-applied");
 }
 
 #[test]
