@@ -473,6 +473,7 @@ impl World {
         // that reads.
         let covered = check_read_covered(index, store.state_machine.applied_index());
         if let (Err(behind), false) = (covered, self.reads_unchecked) {
+            self.behind_reports.push((node, behind.stored_applied));
             return self.retry_later(client, &Refusal::Unavailable(behind.to_string()));
         }
         let value = store.state_machine.get(request.key);

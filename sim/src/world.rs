@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use raftgres::core::{LogIndex, NodeId, Term};
+use raftgres::pipeline::Input;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -114,6 +115,9 @@ pub struct World {
     /// The planted bug of a read service that serves reads the state
     /// machine no longer covers (`read-beyond-stored-applied`).
     pub(crate) reads_unchecked: bool,
+    /// Reads refused because the store was behind, reported to their node
+    /// at its next step (the node's read service sends the same event).
+    pub(crate) behind_reports: Vec<(usize, LogIndex)>,
     pub(crate) now: u64,
     pub(crate) fault_end: u64,
     pub(crate) nodes: Vec<SimNode>,
@@ -204,6 +208,7 @@ impl World {
             profile,
             apply_settings,
             reads_unchecked: config.planted_bug.as_deref() == Some("read-beyond-stored-applied"),
+            behind_reports: Vec::new(),
             config,
             seed,
             now: 0,
@@ -366,6 +371,11 @@ impl World {
             self.end_transactions(index);
         }
         self.deliver_messages();
+        for (index, stored_applied) in std::mem::take(&mut self.behind_reports) {
+            if self.nodes[index].is_running() {
+                self.handle(index, Some(Input::StateMachineBehind { stored_applied }));
+            }
+        }
         for index in 0..self.nodes.len() {
             if self.nodes[index].is_running() {
                 self.handle(index, None);

@@ -207,8 +207,9 @@ async fn writes_go_on_when_the_leaders_postgres_stops() {
 /// which replays them. Here the follower's stored applied index is set
 /// back three entries behind the node's back (what such a crash leaves):
 /// reads on it are refused as UNAVAILABLE, naming both indexes, instead of
-/// being served from rows behind the read index; the next write replays
-/// the gap and reads are served again, with every acknowledged value.
+/// being served from rows behind the read index; the refusal has the node
+/// replay the gap at once, without waiting for a write, and reads are
+/// served again, with every acknowledged value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_wait_for_applies_a_postgres_crash_lost() {
     let mut cluster = TestCluster::start("applies-lost").await;
@@ -259,21 +260,33 @@ async fn reads_wait_for_applies_a_postgres_crash_lost() {
         .expect_err("a range the stored state machine does not cover");
     assert_eq!(refused.code(), Code::Unavailable, "{refused}");
 
-    client.put("lost/5", "v5").await.expect("a write");
-    cluster.wait_caught_up(follower).await;
-    let served = reads
-        .range(RangeRequest {
-            prefix: b"lost/".to_vec(),
-            limit: 10,
-            mode: ReadMode::Linearizable as i32,
-        })
-        .await
-        .expect("the next write replayed the lost applies")
-        .into_inner();
+    // No write comes: the refused reads told the node, which has its
+    // applier replay the lost applies, and reads are served again.
+    let asked = Instant::now();
+    let served = loop {
+        let answer = reads
+            .range(RangeRequest {
+                prefix: b"lost/".to_vec(),
+                limit: 10,
+                mode: ReadMode::Linearizable as i32,
+            })
+            .await;
+        match answer {
+            Ok(served) => break served.into_inner(),
+            Err(refused) if refused.code() == Code::Unavailable && asked.elapsed() < WAIT_MAX => {
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+            Err(refused) => panic!("reads still refused after {:?}: {refused}", asked.elapsed()),
+        }
+    };
+    println!(
+        "reads served again {:?} after the first refusal",
+        asked.elapsed()
+    );
     let values: Vec<_> = served.kvs.iter().map(|kv| kv.value.clone()).collect();
-    let expected: Vec<_> = (0..6).map(|i| format!("v{i}").into_bytes()).collect();
+    let expected: Vec<_> = (0..5).map(|i| format!("v{i}").into_bytes()).collect();
     assert_eq!(values, expected);
-    assert!(served.read_index > commit);
+    assert!(served.read_index >= commit);
     cluster.assert_no_node_exited();
 }
 

@@ -112,6 +112,15 @@ pub enum Input {
     WriteDone(WriteDone),
     /// The apply batch handed out last is committed.
     ApplyDone(ApplyDone),
+    /// A read found the stored state machine behind the applied index
+    /// this pipeline counted (see [`check_read_covered`]: applies lost in
+    /// a Postgres crash). The applier replays lost applies with its next
+    /// batch; when none is coming (an idle cluster), the pipeline hands it
+    /// the last applied entry again, which makes it replay the gap now.
+    StateMachineBehind {
+        /// The applied index the state machine's rows are at.
+        stored_applied: LogIndex,
+    },
 }
 
 /// What the driver must carry out.
@@ -246,6 +255,9 @@ impl Pipeline {
             Input::Transfer { request, target } => self.transfer(request, target),
             Input::WriteDone(done) => self.write_done(done),
             Input::ApplyDone(done) => self.apply_done(done),
+            Input::StateMachineBehind { stored_applied } => {
+                self.state_machine_behind(stored_applied)
+            }
         }
         self.process_ready();
     }
@@ -512,6 +524,19 @@ impl Pipeline {
         }
         let ready = self.requests.lease_reads_up_to(self.applied);
         self.reply_all(ready);
+    }
+
+    fn state_machine_behind(&mut self, stored_applied: LogIndex) {
+        let batch_coming = self.applies.in_flight || !self.applies.next.is_empty();
+        if stored_applied >= self.applied || batch_coming {
+            return;
+        }
+        // The entry at the applied index, if the log still holds it in
+        // memory (a snapshot at exactly that index leaves the gap to the
+        // next batch).
+        if let Ok(entry) = self.raft.log().entries_from(self.applied, 1, usize::MAX) {
+            self.applies.next = entry;
+        }
     }
 
     fn snapshot_taken(&mut self, snapshot: Snapshot) {

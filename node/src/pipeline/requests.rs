@@ -104,7 +104,7 @@ impl std::fmt::Display for ReadNotCovered {
         write!(
             formatter,
             "the state machine is at index {}, behind the read index {} \
-             (applies lost in a Postgres crash are replayed with the next write); retry",
+             (applies lost in a Postgres crash; they are being replayed); retry",
             self.stored_applied, self.read_index
         )
     }

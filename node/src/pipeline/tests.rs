@@ -456,3 +456,48 @@ fn a_leader_whose_write_stalls_hands_leadership_to_an_up_to_date_follower() {
         "reads on a node whose storage stalled are refused at once: {outputs:?}"
     );
 }
+
+#[test]
+fn a_state_machine_behind_with_no_batch_coming_gets_the_last_entry_again() {
+    let (mut pipeline, now) = leader();
+    let applied = pipeline.raft().log().applied_index();
+    assert_eq!(applied, LogIndex(1));
+    // Not behind, or behind with a batch coming: nothing to do.
+    pipeline.handle(
+        now,
+        Input::StateMachineBehind {
+            stored_applied: applied,
+        },
+    );
+    assert!(pipeline.take_outputs().is_empty());
+    // Behind on an idle node: the applier is handed the last applied
+    // entry, so it replays what it lost up to it.
+    pipeline.handle(
+        now,
+        Input::StateMachineBehind {
+            stored_applied: LogIndex(0),
+        },
+    );
+    let outputs = pipeline.take_outputs();
+    let batch = outputs
+        .iter()
+        .find_map(|output| match output {
+            Output::Apply(batch) => Some(batch.clone()),
+            _ => None,
+        })
+        .expect("an apply batch");
+    assert_eq!(
+        batch.iter().map(|entry| entry.index).collect::<Vec<_>>(),
+        vec![applied]
+    );
+    // One batch at a time: a second report while it is in flight waits.
+    pipeline.handle(
+        now,
+        Input::StateMachineBehind {
+            stored_applied: LogIndex(0),
+        },
+    );
+    assert!(pipeline.take_outputs().is_empty());
+    pipeline.handle(now, Input::ApplyDone(apply_all(&batch, b"")));
+    assert_eq!(pipeline.raft().log().applied_index(), applied);
+}

@@ -61,6 +61,10 @@ pub(crate) enum Event {
     },
     /// Report the node's state.
     Status { reply: oneshot::Sender<NodeStatus> },
+    /// A read found the stored state machine at `stored_applied`, behind
+    /// the applied index the pipeline counted (applies lost in a Postgres
+    /// crash): the pipeline has them replayed.
+    StateMachineBehind { stored_applied: LogIndex },
 }
 
 /// The core's status plus what only the driver knows.
@@ -213,6 +217,9 @@ impl Driver {
                     storage_healthy,
                 });
                 return;
+            }
+            Event::StateMachineBehind { stored_applied } => {
+                Input::StateMachineBehind { stored_applied }
             }
         };
         self.pipeline.handle(now, input);

@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use raftgres_proto::v1 as wire;
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use super::{database_error, Shared};
 use crate::core::LogIndex;
 use crate::pipeline::check_read_covered;
+use crate::server::driver::Event;
 use crate::server::error::ServiceError;
 use crate::server::state_machine::{decode_kv_command, StateMachine};
 
@@ -64,7 +66,7 @@ impl<S: StateMachine> KvService<S> {
             )
             .await
             .map_err(database_error)?;
-        let kv = covered_pairs(&rows, read_index)?.pop();
+        let kv = covered_pairs(&rows, read_index, &shared.events)?.pop();
         Ok(wire::GetResponse {
             kv,
             read_index: read_index.0,
@@ -99,7 +101,7 @@ impl<S: StateMachine> KvService<S> {
             )
             .await
             .map_err(database_error)?;
-        let mut kvs = covered_pairs(&rows, read_index)?;
+        let mut kvs = covered_pairs(&rows, read_index, &shared.events)?;
         let more = kvs.len() > limit as usize;
         kvs.truncate(limit as usize);
         Ok(wire::RangeResponse {
@@ -113,17 +115,23 @@ impl<S: StateMachine> KvService<S> {
 /// Rows selected as `applied_index, key, value, mod_index` from
 /// `raftgres_applied` joined with the `raftgres_kv` rows read (NULL key-value
 /// columns when none matched): the pairs, once the applied index is known
-/// to cover `read_index` (see `check_read_covered`).
+/// to cover `read_index` (see `check_read_covered`); when it does not, the
+/// driver is told so through `events`.
 fn covered_pairs(
     rows: &[tokio_postgres::Row],
     read_index: LogIndex,
+    events: &mpsc::Sender<Event>,
 ) -> Result<Vec<wire::KeyValue>, ServiceError> {
     let stored_applied = rows
         .first()
         .map(|row| LogIndex(row.get::<_, i64>(0) as u64))
         .ok_or_else(|| ServiceError::Unavailable("raftgres_applied has no row".into()))?;
-    check_read_covered(read_index, stored_applied)
-        .map_err(|behind| ServiceError::Unavailable(behind.to_string()))?;
+    check_read_covered(read_index, stored_applied).map_err(|behind| {
+        // The driver has the lost applies replayed, even on an idle
+        // cluster; a full queue drops the report (the next read repeats it).
+        let _ = events.try_send(Event::StateMachineBehind { stored_applied });
+        ServiceError::Unavailable(behind.to_string())
+    })?;
     Ok(rows
         .iter()
         .filter_map(|row| {
