@@ -450,18 +450,24 @@ mod tests {
         assert_eq!(log.term_at(LogIndex(1)), None);
     }
 
-    #[test]
-    fn compacted_prefix_is_not_assumed_to_start_at_one() {
+    /// A log compacted through 10 (term 3), holding 11 (term 3) and 12
+    /// (term 4).
+    fn compacted_through_10() -> RaftLog {
         let snapshot = SnapshotMeta {
             index: LogIndex(10),
             term: Term(3),
         };
-        let log = RaftLog::restore(
+        RaftLog::restore(
             NodeId(1),
             snapshot,
             vec![entry(11, 3), entry(12, 4)],
             LogIndex(10),
-        );
+        )
+    }
+
+    #[test]
+    fn compacted_prefix_is_not_assumed_to_start_at_one() {
+        let log = compacted_through_10();
         assert_eq!(log.first_index(), LogIndex(11));
         assert_eq!(log.term_at(LogIndex(10)), Some(Term(3)));
         assert_eq!(log.term_at(LogIndex(9)), None);
@@ -478,16 +484,7 @@ mod tests {
 
     #[test]
     fn backtracking_below_the_snapshot_points_into_it() {
-        let snapshot = SnapshotMeta {
-            index: LogIndex(10),
-            term: Term(3),
-        };
-        let log = RaftLog::restore(
-            NodeId(1),
-            snapshot,
-            vec![entry(11, 3), entry(12, 4)],
-            LogIndex(10),
-        );
+        let log = compacted_through_10();
         assert_eq!(log.last_possible_match(LogIndex(12), Term(3)), LogIndex(11));
         assert_eq!(log.last_possible_match(LogIndex(12), Term(2)), LogIndex(9));
         assert_eq!(log.last_possible_match(LogIndex(7), Term(2)), LogIndex(7));

@@ -87,6 +87,21 @@ mod tests {
         }
     }
 
+    /// An InstallSnapshot for `index` as the core emits it: no bytes.
+    fn install(index: u64) -> Message {
+        Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(1),
+            body: MessageBody::InstallSnapshot {
+                snapshot: Snapshot {
+                    data: Vec::new(),
+                    ..snapshot(index)
+                },
+            },
+        }
+    }
+
     #[test]
     fn the_log_is_compacted_to_the_previous_snapshot() {
         let mut snapshots = Snapshots::default();
@@ -118,19 +133,8 @@ mod tests {
     fn a_start_up_snapshot_at_the_log_start_becomes_sendable() {
         let mut snapshots = Snapshots::default();
         assert_eq!(snapshots.taken(snapshot(100), LogIndex(100)), None);
-        let message = Message {
-            from: NodeId(1),
-            to: NodeId(2),
-            term: Term(1),
-            body: MessageBody::InstallSnapshot {
-                snapshot: Snapshot {
-                    data: Vec::new(),
-                    ..snapshot(100)
-                },
-            },
-        };
         assert_eq!(
-            snapshots.attach(message).map(|message| message.body),
+            snapshots.attach(install(100)).map(|message| message.body),
             Some(MessageBody::InstallSnapshot {
                 snapshot: snapshot(100)
             })
@@ -140,20 +144,9 @@ mod tests {
     #[test]
     fn install_snapshot_messages_carry_the_compacted_prefix_or_wait() {
         let mut snapshots = Snapshots::default();
-        let message = |index| Message {
-            from: NodeId(1),
-            to: NodeId(2),
-            term: Term(1),
-            body: MessageBody::InstallSnapshot {
-                snapshot: Snapshot {
-                    data: Vec::new(),
-                    ..snapshot(index)
-                },
-            },
-        };
-        assert_eq!(snapshots.attach(message(100)), None, "no bytes at hand");
+        assert_eq!(snapshots.attach(install(100)), None, "no bytes at hand");
         snapshots.installed(snapshot(100));
-        let sent = snapshots.attach(message(100)).unwrap();
+        let sent = snapshots.attach(install(100)).unwrap();
         assert_eq!(
             sent.body,
             MessageBody::InstallSnapshot {
@@ -161,7 +154,7 @@ mod tests {
             }
         );
         assert_eq!(
-            snapshots.attach(message(90)),
+            snapshots.attach(install(90)),
             None,
             "bytes of another point"
         );
