@@ -372,6 +372,15 @@ impl KvStateMachine {
                 ],
             )
             .await?;
+        // One row per operation, in order: anything else is a broken
+        // database function, and answering clients from it would be wrong.
+        assert_eq!(
+            rows.len(),
+            columns.indexes.len(),
+            "raftgres_kv_apply answered {} rows for {} operations",
+            rows.len(),
+            columns.indexes.len()
+        );
         let mut results = rows.iter().map(|row| wire::KvResult {
             previous: row.get(0),
             succeeded: row.get(1),
@@ -379,7 +388,10 @@ impl KvStateMachine {
         Ok(run
             .iter()
             .map(|(_, operation)| match operation {
-                Some(_) => results.next().unwrap_or_default().encode_to_vec(),
+                Some(_) => results
+                    .next()
+                    .expect("one row per operation")
+                    .encode_to_vec(),
                 None => Vec::new(),
             })
             .collect())
