@@ -9,11 +9,22 @@
 //!   FAILED_PRECONDITION, no hint       -> next address, after a backoff
 //!   UNAVAILABLE / cannot connect       -> next address, after a backoff
 //!   DEADLINE_EXCEEDED / call cut off   -> next address, after a backoff, same session
+//!   no answer, and another node leads  -> the new leader at once, same session
 //!   anything else                      -> fail now (retrying cannot help)
 //! ```
 //!
 //! Attempts and total time are bounded by [`ClientOptions`]; giving up names
 //! every address tried and the last status.
+//!
+//! An attempt at the leader that has no answer after
+//! [`ClientOptions::leader_check_interval`] makes the client ask the other
+//! nodes who leads; when another node does, the attempt is abandoned rather
+//! than left to wait out `request_timeout` at a leader that may be stopped
+//! (module `leader_check` says when and why). Only requests that may be
+//! sent twice are sent again after an attempt whose outcome is unknown:
+//! reads, and writes carrying a session. A write without a session (an
+//! empty `client_id` given to [`Client::submit`]) whose attempt timed out,
+//! was cut off or was abandoned ends with [`ClientError::OutcomeUnknown`].
 //!
 //! Every write carries a session: a random `client_id` and a sequence number
 //! drawn once per call. Retries of one call reuse its (client_id, sequence),
@@ -25,18 +36,25 @@
 //! concurrent writes (through clones) each take a session of their own from
 //! a small pool.
 //!
-//! The decision logic ([`RetryPlan`]) is pure and unit-tested at the bottom
-//! of this file with scripted failure sequences.
+//! The decision logic (`RetryPlan` here, the leader check's rules in
+//! `leader_check`) is pure and unit-tested at the bottom of each file with
+//! scripted failure sequences and status answers.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod leader_check;
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures::future::{BoxFuture, Either, FutureExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use raftgres_proto::v1::client_client::ClientClient;
 use raftgres_proto::v1::cluster_client::ClusterClient;
@@ -72,9 +90,26 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// Longest to wait for a TCP connection to a node.
     pub connect_timeout: Duration,
+    /// How long an attempt at the leader may go unanswered before the
+    /// client asks the nodes it was given who leads, and how often it asks
+    /// again while the attempt waits (each node gets at most this long to
+    /// answer). When another node leads at the newest term, the attempt is
+    /// abandoned: a read or a write with a session is sent to the new
+    /// leader at once, a write without a session ends with
+    /// [`ClientError::OutcomeUnknown`]. `None`: never ask, and wait up to
+    /// `request_timeout` for every attempt. Give the client every node's
+    /// address: only nodes it was given are asked.
+    pub leader_check_interval: Option<Duration>,
     /// TLS to the nodes (`None`: plain text).
     pub tls: Option<ClientTls>,
 }
+
+/// The shortest [`ClientOptions::leader_check_interval`]: each check sends
+/// one `Cluster.Status` request to every node given, so a shorter interval
+/// would load the nodes' event loops to save little (a new leader takes
+/// tens of milliseconds to elect after its election timeout even on an idle
+/// loopback cluster).
+pub const LEADER_CHECK_INTERVAL_MIN: Duration = Duration::from_millis(10);
 
 /// TLS settings of a [`Client`]: the CA that signed the nodes'
 /// certificates, and this client's own certificate when the cluster
@@ -130,7 +165,12 @@ impl ClientTls {
 
 impl Default for ClientOptions {
     /// Sized for a cluster that elects a new leader within a few seconds:
-    /// the backoffs of 16 attempts add up to about 10 s.
+    /// the backoffs of 16 attempts add up to about 10 s. The leader check
+    /// runs every 500 ms, half the maximum election timeout of a node's
+    /// default settings (`raft.election_ticks_max` 20 of `raft.tick_ms`
+    /// 50): an attempt at a healthy leader is answered well within it, and
+    /// a client learns of a new leader within half a second of its
+    /// election.
     fn default() -> ClientOptions {
         ClientOptions {
             attempts_max: 16,
@@ -139,6 +179,7 @@ impl Default for ClientOptions {
             retry_duration_max: Duration::from_secs(30),
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
+            leader_check_interval: Some(Duration::from_millis(500)),
             tls: None,
         }
     }
@@ -156,6 +197,14 @@ impl ClientOptions {
         }
         if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
             return invalid("request_timeout and connect_timeout must be greater than 0");
+        }
+        if let Some(interval) = self.leader_check_interval {
+            if interval < LEADER_CHECK_INTERVAL_MIN {
+                return Err(ClientError::InvalidOptions(format!(
+                    "leader_check_interval must be at least {LEADER_CHECK_INTERVAL_MIN:?} \
+                     (None turns the leader check off)"
+                )));
+            }
         }
         Ok(())
     }
@@ -212,6 +261,24 @@ pub enum ClientError {
         /// Whether some attempt ended without knowing if it was applied.
         outcome_unknown: bool,
     },
+    /// A write without a session ended without an answer: its attempt timed
+    /// out, its connection broke, or it was abandoned because another node
+    /// leads. It may or may not be applied, and it was not sent again,
+    /// since nothing would stop a second copy from applying too. Writes
+    /// with a session are sent again instead.
+    #[error(
+        "the outcome of the write sent to {address} is unknown (it may or may not be applied; \
+         it carries no session, so it was not sent again): {code:?}: {message}"
+    )]
+    OutcomeUnknown {
+        /// The node the last attempt went to.
+        address: String,
+        /// The code the attempt ended with (`DEADLINE_EXCEEDED` for an
+        /// attempt that timed out or was abandoned).
+        code: Code,
+        /// Why the attempt ended.
+        message: String,
+    },
 }
 
 impl ClientError {
@@ -219,7 +286,9 @@ impl ClientError {
     /// produced one.
     pub fn code(&self) -> Option<Code> {
         match self {
-            ClientError::Rejected { code, .. } => Some(*code),
+            ClientError::Rejected { code, .. } | ClientError::OutcomeUnknown { code, .. } => {
+                Some(*code)
+            }
             ClientError::GaveUp { last_code, .. } => Some(*last_code),
             _ => None,
         }
@@ -244,6 +313,72 @@ enum Route {
     FirstAddress,
 }
 
+/// Whether a request whose attempt ended with its outcome unknown may be
+/// sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resend {
+    /// Reads, writes carrying a session (the cluster applies a session's
+    /// sequence at most once and answers a copy with the first result), and
+    /// leadership transfers (a second request for the same target asks for
+    /// what the first did).
+    Safe,
+    /// A write without a session: a second copy could apply twice.
+    Unsafe,
+}
+
+/// How one call is routed and retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CallKind {
+    route: Route,
+    resend: Resend,
+    /// Whether an attempt that waits is abandoned when another node leads
+    /// (module `leader_check`). Off for a leadership transfer, whose answer
+    /// comes only once another node leads.
+    leader_check: bool,
+}
+
+impl CallKind {
+    const WRITE_WITH_SESSION: CallKind = CallKind {
+        route: Route::Leader,
+        resend: Resend::Safe,
+        leader_check: true,
+    };
+    const TRANSFER: CallKind = CallKind {
+        route: Route::Leader,
+        resend: Resend::Safe,
+        leader_check: false,
+    };
+
+    /// A write submitted with `client_id`: an empty one opts out of the
+    /// session, and so of being sent again once its outcome is unknown.
+    fn submit(client_id: &str) -> CallKind {
+        let resend = if client_id.is_empty() {
+            Resend::Unsafe
+        } else {
+            Resend::Safe
+        };
+        CallKind {
+            resend,
+            ..CallKind::WRITE_WITH_SESSION
+        }
+    }
+
+    /// Stale reads may be served by any node, so they go to the first
+    /// address given (a caller that lists a follower first reads from it);
+    /// other reads need the leader.
+    fn read(mode: ReadMode) -> CallKind {
+        let route = match mode {
+            ReadMode::Stale => Route::FirstAddress,
+            ReadMode::Linearizable | ReadMode::Lease => Route::Leader,
+        };
+        CallKind {
+            route,
+            resend: Resend::Safe,
+            leader_check: route == Route::Leader,
+        }
+    }
+}
+
 /// A client of one cluster. Cheap to clone; clones share the session, the
 /// cached leader and the connections.
 #[derive(Clone, Debug)]
@@ -261,6 +396,37 @@ struct Shared {
     /// retries by (client_id, sequence).
     sessions_idle: Mutex<Vec<Session>>,
     connections: Mutex<Connections>,
+    /// The latest leader check, shared by every call that needs one while
+    /// it is recent (module `leader_check`).
+    leader_check: Mutex<Option<LeaderCheck>>,
+}
+
+/// The answers of one leader check, shared between calls.
+type StatusAnswers = Arc<Vec<StatusResponse>>;
+
+/// One leader check, in flight or done.
+struct LeaderCheck {
+    started: Instant,
+    answers: futures::future::Shared<BoxFuture<'static, StatusAnswers>>,
+}
+
+impl std::fmt::Debug for LeaderCheck {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LeaderCheck")
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one attempt ended.
+enum AttemptEnd<T> {
+    /// The node answered (or the transport failed the call).
+    Answered(Result<tonic::Response<T>, Status>),
+    /// No answer within the request timeout.
+    TimedOut,
+    /// No answer yet, and the node at `leader` leads at the newest term.
+    Abandoned { leader: String, waited: Duration },
 }
 
 /// A session leased to one write; returned to the pool when dropped, even
@@ -344,6 +510,7 @@ impl Client {
                 sequence: 0,
             }]),
             connections: Mutex::new(Connections::default()),
+            leader_check: Mutex::new(None),
         };
         Ok(Client {
             shared: Arc::new(shared),
@@ -396,7 +563,7 @@ impl Client {
             value: value.into(),
             session: Some(lease.session()),
         };
-        self.call(Route::Leader, move |channel, timeout| {
+        self.call(CallKind::WRITE_WITH_SESSION, move |channel, timeout| {
             let request = with_timeout(request.clone(), timeout);
             async move { KvClient::new(channel).put(request).await }
         })
@@ -423,7 +590,7 @@ impl Client {
             mode: mode.into(),
         };
         let response = self
-            .call(route_for(mode), move |channel, timeout| {
+            .call(CallKind::read(mode), move |channel, timeout| {
                 let request = with_timeout(request.clone(), timeout);
                 async move { KvClient::new(channel).get(request).await }
             })
@@ -438,7 +605,7 @@ impl Client {
             key: key.into(),
             session: Some(lease.session()),
         };
-        self.call(Route::Leader, move |channel, timeout| {
+        self.call(CallKind::WRITE_WITH_SESSION, move |channel, timeout| {
             let request = with_timeout(request.clone(), timeout);
             async move { KvClient::new(channel).delete(request).await }
         })
@@ -460,7 +627,7 @@ impl Client {
             value,
             session: Some(lease.session()),
         };
-        self.call(Route::Leader, move |channel, timeout| {
+        self.call(CallKind::WRITE_WITH_SESSION, move |channel, timeout| {
             let request = with_timeout(request.clone(), timeout);
             async move { KvClient::new(channel).compare_and_swap(request).await }
         })
@@ -480,7 +647,7 @@ impl Client {
             limit,
             mode: mode.into(),
         };
-        self.call(route_for(mode), move |channel, timeout| {
+        self.call(CallKind::read(mode), move |channel, timeout| {
             let request = with_timeout(request.clone(), timeout);
             async move { KvClient::new(channel).range(request).await }
         })
@@ -513,7 +680,7 @@ impl Client {
             client_id: client_id.to_string(),
             sequence,
         };
-        self.call(Route::Leader, move |channel, timeout| {
+        self.call(CallKind::submit(client_id), move |channel, timeout| {
             let request = with_timeout(request.clone(), timeout);
             async move { ClientClient::new(channel).submit(request).await }
         })
@@ -526,7 +693,7 @@ impl Client {
         &self,
         target_id: u64,
     ) -> Result<TransferLeadershipResponse, ClientError> {
-        self.call(Route::Leader, move |channel, timeout| {
+        self.call(CallKind::TRANSFER, move |channel, timeout| {
             let request = with_timeout(TransferLeadershipRequest { target_id }, timeout);
             async move {
                 ClusterClient::new(channel)
@@ -542,18 +709,8 @@ impl Client {
     pub async fn status(&self, address: &str) -> Result<StatusResponse, ClientError> {
         let address = normalise_address(address);
         let channel = self.channel(&address)?;
-        let timeout = self.shared.options.request_timeout;
-        let request = with_timeout(StatusRequest {}, timeout);
-        let mut cluster = ClusterClient::new(channel);
-        let call = cluster.status(request);
-        let status = match tokio::time::timeout(timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "no answer within {timeout:?}"
-            ))),
-        };
-        status
-            .map(tonic::Response::into_inner)
+        status_within(channel, self.shared.options.request_timeout)
+            .await
             .map_err(|status| ClientError::Rejected {
                 address,
                 code: status.code(),
@@ -602,14 +759,14 @@ impl Client {
     /// Runs `operation` against the leader (or the first address for
     /// [`Route::FirstAddress`]) until it succeeds, fails for good, or the
     /// retry budget is spent.
-    async fn call<T, F, Fut>(&self, route: Route, mut operation: F) -> Result<T, ClientError>
+    async fn call<T, F, Fut>(&self, kind: CallKind, mut operation: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let options = &self.shared.options;
         let started = Instant::now();
-        let preferred = match route {
+        let preferred = match kind.route {
             Route::Leader => self.cached_leader(),
             Route::FirstAddress => None,
         };
@@ -617,27 +774,38 @@ impl Client {
         let mut address = plan.first_address(preferred);
         loop {
             let channel = self.channel(&address)?;
-            let attempt = tokio::time::timeout(
-                options.request_timeout,
-                operation(channel, options.request_timeout),
-            );
-            let status = match attempt.await {
-                Ok(Ok(response)) => {
-                    if route == Route::Leader {
+            let attempt = operation(channel, options.request_timeout);
+            let (status, failure) = match self.attempt(kind, &address, attempt).await {
+                AttemptEnd::Answered(Ok(response)) => {
+                    if kind.route == Route::Leader {
                         self.connections().leader = Some(address);
                     }
                     return Ok(response.into_inner());
                 }
-                Ok(Err(status)) => status,
-                Err(_) => Status::deadline_exceeded(format!(
-                    "no answer within the request timeout of {:?}",
-                    options.request_timeout
-                )),
+                AttemptEnd::Answered(Err(status)) => {
+                    let failure = Failure::from_status(&status);
+                    (status, failure)
+                }
+                AttemptEnd::TimedOut => (
+                    Status::deadline_exceeded(format!(
+                        "no answer within the request timeout of {:?}",
+                        options.request_timeout
+                    )),
+                    Failure::OutcomeUnknown,
+                ),
+                AttemptEnd::Abandoned { leader, waited } => (
+                    Status::deadline_exceeded(format!(
+                        "no answer after {waited:?}, and node {leader} leads now: attempt abandoned"
+                    )),
+                    Failure::LeaderMoved { leader },
+                ),
             };
             self.forget_leader(&address);
-            let failure = Failure::from_status(&status);
+            if let Failure::LeaderMoved { leader } = &failure {
+                self.connections().leader = Some(leader.clone());
+            }
             tracing::debug!(%address, code = ?status.code(), message = status.message(), "attempt failed");
-            match plan.after_failure(&address, &failure, started.elapsed()) {
+            match plan.after_failure(&address, &failure, kind.resend, started.elapsed()) {
                 Decision::Retry {
                     address: next,
                     delay,
@@ -649,6 +817,13 @@ impl Client {
                 }
                 Decision::Stop => {
                     return Err(ClientError::Rejected {
+                        address,
+                        code: status.code(),
+                        message: status.message().to_string(),
+                    })
+                }
+                Decision::OutcomeUnknown => {
+                    return Err(ClientError::OutcomeUnknown {
                         address,
                         code: status.code(),
                         message: status.message().to_string(),
@@ -667,6 +842,86 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Waits for one attempt at `address`, at most the request timeout;
+    /// while it waits, checks on the schedule of module `leader_check`
+    /// whether another node leads, and abandons the attempt if one does.
+    async fn attempt<T>(
+        &self,
+        kind: CallKind,
+        address: &str,
+        attempt: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> AttemptEnd<T> {
+        let options = &self.shared.options;
+        let started = Instant::now();
+        let mut attempt = pin!(tokio::time::timeout(options.request_timeout, attempt));
+        let ended = |result: Result<Result<tonic::Response<T>, Status>, _>| match result {
+            Ok(answer) => AttemptEnd::Answered(answer),
+            Err(tokio::time::error::Elapsed { .. }) => AttemptEnd::TimedOut,
+        };
+        let mut schedule = leader_check::CheckSchedule::new(
+            kind.route == Route::Leader && kind.leader_check,
+            self.shared.endpoints.len(),
+            options.leader_check_interval,
+            options.request_timeout,
+        );
+        // Bounded: each turn waits an interval, and the schedule hands out
+        // at most request_timeout / interval checks.
+        while let Some(wait) = schedule.next_wait(started.elapsed()) {
+            let sleep = pin!(tokio::time::sleep(wait));
+            if let Either::Left((result, _)) =
+                futures::future::select(attempt.as_mut(), sleep).await
+            {
+                return ended(result);
+            }
+            let check = self.leader_check();
+            match futures::future::select(attempt.as_mut(), check).await {
+                Either::Left((result, _)) => return ended(result),
+                Either::Right((answers, _)) => {
+                    if let Some(leader) = leader_check::leader_elsewhere(address, &answers) {
+                        tracing::debug!(%address, %leader, "another node leads; abandoning the attempt");
+                        return AttemptEnd::Abandoned {
+                            leader,
+                            waited: started.elapsed(),
+                        };
+                    }
+                }
+            }
+        }
+        ended(attempt.await)
+    }
+
+    /// The answers of a leader check: a check started within the last
+    /// quarter interval if there is one (in flight or done), else a new
+    /// one that asks every node given, each for at most one interval, and
+    /// ends once enough have answered (module `leader_check`, rule 2).
+    fn leader_check(&self) -> futures::future::Shared<BoxFuture<'static, StatusAnswers>> {
+        let interval = self
+            .shared
+            .options
+            .leader_check_interval
+            .unwrap_or(LEADER_CHECK_INTERVAL_MIN);
+        let mut latest = lock(&self.shared.leader_check);
+        if let Some(check) = latest.as_ref() {
+            if check.started.elapsed() < interval / 4 {
+                return check.answers.clone();
+            }
+        }
+        // The future holds channels, not the client, so that a check nobody
+        // waits for does not keep the client alive.
+        let mut channels = Vec::new();
+        for address in &self.shared.endpoints {
+            if let Ok(channel) = self.channel(address) {
+                channels.push(channel);
+            }
+        }
+        let answers = ask_who_leads(channels, interval).boxed().shared();
+        *latest = Some(LeaderCheck {
+            started: Instant::now(),
+            answers: answers.clone(),
+        });
+        answers
     }
 
     fn connections(&self) -> std::sync::MutexGuard<'_, Connections> {
@@ -707,14 +962,40 @@ pub fn agreed_leader<'a>(statuses: impl IntoIterator<Item = &'a StatusResponse>)
     leader_says_so.then_some(leader)
 }
 
-/// Stale reads may be served by any node, so they go to the first address
-/// given (a caller that lists a follower first reads from it); other reads
-/// need the leader.
-fn route_for(mode: ReadMode) -> Route {
-    match mode {
-        ReadMode::Stale => Route::FirstAddress,
-        ReadMode::Linearizable | ReadMode::Lease => Route::Leader,
+/// `Cluster.Status` of one node, at most `timeout`.
+async fn status_within(channel: Channel, timeout: Duration) -> Result<StatusResponse, Status> {
+    let request = with_timeout(StatusRequest {}, timeout);
+    let mut cluster = ClusterClient::new(channel);
+    match tokio::time::timeout(timeout, cluster.status(request)).await {
+        Ok(result) => result.map(tonic::Response::into_inner),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "no answer within {timeout:?}"
+        ))),
     }
+}
+
+/// The statuses of the nodes behind `channels`, asked at once, each given
+/// at most `timeout`; returns once enough have answered (module
+/// `leader_check`, rule 2).
+async fn ask_who_leads(channels: Vec<Channel>, timeout: Duration) -> StatusAnswers {
+    let asked = channels.len();
+    let mut pending: FuturesUnordered<_> = channels
+        .into_iter()
+        .map(|channel| status_within(channel, timeout))
+        .collect();
+    let mut answers = Vec::new();
+    let mut failed = 0;
+    // Bounded: one turn per node asked, each within `timeout`.
+    while let Some(result) = pending.next().await {
+        match result {
+            Ok(status) => answers.push(status),
+            Err(_) => failed += 1,
+        }
+        if leader_check::enough_answers(asked, answers.len(), failed) {
+            break;
+        }
+    }
+    Arc::new(answers)
 }
 
 fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
@@ -728,6 +1009,18 @@ fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
 /// caller is kept.
 fn normalise_address(address: &str) -> String {
     address.trim().trim_end_matches('/').to_string()
+}
+
+/// Whether two normalised addresses name the same node, whether or not
+/// either carries a scheme.
+fn same_address(one: &str, other: &str) -> bool {
+    let bare = |address: &str| {
+        address
+            .split_once("://")
+            .map_or(address, |(_, rest)| rest)
+            .to_string()
+    };
+    bare(one) == bare(other)
 }
 
 fn endpoint_for(address: &str, options: &ClientOptions) -> Result<Endpoint, ClientError> {
@@ -785,6 +1078,12 @@ enum Failure {
     Unavailable,
     /// The attempt ended without an answer; a write may or may not apply.
     OutcomeUnknown,
+    /// The attempt was abandoned without an answer because the node at
+    /// `leader` leads now; a write may or may not apply.
+    LeaderMoved {
+        /// The new leader's address.
+        leader: String,
+    },
     /// Retrying cannot help.
     Permanent,
 }
@@ -825,6 +1124,8 @@ enum Decision {
     GiveUp,
     /// The failure is permanent.
     Stop,
+    /// The outcome is unknown and the request must not be sent again.
+    OutcomeUnknown,
 }
 
 /// The retry state of one call. Pure: time comes in as `elapsed`, and the
@@ -887,14 +1188,23 @@ impl RetryPlan {
         address
     }
 
-    fn after_failure(&mut self, address: &str, failure: &Failure, elapsed: Duration) -> Decision {
+    fn after_failure(
+        &mut self,
+        address: &str,
+        failure: &Failure,
+        resend: Resend,
+        elapsed: Duration,
+    ) -> Decision {
         let redirect = match failure {
             Failure::Permanent => return Decision::Stop,
             Failure::NotLeader {
                 leader_address: Some(leader),
-            } if leader != address => Some(leader.clone()),
-            Failure::OutcomeUnknown => {
+            } if !same_address(leader, address) => Some(leader.clone()),
+            Failure::OutcomeUnknown | Failure::LeaderMoved { .. } => {
                 self.outcome_unknown = true;
+                if resend == Resend::Unsafe {
+                    return Decision::OutcomeUnknown;
+                }
                 None
             }
             Failure::NotLeader { .. } | Failure::Unavailable => None,
@@ -902,16 +1212,22 @@ impl RetryPlan {
         if self.attempts >= self.attempts_max {
             return Decision::GiveUp;
         }
-        let (next, delay) = match redirect {
-            Some(leader) if !self.previous_was_redirect => {
+        let (next, delay) = match (failure, redirect) {
+            // The attempt already waited a leader check interval, and the
+            // new leader answered the check: no reason to wait more.
+            (Failure::LeaderMoved { leader }, _) => {
+                self.previous_was_redirect = false;
+                (leader.clone(), Duration::ZERO)
+            }
+            (_, Some(leader)) if !self.previous_was_redirect => {
                 self.previous_was_redirect = true;
                 (leader, Duration::ZERO)
             }
-            Some(leader) => {
+            (_, Some(leader)) => {
                 self.previous_was_redirect = false;
                 (leader, self.backoff())
             }
-            None => {
+            (_, None) => {
                 self.previous_was_redirect = false;
                 (self.rotate(address), self.backoff())
             }
@@ -980,6 +1296,7 @@ mod tests {
             retry_duration_max: Duration::from_secs(10),
             request_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
+            leader_check_interval: Some(Duration::from_millis(500)),
             tls: None,
         }
     }
@@ -1002,7 +1319,7 @@ mod tests {
         let mut delays = Vec::new();
         let mut elapsed = Duration::ZERO;
         for failure in failures {
-            match plan.after_failure(&address, failure, elapsed) {
+            match plan.after_failure(&address, failure, Resend::Safe, elapsed) {
                 Decision::Retry {
                     address: next,
                     delay,
@@ -1080,13 +1397,13 @@ mod tests {
         let first = plan.first_address(Some("n2:2".into()));
         assert_eq!(first, "n2:2");
         let Decision::Retry { address, .. } =
-            plan.after_failure("n2:2", &Failure::Unavailable, Duration::ZERO)
+            plan.after_failure("n2:2", &Failure::Unavailable, Resend::Safe, Duration::ZERO)
         else {
             panic!("should retry");
         };
         assert_eq!(address, "n1:1");
         let Decision::Retry { address, .. } =
-            plan.after_failure("n1:1", &Failure::Unavailable, Duration::ZERO)
+            plan.after_failure("n1:1", &Failure::Unavailable, Resend::Safe, Duration::ZERO)
         else {
             panic!("should retry");
         };
@@ -1126,8 +1443,12 @@ mod tests {
     fn total_time_is_bounded() {
         let mut plan = RetryPlan::new(endpoints(), &options(), 3);
         plan.first_address(None);
-        let decision =
-            plan.after_failure("n1:1", &Failure::Unavailable, Duration::from_millis(9_990));
+        let decision = plan.after_failure(
+            "n1:1",
+            &Failure::Unavailable,
+            Resend::Safe,
+            Duration::from_millis(9_990),
+        );
         assert_eq!(decision, Decision::GiveUp);
     }
 
@@ -1138,6 +1459,101 @@ mod tests {
         let (addresses, _, _) = run(&mut plan, &failures);
         assert_eq!(addresses, ["n1:1", "n2:2", "n3:3"]);
         assert!(plan.outcome_unknown);
+    }
+
+    fn leader_moved(leader: &str) -> Failure {
+        Failure::LeaderMoved {
+            leader: leader.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_abandoned_attempt_is_sent_again_at_once_to_the_new_leader() {
+        let mut plan = RetryPlan::new(endpoints(), &options(), 7);
+        let (addresses, delays, _) = run(&mut plan, &[leader_moved("n3:3")]);
+        assert_eq!(addresses, ["n1:1", "n3:3"]);
+        assert_eq!(delays, [Duration::ZERO]);
+        assert!(plan.outcome_unknown);
+    }
+
+    #[test]
+    fn an_abandoned_attempt_after_a_redirect_is_not_slowed_down() {
+        // A hint led to n2, which then stopped; the check names n3.
+        let mut plan = RetryPlan::new(endpoints(), &options(), 7);
+        let failures = [not_leader(Some("n2:2")), leader_moved("n3:3")];
+        let (addresses, delays, _) = run(&mut plan, &failures);
+        assert_eq!(addresses, ["n1:1", "n2:2", "n3:3"]);
+        assert_eq!(delays, [Duration::ZERO, Duration::ZERO]);
+    }
+
+    #[test]
+    fn abandoned_attempts_count_against_the_attempt_budget() {
+        let mut plan = RetryPlan::new(endpoints(), &options(), 7);
+        let failures: Vec<Failure> = (0..10)
+            .map(|attempt| leader_moved(if attempt % 2 == 0 { "n2:2" } else { "n1:1" }))
+            .collect();
+        let (addresses, _, decision) = run(&mut plan, &failures);
+        assert_eq!(decision, Decision::GiveUp);
+        assert_eq!(addresses.len(), options().attempts_max as usize);
+    }
+
+    #[test]
+    fn a_write_without_a_session_is_never_sent_again_once_its_outcome_is_unknown() {
+        for failure in [Failure::OutcomeUnknown, leader_moved("n3:3")] {
+            let mut plan = RetryPlan::new(endpoints(), &options(), 7);
+            plan.first_address(None);
+            let decision = plan.after_failure("n1:1", &failure, Resend::Unsafe, Duration::ZERO);
+            assert_eq!(decision, Decision::OutcomeUnknown, "{failure:?}");
+            assert_eq!(plan.attempts, 1);
+            assert!(plan.outcome_unknown);
+        }
+    }
+
+    #[test]
+    fn a_write_without_a_session_is_still_redirected_when_it_was_refused() {
+        // A refusal says the write was not proposed there: sending it to
+        // the leader cannot apply it twice.
+        let mut plan = RetryPlan::new(endpoints(), &options(), 7);
+        plan.first_address(None);
+        let decision = plan.after_failure(
+            "n1:1",
+            &not_leader(Some("n2:2")),
+            Resend::Unsafe,
+            Duration::ZERO,
+        );
+        assert_eq!(
+            decision,
+            Decision::Retry {
+                address: "n2:2".into(),
+                delay: Duration::ZERO
+            }
+        );
+        assert!(!plan.outcome_unknown);
+    }
+
+    #[test]
+    fn call_kinds_say_what_may_be_sent_again() {
+        let with_session = CallKind::submit("0123abcd");
+        let without_session = CallKind::submit("");
+        assert_eq!(with_session.resend, Resend::Safe);
+        assert_eq!(without_session.resend, Resend::Unsafe);
+        // Both leave a stopped leader; only the first is sent again.
+        assert!(with_session.leader_check && without_session.leader_check);
+        for mode in [ReadMode::Linearizable, ReadMode::Lease] {
+            let kind = CallKind::read(mode);
+            assert_eq!((kind.route, kind.resend), (Route::Leader, Resend::Safe));
+            assert!(kind.leader_check);
+        }
+        let stale = CallKind::read(ReadMode::Stale);
+        assert_eq!(stale.route, Route::FirstAddress);
+        assert!(!stale.leader_check);
+    }
+
+    #[test]
+    fn addresses_with_and_without_a_scheme_are_the_same_node() {
+        assert!(same_address("http://127.0.0.1:7001", "127.0.0.1:7001"));
+        assert!(same_address("127.0.0.1:7001", "https://127.0.0.1:7001"));
+        assert!(!same_address("127.0.0.1:7001", "127.0.0.1:7002"));
     }
 
     #[test]
@@ -1266,6 +1682,14 @@ mod tests {
         assert!(matches!(
             Client::with_options(["a:1"], options),
             Err(ClientError::InvalidOptions(_))
+        ));
+        let options = ClientOptions {
+            leader_check_interval: Some(Duration::from_millis(1)),
+            ..ClientOptions::default()
+        };
+        assert!(matches!(
+            Client::with_options(["a:1"], options),
+            Err(ClientError::InvalidOptions(message)) if message.contains("leader_check_interval")
         ));
     }
 

@@ -5,8 +5,11 @@
 //!
 //! Half the workers (the even ones) write through [`raftgres::client::Client`],
 //! which carries a session on every write and retries it with the same
-//! (client_id, sequence); the others send single attempts with no session
-//! to the node they believe leads, following leader hints. Stale reads go
+//! (client_id, sequence), and leaves an attempt at a leader that stopped
+//! answering once another node leads (its leader check, every
+//! [`WorkloadOptions::leader_check_interval`]); the others send single
+//! attempts with no session to the node they believe leads, following
+//! leader hints. Stale reads go
 //! straight to one node chosen at random, and name it in the record.
 //!
 //! Keys come in generations: every `generation_length` the workers move to
@@ -46,6 +49,10 @@ pub struct WorkloadOptions {
     pub request_timeout: Duration,
     /// How long the retrying client keeps retrying one call.
     pub retry_duration_max: Duration,
+    /// How long an attempt of the retrying client at the leader waits
+    /// before it asks the other nodes who leads, and how often it asks
+    /// again (`None`: never; see `ClientOptions::leader_check_interval`).
+    pub leader_check_interval: Option<Duration>,
     /// Pause between a worker's operations.
     pub pause: Duration,
 }
@@ -59,6 +66,7 @@ impl Default for WorkloadOptions {
             operations_per_worker_max: 1_000_000,
             request_timeout: Duration::from_secs(2),
             retry_duration_max: Duration::from_secs(6),
+            leader_check_interval: ClientOptions::default().leader_check_interval,
             pause: Duration::from_millis(5),
         }
     }
@@ -125,6 +133,7 @@ impl Workload {
                 let client_options = ClientOptions {
                     request_timeout: options.request_timeout,
                     retry_duration_max: options.retry_duration_max,
+                    leader_check_interval: options.leader_check_interval,
                     backoff_max: Duration::from_millis(250),
                     connect_timeout: Duration::from_millis(500),
                     ..ClientOptions::default()
@@ -463,6 +472,7 @@ fn status_outcome(code: Code) -> Outcome {
 fn client_error_outcome(error: &ClientError, write: bool) -> Outcome {
     match error {
         ClientError::Rejected { code, .. } => status_outcome(*code),
+        ClientError::OutcomeUnknown { .. } => Outcome::Unknown,
         _ if !write => Outcome::Failed,
         _ => Outcome::Unknown,
     }

@@ -1,12 +1,16 @@
-//! Crashes and restarts of node processes: leader failover, a crashed node
-//! catching up, and a whole cluster coming back on its data.
+//! Crashes, pauses and restarts of node processes: leader failover, a
+//! client moving off a stopped leader, a crashed node catching up, and a
+//! whole cluster coming back on its data.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use raftgres::client::{Client, ReadMode, Role};
-use raftgres_proto::v1::RangeRequest;
-use raftgres_tests::{kv_client, BackgroundWriter, TestCluster};
+use prost::Message as _;
+use raftgres::client::{Client, ClientError, ClientOptions, ReadMode, Role};
+use raftgres_proto::v1::kv_command::Operation;
+use raftgres_proto::v1::{KvCommand, KvPut, RangeRequest};
+use raftgres_tests::nemesis::signal;
+use raftgres_tests::{bounded, kv_client, BackgroundWriter, TestCluster};
 
 /// Writes `count` keys `prefix{i}` = `value-{i}` one after another and
 /// asserts each is acknowledged; returns the highest log index.
@@ -114,6 +118,130 @@ async fn killing_the_leader_elects_a_new_one_and_keeps_acknowledged_writes() {
             "{key} was never written"
         );
     }
+}
+
+/// Sends SIGCONT to a stopped node when dropped, so that a failing test
+/// does not leave it stopped behind the cluster's shutdown.
+struct ResumeOnDrop(u32);
+
+impl Drop for ResumeOnDrop {
+    fn drop(&mut self) {
+        let _ = signal(self.0, "CONT");
+    }
+}
+
+/// Proves that clients whose cached leader is stopped (SIGSTOP: its
+/// connections stay open, nothing is answered or refused) learn of the new
+/// leader from the other nodes and leave the stopped one long before their
+/// 30 s attempt timeout: a compare-and-swap carrying a session and a
+/// linearizable read are both answered by the new leader, the swap is
+/// applied exactly once (its answer says it swapped), and a write without a
+/// session is reported as outcome unknown instead of being sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_leave_a_stopped_leader_for_the_new_one_before_their_attempt_times_out() {
+    let mut cluster = TestCluster::start("leader-pause").await;
+    let (old_leader, _) = cluster.leader_status().await;
+    let request_timeout = Duration::from_secs(30);
+    let options = ClientOptions {
+        request_timeout,
+        retry_duration_max: Duration::from_secs(60),
+        ..ClientOptions::default()
+    };
+    let client = || Client::with_options(cluster.addresses(), options.clone()).unwrap();
+    let (writer, reader, unsessioned) = (client(), client(), client());
+    // Every client caches the leader before it stops (a write, since a
+    // linearizable read may be served by the follower first asked).
+    for client in [&writer, &reader, &unsessioned] {
+        client.put("pause/warm", "w").await.unwrap();
+    }
+    let old_address = cluster.node_address(old_leader).to_string();
+    for client in [&writer, &reader, &unsessioned] {
+        assert_eq!(
+            client.cached_leader().as_deref(),
+            Some(old_address.as_str())
+        );
+    }
+
+    let pid = cluster.pid(old_leader).expect("the leader runs");
+    signal(pid, "STOP").expect("SIGSTOP the leader");
+    let resume = ResumeOnDrop(pid);
+    let stopped_at = Instant::now();
+    // Half the attempt timeout: an answer within it proves that the attempt
+    // at the stopped leader was abandoned, not waited out.
+    let limit = request_timeout / 2;
+    let swap = async {
+        let swapped = writer
+            .compare_and_swap("pause/key", None, Some(b"after-pause".to_vec()))
+            .await;
+        (swapped, stopped_at.elapsed())
+    };
+    let read = async {
+        let value = reader.get("pause/key", ReadMode::Linearizable).await;
+        (value, stopped_at.elapsed())
+    };
+    let without_session = async {
+        let command = KvCommand {
+            operation: Some(Operation::Put(KvPut {
+                key: b"pause/unsessioned".to_vec(),
+                value: b"maybe".to_vec(),
+            })),
+        };
+        let submitted = unsessioned.submit(command.encode_to_vec(), "", 0).await;
+        (submitted, stopped_at.elapsed())
+    };
+    let ((swapped, swap_took), (value, read_took), (submitted, submit_took)) =
+        bounded("calls while the leader is stopped", limit, async {
+            tokio::join!(swap, read, without_session)
+        })
+        .await;
+    println!(
+        "leader {old_leader} stopped: swap answered after {swap_took:?}, read after \
+         {read_took:?}, the write without a session ended after {submit_took:?}"
+    );
+
+    let swapped = swapped.unwrap_or_else(|error| panic!("the swap failed: {error}"));
+    assert!(swapped.succeeded, "the swap was applied twice: {swapped:?}");
+    let value = value.unwrap_or_else(|error| panic!("the read failed: {error}"));
+    assert!(
+        value.is_none() || value.as_deref() == Some(&b"after-pause"[..]),
+        "{value:?}"
+    );
+    match submitted {
+        Err(ClientError::OutcomeUnknown { address, .. }) => {
+            assert_eq!(address, old_address, "only the stopped leader was tried")
+        }
+        other => panic!("a write without a session must end unknown: {other:?}"),
+    }
+
+    // The answers came from a new leader that the other nodes agree on.
+    let mut named = Vec::new();
+    for id in cluster.others(old_leader) {
+        named.push(cluster.status(id).await.unwrap().leader_id);
+    }
+    let new_leader = named[0];
+    assert!(
+        new_leader != old_leader && named.iter().all(|id| *id == new_leader),
+        "the running nodes name {named:?} (old leader {old_leader})"
+    );
+    let new_address = cluster.node_address(new_leader).to_string();
+    assert_eq!(writer.cached_leader(), Some(new_address.clone()));
+    assert_eq!(reader.cached_leader(), Some(new_address));
+    let read_again = reader
+        .get("pause/key", ReadMode::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(read_again.as_deref(), Some(&b"after-pause"[..]));
+
+    // Once it resumes, the old leader follows and holds the swap once.
+    drop(resume);
+    let commit = cluster.wait_caught_up(old_leader).await;
+    assert!(commit >= swapped.index);
+    let again = writer
+        .compare_and_swap("pause/key", None, Some(b"again".to_vec()))
+        .await
+        .unwrap();
+    assert!(!again.succeeded, "the key must exist: {again:?}");
+    cluster.assert_no_node_exited();
 }
 
 /// Proves that a crashed node (here the leader, which may hold entries the

@@ -28,6 +28,10 @@ struct Arguments {
     /// Fault kinds, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
+    /// Leader check interval of the retrying workers' client, in ms (0: no
+    /// leader check; the attempt at a stopped leader waits out its timeout).
+    #[arg(long)]
+    leader_check_ms: Option<u64>,
     /// Where the report, history, plot and logs go.
     #[arg(long, default_value = "target/nemesis")]
     artifacts: PathBuf,
@@ -40,6 +44,10 @@ async fn main() -> anyhow::Result<()> {
     let mut options = CampaignOptions::new(arguments.seed, duration);
     options.nodes = arguments.nodes;
     options.workload.workers = arguments.workers;
+    if let Some(milliseconds) = arguments.leader_check_ms {
+        options.workload.leader_check_interval =
+            (milliseconds > 0).then(|| Duration::from_millis(milliseconds));
+    }
     options.progress = true;
     options.keep_artifacts = true;
     options.artifacts_dir = std::path::absolute(&arguments.artifacts)?;
