@@ -212,6 +212,7 @@ impl ClientOptions {
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The client was given no address.
     #[error("no node addresses given")]
