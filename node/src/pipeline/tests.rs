@@ -501,3 +501,35 @@ fn a_state_machine_behind_with_no_batch_coming_gets_the_last_entry_again() {
     pipeline.handle(now, Input::ApplyDone(apply_all(&batch, b"")));
     assert_eq!(pipeline.raft().log().applied_index(), applied);
 }
+
+/// With Postgres gone, a leader's clients all wait for applies that fail,
+/// so nothing new is proposed and no write is in flight: the apply that
+/// does not end must count as the stall (found by the nemesis suite: a
+/// leader whose Postgres stopped handed off only 3 s later, once clients
+/// timed out and proposed again).
+#[test]
+fn a_leader_whose_apply_stalls_with_no_write_in_flight_hands_off() {
+    let (mut pipeline, now) = three_node_leader();
+    assert!(
+        pipeline.applies.in_flight,
+        "the blank entry's apply never ends"
+    );
+    assert!(!pipeline.writes.in_flight(), "no write in flight");
+    pipeline.advance(Instant(now.0 + TICK * 10));
+    assert!(
+        !pipeline
+            .take_outputs()
+            .iter()
+            .any(|output| matches!(output, Output::HandingOff { .. })),
+        "not a stall yet"
+    );
+    pipeline.advance(Instant(now.0 + TICK * 21));
+    let outputs = pipeline.take_outputs();
+    assert!(
+        outputs.iter().any(|output| matches!(
+            output,
+            Output::HandingOff { stalled_for, .. } if *stalled_for >= TICK * 20
+        )),
+        "{outputs:?}"
+    );
+}
