@@ -263,7 +263,20 @@ impl Pipeline {
     }
 
     fn deliver_ticks(&mut self, now: Instant) {
+        let before = self.clock.now();
         let mut ticks = self.clock.advance(now);
+        let gap = self.clock.now().0.saturating_sub(before.0);
+        if ticks > 2 {
+            // This node itself was stopped (a paused process, a stalled
+            // event loop): a transaction in flight across the gap may be
+            // done with its report still queued, so the gap is not counted
+            // as storage time.
+            for started in [&mut self.writes.started_at, &mut self.applies.started_at] {
+                if let Some(at) = started {
+                    at.0 += gap;
+                }
+            }
+        }
         if self.planted.lease_by_tick_count {
             ticks = ticks.min(1);
         }

@@ -83,6 +83,25 @@ fn apply_all(batch: &[crate::core::Entry], response: &[u8]) -> ApplyDone {
     }
 }
 
+/// Runs the node's clock one tick at a time from `from` to `to`, as a
+/// driver does for a node that keeps running; returns every output.
+fn run_ticks(pipeline: &mut Pipeline, from: Instant, to: Instant) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    let mut at = from;
+    while at < to {
+        at = Instant(at.0 + TICK).min(to);
+        pipeline.advance(at);
+        outputs.extend(pipeline.take_outputs());
+    }
+    outputs
+}
+
+fn hands_off(outputs: &[Output]) -> bool {
+    outputs
+        .iter()
+        .any(|output| matches!(output, Output::HandingOff { .. }))
+}
+
 fn writes(outputs: &[Output]) -> Vec<&WriteJob> {
     outputs
         .iter()
@@ -418,15 +437,12 @@ fn a_leader_whose_write_stalls_hands_leadership_to_an_up_to_date_follower() {
     pipeline.take_outputs();
 
     let later = Instant(now.0 + TICK * 10);
-    pipeline.advance(later);
     assert!(
-        !pipeline
-            .take_outputs()
-            .iter()
-            .any(|output| matches!(output, Output::HandingOff { .. })),
+        !hands_off(&run_ticks(&mut pipeline, now, later)),
         "half a stall timeout is not a stall"
     );
     let stalled = Instant(now.0 + TICK * 21);
+    run_ticks(&mut pipeline, later, Instant(now.0 + TICK * 19));
     pipeline.handle(
         stalled,
         Input::Read {
@@ -515,16 +531,12 @@ fn a_leader_whose_apply_stalls_with_no_write_in_flight_hands_off() {
         "the blank entry's apply never ends"
     );
     assert!(!pipeline.writes.in_flight(), "no write in flight");
-    pipeline.advance(Instant(now.0 + TICK * 10));
+    let later = Instant(now.0 + TICK * 19);
     assert!(
-        !pipeline
-            .take_outputs()
-            .iter()
-            .any(|output| matches!(output, Output::HandingOff { .. })),
+        !hands_off(&run_ticks(&mut pipeline, now, later)),
         "not a stall yet"
     );
-    pipeline.advance(Instant(now.0 + TICK * 21));
-    let outputs = pipeline.take_outputs();
+    let outputs = run_ticks(&mut pipeline, later, Instant(now.0 + TICK * 21));
     assert!(
         outputs.iter().any(|output| matches!(
             output,
@@ -532,4 +544,36 @@ fn a_leader_whose_apply_stalls_with_no_write_in_flight_hands_off() {
         )),
         "{outputs:?}"
     );
+}
+
+/// A node that was itself stopped (a paused process) for longer than the
+/// stall timeout does not blame its storage for the gap: the apply in
+/// flight may be done with its report queued. Its stall counts from the
+/// resume.
+#[test]
+fn a_pause_of_the_node_itself_is_not_a_storage_stall() {
+    let (mut pipeline, now) = three_node_leader();
+    assert!(
+        pipeline.applies.in_flight,
+        "the blank entry's apply never ends"
+    );
+    // Ten ticks running, then stopped for thirty.
+    let stopped = Instant(now.0 + TICK * 10);
+    run_ticks(&mut pipeline, now, stopped);
+    let resumed = Instant(stopped.0 + TICK * 30);
+    pipeline.advance(resumed);
+    assert!(
+        !hands_off(&pipeline.take_outputs()),
+        "a resumed node does not hand off"
+    );
+    // Counted from the resume, the apply has waited ten ticks before the
+    // pause: ten more make the stall.
+    let outputs = run_ticks(&mut pipeline, resumed, Instant(resumed.0 + TICK * 9));
+    assert!(!hands_off(&outputs));
+    let outputs = run_ticks(
+        &mut pipeline,
+        Instant(resumed.0 + TICK * 9),
+        Instant(resumed.0 + TICK * 10),
+    );
+    assert!(hands_off(&outputs), "stalled for 20 ticks of running time");
 }
