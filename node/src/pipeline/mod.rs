@@ -271,10 +271,9 @@ impl Pipeline {
             // event loop): a transaction in flight across the gap may be
             // done with its report still queued, so the gap is not counted
             // as storage time.
-            for started in [&mut self.writes.started_at, &mut self.applies.started_at] {
-                if let Some(at) = started {
-                    at.0 += gap;
-                }
+            let started = [&mut self.writes.started_at, &mut self.applies.started_at];
+            for at in started.into_iter().flatten() {
+                at.0 += gap;
             }
         }
         if self.planted.lease_by_tick_count {
