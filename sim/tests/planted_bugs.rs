@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [1, 1],
+            seeds_needed: [6, 2],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -76,12 +76,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [58, 10],
+            seeds_needed: [35, 10],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "lease-by-tick-count",
-            seeds_needed: [5, 747],
+            seeds_needed: [80, 150],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -91,7 +91,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [64, 10],
+            seeds_needed: [68, 13],
             checkers: &["client_outcomes", "linearizability"],
         },
         Hunt {
@@ -101,7 +101,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [34, 5],
+            seeds_needed: [34, 152],
             checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {

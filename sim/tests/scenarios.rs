@@ -514,7 +514,6 @@ scenarios!(
     slow_storage,
     failing_storage,
     storage_stall_hand_off,
-    apply_stall_hand_off,
     lease_reads,
     lease_after_transfer,
 );

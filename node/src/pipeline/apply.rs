@@ -1,7 +1,6 @@
 //! Applying committed entries: one apply batch in flight, later committed
 //! entries gathered into the next, and what each batch reports back.
 
-use super::clock::Instant;
 use crate::core::{Entry, LogIndex, Snapshot, Term};
 
 /// How a committed command ended, for the client that proposed it.
@@ -41,9 +40,6 @@ pub struct ApplyDone {
 pub(super) struct Applies {
     /// Invariant: at most one batch is being applied.
     pub(super) in_flight: bool,
-    /// When the batch in flight was handed out (not set for the start-up
-    /// snapshot, which is not a batch).
-    pub(super) started_at: Option<Instant>,
     /// Committed entries not yet handed out, in order.
     pub(super) next: Vec<Entry>,
 }
@@ -56,18 +52,11 @@ impl Applies {
     }
 
     /// The next batch, if the applier is free and there is one.
-    pub(super) fn start(&mut self, now: Instant) -> Option<Vec<Entry>> {
+    pub(super) fn start(&mut self) -> Option<Vec<Entry>> {
         if self.in_flight || self.next.is_empty() {
             return None;
         }
         self.in_flight = true;
-        self.started_at = Some(now);
         Some(std::mem::take(&mut self.next))
-    }
-
-    /// The batch in flight is committed.
-    pub(super) fn done(&mut self) {
-        self.in_flight = false;
-        self.started_at = None;
     }
 }

@@ -263,19 +263,7 @@ impl Pipeline {
     }
 
     fn deliver_ticks(&mut self, now: Instant) {
-        let before = self.clock.now();
         let mut ticks = self.clock.advance(now);
-        let gap = self.clock.now().0.saturating_sub(before.0);
-        if ticks > 2 {
-            // This node itself was stopped (a paused process, a stalled
-            // event loop): a transaction in flight across the gap may be
-            // done with its report still queued, so the gap is not counted
-            // as storage time.
-            let started = [&mut self.writes.started_at, &mut self.applies.started_at];
-            for at in started.into_iter().flatten() {
-                at.0 += gap;
-            }
-        }
         if self.planted.lease_by_tick_count {
             ticks = ticks.min(1);
         }
@@ -309,27 +297,14 @@ impl Pipeline {
     /// is stalled: answered at once, so the client tries another node
     /// instead of waiting for its deadline.
     fn storage_refusal(&self) -> Option<Refusal> {
-        self.storage_stalled_for()?;
+        let now = self.clock.now();
+        if !self.writes.stalled(now, self.storage_stall_timeout) {
+            return None;
+        }
         Some(Refusal::Unavailable(format!(
-            "this node's storage has not completed a write or an apply for over {} ms; \
-             retry on another node",
+            "this node's storage has not completed a write for over {} ms; retry on another node",
             self.storage_stall_timeout.as_millis()
         )))
-    }
-
-    /// How long the older of the write and the apply batch in flight has
-    /// waited, when that is at least `storage_stall_timeout`. An apply
-    /// counts as well as a write: with Postgres gone, a leader whose
-    /// clients all wait for their applies proposes nothing new, so no
-    /// write would ever be in flight to show the stall.
-    fn storage_stalled_for(&self) -> Option<Duration> {
-        let now = self.clock.now();
-        let started = [self.writes.started_at, self.applies.started_at]
-            .into_iter()
-            .flatten()
-            .min()?;
-        let waited = now.0.saturating_sub(started.0);
-        (waited >= self.storage_stall_timeout).then_some(waited)
     }
 
     /// A leader whose own write has stalled hands leadership to its most
@@ -339,12 +314,9 @@ impl Pipeline {
     fn hand_off_if_storage_stalled(&mut self) {
         let now = self.clock.now();
         let limit = self.storage_stall_timeout;
-        if self.raft.role() != Role::Leader {
+        if self.raft.role() != Role::Leader || !self.writes.stalled(now, limit) {
             return;
         }
-        let Some(stalled_for) = self.storage_stalled_for() else {
-            return;
-        };
         let retry_due = self
             .handed_off_at
             .is_none_or(|at| now.0.saturating_sub(at.0) >= limit);
@@ -365,9 +337,10 @@ impl Pipeline {
         };
         if self.raft.transfer_leadership(target).is_ok() {
             self.handed_off_at = Some(now);
+            let started = self.writes.started_at.unwrap_or(now);
             self.outputs.push(Output::HandingOff {
                 target,
-                stalled_for,
+                stalled_for: now.0.saturating_sub(started.0),
             });
         }
     }
@@ -492,7 +465,7 @@ impl Pipeline {
         if let Some(job) = self.writes.start(self.applies.in_flight, self.clock.now()) {
             self.outputs.push(Output::Write(job));
         }
-        if let Some(batch) = self.applies.start(self.clock.now()) {
+        if let Some(batch) = self.applies.start() {
             self.outputs.push(Output::Apply(batch));
         }
         let settled = self
@@ -536,7 +509,7 @@ impl Pipeline {
             "node {}: an apply was reported done while none was in flight",
             self.raft.id()
         );
-        self.applies.done();
+        self.applies.in_flight = false;
         for (index, term, outcome) in done.outcomes {
             if let Some((request, reply)) = self.requests.applied(index, term, outcome) {
                 self.reply(request, reply);

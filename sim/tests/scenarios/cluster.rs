@@ -230,7 +230,7 @@ impl Cluster {
             } => {
                 writeln!(
                     self.output,
-                    "{id} hands leadership to {target}: its storage has stalled for {} ms",
+                    "{id} hands leadership to {target}: its write has waited {} ms",
                     stalled_for.as_millis()
                 )
                 .unwrap();
