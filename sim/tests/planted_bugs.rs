@@ -91,7 +91,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [68, 13],
+            seeds_needed: [64, 13],
             checkers: &["client_outcomes", "linearizability"],
         },
         Hunt {
