@@ -2,8 +2,9 @@
 //! (`node/src/server/driver.rs`) does against Postgres and gRPC, done
 //! against the simulated store and network. It decides nothing: it feeds
 //! the pipeline its inputs at the node's monotonic instant (obligation 1),
-//! carries out every write and apply as one atomic transaction and reports
-//! it (obligations 2 and 3), retrying a transaction that failed or whose
+//! carries out every write (with the apply batch it carries) and every
+//! apply as one atomic transaction and reports it (obligations 2 and 3),
+//! retrying a transaction that failed or whose
 //! commit had an unknown outcome, as the product's storage tasks do,
 //! sends what the pipeline sends (obligation 4), and routes replies to the
 //! clients waiting for them (obligation 5).
@@ -15,7 +16,7 @@ use rand::Rng;
 use crate::checkers::{apply_after_durable, crash_recovery, honest_peers};
 use crate::network::SendFate;
 use crate::node::{ApplyJob, Queued, QueuedInput, Waiting};
-use crate::store::{ApplyReport, Fate, Transaction};
+use crate::store::{ApplyReport, ApplySettings, Fate, Transaction};
 use crate::world::World;
 
 /// The longest a storage task waits before retrying, in ticks (the
@@ -290,18 +291,19 @@ impl World {
     fn end_write(&mut self, index: usize, transaction: Transaction<WriteJob>, fate: Fate) {
         match fate {
             Fate::Commit => {
-                if !self.commit_write(index, &transaction.job) || self.crash_after_commit(index) {
+                let Some(applied) = self.commit_write(index, &transaction.job) else {
+                    return;
+                };
+                if self.crash_after_commit(index) {
                     return;
                 }
-                {
-                    let done = WriteDone::of(transaction.job);
-                    self.handle(index, Some(Input::WriteDone(done)));
-                }
+                let done = WriteDone::of(transaction.job, applied);
+                self.handle(index, Some(Input::WriteDone(done)));
             }
             Fate::Fail | Fate::Unknown { .. } => {
                 if let Fate::Unknown { happened } = fate {
                     self.stats.faults.commits_unknown += 1;
-                    if happened && !self.commit_write(index, &transaction.job) {
+                    if happened && self.commit_write(index, &transaction.job).is_none() {
                         return;
                     }
                 } else {
@@ -321,21 +323,24 @@ impl World {
     fn end_apply(&mut self, index: usize, transaction: Transaction<ApplyJob>, fate: Fate) {
         match fate {
             Fate::Commit | Fate::Fatal => {
-                let Some(report) = self.commit_apply(index, &transaction.job) else {
+                let settings = self.apply_settings;
+                let Some(report) = self.commit_apply(index, &transaction.job, settings) else {
                     return;
                 };
                 if self.crash_after_commit(index) {
                     return;
-                }
-                if let Some(snapshot) = &report.done.snapshot {
-                    self.nodes[index].last_snapshot = snapshot.meta.index;
                 }
                 self.handle(index, Some(Input::ApplyDone(report.done)));
             }
             Fate::Fail | Fate::Unknown { .. } => {
                 if let Fate::Unknown { happened } = fate {
                     self.stats.faults.commits_unknown += 1;
-                    if happened && self.commit_apply(index, &transaction.job).is_none() {
+                    let settings = self.apply_settings;
+                    if happened
+                        && self
+                            .commit_apply(index, &transaction.job, settings)
+                            .is_none()
+                    {
                         return;
                     }
                 } else {
@@ -346,13 +351,19 @@ impl World {
         }
     }
 
-    /// Carries out `job` on node `index`'s store and reports it to the
-    /// checkers. False when the store refused it (the run has failed).
-    pub(crate) fn commit_write(&mut self, index: usize, job: &WriteJob) -> bool {
+    /// Carries out `job` on node `index`'s store, with the apply batch it
+    /// carries in the same (synchronous) transaction, and reports it to
+    /// the checkers. Returns the apply batch's report, if it carried one;
+    /// `None` when the store refused it (the run has failed).
+    pub(crate) fn commit_write(
+        &mut self,
+        index: usize,
+        job: &WriteJob,
+    ) -> Option<Option<raftgres::pipeline::ApplyDone>> {
         let id = self.nodes[index].id;
         if let Err(error) = self.nodes[index].store.write(job) {
             self.fail("corrupt_durable_data", format!("node {id}: {error}"));
-            return false;
+            return None;
         }
         if let Some(hard_state) = job.hard_state {
             if let Some(candidate) = hard_state.voted_for {
@@ -408,17 +419,34 @@ impl World {
                 )
             },
         );
-        true
+        let Some(batch) = &job.apply else {
+            return Some(None);
+        };
+        let settings = ApplySettings {
+            asynchronous_commit: false,
+            ..self.apply_settings
+        };
+        let report = self.commit_apply(index, &ApplyJob::Batch(batch.clone()), settings)?;
+        Some(Some(report.done))
     }
 
     /// Carries out `job` on node `index`'s store and reports what it
     /// applied to the checkers. `None` when the store could not (the run
     /// has failed).
-    pub(crate) fn commit_apply(&mut self, index: usize, job: &ApplyJob) -> Option<ApplyReport> {
+    pub(crate) fn commit_apply(
+        &mut self,
+        index: usize,
+        job: &ApplyJob,
+        settings: ApplySettings,
+    ) -> Option<ApplyReport> {
         let id = self.nodes[index].id;
         if let ApplyJob::Batch(batch) = job {
             let applied_before = self.nodes[index].store.state_machine.applied_index();
-            for entry in batch.iter().filter(|entry| entry.index > applied_before) {
+            let new = batch
+                .entries
+                .iter()
+                .filter(|entry| entry.index > applied_before);
+            for entry in new {
                 let result = apply_after_durable::check_apply(
                     id,
                     entry.index,
@@ -428,7 +456,6 @@ impl World {
                 self.check("apply_after_durable", result);
             }
         }
-        let settings = self.apply_settings;
         let report = match self.nodes[index].commit_apply(job, settings) {
             Ok(report) => report,
             Err(error) => {
@@ -461,12 +488,13 @@ impl World {
         let id = self.nodes[index].id;
         self.network.node_crashed(self.now, id);
         if let Some(write) = write.filter(|_| write_happened) {
-            if !self.commit_write(index, &write.job) {
+            if self.commit_write(index, &write.job).is_none() {
                 return;
             }
         }
         if let Some(apply) = apply.filter(|_| apply_happened) {
-            if self.commit_apply(index, &apply.job).is_none() {
+            let settings = self.apply_settings;
+            if self.commit_apply(index, &apply.job, settings).is_none() {
                 return;
             }
         }
@@ -520,7 +548,8 @@ impl World {
                 return self.check("crash_recovery", result);
             }
             let seed = self.rng.cores.gen();
-            self.nodes[index].start(&self.config, seed);
+            let compaction_entries = self.apply_settings.compaction_entries;
+            self.nodes[index].start(&self.config, seed, compaction_entries);
             self.network.node_started(self.now, id);
             let applied = self.nodes[index].store.state_machine.applied_index();
             self.stats.faults.restarts += 1;

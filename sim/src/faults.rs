@@ -91,14 +91,17 @@ impl World {
                 format!("node {id}'s Postgres crashes for {down} ticks")
             });
         if let Some(mut write) = self.nodes[index].write.take() {
-            if self.rng.disk.gen_bool(0.5) && !self.commit_write(index, &write.job) {
+            if self.rng.disk.gen_bool(0.5) && self.commit_write(index, &write.job).is_none() {
                 return;
             }
             write.fate = Fate::Fail;
             self.nodes[index].write = Some(write);
         }
         if let Some(mut apply) = self.nodes[index].apply.take() {
-            if self.rng.disk.gen_bool(0.5) && self.commit_apply(index, &apply.job).is_none() {
+            let settings = self.apply_settings;
+            if self.rng.disk.gen_bool(0.5)
+                && self.commit_apply(index, &apply.job, settings).is_none()
+            {
                 return;
             }
             apply.fate = Fate::Fail;

@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use raftgres::core::{Entry, LogIndex, NodeId, Raft, Role, Term};
-use raftgres::pipeline::{Input, Instant, Pipeline, PipelineConfig, RequestId, WriteJob};
+use raftgres::core::{LogIndex, NodeId, Raft, Role, Term};
+use raftgres::pipeline::{
+    ApplyBatch, Input, Instant, Pipeline, PipelineConfig, RequestId, WriteJob,
+};
 
 use crate::config::SimConfig;
 use crate::store::{ApplyReport, ApplySettings, Store, Transaction};
@@ -18,7 +20,7 @@ pub const TICK: Duration = Duration::from_millis(10);
 #[derive(Clone, Debug)]
 pub enum ApplyJob {
     /// Apply a batch of committed entries.
-    Batch(Vec<Entry>),
+    Batch(ApplyBatch),
     /// Take a snapshot at the applied index (after a restart on a
     /// compacted log).
     SnapshotNow,
@@ -76,8 +78,6 @@ pub struct SimNode {
     pub write: Option<Transaction<WriteJob>>,
     /// The apply transaction in flight (one at a time).
     pub apply: Option<Transaction<ApplyJob>>,
-    /// Where the applier took its latest snapshot (volatile).
-    pub last_snapshot: LogIndex,
     /// Down until this tick, then restarted from what the store holds.
     pub down_until: Option<u64>,
     /// Paused (a stopped process or a stalled event loop: nothing is
@@ -117,7 +117,6 @@ impl SimNode {
             store: Store::default(),
             write: None,
             apply: None,
-            last_snapshot: LogIndex(0),
             down_until: None,
             paused_until: None,
             inbox: Vec::new(),
@@ -143,9 +142,10 @@ impl SimNode {
         self.clock_micros += TICK.as_micros() as u64 * self.tick_rate_permille / 1000;
     }
 
-    /// Starts (or restarts) the node from what its store holds. The
-    /// caller has checked that the store can be restarted from.
-    pub fn start(&mut self, config: &SimConfig, raft_seed: u64) {
+    /// Starts (or restarts) the node from what its store holds, taking a
+    /// snapshot every `compaction_entries` applied entries. The caller has
+    /// checked that the store can be restarted from.
+    pub fn start(&mut self, config: &SimConfig, raft_seed: u64, compaction_entries: u64) {
         let durable = self.store.durable_state();
         let applied = durable.applied;
         let compacted = durable.snapshot.index > LogIndex(0);
@@ -165,6 +165,7 @@ impl SimNode {
             read_context_first: self.incarnation << 40,
             snapshot_on_start: compacted,
             storage_stall_timeout: TICK * election_ticks_max,
+            compaction_entries,
         };
         self.pipeline = Some(Pipeline::new(raft, pipeline_config, self.now()));
         self.write = None;
@@ -174,7 +175,6 @@ impl SimNode {
             fate: crate::store::Fate::Commit,
             attempts: 0,
         });
-        self.last_snapshot = self.store.log_start.index;
         self.down_until = None;
         self.paused_until = None;
         self.inbox.clear();
@@ -207,7 +207,7 @@ impl SimNode {
         settings: ApplySettings,
     ) -> Result<ApplyReport, String> {
         match job {
-            ApplyJob::Batch(batch) => self.store.apply(batch, settings, self.last_snapshot),
+            ApplyJob::Batch(batch) => self.store.apply(batch, settings),
             ApplyJob::SnapshotNow => {
                 let applied = self.store.state_machine.applied_index();
                 let term = self.store.term_at(applied).ok_or_else(|| {

@@ -4,10 +4,11 @@
 //! `node/src/server/storage.rs` carries out the pipeline's operations:
 //!
 //! - [`Store::write`]: one `WriteJob` (snapshot install, log append with
-//!   truncation, hard state, compaction) in one synchronous transaction;
+//!   truncation, hard state, compaction) in one synchronous transaction,
+//!   which [`Store::apply`] continues when the job carries an apply batch;
 //! - [`Store::apply`]: one apply batch (state machine rows, session rows
-//!   with expiry at the pipeline's positions, applied index, and every
-//!   `compaction_entries` a snapshot) in one transaction, committed
+//!   with expiry at the pipeline's positions, applied index, and the
+//!   snapshot the batch asks for) in one transaction, committed
 //!   synchronously or, when the node is so configured, asynchronously;
 //! - [`Store::snapshot_now`]: a snapshot at the applied index (the first
 //!   thing the applier does after a restart on a compacted log).
@@ -22,7 +23,7 @@
 
 use raftgres::core::{DurableState, Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 use raftgres::pipeline::sessions::{apply_segments_every, ApplySegment};
-use raftgres::pipeline::{ApplyDone, ApplyOutcome, WriteJob};
+use raftgres::pipeline::{ApplyBatch, ApplyDone, ApplyOutcome, WriteJob};
 
 use crate::kv::{Applied, KvStore};
 
@@ -36,7 +37,7 @@ pub struct ApplySettings {
     /// Sessions expire after every entry whose index is a multiple of this
     /// (the product's is 1024; the simulator uses short strides).
     pub session_expiry_stride: u64,
-    /// The applier takes a snapshot every this many entries.
+    /// The pipeline asks for a snapshot every this many entries.
     pub compaction_entries: u64,
     /// Planted bug `session-expiry-at-batch-end`.
     pub expiry_at_batch_end: bool,
@@ -145,14 +146,14 @@ impl Store {
     /// unknown outcome (a retry of a commit whose outcome was lost), a gap
     /// below the batch (an asynchronous apply lost in a Postgres crash) is
     /// replayed from the log first, and sessions expire at the pipeline's
-    /// positions. `last_snapshot` is where the applier took its latest
-    /// snapshot.
+    /// positions; the snapshot is taken when the batch asks for one.
     pub fn apply(
         &mut self,
-        batch: &[Entry],
+        batch: &ApplyBatch,
         settings: ApplySettings,
-        last_snapshot: LogIndex,
     ) -> Result<ApplyReport, String> {
+        let asks_snapshot = batch.snapshot;
+        let batch = batch.entries.as_slice();
         let applied_before = self.state_machine.applied_index();
         let before = if settings.asynchronous_commit && self.flushed.is_none() {
             self.state_machine.clone()
@@ -210,9 +211,7 @@ impl Store {
                 report.digests.push((at, self.state_machine.rows_hash()));
             }
         }
-        if last.index > applied_before
-            && last.index.0 >= last_snapshot.0 + settings.compaction_entries
-        {
+        if last.index > applied_before && asks_snapshot {
             report.done.snapshot = Some(Snapshot {
                 meta: SnapshotMeta {
                     index: last.index,
@@ -374,6 +373,13 @@ mod tests {
         }
     }
 
+    fn batch(entries: &[Entry]) -> ApplyBatch {
+        ApplyBatch {
+            entries: entries.to_vec(),
+            snapshot: false,
+        }
+    }
+
     fn append(store: &mut Store, entries: Vec<Entry>, term: u64) {
         let job = WriteJob {
             hard_state: Some(HardState {
@@ -399,7 +405,7 @@ mod tests {
         assert_eq!(terms, vec![1, 1, 2]);
         assert_eq!(store.hard_state.term, Term(2));
         let applied = store.entries[..2].to_vec();
-        store.apply(&applied, settings(false), LogIndex(0)).unwrap();
+        store.apply(&batch(&applied), settings(false)).unwrap();
         let point = SnapshotMeta {
             index: LogIndex(2),
             term: Term(1),
@@ -419,14 +425,10 @@ mod tests {
         let mut store = Store::default();
         let entries: Vec<Entry> = (1..=4).map(|index| entry(index, 1, 0, 0)).collect();
         append(&mut store, entries.clone(), 1);
-        store
-            .apply(&entries[..2], settings(true), LogIndex(0))
-            .unwrap();
+        store.apply(&batch(&entries[..2]), settings(true)).unwrap();
         assert!(store.unflushed());
         assert_eq!(store.postgres_crash(), Some((LogIndex(0), LogIndex(2))));
-        let report = store
-            .apply(&entries[2..], settings(true), LogIndex(0))
-            .unwrap();
+        let report = store.apply(&batch(&entries[2..]), settings(true)).unwrap();
         assert_eq!(report.applied.len(), 4, "the gap is replayed first");
         assert_eq!(store.state_machine.applied_index(), LogIndex(4));
     }
@@ -436,7 +438,7 @@ mod tests {
         let mut store = Store::default();
         let entries: Vec<Entry> = (1..=4).map(|index| entry(index, 1, 0, 0)).collect();
         append(&mut store, entries.clone(), 1);
-        store.apply(&entries, settings(true), LogIndex(0)).unwrap();
+        store.apply(&batch(&entries), settings(true)).unwrap();
         store.postgres_crash();
         let point = SnapshotMeta {
             index: LogIndex(4),
@@ -449,9 +451,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.log_start, SnapshotMeta::default(), "not compacted");
-        let report = store
-            .apply(&entries[3..], settings(true), LogIndex(0))
-            .unwrap();
+        let report = store.apply(&batch(&entries[3..]), settings(true)).unwrap();
         assert_eq!(report.applied.len(), 4, "the lost applies are replayed");
     }
 
@@ -460,8 +460,8 @@ mod tests {
         let mut store = Store::default();
         let entries: Vec<Entry> = (1..=2).map(|index| entry(index, 1, 3, index)).collect();
         append(&mut store, entries.clone(), 1);
-        store.apply(&entries, settings(false), LogIndex(0)).unwrap();
-        let again = store.apply(&entries, settings(false), LogIndex(0)).unwrap();
+        store.apply(&batch(&entries), settings(false)).unwrap();
+        let again = store.apply(&batch(&entries), settings(false)).unwrap();
         assert!(again.applied.is_empty());
         assert!(again
             .done
@@ -479,10 +479,10 @@ mod tests {
         let mut many = Store::default();
         append(&mut one, entries.clone(), 1);
         append(&mut many, entries.clone(), 1);
-        let one_report = one.apply(&entries, settings(false), LogIndex(0)).unwrap();
+        let one_report = one.apply(&batch(&entries), settings(false)).unwrap();
         let mut many_digests = Vec::new();
-        for batch in [&entries[..3], &entries[3..5], &entries[5..]] {
-            let report = many.apply(batch, settings(false), LogIndex(0)).unwrap();
+        for part in [&entries[..3], &entries[3..5], &entries[5..]] {
+            let report = many.apply(&batch(part), settings(false)).unwrap();
             many_digests.extend(report.digests);
         }
         assert_eq!(one.state_machine, many.state_machine);

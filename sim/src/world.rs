@@ -185,7 +185,7 @@ impl World {
             } else {
                 rng.faults.gen_range(1000 - drift..=1000 + drift)
             };
-            node.start(&config, rng.cores.gen());
+            node.start(&config, rng.cores.gen(), profile.compaction_entries);
         }
         let clients = (0..config.clients).map(Client::new).collect();
         let apply_settings = ApplySettings {

@@ -37,7 +37,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "commit-previous-term",
-            seeds_needed: [1, 3],
+            seeds_needed: [1, 1],
             checkers: &[
                 "leader_commit_rule",
                 "leader_completeness",
@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [6, 2],
+            seeds_needed: [1, 2],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -71,17 +71,17 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "apply-before-durable",
-            seeds_needed: [1, 1],
+            seeds_needed: [1, 5],
             checkers: &["apply_after_durable", "core_invariant"],
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [35, 10],
+            seeds_needed: [35, 4],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "lease-by-tick-count",
-            seeds_needed: [80, 150],
+            seeds_needed: [350, 1645],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -91,17 +91,17 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [64, 13],
+            seeds_needed: [11, 19],
             checkers: &["client_outcomes", "linearizability"],
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [42, 25],
+            seeds_needed: [245, 25],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [34, 152],
+            seeds_needed: [150, 33],
             checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {

@@ -151,6 +151,204 @@ async fn state_machine_changes_commit_with_the_applied_index() {
     store.close().await;
 }
 
+/// One transaction per batch: the log append and the state machine's
+/// changes commit together, or neither does.
+#[tokio::test]
+async fn an_append_commits_with_the_apply_in_one_transaction() {
+    let database = TestDatabase::create().await.unwrap();
+    let mut store = PgStore::open(database.store_config("cluster", 1))
+        .await
+        .unwrap();
+    let term_1 = Some(HardState {
+        term: 1,
+        voted_for: Some(1),
+    });
+    store
+        .append(AppendBatch {
+            hard_state: term_1,
+            entries: entries(1..=2, 1),
+        })
+        .await
+        .unwrap();
+    database
+        .client()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE kv (key text PRIMARY KEY)")
+        .await
+        .unwrap();
+
+    // Entries 3..=4 are appended while entries 1..=2 are applied.
+    let mut transaction = store.begin_apply(ApplyOptions::default()).await.unwrap();
+    let batch = AppendBatch {
+        hard_state: Some(HardState {
+            term: 2,
+            voted_for: None,
+        }),
+        entries: entries(3..=4, 2),
+    };
+    transaction.append(&batch).await.unwrap();
+    let twice = transaction.append(&batch).await.unwrap_err();
+    assert!(matches!(twice, StoreError::InvalidBatch { .. }), "{twice}");
+    transaction
+        .transaction()
+        .execute("INSERT INTO kv VALUES ('a')", &[])
+        .await
+        .unwrap();
+    transaction
+        .commit(AppliedState { index: 2, term: 1 })
+        .await
+        .unwrap();
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.entries.last().map(|entry| entry.index), Some(4));
+    assert_eq!(loaded.hard_state.term, 2);
+    assert_eq!(loaded.applied, AppliedState { index: 2, term: 1 });
+
+    // The cached bounds moved with the commit: the next append follows 4.
+    store
+        .append(AppendBatch {
+            hard_state: None,
+            entries: entries(5..=5, 2),
+        })
+        .await
+        .unwrap();
+
+    // A refused apply takes the append down with it.
+    let mut transaction = store.begin_apply(ApplyOptions::default()).await.unwrap();
+    transaction
+        .append(&AppendBatch {
+            hard_state: None,
+            entries: entries(6..=7, 2),
+        })
+        .await
+        .unwrap();
+    transaction
+        .transaction()
+        .execute("INSERT INTO kv VALUES ('b')", &[])
+        .await
+        .unwrap();
+    let stale = transaction
+        .commit(AppliedState { index: 2, term: 1 })
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, StoreError::Regression { .. }), "{stale}");
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.entries.last().map(|entry| entry.index), Some(5));
+    let keys: i64 = database
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM kv", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 1, "the refused transaction's row is gone");
+
+    // An append that breaks the log's rules is refused before anything
+    // is written, exactly as a plain append is.
+    let mut transaction = store.begin_apply(ApplyOptions::default()).await.unwrap();
+    let gap = transaction
+        .append(&AppendBatch {
+            hard_state: None,
+            entries: entries(9..=9, 2),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(gap, StoreError::InvalidBatch { .. }), "{gap}");
+    transaction.rollback().await.unwrap();
+
+    // Committing without moving the applied index keeps the append.
+    let mut transaction = store.begin_apply(ApplyOptions::default()).await.unwrap();
+    transaction
+        .append(&AppendBatch {
+            hard_state: None,
+            entries: entries(6..=6, 2),
+        })
+        .await
+        .unwrap();
+    transaction.commit_unchanged().await.unwrap();
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.entries.last().map(|entry| entry.index), Some(6));
+    assert_eq!(loaded.applied, AppliedState { index: 2, term: 1 });
+
+    // The append may also be sent with the transaction's first statements.
+    let transaction = store
+        .begin_apply_appending(
+            ApplyOptions::default(),
+            &AppendBatch {
+                hard_state: None,
+                entries: entries(7..=8, 2),
+            },
+        )
+        .await
+        .unwrap();
+    transaction
+        .transaction()
+        .execute("INSERT INTO kv VALUES ('c')", &[])
+        .await
+        .unwrap();
+    transaction
+        .commit(AppliedState { index: 4, term: 2 })
+        .await
+        .unwrap();
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.entries.last().map(|entry| entry.index), Some(8));
+    assert_eq!(loaded.applied, AppliedState { index: 4, term: 2 });
+    // ...and is refused there exactly as anywhere: an entry whose term is
+    // above the hard state's is refused before anything is written.
+    let refused = store
+        .begin_apply_appending(
+            ApplyOptions::default(),
+            &AppendBatch {
+                hard_state: None,
+                entries: entries(9..=9, 3),
+            },
+        )
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(refused, StoreError::AppendRefused { .. }),
+        "{refused}"
+    );
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.entries.last().map(|entry| entry.index), Some(8));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_applier_connection_cannot_append() {
+    let database = TestDatabase::create().await.unwrap();
+    let mut store = PgStore::open(database.store_config("cluster", 1))
+        .await
+        .unwrap();
+    store
+        .append(AppendBatch {
+            hard_state: Some(HardState {
+                term: 1,
+                voted_for: None,
+            }),
+            entries: entries(1..=1, 1),
+        })
+        .await
+        .unwrap();
+    let mut applier = PgApplier::open(database.store_config("cluster", 1))
+        .await
+        .unwrap();
+    let mut transaction = applier.begin_apply(ApplyOptions::default()).await.unwrap();
+    let error = transaction
+        .append(&AppendBatch {
+            hard_state: None,
+            entries: entries(2..=2, 1),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::InvalidConfig { .. }), "{error}");
+    transaction.rollback().await.unwrap();
+    applier.close().await;
+    store.close().await;
+}
+
 #[tokio::test]
 async fn snapshot_restore_commits_with_the_snapshot_marker() {
     let database = TestDatabase::create().await.unwrap();

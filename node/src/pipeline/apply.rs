@@ -22,6 +22,18 @@ pub enum ApplyOutcome {
     Unknown,
 }
 
+/// Committed entries to apply in one transaction, on the applier's own
+/// connection (`Output::Apply`) or inside a log write (`WriteJob::apply`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyBatch {
+    /// Consecutive committed entries, durable on this node. Never empty.
+    pub entries: Vec<Entry>,
+    /// Take a snapshot of the state machine exactly at the last entry, in
+    /// the same transaction (compaction is due), and report it in
+    /// [`ApplyDone::snapshot`].
+    pub snapshot: bool,
+}
+
 /// What the storage reports after a committed apply transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApplyDone {
@@ -30,18 +42,23 @@ pub struct ApplyDone {
     pub applied: LogIndex,
     /// One outcome per entry of the batch, in order.
     pub outcomes: Vec<(LogIndex, Term, ApplyOutcome)>,
-    /// A snapshot of the state machine exactly at `applied`, taken every
-    /// `compaction_entries` entries.
+    /// A snapshot of the state machine exactly at `applied`, when the batch
+    /// asked for one.
     pub snapshot: Option<Snapshot>,
 }
 
-/// The apply side of the pipeline: at most one batch in flight.
+/// The apply side of the pipeline: at most one batch in flight, whether the
+/// applier carries it or a log write does.
 #[derive(Debug, Default)]
 pub(super) struct Applies {
     /// Invariant: at most one batch is being applied.
     pub(super) in_flight: bool,
     /// Committed entries not yet handed out, in order.
     pub(super) next: Vec<Entry>,
+    /// Where the latest snapshot was taken (or the log started).
+    pub(super) last_snapshot: LogIndex,
+    /// A snapshot is taken every this many entries.
+    pub(super) compaction_entries: u64,
 }
 
 impl Applies {
@@ -51,12 +68,26 @@ impl Applies {
         self.next.retain(|entry| entry.index > index);
     }
 
-    /// The next batch, if the applier is free and there is one.
-    pub(super) fn start(&mut self) -> Option<Vec<Entry>> {
-        if self.in_flight || self.next.is_empty() {
+    /// The next batch, if no batch is in flight and there is one; it asks
+    /// for a snapshot once `compaction_entries` entries followed the last.
+    pub(super) fn start(&mut self) -> Option<ApplyBatch> {
+        let last = self.next.last()?.index;
+        if self.in_flight {
             return None;
         }
         self.in_flight = true;
-        Some(std::mem::take(&mut self.next))
+        let snapshot = last.0 >= self.last_snapshot.0.saturating_add(self.compaction_entries);
+        Some(ApplyBatch {
+            entries: std::mem::take(&mut self.next),
+            snapshot,
+        })
+    }
+
+    /// The batch in flight is applied; it took `snapshot`, if any.
+    pub(super) fn done(&mut self, snapshot: Option<&Snapshot>) {
+        self.in_flight = false;
+        if let Some(snapshot) = snapshot {
+            self.last_snapshot = self.last_snapshot.max(snapshot.meta.index);
+        }
     }
 }

@@ -17,8 +17,9 @@
 //!   Input::WriteDone, ApplyDone ───────────┘               │
 //!                                                           v
 //!   Output::Send ............ messages (now, or after their write is durable)
-//!   Output::Write ........... one WriteJob at a time (group commit)
-//!   Output::Apply ........... one batch of committed entries at a time
+//!   Output::Write ........... one WriteJob at a time (group commit), with
+//!                             the committed entries it applies
+//!   Output::Apply ........... committed entries, alone, when no write waits
 //!   Output::Reply ........... a client's answer
 //!   Output::Implausible ..... a peer message the core ignored (for logs)
 //! ```
@@ -29,9 +30,18 @@
 //! 2. Carry out every `Output::Write` atomically and durably, in order, then
 //!    report it with `Input::WriteDone` (built by [`WriteDone::of`]). A
 //!    write that cannot be carried out is retried; it is never reported
-//!    done when it is not durable.
+//!    done when it is not durable. A write that carries an apply batch
+//!    (`WriteJob::apply`) applies it in the same transaction, as in
+//!    obligation 3, and reports it in `WriteDone::applied`.
 //! 3. Apply every `Output::Apply` batch in one transaction that also records
-//!    the applied index, then report it with `Input::ApplyDone`.
+//!    the applied index (and takes the snapshot the batch asks for), then
+//!    report it with `Input::ApplyDone`.
+//!
+//! One transaction per batch: committed entries wait for the next write
+//! and commit with it (log rows, state machine rows, sessions and applied
+//! index under one COMMIT); they get a transaction of their own only when
+//! no write waits to start. At most one batch is applied at a time,
+//! whichever carries it.
 //! 4. Send every `Output::Send` (dropping it is allowed: Raft retransmits).
 //! 5. Deliver every `Output::Reply` to the request it names.
 //! 6. On shutdown, call [`Pipeline::fail_all`] and deliver its replies.
@@ -49,14 +59,14 @@ mod write;
 
 use std::time::Duration;
 
-pub use apply::{ApplyDone, ApplyOutcome};
+pub use apply::{ApplyBatch, ApplyDone, ApplyOutcome};
 pub use clock::Instant;
 pub use requests::{check_read_covered, ReadMode, ReadNotCovered, Refusal, Reply, RequestId};
 pub use write::{WriteDone, WriteJob};
 
 use crate::core::{
-    Entry, ImplausibleMessage, LogIndex, Message, NodeId, ProposeError, Raft, ReadError, Role,
-    Snapshot, Term, TransferError,
+    ImplausibleMessage, LogIndex, Message, NodeId, ProposeError, Raft, ReadError, Role, Snapshot,
+    Term, TransferError,
 };
 
 /// What the pipeline needs beyond the core's configuration.
@@ -79,6 +89,9 @@ pub struct PipelineConfig {
     /// up-to-date follower, and reads and proposals are refused at once
     /// (about an election timeout).
     pub storage_stall_timeout: Duration,
+    /// A snapshot of the state machine is taken every this many applied
+    /// entries (the log is then compacted to the previous one).
+    pub compaction_entries: u64,
 }
 
 /// Everything that reaches the pipeline, besides time.
@@ -131,7 +144,7 @@ pub enum Output {
     /// Carry out a write (obligation 2).
     Write(WriteJob),
     /// Apply committed entries (obligation 3).
-    Apply(Vec<Entry>),
+    Apply(ApplyBatch),
     /// Answer a request.
     Reply {
         /// The request.
@@ -193,7 +206,9 @@ impl Pipeline {
         let last_role = raft.role();
         let applies = apply::Applies {
             in_flight: config.snapshot_on_start,
-            ..apply::Applies::default()
+            next: Vec::new(),
+            last_snapshot: raft.log().snapshot().index,
+            compaction_entries: config.compaction_entries.max(1),
         };
         let planted = planted::Planted::of(&raft);
         let read_context_first = if planted.read_contexts_restart {
@@ -254,7 +269,14 @@ impl Pipeline {
             Input::Read { request, mode } => self.read(request, mode),
             Input::Transfer { request, target } => self.transfer(request, target),
             Input::WriteDone(done) => self.write_done(done),
-            Input::ApplyDone(done) => self.apply_done(done),
+            Input::ApplyDone(done) => {
+                assert!(
+                    !self.writes.carries_apply,
+                    "node {}: the applier reported the batch the write in flight carries",
+                    self.raft.id()
+                );
+                self.apply_done(done)
+            }
             Input::StateMachineBehind { stored_applied } => {
                 self.state_machine_behind(stored_applied)
             }
@@ -438,6 +460,7 @@ impl Pipeline {
                 messages_after_persist: ready.messages_after_persist,
                 persist_point,
                 compact_to: None,
+                apply: None,
             };
             if !job.writes_anything() && self.writes.idle() {
                 // Nothing to write and every earlier write is durable: these
@@ -462,11 +485,19 @@ impl Pipeline {
                 }
             }
         }
-        if let Some(job) = self.writes.start(self.applies.in_flight, self.clock.now()) {
+        if let Some(mut job) = self.writes.start(self.applies.in_flight, self.clock.now()) {
+            if job.snapshot.is_none() {
+                job.apply = self.applies.start();
+                self.writes.carries_apply = job.apply.is_some();
+            }
             self.outputs.push(Output::Write(job));
         }
-        if let Some(batch) = self.applies.start() {
-            self.outputs.push(Output::Apply(batch));
+        // Committed entries ride the next write; only when none waits to
+        // start do they get a transaction of their own.
+        if self.writes.next.is_none() {
+            if let Some(batch) = self.applies.start() {
+                self.outputs.push(Output::Apply(batch));
+            }
         }
         let settled = self
             .requests
@@ -487,7 +518,13 @@ impl Pipeline {
             "node {}: a write was reported done while none was in flight",
             self.raft.id()
         );
-        self.writes.done();
+        let carried_apply = self.writes.done();
+        assert_eq!(
+            carried_apply,
+            done.applied.is_some(),
+            "node {}: a write reports its apply batch exactly when it carried one",
+            self.raft.id()
+        );
         if let Some((index, term)) = done.persist_point {
             self.raft.persisted(index, term);
         }
@@ -501,6 +538,9 @@ impl Pipeline {
         for message in done.messages_after_persist {
             self.send(message);
         }
+        if let Some(applied) = done.applied {
+            self.apply_done(applied);
+        }
     }
 
     fn apply_done(&mut self, done: ApplyDone) {
@@ -509,7 +549,7 @@ impl Pipeline {
             "node {}: an apply was reported done while none was in flight",
             self.raft.id()
         );
-        self.applies.in_flight = false;
+        self.applies.done(done.snapshot.as_ref());
         for (index, term, outcome) in done.outcomes {
             if let Some((request, reply)) = self.requests.applied(index, term, outcome) {
                 self.reply(request, reply);

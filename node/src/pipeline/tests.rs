@@ -25,11 +25,13 @@ fn single_node() -> Pipeline {
         read_context_first: 1 << 40,
         snapshot_on_start: false,
         storage_stall_timeout: TICK * 20,
+        compaction_entries: 1_000,
     };
     Pipeline::new(raft, config, Instant::default())
 }
 
-/// Carries out every write at once and returns the other outputs.
+/// Carries out every write at once (applying the batch one carries with
+/// empty responses) and returns the other outputs.
 fn complete_writes(pipeline: &mut Pipeline, now: Instant) -> Vec<Output> {
     let mut others = Vec::new();
     loop {
@@ -40,7 +42,11 @@ fn complete_writes(pipeline: &mut Pipeline, now: Instant) -> Vec<Output> {
         for output in outputs {
             match output {
                 Output::Write(job) => {
-                    pipeline.handle(now, Input::WriteDone(WriteDone::of(job)));
+                    let applied = job
+                        .apply
+                        .as_ref()
+                        .map(|batch| apply_all(&batch.entries, b""));
+                    pipeline.handle(now, Input::WriteDone(WriteDone::of(job, applied)));
                 }
                 other => others.push(other),
             }
@@ -57,8 +63,8 @@ fn leader() -> (Pipeline, Instant) {
     assert_eq!(pipeline.raft().role(), Role::Leader, "{outputs:?}");
     for output in outputs {
         if let Output::Apply(batch) = output {
-            let last = batch.last().unwrap().index;
-            pipeline.handle(now, Input::ApplyDone(apply_all(&batch, b"")));
+            let last = batch.entries.last().unwrap().index;
+            pipeline.handle(now, Input::ApplyDone(apply_all(&batch.entries, b"")));
             assert_eq!(pipeline.raft().log().applied_index(), last);
         }
     }
@@ -150,7 +156,7 @@ fn obligation_2_one_write_at_a_time_and_later_work_is_merged() {
     assert_eq!(first.len(), 1, "one write in flight: {outputs:?}");
     assert_eq!(first[0].entries.len(), 1);
     let first = first[0].clone();
-    pipeline.handle(now, Input::WriteDone(WriteDone::of(first)));
+    pipeline.handle(now, Input::WriteDone(WriteDone::of(first, None)));
     let outputs = pipeline.take_outputs();
     let second = writes(&outputs);
     assert_eq!(second.len(), 1);
@@ -180,9 +186,9 @@ fn obligation_3_a_proposal_is_answered_with_its_apply() {
             _ => None,
         })
         .expect("the committed proposal is applied");
-    assert!(matches!(batch[0].payload, EntryPayload::Command(_)));
-    let index = batch[0].index;
-    pipeline.handle(now, Input::ApplyDone(apply_all(&batch, b"done")));
+    assert!(matches!(batch.entries[0].payload, EntryPayload::Command(_)));
+    let index = batch.entries[0].index;
+    pipeline.handle(now, Input::ApplyDone(apply_all(&batch.entries, b"done")));
     assert_eq!(
         replies(&pipeline.take_outputs()),
         vec![(
@@ -193,6 +199,134 @@ fn obligation_3_a_proposal_is_answered_with_its_apply() {
             }
         )]
     );
+}
+
+fn propose(pipeline: &mut Pipeline, now: Instant, request: u64) {
+    pipeline.handle(
+        now,
+        Input::Propose {
+            request: RequestId(request),
+            command: vec![request as u8],
+        },
+    );
+}
+
+fn the_write(outputs: &[Output]) -> WriteJob {
+    match writes(outputs).as_slice() {
+        [job] => (*job).clone(),
+        other => panic!("expected one write, found {other:?}"),
+    }
+}
+
+fn apply_batches(outputs: &[Output]) -> Vec<ApplyBatch> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Apply(batch) => Some(batch.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn committed_entries_ride_the_next_write_in_one_transaction() {
+    let (mut pipeline, now) = leader();
+    propose(&mut pipeline, now, 1);
+    let first = the_write(&pipeline.take_outputs());
+    assert_eq!(first.apply, None, "nothing was committed yet");
+    // A second proposal while the first write is in flight waits for it.
+    propose(&mut pipeline, now, 2);
+    assert!(pipeline.take_outputs().is_empty());
+    // The first write makes entry 1 durable, hence committed (one node):
+    // the second write carries its apply, and no apply goes alone.
+    pipeline.handle(now, Input::WriteDone(WriteDone::of(first.clone(), None)));
+    let outputs = pipeline.take_outputs();
+    assert!(apply_batches(&outputs).is_empty(), "{outputs:?}");
+    let second = the_write(&outputs);
+    let carried = second.apply.clone().expect("the write carries the apply");
+    assert_eq!(carried.entries, first.entries);
+    assert_eq!(second.entries.len(), 1);
+    assert!(replies(&outputs).is_empty(), "no answer before the commit");
+    let applied = apply_all(&carried.entries, b"one");
+    pipeline.handle(now, Input::WriteDone(WriteDone::of(second, Some(applied))));
+    let outputs = pipeline.take_outputs();
+    assert_eq!(
+        replies(&outputs),
+        vec![(
+            RequestId(1),
+            Reply::Applied {
+                index: first.entries[0].index,
+                response: b"one".to_vec()
+            }
+        )],
+        "answered as soon as its write committed"
+    );
+    // Nothing waits to be written now: entry 2 is applied alone.
+    assert!(writes(&outputs).is_empty(), "{outputs:?}");
+    let alone = apply_batches(&outputs);
+    assert_eq!(alone.len(), 1, "{outputs:?}");
+    assert_eq!(alone[0].entries.len(), 1);
+}
+
+#[test]
+#[should_panic(expected = "exactly when it carried one")]
+fn a_write_that_carried_an_apply_must_report_it() {
+    let (mut pipeline, now) = leader();
+    propose(&mut pipeline, now, 1);
+    let first = the_write(&pipeline.take_outputs());
+    propose(&mut pipeline, now, 2);
+    pipeline.handle(now, Input::WriteDone(WriteDone::of(first, None)));
+    let mut second = the_write(&pipeline.take_outputs());
+    assert!(second.apply.is_some());
+    second.apply = None;
+    pipeline.handle(now, Input::WriteDone(WriteDone::of(second, None)));
+}
+
+#[test]
+fn a_batch_asks_for_a_snapshot_every_compaction_entries() {
+    let raft = Raft::new(
+        Config::new(NodeId(1), vec![NodeId(1)]),
+        DurableState::default(),
+        7,
+    )
+    .unwrap();
+    let config = PipelineConfig {
+        tick: TICK,
+        transfer_timeout: TICK * 40,
+        read_context_first: 1,
+        snapshot_on_start: false,
+        storage_stall_timeout: TICK * 20,
+        compaction_entries: 3,
+    };
+    let mut pipeline = Pipeline::new(raft, config, Instant::default());
+    let mut now = at_ticks(30);
+    pipeline.advance(now);
+    let mut asked = Vec::new();
+    for request in 1..=7 {
+        propose(&mut pipeline, now, request);
+        for output in complete_writes(&mut pipeline, now) {
+            let Output::Apply(batch) = output else {
+                continue;
+            };
+            let last = batch.entries.last().unwrap().clone();
+            let mut done = apply_all(&batch.entries, b"");
+            if batch.snapshot {
+                asked.push(last.index.0);
+                done.snapshot = Some(Snapshot {
+                    meta: crate::core::SnapshotMeta {
+                        index: last.index,
+                        term: last.term,
+                    },
+                    data: Vec::new(),
+                });
+            }
+            pipeline.handle(now, Input::ApplyDone(done));
+            complete_writes(&mut pipeline, now);
+        }
+        now = now.after(TICK);
+    }
+    // Entry 1 is the leader's blank entry, then one proposal per entry.
+    assert_eq!(asked, vec![3, 6], "a snapshot every 3 entries");
 }
 
 #[test]
@@ -213,7 +347,7 @@ fn a_proposal_whose_index_another_leader_filled_is_refused() {
             _ => None,
         })
         .unwrap();
-    let mut done = apply_all(&batch, b"theirs");
+    let mut done = apply_all(&batch.entries, b"theirs");
     done.outcomes[0].1 = Term(99);
     pipeline.handle(now, Input::ApplyDone(done));
     let answered = replies(&pipeline.take_outputs());
@@ -285,6 +419,7 @@ fn a_transfer_asked_of_a_node_without_a_leader_is_refused() {
             read_context_first: 1,
             snapshot_on_start: false,
             storage_stall_timeout: TICK * 20,
+            compaction_entries: 1_000,
         };
         Pipeline::new(raft, config, Instant::default())
     };
@@ -353,6 +488,7 @@ fn three_node_leader() -> (Pipeline, Instant) {
         read_context_first: 1,
         snapshot_on_start: false,
         storage_stall_timeout: TICK * 20,
+        compaction_entries: 1_000,
     };
     let mut pipeline = Pipeline::new(raft, config, Instant::default());
     let now = at_ticks(30);
@@ -487,7 +623,11 @@ fn a_state_machine_behind_with_no_batch_coming_gets_the_last_entry_again() {
         })
         .expect("an apply batch");
     assert_eq!(
-        batch.iter().map(|entry| entry.index).collect::<Vec<_>>(),
+        batch
+            .entries
+            .iter()
+            .map(|entry| entry.index)
+            .collect::<Vec<_>>(),
         vec![applied]
     );
     // One batch at a time: a second report while it is in flight waits.
@@ -498,6 +638,6 @@ fn a_state_machine_behind_with_no_batch_coming_gets_the_last_entry_again() {
         },
     );
     assert!(pipeline.take_outputs().is_empty());
-    pipeline.handle(now, Input::ApplyDone(apply_all(&batch, b"")));
+    pipeline.handle(now, Input::ApplyDone(apply_all(&batch.entries, b"")));
     assert_eq!(pipeline.raft().log().applied_index(), applied);
 }

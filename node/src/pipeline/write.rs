@@ -1,6 +1,7 @@
 //! The log write: one in flight, later work merged into the next one
 //! (group commit), and the messages that wait for it to be durable.
 
+use super::apply::{ApplyBatch, ApplyDone};
 use super::clock::Instant;
 use crate::core::{Entry, HardState, LogIndex, Message, Snapshot, SnapshotMeta, Term};
 
@@ -22,12 +23,20 @@ pub struct WriteJob {
     /// Delete stored entries up to here (the node's own snapshot covers
     /// them). Invariant: never above the applied index.
     pub compact_to: Option<SnapshotMeta>,
+    /// Committed entries to apply in the same transaction (one COMMIT for
+    /// the log and the state machine). Attached when the write starts, so
+    /// never part of a queued job; never with `snapshot`.
+    pub apply: Option<ApplyBatch>,
 }
 
 impl WriteJob {
     /// Folds a later job into this one, keeping the result equal to
     /// writing both in order.
     pub fn merge(&mut self, later: WriteJob) {
+        debug_assert!(
+            self.apply.is_none() && later.apply.is_none(),
+            "applies are attached when a write starts, never to a queued job"
+        );
         if later.snapshot.is_some() {
             self.entries.clear();
             self.snapshot = later.snapshot;
@@ -48,7 +57,8 @@ impl WriteJob {
             .max_by_key(|point| point.index);
     }
 
-    /// Whether the job changes anything durable.
+    /// Whether the job changes anything durable besides the applies a
+    /// starting write carries.
     pub fn writes_anything(&self) -> bool {
         self.hard_state.is_some()
             || self.snapshot.is_some()
@@ -66,15 +76,24 @@ pub struct WriteDone {
     pub messages_after_persist: Vec<Message>,
     /// The leader's snapshot this write installed.
     pub installed: Option<Snapshot>,
+    /// The report of the job's apply batch, committed with it.
+    pub applied: Option<ApplyDone>,
 }
 
 impl WriteDone {
-    /// The report of carrying out `job` in full.
-    pub fn of(job: WriteJob) -> WriteDone {
+    /// The report of carrying out `job` in full; `applied` reports its
+    /// apply batch, when it carried one.
+    pub fn of(job: WriteJob, applied: Option<ApplyDone>) -> WriteDone {
+        debug_assert_eq!(
+            job.apply.is_some(),
+            applied.is_some(),
+            "a write reports its apply batch exactly when it carried one"
+        );
         WriteDone {
             persist_point: job.persist_point,
             messages_after_persist: job.messages_after_persist,
             installed: job.snapshot,
+            applied,
         }
     }
 }
@@ -87,6 +106,8 @@ pub(super) struct Writes {
     pub(super) started_at: Option<Instant>,
     /// Everything produced since the job in flight started.
     pub(super) next: Option<WriteJob>,
+    /// Whether the job in flight carries an apply batch.
+    pub(super) carries_apply: bool,
     /// Planted bug: a snapshot install goes out without the hard state of
     /// its job, which follows in the next write.
     pub(super) install_before_hard_state: bool,
@@ -130,6 +151,7 @@ impl Writes {
                 persist_point: job.persist_point.take(),
                 compact_to: job.compact_to.take(),
                 snapshot: None,
+                apply: None,
             };
             self.next = Some(rest);
         }
@@ -137,9 +159,11 @@ impl Writes {
         Some(job)
     }
 
-    /// The write in flight is durable.
-    pub(super) fn done(&mut self) {
+    /// The write in flight is durable; returns whether it carried an
+    /// apply batch.
+    pub(super) fn done(&mut self) -> bool {
         self.started_at = None;
+        std::mem::take(&mut self.carries_apply)
     }
 
     /// Whether the write in flight has been waiting for at least `limit`.

@@ -24,11 +24,11 @@ use super::error::ServiceError;
 use super::metrics::Metrics;
 use super::round_trip::RoundTrips;
 use super::transport::Transport;
-use crate::core::{Entry, LogIndex, Message, MessageBody, NodeId, Raft, Role, Status};
+use crate::core::{LogIndex, Message, MessageBody, NodeId, Raft, Role, Status};
 pub(crate) use crate::pipeline::ReadMode;
 use crate::pipeline::{
-    ApplyDone, Input, Instant, Output, Pipeline, PipelineConfig, Refusal, Reply as PipelineReply,
-    RequestId, WriteDone, WriteJob,
+    ApplyBatch, ApplyDone, Input, Instant, Output, Pipeline, PipelineConfig, Refusal,
+    Reply as PipelineReply, RequestId, WriteDone, WriteJob,
 };
 
 /// A committed and applied proposal.
@@ -78,7 +78,7 @@ pub(crate) struct NodeStatus {
 pub(crate) struct StorageChannels {
     pub(crate) write_jobs: mpsc::Sender<WriteJob>,
     pub(crate) write_done: mpsc::Receiver<Result<WriteDone, StoreError>>,
-    pub(crate) apply_batches: mpsc::Sender<Vec<Entry>>,
+    pub(crate) apply_batches: mpsc::Sender<ApplyBatch>,
     pub(crate) apply_done: mpsc::Receiver<Result<ApplyDone, StoreError>>,
 }
 
@@ -129,6 +129,7 @@ impl Driver {
             read_context_first,
             snapshot_on_start,
             storage_stall_timeout: config.tick() * config.raft.election_ticks_max as u32,
+            compaction_entries: config.raft.compaction_entries,
         };
         Driver {
             pipeline: Pipeline::new(raft, pipeline_config, Instant::default()),

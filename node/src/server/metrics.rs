@@ -114,8 +114,11 @@ pub struct Metrics {
     pub append_batch_entries: Histogram,
     /// Duration of log writes.
     pub storage_write_seconds: Histogram,
-    /// Duration of apply transactions.
+    /// Duration of apply transactions of their own (applies a log write
+    /// carries are timed with the write).
     pub apply_seconds: Histogram,
+    /// Committed entries applied inside a log write's transaction.
+    pub applied_with_write_entries: Counter,
     /// Failed storage operations (each retried).
     pub storage_errors: Counter,
     /// 0 while the log writer cannot reach Postgres.
@@ -234,6 +237,10 @@ impl Default for Metrics {
             "raftgres_snapshots_sent",
             "Snapshots sent to followers that needed the compacted prefix.",
         );
+        let applied_with_write_entries = counter(
+            "raftgres_applied_with_write_entries",
+            "Committed entries applied inside a log write's transaction (one COMMIT for log and state machine); the others are applied in transactions of their own (raftgres_apply_seconds).",
+        );
         let requests = Family::<MethodLabel, Counter>::default();
         registry.register(
             "raftgres_client_requests",
@@ -265,7 +272,7 @@ impl Default for Metrics {
         );
         let apply_seconds = histogram(
             "raftgres_apply_seconds",
-            "Apply transaction latency.",
+            "Latency of apply transactions of their own (applies a log write carries are timed with it).",
             SECONDS_BUCKETS,
         );
         let peer_round_trip_seconds =
@@ -294,6 +301,7 @@ impl Default for Metrics {
             append_batch_entries,
             storage_write_seconds,
             apply_seconds,
+            applied_with_write_entries,
             storage_errors,
             storage_healthy,
             peer_messages_sent,

@@ -201,12 +201,18 @@ async fn run<S: StateMachine>(
         shutdown_receiver.clone(),
     );
 
+    let applier_settings = storage::ApplierSettings {
+        snapshot_on_start: snapshot_index > LogIndex(0),
+        asynchronous_commit: config.apply_async_commit,
+        session_expiry_entries: config.limits.session_expiry_entries,
+    };
     let (write_jobs, write_job_receiver) = mpsc::channel(1);
     let (write_done_sender, write_done) = mpsc::channel(1);
     let writer = tokio::spawn(
         storage::run_writer(
             store,
             state_machine.clone(),
+            applier_settings,
             write_job_receiver,
             write_done_sender,
             metrics.clone(),
@@ -215,12 +221,6 @@ async fn run<S: StateMachine>(
     );
     let (apply_batches, apply_batch_receiver) = mpsc::channel(1);
     let (apply_done_sender, apply_done) = mpsc::channel(1);
-    let applier_settings = storage::ApplierSettings {
-        compaction_entries: config.raft.compaction_entries,
-        snapshot_on_start: snapshot_index > LogIndex(0),
-        asynchronous_commit: config.apply_async_commit,
-        session_expiry_entries: config.limits.session_expiry_entries,
-    };
     let applier_task = tokio::spawn(
         storage::run_applier(
             applier,

@@ -2,9 +2,11 @@
 //!
 //! - the log writer persists the core's batches strictly in order (one
 //!   write in flight; the driver merges everything that arrives meanwhile
-//!   into the next one: group commit);
-//! - the applier applies committed entries to the state machine in apply
-//!   transactions that also record the applied index.
+//!   into the next one: group commit), and applies the committed entries a
+//!   write carries in the same transaction (one COMMIT per batch);
+//! - the applier applies committed entries that no write carries (the
+//!   pipeline hands it a batch only when no write waits to start), in
+//!   apply transactions that also record the applied index.
 //!
 //! [`StandaloneApplier`] is the applier's transaction on its own, for
 //! contract tests of state machine models.
@@ -20,7 +22,8 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use raftgres_proto::v1 as wire;
 use raftgres_storage_pg::{
-    AppendBatch, AppliedState, ApplyOptions, LogStore, PgApplier, PgStore, StoreError,
+    AppendBatch, AppliedState, ApplyOptions, ApplyTransaction, LogStore, PgApplier, PgStore,
+    StoreError,
 };
 use tokio::sync::mpsc;
 
@@ -29,7 +32,7 @@ use super::metrics::Metrics;
 use super::state_machine::{sessions, StateMachine};
 use crate::core::{Entry, EntryPayload, LogIndex, Snapshot, SnapshotMeta, Term};
 use crate::pipeline::sessions::apply_segments;
-use crate::pipeline::{ApplyDone, ApplyOutcome, WriteDone, WriteJob};
+use crate::pipeline::{ApplyBatch, ApplyDone, ApplyOutcome, WriteDone, WriteJob};
 
 /// After a failed storage operation: for a retriable error, counts and
 /// logs it, waits with exponential backoff and returns true (try again);
@@ -57,6 +60,7 @@ async fn wait_to_retry(
 pub(crate) async fn run_writer<S: StateMachine>(
     mut store: PgStore,
     state_machine: Arc<S>,
+    settings: ApplierSettings,
     mut jobs: mpsc::Receiver<WriteJob>,
     done: mpsc::Sender<Result<WriteDone, StoreError>>,
     metrics: Arc<Metrics>,
@@ -67,18 +71,23 @@ pub(crate) async fn run_writer<S: StateMachine>(
         let mut attempt = 0;
         let outcome = loop {
             let started = Instant::now();
-            match write(&mut store, state_machine.as_ref(), &mut job).await {
-                Ok(()) => {
+            match write(&mut store, state_machine.as_ref(), settings, &mut job).await {
+                Ok(applied) => {
                     metrics
                         .storage_write_seconds
                         .observe(started.elapsed().as_secs_f64());
                     metrics
                         .append_batch_entries
                         .observe(job.entries.len() as f64);
+                    if let Some(batch) = &job.apply {
+                        metrics
+                            .applied_with_write_entries
+                            .inc_by(batch.entries.len() as u64);
+                    }
                     metrics.storage_healthy.set(1);
                     break Ok(WriteDone {
                         installed,
-                        ..WriteDone::of(job)
+                        ..WriteDone::of(job, applied)
                     });
                 }
                 Err(error) => {
@@ -99,15 +108,20 @@ pub(crate) async fn run_writer<S: StateMachine>(
     store
 }
 
-/// Carries out one write. A snapshot is installed in its own transaction
-/// (state machine restore, log reset and applied index together) before the
-/// entries that follow it; once installed it is taken out of the job, so a
-/// retry after a failed append does not install it twice.
+/// Carries out one write and reports the apply batch it carried. A
+/// snapshot is installed in its own transaction (state machine restore, log
+/// reset and applied index together) before the entries that follow it;
+/// once installed it is taken out of the job, so a retry after a failed
+/// append does not install it twice. A carried apply batch commits in the
+/// append's transaction (synchronously: the log must be durable); a retry
+/// after an unknown outcome appends the same entries again (harmless) and
+/// answers entries already applied as unknown.
 async fn write<S: StateMachine>(
     store: &mut PgStore,
     state_machine: &S,
+    settings: ApplierSettings,
     job: &mut WriteJob,
-) -> Result<(), StoreError> {
+) -> Result<Option<ApplyDone>, StoreError> {
     if let Some(snapshot) = &job.snapshot {
         // The snapshot's term may be above the stored term: store the hard
         // state first, so that a crash between the two transactions leaves
@@ -124,19 +138,31 @@ async fn write<S: StateMachine>(
         install_snapshot(store, state_machine, snapshot).await?;
         job.snapshot = None;
     }
-    if job.hard_state.is_some() || !job.entries.is_empty() {
-        let batch = AppendBatch {
-            hard_state: job.hard_state.map(convert::hard_state_to_storage),
-            entries: job.entries.iter().map(convert::entry_to_storage).collect(),
-        };
-        store.append(batch).await?;
-    }
+    let batch = AppendBatch {
+        hard_state: job.hard_state.map(convert::hard_state_to_storage),
+        entries: job.entries.iter().map(convert::entry_to_storage).collect(),
+    };
+    let applied = match &job.apply {
+        Some(apply) => {
+            let options = ApplyOptions {
+                synchronous_commit_off: false,
+            };
+            let transaction = store.begin_apply_appending(options, &batch).await?;
+            Some(apply_in(transaction, state_machine, settings, apply).await?)
+        }
+        None => {
+            if batch.hard_state.is_some() || !batch.entries.is_empty() {
+                store.append(batch).await?;
+            }
+            None
+        }
+    };
     if let Some(meta) = job.compact_to {
         // Not past the stored applied index: a Postgres crash may have
         // lost asynchronous applies the snapshot was taken from.
         store.compact_applied(meta.index.0, meta.term.0).await?;
     }
-    Ok(())
+    Ok(applied)
 }
 
 async fn install_snapshot<S: StateMachine>(
@@ -201,12 +227,12 @@ async fn take_snapshot<S: StateMachine>(
     Ok(Snapshot { meta, data })
 }
 
-/// Settings of the applier.
+/// Settings of the applies, on the applier and on the log writer.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ApplierSettings {
+    /// Applies that no write carries commit with synchronous_commit off.
     pub(crate) asynchronous_commit: bool,
     pub(crate) session_expiry_entries: u64,
-    pub(crate) compaction_entries: u64,
     /// Take a snapshot before applying anything: the log was compacted
     /// before a restart, and the node must be able to send its prefix.
     pub(crate) snapshot_on_start: bool,
@@ -217,11 +243,10 @@ pub(crate) async fn run_applier<S: StateMachine>(
     mut applier: PgApplier,
     state_machine: Arc<S>,
     settings: ApplierSettings,
-    mut batches: mpsc::Receiver<Vec<Entry>>,
+    mut batches: mpsc::Receiver<ApplyBatch>,
     done: mpsc::Sender<Result<ApplyDone, StoreError>>,
     metrics: Arc<Metrics>,
 ) {
-    let mut last_snapshot = LogIndex(0);
     if settings.snapshot_on_start {
         let mut attempt = 0;
         let outcome = loop {
@@ -241,31 +266,17 @@ pub(crate) async fn run_applier<S: StateMachine>(
                 }
             }
         };
-        if let Ok(done) = &outcome {
-            last_snapshot = done.applied;
-        }
         let fatal = outcome.is_err();
         if done.send(outcome).await.is_err() || fatal {
             return;
         }
     }
-    while let Some(entries) = batches.recv().await {
+    while let Some(batch) = batches.recv().await {
         let mut attempt = 0;
         let outcome = loop {
             let started = Instant::now();
-            match apply_batch(
-                &mut applier,
-                state_machine.as_ref(),
-                settings,
-                &entries,
-                last_snapshot,
-            )
-            .await
-            {
+            match apply_batch(&mut applier, state_machine.as_ref(), settings, &batch).await {
                 Ok(done) => {
-                    if let Some(snapshot) = &done.snapshot {
-                        last_snapshot = snapshot.meta.index;
-                    }
                     metrics
                         .apply_seconds
                         .observe(started.elapsed().as_secs_f64());
@@ -312,21 +323,34 @@ async fn snapshot_now<S: StateMachine>(
     })
 }
 
+/// Applies `batch` in a transaction of its own on the applier's connection.
 async fn apply_batch<S: StateMachine>(
     applier: &mut PgApplier,
     state_machine: &S,
     settings: ApplierSettings,
-    entries: &[Entry],
-    last_snapshot: LogIndex,
+    batch: &ApplyBatch,
 ) -> Result<ApplyDone, StoreError> {
     let options = ApplyOptions {
         synchronous_commit_off: settings.asynchronous_commit,
     };
     let transaction = applier.begin_apply(options).await?;
+    apply_in(transaction, state_machine, settings, batch).await
+}
+
+/// Applies `batch` in `transaction` (which may have appended to the log
+/// already), takes the snapshot the batch asks for, and commits.
+async fn apply_in<S: StateMachine>(
+    transaction: ApplyTransaction<'_>,
+    state_machine: &S,
+    settings: ApplierSettings,
+    batch: &ApplyBatch,
+) -> Result<ApplyDone, StoreError> {
+    let entries = batch.entries.as_slice();
     let applied_before = transaction.applied_before().index;
     let last = entries.last().expect("apply batches are never empty");
     if last.index.0 <= applied_before {
-        transaction.rollback().await?;
+        // Nothing to apply; what the transaction appended still commits.
+        transaction.commit_unchanged().await?;
         let outcomes = entries
             .iter()
             .map(|entry| (entry.index, entry.term, ApplyOutcome::Unknown))
@@ -374,7 +398,7 @@ async fn apply_batch<S: StateMachine>(
     )
     .await
     .map_err(|error| StoreError::from_postgres("applying committed entries", error))?;
-    let snapshot = if last.index.0 >= last_snapshot.0 + settings.compaction_entries {
+    let snapshot = if batch.snapshot {
         // Taken inside the apply transaction: exactly the state at `last`.
         let meta = SnapshotMeta {
             index: last.index,
@@ -445,8 +469,6 @@ impl<S: StateMachine> StandaloneApplier<S> {
         let settings = ApplierSettings {
             asynchronous_commit: false,
             session_expiry_entries,
-            // Never due: no snapshots.
-            compaction_entries: u64::MAX,
             snapshot_on_start: false,
         };
         Ok(StandaloneApplier {
@@ -466,12 +488,15 @@ impl<S: StateMachine> StandaloneApplier<S> {
     /// empty: the node never forms an empty batch.
     pub async fn apply(&mut self, entries: &[Entry]) -> Result<ApplyDone, StoreError> {
         assert!(!entries.is_empty(), "apply batches are never empty");
+        let batch = ApplyBatch {
+            entries: entries.to_vec(),
+            snapshot: false,
+        };
         apply_batch(
             &mut self.applier,
             &self.state_machine,
             self.settings,
-            entries,
-            LogIndex(0),
+            &batch,
         )
         .await
     }

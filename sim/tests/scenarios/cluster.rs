@@ -210,6 +210,13 @@ impl Cluster {
             }
             Output::Apply(batch) => {
                 assert!(node.sim.apply.is_none(), "node {id}: a second apply");
+                assert!(
+                    node.sim
+                        .write
+                        .as_ref()
+                        .is_none_or(|write| write.job.apply.is_none()),
+                    "node {id}: an apply while the write in flight carries one"
+                );
                 node.sim.apply = Some(transaction(ApplyJob::Batch(batch)));
             }
             Output::Reply { request, reply } => {
@@ -287,11 +294,16 @@ impl Cluster {
     /// was lost) is retried as the same job, as the product's storage task
     /// does. False when no write was in flight.
     pub fn end_write(&mut self, id: NodeId, fate: Fate) -> bool {
-        let node = self.node_mut(id);
-        let Some(transaction) = node.sim.write.take() else {
+        let settings = ApplySettings {
+            asynchronous_commit: false,
+            ..self.apply_settings
+        };
+        let Some(transaction) = self.node_mut(id).sim.write.take() else {
             return false;
         };
+        let mut applied = None;
         if matches!(fate, Fate::Commit | Fate::Unknown { happened: true }) {
+            let node = self.node_mut(id);
             if let Err(error) = node.sim.store.write(&transaction.job) {
                 panic!("node {id}: the store refused a write: {error}");
             }
@@ -299,12 +311,28 @@ impl Cluster {
                 let point = describe_point(snapshot.meta.index, snapshot.meta.term);
                 node.applied.push(format!("snapshot {point}"));
             }
+            // The apply batch the write carries commits with it.
+            if let Some(batch) = &transaction.job.apply {
+                let report = node
+                    .sim
+                    .commit_apply(&ApplyJob::Batch(batch.clone()), settings)
+                    .unwrap_or_else(|error| {
+                        panic!("node {id}: the store refused an apply: {error}")
+                    });
+                let described: Vec<String> = report
+                    .applied
+                    .iter()
+                    .map(|(entry, _)| describe_entry(entry, &self.keys))
+                    .collect();
+                self.node_mut(id).applied.extend(described);
+                applied = Some(report.done);
+            }
         }
         if fate == Fate::Commit {
-            let done = WriteDone::of(transaction.job);
+            let done = WriteDone::of(transaction.job, applied);
             self.handle(id, Some(Input::WriteDone(done)));
         } else {
-            node.sim.write = Some(Transaction {
+            self.node_mut(id).sim.write = Some(Transaction {
                 attempts: transaction.attempts + 1,
                 ..transaction
             });
@@ -333,9 +361,6 @@ impl Cluster {
             let node = self.node_mut(id);
             node.applied.extend(applied);
             if fate == Fate::Commit {
-                if let Some(snapshot) = &report.done.snapshot {
-                    node.sim.last_snapshot = snapshot.meta.index;
-                }
                 self.handle(id, Some(Input::ApplyDone(report.done)));
                 return true;
             }
@@ -494,8 +519,9 @@ impl Cluster {
     /// `seed`.
     fn start(&mut self, id: NodeId, seed: u64) {
         let config = self.config.clone();
+        let compaction_entries = self.apply_settings.compaction_entries;
         let node = self.node_mut(id);
-        node.sim.start(&config, seed);
+        node.sim.start(&config, seed, compaction_entries);
         node.paused = false;
         node.inbox.clear();
         node.requests.clear();
@@ -643,6 +669,12 @@ impl Cluster {
                     describe_point(point.index, point.term)
                 ));
             }
+            if let Some(batch) = &job.apply {
+                parts.push(format!(
+                    "apply={}",
+                    describe_entries(&batch.entries, &self.keys)
+                ));
+            }
             for message in &job.messages_after_persist {
                 parts.push(format!("then {}", describe(message, &self.keys)));
             }
@@ -651,7 +683,7 @@ impl Cluster {
         writeln!(lines, "write: {write}").unwrap();
         let apply = node.apply.as_ref().map_or("none".to_string(), |apply| {
             let job = match &apply.job {
-                ApplyJob::Batch(batch) => describe_entries(batch, &self.keys),
+                ApplyJob::Batch(batch) => describe_entries(&batch.entries, &self.keys),
                 ApplyJob::SnapshotNow => "snapshot at the applied index".to_string(),
             };
             attempt_suffix(job, apply.attempts)

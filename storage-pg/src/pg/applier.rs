@@ -68,7 +68,14 @@ impl PgApplier {
             self.bounds = bounds;
         }
         let session = self.session.as_mut().expect("connected above");
-        apply::begin(session, &mut self.bounds, options, false).await
+        apply::begin(
+            session,
+            &mut self.bounds,
+            options,
+            apply::Connection::Applier,
+            None,
+        )
+        .await
     }
 
     /// Releases the applier lock and closes the connection.

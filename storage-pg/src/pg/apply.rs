@@ -9,9 +9,10 @@
 use tokio_postgres::Transaction;
 
 use super::session::{classify, to_u64, Session, Statements};
+use super::{check_inserted, miscounted, rejected_append, AppendFailure, AppendParameters};
 use crate::error::StoreError;
 use crate::store::{self, LogBounds};
-use crate::types::{AppliedState, LogEntry, SnapshotMeta};
+use crate::types::{AppendBatch, AppliedState, HardState, LogEntry, SnapshotMeta};
 
 /// Options for one apply transaction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -24,6 +25,19 @@ pub struct ApplyOptions {
     pub synchronous_commit_off: bool,
 }
 
+/// Which connection a transaction runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Connection {
+    /// The log store's: it caches the log bounds that appends and snapshot
+    /// installs change, so only it may append or install.
+    Log {
+        /// The store's largest accepted append batch.
+        entries_per_append_max: usize,
+    },
+    /// The applier's: applies only.
+    Applier,
+}
+
 /// An open state machine transaction on the store's connection.
 pub struct ApplyTransaction<'a> {
     transaction: Transaction<'a>,
@@ -31,17 +45,32 @@ pub struct ApplyTransaction<'a> {
     /// `applied` and `snapshot` were read under a row lock at begin.
     bounds: &'a mut LogBounds,
     broken: &'a mut bool,
-    /// Only the log connection may install snapshots: it caches the log
-    /// bounds that a snapshot changes.
-    snapshot_allowed: bool,
+    connection: Connection,
+    /// What an append in this transaction changes in the cached bounds
+    /// once it commits: the last index and the hard state.
+    appended: Option<(Option<u64>, Option<HardState>)>,
 }
 
+/// Begins an apply transaction; with `append`, the log append is sent
+/// together with the transaction's first statements (one round trip for
+/// the settings, the applied row and the append).
 pub(super) async fn begin<'a>(
     session: &'a mut Session,
     bounds: &'a mut LogBounds,
     options: ApplyOptions,
-    snapshot_allowed: bool,
+    connection: Connection,
+    append: Option<&AppendBatch>,
 ) -> Result<ApplyTransaction<'a>, StoreError> {
+    let append = append.filter(|batch| !(batch.entries.is_empty() && batch.hard_state.is_none()));
+    if let Some(batch) = append {
+        let Connection::Log {
+            entries_per_append_max,
+        } = connection
+        else {
+            return Err(only_the_log_connection_appends());
+        };
+        store::check_append(bounds, batch, entries_per_append_max)?;
+    }
     let Session {
         client,
         statements,
@@ -65,9 +94,23 @@ pub(super) async fn begin<'a>(
     // The applied row is read, and locked, inside the transaction: after a
     // commit whose outcome was unknown, this is the truth about what was
     // applied.
-    let (configured, locked) = futures::join!(
+    let parameters = append.map(AppendParameters::of);
+    let appending = async {
+        let (Some(batch), Some(parameters)) = (append, &parameters) else {
+            return Ok(());
+        };
+        match transaction
+            .query_one(&statements.append, &parameters.as_slice())
+            .await
+        {
+            Ok(row) => check_inserted(row.get(0), batch),
+            Err(error) => Err(AppendFailure::Rejected(error)),
+        }
+    };
+    let (configured, locked, appended) = futures::join!(
         transaction.batch_execute(setting),
-        transaction.query_one(&statements.lock_applied, &[])
+        transaction.query_one(&statements.lock_applied, &[]),
+        appending
     );
     let row = match configured.and(locked) {
         Ok(row) => row,
@@ -77,6 +120,12 @@ pub(super) async fn begin<'a>(
             return Err(error);
         }
     };
+    if let Err(failure) = appended {
+        let batch = append.expect("only an append fails");
+        let error = append_error(failure, batch, bounds);
+        *broken = error.is_retriable();
+        return Err(error);
+    }
     bounds.applied = AppliedState {
         index: to_u64(row.get(0), "applied index")?,
         term: to_u64(row.get(1), "applied term")?,
@@ -90,8 +139,27 @@ pub(super) async fn begin<'a>(
         statements,
         bounds,
         broken,
-        snapshot_allowed,
+        connection,
+        appended: append.map(|batch| {
+            let last_index = batch.entries.last().map(|entry| entry.index);
+            (last_index, batch.hard_state)
+        }),
     })
+}
+
+fn only_the_log_connection_appends() -> StoreError {
+    StoreError::InvalidConfig {
+        reason: "append through PgStore::begin_apply, not PgApplier: the log connection must see the log change".into(),
+    }
+}
+
+/// The error for a failed append statement.
+fn append_error(failure: AppendFailure, batch: &AppendBatch, bounds: &LogBounds) -> StoreError {
+    match failure {
+        AppendFailure::Rejected(error) => rejected_append(error, bounds),
+        AppendFailure::Miscounted(inserted) => miscounted(inserted, batch),
+        AppendFailure::OutcomeUnknown(error) => classify("append", error),
+    }
 }
 
 impl<'a> ApplyTransaction<'a> {
@@ -142,6 +210,51 @@ impl<'a> ApplyTransaction<'a> {
         Ok(entries)
     }
 
+    /// Appends `batch` to the log in this transaction, exactly as
+    /// [`crate::LogStore::append`] does in a transaction of its own (the
+    /// same checks, the same `raftgres_append`): the entries and the hard
+    /// state commit with the state machine's changes, or not at all. Only
+    /// on the log store's connection ([`super::PgStore::begin_apply`]), and
+    /// at most once per transaction.
+    pub async fn append(&mut self, batch: &AppendBatch) -> Result<(), StoreError> {
+        let Connection::Log {
+            entries_per_append_max,
+        } = self.connection
+        else {
+            return Err(only_the_log_connection_appends());
+        };
+        if self.appended.is_some() {
+            return Err(StoreError::InvalidBatch {
+                reason: "a transaction appends at most once".into(),
+            });
+        }
+        store::check_append(self.bounds, batch, entries_per_append_max)?;
+        if batch.entries.is_empty() && batch.hard_state.is_none() {
+            return Ok(());
+        }
+        let parameters = AppendParameters::of(batch);
+        let outcome = match self
+            .transaction
+            .query_one(&self.statements.append, &parameters.as_slice())
+            .await
+        {
+            Ok(row) => check_inserted(row.get(0), batch),
+            Err(error) => Err(AppendFailure::Rejected(error)),
+        };
+        let error = match outcome {
+            Ok(()) => {
+                let last_index = batch.entries.last().map(|entry| entry.index);
+                self.appended = Some((last_index, batch.hard_state));
+                return Ok(());
+            }
+            Err(failure) => append_error(failure, batch, self.bounds),
+        };
+        // Nothing commits after a failed statement; a lost connection
+        // reconnects (and reloads the bounds) before the next transaction.
+        *self.broken = error.is_retriable();
+        Err(error)
+    }
+
     /// Records `applied` and commits the state machine's changes with it.
     /// `applied.index` must be greater than the stored one (checked here and
     /// again in SQL). On a retriable error the outcome may be unknown: the
@@ -157,19 +270,49 @@ impl<'a> ApplyTransaction<'a> {
             )
             .await;
         let current = self.bounds.applied.index;
+        let appended = self.appended;
         self.finish(result, "applied index", current, applied.index, |bounds| {
             bounds.applied = applied;
+            record_appended(bounds, appended);
         })
         .await
+    }
+
+    /// Commits what the transaction appended without moving the applied
+    /// position (a batch found applied already); rolls back when it
+    /// appended nothing. The state machine's statements must have changed
+    /// nothing.
+    pub async fn commit_unchanged(self) -> Result<(), StoreError> {
+        if self.appended.is_none() {
+            return self.rollback().await;
+        }
+        let ApplyTransaction {
+            transaction,
+            bounds,
+            broken,
+            appended,
+            ..
+        } = self;
+        match transaction.commit().await {
+            Ok(()) => {
+                record_appended(bounds, appended);
+                Ok(())
+            }
+            Err(error) => {
+                let error = classify("committing an append", error);
+                *broken = error.is_retriable();
+                Err(error)
+            }
+        }
     }
 
     /// Installs a snapshot in the same transaction as the state machine's
     /// restore: deletes every log entry and sets both the snapshot marker and
     /// the applied position to `meta`.
     pub async fn commit_snapshot(self, meta: SnapshotMeta) -> Result<(), StoreError> {
-        if !self.snapshot_allowed {
+        if self.connection == Connection::Applier || self.appended.is_some() {
             return Err(StoreError::InvalidConfig {
-                reason: "install snapshots through PgStore::begin_apply, not PgApplier: the log connection must see the log change".into(),
+                reason: "install snapshots through PgStore::begin_apply, not PgApplier, and not in a transaction that appends: the log connection must see the log change".into(),
             });
         }
         store::check_install_snapshot(self.bounds, &meta)?;
@@ -260,5 +403,18 @@ impl<'a> ApplyTransaction<'a> {
                 Err(error)
             }
         }
+    }
+}
+
+/// Records in the cached bounds what a committed transaction appended.
+fn record_appended(bounds: &mut LogBounds, appended: Option<(Option<u64>, Option<HardState>)>) {
+    let Some((last_index, hard_state)) = appended else {
+        return;
+    };
+    if let Some(last_index) = last_index {
+        bounds.last_index = last_index;
+    }
+    if let Some(hard_state) = hard_state {
+        bounds.hard_state = hard_state;
     }
 }

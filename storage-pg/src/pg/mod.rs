@@ -185,14 +185,35 @@ impl PgStore {
     /// Starts a state machine transaction on the store's connection: run the
     /// state machine's SQL through [`ApplyTransaction::transaction`], then
     /// [`ApplyTransaction::commit`] records the new applied position in the
-    /// same transaction.
+    /// same transaction. On this connection the transaction may also append
+    /// to the log ([`ApplyTransaction::append`]): log rows, state machine
+    /// rows and applied position under one COMMIT.
     pub async fn begin_apply(
         &mut self,
         options: ApplyOptions,
     ) -> Result<ApplyTransaction<'_>, StoreError> {
         self.ensure_session().await?;
         let session = self.session.as_mut().expect("ensure_session connected");
-        apply::begin(session, &mut self.bounds, options, true).await
+        let connection = apply::Connection::Log {
+            entries_per_append_max: self.config.entries_per_append_max,
+        };
+        apply::begin(session, &mut self.bounds, options, connection, None).await
+    }
+
+    /// [`PgStore::begin_apply`] with `batch` appended in the same
+    /// transaction, as [`ApplyTransaction::append`] does, but sent with
+    /// the transaction's first statements: one round trip less.
+    pub async fn begin_apply_appending(
+        &mut self,
+        options: ApplyOptions,
+        batch: &AppendBatch,
+    ) -> Result<ApplyTransaction<'_>, StoreError> {
+        self.ensure_session().await?;
+        let session = self.session.as_mut().expect("ensure_session connected");
+        let connection = apply::Connection::Log {
+            entries_per_append_max: self.config.entries_per_append_max,
+        };
+        apply::begin(session, &mut self.bounds, options, connection, Some(batch)).await
     }
 
     async fn ensure_session(&mut self) -> Result<(), StoreError> {
@@ -274,67 +295,102 @@ impl PgStore {
 
     async fn send_append(&mut self, batch: &AppendBatch) -> Result<(), AppendFailure> {
         let session = self.session.as_ref().expect("ensure_session connected");
-        let columns = EntryColumns::from(&batch.entries);
-        let first_index = batch.entries.first().map(|entry| entry.index as i64);
-        let save_hard_state = batch.hard_state.is_some();
-        let hard_state = batch.hard_state.unwrap_or_default();
-        let term = hard_state.term as i64;
-        let voted_for = hard_state.voted_for.map(|node| node as i64);
-        let parameters: [&(dyn ToSql + Sync); 8] = [
-            &first_index,
-            &columns.indexes,
-            &columns.terms,
-            &columns.kinds,
-            &columns.data,
-            &save_hard_state,
-            &term,
-            &voted_for,
-        ];
+        let parameters = AppendParameters::of(batch);
         // One statement in autocommit mode is one transaction: the suffix
         // delete, the gap guard, the insert and the hard state update commit
         // together or not at all.
         let result = session
             .client
-            .query_one(&session.statements.append, &parameters)
+            .query_one(&session.statements.append, &parameters.as_slice())
             .await;
-        let inserted: i64 = match result {
-            Ok(row) => row.get(0),
+        match result {
+            Ok(row) => check_inserted(row.get(0), batch),
             Err(error) if session::is_unavailable(&error) => {
-                return Err(AppendFailure::OutcomeUnknown(error))
+                Err(AppendFailure::OutcomeUnknown(error))
             }
-            Err(error) => return Err(AppendFailure::Rejected(error)),
-        };
-        if inserted as usize != batch.entries.len() {
-            return Err(AppendFailure::Miscounted(inserted));
+            Err(error) => Err(AppendFailure::Rejected(error)),
         }
-        Ok(())
+    }
+}
+
+/// The parameters of `raftgres_append` for one batch.
+struct AppendParameters<'a> {
+    first_index: Option<i64>,
+    columns: EntryColumns<'a>,
+    save_hard_state: bool,
+    term: i64,
+    voted_for: Option<i64>,
+}
+
+impl<'a> AppendParameters<'a> {
+    fn of(batch: &'a AppendBatch) -> AppendParameters<'a> {
+        let hard_state = batch.hard_state.unwrap_or_default();
+        AppendParameters {
+            first_index: batch.entries.first().map(|entry| entry.index as i64),
+            columns: EntryColumns::from(&batch.entries),
+            save_hard_state: batch.hard_state.is_some(),
+            term: hard_state.term as i64,
+            voted_for: hard_state.voted_for.map(|node| node as i64),
+        }
     }
 
-    fn rejected_append(&self, error: tokio_postgres::Error) -> StoreError {
-        match error.code().map(|code| code.code()) {
-            Some(schema::SQLSTATE_HARD_STATE_REGRESSION) => StoreError::Corrupt {
-                reason: format!(
-                    "the database refused a hard state the store accepted (cached {:?}): {error}",
-                    self.bounds.hard_state
-                ),
-            },
-            // The function refused before writing, and the statement rolled
-            // back whole: nothing changed.
-            Some(schema::SQLSTATE_APPEND_REFUSED) => StoreError::AppendRefused {
-                reason: error
-                    .as_db_error()
-                    .map_or_else(|| error.to_string(), |database_error| {
-                        database_error.message().to_string()
-                    }),
-            },
-            Some(schema::SQLSTATE_APPEND_GAP) => StoreError::Corrupt {
-                reason: format!(
-                    "the database refused an append the store accepted (cached last index {}): {error}",
-                    self.bounds.last_index
-                ),
-            },
-            _ => classify("append", error),
-        }
+    fn as_slice(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.first_index,
+            &self.columns.indexes,
+            &self.columns.terms,
+            &self.columns.kinds,
+            &self.columns.data,
+            &self.save_hard_state,
+            &self.term,
+            &self.voted_for,
+        ]
+    }
+}
+
+/// `raftgres_append` reports how many rows it inserted.
+fn check_inserted(inserted: i64, batch: &AppendBatch) -> Result<(), AppendFailure> {
+    if inserted as usize != batch.entries.len() {
+        return Err(AppendFailure::Miscounted(inserted));
+    }
+    Ok(())
+}
+
+/// The error for an append the server refused, given the bounds the store
+/// checked it against.
+fn rejected_append(error: tokio_postgres::Error, bounds: &LogBounds) -> StoreError {
+    match error.code().map(|code| code.code()) {
+        Some(schema::SQLSTATE_HARD_STATE_REGRESSION) => StoreError::Corrupt {
+            reason: format!(
+                "the database refused a hard state the store accepted (cached {:?}): {error}",
+                bounds.hard_state
+            ),
+        },
+        // The function refused before writing, and the statement rolled
+        // back whole: nothing changed.
+        Some(schema::SQLSTATE_APPEND_REFUSED) => StoreError::AppendRefused {
+            reason: error.as_db_error().map_or_else(
+                || error.to_string(),
+                |database_error| database_error.message().to_string(),
+            ),
+        },
+        Some(schema::SQLSTATE_APPEND_GAP) => StoreError::Corrupt {
+            reason: format!(
+                "the database refused an append the store accepted (cached last index {}): {error}",
+                bounds.last_index
+            ),
+        },
+        _ => classify("append", error),
+    }
+}
+
+/// The error for a batch whose row count came back wrong.
+fn miscounted(inserted: i64, batch: &AppendBatch) -> StoreError {
+    StoreError::Corrupt {
+        reason: format!(
+            "the database inserted {inserted} rows for a batch of {}",
+            batch.entries.len()
+        ),
     }
 }
 
@@ -390,15 +446,10 @@ impl LogStore for PgStore {
                 Ok(())
             }
             Err(AppendFailure::Rejected(error)) => {
-                let error = self.rejected_append(error);
+                let error = rejected_append(error, &self.bounds);
                 Err(self.note(error))
             }
-            Err(AppendFailure::Miscounted(inserted)) => Err(StoreError::Corrupt {
-                reason: format!(
-                    "the database inserted {inserted} rows for a batch of {}",
-                    batch.entries.len()
-                ),
-            }),
+            Err(AppendFailure::Miscounted(inserted)) => Err(miscounted(inserted, &batch)),
             Err(AppendFailure::OutcomeUnknown(error)) => {
                 tracing::warn!(node = self.config.node_id, %error, "connection failed during append; resolving by read back");
                 self.resolve_unknown_append(&batch).await

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use raftgres::core::{Entry, EntryPayload, LogIndex, Term};
 use raftgres::pipeline::sessions::SESSION_EXPIRY_STRIDE;
-use raftgres::pipeline::ApplyOutcome;
+use raftgres::pipeline::{ApplyBatch, ApplyOutcome};
 use raftgres_sim::kv::{Command, CommandOutput, KvStore};
 use raftgres_sim::store::{ApplySettings, Store};
 
@@ -87,7 +87,7 @@ impl<'a> Model<'a> {
     fn deliver_again(&mut self, entries: &[Entry]) -> Vec<(u64, Outcome)> {
         let report = self
             .store
-            .apply(entries, self.settings, LogIndex(0))
+            .apply(&no_snapshot(entries), self.settings)
             .expect("the model applies");
         report
             .done
@@ -108,7 +108,7 @@ impl<'a> Model<'a> {
         }
         let report = self
             .store
-            .apply(std::slice::from_ref(entry), self.settings, LogIndex(0))
+            .apply(&no_snapshot(std::slice::from_ref(entry)), self.settings)
             .expect("the model applies");
         let [(_, _, outcome)] =
             <[_; 1]>::try_from(report.done.outcomes).expect("one outcome for one entry");
@@ -212,5 +212,14 @@ fn command_key(command: Command) -> u64 {
     match command {
         Command::Put { key, .. } | Command::CompareAndSwap { key, .. } => key,
         Command::Probe => unreachable!("probes are not writes"),
+    }
+}
+
+/// `entries` as one apply batch that takes no snapshot (the product side
+/// takes none either).
+fn no_snapshot(entries: &[Entry]) -> ApplyBatch {
+    ApplyBatch {
+        entries: entries.to_vec(),
+        snapshot: false,
     }
 }
