@@ -9,6 +9,7 @@ use std::future::Future;
 
 use prost::Message as _;
 use raftgres_proto::v1 as wire;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Transaction};
 
 /// A deterministic state machine stored in Postgres tables of its own.
@@ -306,17 +307,28 @@ fn runs(decoded: &[(u64, Option<wire::kv_command::Operation>)]) -> Vec<std::ops:
 
 /// Upserts puts of distinct keys in one statement, returning each key's
 /// previous value (every part of the statement sees the table as it was
-/// before it).
-const PUT_SET: &str = "
-    WITH input AS (
-             SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])
-                 WITH ORDINALITY AS batch(mod_index, key, value, position)),
-         previous AS (
-             SELECT raftgres_kv.key, raftgres_kv.value FROM raftgres_kv JOIN input USING (key)),
-         upsert AS (
-             INSERT INTO raftgres_kv (key, value, mod_index) SELECT key, value, mod_index FROM input
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, mod_index = EXCLUDED.mod_index)
-    SELECT previous.value FROM input LEFT JOIN previous USING (key) ORDER BY input.position";
+/// before it). A function, so that each connection plans the statement
+/// once instead of parsing and planning it for every batch.
+const KV_PUT_SET_FUNCTION: &str = "
+    CREATE OR REPLACE FUNCTION raftgres_kv_put_set(
+        indexes bigint[], keys bytea[], new_values bytea[])
+    RETURNS TABLE (previous bytea) AS $$
+    #variable_conflict use_column
+    BEGIN
+        RETURN QUERY
+        WITH input AS (
+                 SELECT * FROM unnest(indexes, keys, new_values)
+                     WITH ORDINALITY AS batch(mod_index, key, value, position)),
+             prior AS (
+                 SELECT raftgres_kv.key, raftgres_kv.value FROM raftgres_kv JOIN input USING (key)),
+             upsert AS (
+                 INSERT INTO raftgres_kv (key, value, mod_index)
+                 SELECT input.key, input.value, input.mod_index FROM input
+                 ON CONFLICT (key) DO UPDATE
+                 SET value = EXCLUDED.value, mod_index = EXCLUDED.mod_index)
+        SELECT prior.value FROM input LEFT JOIN prior USING (key) ORDER BY input.position;
+    END
+    $$ LANGUAGE plpgsql";
 
 impl KvStateMachine {
     async fn apply_puts(
@@ -334,7 +346,14 @@ impl KvStateMachine {
             }
         }
         let rows = transaction
-            .query(PUT_SET, &[&indexes, &keys, &values])
+            .query_typed(
+                "SELECT previous FROM raftgres_kv_put_set($1, $2, $3)",
+                &[
+                    (&indexes, Type::INT8_ARRAY),
+                    (&keys, Type::BYTEA_ARRAY),
+                    (&values, Type::BYTEA_ARRAY),
+                ],
+            )
             .await?;
         Ok(rows
             .iter()
@@ -359,16 +378,16 @@ impl KvStateMachine {
             }
         }
         let rows = transaction
-            .query(
+            .query_typed(
                 "SELECT previous, succeeded FROM raftgres_kv_apply($1, $2, $3, $4, $5, $6, $7)",
                 &[
-                    &columns.indexes,
-                    &columns.operations,
-                    &columns.keys,
-                    &columns.new_values,
-                    &columns.has_values,
-                    &columns.expected_values,
-                    &columns.has_expected,
+                    (&columns.indexes, Type::INT8_ARRAY),
+                    (&columns.operations, Type::INT2_ARRAY),
+                    (&columns.keys, Type::BYTEA_ARRAY),
+                    (&columns.new_values, Type::BYTEA_ARRAY),
+                    (&columns.has_values, Type::BOOL_ARRAY),
+                    (&columns.expected_values, Type::BYTEA_ARRAY),
+                    (&columns.has_expected, Type::BOOL_ARRAY),
                 ],
             )
             .await?;
@@ -412,7 +431,8 @@ impl StateMachine for KvStateMachine {
 
     async fn migrate(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
         client.batch_execute(KV_SCHEMA).await?;
-        client.batch_execute(KV_APPLY_FUNCTION).await
+        client.batch_execute(KV_APPLY_FUNCTION).await?;
+        client.batch_execute(KV_PUT_SET_FUNCTION).await
     }
 
     fn validate(&self, command: &[u8]) -> Result<(), String> {
@@ -549,6 +569,7 @@ impl StateMachine for KvStateMachine {
 pub(crate) mod sessions {
     use std::collections::BTreeMap;
 
+    use tokio_postgres::types::Type;
     use tokio_postgres::{Client, Transaction};
 
     const SCHEMA: &str = "
@@ -586,9 +607,9 @@ pub(crate) mod sessions {
             return Ok(BTreeMap::new());
         }
         let rows = transaction
-            .query(
+            .query_typed(
                 "SELECT client_id, sequence, response, last_index FROM raftgres_sessions WHERE client_id = ANY($1)",
-                &[&client_ids],
+                &[(&client_ids, Type::TEXT_ARRAY)],
             )
             .await?;
         Ok(rows
@@ -656,12 +677,17 @@ pub(crate) mod sessions {
             .map(|(_, _, index)| *index as i64)
             .collect();
         transaction
-            .execute(
+            .query_typed(
                 "INSERT INTO raftgres_sessions (client_id, sequence, response, last_index)
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bigint[])
                  ON CONFLICT (client_id) DO UPDATE
                  SET sequence = EXCLUDED.sequence, response = EXCLUDED.response, last_index = EXCLUDED.last_index",
-                &[&client_ids, &sequences, &responses, &indexes],
+                &[
+                    (&client_ids, Type::TEXT_ARRAY),
+                    (&sequences, Type::INT8_ARRAY),
+                    (&responses, Type::BYTEA_ARRAY),
+                    (&indexes, Type::INT8_ARRAY),
+                ],
             )
             .await?;
         Ok(())
@@ -712,9 +738,9 @@ pub(crate) mod sessions {
     ) -> Result<(), tokio_postgres::Error> {
         let horizon = index as i64;
         transaction
-            .execute(
+            .query_typed(
                 "DELETE FROM raftgres_sessions WHERE last_index < $1",
-                &[&horizon],
+                &[(&horizon, Type::INT8)],
             )
             .await?;
         Ok(())
