@@ -5,22 +5,29 @@
 # directories under a temp dir, default durability), then runs
 # `raftgres-bench compare`, which starts a 3-node raftgres with its own 3
 # Postgres instances, measures the raw Postgres ceiling, runs the sweep
-# (clients 1, 16, 64, 256 writing 100-byte values, plus one linearizable-read
-# point) against both, and writes target/bench/results.{json,csv},
-# docs/bench-throughput.svg and the "## raftgres vs etcd" section of
-# docs/BENCHMARKS.md. Everything it started is stopped on exit (trap).
+# (clients 1, 16, 64, 256, 1024 writing 100-byte values, plus a
+# linearizable-read point, a 50/50 read/write point and a 1 KiB-value write
+# point, 64 clients each) against both, and writes
+# target/bench/results.{json,csv}, docs/bench-throughput.svg and the
+# "## raftgres vs etcd" section of docs/BENCHMARKS.md. Everything it started
+# is stopped on exit (trap).
 #
-# Bounded: 20 s measured + 3 s warm-up per point and system, 10 runs, about
-# 5 minutes in all; the compare step is killed after BENCH_TIMEOUT_SECONDS.
+# Bounded: 20 s measured + 3 s warm-up per point and system, 16 runs, about
+# 8 minutes in all; the compare step is killed after BENCH_TIMEOUT_SECONDS.
 #
-# Settings (environment): BENCH_CLIENTS=1,16,64,256 BENCH_READ_CLIENTS=64
+# Settings (environment): BENCH_CLIENTS=1,16,64,256,1024 BENCH_READ_CLIENTS=64
+# BENCH_MIX_CLIENTS=64 (50 % reads) BENCH_LARGE_VALUE_CLIENTS=64
+# BENCH_LARGE_VALUE_BYTES=1024 (0 clients: no such point)
 # BENCH_DURATION_SECONDS=20 BENCH_WARMUP_SECONDS=3 BENCH_TIMEOUT_SECONDS=900
 # ETCD_PORT_FIRST=23790 (6 consecutive free ports from here are used).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CLIENTS="${BENCH_CLIENTS:-1,16,64,256}"
+CLIENTS="${BENCH_CLIENTS:-1,16,64,256,1024}"
 READ_CLIENTS="${BENCH_READ_CLIENTS:-64}"
+MIX_CLIENTS="${BENCH_MIX_CLIENTS:-64}"
+LARGE_VALUE_CLIENTS="${BENCH_LARGE_VALUE_CLIENTS:-64}"
+LARGE_VALUE_BYTES="${BENCH_LARGE_VALUE_BYTES:-1024}"
 DURATION_SECONDS="${BENCH_DURATION_SECONDS:-20}"
 WARMUP_SECONDS="${BENCH_WARMUP_SECONDS:-3}"
 TIMEOUT_SECONDS="${BENCH_TIMEOUT_SECONDS:-900}"
@@ -140,6 +147,9 @@ timeout --kill-after=60 "$TIMEOUT_SECONDS" "$BENCH" compare \
     --etcd-pids "$pids" \
     --clients "$CLIENTS" \
     --read-point-clients "$READ_CLIENTS" \
+    --mix-point-clients "$MIX_CLIENTS" \
+    --large-value-point-clients "$LARGE_VALUE_CLIENTS" \
+    --large-value-bytes "$LARGE_VALUE_BYTES" \
     --duration-seconds "$DURATION_SECONDS" \
     --warmup-seconds "$WARMUP_SECONDS" \
     --cluster-dir "$WORK/raftgres" \

@@ -32,6 +32,10 @@ pub struct CompareOptions {
     pub clients: Vec<usize>,
     /// Client count of the linearizable-read point (none when `None`).
     pub read_point_clients: Option<usize>,
+    /// Client count of the 50 % read, 50 % write point.
+    pub mix_point_clients: Option<usize>,
+    /// Clients and value bytes of the large-value write point.
+    pub large_value_point: Option<(usize, usize)>,
     /// The workload of every point (clients and read share are overridden).
     pub workload: Workload,
     /// etcd client endpoints, `host:port`.
@@ -55,7 +59,7 @@ pub struct CompareOptions {
 /// Runs the comparison; the raftgres cluster is stopped however it ends.
 pub async fn compare(options: CompareOptions) -> anyhow::Result<Report> {
     anyhow::ensure!(
-        options.clients.len() + usize::from(options.read_point_clients.is_some()) <= POINTS_MAX,
+        plan(&options).len() <= POINTS_MAX,
         "at most {POINTS_MAX} points"
     );
     anyhow::ensure!(
@@ -173,31 +177,28 @@ async fn compare_on(cluster: &mut DevCluster, options: &CompareOptions) -> anyho
     } else {
         Vec::new()
     };
-    let mut plan: Vec<(usize, u8)> = options
-        .clients
-        .iter()
-        .map(|clients| (*clients, 0))
-        .collect();
-    if let Some(clients) = options.read_point_clients {
-        plan.push((clients, 100));
-    }
+    let plan = plan(options);
     let sweep_start = watched.read();
     let mut points = Vec::new();
-    for (position, (clients, read_percent)) in plan.iter().enumerate() {
-        let workload = Workload {
-            clients: *clients,
-            connections: default_connections(*clients),
-            read_percent: *read_percent,
-            ..options.workload.clone()
-        };
+    for (position, point) in plan.iter().enumerate() {
+        let workload = point_workload(&options.workload, point);
         for system in [System::Raftgres, System::Etcd] {
             let label = format!(
-                "{}/{} {} {}c{}",
+                "{}/{} {} {}c{}{}",
                 position + 1,
                 plan.len(),
                 system.name(),
-                clients,
-                if *read_percent > 0 { " reads" } else { "" }
+                point.clients,
+                if point.read_percent > 0 {
+                    format!(" {}% reads", point.read_percent)
+                } else {
+                    String::new()
+                },
+                if point.value_bytes != options.workload.value_bytes {
+                    format!(" {} B values", point.value_bytes)
+                } else {
+                    String::new()
+                }
             );
             let point = run_point(cluster, &watched, system, &workload, options, &label).await?;
             eprintln!(
@@ -226,6 +227,59 @@ async fn compare_on(cluster: &mut DevCluster, options: &CompareOptions) -> anyho
     };
     write_outputs(&report, options)?;
     Ok(report)
+}
+
+/// One point of the comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlannedPoint {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Share of reads, percent.
+    pub read_percent: u8,
+    /// Bytes of every written value.
+    pub value_bytes: usize,
+}
+
+/// The points `options` asks for, in the order they run: the write sweep,
+/// then the read point, the 50/50 mix and the large-value writes.
+pub fn plan(options: &CompareOptions) -> Vec<PlannedPoint> {
+    let value_bytes = options.workload.value_bytes;
+    let point = |clients, read_percent, value_bytes| PlannedPoint {
+        clients,
+        read_percent,
+        value_bytes,
+    };
+    options
+        .clients
+        .iter()
+        .map(|clients| point(*clients, 0, value_bytes))
+        .chain(
+            options
+                .read_point_clients
+                .map(|clients| point(clients, 100, value_bytes)),
+        )
+        .chain(
+            options
+                .mix_point_clients
+                .map(|clients| point(clients, 50, value_bytes)),
+        )
+        .chain(
+            options
+                .large_value_point
+                .map(|(clients, bytes)| point(clients, 0, bytes)),
+        )
+        .collect()
+}
+
+/// The workload of `point`: `template` with its clients, mix and values.
+pub fn point_workload(template: &Workload, point: &PlannedPoint) -> Workload {
+    Workload {
+        clients: point.clients,
+        connections: default_connections(point.clients),
+        read_percent: point.read_percent,
+        value_bytes: point.value_bytes,
+        ..template.clone()
+    }
 }
 
 async fn run_point(
@@ -286,6 +340,7 @@ async fn run_point(
         clients: workload.clients,
         connections: workload.connections,
         read_percent: workload.read_percent,
+        value_bytes: workload.value_bytes,
         read_mode: workload.read_mode,
         warmup_seconds: workload.warmup_seconds,
         run,
@@ -388,7 +443,7 @@ pub fn plot(report: &Report) -> String {
         points: report
             .points
             .iter()
-            .filter(|point| point.system == system && point.read_percent == 0)
+            .filter(|point| point.system == system && report.in_write_sweep(point))
             .map(|point| {
                 (
                     point.clients as u64,

@@ -80,11 +80,20 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         etcd_pids: Vec<u32>,
         /// Client counts of the write sweep.
-        #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64,256,1024")]
         clients: Vec<usize>,
         /// Clients of the extra 100 % linearizable-read point (0: none).
         #[arg(long, default_value_t = 64)]
         read_point_clients: usize,
+        /// Clients of the extra 50 % read, 50 % write point (0: none).
+        #[arg(long, default_value_t = 64)]
+        mix_point_clients: usize,
+        /// Clients of the extra write point with large values (0: none).
+        #[arg(long, default_value_t = 64)]
+        large_value_point_clients: usize,
+        /// Bytes of every value written at the large-value point.
+        #[arg(long, default_value_t = 1024)]
+        large_value_bytes: usize,
         /// Directory of the raftgres cluster (Postgres data and node logs).
         #[arg(long)]
         cluster_dir: PathBuf,
@@ -179,6 +188,9 @@ async fn main() -> anyhow::Result<()> {
             etcd_pids,
             clients,
             read_point_clients,
+            mix_point_clients,
+            large_value_point_clients,
+            large_value_bytes,
             cluster_dir,
             ceiling_seconds,
             output_dir,
@@ -188,17 +200,13 @@ async fn main() -> anyhow::Result<()> {
             workload,
         } => {
             let template = workload.workload(1, 1, 0);
-            for clients in clients
-                .iter()
-                .chain(Some(&read_point_clients).filter(|clients| **clients > 0))
-            {
-                workload
-                    .workload(*clients, workload::default_connections(*clients), 0)
-                    .validate()?;
-            }
-            let report = compare::compare(compare::CompareOptions {
+            let chosen = |clients: usize| (clients > 0).then_some(clients);
+            let options = compare::CompareOptions {
                 clients,
-                read_point_clients: (read_point_clients > 0).then_some(read_point_clients),
+                read_point_clients: chosen(read_point_clients),
+                mix_point_clients: chosen(mix_point_clients),
+                large_value_point: chosen(large_value_point_clients)
+                    .map(|clients| (clients, large_value_bytes)),
                 workload: template,
                 etcd_endpoints,
                 etcd_pids,
@@ -208,8 +216,11 @@ async fn main() -> anyhow::Result<()> {
                 svg_path: svg,
                 markdown_path: markdown,
                 command: command_line,
-            })
-            .await?;
+            };
+            for point in compare::plan(&options) {
+                compare::point_workload(&options.workload, &point).validate()?;
+            }
+            let report = compare::compare(options).await?;
             println!("{}", report::results_table(&report));
             for check in report::target_checks(&report) {
                 println!(

@@ -71,8 +71,36 @@ pub struct NodeActivity {
     pub storage_write_ms_mean: f64,
     /// Mean time of one apply batch (`raftgres_apply_seconds`), ms.
     pub apply_ms_mean: f64,
-    /// Apply batches in the point.
+    /// Apply batches in transactions of their own in the point.
     pub apply_batches: f64,
+    /// Entries applied inside a log write's transaction.
+    pub applied_with_write_entries: f64,
+    /// Entries appended in the point.
+    pub appended_entries: f64,
+}
+
+impl NodeActivity {
+    /// Entries per Postgres transaction: appended entries over log writes
+    /// plus apply transactions of their own (each entry is appended and
+    /// applied once).
+    pub fn entries_per_postgres_transaction(&self) -> f64 {
+        let transactions = self.log_write_transactions + self.apply_batches;
+        if transactions > 0.0 {
+            self.appended_entries / transactions
+        } else {
+            0.0
+        }
+    }
+
+    /// Percent of the appended entries that were applied inside a log
+    /// write's transaction.
+    pub fn applied_with_write_percent(&self) -> f64 {
+        if self.appended_entries > 0.0 {
+            self.applied_with_write_entries / self.appended_entries * 100.0
+        } else {
+            0.0
+        }
+    }
 }
 
 /// What changed between `before` and `after` on one node.
@@ -83,17 +111,20 @@ pub fn activity(node_id: u64, leader: bool, before: &Samples, after: &Samples) -
     let ratio = |sum: f64, count: f64| if count > 0.0 { sum / count } else { 0.0 };
     let transactions = delta("raftgres_append_batch_entries_count");
     let apply_batches = delta("raftgres_apply_seconds_count");
+    let appended_entries = delta("raftgres_append_batch_entries_sum");
     NodeActivity {
         node_id,
         leader,
         log_write_transactions: transactions,
-        entries_per_transaction: ratio(delta("raftgres_append_batch_entries_sum"), transactions),
+        entries_per_transaction: ratio(appended_entries, transactions),
         storage_write_ms_mean: ratio(
             delta("raftgres_storage_write_seconds_sum"),
             delta("raftgres_storage_write_seconds_count"),
         ) * 1000.0,
         apply_ms_mean: ratio(delta("raftgres_apply_seconds_sum"), apply_batches) * 1000.0,
         apply_batches,
+        applied_with_write_entries: delta("raftgres_applied_with_write_entries_total"),
+        appended_entries,
     }
 }
 
@@ -102,7 +133,7 @@ mod tests {
     use super::*;
 
     const BEFORE: &str = "# HELP raftgres_term Current Raft term.\n# TYPE raftgres_term gauge\nraftgres_term 2\nraftgres_append_batch_entries_bucket{le=\"4\"} 1\nraftgres_append_batch_entries_sum 10\nraftgres_append_batch_entries_count 5\nraftgres_storage_write_seconds_sum 0.01\nraftgres_storage_write_seconds_count 5\n";
-    const AFTER: &str = "raftgres_term 2\nraftgres_append_batch_entries_sum 410\nraftgres_append_batch_entries_count 25\nraftgres_storage_write_seconds_sum 0.07\nraftgres_storage_write_seconds_count 25\nraftgres_apply_seconds_sum 0.5\nraftgres_apply_seconds_count 100\n";
+    const AFTER: &str = "raftgres_term 2\nraftgres_append_batch_entries_sum 410\nraftgres_append_batch_entries_count 25\nraftgres_storage_write_seconds_sum 0.07\nraftgres_storage_write_seconds_count 25\nraftgres_apply_seconds_sum 0.5\nraftgres_apply_seconds_count 100\nraftgres_applied_with_write_entries_total 300\n";
 
     #[test]
     fn deltas_give_entries_per_transaction_and_mean_times() {
@@ -114,8 +145,13 @@ mod tests {
         assert_eq!(activity.entries_per_transaction, 20.0);
         assert!((activity.storage_write_ms_mean - 3.0).abs() < 1e-9);
         assert!((activity.apply_ms_mean - 5.0).abs() < 1e-9);
+        // 400 entries in 20 log writes and 100 applies of their own.
+        assert!((activity.entries_per_postgres_transaction() - 400.0 / 120.0).abs() < 1e-9);
+        assert!((activity.applied_with_write_percent() - 75.0).abs() < 1e-9);
         // Nothing happened: zeros, not NaN.
         let idle = super::activity(1, false, &before, &before);
         assert_eq!(idle.entries_per_transaction, 0.0);
+        assert_eq!(idle.entries_per_postgres_transaction(), 0.0);
+        assert_eq!(idle.applied_with_write_percent(), 0.0);
     }
 }

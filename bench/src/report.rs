@@ -26,6 +26,8 @@ pub struct PointResult {
     pub connections: usize,
     /// Share of reads, percent.
     pub read_percent: u8,
+    /// Bytes of every written value.
+    pub value_bytes: usize,
     /// How reads were served.
     pub read_mode: ReadMode,
     /// Unmeasured load before the measured window.
@@ -54,15 +56,23 @@ impl PointResult {
     }
 
     fn workload_label(&self) -> String {
-        if self.read_percent == 0 {
-            "write".to_string()
-        } else {
-            let mode = match self.read_mode {
-                ReadMode::Linearizable => "linearizable",
-                ReadMode::Lease => "lease",
-            };
-            format!("{}% {mode} read", self.read_percent)
-        }
+        let mode = match self.read_mode {
+            ReadMode::Linearizable => "linearizable",
+            ReadMode::Lease => "lease",
+        };
+        let mix = match self.read_percent {
+            0 => "write".to_string(),
+            100 => format!("100% {mode} read"),
+            reads => format!("{reads}% {mode} read, {}% write", 100 - reads),
+        };
+        format!("{mix}, {} B values", self.value_bytes)
+    }
+
+    /// Whether the two points ran the same workload (clients, mix, values).
+    fn same_workload(&self, other: &PointResult) -> bool {
+        self.clients == other.clients
+            && self.read_percent == other.read_percent
+            && self.value_bytes == other.value_bytes
     }
 }
 
@@ -109,16 +119,17 @@ impl Report {
 
     /// The CSV rendering: one row per system and point.
     pub fn to_csv(&self) -> String {
-        let mut csv = String::from("system,clients,connections,read_percent,read_mode,operations,errors,measured_seconds,operations_per_second,latency_ms_p50,latency_ms_p90,latency_ms_p99,latency_ms_p999,latency_ms_max,server_cpu_seconds,postgres_cpu_seconds\n");
+        let mut csv = String::from("system,clients,connections,read_percent,value_bytes,read_mode,operations,errors,measured_seconds,operations_per_second,latency_ms_p50,latency_ms_p90,latency_ms_p99,latency_ms_p999,latency_ms_max,server_cpu_seconds,postgres_cpu_seconds\n");
         for point in &self.points {
             let latency = &point.run.latency;
             writeln!(
                 csv,
-                "{},{},{},{},{:?},{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.3},{:.3},{:.2},{}",
+                "{},{},{},{},{},{:?},{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.3},{:.3},{:.2},{}",
                 point.system.name(),
                 point.clients,
                 point.connections,
                 point.read_percent,
+                point.value_bytes,
                 point.read_mode,
                 point.run.operations,
                 point.run.errors,
@@ -139,8 +150,14 @@ impl Report {
         csv
     }
 
-    /// The pairs (raftgres, etcd) of points with the same clients and mix,
-    /// in sweep order.
+    /// Whether `point` belongs to the write sweep (all writes, the
+    /// report's value size), which the plot and the targets use.
+    pub fn in_write_sweep(&self, point: &PointResult) -> bool {
+        point.read_percent == 0 && point.value_bytes == self.workload.value_bytes
+    }
+
+    /// The pairs (raftgres, etcd) of points with the same clients, mix and
+    /// values, in sweep order.
     pub fn pairs(&self) -> Vec<(&PointResult, &PointResult)> {
         let of = |system| {
             self.points
@@ -149,9 +166,7 @@ impl Report {
         };
         of(System::Raftgres)
             .filter_map(|raftgres| {
-                let etcd = of(System::Etcd).find(|etcd| {
-                    etcd.clients == raftgres.clients && etcd.read_percent == raftgres.read_percent
-                })?;
+                let etcd = of(System::Etcd).find(|etcd| etcd.same_workload(raftgres))?;
                 Some((raftgres, etcd))
             })
             .collect()
@@ -200,7 +215,7 @@ pub fn results_table(report: &Report) -> String {
 /// Where the time and CPU went, per point.
 pub fn activity_table(report: &Report) -> String {
     let mut table = String::from(
-        "| clients | workload | entries/txn leader | entries/txn followers | log write ms leader | log write ms followers | apply ms per batch (leader) | leader log writer busy % | leader applier busy % | CPU s raftgres nodes | CPU s their Postgres | CPU s etcd | CPU us/op raftgres (with Postgres) | CPU us/op etcd |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| clients | workload | entries/txn leader | entries/txn followers | entries per Postgres txn (leader) | applied in the log write % (leader) | log write ms leader | log write ms followers | apply ms per batch (leader) | leader log writer busy % | leader applier busy % | CPU s raftgres nodes | CPU s their Postgres | CPU s etcd | CPU us/op raftgres (with Postgres) | CPU us/op etcd |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (raftgres, etcd) in report.pairs() {
         let leader = raftgres.nodes.iter().find(|node| node.leader);
@@ -215,11 +230,13 @@ pub fn activity_table(report: &Report) -> String {
         };
         writeln!(
             table,
-            "| {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
             raftgres.clients,
             raftgres.workload_label(),
             leader.map_or(0.0, |node| node.entries_per_transaction),
             follower_mean(|node| node.entries_per_transaction),
+            leader.map_or(0.0, NodeActivity::entries_per_postgres_transaction),
+            leader.map_or(0.0, NodeActivity::applied_with_write_percent),
             leader.map_or(0.0, |node| node.storage_write_ms_mean),
             follower_mean(|node| node.storage_write_ms_mean),
             leader.map_or(0.0, |node| node.apply_ms_mean),
@@ -298,7 +315,7 @@ pub fn target_checks(report: &Report) -> Vec<TargetCheck> {
         report
             .pairs()
             .into_iter()
-            .find(|(raftgres, _)| raftgres.clients == clients && raftgres.read_percent == 0)
+            .find(|(raftgres, _)| raftgres.clients == clients && report.in_write_sweep(raftgres))
     };
     let mut checks = Vec::new();
     if let Some((raftgres, etcd)) = writes(1) {
@@ -416,10 +433,15 @@ raftgres runs first at every point, then etcd.\n",
     }
     section.push_str(
         "\nWhere raftgres' time and CPU go (deltas of each node's metrics over the whole run of a point, warm-up included; \
-entries/txn is `raftgres_append_batch_entries_sum / _count`, log write is \
-`raftgres_storage_write_seconds`, apply is `raftgres_apply_seconds`; busy % is transactions (or \
-apply batches) times their mean time over the run: the leader writes one log batch and applies \
-one batch at a time, so a stage near 100 % caps throughput; CPU from /proc over the whole run, warm-up \
+entries/txn is `raftgres_append_batch_entries_sum / _count` (entries per log write); entries per \
+Postgres txn counts the apply transactions of their own too (appended entries over log writes plus \
+`raftgres_apply_seconds_count`), and applied in the log write is \
+`raftgres_applied_with_write_entries_total` over the appended entries (committed entries ride the \
+next log write's transaction; only when no write waits do they get one of their own); log write is \
+`raftgres_storage_write_seconds` (with the applies it carries), apply is `raftgres_apply_seconds` \
+(applies of their own); busy % is transactions (or apply batches) times their mean time over the \
+run: the leader writes one log batch and applies one batch at a time, so a stage near 100 % caps \
+throughput; CPU from /proc over the whole run, warm-up \
 included, and per operation of the whole run; Postgres counted as the postmaster and all its children):\n\n",
     );
     section.push_str(&activity_table(report));
@@ -474,6 +496,7 @@ mod tests {
             clients,
             connections: clients.min(16),
             read_percent: 0,
+            value_bytes: 100,
             read_mode: ReadMode::Linearizable,
             warmup_seconds: 3.0,
             run: RunResult {
@@ -562,7 +585,7 @@ mod tests {
         assert_eq!(rows.len(), 5);
         let columns = rows[0].split(',').count();
         assert!(rows.iter().all(|row| row.split(',').count() == columns));
-        assert!(rows[3].starts_with("raftgres,256,16,0,Linearizable,600000,0,"));
+        assert!(rows[3].starts_with("raftgres,256,16,0,100,Linearizable,600000,0,"));
     }
 
     #[test]
@@ -571,7 +594,7 @@ mod tests {
         assert_eq!(report.pairs().len(), 2);
         let section = markdown_section(&report, "bench-throughput.svg", "make bench");
         assert!(section.starts_with(SECTION_HEADING));
-        assert!(section.contains("| 256 | write | 30000 | 10000 | 3.00 |"));
+        assert!(section.contains("| 256 | write, 100 B values | 30000 | 10000 | 3.00 |"));
         assert!(section.contains(
             "![throughput and p99 latency against concurrent clients](bench-throughput.svg)"
         ));
@@ -580,6 +603,38 @@ mod tests {
         assert!(checks.iter().all(|check| check.met), "{checks:?}");
         // Half a CPU-second per 1000 writes: 3 s of CPU over 6000 writes.
         assert!((report.points[0].cpu_us_per_operation() - 500.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_mix_or_large_value_point_pairs_with_its_own_kind_and_stays_out_of_the_targets() {
+        let mut report = report();
+        // Same clients as a sweep point, 1 KiB values: far slower, and it
+        // must not stand in for the sweep's 256-client point.
+        for system in [System::Raftgres, System::Etcd] {
+            let mut large = point(system, 256, 100.0, 900.0);
+            large.value_bytes = 1024;
+            report.points.push(large);
+            let mut mix = point(system, 256, 50.0, 1.0);
+            mix.read_percent = 50;
+            report.points.push(mix);
+        }
+        let pairs = report.pairs();
+        assert_eq!(pairs.len(), 4);
+        assert!(pairs
+            .iter()
+            .all(|(raftgres, etcd)| raftgres.same_workload(etcd)));
+        let section = markdown_section(&report, "bench-throughput.svg", "make bench");
+        assert!(section.contains("| 256 | write, 1024 B values | 100 | 100 |"));
+        assert!(section.contains("| 256 | 50% linearizable read, 50% write, 100 B values |"));
+        let checks = target_checks(&report);
+        assert!(checks.iter().all(|check| check.met), "{checks:?}");
+        let sweep: Vec<usize> = report
+            .points
+            .iter()
+            .filter(|point| report.in_write_sweep(point))
+            .map(|point| point.clients)
+            .collect();
+        assert_eq!(sweep, vec![1, 1, 256, 256]);
     }
 
     #[test]
