@@ -20,6 +20,14 @@ fn entries(indexes: std::ops::RangeInclusive<u64>, term: u64) -> Vec<LogEntry> {
         .collect()
 }
 
+/// A batch of entries without a hard state.
+fn entries_only(indexes: std::ops::RangeInclusive<u64>, term: u64) -> AppendBatch {
+    AppendBatch {
+        hard_state: None,
+        entries: entries(indexes, term),
+    }
+}
+
 #[tokio::test]
 async fn state_survives_reopen() {
     let database = TestDatabase::create().await.unwrap();
@@ -205,23 +213,11 @@ async fn an_append_commits_with_the_apply_in_one_transaction() {
     assert_eq!(loaded.applied, AppliedState { index: 2, term: 1 });
 
     // The cached bounds moved with the commit: the next append follows 4.
-    store
-        .append(AppendBatch {
-            hard_state: None,
-            entries: entries(5..=5, 2),
-        })
-        .await
-        .unwrap();
+    store.append(entries_only(5..=5, 2)).await.unwrap();
 
     // A refused apply takes the append down with it.
     let mut transaction = store.begin_apply(ApplyOptions::default()).await.unwrap();
-    transaction
-        .append(&AppendBatch {
-            hard_state: None,
-            entries: entries(6..=7, 2),
-        })
-        .await
-        .unwrap();
+    transaction.append(&entries_only(6..=7, 2)).await.unwrap();
     transaction
         .transaction()
         .execute("INSERT INTO kv VALUES ('b')", &[])
@@ -248,10 +244,7 @@ async fn an_append_commits_with_the_apply_in_one_transaction() {
     // is written, exactly as a plain append is.
     let mut transaction = store.begin_apply(ApplyOptions::default()).await.unwrap();
     let gap = transaction
-        .append(&AppendBatch {
-            hard_state: None,
-            entries: entries(9..=9, 2),
-        })
+        .append(&entries_only(9..=9, 2))
         .await
         .unwrap_err();
     assert!(matches!(gap, StoreError::InvalidBatch { .. }), "{gap}");
@@ -259,13 +252,7 @@ async fn an_append_commits_with_the_apply_in_one_transaction() {
 
     // Committing without moving the applied index keeps the append.
     let mut transaction = store.begin_apply(ApplyOptions::default()).await.unwrap();
-    transaction
-        .append(&AppendBatch {
-            hard_state: None,
-            entries: entries(6..=6, 2),
-        })
-        .await
-        .unwrap();
+    transaction.append(&entries_only(6..=6, 2)).await.unwrap();
     transaction.commit_unchanged().await.unwrap();
     let loaded = store.load().await.unwrap();
     assert_eq!(loaded.entries.last().map(|entry| entry.index), Some(6));
@@ -273,13 +260,7 @@ async fn an_append_commits_with_the_apply_in_one_transaction() {
 
     // The append may also be sent with the transaction's first statements.
     let transaction = store
-        .begin_apply_appending(
-            ApplyOptions::default(),
-            &AppendBatch {
-                hard_state: None,
-                entries: entries(7..=8, 2),
-            },
-        )
+        .begin_apply_appending(ApplyOptions::default(), &entries_only(7..=8, 2))
         .await
         .unwrap();
     transaction
@@ -297,13 +278,7 @@ async fn an_append_commits_with_the_apply_in_one_transaction() {
     // ...and is refused there exactly as anywhere: an entry whose term is
     // above the hard state's is refused before anything is written.
     let refused = store
-        .begin_apply_appending(
-            ApplyOptions::default(),
-            &AppendBatch {
-                hard_state: None,
-                entries: entries(9..=9, 3),
-            },
-        )
+        .begin_apply_appending(ApplyOptions::default(), &entries_only(9..=9, 3))
         .await
         .err()
         .expect("refused");
@@ -337,10 +312,7 @@ async fn the_applier_connection_cannot_append() {
         .unwrap();
     let mut transaction = applier.begin_apply(ApplyOptions::default()).await.unwrap();
     let error = transaction
-        .append(&AppendBatch {
-            hard_state: None,
-            entries: entries(2..=2, 1),
-        })
+        .append(&entries_only(2..=2, 1))
         .await
         .unwrap_err();
     assert!(matches!(error, StoreError::InvalidConfig { .. }), "{error}");

@@ -12,6 +12,18 @@ fn at_ticks(ticks: u64) -> Instant {
     Instant(TICK * ticks as u32)
 }
 
+/// The tests' pipeline settings; a snapshot every 1,000 entries.
+fn config(read_context_first: u64) -> PipelineConfig {
+    PipelineConfig {
+        tick: TICK,
+        transfer_timeout: TICK * 40,
+        read_context_first,
+        snapshot_on_start: false,
+        storage_stall_timeout: TICK * 20,
+        compaction_entries: 1_000,
+    }
+}
+
 fn single_node() -> Pipeline {
     let raft = Raft::new(
         Config::new(NodeId(1), vec![NodeId(1)]),
@@ -19,14 +31,7 @@ fn single_node() -> Pipeline {
         7,
     )
     .expect("a valid configuration");
-    let config = PipelineConfig {
-        tick: TICK,
-        transfer_timeout: TICK * 40,
-        read_context_first: 1 << 40,
-        snapshot_on_start: false,
-        storage_stall_timeout: TICK * 20,
-        compaction_entries: 1_000,
-    };
+    let config = config(1 << 40);
     Pipeline::new(raft, config, Instant::default())
 }
 
@@ -291,12 +296,8 @@ fn a_batch_asks_for_a_snapshot_every_compaction_entries() {
     )
     .unwrap();
     let config = PipelineConfig {
-        tick: TICK,
-        transfer_timeout: TICK * 40,
-        read_context_first: 1,
-        snapshot_on_start: false,
-        storage_stall_timeout: TICK * 20,
         compaction_entries: 3,
+        ..config(1)
     };
     let mut pipeline = Pipeline::new(raft, config, Instant::default());
     let mut now = at_ticks(30);
@@ -413,14 +414,7 @@ fn a_transfer_asked_of_a_node_without_a_leader_is_refused() {
             3,
         )
         .unwrap();
-        let config = PipelineConfig {
-            tick: TICK,
-            transfer_timeout: TICK * 40,
-            read_context_first: 1,
-            snapshot_on_start: false,
-            storage_stall_timeout: TICK * 20,
-            compaction_entries: 1_000,
-        };
+        let config = config(1);
         Pipeline::new(raft, config, Instant::default())
     };
     cluster_node.handle(
@@ -482,14 +476,7 @@ fn three_node_leader() -> (Pipeline, Instant) {
     // down for that while its storage stalls.
     core_config.check_quorum = false;
     let raft = Raft::new(core_config, DurableState::default(), 11).unwrap();
-    let config = PipelineConfig {
-        tick: TICK,
-        transfer_timeout: TICK * 40,
-        read_context_first: 1,
-        snapshot_on_start: false,
-        storage_stall_timeout: TICK * 20,
-        compaction_entries: 1_000,
-    };
+    let config = config(1);
     let mut pipeline = Pipeline::new(raft, config, Instant::default());
     let now = at_ticks(30);
     pipeline.advance(now);
