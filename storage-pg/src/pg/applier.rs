@@ -1,7 +1,8 @@
-//! [`PgApplier`]: a second connection for applying committed entries, so
-//! that a node's applies do not wait behind its log appends (or the other
-//! way round). It holds its own session-level advisory lock: one applier per
-//! database.
+//! [`PgApplier`]: a second connection for applying committed entries that
+//! no log write carries (a node applies the others inside its log writes,
+//! on the log connection), so that such an apply runs beside the log
+//! write in flight. It holds its own session-level advisory lock: one
+//! applier per database.
 
 use super::apply::{self, ApplyOptions, ApplyTransaction};
 use super::session::{OpenMode, Session, SessionRole};
