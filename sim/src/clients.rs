@@ -13,8 +13,8 @@ use crate::checkers::durability::AcknowledgedWrite;
 use crate::checkers::linearizability::{Input, Operation, Output};
 use crate::checkers::read_index_safety;
 use crate::kv::{self, Applied, Command, CommandOutput, Envelope};
-use crate::node::{QueuedInput, Waiting};
-use crate::world::{FirstApply, World};
+use crate::node::{QueuedInput, SimNode, Waiting};
+use crate::world::{FirstApply, World, IDLE_LEAD_TICKS, TRANSFER_LEAD_TICKS};
 
 /// Operation ids at or above this are liveness probes, not client requests.
 pub(crate) const PROBE_OPERATION_BASE: u64 = 1 << 62;
@@ -41,6 +41,9 @@ pub(crate) struct Client {
     /// Whether it sends its reads to any node, ignoring leader hints (a
     /// client reading from its nearest replica): followers forward them.
     reads_anywhere: bool,
+    /// Whether it only reads, always at the node it last found leading
+    /// (`SimConfig::pinned_reader_patience_ticks`).
+    pinned_reader: bool,
     /// Its current session (0 before its first write with one).
     session_id: u64,
     /// The last sequence used in the current session.
@@ -84,6 +87,7 @@ impl Client {
         Client {
             uses_sessions: index % 3 != 2,
             reads_anywhere: index % 2 == 1,
+            pinned_reader: false,
             session_id: 0,
             sequence: 0,
             leader_hint: None,
@@ -94,6 +98,16 @@ impl Client {
 }
 
 impl Client {
+    /// The client that only reads, at the node it last found leading.
+    pub(crate) fn pinned_reader() -> Client {
+        Client {
+            uses_sessions: false,
+            reads_anywhere: false,
+            pinned_reader: true,
+            ..Client::new(0)
+        }
+    }
+
     /// Whether a read of this client waits at node `index`.
     pub(crate) fn reading_at(&self, index: usize) -> bool {
         self.request.is_some_and(|request| {
@@ -104,15 +118,16 @@ impl Client {
 
 impl World {
     pub(crate) fn run_clients(&mut self) {
+        let quiet = self.now + IDLE_LEAD_TICKS >= self.idle_traffic.window_start();
         for client in 0..self.clients.len() {
             let Some(request) = self.clients[client].request else {
-                if self.now >= self.clients[client].next_attempt_at {
+                if !quiet && self.now >= self.clients[client].next_attempt_at {
                     self.attempt_request(client);
                 }
                 continue;
             };
             match request.in_flight {
-                Some((_, sent_at)) if self.now - sent_at > self.config.client_timeout_ticks => {
+                Some((_, sent_at)) if self.now - sent_at > self.patience_ticks(client) => {
                     self.stats.client_timeouts += 1;
                     self.attempt_unanswered(client);
                 }
@@ -125,38 +140,36 @@ impl World {
         }
     }
 
+    /// Ticks `client` waits for an answer before it gives up on the
+    /// attempt.
+    fn patience_ticks(&self, client: usize) -> u64 {
+        match self.config.pinned_reader_patience_ticks {
+            Some(patience) if self.clients[client].pinned_reader && self.now < self.fault_end => {
+                patience
+            }
+            _ => self.config.client_timeout_ticks,
+        }
+    }
+
     fn new_request(&mut self, client: usize) -> Request {
         let operation_id = self.next_operation_id;
         self.next_operation_id += 1;
         let rng = &mut self.rng.clients;
         let key = rng.gen_range(0..self.config.keys);
         let mut read = ClientRead::Confirmed(ReadMode::Linearizable);
-        let input = match rng.gen_range(0..10) {
-            0..=3 => {
-                self.next_value += 1;
-                Input::Put {
-                    value: self.next_value,
-                }
+        let choice = if self.clients[client].pinned_reader {
+            // Reads only, three in four with a lease.
+            if rng.gen_range(0..4) < 3 {
+                read = ClientRead::Confirmed(ReadMode::Lease);
             }
-            4..=7 => {
-                read = match rng.gen_range(0..10) {
-                    0..=3 => ClientRead::Confirmed(ReadMode::Linearizable),
-                    4..=7 => ClientRead::Confirmed(ReadMode::Lease),
-                    _ => ClientRead::Stale,
-                };
-                self.read_liveness.on_read_started(client as u64, self.now);
-                Input::Get
-            }
-            _ => {
-                // Expect a value that is likely current: one of the last few
-                // written, or absent.
-                let expected = self.next_value.saturating_sub(rng.gen_range(0..4));
-                self.next_value += 1;
-                Input::CompareAndSwap {
-                    expected,
-                    new: self.next_value,
-                }
-            }
+            self.read_liveness.on_read_started(client as u64, self.now);
+            None
+        } else {
+            Some(rng.gen_range(0..10))
+        };
+        let input = match choice {
+            None => Input::Get,
+            Some(choice) => self.ordinary_input(choice, &mut read, client),
         };
         let (session_id, sequence) = match input {
             Input::Put { value } | Input::CompareAndSwap { new: value, .. } => {
@@ -181,6 +194,40 @@ impl World {
         }
     }
 
+    /// What an ordinary client asks for, by `choice` (0 to 9): four in ten
+    /// puts, four in ten reads (`read` says how), two in ten
+    /// compare-and-swaps.
+    fn ordinary_input(&mut self, choice: u64, read: &mut ClientRead, client: usize) -> Input {
+        let rng = &mut self.rng.clients;
+        match choice {
+            0..=3 => {
+                self.next_value += 1;
+                Input::Put {
+                    value: self.next_value,
+                }
+            }
+            4..=7 => {
+                *read = match rng.gen_range(0..10) {
+                    0..=3 => ClientRead::Confirmed(ReadMode::Linearizable),
+                    4..=7 => ClientRead::Confirmed(ReadMode::Lease),
+                    _ => ClientRead::Stale,
+                };
+                self.read_liveness.on_read_started(client as u64, self.now);
+                Input::Get
+            }
+            _ => {
+                // Expect a value that is likely current: one of the last few
+                // written, or absent.
+                let expected = self.next_value.saturating_sub(rng.gen_range(0..4));
+                self.next_value += 1;
+                Input::CompareAndSwap {
+                    expected,
+                    new: self.next_value,
+                }
+            }
+        }
+    }
+
     /// The session and sequence of `client`'s next write.
     fn next_session(&mut self, client: usize) -> (u64, u64) {
         let state = &mut self.clients[client];
@@ -202,9 +249,10 @@ impl World {
             None => self.new_request(client),
         };
         let anywhere = self.clients[client].reads_anywhere && request.input == Input::Get;
+        let pinned = self.clients[client].pinned_reader;
         let hint = self.clients[client]
             .leader_hint
-            .filter(|_| self.rng.clients.gen_bool(0.8) && !anywhere);
+            .filter(|_| pinned || (self.rng.clients.gen_bool(0.8) && !anywhere));
         let target = hint.map_or_else(
             || self.rng.clients.gen_range(0..self.nodes.len()),
             |hint| hint.0 as usize - 1,
@@ -562,7 +610,9 @@ impl World {
             // Every attempt was refused: it certainly did not happen.
             self.history[position] = None;
         }
-        self.clients[client].leader_hint = None;
+        if !self.clients[client].pinned_reader {
+            self.clients[client].leader_hint = None;
+        }
         self.clients[client].next_attempt_at = self.now + 1;
         self.trace.record(
             self.now,
@@ -636,6 +686,15 @@ impl World {
     pub(crate) fn run_liveness_probe(&mut self) {
         let result = self.read_liveness.check(self.now);
         self.check("read_liveness", result);
+        self.check_held_requests();
+        if self.now == self.idle_traffic.window_start() {
+            self.open_idle_window();
+        }
+        let result = self.transfer_liveness.check(self.now);
+        self.check("transfer_liveness", result);
+        if self.now + TRANSFER_LEAD_TICKS == self.idle_traffic.window_start() {
+            self.ask_for_transfer();
+        }
         if !self.liveness.waiting() {
             return;
         }
@@ -661,5 +720,67 @@ impl World {
         });
         let input = QueuedInput::Propose(kv::encode(envelope));
         self.send_request(index, Waiting::Nobody, input);
+    }
+
+    /// The idle window opens: it counts if the cluster is quiet now (see
+    /// `checkers::idle_traffic`).
+    fn open_idle_window(&mut self) {
+        let quiet = self.liveness.recovery_ticks().is_some()
+            && !self.transfer_liveness.pending()
+            && self.clients.iter().all(|client| client.request.is_none())
+            && self
+                .nodes
+                .iter()
+                .all(|node| node.is_running() && node.waiting.is_empty());
+        let leaders: Vec<&SimNode> = self.nodes.iter().filter(|node| node.is_leader()).collect();
+        if let ([leader], true) = (leaders.as_slice(), quiet) {
+            let term = leader.raft().expect("the leader runs").term();
+            self.idle_traffic.arm(leader.id.0, term.0);
+        }
+    }
+
+    /// No running node holds a request too long after recovery.
+    fn check_held_requests(&mut self) {
+        for node in &self.nodes {
+            if !node.is_running() {
+                continue;
+            }
+            let arrivals = node.waiting.values().map(|(_, arrived)| *arrived);
+            let result = self.held_requests.check(node.id.0, self.now, arrivals);
+            if result.is_err() {
+                return self.check("held_requests", result);
+            }
+        }
+    }
+
+    /// Asks the leader of a recovered cluster whose clients have stopped
+    /// starting requests (once per run) to hand leadership to another
+    /// running node (see `checkers::transfer_liveness`).
+    fn ask_for_transfer(&mut self) {
+        if self.transfer_asked || self.liveness.recovery_ticks().is_none() {
+            return;
+        }
+        let Some(leader) = self.leader() else { return };
+        let others: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|node| node.id != leader && node.is_running())
+            .map(|node| node.id)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        self.transfer_asked = true;
+        let target = others[self.rng.faults.gen_range(0..others.len())];
+        let index = leader.0 as usize - 1;
+        let term = self.nodes[index].raft().expect("the leader runs").term();
+        self.transfer_liveness
+            .on_requested(leader, target, term, self.now);
+        self.term_settling.allow_new_term();
+        self.trace
+            .record(self.now, "transfer", &[leader.0, target.0], || {
+                format!("after recovery: {leader} -> {target}")
+            });
+        self.send_request(index, Waiting::Nobody, QueuedInput::Transfer(target));
     }
 }

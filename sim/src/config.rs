@@ -36,6 +36,9 @@ pub struct SimConfig {
     pub check_quorum: bool,
     /// Most entries per AppendEntries message.
     pub entries_per_message_max: usize,
+    /// Most bytes of entries per AppendEntries message (one larger entry
+    /// travels alone).
+    pub message_bytes_max: usize,
     /// Ticks allowed, after faults stop, for a command to commit.
     pub liveness_ticks_max: u64,
     /// A client gives up on a request after this many ticks (its outcome is
@@ -43,6 +46,15 @@ pub struct SimConfig {
     pub client_timeout_ticks: u64,
     /// Longest a client waits between requests.
     pub client_think_ticks_max: u64,
+    /// With `Some(patience)`, one client beyond `clients` only reads,
+    /// mostly with a lease, always at the node it last found leading (a
+    /// reader pinned to its leader, as a cache refresher is). While faults
+    /// strike it gives up on a read after `patience` ticks and asks the
+    /// same node again, so a leader that has been cut off keeps being
+    /// asked until it says it no longer leads: the moment an expired or
+    /// too long lease serves a stale read. Once faults stop it waits like
+    /// every other client.
+    pub pinned_reader_patience_ticks: Option<u64>,
     /// Search budget of the linearizability checker, per key.
     pub linearizability_steps_max: u64,
     /// Ticks a read started after recovery may take, however often it is
@@ -50,6 +62,11 @@ pub struct SimConfig {
     pub read_ticks_max: u64,
     /// New terms allowed after recovery (see `checkers::term_settling`).
     pub new_terms_after_recovery_max: u64,
+    /// Ticks a node may hold a request after recovery (see
+    /// `checkers::held_requests`): above the transfer timeout (twice the
+    /// largest election timeout, at most 80 ticks), the longest any
+    /// request legitimately waits on a healthy cluster.
+    pub held_request_ticks_max: u64,
 }
 
 impl SimConfig {
@@ -69,12 +86,15 @@ impl SimConfig {
             pre_vote: true,
             check_quorum: true,
             entries_per_message_max: 64,
+            message_bytes_max: 1 << 20,
             liveness_ticks_max: 400,
             client_timeout_ticks: 150,
             client_think_ticks_max: 4,
+            pinned_reader_patience_ticks: None,
             linearizability_steps_max: 2_000_000,
             read_ticks_max: 100,
             new_terms_after_recovery_max: 2,
+            held_request_ticks_max: 150,
         }
     }
 
@@ -104,6 +124,9 @@ impl SimConfig {
         if self.entries_per_message_max == defaults.entries_per_message_max {
             config.entries_per_message_max = drawn.entries_per_message_max;
         }
+        if self.message_bytes_max == defaults.message_bytes_max {
+            config.message_bytes_max = drawn.message_bytes_max;
+        }
         let timeouts = (self.election_ticks_min, self.election_ticks_max);
         if timeouts == (defaults.election_ticks_min, defaults.election_ticks_max) {
             config.election_ticks_min = drawn.election_ticks_min;
@@ -123,6 +146,9 @@ impl SimConfig {
         if self.client_timeout_ticks == defaults.client_timeout_ticks {
             config.client_timeout_ticks = drawn.client_timeout_ticks;
         }
+        if self.pinned_reader_patience_ticks.is_none() {
+            config.pinned_reader_patience_ticks = drawn.pinned_reader_patience_ticks;
+        }
         config
     }
 
@@ -137,6 +163,7 @@ impl SimConfig {
         config.pre_vote = self.pre_vote;
         config.check_quorum = self.check_quorum;
         config.entries_per_message_max = self.entries_per_message_max;
+        config.message_bytes_max = self.message_bytes_max;
         #[cfg(feature = "planted-bugs")]
         {
             config.planted_bug = self.planted_bug.as_deref().map(|name| {
@@ -194,6 +221,9 @@ impl SimConfig {
                 " --entries-per-message-max {}",
                 self.entries_per_message_max
             ));
+        }
+        if self.message_bytes_max != defaults.message_bytes_max {
+            command.push_str(&format!(" --message-bytes-max {}", self.message_bytes_max));
         }
         command.push_str(" --trace");
         command

@@ -13,7 +13,7 @@ use raftgres::core::{Message, MessageBody, NodeId};
 use raftgres::pipeline::{Input, Output, WriteDone, WriteJob};
 use rand::Rng;
 
-use crate::checkers::{apply_after_durable, crash_recovery, honest_peers};
+use crate::checkers::{apply_after_durable, crash_recovery, honest_peers, message_size};
 use crate::network::SendFate;
 use crate::node::{ApplyJob, Queued, QueuedInput, Waiting};
 use crate::store::{ApplyReport, ApplySettings, Fate, Transaction};
@@ -66,7 +66,7 @@ impl World {
                     Output::Write(job) => self.start_write(index, job, 0),
                     Output::Apply(batch) => self.start_apply(index, ApplyJob::Batch(batch), 0),
                     Output::Reply { request, reply } => {
-                        if let Some(waiting) = self.nodes[index].waiting.remove(&request) {
+                        if let Some((waiting, _)) = self.nodes[index].waiting.remove(&request) {
                             self.on_reply(index, waiting, reply);
                         }
                     }
@@ -117,6 +117,18 @@ impl World {
         false
     }
 
+    /// Whether node `index` crashes right after a transaction that
+    /// installed a snapshot committed.
+    fn crash_after_snapshot_install(&mut self, index: usize) -> bool {
+        let rate = self.profile.crash_after_snapshot_install_per_million;
+        if self.now < self.fault_end && Self::chance(&mut self.rng.faults, rate) {
+            self.stats.faults.crashes += 1;
+            self.crash(index, "crash-after-snapshot-install");
+            return true;
+        }
+        false
+    }
+
     pub(crate) fn send(&mut self, message: Message) {
         let now = self.now;
         let words = [
@@ -135,6 +147,7 @@ impl World {
             )
         });
         self.stats.messages_sent += 1;
+        self.idle_traffic.on_send(now);
         if let MessageBody::VoteResponse {
             pre_vote: false,
             granted: true,
@@ -145,6 +158,11 @@ impl World {
                 .single_vote
                 .on_vote(message.from, message.term, message.to);
             self.check("single_vote", result);
+        }
+        if let MessageBody::AppendRequest { entries, .. } = &message.body {
+            let bytes_max = self.config.message_bytes_max;
+            let result = message_size::check_append(message.from, message.to, entries, bytes_max);
+            self.check("message_size", result);
         }
         match self
             .network
@@ -174,6 +192,9 @@ impl World {
             }
             if node.pipeline.is_none() {
                 continue;
+            }
+            if message.body == MessageBody::TimeoutNow {
+                self.maybe_deafen_after_timeout_now(message.from);
             }
             self.handle(index, Some(Input::Peer(message)));
             if self.violation.is_some() {
@@ -294,7 +315,10 @@ impl World {
                 let Some(applied) = self.commit_write(index, &transaction.job) else {
                     return;
                 };
-                if self.crash_after_commit(index) {
+                if self.crash_after_commit(index)
+                    || (transaction.job.snapshot.is_some()
+                        && self.crash_after_snapshot_install(index))
+                {
                     return;
                 }
                 let done = WriteDone::of(transaction.job, applied);
@@ -596,7 +620,7 @@ impl World {
         if self.nodes[index].pipeline.is_none() {
             return;
         }
-        let request = self.nodes[index].wait(queued.waiting);
+        let request = self.nodes[index].wait(queued.waiting, self.now);
         let input = match queued.input {
             QueuedInput::Propose(command) => Input::Propose { request, command },
             QueuedInput::Read(mode) => Input::Read { request, mode },

@@ -6,8 +6,10 @@
 use raftgres::core::NodeId;
 use rand::Rng;
 
+use crate::checkers::held_requests::HeldRequests;
 use crate::checkers::read_liveness::ReadLiveness;
 use crate::checkers::term_settling::TermSettling;
+use crate::checkers::transfer_liveness::TransferLiveness;
 use crate::network::PartitionKind;
 use crate::node::{QueuedInput, SimNode, Waiting};
 use crate::store::Fate;
@@ -136,19 +138,43 @@ impl World {
                 if kind == PartitionKind::Bridge && self.nodes.len() < 3 {
                     return;
                 }
-                let leader = self.leader();
-                let description = self.network.partition(kind, leader, &mut self.rng.faults);
                 let ticks_max = if isolate_reading_leader {
                     self.profile.isolate_ticks_max
                 } else {
                     self.profile.partition_ticks_max
                 };
-                self.partition_until = Some(now + self.rng.faults.gen_range(1..=ticks_max.max(1)));
-                self.stats.faults.partitions[kind as usize] += 1;
-                self.trace
-                    .record(now, "partition", &[kind as u64], || description);
+                self.start_partition(kind, self.leader(), ticks_max);
             }
             _ => {}
+        }
+    }
+
+    /// Cuts links into a partition of `kind` around `leader` for up to
+    /// `ticks_max` ticks.
+    fn start_partition(&mut self, kind: PartitionKind, leader: Option<NodeId>, ticks_max: u64) {
+        let now = self.now;
+        let description = self.network.partition(kind, leader, &mut self.rng.faults);
+        self.partition_until = Some(now + self.rng.faults.gen_range(1..=ticks_max.max(1)));
+        self.stats.faults.partitions[kind as usize] += 1;
+        self.trace
+            .record(now, "partition", &[kind as u64], || description);
+    }
+
+    /// A TimeoutNow from `leader` reaches its target: now and then, while
+    /// no partition is active and `leader` still leads, it stops hearing
+    /// anyone, the moment a leader that serves lease reads after handing
+    /// over gives stale ones (its target wins and commits; it never hears
+    /// of it). A TimeoutNow that arrives after the transfer was given up
+    /// (see `FaultProfile::slow_kind`) is the dangerous one.
+    pub(crate) fn maybe_deafen_after_timeout_now(&mut self, leader: NodeId) {
+        let rate = self.profile.deafen_after_timeout_now_per_million;
+        if self.now < self.fault_end
+            && self.nodes[leader.0 as usize - 1].is_leader()
+            && self.partition_until.is_none()
+            && Self::chance(&mut self.rng.faults, rate)
+        {
+            let ticks_max = self.profile.isolate_ticks_max;
+            self.start_partition(PartitionKind::DeafenLeader, Some(leader), ticks_max);
         }
     }
 
@@ -215,6 +241,9 @@ impl World {
     pub fn crash_for(&mut self, index: usize, down_ticks: u64) {
         self.read_liveness = ReadLiveness::new(self.config.read_ticks_max);
         self.term_settling = TermSettling::new(self.config.new_terms_after_recovery_max);
+        self.held_requests = HeldRequests::new(self.config.held_request_ticks_max);
+        self.transfer_liveness = TransferLiveness::new(0);
+        self.transfer_asked = true;
         self.crash(index, "crash");
         self.nodes[index].down_until = Some(self.now + down_ticks);
     }

@@ -76,6 +76,9 @@ struct RunArguments {
     /// Most entries per AppendEntries message.
     #[arg(long, default_value_t = 64)]
     entries_per_message_max: usize,
+    /// Most bytes of entries per AppendEntries message.
+    #[arg(long, default_value_t = 1 << 20)]
+    message_bytes_max: usize,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -183,6 +186,7 @@ fn run(arguments: RunArguments) -> Result<ExitCode> {
     config.pre_vote = !arguments.no_pre_vote;
     config.check_quorum = !arguments.no_check_quorum;
     config.entries_per_message_max = arguments.entries_per_message_max.max(1);
+    config.message_bytes_max = arguments.message_bytes_max.max(1);
     let progress = progress_bar(seeds.end - seeds.start, arguments.quiet);
     let report = run_sweep(&config, seeds, threads(arguments.threads), &progress);
     progress.finish_and_clear();

@@ -41,6 +41,9 @@ pub enum PartitionKind {
     Bridge,
     /// The current leader is cut off from everyone.
     IsolateLeader,
+    /// The current leader hears no one, while what it sends still goes
+    /// out: it believes it leads while the others move on.
+    DeafenLeader,
 }
 
 impl PartitionKind {
@@ -51,6 +54,7 @@ impl PartitionKind {
             PartitionKind::OneWay => "one-way",
             PartitionKind::Bridge => "bridge",
             PartitionKind::IsolateLeader => "isolate-leader",
+            PartitionKind::DeafenLeader => "deafen-leader",
         }
     }
 }
@@ -267,6 +271,9 @@ impl Network {
             self.enqueue(copy_at, message.clone());
         }
         let mut deliver_at = now + Self::delay(profile, rng);
+        if profile.slow_kind == Some(message.body.kind()) {
+            deliver_at += rng.gen_range(0..=profile.slow_kind_ticks_max);
+        }
         if profile.links_in_order {
             // Behind the link's previous message (ties deliver in send
             // order); messages sent before the links were in order (a slow
@@ -377,6 +384,15 @@ impl Network {
                     }
                 }
                 format!("one-way {:?} -/-> {:?}", ids(group), ids(rest))
+            }
+            PartitionKind::DeafenLeader => {
+                let deaf = leader.unwrap_or(group[0]);
+                for from in &all {
+                    if *from != deaf {
+                        self.cut(*from, deaf);
+                    }
+                }
+                format!("deafen-leader {} (it still sends)", deaf.0)
             }
             PartitionKind::Bridge => {
                 // The bridge is the first of the rest; the two sides are the

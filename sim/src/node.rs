@@ -92,8 +92,8 @@ pub struct SimNode {
     /// Microseconds the clock advances per world tick, in thousandths of
     /// a tick (clock drift).
     pub tick_rate_permille: u64,
-    /// Requests the pipeline has not answered yet.
-    pub waiting: BTreeMap<RequestId, Waiting>,
+    /// Requests the pipeline has not answered yet, with the tick each arrived.
+    pub waiting: BTreeMap<RequestId, (Waiting, u64)>,
     /// The next request id.
     pub next_request: u64,
     /// Role and term last reported to the checkers and the trace.
@@ -237,11 +237,12 @@ impl SimNode {
         self.is_running() && self.raft().is_some_and(|raft| raft.role() == Role::Leader)
     }
 
-    /// A new request id, and who waits for it.
-    pub fn wait(&mut self, waiting: Waiting) -> RequestId {
+    /// A new request id for a request that arrived at tick `now`, and who
+    /// waits for it.
+    pub fn wait(&mut self, waiting: Waiting, now: u64) -> RequestId {
         self.next_request += 1;
         let request = RequestId(self.next_request);
-        self.waiting.insert(request, waiting);
+        self.waiting.insert(request, (waiting, now));
         request
     }
 }

@@ -37,6 +37,7 @@ impl World {
         if (role, term) != (node.observed_role, node.observed_term) {
             node.observed_role = role;
             node.observed_term = term;
+            self.idle_traffic.on_role_change();
             self.trace
                 .record(self.now, "role", &[id.0, role as u64, term.0], || {
                     format!("node {id} {role} term {term}")
@@ -53,6 +54,8 @@ impl World {
                 if let Err((checker, message)) = result {
                     self.fail(checker, message);
                 }
+                let result = self.transfer_liveness.on_leader(id, term, self.now);
+                self.check("transfer_liveness", result);
             }
         }
         let result = self.checkers.single_vote.on_observe(id, term, voted_for);
@@ -109,6 +112,7 @@ impl World {
     /// now on start.
     pub(crate) fn on_recovered(&mut self) {
         self.read_liveness.on_recovered(self.now);
+        self.held_requests.on_recovered(self.now);
         let highest_term = self
             .nodes
             .iter()
@@ -119,6 +123,8 @@ impl World {
     }
 
     pub(crate) fn check_end_of_run(&mut self) {
+        let result = self.idle_traffic.check();
+        self.check("idle_traffic", result);
         let window = self.config.ticks.saturating_sub(self.fault_end);
         if self.liveness.waiting() && window > self.config.liveness_ticks_max {
             self.fail(

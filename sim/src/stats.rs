@@ -13,7 +13,7 @@ pub struct FaultCounts {
     pub pauses: u64,
     /// Partitions started, by `PartitionKind` (symmetric, one-way, bridge,
     /// isolate-leader).
-    pub partitions: [u64; 4],
+    pub partitions: [u64; 5],
     /// Failed writes (each halts its node until restarted).
     pub disk_errors: u64,
     /// Leadership transfers requested.
@@ -101,4 +101,8 @@ pub struct RunStats {
     pub linearizability_too_expensive: bool,
     /// Ticks from the end of faults to the liveness probe's commit.
     pub recovery_ticks: Option<u64>,
+    /// Leadership transfers asked for after recovery that completed.
+    pub transfers_checked: u64,
+    /// Final idle windows whose messages were counted (1 per run at most).
+    pub idle_windows_checked: u64,
 }

@@ -120,6 +120,8 @@ pub fn run_sweep(
         totals.session_retries += stats.session_retries;
         totals.acknowledged_writes += stats.acknowledged_writes;
         totals.history_operations += stats.history_operations;
+        totals.transfers_checked += stats.transfers_checked;
+        totals.idle_windows_checked += stats.idle_windows_checked;
         report.linearizability_too_expensive_runs += u64::from(stats.linearizability_too_expensive);
         report.recovery_ticks.extend(stats.recovery_ticks);
         report.trace_hashes.push(outcome.trace_hash);
@@ -194,6 +196,7 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
         PartitionKind::OneWay,
         PartitionKind::Bridge,
         PartitionKind::IsolateLeader,
+        PartitionKind::DeafenLeader,
     ];
     for kind in kinds {
         lines.push(format!(
@@ -219,6 +222,13 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
         format!(
             "  session retries            {:>14}",
             totals.session_retries
+        ),
+        format!(
+            "  transfers / idle windows   {:>14}",
+            format!(
+                "{} / {}",
+                totals.transfers_checked, totals.idle_windows_checked
+            )
         ),
         format!(
             "  client ops answered        {:>14}",

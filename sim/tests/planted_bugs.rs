@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [1, 2],
+            seeds_needed: [4, 3],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -71,37 +71,37 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "apply-before-durable",
-            seeds_needed: [1, 5],
+            seeds_needed: [2, 4],
             checkers: &["apply_after_durable", "core_invariant"],
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [35, 4],
+            seeds_needed: [1, 1],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "lease-by-tick-count",
-            seeds_needed: [350, 1645],
+            seeds_needed: [68, 68],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "session-expiry-at-batch-end",
-            seeds_needed: [1, 1],
+            seeds_needed: [3, 1],
             checkers: &["replica_rows", "exactly_once", "linearizability"],
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [11, 19],
+            seeds_needed: [31, 37],
             checkers: &["client_outcomes", "linearizability"],
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [245, 25],
+            seeds_needed: [23, 44],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [150, 33],
+            seeds_needed: [3, 30],
             checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {

@@ -64,6 +64,11 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>, ticks: u64) {
         report.seeds,
         "every seed recovers after healing"
     );
+    assert!(
+        totals.transfers_checked > report.seeds / 2
+            && totals.idle_windows_checked > report.seeds / 2,
+        "most runs end with a checked transfer and a counted idle window: {totals:?}"
+    );
 }
 
 #[test]

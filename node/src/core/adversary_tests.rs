@@ -309,7 +309,7 @@ fn materialize(raft: &Raft, from: u64, template: &Template) -> Message {
             refused,
         } => {
             // Half the time, answer a read the target really forwarded.
-            let forwarded = raft.reads.forwarded.first().copied();
+            let forwarded = raft.reads.forwarded.first().map(|read| read.context);
             MessageBody::ReadIndexResponse {
                 context: context.or(forwarded).unwrap_or(0),
                 index: at_index(*index),

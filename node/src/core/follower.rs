@@ -52,7 +52,7 @@ impl Raft {
                     .reads
                     .forwarded
                     .iter()
-                    .position(|pending| *pending == context)
+                    .position(|pending| pending.context == context)
                 {
                     self.reads.forwarded.swap_remove(position);
                     if refused {
@@ -89,9 +89,7 @@ impl Raft {
                 Some(ImplausibleReason::SecondLeader { leader })
             }
             MessageBody::TimeoutNow => Some(ImplausibleReason::TimeoutNowFromNonLeader { leader }),
-            MessageBody::ReadIndexResponse { context, .. }
-                if self.reads.forwarded.contains(&context) =>
-            {
+            MessageBody::ReadIndexResponse { context, .. } if self.reads.is_forwarded(context) => {
                 Some(ImplausibleReason::ReadAnswerFromNonLeader { context, leader })
             }
             _ => None,

@@ -6,7 +6,7 @@ use super::message::{Message, MessageBody};
 use super::progress::ProgressState;
 use super::quorum;
 use super::raft::Raft;
-use super::read_only::PendingRead;
+use super::read_only::{ForwardedRead, PendingRead};
 use super::ready::{ImplausibleReason, ReadState};
 use super::types::{LogIndex, NodeId, Role, Snapshot, Term};
 
@@ -39,7 +39,12 @@ impl Raft {
             for progress in self.progress.values_mut() {
                 progress.recent_active = false;
             }
-            self.transfer_target = None;
+        }
+        if self.transfer_target.is_some() {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.config.election_ticks_min {
+                self.transfer_target = None;
+            }
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
@@ -357,6 +362,7 @@ impl Raft {
         }
         if self.progress[&peer].match_index == self.log.last_index() {
             self.timeout_now_sent = true;
+            self.transfer_elapsed = 0;
             self.send(peer, MessageBody::TimeoutNow);
         } else {
             self.replication_pending = true;
@@ -373,7 +379,10 @@ impl Raft {
         match (self.role, self.leader) {
             (Role::Leader, _) => self.leader_read(self.id, context),
             (Role::Follower, Some(leader)) => {
-                self.reads.forwarded.push(context);
+                self.reads.forwarded.push(ForwardedRead {
+                    context,
+                    forwarded_at: self.ticks,
+                });
                 self.send(leader, MessageBody::ReadIndexRequest { context });
                 Ok(())
             }

@@ -21,6 +21,15 @@ pub struct PendingRead {
     pub round: u64,
 }
 
+/// A read a follower forwarded to its leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardedRead {
+    /// The follower's id for the read.
+    pub context: u64,
+    /// The follower's tick count when it forwarded the read.
+    pub forwarded_at: u64,
+}
+
 /// Every read a node is tracking, by stage.
 #[derive(Clone, Debug, Default)]
 pub struct ReadQueue {
@@ -30,8 +39,9 @@ pub struct ReadQueue {
     /// Leader: reads waiting for a quorum to acknowledge their round,
     /// ordered by round.
     pub waiting_for_quorum: VecDeque<PendingRead>,
-    /// Follower: reads forwarded to the leader, awaiting its answer.
-    pub forwarded: Vec<u64>,
+    /// Follower: reads forwarded to the leader, awaiting its answer,
+    /// oldest first.
+    pub forwarded: Vec<ForwardedRead>,
     /// Confirmed reads waiting for the state machine to reach their index.
     pub waiting_for_apply: Vec<ReadState>,
     /// Reads that are safe now.
@@ -95,7 +105,28 @@ impl ReadQueue {
             .map(|read| read.context)
             .collect();
         self.dropped.extend(own_quorum);
-        self.dropped.append(&mut self.forwarded);
+        self.dropped
+            .extend(self.forwarded.drain(..).map(|read| read.context));
+    }
+
+    /// Whether this follower waits for its leader's answer to `context`.
+    pub fn is_forwarded(&self, context: u64) -> bool {
+        self.forwarded.iter().any(|read| read.context == context)
+    }
+
+    /// Drops the forwarded reads whose answer has not come within
+    /// `ticks_max` ticks of `ticks`: the request or its answer was lost
+    /// (a peer stream broke), and a read held for an answer that never
+    /// comes would hold its caller and its `pending_reads_max` slot
+    /// forever. The caller retries.
+    pub fn expire_forwarded(&mut self, ticks: u64, ticks_max: u64) {
+        let expired = self
+            .forwarded
+            .iter()
+            .take_while(|read| ticks - read.forwarded_at >= ticks_max)
+            .count();
+        self.dropped
+            .extend(self.forwarded.drain(..expired).map(|read| read.context));
     }
 }
 
@@ -150,7 +181,10 @@ mod tests {
             index: LogIndex(3),
             round: 4,
         });
-        queue.forwarded.push(10);
+        queue.forwarded.push(ForwardedRead {
+            context: 10,
+            forwarded_at: 0,
+        });
         queue.waiting_for_apply.push(ReadState {
             context: 11,
             index: LogIndex(2),
@@ -159,5 +193,22 @@ mod tests {
         assert_eq!(queue.dropped, vec![7, 9, 10]);
         assert_eq!(queue.waiting_for_apply.len(), 1);
         assert_eq!(queue.len(), 1);
+    }
+
+    #[test]
+    fn forwarded_reads_unanswered_for_too_long_are_dropped() {
+        let mut queue = ReadQueue::default();
+        for (context, forwarded_at) in [(1, 10), (2, 15), (3, 20)] {
+            queue.forwarded.push(ForwardedRead {
+                context,
+                forwarded_at,
+            });
+        }
+        queue.expire_forwarded(19, 10);
+        assert!(queue.dropped.is_empty());
+        queue.expire_forwarded(25, 10);
+        assert_eq!(queue.dropped, vec![1, 2]);
+        assert!(queue.is_forwarded(3));
+        assert!(!queue.is_forwarded(1));
     }
 }

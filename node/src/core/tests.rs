@@ -418,6 +418,46 @@ fn lease_reads_hold_only_while_a_quorum_recently_answered() {
 }
 
 #[test]
+fn a_transfer_gives_its_target_a_full_timeout_after_timeout_now() {
+    // Node 2 is one entry behind, so the TimeoutNow waits for its catch-up.
+    let mut leader = leader(3);
+    leader.propose(b"x".to_vec()).unwrap();
+    let ready = leader.ready();
+    let (index, term) = ready.persist_point().unwrap();
+    leader.persisted(index, term);
+    leader.transfer_leadership(NodeId(2)).unwrap();
+    let timeout_now_sent = |leader: &mut Raft| {
+        leader
+            .ready()
+            .messages
+            .iter()
+            .any(|message| message.body == MessageBody::TimeoutNow)
+    };
+    assert!(!timeout_now_sent(&mut leader), "node 2 is behind");
+    // The catch-up takes most of the first timeout (election_ticks_min is
+    // 10).
+    for _ in 0..8 {
+        leader.tick();
+    }
+    leader.step(append_response(2, 1, 1, 2));
+    assert!(timeout_now_sent(&mut leader), "node 2 caught up");
+    // Ten ticks after the request, but not after the TimeoutNow: node 2's
+    // vote requests may be on their way, so the leader still takes no
+    // proposal that would leave node 2's log behind.
+    for _ in 0..9 {
+        leader.tick();
+        assert_eq!(
+            leader.propose(b"y".to_vec()),
+            Err(ProposeError::TransferInProgress)
+        );
+    }
+    // A full timeout after the TimeoutNow, the transfer is abandoned.
+    leader.tick();
+    assert_eq!(leader.transfer_target, None);
+    assert!(leader.propose(b"y".to_vec()).is_ok());
+}
+
+#[test]
 fn no_lease_reads_in_a_term_once_a_timeout_now_was_sent() {
     let mut leader = leader(3);
     leader.transfer_leadership(NodeId(2)).unwrap();
@@ -593,6 +633,36 @@ fn follower_of_node_1() -> Raft {
     assert_eq!(follower.leader(), Some(NodeId(1)));
     follower.ready();
     follower
+}
+
+#[test]
+fn a_forwarded_read_whose_answer_never_comes_is_dropped_after_an_election_timeout() {
+    let mut follower = follower_of_node_1();
+    follower.read_index(5).unwrap();
+    assert!(follower.ready().messages.contains(&message(
+        2,
+        1,
+        2,
+        MessageBody::ReadIndexRequest { context: 5 }
+    )));
+    // The leader stays (its heartbeats keep coming), but its answer is lost.
+    let heartbeat = MessageBody::HeartbeatRequest {
+        leader_commit: LogIndex(1),
+        read_round: 2,
+    };
+    let ticks_max = follower.config.election_ticks_max;
+    for tick in 1..=ticks_max {
+        follower.tick();
+        follower.step(message(1, 2, 2, heartbeat.clone()));
+        let ready = follower.ready();
+        if tick < ticks_max {
+            assert!(ready.reads_dropped.is_empty(), "dropped at tick {tick}");
+        } else {
+            assert_eq!(ready.reads_dropped, vec![5]);
+        }
+    }
+    assert_eq!(follower.leader(), Some(NodeId(1)));
+    assert!(follower.reads.is_empty());
 }
 
 #[test]

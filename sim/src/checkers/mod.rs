@@ -15,13 +15,16 @@ pub mod crash_recovery;
 pub mod durability;
 pub mod election_safety;
 pub mod exactly_once;
+pub mod held_requests;
 pub mod honest_peers;
+pub mod idle_traffic;
 pub mod index_monotonicity;
 pub mod leader_commit_rule;
 pub mod leader_completeness;
 pub mod linearizability;
 pub mod liveness;
 pub mod log_matching;
+pub mod message_size;
 pub mod read_index_safety;
 pub mod read_liveness;
 pub mod replica_rows;
@@ -29,6 +32,7 @@ pub mod single_vote;
 pub mod stale_reads;
 pub mod state_machine_safety;
 pub mod term_settling;
+pub mod transfer_liveness;
 
 use raftgres::core::EntryPayload;
 

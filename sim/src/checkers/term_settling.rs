@@ -28,6 +28,12 @@ impl TermSettling {
         self.recovered_term.get_or_insert(term);
     }
 
+    /// One more new term is expected: the world asked for a leadership
+    /// transfer, which takes one.
+    pub fn allow_new_term(&mut self) {
+        self.new_terms_max += 1;
+    }
+
     /// A node reached `term` at `tick`.
     pub fn on_term(&self, node: u64, term: u64, tick: u64) -> Result<(), String> {
         match self.recovered_term {
