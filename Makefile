@@ -21,8 +21,9 @@ sim:
 sim-hunt:
 	scripts/sim-hunt.sh
 
-# Mutation testing of node/src/core with the simulator's sweep as the only
-# test (cargo-mutants, installed on first use): a bounded sample by default
+# Mutation testing of node/src/core and node/src/pipeline with the
+# simulator's sweep as the only test (cargo-mutants, installed on first
+# use): a bounded sample by default
 # (SHARD=0/20, about half an hour); SHARD=all for every mutant. Reports the
 # catch rate and the surviving mutants. Not part of `make test`.
 SHARD ?= 0/20

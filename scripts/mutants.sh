@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make mutants`: measures the simulator with cargo-mutants. Each mutant of
-# the pure consensus core (node/src/core, scope in sim/mutants/mutants.toml)
+# the pure consensus core and of the pipeline that drives it
+# (node/src/core and node/src/pipeline, scope in sim/mutants/mutants.toml)
 # is built and tested by the simulator's default-swarm sweep alone
 # (sim/tests/mutation_sweep.rs: 200 seeds on 3 nodes and 200 on 5, 10,000
 # ticks, release build). Reports the catch rate of non-equivalent mutants
@@ -34,6 +35,16 @@ if [[ "$shard" != all ]]; then
 fi
 
 mkdir -p "$output_dir"
+
+# Names carry line and column: an edit above a listed mutant moves it.
+# Warn about listed names that no longer exist, so the list is kept true.
+cargo mutants --list --config sim/mutants/mutants.toml --package raftgres \
+    --no-default-features >"$output_dir/all-mutants.txt"
+while IFS= read -r name; do
+    if ! grep -qxF "$name" "$output_dir/all-mutants.txt"; then
+        echo "warning: $equivalent_list names a mutant that no longer exists: $name" >&2
+    fi
+done < <(grep -v '^#' "$equivalent_list" | sed 's/ | .*//' | grep .)
 # cargo-mutants exits non-zero when mutants survive; the score below is
 # the report.
 RAFTGRES_MUTATION_SWEEP=1 RAFTGRES_MUTATION_SEEDS="${SEEDS:-200}" \
@@ -67,7 +78,7 @@ equivalent=$((missed - surviving))
 tested=$((caught + timeouts + surviving))
 
 echo
-echo "mutation score of the simulator (shard $shard of node/src/core)"
+echo "mutation score of the simulator (shard $shard of node/src/core and node/src/pipeline)"
 echo "  caught by a checker        $caught"
 echo "  caught by timeout          $timeouts"
 echo "  survived                   $surviving"
