@@ -45,17 +45,6 @@ pub struct Ready {
 }
 
 impl Ready {
-    /// Whether the batch holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self == &Ready::default()
-    }
-
-    /// Whether the driver has anything to write before sending
-    /// `messages_after_persist`.
-    pub fn needs_persist(&self) -> bool {
-        self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
-    }
-
     /// The (index, term) to report with `Raft::persisted` once this batch is
     /// durable: its last entry, or the installed snapshot.
     pub fn persist_point(&self) -> Option<(LogIndex, Term)> {
