@@ -10,6 +10,7 @@ use raftgres::pipeline::{check_read_covered, ReadMode, Refusal, Reply};
 use rand::Rng;
 
 use crate::checkers::durability::AcknowledgedWrite;
+use crate::checkers::held_requests;
 use crate::checkers::linearizability::{Input, Operation, Output};
 use crate::checkers::read_index_safety;
 use crate::kv::{self, Applied, Command, CommandOutput, Envelope};
@@ -732,11 +733,43 @@ impl World {
                 .nodes
                 .iter()
                 .all(|node| node.is_running() && node.waiting.is_empty());
+        self.check_quiet_end();
         let leaders: Vec<&SimNode> = self.nodes.iter().filter(|node| node.is_leader()).collect();
         if let ([leader], true) = (leaders.as_slice(), quiet) {
             let term = leader.raft().expect("the leader runs").term();
             self.idle_traffic.arm(leader.id.0, term.0);
         }
+    }
+
+    /// When the idle window opens, if the cluster had recovered before its
+    /// clients stopped starting requests, everything they asked has been
+    /// answered (see `checkers::held_requests::check_quiet`).
+    fn check_quiet_end(&mut self) {
+        let quiet_since = self.now - IDLE_LEAD_TICKS;
+        let recovered_before_quiet = self
+            .liveness
+            .recovery_ticks()
+            .is_some_and(|ticks| self.fault_end + ticks <= quiet_since);
+        if !recovered_before_quiet {
+            return;
+        }
+        let waiting_clients: Vec<u64> = (0..self.clients.len())
+            .filter(|client| self.clients[*client].request.is_some())
+            .map(|client| client as u64)
+            .collect();
+        let holding_nodes: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|node| {
+                node.waiting
+                    .values()
+                    .any(|(waiting, _)| matches!(waiting, Waiting::Client { .. }))
+            })
+            .map(|node| node.id.0)
+            .collect();
+        let result =
+            held_requests::check_quiet(self.now, quiet_since, &waiting_clients, &holding_nodes);
+        self.check("held_requests", result);
     }
 
     /// No running node holds a request too long after recovery.

@@ -97,33 +97,29 @@ impl World {
     /// the persist-before-acknowledge rules).
     fn crash_after_send(&mut self, index: usize) -> bool {
         let rate = self.profile.crash_after_send_per_million;
-        if self.now < self.fault_end && Self::chance(&mut self.rng.faults, rate) {
-            self.stats.faults.crashes += 1;
-            self.crash(index, "crash");
-            return true;
-        }
-        false
+        self.crash_by_chance(index, rate, "crash")
     }
 
     /// Whether node `index` crashes right after a transaction committed,
     /// before it learns so: a crash between two transactions.
     fn crash_after_commit(&mut self, index: usize) -> bool {
         let rate = self.profile.crash_after_commit_per_million;
-        if self.now < self.fault_end && Self::chance(&mut self.rng.faults, rate) {
-            self.stats.faults.crashes += 1;
-            self.crash(index, "crash-after-commit");
-            return true;
-        }
-        false
+        self.crash_by_chance(index, rate, "crash-after-commit")
     }
 
     /// Whether node `index` crashes right after a transaction that
     /// installed a snapshot committed.
     fn crash_after_snapshot_install(&mut self, index: usize) -> bool {
         let rate = self.profile.crash_after_snapshot_install_per_million;
-        if self.now < self.fault_end && Self::chance(&mut self.rng.faults, rate) {
+        self.crash_by_chance(index, rate, "crash-after-snapshot-install")
+    }
+
+    /// Crashes node `index` with chance `per_million` while faults last;
+    /// returns whether it did.
+    fn crash_by_chance(&mut self, index: usize, per_million: u32, why: &'static str) -> bool {
+        if self.now < self.fault_end && Self::chance(&mut self.rng.faults, per_million) {
             self.stats.faults.crashes += 1;
-            self.crash(index, "crash-after-snapshot-install");
+            self.crash(index, why);
             return true;
         }
         false

@@ -106,3 +106,96 @@ pub struct RunStats {
     /// Final idle windows whose messages were counted (1 per run at most).
     pub idle_windows_checked: u64,
 }
+
+impl AddAssign for RunStats {
+    /// Sums counters over runs (`linearizability_too_expensive` and
+    /// `recovery_ticks` are per run; a sweep keeps them itself).
+    fn add_assign(&mut self, stats: RunStats) {
+        self.ticks += stats.ticks;
+        self.steps += stats.steps;
+        self.trace_events += stats.trace_events;
+        self.messages_sent += stats.messages_sent;
+        self.faults += stats.faults;
+        self.elections += stats.elections;
+        self.committed_index_max += stats.committed_index_max;
+        self.compactions += stats.compactions;
+        self.snapshots_installed += stats.snapshots_installed;
+        self.client_operations_completed += stats.client_operations_completed;
+        self.client_operations_unknown += stats.client_operations_unknown;
+        self.client_timeouts += stats.client_timeouts;
+        self.lease_reads += stats.lease_reads;
+        self.stale_reads += stats.stale_reads;
+        self.session_retries += stats.session_retries;
+        self.acknowledged_writes += stats.acknowledged_writes;
+        self.history_operations += stats.history_operations;
+        self.transfers_checked += stats.transfers_checked;
+        self.idle_windows_checked += stats.idle_windows_checked;
+    }
+}
+
+impl RunStats {
+    /// What a swarm sweep of `seeds` seeds, `recovered` of which recovered
+    /// after healing, must exercise and did not: a sweep that passes every
+    /// checker proves little if no node crashed, no snapshot was installed,
+    /// no lease read was served, no stalled leader handed off. An empty
+    /// list for a sweep of a few dozen swarm seeds or more.
+    pub fn missing_exercises(&self, seeds: u64, recovered: u64) -> Vec<String> {
+        let faults = &self.faults;
+        let checks = [
+            (
+                "crashes and restarts",
+                faults.crashes > 0 && faults.restarts > 0,
+            ),
+            (
+                "every partition kind",
+                faults.partitions.iter().all(|count| *count > 0),
+            ),
+            (
+                "lost and duplicated messages",
+                faults.messages_lost > 0 && faults.messages_duplicated > 0,
+            ),
+            (
+                "disk errors and pauses",
+                faults.disk_errors > 0 && faults.pauses > 0,
+            ),
+            (
+                "compactions and snapshot installs",
+                self.snapshots_installed > 0 && self.compactions > 0,
+            ),
+            ("an election per seed", self.elections >= seeds),
+            (
+                "ten acknowledged writes per seed",
+                self.acknowledged_writes > 10 * seeds,
+            ),
+            (
+                "writes with an unknown outcome",
+                self.client_operations_unknown > 0,
+            ),
+            (
+                "statement errors, unknown commits, Postgres crashes, lost applies",
+                faults.storage_errors > 0
+                    && faults.commits_unknown > 0
+                    && faults.postgres_crashes > 0
+                    && faults.applies_lost > 0,
+            ),
+            (
+                "hand-offs of leaders whose storage stalled",
+                faults.hand_offs > 0,
+            ),
+            (
+                "session retries, lease reads and stale reads",
+                self.session_retries > 0 && self.lease_reads > 0 && self.stale_reads > 0,
+            ),
+            ("recovery after healing in every seed", recovered == seeds),
+            (
+                "a checked transfer and a counted idle window in most seeds",
+                self.transfers_checked > seeds / 2 && self.idle_windows_checked > seeds / 2,
+            ),
+        ];
+        checks
+            .into_iter()
+            .filter(|(_, exercised)| !exercised)
+            .map(|(what, _)| format!("{what}: {self:?}"))
+            .collect()
+    }
+}

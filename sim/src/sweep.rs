@@ -69,6 +69,8 @@ pub struct SweepReport {
     pub linearizability_too_expensive_runs: u64,
     /// Recovery times after healing (ticks), sorted.
     pub recovery_ticks: Vec<u64>,
+    /// Runs that recovered after healing.
+    pub recovered_runs: u64,
     /// Failing seeds, in seed order.
     pub failures: Vec<Failure>,
     /// Trace hash of each seed, in seed order.
@@ -77,6 +79,15 @@ pub struct SweepReport {
     pub traces: Vec<(u64, String)>,
     /// Wall-clock time of the sweep.
     pub elapsed: Duration,
+}
+
+impl SweepReport {
+    /// What the sweep should have exercised and did not (see
+    /// `RunStats::missing_exercises`).
+    pub fn missing_exercises(&self) -> Vec<String> {
+        self.totals
+            .missing_exercises(self.seeds, self.recovered_runs)
+    }
 }
 
 /// Runs every seed of `seeds` with `config`.
@@ -95,6 +106,7 @@ pub fn run_sweep(
         totals: RunStats::default(),
         linearizability_too_expensive_runs: 0,
         recovery_ticks: Vec::new(),
+        recovered_runs: 0,
         failures: Vec::new(),
         trace_hashes: Vec::new(),
         traces: Vec::new(),
@@ -102,26 +114,8 @@ pub fn run_sweep(
     };
     for outcome in outcomes {
         let stats = outcome.stats;
-        let totals = &mut report.totals;
-        totals.ticks += stats.ticks;
-        totals.steps += stats.steps;
-        totals.trace_events += stats.trace_events;
-        totals.messages_sent += stats.messages_sent;
-        totals.faults += stats.faults;
-        totals.elections += stats.elections;
-        totals.committed_index_max += stats.committed_index_max;
-        totals.compactions += stats.compactions;
-        totals.snapshots_installed += stats.snapshots_installed;
-        totals.client_operations_completed += stats.client_operations_completed;
-        totals.client_operations_unknown += stats.client_operations_unknown;
-        totals.client_timeouts += stats.client_timeouts;
-        totals.lease_reads += stats.lease_reads;
-        totals.stale_reads += stats.stale_reads;
-        totals.session_retries += stats.session_retries;
-        totals.acknowledged_writes += stats.acknowledged_writes;
-        totals.history_operations += stats.history_operations;
-        totals.transfers_checked += stats.transfers_checked;
-        totals.idle_windows_checked += stats.idle_windows_checked;
+        report.recovered_runs += u64::from(stats.recovery_ticks.is_some());
+        report.totals += stats;
         report.linearizability_too_expensive_runs += u64::from(stats.linearizability_too_expensive);
         report.recovery_ticks.extend(stats.recovery_ticks);
         report.trace_hashes.push(outcome.trace_hash);

@@ -117,15 +117,15 @@ fn hunts() -> Vec<Hunt> {
 const NOT_YET_FOUND: [(&str, &str); 2] = [
     (
         "lease-after-timeout-now",
-        "a stale lease read needs a TimeoutNow delayed past the abandoned transfer, and the old \
-         leader cut off from the new term while a client write commits and a lease read \
-         arrives, all within one lease",
+        "a stale lease read needs a TimeoutNow arriving after the transfer was given up, its \
+         target winning although the old leader took proposals meanwhile, and the old leader \
+         not hearing of the new term while its renewed lease lasts",
     ),
     (
         "snapshot-before-hard-state",
-        "a follower receives an InstallSnapshot only after answering the new leader's probe, \
-         and that answer waits for its term to be durable, so an install and a term change \
-         never share a write in this core",
+        "an install and a term change must share one write job and the node must crash between \
+         the two halves; found once (seed 364 on 3 nodes, before the slow-message-kind draw), \
+         not in 2,000 seeds since",
     ),
 ];
 

@@ -7,6 +7,13 @@
 //! behind when its node lost leadership, a proposal that outlives its
 //! leader, a transfer never given up: each fails here, even when the
 //! client gave up long ago and no other checker would notice.
+//!
+//! At the end of a run the bound tightens: once the clients of a
+//! recovered cluster have started no request for a while (`check_quiet`),
+//! every client request must have been answered and no node may hold one.
+//! A write left uncommitted until some later write carries it along, a
+//! read waiting for a heartbeat that a quiet leader never sends: each
+//! fails here.
 
 /// Tracks the recovery and bounds how long a request may be held.
 #[derive(Debug)]
@@ -54,6 +61,27 @@ impl HeldRequests {
     }
 }
 
+/// Checks, at `tick`, a recovered cluster whose clients have started no
+/// request since `quiet_since`: `waiting_clients` are the clients still
+/// waiting for an answer, `holding_nodes` the nodes still holding a client
+/// request.
+pub fn check_quiet(
+    tick: u64,
+    quiet_since: u64,
+    waiting_clients: &[u64],
+    holding_nodes: &[u64],
+) -> Result<(), String> {
+    if waiting_clients.is_empty() && holding_nodes.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "at tick {tick}, {} ticks after the clients of a recovered cluster started their last \
+         request, clients {waiting_clients:?} still wait and nodes {holding_nodes:?} still hold \
+         client requests",
+        tick - quiet_since
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +108,18 @@ mod tests {
         checker.on_recovered(1_000);
         assert!(checker.check(1, 1_250, [1_200]).is_ok());
         assert!(checker.check(1, 1_301, [1_200]).is_err());
+    }
+
+    #[test]
+    fn a_quiet_cluster_with_nothing_outstanding_passes() {
+        assert!(check_quiet(1_000, 940, &[], &[]).is_ok());
+    }
+
+    #[test]
+    fn a_request_outstanding_after_the_quiet_period_is_a_violation() {
+        let error = check_quiet(1_000, 940, &[2], &[]).unwrap_err();
+        assert!(error.contains("clients [2] still wait"), "{error}");
+        let error = check_quiet(1_000, 940, &[], &[3]).unwrap_err();
+        assert!(error.contains("nodes [3] still hold"), "{error}");
     }
 }
