@@ -71,6 +71,14 @@ impl World {
                         }
                     }
                     Output::Implausible(report) => {
+                        if self.forged_pending.as_ref().is_some_and(|(node, forged)| {
+                            *node == index
+                                && (forged.from, forged.term, forged.kind)
+                                    == (report.from, report.term, report.kind)
+                        }) {
+                            self.forged_pending = None;
+                            continue;
+                        }
                         let id = self.nodes[index].id;
                         let result = honest_peers::check_reports(id, &[report]);
                         self.check("honest_peers", result);

@@ -3,10 +3,15 @@
 //! partitions, leadership transfers in flight, and Postgres crashing and
 //! restarting under a running node; and healing once faults stop.
 
-use raftgres::core::NodeId;
+use raftgres::core::{
+    ImplausibleMessage, ImplausibleReason, LogIndex, Message, MessageBody, NodeId, Term,
+    LOG_INDEX_MAX,
+};
+use raftgres::pipeline::Input;
 use rand::Rng;
 
 use crate::checkers::held_requests::HeldRequests;
+use crate::checkers::honest_peers;
 use crate::checkers::read_liveness::ReadLiveness;
 use crate::checkers::term_settling::TermSettling;
 use crate::checkers::transfer_liveness::TransferLiveness;
@@ -37,6 +42,9 @@ impl World {
             }
         }
         self.partition_or_heal();
+        if Self::chance(&mut self.rng.forgery, self.profile.forged_per_million) {
+            self.forge();
+        }
         if Self::chance(&mut self.rng.faults, self.profile.transfer_per_million) {
             if let Some(leader) = self.leader() {
                 let target = NodeId(self.rng.faults.gen_range(1..=self.nodes.len() as u64));
@@ -49,6 +57,68 @@ impl World {
                 self.send_request(index, Waiting::Nobody, QueuedInput::Transfer(target));
             }
         }
+    }
+
+    /// Hands a running node a message no honest peer sends, under another
+    /// node's name and in the receiver's term: an acknowledgement that
+    /// carries a rejection hint, or one for an index beyond any log. The
+    /// node must drop it and report it (`honest_peers`).
+    fn forge(&mut self) {
+        if self.nodes.len() < 2 {
+            return;
+        }
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|index| self.nodes[*index].is_running())
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let index = running[self.rng.forgery.gen_range(0..running.len())];
+        let to = self.nodes[index].id;
+        let mut from = NodeId(self.rng.forgery.gen_range(1..self.nodes.len() as u64));
+        if from >= to {
+            from = NodeId(from.0 + 1);
+        }
+        let term = self.nodes[index].raft().expect("running").term();
+        let body = if self.rng.forgery.gen_bool(0.5) {
+            MessageBody::AppendResponse {
+                index: LogIndex(1),
+                rejected: false,
+                reject_hint_index: LogIndex(1),
+                reject_hint_term: Term(0),
+            }
+        } else {
+            MessageBody::AppendResponse {
+                index: LogIndex(LOG_INDEX_MAX.0 + 1),
+                rejected: false,
+                reject_hint_index: LogIndex(0),
+                reject_hint_term: Term(0),
+            }
+        };
+        let message = Message {
+            from,
+            to,
+            term,
+            body,
+        };
+        self.stats.faults.forged += 1;
+        self.trace.record(self.now, "forge", &[from.0, to.0], || {
+            format!("{message:?}")
+        });
+        self.forged_pending = Some((
+            index,
+            ImplausibleMessage {
+                from,
+                term,
+                kind: message.body.kind(),
+                reason: ImplausibleReason::UnknownSender,
+            },
+        ));
+        self.handle(index, Some(Input::Peer(message)));
+        let left = self.forged_pending.take();
+        let result =
+            honest_peers::check_forged_reported(to, left.as_ref().map(|(_, forged)| forged));
+        self.check("honest_peers", result);
     }
 
     /// Half the time the leader (when one runs), otherwise a random node

@@ -118,6 +118,10 @@ pub struct FaultProfile {
     pub slow_kind: Option<&'static str>,
     /// See `slow_kind`.
     pub slow_kind_ticks_max: u64,
+    /// Chance per tick that a node receives a message no honest peer
+    /// sends, under a peer's name (a faulty or hostile peer that got past
+    /// authentication): it must drop and report it (`honest_peers`).
+    pub forged_per_million: u32,
     /// Chance, per committed write that installs a snapshot, that the node
     /// crashes right after the commit (on top of
     /// `crash_after_commit_per_million`): a snapshot install is rare, so an
@@ -247,6 +251,7 @@ impl FaultProfile {
             crash_after_snapshot_install_per_million: 0,
             slow_kind: None,
             slow_kind_ticks_max: 0,
+            forged_per_million: 0,
             compaction_entries: 64,
             storage_error_per_million: 0,
             commit_unknown_per_million: 0,
@@ -292,6 +297,7 @@ impl FaultProfile {
             crash_after_snapshot_install_per_million: 50_000,
             slow_kind: None,
             slow_kind_ticks_max: 0,
+            forged_per_million: 500,
             compaction_entries: 32,
             storage_error_per_million: 5_000,
             commit_unknown_per_million: 2_000,
@@ -337,6 +343,7 @@ impl FaultProfile {
             crash_after_snapshot_install_per_million: 200_000,
             slow_kind: Some("TimeoutNow"),
             slow_kind_ticks_max: 40,
+            forged_per_million: 2_000,
             compaction_entries: 16,
             storage_error_per_million: 20_000,
             commit_unknown_per_million: 10_000,
@@ -426,6 +433,12 @@ impl FaultProfile {
             client_timeout_ticks: rng.gen_range(20..=150),
             pinned_reader_patience_ticks: rng.gen_bool(0.75).then(|| rng.gen_range(2..=8)),
         });
+        // Drawn last, so that every earlier draw of a seed stays as it was.
+        profile.forged_per_million = if rng.gen_bool(0.5) {
+            0
+        } else {
+            rng.gen_range(1..=2_000)
+        };
         profile
     }
 

@@ -36,6 +36,8 @@ pub struct FaultCounts {
     pub applies_lost: u64,
     /// Leaders that handed leadership off because their storage stalled.
     pub hand_offs: u64,
+    /// Messages forged by the fault injector (each must be reported).
+    pub forged: u64,
 }
 
 impl AddAssign for FaultCounts {
@@ -57,6 +59,7 @@ impl AddAssign for FaultCounts {
         self.postgres_crashes += other.postgres_crashes;
         self.applies_lost += other.applies_lost;
         self.hand_offs += other.hand_offs;
+        self.forged += other.forged;
     }
 }
 
@@ -182,6 +185,7 @@ impl RunStats {
                 "hand-offs of leaders whose storage stalled",
                 faults.hand_offs > 0,
             ),
+            ("forged messages", faults.forged > 0),
             (
                 "session retries, lease reads and stale reads",
                 self.session_retries > 0 && self.lease_reads > 0 && self.stale_reads > 0,

@@ -170,6 +170,7 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
         ),
         format!("          applies lost       {:>14}", faults.applies_lost),
         format!("          storage hand-offs  {:>14}", faults.hand_offs),
+        format!("          forged messages    {:>14}", faults.forged),
         format!("          transfers          {:>14}", faults.transfers),
         format!("          messages lost      {:>14}", faults.messages_lost),
         format!(

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use raftgres::core::{LogIndex, NodeId, Term};
+use raftgres::core::{ImplausibleMessage, LogIndex, NodeId, Term};
 use raftgres::pipeline::Input;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -61,6 +61,9 @@ pub(crate) struct Streams {
     pub(crate) faults: ChaCha8Rng,
     pub(crate) clients: ChaCha8Rng,
     pub(crate) cores: ChaCha8Rng,
+    /// Forged messages (`World::forge`): a stream of its own, so that
+    /// forging leaves every other draw of a seed as it was.
+    pub(crate) forgery: ChaCha8Rng,
 }
 
 /// The stream `stream` of `seed`'s generator.
@@ -156,6 +159,9 @@ pub struct World {
     /// recovery (one per run).
     pub(crate) transfer_asked: bool,
     pub(crate) idle_traffic: IdleTraffic,
+    /// The forged message being handed to a node, until it reports it
+    /// (see `World::forge`).
+    pub(crate) forged_pending: Option<(usize, ImplausibleMessage)>,
     /// The first violation; the run stops at it.
     pub violation: Option<Violation>,
     /// Counters.
@@ -183,6 +189,7 @@ impl World {
             faults: rng_stream(seed, 3),
             clients: rng_stream(seed, 4),
             cores: rng_stream(seed, 5),
+            forgery: rng_stream(seed, 7),
         };
         let mut nodes: Vec<SimNode> = (1..=config.nodes as u64)
             .map(|id| SimNode::new(NodeId(id)))
@@ -222,6 +229,7 @@ impl World {
             held_requests: HeldRequests::new(config.held_request_ticks_max),
             transfer_liveness: TransferLiveness::new(transfer_ticks_max(&config)),
             transfer_asked: false,
+            forged_pending: None,
             idle_traffic: IdleTraffic::new(
                 config.ticks,
                 IDLE_WINDOW_TICKS,
