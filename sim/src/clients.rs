@@ -158,19 +158,15 @@ impl World {
         let rng = &mut self.rng.clients;
         let key = rng.gen_range(0..self.config.keys);
         let mut read = ClientRead::Confirmed(ReadMode::Linearizable);
-        let choice = if self.clients[client].pinned_reader {
+        let input = if self.clients[client].pinned_reader {
             // Reads only, three in four with a lease.
             if rng.gen_range(0..4) < 3 {
                 read = ClientRead::Confirmed(ReadMode::Lease);
             }
             self.read_liveness.on_read_started(client as u64, self.now);
-            None
+            Input::Get
         } else {
-            Some(rng.gen_range(0..10))
-        };
-        let input = match choice {
-            None => Input::Get,
-            Some(choice) => self.ordinary_input(choice, &mut read, client),
+            self.ordinary_input(&mut read, client)
         };
         let (session_id, sequence) = match input {
             Input::Put { value } | Input::CompareAndSwap { new: value, .. } => {
@@ -195,12 +191,11 @@ impl World {
         }
     }
 
-    /// What an ordinary client asks for, by `choice` (0 to 9): four in ten
-    /// puts, four in ten reads (`read` says how), two in ten
-    /// compare-and-swaps.
-    fn ordinary_input(&mut self, choice: u64, read: &mut ClientRead, client: usize) -> Input {
+    /// What an ordinary client asks for: four in ten puts, four in ten
+    /// reads (`read` says how), two in ten compare-and-swaps.
+    fn ordinary_input(&mut self, read: &mut ClientRead, client: usize) -> Input {
         let rng = &mut self.rng.clients;
-        match choice {
+        match rng.gen_range(0..10u64) {
             0..=3 => {
                 self.next_value += 1;
                 Input::Put {

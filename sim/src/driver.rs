@@ -71,10 +71,8 @@ impl World {
                         }
                     }
                     Output::Implausible(report) => {
-                        if self.forged_pending.as_ref().is_some_and(|(node, forged)| {
-                            *node == index
-                                && (forged.from, forged.term, forged.kind)
-                                    == (report.from, report.term, report.kind)
+                        if self.forged_pending.is_some_and(|(node, forged)| {
+                            node == index && forged.reported_by(&report)
                         }) {
                             self.forged_pending = None;
                             continue;

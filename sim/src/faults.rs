@@ -3,15 +3,12 @@
 //! partitions, leadership transfers in flight, and Postgres crashing and
 //! restarting under a running node; and healing once faults stop.
 
-use raftgres::core::{
-    ImplausibleMessage, ImplausibleReason, LogIndex, Message, MessageBody, NodeId, Term,
-    LOG_INDEX_MAX,
-};
+use raftgres::core::{LogIndex, Message, MessageBody, NodeId, Term, LOG_INDEX_MAX};
 use raftgres::pipeline::Input;
 use rand::Rng;
 
 use crate::checkers::held_requests::HeldRequests;
-use crate::checkers::honest_peers;
+use crate::checkers::honest_peers::{self, Forged};
 use crate::checkers::read_liveness::ReadLiveness;
 use crate::checkers::term_settling::TermSettling;
 use crate::checkers::transfer_liveness::TransferLiveness;
@@ -105,19 +102,15 @@ impl World {
         self.trace.record(self.now, "forge", &[from.0, to.0], || {
             format!("{message:?}")
         });
-        self.forged_pending = Some((
-            index,
-            ImplausibleMessage {
-                from,
-                term,
-                kind: message.body.kind(),
-                reason: ImplausibleReason::UnknownSender,
-            },
-        ));
+        let forged = Forged {
+            from,
+            term,
+            kind: message.body.kind(),
+        };
+        self.forged_pending = Some((index, forged));
         self.handle(index, Some(Input::Peer(message)));
         let left = self.forged_pending.take();
-        let result =
-            honest_peers::check_forged_reported(to, left.as_ref().map(|(_, forged)| forged));
+        let result = honest_peers::check_forged_reported(to, left.map(|(_, forged)| forged));
         self.check("honest_peers", result);
     }
 

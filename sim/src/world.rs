@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use raftgres::core::{ImplausibleMessage, LogIndex, NodeId, Term};
+use raftgres::core::{LogIndex, NodeId, Term};
 use raftgres::pipeline::Input;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -30,6 +30,7 @@ use crate::checkers::durability::Durability;
 use crate::checkers::election_safety::ElectionSafety;
 use crate::checkers::exactly_once::ExactlyOnce;
 use crate::checkers::held_requests::HeldRequests;
+use crate::checkers::honest_peers::Forged;
 use crate::checkers::idle_traffic::IdleTraffic;
 use crate::checkers::index_monotonicity::IndexMonotonicity;
 use crate::checkers::leader_completeness::LeaderCompleteness;
@@ -161,7 +162,7 @@ pub struct World {
     pub(crate) idle_traffic: IdleTraffic,
     /// The forged message being handed to a node, until it reports it
     /// (see `World::forge`).
-    pub(crate) forged_pending: Option<(usize, ImplausibleMessage)>,
+    pub(crate) forged_pending: Option<(usize, Forged)>,
     /// The first violation; the run stops at it.
     pub violation: Option<Violation>,
     /// Counters.
