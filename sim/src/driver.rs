@@ -401,6 +401,11 @@ impl World {
             }
         }
         let store = &self.nodes[index].store;
+        // A crash may follow any transaction: what each one leaves must
+        // be a state the node restarts from.
+        let result = crash_recovery::check_restartable(id, store);
+        self.check("crash_recovery", result);
+        let store = &self.nodes[index].store;
         if let Some(first) = job.entries.first() {
             if let Some(previous_term) = store.term_at(first.index.prev()) {
                 let result = self

@@ -18,11 +18,11 @@
 //! without), so the simulator leaves it out.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use std::time::Duration;
 
-use raftgres::core::{Message, NodeId};
+use raftgres::core::{Message, MessageBody, NodeId, Term};
 use raftgres::pipeline::link::{LinkState, PeerLink};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -139,6 +139,11 @@ pub struct Network {
     node_count: usize,
     /// Keys are unique (the sequence number), so the heap's order is total.
     in_flight: BinaryHeap<Reverse<InFlight>>,
+    /// Messages in flight that let their receiver win an election whatever
+    /// leases the others hold, counted by the term they elect in: a
+    /// TimeoutNow (its term plus one) and a vote request of a leadership
+    /// transfer (its term).
+    lease_breakers: BTreeMap<Term, u32>,
     sequence: u64,
     /// `blocked[from * node_count + to]`: the link from `from` to `to` (ids
     /// minus one) is cut.
@@ -157,6 +162,7 @@ impl Network {
         Network {
             node_count,
             in_flight: BinaryHeap::new(),
+            lease_breakers: BTreeMap::new(),
             sequence: 0,
             blocked: vec![false; node_count * node_count],
             partitioned: false,
@@ -294,6 +300,9 @@ impl Network {
     /// Queues `message` for delivery at `deliver_at` (also used to hold a
     /// paused node's messages until it resumes).
     pub fn enqueue(&mut self, deliver_at: u64, message: Message) {
+        if let Some(term) = lease_breaking_term(&message) {
+            *self.lease_breakers.entry(term).or_default() += 1;
+        }
         self.sequence += 1;
         self.in_flight.push(Reverse(InFlight {
             key: (deliver_at, self.sequence),
@@ -308,11 +317,31 @@ impl Network {
             return None;
         }
         let message = self.in_flight.pop().expect("peeked").0.message;
+        if let Some(term) = lease_breaking_term(&message) {
+            let count = self
+                .lease_breakers
+                .get_mut(&term)
+                .expect("counted when sent");
+            *count -= 1;
+            if *count == 0 {
+                self.lease_breakers.remove(&term);
+            }
+        }
         if self.is_blocked(message.from, message.to) {
             Some(Err(message))
         } else {
             Some(Ok(message))
         }
+    }
+
+    /// The latest term above `term` that a message in flight may elect
+    /// its receiver in, whatever leases the others hold (see
+    /// `checkers::lease_exclusivity`).
+    pub fn lease_breaker_above(&self, term: Term) -> Option<Term> {
+        self.lease_breakers
+            .range(term.next()..)
+            .next_back()
+            .map(|(term, _)| *term)
     }
 
     /// Messages in flight.
@@ -415,6 +444,22 @@ impl Network {
     }
 }
 
+/// The term `message` may elect its receiver in regardless of leases, if
+/// it is such a message: a TimeoutNow makes its target campaign in the
+/// next term, and the vote requests of that campaign are granted by nodes
+/// that still hear from the old leader.
+fn lease_breaking_term(message: &Message) -> Option<Term> {
+    match message.body {
+        MessageBody::TimeoutNow => Some(message.term.next()),
+        MessageBody::VoteRequest {
+            leadership_transfer: true,
+            pre_vote: false,
+            ..
+        } => Some(message.term),
+        _ => None,
+    }
+}
+
 fn ids(nodes: &[NodeId]) -> Vec<u64> {
     nodes.iter().map(|node| node.0).collect()
 }
@@ -422,7 +467,7 @@ fn ids(nodes: &[NodeId]) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raftgres::core::{MessageBody, Term};
+    use raftgres::core::LogIndex;
     use rand::SeedableRng;
 
     fn message(from: u64, to: u64) -> Message {
@@ -454,6 +499,57 @@ mod tests {
         network.heal();
         network.enqueue(14, message(1, 2));
         assert!(matches!(network.pop_due(14), Some(Ok(_))));
+    }
+
+    #[test]
+    fn lease_breakers_are_counted_while_in_flight() {
+        let mut network = Network::new(3);
+        let transfer_vote = Message {
+            term: Term(5),
+            body: MessageBody::VoteRequest {
+                pre_vote: false,
+                last_log_index: LogIndex(0),
+                last_log_term: Term(0),
+                leadership_transfer: true,
+            },
+            ..message(2, 3)
+        };
+        let ordinary_vote = Message {
+            body: MessageBody::VoteRequest {
+                pre_vote: false,
+                last_log_index: LogIndex(0),
+                last_log_term: Term(0),
+                leadership_transfer: false,
+            },
+            ..transfer_vote.clone()
+        };
+        network.enqueue(3, ordinary_vote);
+        assert_eq!(network.lease_breaker_above(Term(1)), None);
+        // A TimeoutNow of term 1 may elect its target in term 2.
+        network.enqueue(4, message(1, 2));
+        network.enqueue(4, message(1, 2));
+        network.enqueue(5, transfer_vote);
+        assert_eq!(network.lease_breaker_above(Term(1)), Some(Term(5)));
+        assert_eq!(network.lease_breaker_above(Term(4)), Some(Term(5)));
+        assert_eq!(network.lease_breaker_above(Term(5)), None);
+        network.partition(
+            PartitionKind::IsolateLeader,
+            Some(NodeId(1)),
+            &mut rng_for_test(),
+        );
+        assert!(matches!(network.pop_due(3), Some(Ok(_))));
+        // Delivered or dropped by a partition, a message is no longer in
+        // flight.
+        assert!(matches!(network.pop_due(4), Some(Err(_))));
+        assert!(matches!(network.pop_due(4), Some(Err(_))));
+        network.heal();
+        assert_eq!(network.lease_breaker_above(Term(1)), Some(Term(5)));
+        assert!(matches!(network.pop_due(5), Some(Ok(_))));
+        assert_eq!(network.lease_breaker_above(Term(0)), None);
+    }
+
+    fn rng_for_test() -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(11)
     }
 
     #[test]

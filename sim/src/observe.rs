@@ -19,6 +19,17 @@ impl World {
         let id = node.id;
         let (role, term) = (raft.role(), raft.term());
         let voted_for = raft.hard_state().voted_for;
+        if role == Role::Leader && raft.lease_read_index().is_some() {
+            let result = self.checkers.lease_exclusivity.on_lease_claimed(
+                id,
+                term,
+                self.now,
+                self.network.lease_breaker_above(term),
+            );
+            if let Err(message) = result {
+                return self.fail("lease_exclusivity", message);
+            }
+        }
         let commit = raft.log().commit_index();
         let applied = raft.log().applied_index();
         let seen = (
@@ -43,6 +54,9 @@ impl World {
                     format!("node {id} {role} term {term}")
                 });
             if role == Role::Leader {
+                self.checkers
+                    .lease_exclusivity
+                    .on_elected(id, term, self.now);
                 let result = match self.checkers.election_safety.on_leader(id, term) {
                     Ok(_) => self
                         .checkers

@@ -34,6 +34,7 @@ use crate::checkers::honest_peers::Forged;
 use crate::checkers::idle_traffic::IdleTraffic;
 use crate::checkers::index_monotonicity::IndexMonotonicity;
 use crate::checkers::leader_completeness::LeaderCompleteness;
+use crate::checkers::lease_exclusivity::LeaseExclusivity;
 use crate::checkers::linearizability::Operation;
 use crate::checkers::liveness::Liveness;
 use crate::checkers::log_matching::LogMatching;
@@ -100,6 +101,7 @@ pub struct RunOutcome {
 #[derive(Default)]
 pub(crate) struct Checkers {
     pub(crate) election_safety: ElectionSafety,
+    pub(crate) lease_exclusivity: LeaseExclusivity,
     pub(crate) log_matching: LogMatching,
     pub(crate) leader_completeness: LeaderCompleteness,
     pub(crate) state_machine_safety: StateMachineSafety,

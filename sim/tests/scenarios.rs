@@ -538,8 +538,9 @@ fn lease_reads_catch_a_lease_counted_in_handled_ticks() {
 }
 
 /// The transfer scenario catches lease reads in a term in which a
-/// TimeoutNow was sent, which the default swarm does not find in 500 seeds
-/// (docs/SIMULATOR.md): with the planted bug `lease-after-timeout-now`,
+/// TimeoutNow was sent (the default swarm finds it through
+/// `lease_exclusivity`; this script shows the stale read itself): with the
+/// planted bug `lease-after-timeout-now`,
 /// the old leader serves the read at once from its lease, at an index
 /// that misses what the new leader committed.
 #[cfg(feature = "planted-bugs")]

@@ -21,6 +21,7 @@ pub mod idle_traffic;
 pub mod index_monotonicity;
 pub mod leader_commit_rule;
 pub mod leader_completeness;
+pub mod lease_exclusivity;
 pub mod linearizability;
 pub mod liveness;
 pub mod log_matching;

@@ -1,0 +1,115 @@
+//! A leader's lease is exclusive (Raft dissertation, section 6.4.1: a
+//! leader may serve reads without a quorum round only while no other
+//! leader can have been elected). Whenever a node claims a lease (its core
+//! answers `lease_read_index` with an index), no node may already have
+//! been elected in a later term: that election moved a quorum past the
+//! lease holder's term, so a read served from the lease may miss what the
+//! new leader commits.
+//!
+//! Nor may a message be in flight that lets its receiver win such an
+//! election whatever leases the others hold: a TimeoutNow of the lease
+//! holder's term, or a vote request of the campaign it starts (voters
+//! grant those although they still hear from the old leader, section 3.10
+//! of the dissertation). Such a message may be delivered at any moment
+//! within the lease; a leader that sent one cannot know when.
+//!
+//! This is stricter than `read_index_safety` and `linearizability`, which
+//! see a lease that outlived its exclusivity only when a read arrives at
+//! the old leader after the new one committed something, within the few
+//! ticks the lease has left: here the claim itself is the violation,
+//! whether or not a client happened to use it.
+
+use raftgres::core::{NodeId, Term};
+
+/// The latest election anyone won.
+#[derive(Debug, Default)]
+pub struct LeaseExclusivity {
+    latest: Option<(Term, NodeId, u64)>,
+}
+
+impl LeaseExclusivity {
+    /// `node` was elected leader of `term` at tick `now`.
+    pub fn on_elected(&mut self, node: NodeId, term: Term, now: u64) {
+        if self.latest.is_none_or(|(latest, _, _)| term > latest) {
+            self.latest = Some((term, node, now));
+        }
+    }
+
+    /// `node`, in `term`, claims a lease at tick `now`, while
+    /// `breaker_in_flight` is the latest term above `term` that a message
+    /// in flight may elect its receiver in whatever the leases (see the
+    /// module documentation), if any.
+    pub fn on_lease_claimed(
+        &self,
+        node: NodeId,
+        term: Term,
+        now: u64,
+        breaker_in_flight: Option<Term>,
+    ) -> Result<(), String> {
+        if let Some((later, leader, elected_at)) = self.latest.filter(|latest| latest.0 > term) {
+            return Err(format!(
+                "node {node} claims a lease in term {term} at tick {now}, but node {leader} \
+                 was elected in term {later} at tick {elected_at}"
+            ));
+        }
+        match breaker_in_flight {
+            Some(later) if later > term => Err(format!(
+                "node {node} claims a lease in term {term} at tick {now}, while a message \
+                 that may elect its receiver in term {later} whatever the leases (a \
+                 TimeoutNow or its campaign's vote request) is in flight"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_in_the_latest_elected_term_passes() {
+        let mut checker = LeaseExclusivity::default();
+        assert!(checker
+            .on_lease_claimed(NodeId(1), Term(1), 5, None)
+            .is_ok());
+        checker.on_elected(NodeId(1), Term(3), 10);
+        checker.on_elected(NodeId(2), Term(2), 11);
+        assert!(checker
+            .on_lease_claimed(NodeId(1), Term(3), 12, None)
+            .is_ok());
+        // A TimeoutNow of an older term elects no one now.
+        assert!(checker
+            .on_lease_claimed(NodeId(1), Term(3), 12, Some(Term(3)))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_lease_claimed_after_a_later_election_is_a_violation() {
+        let mut checker = LeaseExclusivity::default();
+        checker.on_elected(NodeId(1), Term(3), 10);
+        checker.on_elected(NodeId(2), Term(4), 20);
+        let error = checker
+            .on_lease_claimed(NodeId(1), Term(3), 22, None)
+            .unwrap_err();
+        assert!(
+            error.contains("node 1 claims a lease in term 3 at tick 22")
+                && error.contains("node 2 was elected in term 4 at tick 20"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_lease_claimed_while_a_timeout_now_is_in_flight_is_a_violation() {
+        let mut checker = LeaseExclusivity::default();
+        checker.on_elected(NodeId(1), Term(3), 10);
+        let error = checker
+            .on_lease_claimed(NodeId(1), Term(3), 40, Some(Term(4)))
+            .unwrap_err();
+        assert!(
+            error.contains("node 1 claims a lease in term 3 at tick 40")
+                && error.contains("elect its receiver in term 4"),
+            "{error}"
+        );
+    }
+}
