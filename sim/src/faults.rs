@@ -14,6 +14,7 @@ use crate::checkers::term_settling::TermSettling;
 use crate::checkers::transfer_liveness::TransferLiveness;
 use crate::network::PartitionKind;
 use crate::node::{QueuedInput, SimNode, Waiting};
+use crate::profile::HEALED_DELAY_TICKS_MAX;
 use crate::store::Fate;
 use crate::world::World;
 
@@ -270,6 +271,8 @@ impl World {
     pub(crate) fn heal_all(&mut self) {
         self.profile = self.original_profile.healed();
         self.heal_network();
+        self.network
+            .deliver_held_by(self.now + HEALED_DELAY_TICKS_MAX);
         for down_until in &mut self.postgres_down_until {
             *down_until = 0;
         }
@@ -305,7 +308,7 @@ impl World {
         self.read_liveness = ReadLiveness::new(self.config.read_ticks_max);
         self.term_settling = TermSettling::new(self.config.new_terms_after_recovery_max);
         self.held_requests = HeldRequests::new(self.config.held_request_ticks_max);
-        self.transfer_liveness = TransferLiveness::new(0);
+        self.transfer_liveness = TransferLiveness::new(0, false);
         self.transfer_asked = true;
         self.crash(index, "crash");
         self.nodes[index].down_until = Some(self.now + down_ticks);

@@ -51,7 +51,7 @@ use crate::config::SimConfig;
 use crate::kv::CommandOutput;
 use crate::network::Network;
 use crate::node::SimNode;
-use crate::profile::FaultProfile;
+use crate::profile::{FaultProfile, HEALED_DELAY_TICKS_MAX};
 use crate::stats::RunStats;
 use crate::store::ApplySettings;
 use crate::trace::Trace;
@@ -230,7 +230,10 @@ impl World {
             read_liveness: ReadLiveness::new(config.read_ticks_max),
             term_settling: TermSettling::new(config.new_terms_after_recovery_max),
             held_requests: HeldRequests::new(config.held_request_ticks_max),
-            transfer_liveness: TransferLiveness::new(transfer_ticks_max(&config)),
+            transfer_liveness: TransferLiveness::new(
+                transfer_ticks_max(&config),
+                config.election_ticks_min <= HEALED_VOTE_ROUND_TRIP_TICKS_MAX,
+            ),
             transfer_asked: false,
             forged_pending: None,
             idle_traffic: IdleTraffic::new(
@@ -437,6 +440,14 @@ impl World {
 fn transfer_ticks_max(config: &SimConfig) -> u64 {
     2 * config.election_ticks_max + 20
 }
+
+/// The longest a candidate's vote round trip takes once faults stop: its
+/// own vote's durable write, the request and the answer (a healed delay
+/// each), the voter's durable write, and the tick in which it counts the
+/// answer. Seed 9401 of `make sim` (election timeouts from 8 ticks): a
+/// transfer's target timed out one tick before its four grants arrived
+/// and won in the term after.
+const HEALED_VOTE_ROUND_TRIP_TICKS_MAX: u64 = 2 * HEALED_DELAY_TICKS_MAX + 3;
 
 /// The final window in which an idle cluster's messages are counted (see
 /// `checkers::idle_traffic`).
