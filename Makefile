@@ -11,9 +11,10 @@ run:
 test:
 	scripts/test.sh
 
-# A large simulator sweep: 10,000 seeds of a 5-node cluster, 10,000 ticks each.
+# A large simulator sweep: 10,000 seeds of a 5-node cluster, 10,000 ticks each
+# (the `sim` build profile: release with whole-program optimisation).
 sim:
-	cargo run --release -p raftgres-sim -- run --seeds 0..10000 --nodes 5 --ticks 10000 --faults swarm
+	cargo run --profile sim -p raftgres-sim -- run --seeds 0..10000 --nodes 5 --ticks 10000 --faults swarm
 
 # The full planted-bug proof: every planted bug found by the default swarm
 # within seeds 0..500 on 3 and on 5 nodes (10,000 ticks), and the same

@@ -15,8 +15,8 @@ seeds="${SEEDS:-0..500}"
 ticks="${TICKS:-10000}"
 threads="${THREADS:-2}"
 node_counts="${NODES:-3 5}"
-cargo build --release -q -p raftgres-sim --features planted-bugs
-sim="${CARGO_TARGET_DIR:-target}/release/raftgres-sim"
+cargo build --profile sim -q -p raftgres-sim --features planted-bugs
+sim="${CARGO_TARGET_DIR:-target}/sim/raftgres-sim"
 status=0
 
 for nodes in $node_counts; do

@@ -543,6 +543,27 @@ mod tests {
         assert_eq!(network.lease_breaker_above(Term(0)), None);
     }
 
+    #[test]
+    fn a_healed_network_delivers_what_it_held_by_the_deadline_in_due_order() {
+        let mut network = Network::new(3);
+        // Each message's term says when it was due.
+        for due in [40, 12, 25, 10] {
+            let held = Message {
+                term: Term(due),
+                ..message(1, 2)
+            };
+            network.enqueue(due, held);
+        }
+        network.deliver_held_by(12);
+        assert_eq!(network.in_flight(), 4);
+        assert!(network.pop_due(9).is_none());
+        let due: Vec<u64> = std::iter::from_fn(|| network.pop_due(12))
+            .map(|message| message.expect("no partition").term.0)
+            .collect();
+        assert_eq!(due, [10, 12, 25, 40]);
+        assert_eq!(network.in_flight(), 0);
+    }
+
     fn rng_for_test() -> ChaCha8Rng {
         ChaCha8Rng::seed_from_u64(11)
     }
