@@ -400,10 +400,9 @@ impl World {
                 self.check("single_vote", result);
             }
         }
-        let store = &self.nodes[index].store;
         // A crash may follow any transaction: what each one leaves must
         // be a state the node restarts from.
-        let result = crash_recovery::check_restartable(id, store);
+        let result = crash_recovery::check_restartable(id, &self.nodes[index].store);
         self.check("crash_recovery", result);
         let store = &self.nodes[index].store;
         if let Some(first) = job.entries.first() {

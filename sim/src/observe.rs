@@ -19,15 +19,17 @@ impl World {
         let id = node.id;
         let (role, term) = (raft.role(), raft.term());
         let voted_for = raft.hard_state().voted_for;
-        if role == Role::Leader && raft.lease_read_index().is_some() {
-            let result = self.checkers.lease_exclusivity.on_lease_claimed(
-                id,
-                term,
-                self.now,
-                self.network.lease_breaker_above(term),
-            );
-            if let Err(message) = result {
-                return self.fail("lease_exclusivity", message);
+        if role == Role::Leader {
+            // Ask the core for its lease only when a claim could be wrong.
+            let breaker = self.network.lease_breaker_above(term);
+            let exclusivity = &self.checkers.lease_exclusivity;
+            if (breaker.is_some() || exclusivity.elected_after(term))
+                && raft.lease_read_index().is_some()
+            {
+                let result = exclusivity.on_lease_claimed(id, term, self.now, breaker);
+                if let Err(message) = result {
+                    return self.fail("lease_exclusivity", message);
+                }
             }
         }
         let commit = raft.log().commit_index();

@@ -35,6 +35,11 @@ impl LeaseExclusivity {
         }
     }
 
+    /// Whether anyone was elected in a term after `term`.
+    pub fn elected_after(&self, term: Term) -> bool {
+        self.latest.is_some_and(|(latest, _, _)| latest > term)
+    }
+
     /// `node`, in `term`, claims a lease at tick `now`, while
     /// `breaker_in_flight` is the latest term above `term` that a message
     /// in flight may elect its receiver in whatever the leases (see the
@@ -75,6 +80,7 @@ mod tests {
             .is_ok());
         checker.on_elected(NodeId(1), Term(3), 10);
         checker.on_elected(NodeId(2), Term(2), 11);
+        assert!(!checker.elected_after(Term(3)) && checker.elected_after(Term(2)));
         assert!(checker
             .on_lease_claimed(NodeId(1), Term(3), 12, None)
             .is_ok());
