@@ -31,11 +31,14 @@ impl World {
     /// Feeds `input` (or only the passing of time) to node `index`'s
     /// pipeline at the node's instant, then carries out what it asks.
     pub(crate) fn handle(&mut self, index: usize, input: Option<Input>) {
+        let before = self.before_step(index, input.as_ref());
         if !self.nodes[index].handle(input) {
             return;
         }
         self.stats.steps += 1;
+        self.read_refusals_sent.clear();
         self.carry_out(index);
+        self.check_step(index, before);
     }
 
     /// Carries out node `index`'s outputs, in order, until none is left.
@@ -66,9 +69,19 @@ impl World {
                     Output::Write(job) => self.start_write(index, job, 0),
                     Output::Apply(batch) => self.start_apply(index, ApplyJob::Batch(batch), 0),
                     Output::Reply { request, reply } => {
-                        if let Some((waiting, _)) = self.nodes[index].waiting.remove(&request) {
-                            self.on_reply(index, waiting, reply);
-                        }
+                        self.nodes[index].proposals.remove(&request);
+                        let Some((waiting, _)) = self.nodes[index].waiting.remove(&request) else {
+                            let id = self.nodes[index].id;
+                            return self.fail(
+                                "held_requests",
+                                format!(
+                                    "node {id} answered request {}, which it was not holding \
+                                     (answered before, or never asked)",
+                                    request.0
+                                ),
+                            );
+                        };
+                        self.on_reply(index, waiting, reply);
                     }
                     Output::Implausible(report) => {
                         if self.forged_pending.is_some_and(|(node, forged)| {
@@ -150,6 +163,14 @@ impl World {
         });
         self.stats.messages_sent += 1;
         self.idle_traffic.on_send(now);
+        if let MessageBody::ReadIndexResponse {
+            context,
+            refused: true,
+            ..
+        } = message.body
+        {
+            self.read_refusals_sent.push((message.to, context));
+        }
         if let MessageBody::VoteResponse {
             pre_vote: false,
             granted: true,
@@ -535,6 +556,7 @@ impl World {
         node.paused_until = None;
         node.inbox.clear();
         node.waiting.clear();
+        node.proposals.clear();
         let down_ticks_max = self.profile.down_ticks_max.max(1);
         node.down_until = Some(self.now + self.rng.faults.gen_range(1..=down_ticks_max));
         let now = self.now;
@@ -628,7 +650,10 @@ impl World {
         }
         let request = self.nodes[index].wait(queued.waiting, self.now);
         let input = match queued.input {
-            QueuedInput::Propose(command) => Input::Propose { request, command },
+            QueuedInput::Propose(command) => {
+                self.nodes[index].proposals.insert(request);
+                Input::Propose { request, command }
+            }
             QueuedInput::Read(mode) => Input::Read { request, mode },
             QueuedInput::Transfer(target) => Input::Transfer { request, target },
         };

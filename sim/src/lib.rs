@@ -42,6 +42,7 @@ pub mod node;
 mod observe;
 pub mod profile;
 pub mod stats;
+mod steps;
 pub mod store;
 pub mod sweep;
 pub mod trace;

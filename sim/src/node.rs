@@ -2,7 +2,7 @@
 //! while the node is down), its store, the transactions it has in flight,
 //! its monotonic clock and the client requests waiting for the pipeline.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use raftgres::core::{LogIndex, NodeId, Raft, Role, Term};
@@ -94,6 +94,8 @@ pub struct SimNode {
     pub tick_rate_permille: u64,
     /// Requests the pipeline has not answered yet, with the tick each arrived.
     pub waiting: BTreeMap<RequestId, (Waiting, u64)>,
+    /// Which of `waiting` are proposals (see `checkers::gauges`).
+    pub proposals: BTreeSet<RequestId>,
     /// The next request id.
     pub next_request: u64,
     /// Role and term last reported to the checkers and the trace.
@@ -124,6 +126,7 @@ impl SimNode {
             clock_micros: 0,
             tick_rate_permille: 1000,
             waiting: BTreeMap::new(),
+            proposals: BTreeSet::new(),
             next_request: 0,
             observed_role: Role::Follower,
             observed_term: Term(0),
@@ -179,6 +182,7 @@ impl SimNode {
         self.paused_until = None;
         self.inbox.clear();
         self.waiting.clear();
+        self.proposals.clear();
     }
 
     /// Feeds `input`, or only the passing of time, to the pipeline at the

@@ -22,7 +22,7 @@
 //! process alone, everything committed stays.
 
 use raftgres::core::{DurableState, Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
-use raftgres::pipeline::sessions::{apply_segments_every, ApplySegment};
+use raftgres::pipeline::sessions::{apply_segments, ApplySegment};
 use raftgres::pipeline::{ApplyBatch, ApplyDone, ApplyOutcome, WriteJob};
 
 use crate::kv::{Applied, KvStore};
@@ -244,7 +244,7 @@ impl Store {
                 settings.session_expiry_entries,
             );
         }
-        apply_segments_every(
+        apply_segments(
             first,
             last,
             settings.session_expiry_stride,

@@ -165,6 +165,9 @@ pub struct World {
     /// The forged message being handed to a node, until it reports it
     /// (see `World::forge`).
     pub(crate) forged_pending: Option<(usize, Forged)>,
+    /// Refusals of forwarded reads (receiver, read id) sent in the current
+    /// step (see `checkers::forwarded_reads`).
+    pub(crate) read_refusals_sent: Vec<(NodeId, u64)>,
     /// The first violation; the run stops at it.
     pub violation: Option<Violation>,
     /// Counters.
@@ -236,6 +239,7 @@ impl World {
             ),
             transfer_asked: false,
             forged_pending: None,
+            read_refusals_sent: Vec::new(),
             idle_traffic: IdleTraffic::new(
                 config.ticks,
                 IDLE_WINDOW_TICKS,

@@ -395,6 +395,7 @@ impl Raft {
                 next_index: progress.next_index,
                 state: progress.state,
                 recent_active: progress.recent_active,
+                paused: progress.is_paused(self.config.inflight_messages_max),
             })
             .collect();
         Status {
@@ -410,6 +411,14 @@ impl Raft {
             last_term: self.log.last_term(),
             snapshot: self.log.snapshot(),
             peers,
+            election_elapsed: self.election_elapsed,
+            read_round: self.read_round,
+            // Reads wait in round order: the last waits for the latest.
+            read_round_awaited: self
+                .reads
+                .waiting_for_quorum
+                .back()
+                .map_or(0, |read| read.round),
         }
     }
 

@@ -164,6 +164,10 @@ pub struct PeerStatus {
     pub state: ProgressState,
     /// Whether it answered since the last check-quorum round.
     pub recent_active: bool,
+    /// Whether flow control holds back further appends to it (a probe
+    /// unanswered, a full window of messages in flight, or a snapshot on
+    /// its way).
+    pub paused: bool,
 }
 
 /// A snapshot of the core's state, for status APIs, tests and checkers.
@@ -193,4 +197,12 @@ pub struct Status {
     pub snapshot: SnapshotMeta,
     /// Peers' progress (leader only; empty otherwise).
     pub peers: Vec<PeerStatus>,
+    /// Ticks since this node last heard from its leader, granted a vote or
+    /// started a campaign (a leader: since its last check-quorum round).
+    pub election_elapsed: u64,
+    /// Leader: the latest heartbeat round sent (0 otherwise).
+    pub read_round: u64,
+    /// Leader: the latest heartbeat round a waiting read needs acknowledged
+    /// (0 when no read waits for a round).
+    pub read_round_awaited: u64,
 }

@@ -30,15 +30,11 @@ pub struct ApplySegment {
     pub expire_before: Option<LogIndex>,
 }
 
-/// Splits the entries `first..=last` at expiry points.
-pub fn apply_segments(first: LogIndex, last: LogIndex, expiry_entries: u64) -> Vec<ApplySegment> {
-    apply_segments_every(first, last, SESSION_EXPIRY_STRIDE, expiry_entries)
-}
-
 /// Splits the entries `first..=last` at expiry points every `stride`
-/// entries (the simulator uses short strides so that short runs cross
-/// many of them). Invariant: `stride` is non-zero.
-pub fn apply_segments_every(
+/// entries: [`SESSION_EXPIRY_STRIDE`] in the node; the simulator uses
+/// short strides so that short runs cross many of them. Invariant:
+/// `stride` is non-zero.
+pub fn apply_segments(
     first: LogIndex,
     last: LogIndex,
     stride: u64,
@@ -90,7 +86,14 @@ mod tests {
     fn expiries(batches: &[(u64, u64)]) -> Vec<(u64, LogIndex)> {
         batches
             .iter()
-            .flat_map(|(first, last)| apply_segments(LogIndex(*first), LogIndex(*last), 100))
+            .flat_map(|(first, last)| {
+                apply_segments(
+                    LogIndex(*first),
+                    LogIndex(*last),
+                    SESSION_EXPIRY_STRIDE,
+                    100,
+                )
+            })
             .filter_map(|segment| Some((*segment.indexes.end(), segment.expire_before?)))
             .collect()
     }
@@ -115,7 +118,7 @@ mod tests {
 
     #[test]
     fn segments_cover_the_batch_in_order() {
-        let segments = apply_segments(LogIndex(1000), LogIndex(2100), 5000);
+        let segments = apply_segments(LogIndex(1000), LogIndex(2100), SESSION_EXPIRY_STRIDE, 5000);
         assert_eq!(
             segments,
             vec![
@@ -133,6 +136,9 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(apply_segments(LogIndex(7), LogIndex(6), 10), Vec::new());
+        assert_eq!(
+            apply_segments(LogIndex(7), LogIndex(6), SESSION_EXPIRY_STRIDE, 10),
+            Vec::new()
+        );
     }
 }

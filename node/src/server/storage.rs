@@ -31,7 +31,7 @@ use super::convert;
 use super::metrics::Metrics;
 use super::state_machine::{sessions, StateMachine};
 use crate::core::{Entry, EntryPayload, LogIndex, Snapshot, SnapshotMeta, Term};
-use crate::pipeline::sessions::apply_segments;
+use crate::pipeline::sessions::{apply_segments, SESSION_EXPIRY_STRIDE};
 use crate::pipeline::{ApplyBatch, ApplyDone, ApplyOutcome, WriteDone, WriteJob};
 
 /// After a failed storage operation: for a retriable error, counts and
@@ -531,7 +531,12 @@ async fn apply_entries<S: StateMachine>(
         return Ok(Vec::new());
     };
     let mut outcomes = Vec::with_capacity(entries.len());
-    for segment in apply_segments(first.index, last.index, settings.session_expiry_entries) {
+    for segment in apply_segments(
+        first.index,
+        last.index,
+        SESSION_EXPIRY_STRIDE,
+        settings.session_expiry_entries,
+    ) {
         let from = (segment.indexes.start() - first.index.0) as usize;
         let to = (segment.indexes.end() - first.index.0) as usize;
         outcomes.extend(

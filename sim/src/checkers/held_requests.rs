@@ -14,6 +14,11 @@
 //! A write left uncommitted until some later write carries it along, a
 //! read waiting for a heartbeat that a quiet leader never sends: each
 //! fails here.
+//!
+//! And a node answers only requests it holds, each once: an answer to a
+//! request it already answered, or never had, fails at once (the world's
+//! driver checks every answer the pipeline gives against the requests it
+//! handed it).
 
 /// Tracks the recovery and bounds how long a request may be held.
 #[derive(Debug)]

@@ -18,6 +18,12 @@
 //! the old leader after the new one committed something, within the few
 //! ticks the lease has left: here the claim itself is the violation,
 //! whether or not a client happened to use it.
+//!
+//! Without check-quorum there is no lease at all: followers then vote for
+//! any candidate whenever its log is up to date, so nothing keeps a quorum
+//! from electing someone else while a leader believes it holds one. A
+//! leader of a cluster without check-quorum must never claim a lease
+//! (`lease_needs_check_quorum`), whatever the history so far.
 
 use raftgres::core::{NodeId, Term};
 
@@ -68,9 +74,34 @@ impl LeaseExclusivity {
     }
 }
 
+/// Checks a lease claim (`claimed`) of `node` in `term` against its
+/// setting `check_quorum`.
+pub fn lease_needs_check_quorum(
+    node: NodeId,
+    term: Term,
+    check_quorum: bool,
+    claimed: bool,
+) -> Result<(), String> {
+    if claimed && !check_quorum {
+        return Err(format!(
+            "node {node} claims a lease in term {term} with check-quorum off: its followers \
+             vote for anyone, so no lease is exclusive"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_without_check_quorum_is_a_violation() {
+        let error = lease_needs_check_quorum(NodeId(1), Term(2), false, true).unwrap_err();
+        assert!(error.contains("check-quorum off"), "{error}");
+        assert!(lease_needs_check_quorum(NodeId(1), Term(2), false, false).is_ok());
+        assert!(lease_needs_check_quorum(NodeId(1), Term(2), true, true).is_ok());
+    }
 
     #[test]
     fn a_lease_in_the_latest_elected_term_passes() {

@@ -1,0 +1,171 @@
+//! A leader does at once what it can (Raft paper, section 5.3: the leader
+//! issues AppendEntries to every follower as soon as it appends, and
+//! commits as soon as a majority stores an entry of its term; section 8:
+//! a read is confirmed by a heartbeat round sent after it arrived). The
+//! pipeline drains the core after every input, so nothing a leader could
+//! do may wait for a later tick. After every step of a node that leads:
+//!
+//! - commit: its commit index is at least the highest index of its own
+//!   term that a majority holds, counting itself up to its durable index
+//!   and each follower up to its match index;
+//! - replication: every follower in the replicate state whose window is
+//!   open has been sent every entry;
+//! - reads: every read waiting for a heartbeat round has had that round
+//!   sent.
+//!
+//! Each one, broken, costs only latency (the next tick's heartbeat or the
+//! next acknowledgement does the work late), which no safety checker sees
+//! and the liveness bounds are far too loose to notice.
+
+use raftgres::core::progress::ProgressState;
+use raftgres::core::{LogIndex, NodeId, Role, Status, Term};
+
+/// Checks `status`, of a node after a step, against the three rules.
+/// `voters` is the cluster; `term_at` the node's log.
+pub fn check(
+    status: &Status,
+    voters: &[NodeId],
+    term_at: impl Fn(LogIndex) -> Option<Term>,
+) -> Result<(), String> {
+    if status.role != Role::Leader {
+        return Ok(());
+    }
+    let id = status.id;
+    let mut held: Vec<LogIndex> = voters
+        .iter()
+        .map(|voter| {
+            if *voter == id {
+                status.durable_index
+            } else {
+                status
+                    .peers
+                    .iter()
+                    .find(|peer| peer.id == *voter)
+                    .map_or(LogIndex(0), |peer| peer.match_index)
+            }
+        })
+        .collect();
+    held.sort_unstable_by(|a, b| b.cmp(a));
+    let majority_holds = held[voters.len() / 2];
+    if majority_holds > status.commit_index && term_at(majority_holds) == Some(status.term) {
+        return Err(format!(
+            "leader {id} of term {} left its commit index at {} though a majority holds \
+             index {majority_holds} of its term",
+            status.term, status.commit_index
+        ));
+    }
+    for peer in &status.peers {
+        if peer.state == ProgressState::Replicate
+            && !peer.paused
+            && peer.next_index <= status.last_index
+        {
+            return Err(format!(
+                "leader {id} of term {} has sent follower {} entries only up to {} of {} \
+                 though its window is open",
+                status.term,
+                peer.id,
+                peer.next_index.prev(),
+                status.last_index
+            ));
+        }
+    }
+    if status.read_round_awaited > status.read_round {
+        return Err(format!(
+            "leader {id} of term {} holds a read waiting for heartbeat round {} but has \
+             sent rounds only up to {}",
+            status.term, status.read_round_awaited, status.read_round
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftgres::core::{PeerStatus, SnapshotMeta};
+
+    fn leader(commit: u64, durable: u64, matches: [u64; 2]) -> Status {
+        let peer = |id: u64, match_index: u64| PeerStatus {
+            id: NodeId(id),
+            match_index: LogIndex(match_index),
+            next_index: LogIndex(6),
+            state: ProgressState::Replicate,
+            recent_active: true,
+            paused: false,
+        };
+        Status {
+            id: NodeId(1),
+            role: Role::Leader,
+            term: Term(2),
+            voted_for: Some(NodeId(1)),
+            leader: Some(NodeId(1)),
+            commit_index: LogIndex(commit),
+            applied_index: LogIndex(commit),
+            durable_index: LogIndex(durable),
+            last_index: LogIndex(5),
+            last_term: Term(2),
+            snapshot: SnapshotMeta::default(),
+            peers: vec![peer(2, matches[0]), peer(3, matches[1])],
+            election_elapsed: 0,
+            read_round: 4,
+            read_round_awaited: 4,
+        }
+    }
+
+    fn voters() -> Vec<NodeId> {
+        (1..=3).map(NodeId).collect()
+    }
+
+    /// Entries 1 and 2 are of term 1, 3 to 5 of term 2.
+    fn term_at(index: LogIndex) -> Option<Term> {
+        match index.0 {
+            0 => Some(Term(0)),
+            1..=2 => Some(Term(1)),
+            3..=5 => Some(Term(2)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_leader_that_commits_what_it_can_passes() {
+        assert_eq!(check(&leader(4, 5, [4, 3]), &voters(), term_at), Ok(()));
+        // A majority holds only entries of the earlier term: nothing to
+        // commit yet (section 5.4.2).
+        assert_eq!(check(&leader(0, 5, [2, 0]), &voters(), term_at), Ok(()));
+    }
+
+    #[test]
+    fn a_commit_left_behind_fails() {
+        let error = check(&leader(3, 5, [4, 3]), &voters(), term_at).unwrap_err();
+        assert!(error.contains("index 4 of its term"), "{error}");
+        // Its own durable write was the last copy a majority needed.
+        let error = check(&leader(2, 4, [5, 2]), &voters(), term_at).unwrap_err();
+        assert!(error.contains("index 4"), "{error}");
+    }
+
+    #[test]
+    fn an_entry_left_unsent_through_an_open_window_fails() {
+        let mut status = leader(4, 5, [4, 3]);
+        status.peers[1].next_index = LogIndex(5);
+        let error = check(&status, &voters(), term_at).unwrap_err();
+        assert!(
+            error.contains("follower 3 entries only up to 4 of 5"),
+            "{error}"
+        );
+        status.peers[1].paused = true;
+        assert_eq!(check(&status, &voters(), term_at), Ok(()));
+        status.peers[1].paused = false;
+        status.peers[1].state = ProgressState::Probe;
+        assert_eq!(check(&status, &voters(), term_at), Ok(()));
+    }
+
+    #[test]
+    fn a_read_waiting_for_an_unsent_round_fails() {
+        let mut status = leader(4, 5, [4, 3]);
+        status.read_round_awaited = 5;
+        let error = check(&status, &voters(), term_at).unwrap_err();
+        assert!(error.contains("round 5"), "{error}");
+        status.role = Role::Follower;
+        assert_eq!(check(&status, &voters(), term_at), Ok(()));
+    }
+}

@@ -1,0 +1,137 @@
+//! Checks of one step of one node: what the node was in before it took an
+//! input, compared with what it did (see `checkers::leader_promptness`,
+//! `leader_stickiness`, `forwarded_reads`, `gauges` and the check-quorum
+//! rule of `lease_exclusivity`).
+
+use raftgres::core::{MessageBody, NodeId, Role};
+use raftgres::pipeline::Input;
+
+use crate::checkers::leader_stickiness::StickyVoter;
+use crate::checkers::{forwarded_reads, gauges, leader_promptness, lease_exclusivity};
+use crate::world::World;
+
+/// What the step checks need to know of a node before its step.
+#[derive(Debug, Default)]
+pub(crate) struct BeforeStep {
+    /// A real vote request without the transfer flag, of a later term,
+    /// reaching a node that follows a leader it heard from recently.
+    sticky_voter: Option<StickyVoter>,
+    /// A read forwarded to the node by a member, in the node's term or a
+    /// later one: the forwarder and the read's id.
+    forwarded_read: Option<(NodeId, u64)>,
+    /// Implausible messages the node had dropped before the step.
+    implausible_total: u64,
+}
+
+impl World {
+    /// Notes what `check_step` needs before node `index` takes `input`.
+    pub(crate) fn before_step(&self, index: usize, input: Option<&Input>) -> BeforeStep {
+        let Some(raft) = self.nodes[index].raft() else {
+            return BeforeStep::default();
+        };
+        let mut before = BeforeStep {
+            implausible_total: raft.implausible_total(),
+            ..BeforeStep::default()
+        };
+        let Some(Input::Peer(message)) = input else {
+            return before;
+        };
+        let due = self.nodes[index]
+            .pipeline
+            .as_ref()
+            .is_some_and(|pipeline| self.nodes[index].now() >= pipeline.next_tick_at());
+        if due {
+            // The ticks due reach the core before the message and may
+            // change what it is (a timer fires): judge only steps whose
+            // state is known.
+            return before;
+        }
+        let config = raft.config();
+        if message.to != raft.id()
+            || message.term < raft.term()
+            || !config.voters.contains(&message.from)
+        {
+            return before;
+        }
+        match message.body {
+            MessageBody::VoteRequest {
+                pre_vote: false,
+                leadership_transfer: false,
+                ..
+            } if message.term > raft.term() => {
+                let status = raft.status();
+                let heard_ticks_ago = status.election_elapsed;
+                if StickyVoter::applies(
+                    config.check_quorum,
+                    status.leader,
+                    heard_ticks_ago,
+                    config.election_ticks_min,
+                ) {
+                    before.sticky_voter = Some(StickyVoter {
+                        voter: raft.id(),
+                        leader: status.leader.expect("a sticky voter follows a leader"),
+                        heard_ticks_ago,
+                        election_ticks_min: config.election_ticks_min,
+                        candidate: message.from,
+                        term: message.term,
+                    });
+                }
+            }
+            MessageBody::ReadIndexRequest { context } => {
+                before.forwarded_read = Some((message.from, context));
+            }
+            _ => {}
+        }
+        before
+    }
+
+    /// Checks node `index` after a step, given what it was before.
+    pub(crate) fn check_step(&mut self, index: usize, before: BeforeStep) {
+        if self.violation.is_some() {
+            return;
+        }
+        let node = &self.nodes[index];
+        let Some(pipeline) = node.pipeline.as_ref() else {
+            return;
+        };
+        let raft = pipeline.raft();
+        let id = node.id;
+        let result =
+            gauges::check_proposals_pending(id, pipeline.proposals_pending(), node.proposals.len());
+        if result.is_err() {
+            return self.check("gauges", result);
+        }
+        if let Some(voter) = before.sticky_voter {
+            let result = voter.check(raft.term(), raft.hard_state().voted_for);
+            if result.is_err() {
+                return self.check("leader_stickiness", result);
+            }
+        }
+        let leads = raft.role() == Role::Leader;
+        if let Some((forwarder, context)) = before.forwarded_read {
+            if raft.implausible_total() == before.implausible_total {
+                let refused = self.read_refusals_sent.contains(&(forwarder, context));
+                let result = forwarded_reads::check(id, forwarder, context, leads, refused);
+                if result.is_err() {
+                    return self.check("forwarded_reads", result);
+                }
+            }
+        }
+        if !leads {
+            return;
+        }
+        let config = raft.config();
+        if !config.check_quorum {
+            let claimed = raft.lease_read_index().is_some();
+            let result =
+                lease_exclusivity::lease_needs_check_quorum(id, raft.term(), false, claimed);
+            if result.is_err() {
+                return self.check("lease_exclusivity", result);
+            }
+        }
+        let result = leader_promptness::check(&raft.status(), &config.voters, |index| {
+            raft.log().term_at(index)
+        });
+        self.check("leader_promptness", result);
+    }
+}
