@@ -293,18 +293,28 @@ fn status_json(statuses: &[NodeStatus]) -> String {
     let nodes: Vec<String> = statuses
         .iter()
         .map(|node| match &node.status {
-            Ok(status) => format!(
-                "{{\"address\": {}, \"node_id\": {}, \"role\": {}, \"term\": {}, \"leader_id\": {}, \"commit_index\": {}, \"applied_index\": {}, \"last_log_index\": {}, \"storage_healthy\": {}}}",
-                string(&node.address),
-                status.node_id,
-                string(role_name(status.role)),
-                status.term,
-                status.leader_id,
-                status.commit_index,
-                status.applied_index,
-                status.last_log_index,
-                status.storage_healthy
-            ),
+            Ok(status) => {
+                let membership = status.membership.clone().unwrap_or_default();
+                let ids = |ids: &[u64]| {
+                    let listed: Vec<String> = ids.iter().map(u64::to_string).collect();
+                    format!("[{}]", listed.join(", "))
+                };
+                format!(
+                    "{{\"address\": {}, \"node_id\": {}, \"role\": {}, \"term\": {}, \"leader_id\": {}, \"commit_index\": {}, \"applied_index\": {}, \"last_log_index\": {}, \"storage_healthy\": {}, \"voters\": {}, \"voters_outgoing\": {}, \"learners\": {}}}",
+                    string(&node.address),
+                    status.node_id,
+                    string(role_name(status.role)),
+                    status.term,
+                    status.leader_id,
+                    status.commit_index,
+                    status.applied_index,
+                    status.last_log_index,
+                    status.storage_healthy,
+                    ids(&membership.voters),
+                    ids(&membership.voters_outgoing),
+                    ids(&membership.learners)
+                )
+            }
             Err(error) => format!(
                 "{{\"address\": {}, \"error\": {}}}",
                 string(&node.address),

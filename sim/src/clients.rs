@@ -401,6 +401,16 @@ impl World {
 
     /// The pipeline of node `node` answered a request.
     pub(crate) fn on_reply(&mut self, node: usize, waiting: Waiting, reply: Reply) {
+        if waiting == Waiting::MembershipChange {
+            if let Reply::Applied { .. } = reply {
+                self.stats.faults.membership_changes_applied += 1;
+            }
+            let id = node as u64 + 1;
+            self.trace.record(self.now, "membership", &[id], || {
+                format!("node {id} answers a membership change: {reply:?}")
+            });
+            return;
+        }
         let Waiting::Client {
             client,
             attempt,
@@ -632,20 +642,25 @@ impl World {
             return;
         };
         if envelope.operation_id >= PROBE_OPERATION_BASE {
-            // Recovered only once every running node applied the probe:
-            // a follower whose replication stalled fails liveness too.
+            // Recovered only once every running member (voter or
+            // learner, in the membership the applier knows) applied the
+            // probe: a follower whose replication stalled fails liveness
+            // too. A node removed from the cluster receives nothing more.
+            let members = self.nodes[index]
+                .raft()
+                .map(|raft| raft.membership().members())
+                .unwrap_or_default();
             let appliers = self
                 .probe_appliers
                 .entry(envelope.operation_id)
                 .or_default();
             appliers.insert(id);
-            let appliers_count = appliers.len();
-            let running = self
+            let all_applied = self
                 .nodes
                 .iter()
-                .filter(|node| node.pipeline.is_some())
-                .count();
-            if appliers_count >= running {
+                .filter(|node| node.pipeline.is_some() && members.contains(&node.id))
+                .all(|node| appliers.contains(&node.id));
+            if all_applied {
                 self.liveness.on_probe_committed(self.now);
                 self.on_recovered();
             }
@@ -789,10 +804,15 @@ impl World {
             return;
         }
         let Some(leader) = self.leader() else { return };
+        let Some(membership) = self.cluster_membership() else {
+            return;
+        };
         let others: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|node| node.id != leader && node.is_running())
+            .filter(|node| {
+                node.id != leader && node.is_running() && membership.voters.contains(&node.id)
+            })
             .map(|node| node.id)
             .collect();
         if others.is_empty() {

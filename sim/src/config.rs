@@ -62,6 +62,9 @@ pub struct SimConfig {
     pub read_ticks_max: u64,
     /// New terms allowed after recovery (see `checkers::term_settling`).
     pub new_terms_after_recovery_max: u64,
+    /// Most reads a node's core tracks (`Config::pending_reads_max`); the
+    /// swarm sometimes draws a handful so that the bound is reached.
+    pub pending_reads_max: usize,
     /// Ticks a node may hold a request after recovery (see
     /// `checkers::held_requests`): above the transfer timeout (twice the
     /// largest election timeout, at most 80 ticks), the longest any
@@ -95,6 +98,7 @@ impl SimConfig {
             read_ticks_max: 100,
             new_terms_after_recovery_max: 2,
             held_request_ticks_max: 150,
+            pending_reads_max: 16_384,
         }
     }
 
@@ -164,6 +168,7 @@ impl SimConfig {
         config.check_quorum = self.check_quorum;
         config.entries_per_message_max = self.entries_per_message_max;
         config.message_bytes_max = self.message_bytes_max;
+        config.pending_reads_max = self.pending_reads_max;
         #[cfg(feature = "planted-bugs")]
         {
             config.planted_bug = self.planted_bug.as_deref().map(|name| {

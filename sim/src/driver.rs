@@ -656,6 +656,10 @@ impl World {
             }
             QueuedInput::Read(mode) => Input::Read { request, mode },
             QueuedInput::Transfer(target) => Input::Transfer { request, target },
+            QueuedInput::ChangeMembership(change) => {
+                self.nodes[index].proposals.insert(request);
+                Input::ChangeMembership { request, change }
+            }
         };
         self.handle(index, Some(input));
     }

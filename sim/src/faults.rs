@@ -3,7 +3,9 @@
 //! partitions, leadership transfers in flight, and Postgres crashing and
 //! restarting under a running node; and healing once faults stop.
 
-use raftgres::core::{LogIndex, Message, MessageBody, NodeId, Term, LOG_INDEX_MAX};
+use raftgres::core::{
+    LogIndex, MembershipChange, Message, MessageBody, NodeId, Term, LOG_INDEX_MAX,
+};
 use raftgres::pipeline::Input;
 use rand::Rng;
 
@@ -43,6 +45,12 @@ impl World {
         if Self::chance(&mut self.rng.forgery, self.profile.forged_per_million) {
             self.forge();
         }
+        if Self::chance(
+            &mut self.rng.membership,
+            self.profile.membership_change_per_million,
+        ) {
+            self.change_membership();
+        }
         if Self::chance(&mut self.rng.faults, self.profile.transfer_per_million) {
             if let Some(leader) = self.leader() {
                 let target = NodeId(self.rng.faults.gen_range(1..=self.nodes.len() as u64));
@@ -55,6 +63,41 @@ impl World {
                 self.send_request(index, Waiting::Nobody, QueuedInput::Transfer(target));
             }
         }
+    }
+
+    /// Asks the leader to change the membership of a node drawn at
+    /// random: add it as a learner when it is no member, promote it when
+    /// it is a learner, remove it when it votes (the leader included). The
+    /// leader refuses what does not fit (a change in flight, the last
+    /// voter); those refusals are part of the test too.
+    fn change_membership(&mut self) {
+        let Some(leader) = self.leader() else { return };
+        let node = NodeId(self.rng.membership.gen_range(1..=self.nodes.len() as u64));
+        let leader_index = leader.0 as usize - 1;
+        let Some(raft) = self.nodes[leader_index].raft() else {
+            return;
+        };
+        let membership = raft.membership();
+        let change = if membership.learners.contains(&node) {
+            MembershipChange::Promote(node)
+        } else if membership.contains(node) {
+            MembershipChange::Remove(node)
+        } else {
+            MembershipChange::AddLearner {
+                node,
+                address: None,
+            }
+        };
+        self.stats.faults.membership_changes += 1;
+        self.trace
+            .record(self.now, "membership", &[leader.0, node.0], || {
+                format!("{leader}: {change:?}")
+            });
+        self.send_request(
+            leader_index,
+            Waiting::MembershipChange,
+            QueuedInput::ChangeMembership(change),
+        );
     }
 
     /// Hands a running node a message no honest peer sends, under another

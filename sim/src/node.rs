@@ -43,6 +43,9 @@ pub enum Waiting {
     /// A request whose answer nobody waits for (a leadership transfer
     /// the fault injector asked for, a liveness probe).
     Nobody,
+    /// A membership change the fault injector asked for: its answer is
+    /// counted.
+    MembershipChange,
 }
 
 /// A client request that reached a paused node: handled when it resumes.
@@ -63,6 +66,8 @@ pub enum QueuedInput {
     Read(raftgres::pipeline::ReadMode),
     /// A leadership transfer to this node.
     Transfer(NodeId),
+    /// A membership change.
+    ChangeMembership(raftgres::core::MembershipChange),
 }
 
 /// A simulated node.
@@ -89,6 +94,9 @@ pub struct SimNode {
     pub incarnation: u64,
     /// The node's monotonic clock, in microseconds since the run began.
     pub clock_micros: u64,
+    /// The clock when the running incarnation started (see
+    /// `checkers::clock_ticks`).
+    pub started_micros: u64,
     /// Microseconds the clock advances per world tick, in thousandths of
     /// a tick (clock drift).
     pub tick_rate_permille: u64,
@@ -124,6 +132,7 @@ impl SimNode {
             inbox: Vec::new(),
             incarnation: 0,
             clock_micros: 0,
+            started_micros: 0,
             tick_rate_permille: 1000,
             waiting: BTreeMap::new(),
             proposals: BTreeSet::new(),
@@ -171,6 +180,7 @@ impl SimNode {
             compaction_entries,
         };
         self.pipeline = Some(Pipeline::new(raft, pipeline_config, self.now()));
+        self.started_micros = self.clock_micros;
         self.write = None;
         self.apply = compacted.then_some(Transaction {
             job: ApplyJob::SnapshotNow,

@@ -76,8 +76,16 @@ impl World {
         }
         let result = self.checkers.single_vote.on_observe(id, term, voted_for);
         self.check("single_vote", result);
-        let result = self.term_settling.on_term(id.0, term.0, self.now);
-        self.check("term_settling", result);
+        // A node removed while it was cut off campaigns in ever higher
+        // terms of its own, which the members ignore: only members' terms
+        // must settle.
+        if self
+            .cluster_membership()
+            .is_none_or(|membership| membership.contains(id))
+        {
+            let result = self.term_settling.on_term(id.0, term.0, self.now);
+            self.check("term_settling", result);
+        }
         let node = &mut self.nodes[index];
         let raft = node.pipeline.as_ref().expect("running").raft();
         let log = raft.log();
@@ -149,9 +157,17 @@ impl World {
             );
             return;
         }
+        // Members only: a node removed from the cluster keeps whatever its
+        // log held when it was cut off, committed or not.
+        let membership = self.cluster_membership();
         let final_nodes: Vec<FinalNode<'_>> = self
             .nodes
             .iter()
+            .filter(|node| {
+                membership
+                    .as_ref()
+                    .is_none_or(|membership| membership.contains(node.id))
+            })
             .filter_map(|node| {
                 let raft = node.raft()?;
                 Some(FinalNode {

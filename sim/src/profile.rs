@@ -122,6 +122,14 @@ pub struct FaultProfile {
     /// sends, under a peer's name (a faulty or hostile peer that got past
     /// authentication): it must drop and report it (`honest_peers`).
     pub forged_per_million: u32,
+    /// Chance per tick that the world asks the leader for a membership
+    /// change of a node drawn at random: add it as a learner when it is no
+    /// member, promote it when it is a learner, remove it when it votes
+    /// (the leader too). Only while faults last.
+    pub membership_change_per_million: u32,
+    /// When set, the nodes' `pending_reads_max`: a handful, so that reads
+    /// meet the bound.
+    pub pending_reads_max: Option<usize>,
     /// Chance, per committed write that installs a snapshot, that the node
     /// crashes right after the commit (on top of
     /// `crash_after_commit_per_million`): a snapshot install is rare, so an
@@ -252,6 +260,8 @@ impl FaultProfile {
             slow_kind: None,
             slow_kind_ticks_max: 0,
             forged_per_million: 0,
+            membership_change_per_million: 0,
+            pending_reads_max: None,
             compaction_entries: 64,
             storage_error_per_million: 0,
             commit_unknown_per_million: 0,
@@ -298,6 +308,8 @@ impl FaultProfile {
             slow_kind: None,
             slow_kind_ticks_max: 0,
             forged_per_million: 500,
+            membership_change_per_million: 300,
+            pending_reads_max: None,
             compaction_entries: 32,
             storage_error_per_million: 5_000,
             commit_unknown_per_million: 2_000,
@@ -344,6 +356,8 @@ impl FaultProfile {
             slow_kind: Some("TimeoutNow"),
             slow_kind_ticks_max: 40,
             forged_per_million: 2_000,
+            membership_change_per_million: 1_000,
+            pending_reads_max: None,
             compaction_entries: 16,
             storage_error_per_million: 20_000,
             commit_unknown_per_million: 10_000,
@@ -439,6 +453,13 @@ impl FaultProfile {
         } else {
             rng.gen_range(1..=2_000)
         };
+        // After it, for the same reason.
+        profile.membership_change_per_million = if rng.gen_bool(0.5) {
+            0
+        } else {
+            rng.gen_range(1..=3_000)
+        };
+        profile.pending_reads_max = rng.gen_bool(0.25).then(|| rng.gen_range(1..=4));
         profile
     }
 

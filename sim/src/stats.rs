@@ -38,6 +38,10 @@ pub struct FaultCounts {
     pub hand_offs: u64,
     /// Messages forged by the fault injector (each must be reported).
     pub forged: u64,
+    /// Membership changes the fault injector asked a leader for.
+    pub membership_changes: u64,
+    /// Of those, the ones whose entry was applied on the leader.
+    pub membership_changes_applied: u64,
 }
 
 impl AddAssign for FaultCounts {
@@ -50,6 +54,8 @@ impl AddAssign for FaultCounts {
         }
         self.disk_errors += other.disk_errors;
         self.transfers += other.transfers;
+        self.membership_changes += other.membership_changes;
+        self.membership_changes_applied += other.membership_changes_applied;
         self.messages_lost += other.messages_lost;
         self.messages_duplicated += other.messages_duplicated;
         self.messages_partitioned += other.messages_partitioned;
@@ -186,6 +192,10 @@ impl RunStats {
                 faults.hand_offs > 0,
             ),
             ("forged messages", faults.forged > 0),
+            (
+                "membership changes applied (adds, promotions, removals)",
+                faults.membership_changes_applied > 0,
+            ),
             (
                 "session retries, lease reads and stale reads",
                 self.session_retries > 0 && self.lease_reads > 0 && self.stale_reads > 0,

@@ -7,7 +7,10 @@ use raftgres::core::{MessageBody, NodeId, Role};
 use raftgres::pipeline::Input;
 
 use crate::checkers::leader_stickiness::StickyVoter;
-use crate::checkers::{forwarded_reads, gauges, leader_promptness, lease_exclusivity};
+use crate::checkers::{
+    clock_ticks, forwarded_reads, gauges, leader_promptness, lease_exclusivity, membership_safety,
+};
+use crate::node::TICK;
 use crate::world::World;
 
 /// What the step checks need to know of a node before its step.
@@ -49,7 +52,7 @@ impl World {
         let config = raft.config();
         if message.to != raft.id()
             || message.term < raft.term()
-            || !config.voters.contains(&message.from)
+            || !raft.membership().contains(message.from)
         {
             return before;
         }
@@ -96,8 +99,25 @@ impl World {
         };
         let raft = pipeline.raft();
         let id = node.id;
+        let result = clock_ticks::check(
+            id,
+            raft.ticks(),
+            node.clock_micros - node.started_micros,
+            TICK.as_micros() as u64,
+        );
+        if result.is_err() {
+            return self.check("clock_ticks", result);
+        }
         let result =
             gauges::check_proposals_pending(id, pipeline.proposals_pending(), node.proposals.len());
+        if result.is_err() {
+            return self.check("gauges", result);
+        }
+        let result = gauges::check_reads_bound(
+            id,
+            pipeline.reads_pending(),
+            raft.config().pending_reads_max,
+        );
         if result.is_err() {
             return self.check("gauges", result);
         }
@@ -129,9 +149,11 @@ impl World {
                 return self.check("lease_exclusivity", result);
             }
         }
-        let result = leader_promptness::check(&raft.status(), &config.voters, |index| {
-            raft.log().term_at(index)
-        });
+        let result = membership_safety::check_leader(id, raft.log(), self.commit_index_max);
+        if result.is_err() {
+            return self.check("membership_safety", result);
+        }
+        let result = leader_promptness::check(&raft.status(), |index| raft.log().term_at(index));
         self.check("leader_promptness", result);
     }
 }

@@ -21,7 +21,9 @@
 //! commit), so a Postgres crash loses it; after a crash of the node
 //! process alone, everything committed stays.
 
-use raftgres::core::{DurableState, Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
+use raftgres::core::{
+    DurableState, Entry, HardState, LogIndex, Membership, Snapshot, SnapshotMeta, Term,
+};
 use raftgres::pipeline::sessions::{apply_segments, ApplySegment};
 use raftgres::pipeline::{ApplyBatch, ApplyDone, ApplyOutcome, WriteJob};
 
@@ -52,6 +54,10 @@ pub struct Store {
     /// snapshot. Invariant: at most the state machine's applied index,
     /// unless an asynchronous apply was lost (see `lost_applies`).
     pub log_start: SnapshotMeta,
+    /// The membership in force at `log_start` (empty until a compaction
+    /// or an installed snapshot stores one: the node then starts from its
+    /// configuration's voters, as a new cluster does).
+    pub membership: Membership,
     /// Entries after `log_start`, contiguous.
     pub entries: Vec<Entry>,
     /// The state machine as committed (what a read sees).
@@ -79,6 +85,7 @@ impl Store {
         DurableState {
             hard_state: self.hard_state,
             snapshot: self.log_start,
+            membership: self.membership.clone(),
             entries: self.entries.clone(),
             applied: self.state_machine.applied_index(),
         }
@@ -113,6 +120,7 @@ impl Store {
         if let (Some(snapshot), Some(state_machine)) = (&job.snapshot, installed) {
             self.state_machine = state_machine;
             self.log_start = snapshot.meta;
+            self.membership = snapshot.membership.clone();
             self.entries.clear();
         }
         if let Some(first) = job.entries.first() {
@@ -125,7 +133,8 @@ impl Store {
         if let Some(hard_state) = job.hard_state {
             self.hard_state = hard_state;
         }
-        if let Some(point) = job.compact_to {
+        if let Some((point, membership)) = &job.compact_to {
+            let point = *point;
             // Never beyond the stored applied index: an asynchronous apply
             // the snapshot was taken from may have been lost, and the log
             // must keep the entries that replay it (as the product's
@@ -135,6 +144,7 @@ impl Store {
                 let drop = (point.index.0 - self.log_start.index.0) as usize;
                 self.entries.drain(..drop.min(self.entries.len()));
                 self.log_start = point;
+                self.membership = (**membership).clone();
             }
         }
         self.flush();
@@ -217,6 +227,8 @@ impl Store {
                     index: last.index,
                     term: last.term,
                 },
+                // The pipeline fills in the membership from the core.
+                membership: Membership::default(),
                 data: self.state_machine.to_bytes(),
             });
         }
@@ -264,6 +276,7 @@ impl Store {
                     index: applied,
                     term: applied_term,
                 },
+                membership: Membership::default(),
                 data: self.state_machine.to_bytes(),
             }),
         }
@@ -412,11 +425,12 @@ mod tests {
         };
         store
             .write(&WriteJob {
-                compact_to: Some(point),
+                compact_to: Some((point, Box::new(Membership::new([NodeId(1), NodeId(2)])))),
                 ..WriteJob::default()
             })
             .unwrap();
         assert_eq!(store.log_start, point);
+        assert_eq!(store.membership, Membership::new([NodeId(1), NodeId(2)]));
         assert_eq!(store.last(), (LogIndex(3), Term(2)));
     }
 
@@ -446,11 +460,12 @@ mod tests {
         };
         store
             .write(&WriteJob {
-                compact_to: Some(point),
+                compact_to: Some((point, Box::new(Membership::new([NodeId(1)])))),
                 ..WriteJob::default()
             })
             .unwrap();
         assert_eq!(store.log_start, SnapshotMeta::default(), "not compacted");
+        assert_eq!(store.membership, Membership::default());
         let report = store.apply(&batch(&entries[3..]), settings(true)).unwrap();
         assert_eq!(report.applied.len(), 4, "the lost applies are replayed");
     }

@@ -172,6 +172,13 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
         format!("          storage hand-offs  {:>14}", faults.hand_offs),
         format!("          forged messages    {:>14}", faults.forged),
         format!("          transfers          {:>14}", faults.transfers),
+        format!(
+            "          membership changes {:>14}",
+            format!(
+                "{} ({} applied)",
+                faults.membership_changes, faults.membership_changes_applied
+            )
+        ),
         format!("          messages lost      {:>14}", faults.messages_lost),
         format!(
             "          messages duplicated{:>14}",

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use raftgres::core::{LogIndex, NodeId, Term};
+use raftgres::core::{LogIndex, Membership, NodeId, Term};
 use raftgres::pipeline::Input;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -66,6 +66,9 @@ pub(crate) struct Streams {
     /// Forged messages (`World::forge`): a stream of its own, so that
     /// forging leaves every other draw of a seed as it was.
     pub(crate) forgery: ChaCha8Rng,
+    /// Membership changes (`World::change_membership`): a stream of its
+    /// own, for the same reason.
+    pub(crate) membership: ChaCha8Rng,
 }
 
 /// The stream `stream` of `seed`'s generator.
@@ -185,10 +188,22 @@ impl World {
             Some(drawn) => config.with_core_settings(drawn),
             None => config,
         };
-        let config = match profile.workload {
+        let mut config = match profile.workload {
             Some(drawn) => config.with_workload_settings(drawn),
             None => config,
         };
+        if let Some(pending_reads_max) = profile.pending_reads_max {
+            config.pending_reads_max = pending_reads_max;
+            if pending_reads_max <= config.clients {
+                // More readers than read slots: a node refuses reads beyond
+                // the bound ("retry") without any fairness between
+                // readers, so one read may be refused for as long as the
+                // others keep the slots. Reads must still complete (held
+                // requests and the quiet end check that), but no longer
+                // within the read liveness bound.
+                config.read_ticks_max = u64::MAX / 4;
+            }
+        }
         let mut rng = Streams {
             network: rng_stream(seed, 1),
             disk: rng_stream(seed, 2),
@@ -196,6 +211,7 @@ impl World {
             clients: rng_stream(seed, 4),
             cores: rng_stream(seed, 5),
             forgery: rng_stream(seed, 7),
+            membership: rng_stream(seed, 8),
         };
         let mut nodes: Vec<SimNode> = (1..=config.nodes as u64)
             .map(|id| SimNode::new(NodeId(id)))
@@ -336,6 +352,23 @@ impl World {
             .filter(|node| node.is_leader())
             .max_by_key(|node| node.raft().map(|raft| raft.term()).unwrap_or(Term(0)))
             .map(|node| node.id)
+    }
+
+    /// The cluster's membership as the leader of the highest term knows
+    /// it, or, with no leader, as the node with the highest commit index
+    /// knows it: who the checkers that speak of "every node" mean. A node
+    /// removed from the cluster may not know it and keeps its old log.
+    pub fn cluster_membership(&self) -> Option<Membership> {
+        let leader = self
+            .leader()
+            .and_then(|leader| self.nodes[leader.0 as usize - 1].raft());
+        let raft = leader.or_else(|| {
+            self.nodes
+                .iter()
+                .filter_map(|node| node.raft())
+                .max_by_key(|raft| raft.log().commit_index())
+        })?;
+        Some(raft.membership().clone())
     }
 
     /// Stops fault injection from now on (election measurements use this

@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [4, 3],
+            seeds_needed: [4, 2],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -71,7 +71,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "apply-before-durable",
-            seeds_needed: [2, 4],
+            seeds_needed: [2, 5],
             checkers: &["apply_after_durable", "core_invariant"],
         },
         Hunt {
@@ -81,12 +81,17 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "lease-by-tick-count",
-            seeds_needed: [5, 5],
-            checkers: &["lease_exclusivity", "read_index_safety", "linearizability"],
+            seeds_needed: [2, 2],
+            checkers: &[
+                "clock_ticks",
+                "lease_exclusivity",
+                "read_index_safety",
+                "linearizability",
+            ],
         },
         Hunt {
             bug: "lease-after-timeout-now",
-            seeds_needed: [7, 9],
+            seeds_needed: [16, 9],
             checkers: &["lease_exclusivity", "read_index_safety", "linearizability"],
         },
         Hunt {
@@ -101,17 +106,17 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [31, 37],
-            checkers: &["client_outcomes", "linearizability"],
+            seeds_needed: [3, 3],
+            checkers: &["client_outcomes", "held_requests", "linearizability"],
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [23, 44],
+            seeds_needed: [23, 66],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [3, 30],
+            seeds_needed: [19, 34],
             checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {

@@ -350,7 +350,10 @@ async fn snapshot_restore_commits_with_the_snapshot_marker() {
         .await
         .unwrap();
     let meta = SnapshotMeta { index: 9, term: 2 };
-    apply.commit_snapshot(meta).await.unwrap();
+    apply
+        .commit_snapshot(meta, Some(b"leader's membership"))
+        .await
+        .unwrap();
     store.close().await;
 
     let mut store = PgStore::open(database.store_config("cluster", 1))
@@ -358,6 +361,11 @@ async fn snapshot_restore_commits_with_the_snapshot_marker() {
         .unwrap();
     let loaded = store.load().await.unwrap();
     assert_eq!(loaded.snapshot, meta);
+    assert_eq!(
+        store.load_membership().await.unwrap().as_deref(),
+        Some(&b"leader's membership"[..]),
+        "the installed snapshot's membership is stored with it"
+    );
     assert!(loaded.entries.is_empty());
     assert_eq!(loaded.applied, AppliedState { index: 9, term: 2 });
     let restored: i32 = database
@@ -556,7 +564,7 @@ async fn applier_applies_on_its_own_fenced_connection() {
         .unwrap();
     assert_eq!(apply.applied_before(), AppliedState { index: 3, term: 1 });
     let error = apply
-        .commit_snapshot(SnapshotMeta { index: 4, term: 1 })
+        .commit_snapshot(SnapshotMeta { index: 4, term: 1 }, None)
         .await
         .unwrap_err();
     assert!(matches!(error, StoreError::InvalidConfig { .. }), "{error}");
@@ -741,21 +749,41 @@ async fn compaction_waits_for_the_stored_applied_index() {
         .save_applied(AppliedState { index: 3, term: 2 })
         .await
         .unwrap();
+    assert_eq!(store.load_membership().await.unwrap(), None);
+    assert_eq!(
+        store.bootstrap_membership(b"first").await.unwrap(),
+        b"first".to_vec()
+    );
+    assert_eq!(
+        store.bootstrap_membership(b"second").await.unwrap(),
+        b"first".to_vec(),
+        "a bootstrap membership is stored once"
+    );
     assert!(
-        !store.compact_applied(5, 2).await.unwrap(),
+        !store.compact_applied(5, 2, b"at 5").await.unwrap(),
         "compacted past the applied index"
     );
     let kept = store.load().await.unwrap();
     assert_eq!(kept.snapshot, SnapshotMeta::default());
     assert_eq!(kept.entries, entries(1..=6, 2));
-    assert!(store.compact_applied(3, 2).await.unwrap());
+    assert_eq!(
+        store.load_membership().await.unwrap().as_deref(),
+        Some(&b"first"[..]),
+        "a refused compaction leaves the membership"
+    );
+    assert!(store.compact_applied(3, 2, b"at 3").await.unwrap());
     store
         .save_applied(AppliedState { index: 5, term: 2 })
         .await
         .unwrap();
-    assert!(store.compact_applied(5, 2).await.unwrap());
+    assert!(store.compact_applied(5, 2, b"at 5").await.unwrap());
     let compacted = store.load().await.unwrap();
     assert_eq!(compacted.snapshot, SnapshotMeta { index: 5, term: 2 });
     assert_eq!(compacted.entries, entries(6..=6, 2));
+    assert_eq!(
+        store.load_membership().await.unwrap().as_deref(),
+        Some(&b"at 5"[..]),
+        "the compaction stores the membership at its point"
+    );
     store.close().await;
 }

@@ -90,6 +90,13 @@ fn a_detached_dev_cluster_is_driven_node_by_node() {
         }
     }
     let status = wait_for_status(&dir, 3, 2);
+    assert_eq!(
+        status
+            .matches("\"voters\": [1, 2, 3], \"voters_outgoing\": [], \"learners\": []")
+            .count(),
+        3,
+        "every node reports the bootstrap membership: {status}"
+    );
     let (down, text, _) = cleanup(&dir);
     assert!(down, "{text}");
     assert_eq!(text.matches("stopped").count(), 6, "{text}\n{status}");

@@ -28,6 +28,10 @@ async fn a_three_node_cluster_elects_exactly_one_leader() {
                 .await
                 .unwrap_or_else(|error| panic!("node {id} did not answer: {error}"));
             assert_eq!(status.node_id, id);
+            // The bootstrap membership, stored at the first start.
+            let membership = status.membership.clone().expect("a membership");
+            assert_eq!(membership.voters, [1, 2, 3], "node {id}: {membership:?}");
+            assert!(membership.voters_outgoing.is_empty() && membership.learners.is_empty());
             assert_eq!(
                 status.leader_id, leader,
                 "node {id} names another leader: {status:?}"

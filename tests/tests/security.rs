@@ -136,6 +136,10 @@ fn malformed_messages(status: &StatusResponse, leader: u64) -> Vec<(&'static str
                     last_included_index: next + 10,
                     last_included_term: term,
                     data: noise(256, 11),
+                    membership: Some(raftgres_proto::v1::Membership {
+                        voters: vec![1, 2, 3],
+                        ..Default::default()
+                    }),
                 }),
             ),
         ),
@@ -447,13 +451,18 @@ fn peer_message_strategy(
         (
             near_index.clone(),
             near_term.clone(),
-            prop::collection::vec(any::<u8>(), 0..128)
+            prop::collection::vec(any::<u8>(), 0..128),
+            prop::collection::vec(0..6u64, 0..4),
         )
-            .prop_map(|(last_included_index, last_included_term, data)| {
+            .prop_map(|(last_included_index, last_included_term, data, voters)| {
                 Body::InstallSnapshot(InstallSnapshot {
                     last_included_index,
                     last_included_term,
                     data,
+                    membership: Some(raftgres_proto::v1::Membership {
+                        voters,
+                        ..Default::default()
+                    }),
                 })
             }),
         any::<u64>().prop_map(|context| {

@@ -3,7 +3,7 @@
 //! was cut off cannot force the cluster into a new term when it returns.
 
 use super::message::{Message, MessageBody};
-use super::quorum::{vote_result, VoteResult};
+use super::quorum::{membership_vote_result, VoteResult};
 use super::raft::Raft;
 use super::types::{Entry, EntryPayload, Role};
 
@@ -29,7 +29,7 @@ impl Raft {
             return;
         }
         let body = self.vote_request(true, false);
-        for peer in self.peers() {
+        for peer in self.voting_peers() {
             // Pre-votes change no state, so they need not wait for a write.
             self.send_with_term(peer, self.term.next(), body.clone());
         }
@@ -49,7 +49,7 @@ impl Raft {
             return;
         }
         let body = self.vote_request(false, leadership_transfer);
-        for peer in self.peers() {
+        for peer in self.voting_peers() {
             // The candidate's own term and vote must be durable before it
             // asks: after a crash it must not vote for someone else in it.
             self.send_after_persist(peer, body.clone());
@@ -66,7 +66,7 @@ impl Raft {
     }
 
     fn tally(&self) -> VoteResult {
-        vote_result(&self.config.voters, &self.votes)
+        membership_vote_result(self.membership(), &self.votes)
     }
 
     /// Becomes leader of the current term and appends a blank entry, whose
@@ -83,10 +83,7 @@ impl Raft {
         self.leader = Some(self.id);
         self.reset_role_state();
         let last_index = self.log.last_index();
-        for peer in self.peers() {
-            self.progress
-                .insert(peer, super::progress::Progress::new(last_index));
-        }
+        self.sync_progress();
         // Appended directly rather than proposed: `uncommitted_entries_max`
         // pushes back on clients, and a node that followed a leader far
         // ahead of the commit index it heard of may hold more uncommitted

@@ -124,9 +124,13 @@ impl PlantedBug {
 /// Configuration of one node's Raft core.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// This node's id. Invariant: non-zero and one of `voters`.
+    /// This node's id. Invariant: non-zero, and one of `voters` unless
+    /// `voters` is empty.
     pub id: NodeId,
-    /// Every voting member, this node included. Invariant: no duplicates.
+    /// The voters a new cluster starts with (its bootstrap membership),
+    /// this node included; empty for a node that waits to be added to a
+    /// running cluster. Used only while the node's storage holds no
+    /// membership: after that the log decides. Invariant: no duplicates.
     pub voters: Vec<NodeId>,
     /// Lower bound (inclusive) of the randomized election timeout, in ticks.
     /// Also the leader lease and the check-quorum interval.
@@ -215,7 +219,7 @@ impl Config {
         if sorted.len() != self.voters.len() {
             return invalid(format!("voters {:?} contain a duplicate id", self.voters));
         }
-        if !self.voters.contains(&self.id) {
+        if !self.voters.is_empty() && !self.voters.contains(&self.id) {
             return invalid(format!(
                 "node {} is not among the voters {:?}",
                 self.id, self.voters

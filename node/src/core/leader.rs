@@ -3,12 +3,12 @@
 //! ReadIndex reads and leases (section 8), and leadership transfer.
 
 use super::message::{Message, MessageBody};
-use super::progress::ProgressState;
+use super::progress::{Progress, ProgressState};
 use super::quorum;
 use super::raft::Raft;
 use super::read_only::{ForwardedRead, PendingRead};
 use super::ready::{ImplausibleReason, ReadState};
-use super::types::{LogIndex, NodeId, Role, Snapshot, Term};
+use super::types::{EntryPayload, LogIndex, Membership, NodeId, Role, Snapshot, Term};
 
 /// Why a read was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +22,92 @@ pub enum ReadError {
     /// Too many reads are pending.
     #[error("too many pending reads")]
     Backpressure,
+}
+
+/// One change of the cluster's membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Add `node` as a learner: it receives the log but does not vote.
+    AddLearner {
+        /// The new member.
+        node: NodeId,
+        /// Where its peer API listens, if its peers' configuration files
+        /// do not say.
+        address: Option<String>,
+    },
+    /// Make learner `node` a voter.
+    Promote(NodeId),
+    /// Remove `node`, voter or learner.
+    Remove(NodeId),
+}
+
+impl MembershipChange {
+    /// The membership `current` (not joint) becomes: plain when only
+    /// learners change, joint when the voters do.
+    pub fn apply_to(&self, current: &Membership) -> Result<Membership, MembershipError> {
+        let invalid = |reason: String| Err(MembershipError::Invalid(reason));
+        let mut target = current.clone();
+        match self {
+            MembershipChange::AddLearner { node, address } => {
+                if node.0 == 0 {
+                    return invalid("node id 0 cannot be a member".into());
+                }
+                if current.contains(*node) {
+                    return invalid(format!("node {node} is already a member"));
+                }
+                target.learners.insert(*node);
+                if let Some(address) = address {
+                    target.addresses.insert(*node, address.clone());
+                }
+                return Ok(target);
+            }
+            MembershipChange::Promote(node) => {
+                if !current.learners.contains(node) {
+                    return invalid(format!("node {node} is not a learner: add it as one first"));
+                }
+                target.learners.remove(node);
+                target.voters.insert(*node);
+            }
+            MembershipChange::Remove(node) => {
+                if current.learners.contains(node) {
+                    target.learners.remove(node);
+                    target.addresses.remove(node);
+                    return Ok(target);
+                }
+                if !current.voters.contains(node) {
+                    return invalid(format!("node {node} is not a member"));
+                }
+                if current.voters.len() == 1 {
+                    return invalid(format!("node {node} is the last voter"));
+                }
+                target.voters.remove(node);
+            }
+        }
+        target.voters_outgoing = current.voters.clone();
+        Ok(target)
+    }
+}
+
+/// Why a membership change was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// Only the leader changes the membership.
+    #[error("not the leader; {}", super::raft::describe_leader(*leader))]
+    NotLeader {
+        /// The known leader.
+        leader: Option<NodeId>,
+    },
+    /// An earlier change is not committed yet, or still joint, or this
+    /// leader has not committed an entry of its term yet.
+    #[error("a membership change is in progress; retry when it has committed")]
+    ChangeInProgress,
+    /// Leadership is being handed over, or too many entries wait for
+    /// commit.
+    #[error("the leader is busy (a transfer or too many uncommitted entries); retry")]
+    Busy,
+    /// The change does not fit the membership.
+    #[error("invalid membership change: {0}")]
+    Invalid(String),
 }
 
 impl Raft {
@@ -54,13 +140,19 @@ impl Raft {
     }
 
     fn quorum_recently_active(&self) -> bool {
-        let active = self
-            .progress
-            .values()
-            .filter(|progress| progress.recent_active)
-            .count()
-            + 1;
-        active >= quorum::majority(self.config.voters.len())
+        quorum::membership_has_quorum(self.membership(), |voter| {
+            voter == self.id
+                || self
+                    .progress
+                    .get(&voter)
+                    .is_some_and(|progress| progress.recent_active)
+        })
+    }
+
+    /// Whether this node alone is a quorum (a one-voter cluster): it then
+    /// confirms reads without waiting for anyone.
+    fn alone_is_quorum(&self) -> bool {
+        quorum::membership_has_quorum(self.membership(), |voter| voter == self.id)
     }
 
     fn resend_lost_snapshots(&mut self) {
@@ -89,7 +181,7 @@ impl Raft {
             };
             self.send(peer, body);
         }
-        if self.config.voters.len() == 1 {
+        if self.alone_is_quorum() {
             self.confirm_reads();
         }
     }
@@ -171,6 +263,7 @@ impl Raft {
             MessageBody::InstallSnapshot {
                 snapshot: Snapshot {
                     meta,
+                    membership: self.log.snapshot_membership().clone(),
                     data: Vec::new(),
                 },
             },
@@ -184,7 +277,7 @@ impl Raft {
         let durable = self.log.durable_index();
         let own_id = self.id;
         let progress = &self.progress;
-        let candidate = quorum::committed_index(&self.config.voters, |voter| {
+        let candidate = quorum::membership_committed_index(self.membership(), |voter| {
             if voter == own_id {
                 durable
             } else {
@@ -206,7 +299,93 @@ impl Raft {
         if first_commit_in_term && self.committed_in_current_term() {
             self.start_reads_waiting_for_term_commit();
         }
+        self.membership_committed();
         true
+    }
+
+    /// What a leader does once the membership in force is committed: a
+    /// joint membership moves on to its new voters alone (the second
+    /// phase of joint consensus, appended at once, as etcd does); a
+    /// leader that is no longer a voter steps down (section 4.2.2 of the
+    /// dissertation: it led the cluster while the change committed, not
+    /// counting itself where it no longer votes).
+    fn membership_committed(&mut self) {
+        if self.log.membership_index() > self.log.commit_index() {
+            return;
+        }
+        let membership = self.membership();
+        if membership.is_joint() {
+            let mut leave = membership.clone();
+            leave.voters_outgoing.clear();
+            leave
+                .addresses
+                .retain(|id, _| leave.voters.contains(id) || leave.learners.contains(id));
+            let index = self.log.last_index().next();
+            self.log.append(vec![super::types::Entry {
+                term: self.term,
+                index,
+                payload: EntryPayload::Membership(leave),
+            }]);
+            self.sync_progress();
+            self.replication_pending = true;
+            // A one-voter configuration may commit it at once.
+            self.maybe_commit();
+        } else if !membership.is_voter(self.id) {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    /// Gives every member a progress and forgets those that left: after
+    /// the leader's election and every membership it appends.
+    pub(super) fn sync_progress(&mut self) {
+        let last_index = self.log.last_index();
+        let members = self.membership().members();
+        self.progress.retain(|id, _| members.contains(id));
+        for member in members {
+            if member != self.id {
+                self.progress
+                    .entry(member)
+                    .or_insert_with(|| Progress::new(last_index));
+            }
+        }
+    }
+
+    /// Proposes one change of membership (leader only) and returns the
+    /// index of its entry. Adding or removing a learner takes one entry.
+    /// Promoting a learner or removing a voter changes the voters: the
+    /// entry is the joint membership (old and new voters), and once it
+    /// commits the leader appends the new voters alone. Refused while an
+    /// earlier change is not committed or still joint, and until the
+    /// leader has committed an entry of its term (so that the membership
+    /// it starts from is the cluster's, section 4.1 of the dissertation
+    /// and its 2015 erratum).
+    pub fn change_membership(
+        &mut self,
+        change: MembershipChange,
+    ) -> Result<LogIndex, MembershipError> {
+        if self.role != Role::Leader {
+            return Err(MembershipError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if !self.committed_in_current_term()
+            || self.log.membership_index() > self.log.commit_index()
+            || self.membership().is_joint()
+        {
+            return Err(MembershipError::ChangeInProgress);
+        }
+        let target = change.apply_to(self.membership())?;
+        let index = self
+            .propose_payload(EntryPayload::Membership(target))
+            .map_err(|error| match error {
+                super::raft::ProposeError::NotLeader { leader } => {
+                    MembershipError::NotLeader { leader }
+                }
+                super::raft::ProposeError::TransferInProgress
+                | super::raft::ProposeError::Backpressure => MembershipError::Busy,
+            })?;
+        self.sync_progress();
+        Ok(index)
     }
 
     /// Whether the leader committed an entry of its own term, which makes
@@ -265,7 +444,10 @@ impl Raft {
             MessageBody::ReadIndexRequest { context } => {
                 // Forwarded reads count against the same bound as local
                 // ones, so that a peer cannot grow the queue without limit.
+                // A node that is not a member receives no entries, so it
+                // could never apply the read's index.
                 let accepted = self.reads.len() < self.config.pending_reads_max
+                    && self.membership().contains(from)
                     && self.leader_read(from, context).is_ok();
                 if !accepted {
                     self.refuse_forwarded_read(from, context);
@@ -432,7 +614,7 @@ impl Raft {
             self.confirm_reads();
         }
         self.read_round_pending = true;
-        if self.config.voters.len() == 1 {
+        if self.alone_is_quorum() {
             self.broadcast_heartbeat();
         }
     }
@@ -448,7 +630,7 @@ impl Raft {
     fn quorum_acknowledged_round(&self) -> u64 {
         let own_id = self.id;
         let own_round = self.read_round;
-        let round = quorum::committed_index(&self.config.voters, |voter| {
+        let round = quorum::membership_committed_index(self.membership(), |voter| {
             if voter == own_id {
                 LogIndex(own_round)
             } else {

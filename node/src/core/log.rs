@@ -10,8 +10,13 @@
 //!
 //! invariants: snapshot.index <= applied <= commit <= last index;
 //! durable <= last index; only entries above `commit` are ever truncated.
+//!
+//! The log also knows the cluster's membership: the one in force at the
+//! snapshot and every membership entry after it. The latest is in force
+//! (it takes effect when appended), so a truncation that removes a
+//! membership entry brings back the one before it.
 
-use super::types::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
+use super::types::{Entry, EntryPayload, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 
 /// One node's log.
 #[derive(Clone, Debug)]
@@ -20,6 +25,10 @@ pub struct RaftLog {
     node: NodeId,
     /// The compacted prefix ends here.
     snapshot: SnapshotMeta,
+    /// The membership in force at the snapshot index.
+    snapshot_membership: Membership,
+    /// Every membership entry in `entries`, by index, oldest first.
+    memberships: Vec<(LogIndex, Membership)>,
     /// Entries after the snapshot. Invariant: `entries[i].index ==
     /// snapshot.index + 1 + i`, and terms never decrease along the log.
     entries: Vec<Entry>,
@@ -50,6 +59,7 @@ impl RaftLog {
     pub fn restore(
         node: NodeId,
         snapshot: SnapshotMeta,
+        snapshot_membership: Membership,
         entries: Vec<Entry>,
         applied: LogIndex,
     ) -> RaftLog {
@@ -66,9 +76,12 @@ impl RaftLog {
             "node {node}: applied index {applied} outside snapshot {} ..= last {last}",
             snapshot.index
         );
+        let memberships = entries.iter().filter_map(membership_of).collect();
         RaftLog {
             node,
             snapshot,
+            snapshot_membership,
+            memberships,
             entries,
             commit: applied,
             applied,
@@ -83,6 +96,41 @@ impl RaftLog {
     /// The compacted prefix.
     pub fn snapshot(&self) -> SnapshotMeta {
         self.snapshot
+    }
+
+    /// The membership in force: the latest in the log.
+    pub fn membership(&self) -> &Membership {
+        self.memberships
+            .last()
+            .map_or(&self.snapshot_membership, |(_, membership)| membership)
+    }
+
+    /// Index of the entry that set the membership in force (the snapshot
+    /// index when the log holds no membership entry).
+    pub fn membership_index(&self) -> LogIndex {
+        self.memberships
+            .last()
+            .map_or(self.snapshot.index, |(index, _)| *index)
+    }
+
+    /// The membership in force at `index` (at least the snapshot index):
+    /// what a snapshot taken there records.
+    pub fn membership_at(&self, index: LogIndex) -> &Membership {
+        self.memberships
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= index)
+            .map_or(&self.snapshot_membership, |(_, membership)| membership)
+    }
+
+    /// Every membership entry the log holds, with its index, oldest first.
+    pub fn membership_entries(&self) -> &[(LogIndex, Membership)] {
+        &self.memberships
+    }
+
+    /// The membership in force at the snapshot index.
+    pub fn snapshot_membership(&self) -> &Membership {
+        &self.snapshot_membership
     }
 
     /// First index still held (snapshot index + 1).
@@ -191,6 +239,7 @@ impl RaftLog {
                 entry.index,
                 self.last_term()
             );
+            self.memberships.extend(membership_of(&entry));
             self.entries.push(entry);
         }
     }
@@ -251,6 +300,7 @@ impl RaftLog {
         );
         self.entries
             .truncate((from.0 - self.snapshot.index.0 - 1) as usize);
+        self.memberships.retain(|(index, _)| *index < from);
         self.durable = self.durable.min(from.prev());
         self.unpersisted_from = self.unpersisted_from.min(from);
     }
@@ -387,6 +437,8 @@ impl RaftLog {
             self.applied
         );
         let term = self.term_at(index).expect("an applied entry is in the log");
+        self.snapshot_membership = self.membership_at(index).clone();
+        self.memberships.retain(|(at, _)| *at > index);
         self.entries
             .drain(..(index.0 - self.snapshot.index.0) as usize);
         self.snapshot = SnapshotMeta { index, term };
@@ -395,7 +447,7 @@ impl RaftLog {
     /// Replaces the whole log with a leader's snapshot: the state machine is
     /// restored from it, so everything up to its index counts as committed
     /// and applied. Becomes durable when the driver reports it persisted.
-    pub fn install_snapshot(&mut self, meta: SnapshotMeta) {
+    pub fn install_snapshot(&mut self, meta: SnapshotMeta, membership: Membership) {
         assert!(
             meta.index > self.commit,
             "node {}: snapshot at {} does not pass commit {}",
@@ -404,6 +456,8 @@ impl RaftLog {
             self.commit
         );
         self.entries.clear();
+        self.memberships.clear();
+        self.snapshot_membership = membership;
         self.snapshot = meta;
         self.commit = meta.index;
         self.applied = meta.index;
@@ -415,6 +469,14 @@ impl RaftLog {
     /// Every entry held (for tests and inspection).
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+}
+
+/// The membership `entry` sets, with its index, if it sets one.
+fn membership_of(entry: &Entry) -> Option<(LogIndex, Membership)> {
+    match &entry.payload {
+        EntryPayload::Membership(membership) => Some((entry.index, membership.clone())),
+        _ => None,
     }
 }
 
@@ -438,7 +500,13 @@ mod tests {
             .enumerate()
             .map(|(offset, term)| entry(offset as u64 + 1, *term))
             .collect();
-        RaftLog::restore(NodeId(1), SnapshotMeta::default(), entries, LogIndex(0))
+        RaftLog::restore(
+            NodeId(1),
+            SnapshotMeta::default(),
+            Membership::new([NodeId(1)]),
+            entries,
+            LogIndex(0),
+        )
     }
 
     #[test]
@@ -460,6 +528,7 @@ mod tests {
         RaftLog::restore(
             NodeId(1),
             snapshot,
+            Membership::new([NodeId(1)]),
             vec![entry(11, 3), entry(12, 4)],
             LogIndex(10),
         )
@@ -575,10 +644,13 @@ mod tests {
             }
         );
         assert_eq!(log.entries().len(), 2);
-        log.install_snapshot(SnapshotMeta {
-            index: LogIndex(9),
-            term: Term(5),
-        });
+        log.install_snapshot(
+            SnapshotMeta {
+                index: LogIndex(9),
+                term: Term(5),
+            },
+            Membership::new([NodeId(1), NodeId(2)]),
+        );
         assert_eq!(log.last_index(), LogIndex(9));
         assert_eq!(log.commit_index(), LogIndex(9));
         assert_eq!(log.applied_index(), LogIndex(9));

@@ -69,17 +69,20 @@ pub mod validate;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
 pub use config::{Config, ConfigError};
-pub use leader::ReadError;
+pub use leader::{MembershipChange, MembershipError, ReadError};
 pub use message::{Message, MessageBody};
 pub use raft::{DurableState, ProposeError, Raft, TransferError};
 pub use ready::{ImplausibleMessage, ImplausibleReason, PeerStatus, ReadState, Ready, Status};
 pub use types::{
-    Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term,
+    Entry, EntryPayload, HardState, LogIndex, Membership, NodeId, Role, Snapshot, SnapshotMeta,
+    Term,
 };
 pub use validate::{validate_message, InvalidMessage, LOG_INDEX_MAX, TERM_MAX};
 
 #[cfg(test)]
 mod adversary_tests;
+#[cfg(test)]
+mod membership_tests;
 #[cfg(test)]
 mod test_cluster;
 #[cfg(test)]

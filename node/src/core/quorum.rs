@@ -1,6 +1,10 @@
-//! Majority arithmetic over a fixed set of voters (section 5.2 and 5.3).
+//! Majority arithmetic (section 5.2 and 5.3) over a set of voters, and
+//! over a membership: while it is joint, a decision needs a majority of
+//! each of its two voter sets (the Raft dissertation, section 4.3).
 
-use super::types::{LogIndex, NodeId};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::types::{LogIndex, Membership, NodeId};
 
 /// How many votes of `voter_count` make a majority.
 pub fn majority(voter_count: usize) -> usize {
@@ -9,7 +13,10 @@ pub fn majority(voter_count: usize) -> usize {
 
 /// The highest index that a majority of voters hold, given each voter's
 /// match index. Voters missing from `match_index_of` count as 0.
-pub fn committed_index(voters: &[NodeId], match_index_of: impl Fn(NodeId) -> LogIndex) -> LogIndex {
+pub fn committed_index(
+    voters: &BTreeSet<NodeId>,
+    match_index_of: impl Fn(NodeId) -> LogIndex,
+) -> LogIndex {
     let mut match_indexes: Vec<LogIndex> =
         voters.iter().map(|voter| match_index_of(*voter)).collect();
     if match_indexes.is_empty() {
@@ -32,10 +39,7 @@ pub enum VoteResult {
 
 /// Tallies `votes` (voter, granted) against `voters`; votes from non-voters
 /// are ignored.
-pub fn vote_result(
-    voters: &[NodeId],
-    votes: &std::collections::BTreeMap<NodeId, bool>,
-) -> VoteResult {
+pub fn vote_result(voters: &BTreeSet<NodeId>, votes: &BTreeMap<NodeId, bool>) -> VoteResult {
     let needed = majority(voters.len());
     let granted = voters
         .iter()
@@ -54,13 +58,103 @@ pub fn vote_result(
     }
 }
 
+/// The highest index a majority of `membership`'s voters hold (of both
+/// voter sets while joint).
+pub fn membership_committed_index(
+    membership: &Membership,
+    match_index_of: impl Fn(NodeId) -> LogIndex,
+) -> LogIndex {
+    let incoming = committed_index(&membership.voters, &match_index_of);
+    if membership.is_joint() {
+        incoming.min(committed_index(&membership.voters_outgoing, match_index_of))
+    } else {
+        incoming
+    }
+}
+
+/// Tallies `votes` against `membership`: won when both voter sets (one
+/// when not joint) grant a majority, lost when either refuses one.
+pub fn membership_vote_result(
+    membership: &Membership,
+    votes: &BTreeMap<NodeId, bool>,
+) -> VoteResult {
+    let incoming = vote_result(&membership.voters, votes);
+    if !membership.is_joint() {
+        return incoming;
+    }
+    match (incoming, vote_result(&membership.voters_outgoing, votes)) {
+        (VoteResult::Won, VoteResult::Won) => VoteResult::Won,
+        (VoteResult::Lost, _) | (_, VoteResult::Lost) => VoteResult::Lost,
+        _ => VoteResult::Pending,
+    }
+}
+
+/// Whether the voters for which `active` holds are a majority of
+/// `membership` (of both voter sets while joint).
+pub fn membership_has_quorum(membership: &Membership, active: impl Fn(NodeId) -> bool) -> bool {
+    let has_majority = |voters: &BTreeSet<NodeId>| {
+        voters.iter().filter(|voter| active(**voter)).count() >= majority(voters.len())
+    };
+    has_majority(&membership.voters)
+        && (!membership.is_joint() || has_majority(&membership.voters_outgoing))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
-    fn ids(count: u64) -> Vec<NodeId> {
+    fn ids(count: u64) -> BTreeSet<NodeId> {
         (1..=count).map(NodeId).collect()
+    }
+
+    fn joint(voters: &[u64], outgoing: &[u64]) -> Membership {
+        Membership {
+            voters: voters.iter().copied().map(NodeId).collect(),
+            voters_outgoing: outgoing.iter().copied().map(NodeId).collect(),
+            ..Membership::default()
+        }
+    }
+
+    #[test]
+    fn a_joint_membership_commits_what_both_majorities_hold() {
+        // {1,2,3} moving to {3,4,5}: 1 and 2 hold 9, 3 holds 7, 4 and 5 hold 2.
+        let matches = [9, 9, 7, 2, 2];
+        let of = |id: NodeId| LogIndex(matches[id.0 as usize - 1]);
+        let membership = joint(&[3, 4, 5], &[1, 2, 3]);
+        assert_eq!(membership_committed_index(&membership, of), LogIndex(2));
+        assert_eq!(committed_index(&ids(3), of), LogIndex(9));
+        let plain = joint(&[1, 2, 3], &[]);
+        assert_eq!(membership_committed_index(&plain, of), LogIndex(9));
+    }
+
+    #[test]
+    fn a_joint_election_needs_both_majorities() {
+        let membership = joint(&[3, 4, 5], &[1, 2, 3]);
+        let mut votes = BTreeMap::new();
+        for id in [1, 2, 3] {
+            votes.insert(NodeId(id), true);
+        }
+        assert_eq!(
+            membership_vote_result(&membership, &votes),
+            VoteResult::Pending
+        );
+        votes.insert(NodeId(4), true);
+        assert_eq!(membership_vote_result(&membership, &votes), VoteResult::Won);
+        let mut refusals = BTreeMap::new();
+        refusals.insert(NodeId(4), false);
+        refusals.insert(NodeId(5), false);
+        assert_eq!(
+            membership_vote_result(&membership, &refusals),
+            VoteResult::Lost
+        );
+    }
+
+    #[test]
+    fn a_joint_quorum_needs_both_majorities() {
+        let membership = joint(&[3, 4, 5], &[1, 2, 3]);
+        assert!(!membership_has_quorum(&membership, |id| id.0 <= 3));
+        assert!(membership_has_quorum(&membership, |id| id.0 >= 2 && id.0 <= 4));
+        assert!(membership_has_quorum(&joint(&[1], &[]), |id| id.0 == 1));
     }
 
     #[test]

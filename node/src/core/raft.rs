@@ -14,7 +14,8 @@ use super::read_only::ReadQueue;
 use super::ready::{ImplausibleMessage, ImplausibleReason, PeerStatus, Ready, Status};
 use super::rng::SplitMix64;
 use super::types::{
-    Entry, EntryPayload, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term,
+    Entry, EntryPayload, HardState, LogIndex, Membership, NodeId, Role, Snapshot, SnapshotMeta,
+    Term,
 };
 use super::validate::validate_message;
 
@@ -25,6 +26,10 @@ pub struct DurableState {
     pub hard_state: HardState,
     /// The compacted prefix.
     pub snapshot: SnapshotMeta,
+    /// The membership in force at the snapshot index. Empty on a node
+    /// that has never stored one: it starts with `Config::voters` (a new
+    /// cluster's bootstrap; empty for a node that waits to be added).
+    pub membership: Membership,
     /// Entries after the snapshot, contiguous.
     pub entries: Vec<Entry>,
     /// Highest index the state machine has applied (at least the snapshot
@@ -145,8 +150,19 @@ impl Raft {
     pub fn new(config: Config, durable: DurableState, seed: u64) -> Result<Raft, ConfigError> {
         config.validate()?;
         let id = config.id;
+        let membership = if durable.membership.voters.is_empty() {
+            Membership::new(config.voters.iter().copied())
+        } else {
+            durable.membership
+        };
         #[allow(unused_mut)]
-        let mut log = RaftLog::restore(id, durable.snapshot, durable.entries, durable.applied);
+        let mut log = RaftLog::restore(
+            id,
+            durable.snapshot,
+            membership,
+            durable.entries,
+            durable.applied,
+        );
         #[cfg(feature = "planted-bugs")]
         {
             log.bug_apply_before_durable =
@@ -204,6 +220,12 @@ impl Raft {
         &self.config
     }
 
+    /// The cluster's membership in force: the latest in this node's log,
+    /// committed or not.
+    pub fn membership(&self) -> &Membership {
+        self.log.membership()
+    }
+
     /// Current role.
     pub fn role(&self) -> Role {
         self.role
@@ -212,6 +234,11 @@ impl Raft {
     /// Current term.
     pub fn term(&self) -> Term {
         self.term
+    }
+
+    /// Ticks this core has been given since it was created.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
     }
 
     /// The leader this node knows of in its term.
@@ -237,16 +264,46 @@ impl Raft {
             self.election_elapsed += 1;
             if self.election_elapsed >= self.randomized_election_ticks {
                 self.election_elapsed = 0;
-                self.campaign(false);
+                // No leader was heard from for an election timeout: reads
+                // that wait for entries this node does not have may wait
+                // for ever (it may have been removed from the cluster).
+                self.reads.drop_waiting_beyond(self.log.commit_index());
+                if self.may_campaign() {
+                    self.campaign(false);
+                } else if self.leader.is_some() {
+                    // Learners, nodes removed and nodes waiting to be added
+                    // never campaign; one that stopped hearing from its
+                    // leader stops naming it (to clients, and as the target
+                    // of forwarded reads).
+                    self.become_follower(self.term, None);
+                }
             }
         }
     }
 
-    /// Starts an election now (as if the election timer had fired).
+    /// Starts an election now (as if the election timer had fired), if
+    /// this node votes.
     pub fn campaign_now(&mut self) {
-        if self.role != Role::Leader {
+        if self.role != Role::Leader && self.may_campaign() {
             self.campaign(false);
         }
+    }
+
+    /// Whether this node may start an election: it votes in the
+    /// membership in force, or that membership removes it but is not
+    /// known committed and it voted in the one before. Section 4.1 of the
+    /// dissertation: such a node may still be needed to commit its own
+    /// removal (it may hold the only copy a majority of the new voters
+    /// lacks); its own vote then does not count, since the tally counts
+    /// voters of its latest membership only. Learners, nodes whose removal
+    /// is committed and nodes waiting to be added never campaign.
+    fn may_campaign(&self) -> bool {
+        let log = &self.log;
+        log.membership().is_voter(self.id)
+            || (log.membership_index() > log.commit_index()
+                && log
+                    .membership_at(log.membership_index().prev())
+                    .is_voter(self.id))
     }
 
     /// Proposes a command; returns the index it will have if committed.
@@ -297,7 +354,7 @@ impl Raft {
                 leader: self.leader,
             });
         }
-        if !self.config.voters.contains(&target) {
+        if !self.membership().voters.contains(&target) {
             return Err(TransferError::UnknownNode(target));
         }
         if target == self.id {
@@ -410,7 +467,9 @@ impl Raft {
             last_index: self.log.last_index(),
             last_term: self.log.last_term(),
             snapshot: self.log.snapshot(),
+            membership: self.membership().clone(),
             peers,
+            ticks: self.ticks(),
             election_elapsed: self.election_elapsed,
             read_round: self.read_round,
             // Reads wait in round order: the last waits for the latest.
@@ -438,9 +497,35 @@ impl Raft {
             self.report_implausible(&message, reason);
             return;
         }
-        if !self.config.voters.contains(&message.from) {
-            self.report_implausible(&message, ImplausibleReason::UnknownSender);
-            return;
+        // Messages are taken from any node, member or not (section 4.1 of
+        // the dissertation): a node whose log lags behind the membership
+        // change that added its leader must still follow it, and an answer
+        // from a node removed since it was asked is honest. Only voters'
+        // votes and acknowledgements count, and the transport decides who
+        // may speak at all.
+        //
+        // Except a campaign of a node that does not vote here, unless its
+        // log is ahead of this one: that is ignored before its term is
+        // looked at. A node removed from the cluster never hears of its
+        // removal if it was cut off when it happened, and would otherwise
+        // raise every member's term with each timeout (section 4.2.3 of
+        // the dissertation); its log lacks the entry that removed it, so it
+        // is behind every member that holds it. A voter this node does not
+        // know yet (its log lags behind the change that added it) is ahead
+        // and is heard: ignoring it could leave the cluster without a
+        // leader that can win. Refusing a vote is always safe.
+        if let MessageBody::VoteRequest {
+            last_log_index,
+            last_log_term,
+            ..
+        } = message.body
+        {
+            let ahead = last_log_term > self.log.last_term()
+                || (last_log_term == self.log.last_term()
+                    && last_log_index > self.log.last_index());
+            if !ahead && !self.membership().is_voter(message.from) {
+                return;
+            }
         }
         if message.term > self.term {
             if !self.step_higher_term(&message) {
@@ -715,13 +800,25 @@ impl Raft {
         });
     }
 
-    /// The other voters, in id order.
+    /// Every other member (voters of both configurations and learners),
+    /// in id order: whom a leader replicates to.
     pub(super) fn peers(&self) -> Vec<NodeId> {
-        self.config
-            .voters
-            .iter()
-            .copied()
-            .filter(|voter| *voter != self.id)
+        let id = self.id;
+        self.membership()
+            .members()
+            .into_iter()
+            .filter(|member| *member != id)
+            .collect()
+    }
+
+    /// Every other voter of either configuration, in id order: whom a
+    /// candidate asks.
+    pub(super) fn voting_peers(&self) -> Vec<NodeId> {
+        let id = self.id;
+        self.membership()
+            .all_voters()
+            .into_iter()
+            .filter(|voter| *voter != id)
             .collect()
     }
 

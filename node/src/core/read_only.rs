@@ -109,6 +109,20 @@ impl ReadQueue {
             .extend(self.forwarded.drain(..).map(|read| read.context));
     }
 
+    /// Drops the confirmed reads whose index lies beyond `commit`: they
+    /// wait for entries this node does not know are committed, which no
+    /// leader may ever send it (a node removed from the cluster receives
+    /// nothing more). The caller retries elsewhere.
+    pub fn drop_waiting_beyond(&mut self, commit: LogIndex) {
+        let (waiting, beyond): (Vec<ReadState>, Vec<ReadState>) = self
+            .waiting_for_apply
+            .drain(..)
+            .partition(|read| read.index <= commit);
+        self.waiting_for_apply = waiting;
+        self.dropped
+            .extend(beyond.into_iter().map(|read| read.context));
+    }
+
     /// Whether this follower waits for its leader's answer to `context`.
     pub fn is_forwarded(&self, context: u64) -> bool {
         self.forwarded.iter().any(|read| read.context == context)

@@ -4,7 +4,9 @@ use std::fmt;
 
 use super::message::Message;
 use super::progress::ProgressState;
-use super::types::{Entry, HardState, LogIndex, NodeId, Role, Snapshot, SnapshotMeta, Term};
+use super::types::{
+    Entry, HardState, LogIndex, Membership, NodeId, Role, Snapshot, SnapshotMeta, Term,
+};
 use super::validate::InvalidMessage;
 
 /// A read that is now safe to serve: the state machine has applied at least
@@ -99,9 +101,6 @@ pub enum ImplausibleReason {
         /// This node.
         node: NodeId,
     },
-    /// The sender is not a voter of this cluster.
-    #[error("the sender is not a voter of this cluster")]
-    UnknownSender,
     /// The sender acts as leader of a term that already has a different
     /// leader (Election Safety, section 5.2: at most one per term).
     #[error("the sender acts as leader of a term whose leader is node {leader}; one term never has two leaders")]
@@ -195,8 +194,12 @@ pub struct Status {
     pub last_term: Term,
     /// The compacted prefix.
     pub snapshot: SnapshotMeta,
+    /// The membership in force (the latest in the log).
+    pub membership: Membership,
     /// Peers' progress (leader only; empty otherwise).
     pub peers: Vec<PeerStatus>,
+    /// Ticks this core has been given since it was created.
+    pub ticks: u64,
     /// Ticks since this node last heard from its leader, granted a vote or
     /// started a campaign (a leader: since its last check-quorum round).
     pub election_elapsed: u64,

@@ -10,7 +10,10 @@
 
 use super::rng::SplitMix64;
 use super::validate::validate_message;
-use super::{Config, DurableState, LogIndex, Message, NodeId, Raft, Ready, Role, SnapshotMeta};
+use super::{
+    Config, DurableState, LogIndex, MembershipChange, Message, NodeId, Raft, Ready, Role,
+    SnapshotMeta,
+};
 
 /// One node as the test driver holds it.
 pub(super) struct TestNode {
@@ -52,14 +55,26 @@ impl TestCluster {
     /// A cluster of `size` fresh nodes; `seed` decides the configuration
     /// knobs and every later random choice.
     pub fn new(size: u64, seed: u64) -> TestCluster {
+        TestCluster::with_joining(size, 0, seed)
+    }
+
+    /// A cluster of `size` fresh voters and `joining` fresh nodes after
+    /// them that wait to be added (their configuration names no voters).
+    pub fn with_joining(size: u64, joining: u64, seed: u64) -> TestCluster {
         let mut rng = SplitMix64::new(seed);
         let voters: Vec<NodeId> = (1..=size).map(NodeId).collect();
+        let ids: Vec<NodeId> = (1..=size + joining).map(NodeId).collect();
         let pre_vote = rng.range(0, 2) == 0;
         let check_quorum = rng.range(0, 2) == 0;
-        let nodes = voters
+        let nodes = ids
             .iter()
             .map(|id| {
-                let mut config = Config::new(*id, voters.clone());
+                let bootstrap = if id.0 <= size {
+                    voters.clone()
+                } else {
+                    Vec::new()
+                };
+                let mut config = Config::new(*id, bootstrap);
                 config.pre_vote = pre_vote;
                 config.check_quorum = check_quorum;
                 // Small limits, so that windows fill, messages split and
@@ -117,6 +132,7 @@ impl TestCluster {
             84 => self.crash(node),
             85..=88 => self.restart(node),
             89 => self.transfer(node),
+            90 => self.change_membership(node),
             _ => self.process_all(),
         }
     }
@@ -201,6 +217,26 @@ impl TestCluster {
         }
     }
 
+    /// Asks the leader to add node `index` as a learner, promote it or
+    /// remove it, whichever fits (refusals are fine).
+    fn change_membership(&mut self, index: usize) {
+        let Some(leader) = self.leader() else { return };
+        let node = NodeId(index as u64 + 1);
+        let raft = self.nodes[leader].raft.as_mut().expect("leader runs");
+        let membership = raft.membership();
+        let change = if membership.learners.contains(&node) {
+            MembershipChange::Promote(node)
+        } else if membership.contains(node) {
+            MembershipChange::Remove(node)
+        } else {
+            MembershipChange::AddLearner {
+                node,
+                address: None,
+            }
+        };
+        let _ = raft.change_membership(change);
+    }
+
     fn transfer(&mut self, target: usize) {
         if let Some(index) = self.leader() {
             let target = NodeId(target as u64 + 1);
@@ -225,6 +261,7 @@ impl TestCluster {
             .expect("an applied entry is in the log");
         let dropped = (applied.0 - node.disk.snapshot.index.0) as usize;
         node.disk.entries.drain(..dropped);
+        node.disk.membership = raft.log().membership_at(applied).clone();
         node.disk.snapshot = SnapshotMeta {
             index: applied,
             term,
@@ -285,6 +322,7 @@ impl TestCluster {
         let raft = node.raft.as_mut().expect("running");
         if let Some(snapshot) = &ready.snapshot {
             node.disk.snapshot = snapshot.meta;
+            node.disk.membership = snapshot.membership.clone();
             node.disk.entries.clear();
             node.disk.applied = snapshot.meta.index;
         }

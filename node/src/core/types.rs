@@ -1,6 +1,7 @@
 //! The paper's vocabulary as types: terms, log indexes, node ids, entries
 //! and the hard state that must survive a crash.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 macro_rules! newtype_u64 {
@@ -65,6 +66,125 @@ pub enum EntryPayload {
     Blank,
     /// An opaque command for the state machine.
     Command(Vec<u8>),
+    /// The cluster's membership from this entry on (section 6 of the
+    /// paper, joint consensus; it takes effect when appended, committed
+    /// or not). The state machine never sees it.
+    Membership(Membership),
+}
+
+/// Who the cluster's members are: the voters whose majorities decide,
+/// and learners that receive the log without voting. While a change of
+/// voters is in flight the configuration is joint (the Raft
+/// dissertation, section 4.3): every decision (an election, a commit, a
+/// read's confirmation, a lease, check-quorum) then needs a majority of
+/// `voters` and a majority of `voters_outgoing`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Membership {
+    /// The voters of the configuration being moved to (or of the only
+    /// configuration).
+    pub voters: BTreeSet<NodeId>,
+    /// The voters being moved from, while a change is in flight; empty
+    /// otherwise.
+    pub voters_outgoing: BTreeSet<NodeId>,
+    /// Members that receive the log but neither vote nor count towards a
+    /// majority. Invariant: disjoint from both voter sets.
+    pub learners: BTreeSet<NodeId>,
+    /// Where members' peer APIs listen, as the operator gave them when
+    /// adding each (carried, never interpreted, by the core). A member
+    /// without one is reached at the address its peers' configuration
+    /// files give.
+    pub addresses: BTreeMap<NodeId, String>,
+}
+
+impl Membership {
+    /// A plain (not joint) membership of `voters`, without learners.
+    pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Membership {
+        Membership {
+            voters: voters.into_iter().collect(),
+            ..Membership::default()
+        }
+    }
+
+    /// Whether a change of voters is in flight.
+    pub fn is_joint(&self) -> bool {
+        !self.voters_outgoing.is_empty()
+    }
+
+    /// Whether `id` votes (in either configuration while joint).
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.voters_outgoing.contains(&id)
+    }
+
+    /// Whether `id` is a member: a voter of either configuration or a
+    /// learner.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.is_voter(id) || self.learners.contains(&id)
+    }
+
+    /// Every member, in id order, each once.
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        let mut members = self.voters.clone();
+        members.extend(self.voters_outgoing.iter().copied());
+        members.extend(self.learners.iter().copied());
+        members
+    }
+
+    /// Every voter of either configuration, in id order, each once.
+    pub fn all_voters(&self) -> BTreeSet<NodeId> {
+        let mut voters = self.voters.clone();
+        voters.extend(self.voters_outgoing.iter().copied());
+        voters
+    }
+
+    /// Why this membership cannot be in force, if it cannot: no voters,
+    /// a node id 0, a learner that also votes, or an address for a node
+    /// that is not a member.
+    pub fn invalid_reason(&self) -> Option<String> {
+        if self.voters.is_empty() {
+            return Some("a membership needs at least one voter".into());
+        }
+        if self.members().contains(&NodeId(0)) {
+            return Some("node id 0 cannot be a member".into());
+        }
+        if let Some(learner) = self.learners.iter().find(|id| self.is_voter(**id)) {
+            return Some(format!("node {learner} is both a voter and a learner"));
+        }
+        if let Some(id) = self.addresses.keys().find(|id| !self.contains(**id)) {
+            return Some(format!(
+                "an address is given for node {id}, which is not a member"
+            ));
+        }
+        None
+    }
+
+    /// Bytes the membership counts against `message_bytes_max`.
+    pub fn size_bytes(&self) -> usize {
+        8 * (self.voters.len() + self.voters_outgoing.len() + self.learners.len())
+            + self
+                .addresses
+                .values()
+                .map(|address| 8 + address.len())
+                .sum::<usize>()
+    }
+}
+
+impl fmt::Display for Membership {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |set: &BTreeSet<NodeId>| {
+            set.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        write!(formatter, "voters {{{}}}", list(&self.voters))?;
+        if self.is_joint() {
+            write!(formatter, " joint with {{{}}}", list(&self.voters_outgoing))?;
+        }
+        if !self.learners.is_empty() {
+            write!(formatter, " learners {{{}}}", list(&self.learners))?;
+        }
+        Ok(())
+    }
 }
 
 /// One log entry.
@@ -87,6 +207,7 @@ impl Entry {
             + match &self.payload {
                 EntryPayload::Blank => 0,
                 EntryPayload::Command(data) => data.len(),
+                EntryPayload::Membership(membership) => membership.size_bytes(),
             }
     }
 }
@@ -116,6 +237,8 @@ pub struct SnapshotMeta {
 pub struct Snapshot {
     /// What the snapshot covers.
     pub meta: SnapshotMeta,
+    /// The membership in force at `meta.index`.
+    pub membership: Membership,
     /// The state machine's serialized state, attached by the leader's
     /// driver; the core never looks inside.
     pub data: Vec<u8>,

@@ -16,7 +16,7 @@
 //! leader in one term) are checked where that state lives, in the roles.
 
 use super::message::{Message, MessageBody};
-use super::types::{Entry, LogIndex, NodeId, Snapshot, Term};
+use super::types::{Entry, EntryPayload, LogIndex, Membership, NodeId, Snapshot, Term};
 
 /// The largest term a message may carry. No honest cluster gets near it (a
 /// new term every millisecond would take 146 million years), and the bound
@@ -155,6 +155,15 @@ pub enum InvalidMessage {
         index: LogIndex,
         /// The snapshot's term.
         term: Term,
+    },
+    /// A membership no cluster can be in: no voters, a node id 0, a
+    /// learner that also votes, an address for a non-member.
+    #[error("{field} carries an impossible membership: {reason}")]
+    InvalidMembership {
+        /// Where it was found.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
     },
     /// A rejection of an append after index 0, which always matches.
     #[error("an append response rejects index 0, but every log matches at index 0")]
@@ -335,10 +344,20 @@ fn validate_append_request(
                 previous_term,
             });
         }
+        if let EntryPayload::Membership(membership) = &entry.payload {
+            check_membership("entries", membership)?;
+        }
         expected = expected.next();
         previous_term = entry.term;
     }
     Ok(())
+}
+
+fn check_membership(field: &'static str, membership: &Membership) -> Result<(), InvalidMessage> {
+    match membership.invalid_reason() {
+        Some(reason) => Err(InvalidMessage::InvalidMembership { field, reason }),
+        None => Ok(()),
+    }
 }
 
 fn validate_append_response(
@@ -386,7 +405,8 @@ fn validate_snapshot(term: Term, snapshot: &Snapshot) -> Result<(), InvalidMessa
             term: meta.term,
         });
     }
-    check_not_above_message_term("snapshot.meta.term", meta.term, term)
+    check_not_above_message_term("snapshot.meta.term", meta.term, term)?;
+    check_membership("snapshot.membership", &snapshot.membership)
 }
 
 fn check_term(field: &'static str, value: Term) -> Result<(), InvalidMessage> {
@@ -491,6 +511,7 @@ mod tests {
 
     fn snapshot(term: u64, index: u64, snapshot_term: u64) -> Message {
         let snapshot = Snapshot {
+            membership: crate::core::Membership::new([NodeId(1), NodeId(2)]),
             meta: SnapshotMeta {
                 index: LogIndex(index),
                 term: Term(snapshot_term),

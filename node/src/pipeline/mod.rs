@@ -65,8 +65,8 @@ pub use requests::{check_read_covered, ReadMode, ReadNotCovered, Refusal, Reply,
 pub use write::{WriteDone, WriteJob};
 
 use crate::core::{
-    ImplausibleMessage, LogIndex, Message, NodeId, ProposeError, Raft, ReadError, Role, Snapshot,
-    Term, TransferError,
+    ImplausibleMessage, LogIndex, MembershipChange, MembershipError, Message, NodeId, ProposeError,
+    Raft, ReadError, Role, Snapshot, Term, TransferError,
 };
 
 /// What the pipeline needs beyond the core's configuration.
@@ -120,6 +120,16 @@ pub enum Input {
         request: RequestId,
         /// The node that should lead.
         target: NodeId,
+    },
+    /// Change the cluster's membership (leader only): answered
+    /// `Applied` once the change's entry is applied here (for a change of
+    /// voters, the joint membership's entry; the leader then moves on to
+    /// the new voters alone by itself).
+    ChangeMembership {
+        /// Echoed in the reply.
+        request: RequestId,
+        /// The change.
+        change: MembershipChange,
     },
     /// The write handed out last is durable.
     WriteDone(WriteDone),
@@ -247,6 +257,11 @@ impl Pipeline {
         self.requests.proposals_pending()
     }
 
+    /// Linearizable reads handed to the core and not yet answered.
+    pub fn reads_pending(&self) -> usize {
+        self.requests.reads_pending()
+    }
+
     /// When the next tick is due: the driver wakes then even if nothing
     /// else happens.
     pub fn next_tick_at(&self) -> Instant {
@@ -268,6 +283,7 @@ impl Pipeline {
             Input::Propose { request, command } => self.propose(request, command),
             Input::Read { request, mode } => self.read(request, mode),
             Input::Transfer { request, target } => self.transfer(request, target),
+            Input::ChangeMembership { request, change } => self.change_membership(request, change),
             Input::WriteDone(done) => self.write_done(done),
             Input::ApplyDone(done) => {
                 assert!(
@@ -439,6 +455,25 @@ impl Pipeline {
         self.reply(request, Reply::Refused(refusal));
     }
 
+    fn change_membership(&mut self, request: RequestId, change: MembershipChange) {
+        if let Some(refusal) = self.storage_refusal() {
+            self.reply(request, Reply::Refused(refusal));
+            return;
+        }
+        let refusal = match self.raft.change_membership(change) {
+            Ok(index) => {
+                self.requests.add_proposal(index, self.raft.term(), request);
+                return;
+            }
+            Err(MembershipError::NotLeader { leader }) => Refusal::NotLeader { leader },
+            Err(error @ (MembershipError::ChangeInProgress | MembershipError::Busy)) => {
+                Refusal::Unavailable(error.to_string())
+            }
+            Err(MembershipError::Invalid(reason)) => Refusal::InvalidArgument(reason),
+        };
+        self.reply(request, Reply::Refused(refusal));
+    }
+
     fn process_ready(&mut self) {
         self.hand_off_if_storage_stalled();
         for report in self.raft.take_implausible() {
@@ -579,12 +614,14 @@ impl Pipeline {
         }
     }
 
-    fn snapshot_taken(&mut self, snapshot: Snapshot) {
-        let log_start = self.raft.log().snapshot().index;
+    fn snapshot_taken(&mut self, mut snapshot: Snapshot) {
+        let log = self.raft.log();
+        let log_start = log.snapshot().index;
+        snapshot.membership = log.membership_at(snapshot.meta.index).clone();
         if let Some(point) = self.snapshots.taken(snapshot, log_start) {
             self.raft.compact(point.meta.index);
             self.writes.queue(WriteJob {
-                compact_to: Some(point.meta),
+                compact_to: Some((point.meta, Box::new(point.membership))),
                 ..WriteJob::default()
             });
         }

@@ -157,6 +157,11 @@ impl Requests {
         self.proposals.len()
     }
 
+    /// Reads handed to the core and not yet answered.
+    pub(super) fn reads_pending(&self) -> usize {
+        self.reads.len()
+    }
+
     /// The read with this context, if it is still waiting.
     pub(super) fn take_read(&mut self, context: u64) -> Option<RequestId> {
         self.reads.remove(&context)

@@ -63,9 +63,13 @@ impl Snapshots {
             .sendable
             .as_ref()
             .filter(|sendable| sendable.meta == snapshot.meta)?;
+        // The core's membership for the snapshot, with the bytes kept here.
         Some(Message {
             body: MessageBody::InstallSnapshot {
-                snapshot: sendable.clone(),
+                snapshot: Snapshot {
+                    data: sendable.data.clone(),
+                    ..snapshot.clone()
+                },
             },
             ..message
         })
@@ -79,6 +83,7 @@ mod tests {
 
     fn snapshot(index: u64) -> Snapshot {
         Snapshot {
+            membership: Default::default(),
             meta: SnapshotMeta {
                 index: LogIndex(index),
                 term: Term(1),

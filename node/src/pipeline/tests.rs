@@ -314,6 +314,7 @@ fn a_batch_asks_for_a_snapshot_every_compaction_entries() {
             if batch.snapshot {
                 asked.push(last.index.0);
                 done.snapshot = Some(Snapshot {
+                    membership: Default::default(),
                     meta: crate::core::SnapshotMeta {
                         index: last.index,
                         term: last.term,

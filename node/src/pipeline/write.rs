@@ -3,7 +3,7 @@
 
 use super::apply::{ApplyBatch, ApplyDone};
 use super::clock::Instant;
-use crate::core::{Entry, HardState, LogIndex, Message, Snapshot, SnapshotMeta, Term};
+use crate::core::{Entry, HardState, LogIndex, Membership, Message, Snapshot, SnapshotMeta, Term};
 
 /// One ordered write: everything the core asked to persist since the last
 /// write started, and the messages that wait for it.
@@ -21,8 +21,9 @@ pub struct WriteJob {
     /// The (index, term) to report to the core once durable.
     pub persist_point: Option<(LogIndex, Term)>,
     /// Delete stored entries up to here (the node's own snapshot covers
-    /// them). Invariant: never above the applied index.
-    pub compact_to: Option<SnapshotMeta>,
+    /// them), and store the membership in force there with it.
+    /// Invariant: never above the applied index.
+    pub compact_to: Option<(SnapshotMeta, Box<Membership>)>,
     /// Committed entries to apply in the same transaction (one COMMIT for
     /// the log and the state machine). Attached when the write starts, so
     /// never part of a queued job; never with `snapshot`.
@@ -51,10 +52,10 @@ impl WriteJob {
             .extend(later.messages_after_persist);
         self.persist_point = later.persist_point.or(self.persist_point);
         // The later compaction point covers the earlier one.
-        self.compact_to = [self.compact_to, later.compact_to]
+        self.compact_to = [self.compact_to.take(), later.compact_to]
             .into_iter()
             .flatten()
-            .max_by_key(|point| point.index);
+            .max_by_key(|(point, _)| point.index);
     }
 
     /// Whether the job changes anything durable besides the applies a
@@ -227,9 +228,12 @@ mod tests {
 
     #[test]
     fn merging_keeps_the_later_compaction_point() {
-        let point = |index| SnapshotMeta {
-            index: LogIndex(index),
-            term: Term(1),
+        let point = |index| {
+            let meta = SnapshotMeta {
+                index: LogIndex(index),
+                term: Term(1),
+            };
+            (meta, Box::new(Membership::new([NodeId(index)])))
         };
         let mut job = WriteJob::default();
         job.merge(WriteJob {
@@ -255,6 +259,7 @@ mod tests {
         let mut writes = Writes::default();
         writes.queue(WriteJob {
             snapshot: Some(Snapshot {
+                membership: Default::default(),
                 meta: SnapshotMeta {
                     index: LogIndex(5),
                     term: Term(1),

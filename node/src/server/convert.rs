@@ -2,12 +2,13 @@
 //! storage (`raftgres-storage-pg`) types. No logic beyond mapping; a
 //! malformed wire message is refused here, before it reaches the core.
 
+use prost::Message as _;
 use raftgres_proto::v1 as wire;
 use raftgres_storage_pg as storage;
 
 use crate::core::{
-    Entry, EntryPayload, HardState, LogIndex, Message, MessageBody, NodeId, Snapshot, SnapshotMeta,
-    Term,
+    Entry, EntryPayload, HardState, LogIndex, Membership, Message, MessageBody, NodeId, Snapshot,
+    SnapshotMeta, Term,
 };
 
 /// Why a wire message was refused.
@@ -18,11 +19,54 @@ pub enum DecodeError {
     Malformed(&'static str),
 }
 
+/// A membership on the wire (and inside a stored membership entry).
+pub fn membership_to_wire(membership: &Membership) -> wire::Membership {
+    let ids = |set: &std::collections::BTreeSet<NodeId>| set.iter().map(|id| id.0).collect();
+    wire::Membership {
+        voters: ids(&membership.voters),
+        voters_outgoing: ids(&membership.voters_outgoing),
+        learners: ids(&membership.learners),
+        addresses: membership
+            .addresses
+            .iter()
+            .map(|(id, address)| (id.0, address.clone()))
+            .collect(),
+    }
+}
+
+/// A wire membership in the core (the core validates it).
+pub fn membership_from_wire(membership: wire::Membership) -> Membership {
+    let ids = |list: Vec<u64>| list.into_iter().map(NodeId).collect();
+    Membership {
+        voters: ids(membership.voters),
+        voters_outgoing: ids(membership.voters_outgoing),
+        learners: ids(membership.learners),
+        addresses: membership
+            .addresses
+            .into_iter()
+            .map(|(id, address)| (NodeId(id), address))
+            .collect(),
+    }
+}
+
+/// The bytes of a membership entry (on the wire and in storage).
+pub fn membership_to_bytes(membership: &Membership) -> Vec<u8> {
+    membership_to_wire(membership).encode_to_vec()
+}
+
+/// A membership from the bytes of a membership entry.
+pub fn membership_from_bytes(bytes: &[u8]) -> Result<Membership, prost::DecodeError> {
+    wire::Membership::decode(bytes).map(membership_from_wire)
+}
+
 /// A core entry on the wire.
 pub fn entry_to_wire(entry: &Entry) -> wire::Entry {
     let (kind, data) = match &entry.payload {
         EntryPayload::Blank => (wire::EntryKind::Blank, Vec::new()),
         EntryPayload::Command(data) => (wire::EntryKind::Command, data.clone()),
+        EntryPayload::Membership(membership) => {
+            (wire::EntryKind::Config, membership_to_bytes(membership))
+        }
     };
     wire::Entry {
         term: entry.term.0,
@@ -37,6 +81,10 @@ pub fn entry_from_wire(entry: wire::Entry) -> Result<Entry, DecodeError> {
     let payload = match wire::EntryKind::try_from(entry.kind) {
         Ok(wire::EntryKind::Blank) => EntryPayload::Blank,
         Ok(wire::EntryKind::Command) => EntryPayload::Command(entry.data),
+        Ok(wire::EntryKind::Config) => EntryPayload::Membership(
+            membership_from_bytes(&entry.data)
+                .map_err(|_| DecodeError::Malformed("a membership entry does not decode"))?,
+        ),
         _ => return Err(DecodeError::Malformed("unknown entry kind")),
     };
     if entry.index == 0 || entry.term == 0 {
@@ -56,6 +104,9 @@ pub fn entry_to_storage(entry: &Entry) -> storage::LogEntry {
     let (kind, data) = match &entry.payload {
         EntryPayload::Blank => (storage::EntryKind::Blank, Vec::new()),
         EntryPayload::Command(data) => (storage::EntryKind::Command, data.clone()),
+        EntryPayload::Membership(membership) => {
+            (storage::EntryKind::Config, membership_to_bytes(membership))
+        }
     };
     storage::LogEntry {
         index: entry.index.0,
@@ -65,17 +116,18 @@ pub fn entry_to_storage(entry: &Entry) -> storage::LogEntry {
     }
 }
 
-/// A stored entry in the core. Configuration entries are not written by
-/// this version; finding one means the database was written by a newer one.
+/// A stored entry in the core.
 pub fn entry_from_storage(entry: storage::LogEntry) -> Result<Entry, String> {
     let payload = match entry.kind {
         storage::EntryKind::Blank => EntryPayload::Blank,
         storage::EntryKind::Command => EntryPayload::Command(entry.data),
         storage::EntryKind::Config => {
-            return Err(format!(
-                "log entry {} is a configuration change, unknown to this version",
-                entry.index
-            ))
+            EntryPayload::Membership(membership_from_bytes(&entry.data).map_err(|error| {
+                format!(
+                    "log entry {} is a membership that does not decode: {error}",
+                    entry.index
+                )
+            })?)
         }
     };
     Ok(Entry {
@@ -167,6 +219,7 @@ pub fn message_to_wire(cluster_id: &str, message: &Message) -> wire::RaftMessage
             last_included_index: snapshot.meta.index.0,
             last_included_term: snapshot.meta.term.0,
             data: snapshot.data.clone(),
+            membership: Some(membership_to_wire(&snapshot.membership)),
         }),
         MessageBody::ReadIndexRequest { context } => {
             Body::ReadIndexRequest(wire::ReadIndexRequest { context: *context })
@@ -251,6 +304,11 @@ pub fn message_from_wire(message: wire::RaftMessage) -> Result<Message, DecodeEr
                     index: LogIndex(snapshot.last_included_index),
                     term: Term(snapshot.last_included_term),
                 },
+                membership: membership_from_wire(
+                    snapshot
+                        .membership
+                        .ok_or(DecodeError::Malformed("a snapshot without its membership"))?,
+                ),
                 data: snapshot.data,
             },
         },
@@ -300,6 +358,16 @@ mod tests {
                     Entry {
                         index: LogIndex(6),
                         payload: EntryPayload::Blank,
+                        ..entry.clone()
+                    },
+                    Entry {
+                        index: LogIndex(7),
+                        payload: EntryPayload::Membership(Membership {
+                            voters: [NodeId(1), NodeId(2)].into(),
+                            learners: [NodeId(3)].into(),
+                            addresses: [(NodeId(3), "node3:7000".to_string())].into(),
+                            ..Membership::default()
+                        }),
                         ..entry
                     },
                 ],
@@ -319,6 +387,12 @@ mod tests {
             MessageBody::TimeoutNow,
             MessageBody::InstallSnapshot {
                 snapshot: Snapshot {
+                    membership: Membership {
+                        voters: [NodeId(1), NodeId(2), NodeId(4)].into(),
+                        voters_outgoing: [NodeId(1), NodeId(2), NodeId(3)].into(),
+                        learners: [NodeId(5)].into(),
+                        addresses: [(NodeId(4), "10.0.0.4:7000".to_string())].into(),
+                    },
                     meta: SnapshotMeta {
                         index: LogIndex(8),
                         term: Term(2),

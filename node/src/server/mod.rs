@@ -48,7 +48,7 @@ pub use services::NodeApi;
 pub use state_machine::{KvStateMachine, StateMachine};
 pub use storage::StandaloneApplier;
 
-use crate::core::{DurableState, LogIndex, NodeId, Raft};
+use crate::core::{DurableState, LogIndex, Membership, NodeId, Raft};
 
 /// How long `serve` keeps trying to reach Postgres at start-up.
 const STARTUP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -120,7 +120,10 @@ async fn open_store(config: &NodeConfig) -> anyhow::Result<PgStore> {
     }
 }
 
-async fn load_durable_state(store: &mut PgStore) -> anyhow::Result<(DurableState, LogIndex)> {
+async fn load_durable_state(
+    store: &mut PgStore,
+    config: &NodeConfig,
+) -> anyhow::Result<(DurableState, LogIndex)> {
     let loaded = store
         .load()
         .await
@@ -132,13 +135,43 @@ async fn load_durable_state(store: &mut PgStore) -> anyhow::Result<(DurableState
         .collect::<Result<Vec<_>, _>>()
         .map_err(|reason| anyhow::anyhow!("cannot load the log: {reason}"))?;
     let applied = LogIndex(loaded.applied.index);
+    let membership = load_membership(store, config).await?;
     let durable = DurableState {
         hard_state: convert::hard_state_from_storage(loaded.hard_state),
         snapshot: convert::snapshot_from_storage(loaded.snapshot),
+        membership,
         entries,
         applied,
     };
     Ok((durable, applied))
+}
+
+/// The membership stored with the snapshot marker. A node that never
+/// stored one stores its configuration's peers first (a new cluster's
+/// bootstrap membership), durably, so that later edits of the
+/// configuration file cannot change who votes: from then on the log and
+/// the stored membership decide.
+async fn load_membership(store: &mut PgStore, config: &NodeConfig) -> anyhow::Result<Membership> {
+    let stored = match store
+        .load_membership()
+        .await
+        .context("cannot load the membership")?
+    {
+        Some(stored) => stored,
+        None => {
+            let bootstrap = Membership::new(config.peers.iter().map(|peer| NodeId(peer.id)));
+            store
+                .bootstrap_membership(&convert::membership_to_bytes(&bootstrap))
+                .await
+                .context("cannot store the bootstrap membership")?
+        }
+    };
+    let membership = convert::membership_from_bytes(&stored)
+        .map_err(|error| anyhow::anyhow!("the stored membership does not decode: {error}"))?;
+    if let Some(reason) = membership.invalid_reason() {
+        anyhow::bail!("the stored membership is impossible: {reason}");
+    }
+    Ok(membership)
 }
 
 async fn run<S: StateMachine>(
@@ -150,7 +183,7 @@ async fn run<S: StateMachine>(
     // the node at once with the file's name.
     let tls = load_tls(&config)?;
     let mut store = open_store(&config).await?;
-    let (durable, applied) = load_durable_state(&mut store).await?;
+    let (durable, applied) = load_durable_state(&mut store, &config).await?;
     let applier = PgApplier::open(store.config().clone())
         .await
         .context("cannot open the apply connection")?;

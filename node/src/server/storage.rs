@@ -157,10 +157,13 @@ async fn write<S: StateMachine>(
             None
         }
     };
-    if let Some(meta) = job.compact_to {
+    if let Some((meta, membership)) = &job.compact_to {
         // Not past the stored applied index: a Postgres crash may have
         // lost asynchronous applies the snapshot was taken from.
-        store.compact_applied(meta.index.0, meta.term.0).await?;
+        let membership = convert::membership_to_bytes(membership);
+        store
+            .compact_applied(meta.index.0, meta.term.0, &membership)
+            .await?;
     }
     Ok(applied)
 }
@@ -201,7 +204,8 @@ async fn install_snapshot<S: StateMachine>(
         index: snapshot.meta.index.0,
         term: snapshot.meta.term.0,
     };
-    transaction.commit_snapshot(meta).await?;
+    let membership = convert::membership_to_bytes(&snapshot.membership);
+    transaction.commit_snapshot(meta, Some(&membership)).await?;
     tracing::info!(
         index = snapshot.meta.index.0,
         term = snapshot.meta.term.0,
@@ -224,7 +228,12 @@ async fn take_snapshot<S: StateMachine>(
         sessions,
     }
     .encode_to_vec();
-    Ok(Snapshot { meta, data })
+    // The pipeline fills in the membership at `meta.index` from the core.
+    Ok(Snapshot {
+        meta,
+        membership: Default::default(),
+        data,
+    })
 }
 
 /// Settings of the applies, on the applier and on the log writer.
@@ -587,7 +596,9 @@ async fn apply_segment<S: StateMachine>(
     for (entry, command) in entries.iter().zip(&commands) {
         let plan = match (command, &entry.payload) {
             _ if entry.index.0 <= applied_before => Plan::Answer(ApplyOutcome::Unknown),
-            (None, EntryPayload::Blank) => Plan::Answer(ApplyOutcome::Response(Vec::new())),
+            (None, EntryPayload::Blank | EntryPayload::Membership(_)) => {
+                Plan::Answer(ApplyOutcome::Response(Vec::new()))
+            }
             // Never proposed by this version; every replica skips it alike.
             (None, _) => Plan::Answer(ApplyOutcome::Refused("undecodable log command".into())),
             (Some(command), _) => plan_command(command, entry.index.0, &mut known, &mut to_apply),

@@ -2,7 +2,9 @@
 //! what a node holds (`raftgres_proposals_pending` is the pipeline's
 //! `proposals_pending`). After every step, the proposals a node reports
 //! waiting for their apply are exactly the proposals the node was handed
-//! and has not answered.
+//! and has not answered. And the bound on reads holds: a node never has
+//! more linearizable reads in its core than `pending_reads_max` (its
+//! core counts them with the reads other nodes forwarded to it).
 
 use raftgres::core::NodeId;
 
@@ -17,6 +19,21 @@ pub fn check_proposals_pending(node: NodeId, reported: usize, held: usize) -> Re
     ))
 }
 
+/// Checks that node `node`, holding `reads` linearizable reads in its
+/// core, keeps within `pending_reads_max`.
+pub fn check_reads_bound(
+    node: NodeId,
+    reads: usize,
+    pending_reads_max: usize,
+) -> Result<(), String> {
+    if reads <= pending_reads_max {
+        return Ok(());
+    }
+    Err(format!(
+        "node {node} holds {reads} reads in its core, beyond pending_reads_max {pending_reads_max}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -27,5 +44,13 @@ mod tests {
             .unwrap_err()
             .contains("reports 0 proposals pending but holds 2"));
         assert_eq!(check_proposals_pending(NodeId(1), 2, 2), Ok(()));
+    }
+
+    #[test]
+    fn reads_beyond_the_bound_fail() {
+        assert!(check_reads_bound(NodeId(1), 3, 2)
+            .unwrap_err()
+            .contains("3 reads in its core, beyond pending_reads_max 2"));
+        assert_eq!(check_reads_bound(NodeId(1), 2, 2), Ok(()));
     }
 }

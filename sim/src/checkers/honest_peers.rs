@@ -67,7 +67,7 @@ mod tests {
             from: NodeId(2),
             term: Term(3),
             kind: "App",
-            reason: ImplausibleReason::UnknownSender,
+            reason: ImplausibleReason::SecondLeader { leader: NodeId(1) },
         };
         let error = check_reports(NodeId(1), &[report]).unwrap_err();
         assert!(error.contains("node 1"), "{error}");
@@ -87,7 +87,7 @@ mod tests {
             from: NodeId(2),
             term: Term(3),
             kind,
-            reason: ImplausibleReason::UnknownSender,
+            reason: ImplausibleReason::SecondLeader { leader: NodeId(1) },
         };
         assert!(forged.reported_by(&report("AppResp")));
         assert!(!forged.reported_by(&report("App")));

@@ -18,35 +18,43 @@
 //! and the liveness bounds are far too loose to notice.
 
 use raftgres::core::progress::ProgressState;
+use std::collections::BTreeSet;
+
 use raftgres::core::{LogIndex, NodeId, Role, Status, Term};
 
 /// Checks `status`, of a node after a step, against the three rules.
-/// `voters` is the cluster; `term_at` the node's log.
-pub fn check(
-    status: &Status,
-    voters: &[NodeId],
-    term_at: impl Fn(LogIndex) -> Option<Term>,
-) -> Result<(), String> {
+/// `term_at` is the node's log.
+pub fn check(status: &Status, term_at: impl Fn(LogIndex) -> Option<Term>) -> Result<(), String> {
     if status.role != Role::Leader {
         return Ok(());
     }
     let id = status.id;
-    let mut held: Vec<LogIndex> = voters
-        .iter()
-        .map(|voter| {
-            if *voter == id {
-                status.durable_index
-            } else {
-                status
-                    .peers
-                    .iter()
-                    .find(|peer| peer.id == *voter)
-                    .map_or(LogIndex(0), |peer| peer.match_index)
-            }
-        })
-        .collect();
-    held.sort_unstable_by(|a, b| b.cmp(a));
-    let majority_holds = held[voters.len() / 2];
+    let held = |node: &NodeId| {
+        if *node == id {
+            status.durable_index
+        } else {
+            status
+                .peers
+                .iter()
+                .find(|peer| peer.id == *node)
+                .map_or(LogIndex(0), |peer| peer.match_index)
+        }
+    };
+    // The highest index a majority of `voters` holds.
+    let majority_of = |voters: &BTreeSet<NodeId>| {
+        let mut indexes: Vec<LogIndex> = voters.iter().map(held).collect();
+        indexes.sort_unstable_by(|a, b| b.cmp(a));
+        indexes
+            .get(voters.len() / 2)
+            .copied()
+            .unwrap_or(LogIndex(0))
+    };
+    let membership = &status.membership;
+    let mut majority_holds = majority_of(&membership.voters);
+    if !membership.voters_outgoing.is_empty() {
+        // Joint: both majorities must hold it.
+        majority_holds = majority_holds.min(majority_of(&membership.voters_outgoing));
+    }
     if majority_holds > status.commit_index && term_at(majority_holds) == Some(status.term) {
         return Err(format!(
             "leader {id} of term {} left its commit index at {} though a majority holds \
@@ -82,7 +90,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raftgres::core::{PeerStatus, SnapshotMeta};
+    use raftgres::core::{Membership, PeerStatus, SnapshotMeta};
 
     fn leader(commit: u64, durable: u64, matches: [u64; 2]) -> Status {
         let peer = |id: u64, match_index: u64| PeerStatus {
@@ -105,15 +113,13 @@ mod tests {
             last_index: LogIndex(5),
             last_term: Term(2),
             snapshot: SnapshotMeta::default(),
+            membership: Membership::new((1..=3).map(NodeId)),
             peers: vec![peer(2, matches[0]), peer(3, matches[1])],
+            ticks: 0,
             election_elapsed: 0,
             read_round: 4,
             read_round_awaited: 4,
         }
-    }
-
-    fn voters() -> Vec<NodeId> {
-        (1..=3).map(NodeId).collect()
     }
 
     /// Entries 1 and 2 are of term 1, 3 to 5 of term 2.
@@ -128,44 +134,58 @@ mod tests {
 
     #[test]
     fn a_leader_that_commits_what_it_can_passes() {
-        assert_eq!(check(&leader(4, 5, [4, 3]), &voters(), term_at), Ok(()));
+        assert_eq!(check(&leader(4, 5, [4, 3]), term_at), Ok(()));
         // A majority holds only entries of the earlier term: nothing to
         // commit yet (section 5.4.2).
-        assert_eq!(check(&leader(0, 5, [2, 0]), &voters(), term_at), Ok(()));
+        assert_eq!(check(&leader(0, 5, [2, 0]), term_at), Ok(()));
     }
 
     #[test]
     fn a_commit_left_behind_fails() {
-        let error = check(&leader(3, 5, [4, 3]), &voters(), term_at).unwrap_err();
+        let error = check(&leader(3, 5, [4, 3]), term_at).unwrap_err();
         assert!(error.contains("index 4 of its term"), "{error}");
         // Its own durable write was the last copy a majority needed.
-        let error = check(&leader(2, 4, [5, 2]), &voters(), term_at).unwrap_err();
+        let error = check(&leader(2, 4, [5, 2]), term_at).unwrap_err();
         assert!(error.contains("index 4"), "{error}");
+    }
+
+    #[test]
+    fn a_joint_leader_needs_both_majorities() {
+        // Moving from {1,2,3} to {1,4,5}: 2 holds 4, 3 holds 3; 4 and 5
+        // are not in the peers list yet (they hold nothing known).
+        let mut status = leader(3, 5, [4, 3]);
+        status.membership.voters_outgoing = status.membership.voters.clone();
+        status.membership.voters = [NodeId(1), NodeId(4), NodeId(5)].into();
+        assert_eq!(
+            check(&status, term_at),
+            Ok(()),
+            "the new majority holds nothing"
+        );
     }
 
     #[test]
     fn an_entry_left_unsent_through_an_open_window_fails() {
         let mut status = leader(4, 5, [4, 3]);
         status.peers[1].next_index = LogIndex(5);
-        let error = check(&status, &voters(), term_at).unwrap_err();
+        let error = check(&status, term_at).unwrap_err();
         assert!(
             error.contains("follower 3 entries only up to 4 of 5"),
             "{error}"
         );
         status.peers[1].paused = true;
-        assert_eq!(check(&status, &voters(), term_at), Ok(()));
+        assert_eq!(check(&status, term_at), Ok(()));
         status.peers[1].paused = false;
         status.peers[1].state = ProgressState::Probe;
-        assert_eq!(check(&status, &voters(), term_at), Ok(()));
+        assert_eq!(check(&status, term_at), Ok(()));
     }
 
     #[test]
     fn a_read_waiting_for_an_unsent_round_fails() {
         let mut status = leader(4, 5, [4, 3]);
         status.read_round_awaited = 5;
-        let error = check(&status, &voters(), term_at).unwrap_err();
+        let error = check(&status, term_at).unwrap_err();
         assert!(error.contains("round 5"), "{error}");
         status.role = Role::Follower;
-        assert_eq!(check(&status, &voters(), term_at), Ok(()));
+        assert_eq!(check(&status, term_at), Ok(()));
     }
 }

@@ -16,6 +16,7 @@ fn entry_bytes(entry: &Entry) -> usize {
         + match &entry.payload {
             EntryPayload::Blank => 0,
             EntryPayload::Command(data) => data.len(),
+            EntryPayload::Membership(membership) => membership.size_bytes(),
         }
 }
 

@@ -11,6 +11,7 @@
 
 pub mod apply_after_durable;
 pub mod client_outcomes;
+pub mod clock_ticks;
 pub mod crash_recovery;
 pub mod durability;
 pub mod election_safety;
@@ -29,6 +30,7 @@ pub mod lease_exclusivity;
 pub mod linearizability;
 pub mod liveness;
 pub mod log_matching;
+pub mod membership_safety;
 pub mod message_size;
 pub mod read_index_safety;
 pub mod read_liveness;
@@ -60,6 +62,11 @@ pub fn payload_hash(payload: &EntryPayload) -> u64 {
     match payload {
         EntryPayload::Blank => 0x0062_6c61_6e6b,
         EntryPayload::Command(bytes) => Fnv1a::hash_bytes(bytes),
+        // Ordered sets and maps: the debug form is the same wherever the
+        // membership is.
+        EntryPayload::Membership(membership) => {
+            Fnv1a::hash_bytes(format!("{membership:?}").as_bytes())
+        }
     }
 }
 
@@ -67,7 +74,7 @@ pub fn payload_hash(payload: &EntryPayload) -> u64 {
 #[cfg(test)]
 pub(crate) mod test_logs {
     use raftgres::core::log::RaftLog;
-    use raftgres::core::{Entry, EntryPayload, LogIndex, NodeId, SnapshotMeta, Term};
+    use raftgres::core::{Entry, EntryPayload, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 
     /// Node 1's log whose entry terms are `terms`, everything applied when
     /// `all_applied`.
@@ -86,6 +93,12 @@ pub(crate) mod test_logs {
         } else {
             LogIndex(0)
         };
-        RaftLog::restore(NodeId(1), SnapshotMeta::default(), entries, applied)
+        RaftLog::restore(
+            NodeId(1),
+            SnapshotMeta::default(),
+            Membership::new([NodeId(1)]),
+            entries,
+            applied,
+        )
     }
 }

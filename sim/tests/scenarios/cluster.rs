@@ -663,7 +663,7 @@ impl Cluster {
                     describe_entries(&job.entries, &self.keys)
                 ));
             }
-            if let Some(point) = job.compact_to {
+            if let Some((point, _)) = &job.compact_to {
                 parts.push(format!(
                     "compact={}",
                     describe_point(point.index, point.term)

@@ -81,6 +81,7 @@ pub fn describe_entry(entry: &Entry, keys: &Keys) -> String {
     match &entry.payload {
         EntryPayload::Blank => format!("{head} blank"),
         EntryPayload::Command(bytes) => format!("{head} {}", describe_command(bytes, keys)),
+        EntryPayload::Membership(membership) => format!("{head} membership {membership}"),
     }
 }
 

@@ -308,8 +308,14 @@ impl<'a> ApplyTransaction<'a> {
 
     /// Installs a snapshot in the same transaction as the state machine's
     /// restore: deletes every log entry and sets both the snapshot marker and
-    /// the applied position to `meta`.
-    pub async fn commit_snapshot(self, meta: SnapshotMeta) -> Result<(), StoreError> {
+    /// the applied position to `meta`, and the stored membership to
+    /// `membership` (an encoded membership the store does not read; `None`
+    /// keeps the stored one).
+    pub async fn commit_snapshot(
+        self,
+        meta: SnapshotMeta,
+        membership: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
         if self.connection == Connection::Applier || self.appended.is_some() {
             return Err(StoreError::InvalidConfig {
                 reason: "install snapshots through PgStore::begin_apply, not PgApplier, and not in a transaction that appends: the log connection must see the log change".into(),
@@ -329,7 +335,10 @@ impl<'a> ApplyTransaction<'a> {
                 .await?;
             let snapshot_rows = self
                 .transaction
-                .execute(&statements.set_snapshot, &[&parameters[0], &parameters[1]])
+                .execute(
+                    &statements.set_snapshot,
+                    &[&parameters[0], &parameters[1], &membership],
+                )
                 .await?;
             let applied_rows = self
                 .transaction

@@ -476,13 +476,15 @@ impl LogStore for PgStore {
     }
 
     async fn compact(&mut self, up_to: u64, term: u64) -> Result<(), StoreError> {
-        self.compact_guarded(up_to, term, false).await.map(|_| ())
+        self.compact_guarded(up_to, term, None, false)
+            .await
+            .map(|_| ())
     }
 
     async fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), StoreError> {
         self.begin_apply(ApplyOptions::default())
             .await?
-            .commit_snapshot(meta)
+            .commit_snapshot(meta, None)
             .await
     }
 
@@ -539,14 +541,61 @@ impl PgStore {
     /// snapshot of, and the log must keep the entries that replay them.
     /// Once the applied index is stored at or past `up_to`, the compaction's
     /// own synchronous commit flushes the WAL through those applies.
-    pub async fn compact_applied(&mut self, up_to: u64, term: u64) -> Result<bool, StoreError> {
-        self.compact_guarded(up_to, term, true).await
+    /// `membership` (an encoded membership the store does not read) is the
+    /// one in force at `up_to`, stored in the same transaction.
+    pub async fn compact_applied(
+        &mut self,
+        up_to: u64,
+        term: u64,
+        membership: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.compact_guarded(up_to, term, Some(membership), true)
+            .await
+    }
+
+    /// The membership stored with the snapshot marker (an encoded
+    /// membership the store does not read), `None` when none was stored.
+    pub async fn load_membership(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.ensure_session().await?;
+        let result = self
+            .session()
+            .client
+            .query_one("SELECT membership FROM raftgres_snapshot", &[])
+            .await;
+        match result {
+            Ok(row) => Ok(row.get(0)),
+            Err(error) => Err(self.note(classify("loading the membership", error))),
+        }
+    }
+
+    /// Stores `membership` as the one in force at the snapshot index if
+    /// none is stored yet (a new node's bootstrap membership), in one
+    /// durable statement; returns the membership stored afterwards, which
+    /// is an earlier one when there was one.
+    pub async fn bootstrap_membership(&mut self, membership: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.ensure_session().await?;
+        let result = self
+            .session()
+            .client
+            .query_one(
+                "WITH set AS (UPDATE raftgres_snapshot SET membership = $1
+                              WHERE membership IS NULL RETURNING membership)
+                 SELECT coalesce((SELECT membership FROM set),
+                                 (SELECT membership FROM raftgres_snapshot))",
+                &[&membership],
+            )
+            .await;
+        match result {
+            Ok(row) => Ok(row.get(0)),
+            Err(error) => Err(self.note(classify("storing the bootstrap membership", error))),
+        }
     }
 
     async fn compact_guarded(
         &mut self,
         up_to: u64,
         term: u64,
+        membership: Option<&[u8]>,
         only_applied: bool,
     ) -> Result<bool, StoreError> {
         self.ensure_session().await?;
@@ -558,7 +607,9 @@ impl PgStore {
         if store::check_compact(&self.bounds, up_to, term, stored_term)? == CompactPlan::Nothing {
             return Ok(false);
         }
-        let result = self.send_compact(up_to, term, only_applied).await;
+        let result = self
+            .send_compact(up_to, term, membership, only_applied)
+            .await;
         match result {
             Ok(true) => {
                 self.bounds.snapshot = SnapshotMeta { index: up_to, term };
@@ -573,6 +624,7 @@ impl PgStore {
         &mut self,
         up_to: u64,
         term: u64,
+        membership: Option<&[u8]>,
         only_applied: bool,
     ) -> Result<bool, StoreError> {
         let map = |error| classify("compacting", error);
@@ -595,7 +647,10 @@ impl PgStore {
             .await
             .map_err(map)?;
         let updated = transaction
-            .execute(&statements.set_snapshot, &[&(up_to as i64), &(term as i64)])
+            .execute(
+                &statements.set_snapshot,
+                &[&(up_to as i64), &(term as i64), &membership],
+            )
             .await
             .map_err(map)?;
         if updated != 1 {

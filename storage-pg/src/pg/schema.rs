@@ -15,7 +15,7 @@ use super::session::{classify, ADVISORY_LOCK_CLASS, MIGRATION_LOCK_OBJECT};
 use crate::error::StoreError;
 
 /// The newest schema version this code knows.
-pub const SCHEMA_VERSION_SUPPORTED: i32 = 2;
+pub const SCHEMA_VERSION_SUPPORTED: i32 = 3;
 
 /// SQLSTATE raised by `raftgres_check_append` when an append leaves a gap.
 pub(crate) const SQLSTATE_APPEND_GAP: &str = "RG001";
@@ -29,7 +29,7 @@ pub(crate) const SQLSTATE_HARD_STATE_REGRESSION: &str = "RG002";
 pub(crate) const SQLSTATE_APPEND_REFUSED: &str = "RG003";
 
 /// `(version, sql)`, in order. Never edit a released migration; add one.
-const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2), (3, MIGRATION_3)];
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE raftgres_identity (
@@ -218,6 +218,15 @@ END
 $$;
 "#;
 
+/// Version 3: the cluster's membership in force at the snapshot index, an
+/// encoded `raftgres.v1.Membership` the store carries without reading it
+/// (NULL until the node stores its bootstrap membership or a compaction
+/// or an installed snapshot sets one). Membership entries after it are
+/// log rows of kind 3.
+const MIGRATION_3: &str = r#"
+ALTER TABLE raftgres_snapshot ADD COLUMN membership bytea;
+"#;
+
 /// Brings the schema up to [`SCHEMA_VERSION_SUPPORTED`], or refuses a
 /// database written by newer code. Idempotent.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
@@ -292,6 +301,7 @@ mod tests {
         assert!(MIGRATION_1.contains(SQLSTATE_APPEND_GAP));
         assert!(MIGRATION_1.contains(SQLSTATE_HARD_STATE_REGRESSION));
         assert!(MIGRATION_2.contains(SQLSTATE_APPEND_REFUSED));
+        assert!(MIGRATION_3.contains("membership bytea"));
         // The gap guard stays in the replaced function.
         assert!(MIGRATION_2.contains("PERFORM raftgres_check_append(first_index)"));
     }

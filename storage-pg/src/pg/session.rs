@@ -365,7 +365,8 @@ async fn prepare(client: &Client) -> Result<Statements, StoreError> {
         "SELECT term FROM raftgres_log WHERE log_index = $1",
         "DELETE FROM raftgres_log WHERE log_index <= $1",
         "DELETE FROM raftgres_log",
-        "UPDATE raftgres_snapshot SET snapshot_index = $1, snapshot_term = $2
+        "UPDATE raftgres_snapshot
+         SET snapshot_index = $1, snapshot_term = $2, membership = coalesce($3, membership)
          WHERE snapshot_index <= $1",
         "UPDATE raftgres_applied SET applied_index = $1, applied_term = $2
          WHERE applied_index < $1",

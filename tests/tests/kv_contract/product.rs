@@ -100,6 +100,9 @@ fn log_entry(entry: &Entry) -> LogEntry {
     let (kind, data) = match &entry.payload {
         EntryPayload::Blank => (EntryKind::Blank, Vec::new()),
         EntryPayload::Command(data) => (EntryKind::Command, data.clone()),
+        // The contract's sequences are commands and blanks only; a
+        // membership entry is never applied by the state machine either.
+        EntryPayload::Membership(_) => (EntryKind::Blank, Vec::new()),
     };
     LogEntry {
         index: entry.index.0,

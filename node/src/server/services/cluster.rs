@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::Shared;
 use crate::core::{NodeId, Role};
+use crate::server::convert;
 use crate::server::driver::{Event, NodeStatus};
 use crate::server::error::ServiceError;
 use crate::server::state_machine::StateMachine;
@@ -85,6 +86,7 @@ impl<S: StateMachine> wire::cluster_server::Cluster for ClusterService<S> {
             last_log_index: status.last_index.0,
             peers,
             storage_healthy,
+            membership: Some(convert::membership_to_wire(&status.membership)),
         }))
     }
 

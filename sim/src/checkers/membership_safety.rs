@@ -1,0 +1,196 @@
+//! Membership changes follow joint consensus (the Raft dissertation,
+//! section 4.3; the paper's section 6). Checked on every leader after
+//! every step:
+//!
+//! - a leader is a voter of the membership in force in its log, unless
+//!   that membership, which removes it, is not committed yet;
+//! - at most one membership change is in flight: the leader's log holds at
+//!   most one membership entry above the highest index any node has
+//!   committed (its own commit index may be behind that after a
+//!   restart);
+//! - each membership follows from the one before it in the log: learners
+//!   added or removed with the voters unchanged; a joint membership whose
+//!   outgoing voters are the previous voters and whose new voters differ
+//!   from them; or, after a joint membership, its new voters alone.
+//!
+//! Together with `election_safety` (one leader per term, whatever the
+//! configurations) this is what makes a change safe: no two majorities of
+//! different configurations can decide alone, because every decision
+//! during the change needs both.
+
+use raftgres::core::log::RaftLog;
+use raftgres::core::{LogIndex, Membership, NodeId};
+
+/// Checks the log of `leader`, a leader after a step; `committed` is the
+/// highest index any node has committed.
+pub fn check_leader(leader: NodeId, log: &RaftLog, committed: LogIndex) -> Result<(), String> {
+    let membership = log.membership();
+    // A leader that removed itself leads until the membership without it
+    // commits (section 4.2.2 of the dissertation), then steps down.
+    if !membership.is_voter(leader) && log.membership_index() <= log.commit_index() {
+        return Err(format!(
+            "node {leader} leads but does not vote in its membership {membership}"
+        ));
+    }
+    let in_flight = log
+        .membership_entries()
+        .iter()
+        .filter(|(index, _)| *index > committed)
+        .count();
+    if in_flight > 1 {
+        return Err(format!(
+            "leader {leader} holds {in_flight} uncommitted membership entries (committed \
+             anywhere up to index {committed})"
+        ));
+    }
+    let mut previous = log.snapshot_membership();
+    for (index, next) in log.membership_entries() {
+        if let Err(reason) = follows(previous, next) {
+            return Err(format!(
+                "leader {leader}: the membership at index {index}, {next}, does not follow \
+                 {previous}: {reason}"
+            ));
+        }
+        previous = next;
+    }
+    Ok(())
+}
+
+/// Whether `next` may follow `previous` in a log.
+pub fn follows(previous: &Membership, next: &Membership) -> Result<(), &'static str> {
+    if previous.is_joint() {
+        if next.is_joint() || next.voters != previous.voters {
+            return Err("a joint membership is left for its new voters alone");
+        }
+        return Ok(());
+    }
+    if !next.is_joint() {
+        if next.voters != previous.voters {
+            return Err("voters change only through a joint membership");
+        }
+        return Ok(());
+    }
+    if next.voters_outgoing != previous.voters {
+        return Err("a joint membership's outgoing voters are the previous voters");
+    }
+    if next.voters == previous.voters {
+        return Err("a joint membership changes the voters");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftgres::core::{Entry, EntryPayload, SnapshotMeta, Term};
+
+    fn plain(voters: &[u64], learners: &[u64]) -> Membership {
+        Membership {
+            voters: voters.iter().copied().map(NodeId).collect(),
+            learners: learners.iter().copied().map(NodeId).collect(),
+            ..Membership::default()
+        }
+    }
+
+    fn joint(voters: &[u64], outgoing: &[u64]) -> Membership {
+        Membership {
+            voters_outgoing: outgoing.iter().copied().map(NodeId).collect(),
+            ..plain(voters, &[])
+        }
+    }
+
+    /// Node 1's log: entries 1 to 4 of term 1, with `memberships` at
+    /// indexes 2, 3, 4..., committed through `commit`.
+    fn log(memberships: &[Membership], commit: u64) -> RaftLog {
+        let mut entries = vec![Entry {
+            term: Term(1),
+            index: LogIndex(1),
+            payload: EntryPayload::Blank,
+        }];
+        for (offset, membership) in memberships.iter().enumerate() {
+            entries.push(Entry {
+                term: Term(1),
+                index: LogIndex(offset as u64 + 2),
+                payload: EntryPayload::Membership(membership.clone()),
+            });
+        }
+        let mut log = RaftLog::restore(
+            NodeId(1),
+            SnapshotMeta::default(),
+            plain(&[1, 2, 3], &[]),
+            entries,
+            LogIndex(0),
+        );
+        log.commit_to(LogIndex(commit));
+        log
+    }
+
+    #[test]
+    fn the_joint_protocol_passes() {
+        let steps = [
+            plain(&[1, 2, 3], &[4]),
+            joint(&[1, 2, 3, 4], &[1, 2, 3]),
+            plain(&[1, 2, 3, 4], &[]),
+        ];
+        assert_eq!(
+            check_leader(NodeId(1), &log(&steps, 3), LogIndex(3)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn voters_changed_without_a_joint_membership_fail() {
+        let error = check_leader(
+            NodeId(1),
+            &log(&[plain(&[1, 2, 3, 4], &[])], 2),
+            LogIndex(2),
+        )
+        .unwrap_err();
+        assert!(error.contains("only through a joint membership"), "{error}");
+        let skipped = [joint(&[1, 2], &[1, 2, 3]), joint(&[1], &[1, 2])];
+        let error = check_leader(NodeId(1), &log(&skipped, 3), LogIndex(3)).unwrap_err();
+        assert!(error.contains("left for its new voters alone"), "{error}");
+        let wrong_outgoing = [joint(&[1, 2, 4], &[1, 2])];
+        let error = check_leader(NodeId(1), &log(&wrong_outgoing, 2), LogIndex(2)).unwrap_err();
+        assert!(
+            error.contains("outgoing voters are the previous voters"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn two_changes_in_flight_fail() {
+        let steps = [plain(&[1, 2, 3], &[4]), plain(&[1, 2, 3], &[4, 5])];
+        let error = check_leader(NodeId(1), &log(&steps, 1), LogIndex(1)).unwrap_err();
+        assert!(
+            error.contains("2 uncommitted membership entries"),
+            "{error}"
+        );
+        // Committed elsewhere, though not in this leader's view (it
+        // restarted): one change in flight.
+        assert_eq!(
+            check_leader(NodeId(1), &log(&steps, 1), LogIndex(2)),
+            Ok(())
+        );
+        assert_eq!(
+            check_leader(NodeId(1), &log(&steps, 2), LogIndex(2)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_leader_that_does_not_vote_fails() {
+        let removed = [joint(&[2, 3], &[1, 2, 3]), plain(&[2, 3], &[])];
+        let error = check_leader(NodeId(1), &log(&removed, 3), LogIndex(3)).unwrap_err();
+        assert!(error.contains("does not vote"), "{error}");
+        assert_eq!(
+            check_leader(NodeId(1), &log(&removed, 2), LogIndex(2)),
+            Ok(()),
+            "it leads until its removal commits"
+        );
+        assert_eq!(
+            check_leader(NodeId(2), &log(&removed, 3), LogIndex(3)),
+            Ok(())
+        );
+    }
+}
