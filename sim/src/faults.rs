@@ -77,17 +77,7 @@ impl World {
         let Some(raft) = self.nodes[leader_index].raft() else {
             return;
         };
-        let membership = raft.membership();
-        let change = if membership.learners.contains(&node) {
-            MembershipChange::Promote(node)
-        } else if membership.contains(node) {
-            MembershipChange::Remove(node)
-        } else {
-            MembershipChange::AddLearner {
-                node,
-                address: None,
-            }
-        };
+        let change = MembershipChange::next_step(raft.membership(), node);
         self.stats.faults.membership_changes += 1;
         self.trace
             .record(self.now, "membership", &[leader.0, node.0], || {

@@ -89,19 +89,27 @@ fn make_sim_liveness_regressions_recover() {
         // the transfer's target won in the term after the next.
         (9401, "a transfer whose first campaign timed out"),
     ];
-    let config = SimConfig::new(5, 10_000, "swarm");
-    for (seed, what) in seeds {
-        let outcome = World::new(config.clone(), seed).run();
-        assert!(
-            outcome.violation.is_none(),
-            "seed {seed} ({what}): {:?}",
-            outcome.violation
-        );
-        assert!(
-            outcome.stats.recovery_ticks.is_some(),
-            "seed {seed} recovered"
-        );
+    for outcome in recover(5, &seeds) {
+        assert!(outcome.stats.recovery_ticks.is_some(), "recovered");
     }
+}
+
+/// Runs each of `seeds` on `nodes` nodes and asserts that every checker
+/// passed; returns the outcomes.
+fn recover(nodes: usize, seeds: &[(u64, &str)]) -> Vec<raftgres_sim::world::RunOutcome> {
+    let config = SimConfig::new(nodes, 10_000, "swarm");
+    seeds
+        .iter()
+        .map(|(seed, what)| {
+            let outcome = World::new(config.clone(), *seed).run();
+            assert!(
+                outcome.violation.is_none(),
+                "seed {seed} ({what}): {:?}",
+                outcome.violation
+            );
+            outcome
+        })
+        .collect()
 }
 
 /// Seeds of 3-node swarm worlds in which membership changes, before the
@@ -127,17 +135,10 @@ fn membership_change_regressions_recover() {
         // timeout).
         (100, "a removed node held a read for ever"),
     ];
-    let config = SimConfig::new(3, 10_000, "swarm");
-    for (seed, what) in seeds {
-        let outcome = World::new(config.clone(), seed).run();
-        assert!(
-            outcome.violation.is_none(),
-            "seed {seed} ({what}): {:?}",
-            outcome.violation
-        );
+    for outcome in recover(3, &seeds) {
         assert!(
             outcome.stats.faults.membership_changes_applied > 0,
-            "seed {seed} changed the membership"
+            "the membership changed"
         );
     }
 }

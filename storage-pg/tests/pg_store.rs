@@ -693,11 +693,13 @@ async fn a_version_1_database_gets_the_guarded_append_function() {
         .close()
         .await;
     // Make the database look as version 1 left it: an append function
-    // without the guards, and no record of version 2.
+    // without the guards, no membership column, and no record of the
+    // later versions.
     let client = database.client().await.unwrap();
     client
         .batch_execute(
             "DELETE FROM raftgres_schema_version WHERE version > 1;
+             ALTER TABLE raftgres_snapshot DROP COLUMN membership;
              CREATE OR REPLACE FUNCTION raftgres_append(
                  first_index bigint, indexes bigint[], terms bigint[], kinds smallint[],
                  data bytea[], save_hard_state boolean, hard_state_term bigint,

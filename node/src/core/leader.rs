@@ -42,6 +42,23 @@ pub enum MembershipChange {
 }
 
 impl MembershipChange {
+    /// The next step of `node`'s way through the cluster given
+    /// `membership`: added as a learner when it is no member, promoted
+    /// when it is a learner, removed when it votes. What the simulator and
+    /// the tests walk nodes through.
+    pub fn next_step(membership: &Membership, node: NodeId) -> MembershipChange {
+        if membership.learners.contains(&node) {
+            MembershipChange::Promote(node)
+        } else if membership.contains(node) {
+            MembershipChange::Remove(node)
+        } else {
+            MembershipChange::AddLearner {
+                node,
+                address: None,
+            }
+        }
+    }
+
     /// The membership `current` (not joint) becomes: plain when only
     /// learners change, joint when the voters do.
     pub fn apply_to(&self, current: &Membership) -> Result<Membership, MembershipError> {

@@ -223,17 +223,7 @@ impl TestCluster {
         let Some(leader) = self.leader() else { return };
         let node = NodeId(index as u64 + 1);
         let raft = self.nodes[leader].raft.as_mut().expect("leader runs");
-        let membership = raft.membership();
-        let change = if membership.learners.contains(&node) {
-            MembershipChange::Promote(node)
-        } else if membership.contains(node) {
-            MembershipChange::Remove(node)
-        } else {
-            MembershipChange::AddLearner {
-                node,
-                address: None,
-            }
-        };
+        let change = MembershipChange::next_step(raft.membership(), node);
         let _ = raft.change_membership(change);
     }
 

@@ -224,7 +224,7 @@ $$;
 /// or an installed snapshot sets one). Membership entries after it are
 /// log rows of kind 3.
 const MIGRATION_3: &str = r#"
-ALTER TABLE raftgres_snapshot ADD COLUMN membership bytea;
+ALTER TABLE raftgres_snapshot ADD COLUMN IF NOT EXISTS membership bytea;
 "#;
 
 /// Brings the schema up to [`SCHEMA_VERSION_SUPPORTED`], or refuses a
@@ -301,7 +301,7 @@ mod tests {
         assert!(MIGRATION_1.contains(SQLSTATE_APPEND_GAP));
         assert!(MIGRATION_1.contains(SQLSTATE_HARD_STATE_REGRESSION));
         assert!(MIGRATION_2.contains(SQLSTATE_APPEND_REFUSED));
-        assert!(MIGRATION_3.contains("membership bytea"));
+        assert!(MIGRATION_3.contains("IF NOT EXISTS membership bytea"));
         // The gap guard stays in the replaced function.
         assert!(MIGRATION_2.contains("PERFORM raftgres_check_append(first_index)"));
     }
