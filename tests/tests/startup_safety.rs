@@ -157,3 +157,36 @@ async fn a_node_refuses_a_database_of_another_node_or_cluster() {
     wait_for_value_on(&cluster, owner, "while-down", "2").await;
     cluster.assert_no_node_exited();
 }
+
+/// Proves that a node's configuration file only bootstraps the cluster's
+/// membership: node 3, restarted with a fourth peer added to its file,
+/// still reports the membership stored at its first start, votes with
+/// it, and the cluster goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_membership_outlives_an_edited_configuration() {
+    let mut cluster = TestCluster::start("bootstrap-only").await;
+    let client = cluster.client();
+    client.put("before", "1").await.expect("put before");
+    let node = 3;
+    cluster.wait_caught_up(node).await;
+    cluster
+        .stop_node_gracefully(node)
+        .await
+        .expect("stop node 3");
+    let path = cluster.config_path(node);
+    let mut text = std::fs::read_to_string(&path).expect("node 3's configuration");
+    text.push_str("\n[[peer]]\nid = 4\naddress = \"127.0.0.1:9\"\n");
+    std::fs::write(&path, text).expect("edited configuration");
+    cluster.start_node(node).expect("restart node 3");
+    cluster.wait_caught_up(node).await;
+    let status = cluster.status(node).await.expect("node 3 answers");
+    let membership = status.membership.expect("a membership");
+    assert_eq!(
+        membership.voters,
+        [1, 2, 3],
+        "the edited file changed who votes: {membership:?}"
+    );
+    client.put("after", "2").await.expect("put after");
+    wait_for_value_on(&cluster, node, "after", "2").await;
+    cluster.assert_no_node_exited();
+}
