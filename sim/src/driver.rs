@@ -37,6 +37,7 @@ impl World {
         }
         self.stats.steps += 1;
         self.read_refusals_sent.clear();
+        self.commits_sent.clear();
         self.carry_out(index);
         self.check_step(index, before);
     }
@@ -163,13 +164,17 @@ impl World {
         });
         self.stats.messages_sent += 1;
         self.idle_traffic.on_send(now);
-        if let MessageBody::ReadIndexResponse {
-            context,
-            refused: true,
-            ..
-        } = message.body
-        {
-            self.read_refusals_sent.push((message.to, context));
+        match message.body {
+            MessageBody::ReadIndexResponse {
+                context,
+                refused: true,
+                ..
+            } => self.read_refusals_sent.push((message.to, context)),
+            MessageBody::AppendRequest { leader_commit, .. }
+            | MessageBody::HeartbeatRequest { leader_commit, .. } => {
+                self.commits_sent.push((message.to, leader_commit));
+            }
+            _ => {}
         }
         if let MessageBody::VoteResponse {
             pre_vote: false,

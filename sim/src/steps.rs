@@ -3,7 +3,7 @@
 //! `leader_stickiness`, `forwarded_reads`, `gauges` and the check-quorum
 //! rule of `lease_exclusivity`).
 
-use raftgres::core::{MessageBody, NodeId, Role};
+use raftgres::core::{LogIndex, MessageBody, NodeId, Role};
 use raftgres::pipeline::Input;
 
 use crate::checkers::leader_stickiness::StickyVoter;
@@ -24,6 +24,8 @@ pub(crate) struct BeforeStep {
     forwarded_read: Option<(NodeId, u64)>,
     /// Implausible messages the node had dropped before the step.
     implausible_total: u64,
+    /// The node's commit index before the step.
+    commit_index: LogIndex,
 }
 
 impl World {
@@ -34,6 +36,7 @@ impl World {
         };
         let mut before = BeforeStep {
             implausible_total: raft.implausible_total(),
+            commit_index: raft.log().commit_index(),
             ..BeforeStep::default()
         };
         let Some(Input::Peer(message)) = input else {
@@ -153,7 +156,20 @@ impl World {
         if result.is_err() {
             return self.check("membership_safety", result);
         }
-        let result = leader_promptness::check(&raft.status(), |index| raft.log().term_at(index));
-        self.check("leader_promptness", result);
+        let status = raft.status();
+        let result = leader_promptness::check(&status, |index| raft.log().term_at(index));
+        if result.is_err() {
+            return self.check("leader_promptness", result);
+        }
+        if status.commit_index > before.commit_index {
+            let result = leader_promptness::check_commit_announced(&status, |peer| {
+                self.commits_sent
+                    .iter()
+                    .filter(|(to, _)| *to == peer)
+                    .map(|(_, commit)| *commit)
+                    .max()
+            });
+            self.check("leader_promptness", result);
+        }
     }
 }

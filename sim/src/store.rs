@@ -120,7 +120,7 @@ impl Store {
         if let (Some(snapshot), Some(state_machine)) = (&job.snapshot, installed) {
             self.state_machine = state_machine;
             self.log_start = snapshot.meta;
-            self.membership = snapshot.membership.clone();
+            self.membership = (*snapshot.membership).clone();
             self.entries.clear();
         }
         if let Some(first) = job.entries.first() {
@@ -228,7 +228,7 @@ impl Store {
                     term: last.term,
                 },
                 // The pipeline fills in the membership from the core.
-                membership: Membership::default(),
+                membership: Box::default(),
                 data: self.state_machine.to_bytes(),
             });
         }
@@ -276,7 +276,7 @@ impl Store {
                     index: applied,
                     term: applied_term,
                 },
-                membership: Membership::default(),
+                membership: Box::default(),
                 data: self.state_machine.to_bytes(),
             }),
         }

@@ -171,6 +171,10 @@ pub struct World {
     /// Refusals of forwarded reads (receiver, read id) sent in the current
     /// step (see `checkers::forwarded_reads`).
     pub(crate) read_refusals_sent: Vec<(NodeId, u64)>,
+    /// The commit index each AppendEntries or heartbeat sent in the
+    /// current step carried, by receiver (see
+    /// `checkers::leader_promptness`).
+    pub(crate) commits_sent: Vec<(NodeId, LogIndex)>,
     /// The first violation; the run stops at it.
     pub violation: Option<Violation>,
     /// Counters.
@@ -256,6 +260,7 @@ impl World {
             transfer_asked: false,
             forged_pending: None,
             read_refusals_sent: Vec::new(),
+            commits_sent: Vec::new(),
             idle_traffic: IdleTraffic::new(
                 config.ticks,
                 IDLE_WINDOW_TICKS,

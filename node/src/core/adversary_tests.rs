@@ -293,7 +293,7 @@ fn materialize(raft: &Raft, from: u64, template: &Template) -> Message {
         TemplateBody::TimeoutNow => MessageBody::TimeoutNow,
         TemplateBody::Snapshot { index, term } => MessageBody::InstallSnapshot {
             snapshot: Snapshot {
-                membership: crate::core::Membership::new((1..=3).map(NodeId)),
+                membership: Box::new(crate::core::Membership::new((1..=3).map(NodeId))),
                 meta: SnapshotMeta {
                     index: at_index(*index),
                     term: at_term(*term),

@@ -167,7 +167,8 @@ impl Raft {
         } else {
             // Reads waiting for the snapshot's index are released only once
             // it is durable (see `release_reads`).
-            self.log.install_snapshot(meta, snapshot.membership.clone());
+            self.log
+                .install_snapshot(meta, (*snapshot.membership).clone());
             self.pending_snapshot = Some(snapshot);
         }
         self.send_after_persist(leader, Self::append_success(meta.index));

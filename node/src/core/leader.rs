@@ -280,7 +280,7 @@ impl Raft {
             MessageBody::InstallSnapshot {
                 snapshot: Snapshot {
                     meta,
-                    membership: self.log.snapshot_membership().clone(),
+                    membership: Box::new(self.log.snapshot_membership().clone()),
                     data: Vec::new(),
                 },
             },
@@ -341,7 +341,7 @@ impl Raft {
             self.log.append(vec![super::types::Entry {
                 term: self.term,
                 index,
-                payload: EntryPayload::Membership(leave),
+                payload: EntryPayload::Membership(Box::new(leave)),
             }]);
             self.sync_progress();
             self.replication_pending = true;
@@ -393,7 +393,7 @@ impl Raft {
         }
         let target = change.apply_to(self.membership())?;
         let index = self
-            .propose_payload(EntryPayload::Membership(target))
+            .propose_payload(EntryPayload::Membership(Box::new(target)))
             .map_err(|error| match error {
                 super::raft::ProposeError::NotLeader { leader } => {
                     MembershipError::NotLeader { leader }

@@ -475,7 +475,7 @@ impl RaftLog {
 /// The membership `entry` sets, with its index, if it sets one.
 fn membership_of(entry: &Entry) -> Option<(LogIndex, Membership)> {
     match &entry.payload {
-        EntryPayload::Membership(membership) => Some((entry.index, membership.clone())),
+        EntryPayload::Membership(membership) => Some((entry.index, (**membership).clone())),
         _ => None,
     }
 }

@@ -312,7 +312,7 @@ impl TestCluster {
         let raft = node.raft.as_mut().expect("running");
         if let Some(snapshot) = &ready.snapshot {
             node.disk.snapshot = snapshot.meta;
-            node.disk.membership = snapshot.membership.clone();
+            node.disk.membership = (*snapshot.membership).clone();
             node.disk.entries.clear();
             node.disk.applied = snapshot.meta.index;
         }

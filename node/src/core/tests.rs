@@ -528,7 +528,7 @@ fn reads_wait_for_an_installed_snapshot_to_be_durable() {
     follower.read_index(7).unwrap();
     follower.ready();
     let snapshot = Snapshot {
-        membership: crate::core::Membership::new((1..=3).map(NodeId)),
+        membership: Box::new(crate::core::Membership::new((1..=3).map(NodeId))),
         meta: SnapshotMeta {
             index: LogIndex(5),
             term: Term(1),

@@ -68,8 +68,9 @@ pub enum EntryPayload {
     Command(Vec<u8>),
     /// The cluster's membership from this entry on (section 6 of the
     /// paper, joint consensus; it takes effect when appended, committed
-    /// or not). The state machine never sees it.
-    Membership(Membership),
+    /// or not). The state machine never sees it. Boxed: entries and
+    /// messages are moved and copied a lot, and a membership is large.
+    Membership(Box<Membership>),
 }
 
 /// Who the cluster's members are: the voters whose majorities decide,
@@ -237,8 +238,9 @@ pub struct SnapshotMeta {
 pub struct Snapshot {
     /// What the snapshot covers.
     pub meta: SnapshotMeta,
-    /// The membership in force at `meta.index`.
-    pub membership: Membership,
+    /// The membership in force at `meta.index` (boxed, as in
+    /// `EntryPayload::Membership`).
+    pub membership: Box<Membership>,
     /// The state machine's serialized state, attached by the leader's
     /// driver; the core never looks inside.
     pub data: Vec<u8>,

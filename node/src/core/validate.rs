@@ -511,7 +511,7 @@ mod tests {
 
     fn snapshot(term: u64, index: u64, snapshot_term: u64) -> Message {
         let snapshot = Snapshot {
-            membership: crate::core::Membership::new([NodeId(1), NodeId(2)]),
+            membership: Box::new(crate::core::Membership::new([NodeId(1), NodeId(2)])),
             meta: SnapshotMeta {
                 index: LogIndex(index),
                 term: Term(snapshot_term),

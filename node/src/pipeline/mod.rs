@@ -617,11 +617,11 @@ impl Pipeline {
     fn snapshot_taken(&mut self, mut snapshot: Snapshot) {
         let log = self.raft.log();
         let log_start = log.snapshot().index;
-        snapshot.membership = log.membership_at(snapshot.meta.index).clone();
+        snapshot.membership = Box::new(log.membership_at(snapshot.meta.index).clone());
         if let Some(point) = self.snapshots.taken(snapshot, log_start) {
             self.raft.compact(point.meta.index);
             self.writes.queue(WriteJob {
-                compact_to: Some((point.meta, Box::new(point.membership))),
+                compact_to: Some((point.meta, point.membership)),
                 ..WriteJob::default()
             });
         }

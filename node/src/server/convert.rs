@@ -81,10 +81,10 @@ pub fn entry_from_wire(entry: wire::Entry) -> Result<Entry, DecodeError> {
     let payload = match wire::EntryKind::try_from(entry.kind) {
         Ok(wire::EntryKind::Blank) => EntryPayload::Blank,
         Ok(wire::EntryKind::Command) => EntryPayload::Command(entry.data),
-        Ok(wire::EntryKind::Config) => EntryPayload::Membership(
+        Ok(wire::EntryKind::Config) => EntryPayload::Membership(Box::new(
             membership_from_bytes(&entry.data)
                 .map_err(|_| DecodeError::Malformed("a membership entry does not decode"))?,
-        ),
+        )),
         _ => return Err(DecodeError::Malformed("unknown entry kind")),
     };
     if entry.index == 0 || entry.term == 0 {
@@ -122,12 +122,13 @@ pub fn entry_from_storage(entry: storage::LogEntry) -> Result<Entry, String> {
         storage::EntryKind::Blank => EntryPayload::Blank,
         storage::EntryKind::Command => EntryPayload::Command(entry.data),
         storage::EntryKind::Config => {
-            EntryPayload::Membership(membership_from_bytes(&entry.data).map_err(|error| {
+            let membership = membership_from_bytes(&entry.data).map_err(|error| {
                 format!(
                     "log entry {} is a membership that does not decode: {error}",
                     entry.index
                 )
-            })?)
+            })?;
+            EntryPayload::Membership(Box::new(membership))
         }
     };
     Ok(Entry {
@@ -304,11 +305,11 @@ pub fn message_from_wire(message: wire::RaftMessage) -> Result<Message, DecodeEr
                     index: LogIndex(snapshot.last_included_index),
                     term: Term(snapshot.last_included_term),
                 },
-                membership: membership_from_wire(
+                membership: Box::new(membership_from_wire(
                     snapshot
                         .membership
                         .ok_or(DecodeError::Malformed("a snapshot without its membership"))?,
-                ),
+                )),
                 data: snapshot.data,
             },
         },
@@ -362,12 +363,12 @@ mod tests {
                     },
                     Entry {
                         index: LogIndex(7),
-                        payload: EntryPayload::Membership(Membership {
+                        payload: EntryPayload::Membership(Box::new(Membership {
                             voters: [NodeId(1), NodeId(2)].into(),
                             learners: [NodeId(3)].into(),
                             addresses: [(NodeId(3), "node3:7000".to_string())].into(),
                             ..Membership::default()
-                        }),
+                        })),
                         ..entry
                     },
                 ],
@@ -387,12 +388,12 @@ mod tests {
             MessageBody::TimeoutNow,
             MessageBody::InstallSnapshot {
                 snapshot: Snapshot {
-                    membership: Membership {
+                    membership: Box::new(Membership {
                         voters: [NodeId(1), NodeId(2), NodeId(4)].into(),
                         voters_outgoing: [NodeId(1), NodeId(2), NodeId(3)].into(),
                         learners: [NodeId(5)].into(),
                         addresses: [(NodeId(4), "10.0.0.4:7000".to_string())].into(),
-                    },
+                    }),
                     meta: SnapshotMeta {
                         index: LogIndex(8),
                         term: Term(2),

@@ -11,7 +11,11 @@
 //! - replication: every follower in the replicate state whose window is
 //!   open has been sent every entry;
 //! - reads: every read waiting for a heartbeat round has had that round
-//!   sent.
+//!   sent;
+//! - commit announced: in a step in which its commit index moved, every
+//!   follower in the replicate state whose window is open was sent a
+//!   message carrying it (so that followers apply without waiting for the
+//!   next heartbeat).
 //!
 //! Each one, broken, costs only latency (the next tick's heartbeat or the
 //! next acknowledgement does the work late), which no safety checker sees
@@ -83,6 +87,38 @@ pub fn check(status: &Status, term_at: impl Fn(LogIndex) -> Option<Term>) -> Res
              sent rounds only up to {}",
             status.term, status.read_round_awaited, status.read_round
         ));
+    }
+    Ok(())
+}
+
+/// In a step in which the leader of `status` moved its commit index,
+/// checks that every follower in the replicate state with an open window
+/// was sent it: `sent_to(peer)` is the highest commit index a message to
+/// `peer` carried in the step, if one went out.
+pub fn check_commit_announced(
+    status: &Status,
+    sent_to: impl Fn(NodeId) -> Option<LogIndex>,
+) -> Result<(), String> {
+    for peer in &status.peers {
+        if peer.state != ProgressState::Replicate || peer.paused {
+            continue;
+        }
+        // A follower is told at most what it holds (heartbeats) or what
+        // the leader has (appends): up to its match index is enough.
+        let needed = status
+            .commit_index
+            .min(peer.match_index.max(peer.next_index.prev()));
+        if sent_to(peer.id).is_none_or(|sent| sent < needed) {
+            return Err(format!(
+                "leader {} of term {} moved its commit index to {} but did not tell \
+                 follower {} (sent {:?})",
+                status.id,
+                status.term,
+                status.commit_index,
+                peer.id,
+                sent_to(peer.id)
+            ));
+        }
     }
     Ok(())
 }
@@ -177,6 +213,17 @@ mod tests {
         status.peers[1].paused = false;
         status.peers[1].state = ProgressState::Probe;
         assert_eq!(check(&status, term_at), Ok(()));
+    }
+
+    #[test]
+    fn a_commit_kept_from_an_open_follower_fails() {
+        let status = leader(4, 5, [4, 3]);
+        let told = |_: NodeId| Some(LogIndex(4));
+        assert_eq!(check_commit_announced(&status, told), Ok(()));
+        let error = check_commit_announced(&status, |_| None).unwrap_err();
+        assert!(error.contains("did not tell follower 2"), "{error}");
+        let stale = |_: NodeId| Some(LogIndex(3));
+        assert!(check_commit_announced(&status, stale).is_err());
     }
 
     #[test]

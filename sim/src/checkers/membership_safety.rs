@@ -111,7 +111,7 @@ mod tests {
             entries.push(Entry {
                 term: Term(1),
                 index: LogIndex(offset as u64 + 2),
-                payload: EntryPayload::Membership(membership.clone()),
+                payload: EntryPayload::Membership(Box::new(membership.clone())),
             });
         }
         let mut log = RaftLog::restore(
