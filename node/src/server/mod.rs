@@ -120,10 +120,7 @@ async fn open_store(config: &NodeConfig) -> anyhow::Result<PgStore> {
     }
 }
 
-async fn load_durable_state(
-    store: &mut PgStore,
-    config: &NodeConfig,
-) -> anyhow::Result<(DurableState, LogIndex)> {
+async fn load_durable_state(store: &mut PgStore) -> anyhow::Result<(DurableState, LogIndex)> {
     let loaded = store
         .load()
         .await
@@ -135,7 +132,7 @@ async fn load_durable_state(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|reason| anyhow::anyhow!("cannot load the log: {reason}"))?;
     let applied = LogIndex(loaded.applied.index);
-    let membership = load_membership(store, config).await?;
+    let membership = load_membership(store).await?;
     let durable = DurableState {
         hard_state: convert::hard_state_from_storage(loaded.hard_state),
         snapshot: convert::snapshot_from_storage(loaded.snapshot),
@@ -146,25 +143,16 @@ async fn load_durable_state(
     Ok((durable, applied))
 }
 
-/// The membership stored with the snapshot marker. A node that never
-/// stored one stores its configuration's peers first (a new cluster's
-/// bootstrap membership), durably, so that later edits of the
-/// configuration file cannot change who votes: from then on the log and
-/// the stored membership decide.
-async fn load_membership(store: &mut PgStore, config: &NodeConfig) -> anyhow::Result<Membership> {
-    let stored = match store
+/// The membership stored with the snapshot marker, if one was: empty
+/// otherwise, and the core then starts from its configuration's voters (a
+/// new cluster's bootstrap membership; see `store_bootstrap_membership`).
+async fn load_membership(store: &mut PgStore) -> anyhow::Result<Membership> {
+    let Some(stored) = store
         .load_membership()
         .await
         .context("cannot load the membership")?
-    {
-        Some(stored) => stored,
-        None => {
-            let bootstrap = Membership::new(config.peers.iter().map(|peer| NodeId(peer.id)));
-            store
-                .bootstrap_membership(&convert::membership_to_bytes(&bootstrap))
-                .await
-                .context("cannot store the bootstrap membership")?
-        }
+    else {
+        return Ok(Membership::default());
     };
     let membership = convert::membership_from_bytes(&stored)
         .map_err(|error| anyhow::anyhow!("the stored membership does not decode: {error}"))?;
@@ -172,6 +160,27 @@ async fn load_membership(store: &mut PgStore, config: &NodeConfig) -> anyhow::Re
         anyhow::bail!("the stored membership is impossible: {reason}");
     }
     Ok(membership)
+}
+
+/// Stores the membership the core started from at its snapshot index
+/// when none was stored (the bootstrap membership the core took from the
+/// configuration), durably, before the node takes part: later edits of
+/// the configuration file then cannot change who votes, the log and the
+/// stored membership decide.
+async fn store_bootstrap_membership(
+    store: &mut PgStore,
+    stored: &Membership,
+    raft: &Raft,
+) -> anyhow::Result<()> {
+    if !stored.voters.is_empty() {
+        return Ok(());
+    }
+    let bootstrap = convert::membership_to_bytes(raft.log().snapshot_membership());
+    store
+        .bootstrap_membership(&bootstrap)
+        .await
+        .context("cannot store the bootstrap membership")?;
+    Ok(())
 }
 
 async fn run<S: StateMachine>(
@@ -183,7 +192,7 @@ async fn run<S: StateMachine>(
     // the node at once with the file's name.
     let tls = load_tls(&config)?;
     let mut store = open_store(&config).await?;
-    let (durable, applied) = load_durable_state(&mut store, &config).await?;
+    let (durable, applied) = load_durable_state(&mut store).await?;
     let applier = PgApplier::open(store.config().clone())
         .await
         .context("cannot open the apply connection")?;
@@ -212,7 +221,9 @@ async fn run<S: StateMachine>(
         .map_or(0, |elapsed| elapsed.as_nanos() as u64)
         ^ config.node_id.rotate_left(32);
     let snapshot_index = durable.snapshot.index;
+    let stored_membership = durable.membership.clone();
     let raft = Raft::new(config.core_config(), durable, seed)?;
+    store_bootstrap_membership(&mut store, &stored_membership, &raft).await?;
 
     let metrics = Arc::new(metrics::Metrics::default());
     let (shutdown_sender, shutdown_receiver) = watch::channel(false);
