@@ -45,6 +45,7 @@ impl Raft {
         self.reset_role_state();
         self.votes.insert(self.id, true);
         if self.tally() == VoteResult::Won {
+            self.term_durable_pending = true;
             self.become_leader();
             return;
         }

@@ -90,6 +90,13 @@ pub struct Raft {
     pub(super) voted_for: Option<NodeId>,
     /// Term or vote changed since the last `Ready`.
     pub(super) hard_state_dirty: bool,
+    /// A leader that won its term alone (the only voter): no vote request
+    /// carried the term out after it was durable, so until an entry of
+    /// the term is (with the term and vote written before or with it) every
+    /// message waits for the write in flight. After a crash before that
+    /// write, the node would otherwise lead the same term again with
+    /// another log, while a learner holds the first one's entries.
+    pub(super) term_durable_pending: bool,
     pub(super) role: Role,
     /// The leader of `term`, once known.
     pub(super) leader: Option<NodeId>,
@@ -179,6 +186,7 @@ impl Raft {
             term: durable.hard_state.term,
             voted_for: durable.hard_state.voted_for,
             hard_state_dirty: false,
+            term_durable_pending: false,
             role: Role::Follower,
             leader: None,
             log,
@@ -371,6 +379,9 @@ impl Raft {
 
     /// The driver made everything up to (`index`, `term`) durable.
     pub fn persisted(&mut self, index: LogIndex, term: Term) {
+        if term == self.term {
+            self.term_durable_pending = false;
+        }
         if self.log.persisted(index, term) {
             if self.role == Role::Leader {
                 self.maybe_commit();
@@ -751,6 +762,7 @@ impl Raft {
         }
         self.role = Role::Follower;
         self.leader = leader;
+        self.term_durable_pending = false;
         self.reset_role_state();
     }
 
@@ -782,6 +794,10 @@ impl Raft {
     }
 
     pub(super) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        if self.term_durable_pending {
+            self.send_after_persist(to, body);
+            return;
+        }
         self.messages.push(Message {
             from: self.id,
             to,

@@ -370,6 +370,46 @@ fn single_node_commits_and_serves_reads_on_its_own() {
     assert_eq!(leader.ready().reads, vec![ReadState { context: 9, index }]);
 }
 
+/// Simulator seed 450 (5 nodes, swarm): the only voter won its term
+/// alone and sent appends of that term to its learners before the term
+/// was durable; it crashed, came back in the previous term, won the same
+/// term again and wrote another entry at an index a learner held from the
+/// first time (log matching broken).
+#[test]
+fn a_leader_that_won_alone_speaks_only_once_its_term_is_durable() {
+    let mut membership = Membership::new([NodeId(1)]);
+    membership.learners.insert(NodeId(2));
+    let durable = DurableState {
+        membership,
+        ..DurableState::default()
+    };
+    let mut leader = Raft::new(config(1, 1), durable, 1).unwrap();
+    leader.campaign_now();
+    assert_eq!(leader.role(), Role::Leader);
+    let ready = leader.ready();
+    assert!(ready.hard_state.is_some());
+    assert!(
+        ready.messages.is_empty(),
+        "sent before the term is durable: {:?}",
+        ready.messages
+    );
+    assert!(!ready.messages_after_persist.is_empty());
+    let (last, term) = ready.persist_point().unwrap();
+    // A heartbeat before the write completes waits too.
+    for _ in 0..leader.config().heartbeat_ticks {
+        leader.tick();
+    }
+    assert!(leader.ready().messages.is_empty());
+    leader.persisted(last, term);
+    for _ in 0..leader.config().heartbeat_ticks {
+        leader.tick();
+    }
+    assert!(
+        !leader.ready().messages.is_empty(),
+        "once the term is durable the leader speaks at once"
+    );
+}
+
 #[test]
 fn reads_need_a_leader() {
     let mut follower = node(2, 3);
