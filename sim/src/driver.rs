@@ -218,7 +218,31 @@ impl World {
                 self.network.enqueue(until, message);
                 continue;
             }
-            if node.pipeline.is_none() {
+            let Some(raft) = node.raft() else {
+                continue;
+            };
+            // The peer gate drops what comes from nodes it does not hear.
+            if !raft.hears(&message) {
+                self.stats.faults.messages_unheard += 1;
+                self.trace
+                    .record(self.now, "unheard", &[message.from.0, message.to.0], || {
+                        format!(
+                            "{} does not hear {}: {}",
+                            message.to,
+                            message.from,
+                            describe(&message.body)
+                        )
+                    });
+                // The gate's refusal reaches the sender as its stream's
+                // error, with the receiver's term.
+                let (sender, term) = (message.from.0 as usize - 1, raft.term());
+                if self.nodes[sender].is_running() {
+                    let by = message.to;
+                    self.handle(sender, Some(Input::NotHeard { by, term }));
+                    if self.violation.is_some() {
+                        return;
+                    }
+                }
                 continue;
             }
             if message.body == MessageBody::TimeoutNow {

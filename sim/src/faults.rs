@@ -132,6 +132,10 @@ impl World {
             term,
             body,
         };
+        // A message the node does not hear never reaches its core.
+        if !self.nodes[index].raft().expect("running").hears(&message) {
+            return;
+        }
         self.stats.faults.forged += 1;
         self.trace.record(self.now, "forge", &[from.0, to.0], || {
             format!("{message:?}")

@@ -79,6 +79,10 @@ pub struct SimNode {
     pub pipeline: Option<Pipeline>,
     /// The node's database; survives crashes of the node.
     pub store: Store,
+    /// The node was started to be added to a running cluster (`serve
+    /// --join`): its configuration bootstraps no membership, and it knows
+    /// one only once the log or a snapshot brings it.
+    pub joining: bool,
     /// The log write in flight (the pipeline hands out one at a time).
     pub write: Option<Transaction<WriteJob>>,
     /// The apply transaction in flight (one at a time).
@@ -125,6 +129,7 @@ impl SimNode {
             id,
             pipeline: None,
             store: Store::default(),
+            joining: false,
             write: None,
             apply: None,
             down_until: None,
@@ -161,8 +166,12 @@ impl SimNode {
         let durable = self.store.durable_state();
         let applied = durable.applied;
         let compacted = durable.snapshot.index > LogIndex(0);
-        let raft = Raft::new(config.raft_config(self.id), durable, raft_seed)
-            .expect("the simulator's config is valid");
+        let mut raft_config = config.raft_config(self.id);
+        if self.joining {
+            raft_config.voters.clear();
+        }
+        let raft =
+            Raft::new(raft_config, durable, raft_seed).expect("the simulator's config is valid");
         self.observed_role = raft.role();
         self.observed_term = raft.term();
         self.observed_commit = applied;

@@ -26,6 +26,10 @@ pub struct FaultCounts {
     pub messages_partitioned: u64,
     /// Messages dropped because their link was not connected.
     pub messages_unconnected: u64,
+    /// Messages the receiver's transport refused (`Raft::hears`: from a
+    /// node it does not count a member, and neither a current leader's
+    /// nor a campaign).
+    pub messages_unheard: u64,
     /// Storage transactions that failed before COMMIT (and were retried).
     pub storage_errors: u64,
     /// Storage transactions whose COMMIT had an unknown outcome.
@@ -60,6 +64,7 @@ impl AddAssign for FaultCounts {
         self.messages_duplicated += other.messages_duplicated;
         self.messages_partitioned += other.messages_partitioned;
         self.messages_unconnected += other.messages_unconnected;
+        self.messages_unheard += other.messages_unheard;
         self.storage_errors += other.storage_errors;
         self.commits_unknown += other.commits_unknown;
         self.postgres_crashes += other.postgres_crashes;

@@ -8,7 +8,8 @@ use raftgres::pipeline::Input;
 
 use crate::checkers::leader_stickiness::StickyVoter;
 use crate::checkers::{
-    clock_ticks, forwarded_reads, gauges, leader_promptness, lease_exclusivity, membership_safety,
+    clock_ticks, election_timer, forwarded_reads, gauges, leader_promptness, lease_exclusivity,
+    membership_safety, prompt_answers,
 };
 use crate::node::TICK;
 use crate::world::World;
@@ -123,6 +124,24 @@ impl World {
         );
         if result.is_err() {
             return self.check("gauges", result);
+        }
+        let config = raft.config();
+        let result = election_timer::check(
+            id,
+            raft.election_timeout(),
+            config.election_ticks_min,
+            config.election_ticks_max,
+        );
+        if result.is_err() {
+            return self.check("election_timer", result);
+        }
+        let result = prompt_answers::check(
+            id,
+            pipeline.lowest_waiting_proposal(),
+            pipeline.state_machine_index(),
+        );
+        if result.is_err() {
+            return self.check("prompt_answers", result);
         }
         if let Some(voter) = before.sticky_voter {
             let result = voter.check(raft.term(), raft.hard_state().voted_for);

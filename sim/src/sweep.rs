@@ -192,6 +192,10 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
             "          messages unlinked  {:>14}",
             faults.messages_unconnected
         ),
+        format!(
+            "          messages unheard   {:>14}",
+            faults.messages_unheard
+        ),
     ];
     let kinds = [
         PartitionKind::Symmetric,

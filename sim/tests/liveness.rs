@@ -112,33 +112,33 @@ fn recover(nodes: usize, seeds: &[(u64, &str)]) -> Vec<raftgres_sim::world::RunO
         .collect()
 }
 
-/// Seeds of 3-node swarm worlds in which membership changes, before the
-/// fixes named, left a cluster without a leader or a read held for ever.
-/// Each fails again when its fix is taken out (checked by hand).
+/// Membership changes under the swarm's faults leave no cluster without a
+/// leader and no read held for ever. Before their fixes, seeds of this
+/// range found: a voter whose removal was not committed holding the only
+/// copy of the entry leaving the joint membership while only voters of
+/// the latest membership campaigned (dissertation 4.1: such a node still
+/// campaigns); a node whose log lagged behind the change that made
+/// another a voter ignoring that voter's campaign (campaigns of non-voters
+/// are ignored only when their log is not ahead); a read confirmed to a
+/// node then removed waiting for entries no leader would send it (reads
+/// waiting beyond the commit index are dropped after an election timeout
+/// without a leader); a learner whose log held a membership without its
+/// leader refusing that leader's appends (a current leader's traffic is
+/// taken from outside the membership); and a leader removed while cut off,
+/// without check-quorum, holding its clients for ever (the members' refusal
+/// carries their term). The seeds move with the swarm's draws, so the
+/// whole range runs.
 #[test]
-fn membership_change_regressions_recover() {
-    let seeds = [
-        // A voter whose removal was not committed held the only copy of
-        // the entry leaving the joint membership; only voters of their
-        // latest membership campaigned, so no one could win (dissertation
-        // 4.1: such a node still campaigns).
-        (41, "a removed node needed to commit its own removal"),
-        (92, "a removed node needed to commit its own removal"),
-        // A node whose log lagged behind the change that made another a
-        // voter ignored that voter's campaign, and no one else could win
-        // (campaigns of non-voters are ignored only when their log is not
-        // ahead).
-        (240, "a lagging voter ignored the only possible leader"),
-        // A read confirmed to a node that was then removed waited for
-        // entries no leader would send it (reads waiting beyond the commit
-        // index are dropped when no leader was heard for an election
-        // timeout).
-        (100, "a removed node held a read for ever"),
-    ];
-    for outcome in recover(3, &seeds) {
-        assert!(
-            outcome.stats.faults.membership_changes_applied > 0,
-            "the membership changed"
-        );
-    }
+fn membership_changes_recover() {
+    let seeds: Vec<(u64, &str)> = (0..100).map(|seed| (seed, "membership changes")).collect();
+    let outcomes = recover(3, &seeds);
+    let changed = outcomes
+        .iter()
+        .filter(|outcome| outcome.stats.faults.membership_changes_applied > 0)
+        .count();
+    assert!(
+        changed >= 20,
+        "only {changed} of {} worlds changed their membership",
+        seeds.len()
+    );
 }

@@ -13,11 +13,13 @@
 //! a script writes `x=1` and names keys by words.
 //!
 //! Commands:
-//! - `add-nodes N [pre-vote=B] [check-quorum=B] [entries-per-message=N]
-//!   [compaction=N] [election=MIN-MAX]`: a fresh cluster 1..=N (replacing
-//!   any earlier one); the applier takes a snapshot every `compaction`
-//!   entries (default: never in a script's lifetime); election timeouts
-//!   are drawn from MIN..MAX ticks (default 10-20).
+//! - `add-nodes N [joining=J] [pre-vote=B] [check-quorum=B]
+//!   [entries-per-message=N] [compaction=N] [election=MIN-MAX]`: a fresh
+//!   cluster whose voters are 1..=N (replacing any earlier one), plus J
+//!   nodes N+1.. started knowing no membership (`serve --join`); the
+//!   applier takes a snapshot every `compaction` entries (default: never
+//!   in a script's lifetime); election timeouts are drawn from MIN..MAX
+//!   ticks (default 10-20).
 //! - `set-log ID term=T E1,E2,..`: restart node ID on a store whose log has
 //!   entries of terms E1.. (each puts `t=TERM`) and current term T (for the
 //!   paper's figures).
@@ -32,8 +34,14 @@
 //!   the pipeline's answer when it gave one at once, otherwise
 //!   `proposed at index N`, `read requested` or `transfer started` (or that
 //!   the request waits for a paused node).
+//! - `member ID add NODE [ADDRESS]`, `member ID promote NODE`, `member ID
+//!   remove NODE`: a membership change asked of node ID; prints the
+//!   answer given at once or `change proposed at index N`. `membership
+//!   [ID..]`: the membership in force on each node, the index of the entry
+//!   that set it, and whether the node knows it committed.
 //! - `reads ID`: the answers to reads since the last `reads`; `replies ID`:
-//!   the answers to proposals and transfers since the last `replies`.
+//!   the answers to proposals, transfers and membership changes since the
+//!   last `replies`.
 //! - `process [ID..]`: the nodes' storage transactions in flight commit and
 //!   are reported, and so do the ones that starts (not on a paused or
 //!   stalled node); prints every queued message.
@@ -50,7 +58,9 @@
 //! - `deliver [FROM->TO[:Kind]..]`: delivers queued messages (all, or only
 //!   the matching ones, of one kind with `:Kind`, e.g. `1->2:TimeoutNow`),
 //!   except those to paused nodes, and prints them (`(lost)`: cut by a
-//!   partition or the receiver is down).
+//!   partition or the receiver is down; `(refused: not a member)`: the
+//!   receiver's transport refused it (`Raft::hears`), and the sender
+//!   learns the receiver's term).
 //! - `drop [FROM->TO[:Kind]..]`: drops queued messages.
 //! - `stabilize`: `process` every node and `deliver` everything until
 //!   nothing is left; prints the messages delivered.
@@ -78,7 +88,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use raftgres::core::{Entry, EntryPayload, LogIndex, Message, NodeId, Term};
+use raftgres::core::{Entry, EntryPayload, LogIndex, MembershipChange, Message, NodeId, Term};
 use raftgres::pipeline::{Input, ReadMode, Reply};
 use raftgres_sim::store::Fate;
 
@@ -142,6 +152,7 @@ fn number(arguments: &[&str], name: &str, default: u64) -> u64 {
 fn add_nodes(cluster: &mut Cluster, arguments: &[&str]) -> String {
     let settings = ClusterSettings {
         nodes: arguments[0].parse().expect("node count"),
+        joining: number(arguments, "joining", 0),
         pre_vote: flag(arguments, "pre-vote", true),
         check_quorum: flag(arguments, "check-quorum", true),
         entries_per_message_max: number(arguments, "entries-per-message", 8) as usize,
@@ -216,6 +227,10 @@ fn immediate(cluster: &Cluster, id: NodeId, request: &Request, answer: Option<Re
             }
             Request::Read(_) => "read requested\n".to_string(),
             Request::Transfer(_) => "transfer started\n".to_string(),
+            Request::Member(_) => {
+                let raft = cluster.node(id).sim.raft().expect("up");
+                format!("change proposed at index {}\n", raft.log().last_index())
+            }
         },
     }
 }
@@ -258,6 +273,27 @@ fn transfer(cluster: &mut Cluster, arguments: &[&str]) -> String {
     let answer = cluster.request(id, named.clone(), |request| Input::Transfer {
         request,
         target,
+    });
+    immediate(cluster, id, &named, answer)
+}
+
+/// `member ID add NODE [ADDRESS] | promote NODE | remove NODE`.
+fn member(cluster: &mut Cluster, arguments: &[&str]) -> String {
+    let id = node_id(arguments[0]);
+    let node = node_id(arguments[2]);
+    let change = match arguments[1] {
+        "add" => MembershipChange::AddLearner {
+            node,
+            address: arguments.get(3).map(|address| address.to_string()),
+        },
+        "promote" => MembershipChange::Promote(node),
+        "remove" => MembershipChange::Remove(node),
+        other => panic!("member changes are add, promote or remove, not {other:?}"),
+    };
+    let named = Request::Member(arguments[1..].join(" "));
+    let answer = cluster.request(id, named.clone(), |request| Input::ChangeMembership {
+        request,
+        change,
     });
     immediate(cluster, id, &named, answer)
 }
@@ -343,6 +379,11 @@ fn run_command(cluster: &mut Cluster, line: &str) -> String {
         "propose" => propose(cluster, id(), &arguments[1..].join(" ")),
         "read" => read(cluster, arguments),
         "transfer" => transfer(cluster, arguments),
+        "member" => member(cluster, arguments),
+        "membership" => node_ids(arguments, cluster)
+            .into_iter()
+            .map(|id| cluster.membership_line(id) + "\n")
+            .collect(),
         "reads" => answers(cluster, id(), true),
         "replies" => answers(cluster, id(), false),
         "process" => {
@@ -516,6 +557,9 @@ scenarios!(
     storage_stall_hand_off,
     lease_reads,
     lease_after_transfer,
+    membership_learner_promotion,
+    membership_joint_consensus,
+    membership_leader_removes_itself,
 );
 
 /// The lease scenario catches a lease that outlives wall-clock time: with

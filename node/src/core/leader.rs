@@ -122,6 +122,15 @@ pub enum MembershipError {
     /// commit.
     #[error("the leader is busy (a transfer or too many uncommitted entries); retry")]
     Busy,
+    /// The learner to promote is further behind the leader's log than one
+    /// append message.
+    #[error("learner {node} is {behind} entries behind the leader; retry once it has caught up")]
+    LearnerBehind {
+        /// The learner.
+        node: NodeId,
+        /// Entries it lacks.
+        behind: u64,
+    },
     /// The change does not fit the membership.
     #[error("invalid membership change: {0}")]
     Invalid(String),
@@ -392,6 +401,9 @@ impl Raft {
             return Err(MembershipError::ChangeInProgress);
         }
         let target = change.apply_to(self.membership())?;
+        if let MembershipChange::Promote(node) = &change {
+            self.check_caught_up(*node)?;
+        }
         let index = self
             .propose_payload(EntryPayload::Membership(Box::new(target)))
             .map_err(|error| match error {
@@ -403,6 +415,23 @@ impl Raft {
             })?;
         self.sync_progress();
         Ok(index)
+    }
+
+    /// A learner is promoted only once it has acknowledged entries and is
+    /// within one append message of the leader's log: a voter that must
+    /// first catch up (or that never answered: a wrong address, a node
+    /// not started) could cost the new configuration its majority for as
+    /// long as that takes.
+    fn check_caught_up(&self, node: NodeId) -> Result<(), MembershipError> {
+        let matched = self
+            .progress
+            .get(&node)
+            .map_or(LogIndex(0), |progress| progress.match_index);
+        let behind = self.log.last_index().0.saturating_sub(matched.0);
+        if matched == LogIndex(0) || behind > self.config.entries_per_message_max as u64 {
+            return Err(MembershipError::LearnerBehind { node, behind });
+        }
+        Ok(())
     }
 
     /// Whether the leader committed an entry of its own term, which makes

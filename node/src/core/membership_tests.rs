@@ -3,7 +3,10 @@
 //! network with crashes (the test cluster's random actions include them).
 
 use super::test_cluster::TestCluster;
-use super::{LogIndex, Membership, MembershipChange, MembershipError, NodeId, Role};
+use super::{
+    LogIndex, Membership, MembershipChange, MembershipError, Message, MessageBody, NodeId, Role,
+    Term,
+};
 
 /// Delivers everything, processes every node and ticks, `rounds` times:
 /// a reliable network in which elections and changes complete.
@@ -291,4 +294,134 @@ fn a_removed_node_that_campaigns_disturbs_no_one() {
     let members = cluster.nodes[leader].raft.as_ref().unwrap();
     assert_eq!(members.role(), Role::Leader);
     assert_eq!(members.term(), term, "the members' term did not move");
+}
+
+#[test]
+fn a_node_counts_the_members_of_its_latest_and_its_committed_membership() {
+    let mut cluster = TestCluster::with_joining(3, 2, 13);
+    let leader = leader_of(&mut cluster);
+    // A node that knows no membership yet counts anyone of its cluster.
+    let joining = cluster.nodes[4].raft.as_ref().unwrap();
+    assert!(joining.knows_member(NodeId(1)) && joining.knows_member(NodeId(9)));
+    assert_eq!(joining.peer_set(), None);
+    let raft = cluster.nodes[leader].raft.as_ref().unwrap();
+    assert!(!raft.knows_member(NodeId(4)), "not added yet");
+    // The leader counts the learner from the moment it appends the change.
+    let add = MembershipChange::AddLearner {
+        node: NodeId(4),
+        address: None,
+    };
+    change(&mut cluster, add).unwrap();
+    let raft = cluster.nodes[leader].raft.as_ref().unwrap();
+    assert!(raft.knows_member(NodeId(4)));
+    assert!(!raft.knows_member(NodeId(5)));
+    settle(&mut cluster, 40);
+    for index in 0..4 {
+        let raft = cluster.nodes[index].raft.as_ref().unwrap();
+        let mut expected = ids(&[1, 2, 3, 4]);
+        expected.remove(&NodeId(index as u64 + 1));
+        assert_eq!(raft.peer_set(), Some(expected), "node {}", index + 1);
+        assert!(!raft.knows_member(NodeId(5)), "node {}", index + 1);
+    }
+    // A removed leader is counted until its removal commits, then not.
+    let leader_id = NodeId(leader as u64 + 1);
+    change(&mut cluster, MembershipChange::Remove(leader_id)).unwrap();
+    settle(&mut cluster, 3);
+    let follower = (leader + 1) % 3;
+    assert!(cluster.nodes[follower]
+        .raft
+        .as_ref()
+        .unwrap()
+        .knows_member(leader_id));
+    settle(&mut cluster, 80);
+    let raft = cluster.nodes[follower].raft.as_ref().unwrap();
+    assert!(!raft.membership().contains(leader_id));
+    assert!(
+        !raft.knows_member(leader_id),
+        "committed without node {leader_id}: {}",
+        raft.membership()
+    );
+    // Now only a current leader's traffic and campaigns are heard from it.
+    let term = raft.term();
+    let message = |term: Term, body: MessageBody| Message {
+        from: leader_id,
+        to: NodeId(follower as u64 + 1),
+        term,
+        body,
+    };
+    let heartbeat = MessageBody::HeartbeatRequest {
+        leader_commit: LogIndex(0),
+        read_round: 1,
+    };
+    assert!(raft.hears(&message(term, heartbeat.clone())));
+    assert!(!raft.hears(&message(Term(term.0 - 1), heartbeat)));
+    assert!(!raft.hears(&message(term, MessageBody::TimeoutNow)));
+    let answer = MessageBody::HeartbeatResponse { read_round: 1 };
+    assert!(!raft.hears(&message(term, answer)));
+}
+
+#[test]
+fn a_learner_behind_by_more_than_one_message_is_not_promoted() {
+    let mut cluster = TestCluster::with_joining(3, 1, 17);
+    // Added while down, the learner has acknowledged nothing: a log
+    // shorter than one message is no excuse.
+    cluster.crash(3);
+    change(
+        &mut cluster,
+        MembershipChange::AddLearner {
+            node: NodeId(4),
+            address: None,
+        },
+    )
+    .unwrap();
+    settle(&mut cluster, 40);
+    let leader = cluster.leader().unwrap();
+    let raft = cluster.nodes[leader].raft.as_mut().unwrap();
+    assert!(raft.log().last_index().0 < raft.config().entries_per_message_max as u64);
+    assert!(matches!(
+        raft.change_membership(MembershipChange::Promote(NodeId(4))),
+        Err(MembershipError::LearnerBehind {
+            node: NodeId(4),
+            ..
+        })
+    ));
+    cluster.restart(3);
+    settle(&mut cluster, 40);
+    cluster.crash(3);
+    let leader = cluster.leader().unwrap();
+    let raft = cluster.nodes[leader].raft.as_mut().unwrap();
+    let per_message = raft.config().entries_per_message_max;
+    for command in 0..=per_message {
+        raft.propose(vec![command as u8]).unwrap();
+    }
+    settle(&mut cluster, 10);
+    let raft = cluster.nodes[leader].raft.as_mut().unwrap();
+    let refused = raft.change_membership(MembershipChange::Promote(NodeId(4)));
+    assert!(
+        matches!(refused, Err(MembershipError::LearnerBehind { node: NodeId(4), behind }) if behind > per_message as u64),
+        "{refused:?}"
+    );
+    cluster.restart(3);
+    settle(&mut cluster, 60);
+    let leader = cluster.leader().unwrap();
+    let raft = cluster.nodes[leader].raft.as_mut().unwrap();
+    raft.change_membership(MembershipChange::Promote(NodeId(4)))
+        .expect("caught up, the learner is promoted");
+}
+
+#[test]
+fn a_node_refused_as_no_member_steps_down_to_the_refusing_term() {
+    let mut cluster = TestCluster::new(3, 19);
+    let leader = leader_of(&mut cluster);
+    let by = NodeId((leader as u64 + 1) % 3 + 1);
+    let raft = cluster.nodes[leader].raft.as_mut().unwrap();
+    let term = raft.term();
+    raft.not_heard_by(by, term);
+    assert_eq!(raft.role(), Role::Leader, "an equal term says nothing new");
+    raft.not_heard_by(raft.id(), Term(term.0 + 5));
+    assert_eq!(raft.role(), Role::Leader, "not from itself");
+    raft.not_heard_by(by, Term(term.0 + 5));
+    assert_eq!(raft.role(), Role::Follower);
+    assert_eq!(raft.term(), Term(term.0 + 5));
+    assert_eq!(raft.status().leader, None);
 }

@@ -71,7 +71,7 @@ pub use config::PlantedBug;
 pub use config::{Config, ConfigError};
 pub use leader::{MembershipChange, MembershipError, ReadError};
 pub use message::{Message, MessageBody};
-pub use raft::{DurableState, ProposeError, Raft, TransferError};
+pub use raft::{heard_from_outside, DurableState, ProposeError, Raft, TransferError};
 pub use ready::{ImplausibleMessage, ImplausibleReason, PeerStatus, ReadState, Ready, Status};
 pub use types::{
     Entry, EntryPayload, HardState, LogIndex, Membership, NodeId, Role, Snapshot, SnapshotMeta,

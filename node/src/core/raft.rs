@@ -2,7 +2,7 @@
 //! and the handling every role shares (terms and votes). Role-specific
 //! handling lives in `leader.rs`, `candidate.rs` and `follower.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[cfg(feature = "planted-bugs")]
 use super::config::PlantedBug;
@@ -35,6 +35,27 @@ pub struct DurableState {
     /// Highest index the state machine has applied (at least the snapshot
     /// index; the applied entries were committed).
     pub applied: LogIndex,
+}
+
+/// Whether a node takes `message` from a sender it does not count a
+/// member (section 4.1 of the Raft dissertation): a leader's traffic
+/// (appends, heartbeats, snapshots) in the receiver's term or a later one,
+/// since the receiver's log may lag behind the change that made the
+/// sender a member and only that leader can bring it up to date; and
+/// campaigns, which [`Raft::step`] ignores unless the candidate's log is
+/// ahead (a voter the receiver does not know yet). A node outside every
+/// membership cannot lead: voters elect leaders, and the log decides who
+/// votes. Nothing else is taken: an answer, a read, a TimeoutNow from a
+/// node that is no member comes from a removed node, or from one never
+/// added.
+pub fn heard_from_outside(message: &Message, own_term: Term) -> bool {
+    match message.body {
+        MessageBody::AppendRequest { .. }
+        | MessageBody::HeartbeatRequest { .. }
+        | MessageBody::InstallSnapshot { .. } => message.term >= own_term,
+        MessageBody::VoteRequest { .. } => true,
+        _ => false,
+    }
 }
 
 /// "the leader is node N" or "no leader is known", for error messages.
@@ -232,6 +253,62 @@ impl Raft {
     /// committed or not.
     pub fn membership(&self) -> &Membership {
         self.log.membership()
+    }
+
+    /// Whether this node counts `node` a member: of its latest membership
+    /// or of the one it knows committed (a leader whose removal has not
+    /// committed yet still leads). A node that knows no membership yet
+    /// (started to join a running cluster) counts every node of its
+    /// cluster: the leader that added it is not in its log yet.
+    pub fn knows_member(&self, node: NodeId) -> bool {
+        let latest = self.log.membership();
+        latest.voters.is_empty()
+            || latest.contains(node)
+            || self
+                .log
+                .membership_at(self.log.commit_index())
+                .contains(node)
+    }
+
+    /// Whether this node takes `message` at all: everything from a node
+    /// it counts a member ([`Raft::knows_member`]), and from any other
+    /// only what [`heard_from_outside`] admits. The transport refuses
+    /// the rest before the core sees it, and tells the sender this node's
+    /// term ([`Raft::not_heard_by`]): a removed node, or one never added,
+    /// cannot make the cluster answer, forward reads or hand over
+    /// leadership.
+    pub fn hears(&self, message: &Message) -> bool {
+        self.knows_member(message.from) || heard_from_outside(message, self.term)
+    }
+
+    /// Node `by` dropped a message of this node unread, because it does
+    /// not count this node as a member ([`Raft::hears`]), and said its
+    /// term is `term`. A node removed while cut off learns this way that
+    /// the cluster moved on: at a higher term it steps down, so it no
+    /// longer holds clients as a leader no one follows. It raises no one
+    /// else's term: nobody hears it.
+    pub fn not_heard_by(&mut self, by: NodeId, term: Term) {
+        if term > self.term && term <= super::validate::TERM_MAX && by != self.id {
+            self.become_follower(term, None);
+        }
+    }
+
+    /// The nodes [`Raft::knows_member`] counts, this one left out; `None`
+    /// while it knows no membership.
+    pub fn peer_set(&self) -> Option<BTreeSet<NodeId>> {
+        let latest = self.log.membership();
+        if latest.voters.is_empty() {
+            return None;
+        }
+        let mut peers = latest.members();
+        peers.extend(self.log.membership_at(self.log.commit_index()).members());
+        peers.remove(&self.id);
+        Some(peers)
+    }
+
+    /// The election timeout drawn for the current period, in ticks.
+    pub fn election_timeout(&self) -> u64 {
+        self.randomized_election_ticks
     }
 
     /// Current role.
@@ -479,6 +556,8 @@ impl Raft {
             last_term: self.log.last_term(),
             snapshot: self.log.snapshot(),
             membership: self.membership().clone(),
+            membership_index: self.log.membership_index(),
+            election_timeout: self.election_timeout(),
             peers,
             ticks: self.ticks(),
             election_elapsed: self.election_elapsed,
@@ -512,8 +591,8 @@ impl Raft {
         // the dissertation): a node whose log lags behind the membership
         // change that added its leader must still follow it, and an answer
         // from a node removed since it was asked is honest. Only voters'
-        // votes and acknowledgements count, and the transport decides who
-        // may speak at all.
+        // votes and acknowledgements count, and the transport drops what
+        // comes from nodes `Raft::hears` does not admit.
         //
         // Except a campaign of a node that does not vote here, unless its
         // log is ahead of this one: that is ignored before its term is

@@ -196,10 +196,16 @@ pub struct Status {
     pub snapshot: SnapshotMeta,
     /// The membership in force (the latest in the log).
     pub membership: Membership,
+    /// Index of the entry that set `membership` (the snapshot's index when
+    /// no entry did); committed once `commit_index` reaches it.
+    pub membership_index: LogIndex,
     /// Peers' progress (leader only; empty otherwise).
     pub peers: Vec<PeerStatus>,
     /// Ticks this core has been given since it was created.
     pub ticks: u64,
+    /// The election timeout drawn for the current period, in ticks.
+    /// Invariant: in `election_ticks_min..election_ticks_max`.
+    pub election_timeout: u64,
     /// Ticks since this node last heard from its leader, granted a vote or
     /// started a campaign (a leader: since its last check-quorum round).
     pub election_elapsed: u64,

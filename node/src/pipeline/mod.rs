@@ -99,6 +99,14 @@ pub struct PipelineConfig {
 pub enum Input {
     /// A message from a peer (already checked at the transport).
     Peer(Message),
+    /// Node `by` dropped a message of this node unread: it does not count
+    /// this node as a member (see `Raft::not_heard_by`).
+    NotHeard {
+        /// The node that refused.
+        by: NodeId,
+        /// Its term.
+        term: Term,
+    },
     /// A client command (an encoded state machine command in its session
     /// envelope).
     Propose {
@@ -257,6 +265,16 @@ impl Pipeline {
         self.requests.proposals_pending()
     }
 
+    /// The lowest log index a waiting proposal waits for, if one waits.
+    pub fn lowest_waiting_proposal(&self) -> Option<LogIndex> {
+        self.requests.lowest_proposal()
+    }
+
+    /// Highest index the state machine holds, applied or installed.
+    pub fn state_machine_index(&self) -> LogIndex {
+        self.applied
+    }
+
     /// Linearizable reads handed to the core and not yet answered.
     pub fn reads_pending(&self) -> usize {
         self.requests.reads_pending()
@@ -280,6 +298,7 @@ impl Pipeline {
         self.deliver_ticks(now);
         match input {
             Input::Peer(message) => self.raft.step(message),
+            Input::NotHeard { by, term } => self.raft.not_heard_by(by, term),
             Input::Propose { request, command } => self.propose(request, command),
             Input::Read { request, mode } => self.read(request, mode),
             Input::Transfer { request, target } => self.transfer(request, target),
@@ -466,9 +485,11 @@ impl Pipeline {
                 return;
             }
             Err(MembershipError::NotLeader { leader }) => Refusal::NotLeader { leader },
-            Err(error @ (MembershipError::ChangeInProgress | MembershipError::Busy)) => {
-                Refusal::Unavailable(error.to_string())
-            }
+            Err(
+                error @ (MembershipError::ChangeInProgress
+                | MembershipError::Busy
+                | MembershipError::LearnerBehind { .. }),
+            ) => Refusal::Unavailable(error.to_string()),
             Err(MembershipError::Invalid(reason)) => Refusal::InvalidArgument(reason),
         };
         self.reply(request, Reply::Refused(refusal));

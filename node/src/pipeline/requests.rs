@@ -157,6 +157,11 @@ impl Requests {
         self.proposals.len()
     }
 
+    /// The lowest index a waiting proposal waits for.
+    pub(super) fn lowest_proposal(&self) -> Option<LogIndex> {
+        self.proposals.keys().next().copied()
+    }
+
     /// Reads handed to the core and not yet answered.
     pub(super) fn reads_pending(&self) -> usize {
         self.reads.len()

@@ -150,6 +150,8 @@ mod tests {
             last_term: Term(2),
             snapshot: SnapshotMeta::default(),
             membership: Membership::new((1..=3).map(NodeId)),
+            membership_index: LogIndex(0),
+            election_timeout: 10,
             peers: vec![peer(2, matches[0]), peer(3, matches[1])],
             ticks: 0,
             election_elapsed: 0,

@@ -36,8 +36,11 @@ const STABILIZE_ROUNDS_MAX: usize = 1000;
 /// What `add-nodes` sets.
 #[derive(Clone, Debug)]
 pub struct ClusterSettings {
-    /// Cluster size.
+    /// Cluster size: the bootstrap voters.
     pub nodes: u64,
+    /// Nodes started after them, knowing no membership (`serve --join`),
+    /// to be added with `member`.
+    pub joining: u64,
     /// Pre-vote on.
     pub pre_vote: bool,
     /// Check-quorum (and leases, and stickiness) on.
@@ -100,6 +103,7 @@ impl Cluster {
         Cluster::new(
             ClusterSettings {
                 nodes: 0,
+                joining: 0,
                 pre_vote: true,
                 check_quorum: true,
                 entries_per_message_max: 8,
@@ -138,9 +142,11 @@ impl Cluster {
             quiet: false,
             next_request: 0,
         };
-        for id in (1..=settings.nodes).map(NodeId) {
+        for id in (1..=settings.nodes + settings.joining).map(NodeId) {
+            let mut sim = SimNode::new(id);
+            sim.joining = id.0 > settings.nodes;
             let node = ScriptNode {
-                sim: SimNode::new(id),
+                sim,
                 paused: false,
                 storage_stalled: false,
                 inbox: Vec::new(),
@@ -433,12 +439,30 @@ impl Cluster {
             let reachable = self.connected(message.from, message.to)
                 && self.nodes.contains_key(&message.to)
                 && self.is_up(message.to);
+            // The receiver's transport refuses what its core would not
+            // hear, and tells the sender its term.
+            let refused_at = if reachable {
+                let receiver = self.node(message.to).sim.raft().expect("up");
+                (!receiver.hears(&message)).then(|| receiver.term())
+            } else {
+                None
+            };
             if !self.quiet {
-                let suffix = if reachable { "" } else { " (lost)" };
+                let suffix = match (reachable, refused_at) {
+                    (false, _) => " (lost)",
+                    (true, Some(_)) => " (refused: not a member)",
+                    (true, None) => "",
+                };
                 writeln!(self.output, "{}{suffix}", describe(&message, &self.keys)).unwrap();
             }
-            if reachable {
-                self.handle(message.to, Some(Input::Peer(message)));
+            match refused_at {
+                Some(term) if self.up_and_unpaused(message.from) => {
+                    let by = message.to;
+                    self.handle(message.from, Some(Input::NotHeard { by, term }));
+                }
+                Some(_) => {}
+                None if reachable => self.handle(message.to, Some(Input::Peer(message))),
+                None => {}
             }
         }
         count
@@ -607,6 +631,29 @@ impl Cluster {
             status.last_index,
             status.commit_index,
             status.applied_index
+        )
+    }
+
+    /// `ID: voters {..} [joint with {..}] [learners {..}] at=I committed`
+    /// (or `uncommitted`): the membership in force on node `id`.
+    pub fn membership_line(&self, id: NodeId) -> String {
+        let Some(raft) = self.node(id).sim.raft() else {
+            return format!("{id}: down");
+        };
+        let status = raft.status();
+        let committed = if status.commit_index >= status.membership_index {
+            "committed"
+        } else {
+            "uncommitted"
+        };
+        let membership = if status.membership.voters.is_empty() {
+            "none".to_string()
+        } else {
+            status.membership.to_string()
+        };
+        format!(
+            "{id}: {membership} at={} {committed}",
+            status.membership_index
         )
     }
 

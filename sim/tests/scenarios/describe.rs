@@ -206,6 +206,8 @@ pub enum Request {
     Read(String),
     /// `transfer`: the target.
     Transfer(NodeId),
+    /// `member`: the change as the script wrote it.
+    Member(String),
 }
 
 /// One answer line: `proposal x=1: applied at index 2`, `read 7 safe at
@@ -215,6 +217,7 @@ pub fn describe_answer(request: &Request, reply: &Reply) -> String {
         Request::Proposal(text) => format!("proposal {text}:"),
         Request::Read(label) => format!("read {label}"),
         Request::Transfer(target) => format!("transfer to {target}:"),
+        Request::Member(change) => format!("member {change}:"),
     };
     let outcome = match reply {
         Reply::Applied { index, .. } => format!("applied at index {index}"),
