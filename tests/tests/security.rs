@@ -16,7 +16,7 @@ use raftgres_proto::v1::peer_client::PeerClient;
 use raftgres_proto::v1::raft_message::Body;
 use raftgres_proto::v1::{
     AppendRequest, Entry, EntryKind, GetRequest, InstallSnapshot, KvCommand, KvPut, LogCommand,
-    PeerHeader, RaftMessage, StatusResponse,
+    PeerHeader, RaftMessage, StatusResponse, TimeoutNow,
 };
 use raftgres_tests::certificates::{write_cluster_certificates, TestAuthority};
 use raftgres_tests::{expect_code, fresh_dir, peer_client, try_channel, TestCluster};
@@ -204,6 +204,27 @@ async fn without_tls_malformed_peer_messages_are_refused_and_every_node_restarts
         let status = expect_code(peer.send(message).await, Code::InvalidArgument, what);
         assert!(!status.message().is_empty(), "{what}: the refusal explains");
     }
+    // A node the cluster never added cannot make a member act: a
+    // TimeoutNow from it is refused (only a current leader's traffic and
+    // campaigns are taken from outside the membership, and the core judges
+    // those).
+    let stranger = message(
+        &before.cluster_id,
+        9,
+        follower,
+        before.term,
+        Body::TimeoutNow(TimeoutNow {}),
+    );
+    let status = expect_code(
+        peer.send(stranger).await,
+        Code::FailedPrecondition,
+        "a TimeoutNow from node 9, which is no member",
+    );
+    assert!(
+        status.message().contains("not a member"),
+        "{}",
+        status.message()
+    );
     let after = cluster.status(follower).await.expect("follower status");
     assert_eq!(
         (after.term, after.last_log_index),

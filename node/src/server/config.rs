@@ -224,9 +224,20 @@ pub struct NodeConfig {
     /// itself is always synchronous; applies replay after a crash).
     #[serde(default)]
     pub apply_async_commit: bool,
-    /// Every voter, this node included.
+    /// A new cluster's voters, this node included, with their addresses.
+    /// With `join`, nodes of the running cluster to contact instead. The
+    /// list only bootstraps: once a node has stored a membership, its log
+    /// decides who the members are and where they listen (addresses given
+    /// to `member add`), and this list only supplies addresses of members
+    /// added without one.
     #[serde(rename = "peer")]
     pub peers: Vec<PeerConfig>,
+    /// Start as a node to be added to a running cluster: bootstrap no
+    /// membership, ask the nodes `peer` lists whether the cluster added
+    /// this node (refuse to start if not), then wait for the leader to
+    /// send it the log. Ignored once the node has stored a membership.
+    #[serde(default)]
+    pub join: bool,
     /// Core timing and batching.
     #[serde(default)]
     pub raft: RaftSettings,
@@ -305,6 +316,11 @@ impl NodeConfig {
                     peer.id, peer.address
                 ));
             }
+        }
+        if self.join && !self.peers.iter().any(|peer| peer.id != self.node_id) {
+            return invalid(
+                "join needs at least one [[peer]] of the running cluster to contact".into(),
+            );
         }
         self.validate_peer_exposure()?;
         let limits = [
@@ -411,10 +427,12 @@ impl NodeConfig {
 
     /// The consensus core's configuration.
     pub fn core_config(&self) -> core::Config {
-        let mut config = core::Config::new(
-            NodeId(self.node_id),
-            self.peers.iter().map(|peer| NodeId(peer.id)).collect(),
-        );
+        let voters = if self.join {
+            Vec::new()
+        } else {
+            self.peers.iter().map(|peer| NodeId(peer.id)).collect()
+        };
+        let mut config = core::Config::new(NodeId(self.node_id), voters);
         let raft = &self.raft;
         config.election_ticks_min = raft.election_ticks_min;
         config.election_ticks_max = raft.election_ticks_max;

@@ -22,9 +22,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::config::NodeConfig;
 use super::error::ServiceError;
 use super::metrics::Metrics;
+use super::peers::PeerDirectory;
 use super::round_trip::RoundTrips;
 use super::transport::Transport;
-use crate::core::{LogIndex, Message, MessageBody, NodeId, Raft, Role, Status};
+use crate::core::{LogIndex, MembershipChange, Message, MessageBody, NodeId, Raft, Role, Status};
 pub(crate) use crate::pipeline::ReadMode;
 use crate::pipeline::{
     ApplyBatch, ApplyDone, Input, Instant, Output, Pipeline, PipelineConfig, Refusal,
@@ -44,6 +45,9 @@ type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
 pub(crate) enum Event {
     /// A message from a peer.
     Peer(Message),
+    /// A peer refused this node's messages: it does not count this node
+    /// as a member, and is at `term`.
+    NotHeard { by: NodeId, term: crate::core::Term },
     /// A client command (an encoded `LogCommand`).
     Propose {
         command: Vec<u8>,
@@ -53,6 +57,12 @@ pub(crate) enum Event {
     Read {
         mode: ReadMode,
         reply: Reply<LogIndex>,
+    },
+    /// Change the cluster's membership; answered once the change's entry
+    /// is applied here.
+    ChangeMembership {
+        change: MembershipChange,
+        reply: Reply<Applied>,
     },
     /// Hand leadership to another node.
     Transfer {
@@ -108,6 +118,9 @@ pub(crate) struct Driver {
     started: tokio::time::Instant,
     next_request: u64,
     waiting: BTreeMap<RequestId, Waiting>,
+    /// The log indexes of the latest and of the committed membership the
+    /// directory was made from: it is made again when either moves.
+    directory_made_at: (LogIndex, LogIndex),
 }
 
 impl Driver {
@@ -131,7 +144,7 @@ impl Driver {
             storage_stall_timeout: config.tick() * config.raft.election_ticks_max as u32,
             compaction_entries: config.raft.compaction_entries,
         };
-        Driver {
+        let mut driver = Driver {
             pipeline: Pipeline::new(raft, pipeline_config, Instant::default()),
             config,
             transport,
@@ -141,7 +154,38 @@ impl Driver {
             started: tokio::time::Instant::now(),
             next_request: 0,
             waiting: BTreeMap::new(),
+            directory_made_at: (LogIndex(0), LogIndex(0)),
+        };
+        driver.publish_directory();
+        driver
+    }
+
+    /// Makes the peer directory again and hands it to the transport and
+    /// the peer gate, when the membership it was made from changed.
+    fn follow_membership(&mut self) {
+        let log = self.pipeline.raft().log();
+        let commit = log.commit_index();
+        let committed_at = log
+            .membership_entries()
+            .iter()
+            .rev()
+            .find(|(index, _)| *index <= commit)
+            .map_or(log.snapshot().index, |(index, _)| *index);
+        if (log.membership_index(), committed_at) != self.directory_made_at {
+            self.directory_made_at = (log.membership_index(), committed_at);
+            self.publish_directory();
         }
+    }
+
+    fn publish_directory(&mut self) {
+        let directory = PeerDirectory::of(self.pipeline.raft(), &self.config);
+        for peer in directory.unreachable() {
+            tracing::warn!(
+                peer = peer.0,
+                "no address is known for a member: neither the membership nor this node's [[peer]] list gives one"
+            );
+        }
+        self.transport.follow(directory);
     }
 
     fn now(&self) -> Instant {
@@ -199,6 +243,14 @@ impl Driver {
                     .received(&message, std::time::Instant::now());
                 Input::Peer(message)
             }
+            Event::NotHeard { by, term } => {
+                tracing::warn!(
+                    peer = by.0,
+                    term = term.0,
+                    "a peer does not count this node as a member and refuses its messages"
+                );
+                Input::NotHeard { by, term }
+            }
             Event::Propose { command, reply } => Input::Propose {
                 request: self.wait(Waiting::Proposal(reply)),
                 command,
@@ -206,6 +258,10 @@ impl Driver {
             Event::Read { mode, reply } => Input::Read {
                 request: self.wait(Waiting::Read(reply)),
                 mode,
+            },
+            Event::ChangeMembership { change, reply } => Input::ChangeMembership {
+                request: self.wait(Waiting::Proposal(reply)),
+                change,
             },
             Event::Transfer { target, reply } => Input::Transfer {
                 request: self.wait(Waiting::Transfer(reply)),
@@ -292,6 +348,7 @@ impl Driver {
                 }
             }
         }
+        self.follow_membership();
         self.observe();
     }
 
@@ -342,7 +399,10 @@ impl Driver {
                 leader: Some(leader),
             } => ServiceError::NotLeader {
                 leader_id: Some(leader.0),
-                leader_address: self.config.client_address(leader.0).map(str::to_string),
+                leader_address: self
+                    .transport
+                    .directory()
+                    .client_address(&self.config, leader),
             },
             Refusal::NotLeader { leader: None } => {
                 ServiceError::Unavailable("no leader is known; retry".into())

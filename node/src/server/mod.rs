@@ -23,8 +23,10 @@ pub mod config;
 mod convert;
 mod driver;
 pub mod error;
+mod join;
 mod listener;
 pub mod metrics;
+mod peers;
 mod round_trip;
 mod services;
 pub mod state_machine;
@@ -172,10 +174,13 @@ async fn store_bootstrap_membership(
     stored: &Membership,
     raft: &Raft,
 ) -> anyhow::Result<()> {
-    if !stored.voters.is_empty() {
+    let bootstrap = raft.log().snapshot_membership();
+    // A joining node has none to store: the membership reaches it with
+    // the log or a snapshot.
+    if !stored.voters.is_empty() || bootstrap.voters.is_empty() {
         return Ok(());
     }
-    let bootstrap = convert::membership_to_bytes(raft.log().snapshot_membership());
+    let bootstrap = convert::membership_to_bytes(bootstrap);
     store
         .bootstrap_membership(&bootstrap)
         .await
@@ -222,20 +227,18 @@ async fn run<S: StateMachine>(
         ^ config.node_id.rotate_left(32);
     let snapshot_index = durable.snapshot.index;
     let stored_membership = durable.membership.clone();
+    if config.join && stored_membership.voters.is_empty() {
+        join::wait_until_added(&config, tls.as_ref()).await?;
+    }
     let raft = Raft::new(config.core_config(), durable, seed)?;
     store_bootstrap_membership(&mut store, &stored_membership, &raft).await?;
 
     let metrics = Arc::new(metrics::Metrics::default());
+    let (events, event_receiver) = mpsc::channel(config.limits.driver_events_max);
+    let (directory, peers) = watch::channel(Arc::default());
     let (shutdown_sender, shutdown_receiver) = watch::channel(false);
-    let peers: Vec<(NodeId, String)> = config
-        .peers
-        .iter()
-        .filter(|peer| peer.id != config.node_id)
-        .map(|peer| (NodeId(peer.id), peer.address.clone()))
-        .collect();
-    let transport = transport::Transport::start(
+    let transport = transport::Transport::new(
         &config.cluster_id,
-        &peers,
         config.limits.peer_queue_messages_max,
         transport::PeerConnectSettings {
             message_bytes_max: config.limits.peer_message_bytes_max,
@@ -243,6 +246,8 @@ async fn run<S: StateMachine>(
         },
         metrics.clone(),
         shutdown_receiver.clone(),
+        events.clone(),
+        directory,
     );
 
     let applier_settings = storage::ApplierSettings {
@@ -277,7 +282,6 @@ async fn run<S: StateMachine>(
         .in_current_span(),
     );
 
-    let (events, event_receiver) = mpsc::channel(config.limits.driver_events_max);
     let channels = driver::StorageChannels {
         write_jobs,
         write_done,
@@ -312,6 +316,7 @@ async fn run<S: StateMachine>(
         metrics,
         state_machine,
         reads,
+        peers,
     });
     let mut server_task = serve_grpc(shared, tls, shutdown_receiver.clone()).await?;
     let outcome = tokio::select! {

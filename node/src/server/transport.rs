@@ -12,11 +12,15 @@ use raftgres_proto::v1::peer_client::PeerClient;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
+use tracing::Instrument as _;
 
 use super::convert;
+use super::driver::Event;
 use super::metrics::Metrics;
+use super::peers::PeerDirectory;
+use super::services::NOT_MEMBER_TERM;
 use super::tls::TlsMaterial;
-use crate::core::{Message, NodeId};
+use crate::core::{Message, NodeId, Term};
 use crate::pipeline::link::{LinkState, PeerLink};
 
 /// How this node reaches its peers.
@@ -29,50 +33,112 @@ pub(crate) struct PeerConnectSettings {
     pub(crate) tls: Option<Arc<TlsMaterial>>,
 }
 
-/// Queues to every peer.
+/// Queues to every peer, one sender task each, following the peer
+/// directory: a peer that joins gets a task, one that leaves (or moves to
+/// another address) has its task stopped.
 pub(crate) struct Transport {
-    queues: BTreeMap<NodeId, mpsc::Sender<wire::RaftMessage>>,
+    links: BTreeMap<NodeId, Link>,
     cluster_id: Arc<str>,
+    queue_messages_max: usize,
+    connect: PeerConnectSettings,
     metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+    /// Where refusals for not being a member go (the driver).
+    refusals: mpsc::Sender<Event>,
+    /// The directory followed last, published to the peer gate.
+    published: watch::Sender<Arc<PeerDirectory>>,
+}
+
+/// One peer's queue and the task that feeds its stream.
+struct Link {
+    address: String,
+    queue: mpsc::Sender<wire::RaftMessage>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Transport {
-    /// Starts one sender task per peer.
-    pub(crate) fn start(
+    /// A transport without peers yet (see [`Transport::follow`]).
+    pub(crate) fn new(
         cluster_id: &str,
-        peers: &[(NodeId, String)],
         queue_messages_max: usize,
         connect: PeerConnectSettings,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
+        refusals: mpsc::Sender<Event>,
+        published: watch::Sender<Arc<PeerDirectory>>,
     ) -> Transport {
-        let mut queues = BTreeMap::new();
-        for (id, address) in peers {
-            let (sender, receiver) = mpsc::channel(queue_messages_max);
-            queues.insert(*id, sender);
-            tokio::spawn(run_peer(
-                *id,
-                address.clone(),
-                connect.clone(),
-                receiver,
-                metrics.clone(),
-                shutdown.clone(),
-            ));
-        }
         Transport {
-            queues,
+            links: BTreeMap::new(),
             cluster_id: cluster_id.into(),
+            queue_messages_max,
+            connect,
             metrics,
+            shutdown,
+            refusals,
+            published,
         }
     }
 
-    /// Queues a message for its peer, or drops it.
+    /// Opens links to the directory's peers that have none (or moved),
+    /// closes those to nodes no longer in it, and hands the directory to
+    /// the peer gate.
+    pub(crate) fn follow(&mut self, directory: PeerDirectory) {
+        let wanted = directory.addresses();
+        self.links.retain(|id, link| {
+            wanted
+                .get(id)
+                .is_some_and(|address| *address == link.address)
+        });
+        for (id, address) in wanted {
+            if self.links.contains_key(id) {
+                continue;
+            }
+            tracing::info!(peer = id.0, %address, "opening a link to a peer");
+            let (queue, receiver) = mpsc::channel(self.queue_messages_max);
+            let task = tokio::spawn(
+                run_peer(
+                    *id,
+                    address.clone(),
+                    self.connect.clone(),
+                    receiver,
+                    self.metrics.clone(),
+                    self.shutdown.clone(),
+                    self.refusals.clone(),
+                )
+                .in_current_span(),
+            );
+            self.links.insert(
+                *id,
+                Link {
+                    address: address.clone(),
+                    queue,
+                    task,
+                },
+            );
+        }
+        self.published.send_replace(Arc::new(directory));
+    }
+
+    /// The directory followed last.
+    pub(crate) fn directory(&self) -> Arc<PeerDirectory> {
+        self.published.borrow().clone()
+    }
+
+    /// Queues a message for its peer, or drops it (no link: the peer is
+    /// not in the directory).
     pub(crate) fn send(&self, message: &Message) {
-        let Some(queue) = self.queues.get(&message.to) else {
+        let Some(link) = self.links.get(&message.to) else {
+            self.metrics.peer_messages_dropped.inc();
             return;
         };
         let wire_message = convert::message_to_wire(&self.cluster_id, message);
-        if queue.try_send(wire_message).is_ok() {
+        if link.queue.try_send(wire_message).is_ok() {
             self.metrics.peer_messages_sent.inc();
         } else {
             self.metrics.peer_messages_dropped.inc();
@@ -100,6 +166,7 @@ async fn run_peer(
     mut queue: mpsc::Receiver<wire::RaftMessage>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
+    refusals: mpsc::Sender<Event>,
 ) {
     let mut link = PeerLink::new();
     let mut failures: u32 = 0;
@@ -160,6 +227,9 @@ async fn run_peer(
             result = &mut call => {
                 if let Err(status) = result {
                     tracing::debug!(%peer, %address, %status, "peer stream ended");
+                    if let Some(term) = not_member_term(&status) {
+                        let _ = refusals.try_send(Event::NotHeard { by: peer, term });
+                    }
                 }
             }
             forwarding = forward => match forwarding {
@@ -173,19 +243,29 @@ async fn run_peer(
     }
 }
 
+/// The refusing node's term, when `status` refused this node for not
+/// being a member.
+fn not_member_term(status: &tonic::Status) -> Option<Term> {
+    if status.code() != tonic::Code::FailedPrecondition {
+        return None;
+    }
+    let term = status.metadata().get(NOT_MEMBER_TERM)?.to_str().ok()?;
+    term.parse().ok().map(Term)
+}
+
 /// The longest a whole connect attempt may take.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Why a connect attempt failed.
 #[derive(Debug, thiserror::Error)]
-enum ConnectError {
+pub(super) enum ConnectError {
     #[error(transparent)]
     Transport(#[from] tonic::transport::Error),
     #[error("no connection within {CONNECT_DEADLINE:?}")]
     Deadline,
 }
 
-async fn connect(
+pub(super) async fn connect(
     peer: NodeId,
     address: &str,
     settings: &PeerConnectSettings,

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tonic::Status;
 
 use super::config::NodeConfig;
-use super::driver::{request_timeout, Applied, Event, ReadMode};
+use super::driver::{request_timeout, Applied, Event, NodeStatus, ReadMode};
 use super::error::ServiceError;
 use super::metrics::Metrics;
 use crate::core::LogIndex;
@@ -30,7 +30,7 @@ use crate::core::LogIndex;
 pub(crate) use client::ClientService;
 pub(crate) use cluster::ClusterService;
 pub(crate) use kv::KvService;
-pub(crate) use peer::{validate_node_snapshot, PeerService};
+pub(crate) use peer::{validate_node_snapshot, PeerService, NOT_MEMBER_TERM};
 
 /// What a state machine's own gRPC services may do with the node: propose
 /// commands, wait until a read may be served, and query the state
@@ -109,6 +109,8 @@ pub(crate) struct Shared<S> {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) state_machine: Arc<S>,
     pub(crate) reads: ReadConnection,
+    /// Whom the node talks to now (published by the driver).
+    pub(crate) peers: tokio::sync::watch::Receiver<Arc<super::peers::PeerDirectory>>,
 }
 
 impl<S> Shared<S> {
@@ -254,6 +256,19 @@ impl ReadConnection {
         *slot = Some(client.clone());
         Ok(client)
     }
+}
+
+/// The driver's view of the node.
+pub(super) async fn node_status<S>(shared: &Shared<S>) -> Result<NodeStatus, Status> {
+    let (reply, answer) = oneshot::channel::<NodeStatus>();
+    shared
+        .events
+        .send(Event::Status { reply })
+        .await
+        .map_err(|_| Status::unavailable("shutting down"))?;
+    answer
+        .await
+        .map_err(|_| Status::unavailable("shutting down"))
 }
 
 pub(crate) fn database_error(error: tokio_postgres::Error) -> ServiceError {

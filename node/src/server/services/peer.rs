@@ -19,8 +19,12 @@ use crate::server::state_machine::StateMachine;
 enum PeerRejection {
     /// Not decodable, or breaking the protocol's invariants.
     Malformed(String),
-    /// From another cluster, for another node, or from a non-peer.
+    /// From another cluster, or for another node.
     Foreign(String),
+    /// From a node this one does not count as a member (`Raft::hears`);
+    /// the refusal carries this node's term, so that a removed node
+    /// learns the cluster moved on.
+    NotMember { message: String, term: u64 },
     /// The sender did not prove who it is.
     Unauthenticated(String),
     /// The sender proved an identity that may not send this message.
@@ -34,12 +38,21 @@ impl From<PeerRejection> for Status {
         match rejection {
             PeerRejection::Malformed(message) => Status::invalid_argument(message),
             PeerRejection::Foreign(message) => Status::failed_precondition(message),
+            PeerRejection::NotMember { message, term } => {
+                let mut status = Status::failed_precondition(message);
+                status.metadata_mut().insert(NOT_MEMBER_TERM, term.into());
+                status
+            }
             PeerRejection::Unauthenticated(message) => Status::unauthenticated(message),
             PeerRejection::Forbidden(message) => Status::permission_denied(message),
             PeerRejection::Exhausted(message) => Status::resource_exhausted(message),
         }
     }
 }
+
+/// Metadata key of a refusal for not being a member: the refusing node's
+/// term (read by the sender's transport).
+pub(crate) const NOT_MEMBER_TERM: &str = "raftgres-term";
 
 /// Who is on the other end of a peer RPC, as far as the transport proves.
 enum PeerCredentials {
@@ -80,15 +93,27 @@ impl<S: StateMachine> PeerGate<'_, S> {
                 header.to, config.node_id
             )));
         }
-        if header.from == config.node_id || config.peer_address(header.from).is_none() {
+        if header.from == config.node_id {
             return Err(PeerRejection::Foreign(format!(
-                "node {} is not a peer of node {}",
-                header.from, config.node_id
+                "a message claims to come from node {}, the node it reached",
+                header.from
             )));
         }
         self.check_sender(NodeId(header.from))?;
         let message = convert::message_from_wire(message)
             .map_err(|error| PeerRejection::Malformed(error.to_string()))?;
+        let term = crate::core::Term(self.service.shared.metrics.term.get());
+        if !self.service.shared.peers.borrow().hears(&message, term) {
+            return Err(PeerRejection::NotMember {
+                message: format!(
+                    "node {} is not a member of the cluster as node {} knows it, and its {} is not a current leader's or a campaign",
+                    message.from,
+                    config.node_id,
+                    message.body.kind()
+                ),
+                term: term.0,
+            });
+        }
         crate::core::validate_message(&message)
             .map_err(|error| PeerRejection::Malformed(error.to_string()))?;
         if let crate::core::MessageBody::AppendRequest { entries, .. } = &message.body {
@@ -252,6 +277,35 @@ impl<S: StateMachine> wire::peer_server::Peer for PeerService<S> {
             accepted += 1;
         }
         Ok(Response::new(wire::StreamAck { accepted }))
+    }
+
+    async fn join(
+        &self,
+        request: Request<wire::JoinRequest>,
+    ) -> Result<Response<wire::JoinResponse>, Status> {
+        let remote = request.remote_addr();
+        let mut gate = self
+            .authenticate(&request)
+            .map_err(|rejection| self.refused(rejection, remote))?;
+        let config = &self.shared.config;
+        let header = request.into_inner().header.unwrap_or_default();
+        if header.cluster_id != config.cluster_id || header.to != config.node_id || header.from == 0
+        {
+            return Err(self.refused(
+                PeerRejection::Foreign(format!(
+                    "a join request from node {} of cluster {:?} for node {} reached node {} of cluster {:?}",
+                    header.from, header.cluster_id, header.to, config.node_id, config.cluster_id
+                )),
+                remote,
+            ));
+        }
+        gate.check_sender(NodeId(header.from))
+            .map_err(|rejection| self.refused(rejection, remote))?;
+        let status = super::node_status(&self.shared).await?;
+        Ok(Response::new(wire::JoinResponse {
+            membership: Some(convert::membership_to_wire(&status.core.membership)),
+            leader_id: status.core.leader.map_or(0, |leader| leader.0),
+        }))
     }
 
     async fn send(
