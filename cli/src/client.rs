@@ -63,7 +63,8 @@ pub struct ConnectionArgs {
 }
 
 impl ConnectionArgs {
-    fn client(&self) -> anyhow::Result<Client> {
+    /// A client of the nodes these flags name, retrying for `--timeout`.
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let tls = match &self.tls_ca {
             Some(ca) => {
                 let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());

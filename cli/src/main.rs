@@ -6,6 +6,8 @@
 //! - `dev.rs`: `raftgres dev up|down|start-node|stop-node|pg`, local clusters with their
 //!   own Postgres instances.
 //! - `client.rs`: `raftgres kv ...`, `status`, `transfer-leader`, `wait`.
+//! - `member.rs`: `raftgres member list|add|promote|remove`, membership
+//!   changes.
 //! - `signals.rs`: SIGINT/SIGTERM as a graceful shutdown future.
 //! - `table.rs`: plain-text tables.
 //!
@@ -16,6 +18,7 @@
 
 mod client;
 mod dev;
+mod member;
 mod serve;
 mod signals;
 mod table;
@@ -58,6 +61,13 @@ enum Command {
         /// Print JSON (an array with one object per node) instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        connection: client::ConnectionArgs,
+    },
+    /// List the cluster's members; add, promote or remove one.
+    Member {
+        #[command(subcommand)]
+        command: member::MemberCommand,
         #[command(flatten)]
         connection: client::ConnectionArgs,
     },
@@ -121,6 +131,10 @@ async fn run(command: Command) -> anyhow::Result<Outcome> {
             connection,
         } => client::run_kv(command, &connection).await,
         Command::Status { json, connection } => client::run_status(&connection, json).await,
+        Command::Member {
+            command,
+            connection,
+        } => member::run_member(command, &connection).await,
         Command::TransferLeader {
             target_id,
             connection,
@@ -171,5 +185,32 @@ mod tests {
             panic!("kv expected")
         };
         assert_eq!(connection.endpoints, ["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn member_add_takes_an_id_an_address_and_the_connection_flags() {
+        let cli = Cli::try_parse_from([
+            "raftgres",
+            "member",
+            "add",
+            "4",
+            "127.0.0.1:7004",
+            "--learner",
+            "--timeout",
+            "120",
+        ])
+        .unwrap();
+        let Command::Member {
+            command,
+            connection,
+        } = cli.command
+        else {
+            panic!("member expected")
+        };
+        assert!(matches!(
+            command,
+            member::MemberCommand::Add { id: 4, ref address, learner: true } if address == "127.0.0.1:7004"
+        ));
+        assert_eq!(connection.timeout, 120);
     }
 }

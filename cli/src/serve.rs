@@ -31,6 +31,12 @@ pub struct ServeArgs {
     /// address. Anyone who reaches it can rewrite the replicated state.
     #[arg(long, env = "RAFTGRES_INSECURE_PEERS")]
     pub insecure_peers: bool,
+    /// Sets `join`: start as a new member of a running cluster, which
+    /// must have added this node first (`raftgres member add`); the
+    /// `[[peer]]` list names nodes of that cluster to ask. Ignored once
+    /// the node has stored a membership.
+    #[arg(long, env = "RAFTGRES_JOIN")]
+    pub join: bool,
     /// Overrides `tls.cert` (this node's certificate, PEM).
     #[arg(long, env = "RAFTGRES_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -79,12 +85,20 @@ pub async fn run(arguments: ServeArgs) -> anyhow::Result<()> {
         // a port; neither happens here.
         raftgres::server::check_config(&config)
             .with_context(|| format!("{} (with overrides applied)", arguments.config.display()))?;
+        let peers = if config.join {
+            let others = config.peers.iter().filter(|peer| peer.id != config.node_id);
+            format!(
+                "joining a running cluster through {} peer(s)",
+                others.count()
+            )
+        } else {
+            format!("{} voter(s)", config.peers.len())
+        };
         println!(
-            "{}: valid: node {} of cluster {:?}, {} voter(s), listening on {}",
+            "{}: valid: node {} of cluster {:?}, {peers}, listening on {}",
             arguments.config.display(),
             config.node_id,
             config.cluster_id,
-            config.peers.len(),
             config.listen_addr
         );
         return Ok(());
@@ -143,6 +157,9 @@ fn apply_overrides(table: &mut toml::Table, arguments: &ServeArgs) {
     }
     if arguments.insecure_peers {
         set("insecure_peers", Value::Boolean(true));
+    }
+    if arguments.join {
+        set("join", Value::Boolean(true));
     }
     if let Some(asynchronous) = arguments.apply_async_commit {
         set("apply_async_commit", Value::Boolean(asynchronous));
@@ -230,6 +247,7 @@ mod tests {
             listen_addr: None,
             peer_listen_addr: None,
             insecure_peers: false,
+            join: false,
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
@@ -276,6 +294,22 @@ mod tests {
         assert_eq!(tls.cert, PathBuf::from("node.pem"));
         assert!(!tls.require_client_certificate);
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn join_is_off_unless_the_flag_or_the_file_turns_it_on() {
+        let without = write("join", FILE);
+        let with = write("join-file", &format!("join = true\n{FILE}"));
+        let mut flag = arguments(&without);
+        flag.node_id = Some(2);
+        assert!(!load_config(&flag).unwrap().join);
+        flag.join = true;
+        assert!(load_config(&flag).unwrap().join);
+        let mut file = arguments(&with);
+        file.node_id = Some(2);
+        assert!(load_config(&file).unwrap().join);
+        std::fs::remove_file(without).unwrap();
+        std::fs::remove_file(with).unwrap();
     }
 
     #[test]

@@ -22,9 +22,10 @@
 //! than left to wait out `request_timeout` at a leader that may be stopped
 //! (module `leader_check` says when and why). Only requests that may be
 //! sent twice are sent again after an attempt whose outcome is unknown:
-//! reads, and writes carrying a session. A write without a session (an
-//! empty `client_id` given to [`Client::submit`]) whose attempt timed out,
-//! was cut off or was abandoned ends with [`ClientError::OutcomeUnknown`].
+//! reads, writes carrying a session, and membership changes. A write
+//! without a session (an empty `client_id` given to [`Client::submit`])
+//! whose attempt timed out, was cut off or was abandoned ends with
+//! [`ClientError::OutcomeUnknown`].
 //!
 //! Every write carries a session: a random `client_id` and a sequence number
 //! drawn once per call. Retries of one call reuse its (client_id, sequence),
@@ -36,13 +37,25 @@
 //! concurrent writes (through clones) each take a session of their own from
 //! a small pool.
 //!
+//! Membership changes ([`Client::member_add`], [`Client::member_promote`],
+//! [`Client::member_remove`]) go to the leader and are retried like writes
+//! with a session, although they carry none: each applies only in a state
+//! that its first copy ends (add: the node is not a member yet; promote: it
+//! is a learner; remove: it is a member), so a second copy is refused with
+//! `INVALID_ARGUMENT` instead of changing anything twice. When such a
+//! refusal follows an attempt whose outcome was unknown, the client asks
+//! the leader for the membership and reports success if the change is
+//! there (module `membership`).
+//!
 //! The decision logic (`RetryPlan` here, the leader check's rules in
-//! `leader_check`) is pure and unit-tested at the bottom of each file with
-//! scripted failure sequences and status answers.
+//! `leader_check`, the membership checks in `membership`) is pure and
+//! unit-tested at the bottom of each file with scripted failure sequences
+//! and status answers.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod leader_check;
+mod membership;
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,18 +73,22 @@ use raftgres_proto::v1::client_client::ClientClient;
 use raftgres_proto::v1::cluster_client::ClusterClient;
 use raftgres_proto::v1::kv_client::KvClient;
 use raftgres_proto::v1::{
-    CompareAndSwapRequest, DeleteRequest, GetRequest, PutRequest, RangeRequest, StatusRequest,
-    SubmitRequest, TransferLeadershipRequest,
+    CompareAndSwapRequest, DeleteRequest, GetRequest, MemberListRequest, PutRequest, RangeRequest,
+    StatusRequest, SubmitRequest, TransferLeadershipRequest,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tonic::{Code, Status};
+use tonic::Status;
 
 pub use raftgres_proto::v1::{
-    CompareAndSwapResponse, DeleteResponse, KeyValue, PutResponse, RangeResponse, ReadMode, Role,
+    CompareAndSwapResponse, DeleteResponse, KeyValue, Member, MemberChangeResponse,
+    MemberListResponse, MemberRole, Membership, PutResponse, RangeResponse, ReadMode, Role,
     Session, StatusResponse, SubmitResponse, TransferLeadershipResponse,
 };
 
 pub use raftgres_proto::{LEADER_ADDRESS_KEY, LEADER_ID_KEY};
+/// The gRPC status codes [`ClientError`] carries, for callers that do not
+/// depend on tonic themselves.
+pub use tonic::Code;
 
 /// How hard a [`Client`] tries before giving up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -319,9 +336,11 @@ enum Route {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Resend {
     /// Reads, writes carrying a session (the cluster applies a session's
-    /// sequence at most once and answers a copy with the first result), and
+    /// sequence at most once and answers a copy with the first result),
     /// leadership transfers (a second request for the same target asks for
-    /// what the first did).
+    /// what the first did), and membership changes (a copy arriving after
+    /// the first applied is refused, since the state it applies from is
+    /// gone; the caller then checks the membership, module `membership`).
     Safe,
     /// A write without a session: a second copy could apply twice.
     Unsafe,
@@ -348,6 +367,22 @@ impl CallKind {
         route: Route::Leader,
         resend: Resend::Safe,
         leader_check: false,
+    };
+    /// A question only the leader answers fully (the member list: match
+    /// indexes are the leader's). Followers would answer too, so each
+    /// attempt asks the node's status first and turns a follower's answer
+    /// into a redirect.
+    const LEADER_VIEW: CallKind = CallKind {
+        route: Route::Leader,
+        resend: Resend::Safe,
+        leader_check: true,
+    };
+    /// A membership change: answered by the leader once applied there, so
+    /// an attempt at a leader that stopped is abandoned like a write's.
+    const MEMBERSHIP_CHANGE: CallKind = CallKind {
+        route: Route::Leader,
+        resend: Resend::Safe,
+        leader_check: true,
     };
 
     /// A write submitted with `client_id`: an empty one opts out of the
@@ -418,6 +453,15 @@ impl std::fmt::Debug for LeaderCheck {
             .field("started", &self.started)
             .finish_non_exhaustive()
     }
+}
+
+/// How one call ended.
+struct CallEnd<T> {
+    result: Result<T, ClientError>,
+    /// Whether some attempt ended without an answer (timed out, cut off,
+    /// abandoned): a request sent again may then meet the effect of its
+    /// own first copy.
+    outcome_unknown: bool,
 }
 
 /// How one attempt ended.
@@ -705,6 +749,132 @@ impl Client {
         .await
     }
 
+    /// The cluster's members as the leader knows them: roles, addresses,
+    /// how far each has replicated (`match_index`, the leader's own being
+    /// its last durable index), whether the latest membership is committed
+    /// and, while a change of voters is in flight, the joint membership.
+    /// Found and retried like a linearizable read; a follower's view is
+    /// [`Client::member_list_at`].
+    pub async fn member_list(&self) -> Result<MemberListResponse, ClientError> {
+        self.call(CallKind::LEADER_VIEW, move |channel, timeout| async move {
+            let mut cluster = ClusterClient::new(channel);
+            let status = cluster
+                .status(with_timeout(StatusRequest {}, timeout))
+                .await?
+                .into_inner();
+            if status.role != Role::Leader as i32 {
+                return Err(membership::redirect(&status));
+            }
+            cluster
+                .member_list(with_timeout(MemberListRequest {}, timeout))
+                .await
+        })
+        .await
+    }
+
+    /// The members as the one node at `address` knows them (its latest
+    /// membership, committed or not; match indexes are 0 unless it
+    /// leads): one attempt, no redirect.
+    pub async fn member_list_at(&self, address: &str) -> Result<MemberListResponse, ClientError> {
+        let address = normalise_address(address);
+        let channel = self.channel(&address)?;
+        let timeout = self.shared.options.request_timeout;
+        let request = with_timeout(MemberListRequest {}, timeout);
+        let mut cluster = ClusterClient::new(channel);
+        let result = match tokio::time::timeout(timeout, cluster.member_list(request)).await {
+            Ok(result) => result.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no answer within {timeout:?}"
+            ))),
+        };
+        result.map_err(|status| ClientError::Rejected {
+            address,
+            code: status.code(),
+            message: status.message().to_string(),
+        })
+    }
+
+    /// Adds node `node_id` as a learner reached by its peers at `address`
+    /// (its peer API, `host:port`): it receives the log but does not vote
+    /// until [`Client::member_promote`]. Answered once the leader applied
+    /// the change.
+    ///
+    /// Refused with [`ClientError::Rejected`] (`INVALID_ARGUMENT`) when the
+    /// node is already a member. Retried while another change is in flight
+    /// (`UNAVAILABLE`), within [`ClientOptions`]' bounds. After an attempt
+    /// whose outcome was unknown, a copy sent again that is refused because
+    /// the node is already a member, at the same address, counts as
+    /// success: the leader's membership then fills the answer, and `index`
+    /// is the index of the entry that set that membership (this change's
+    /// or a later one). When the membership cannot be read, the refusal
+    /// is returned; [`Client::member_list`] then says whether it applied.
+    pub async fn member_add(
+        &self,
+        node_id: u64,
+        address: impl Into<String>,
+    ) -> Result<MemberChangeResponse, ClientError> {
+        let address = address.into().trim().to_string();
+        self.change_membership(membership::MemberChange::Add { node_id, address })
+            .await
+    }
+
+    /// Makes learner `node_id` a voter, through a joint membership (the
+    /// answer's `index` is the joint entry's; the leader then moves on to
+    /// the new voters by itself). The leader refuses (`UNAVAILABLE`, retried
+    /// within [`ClientOptions`]' bounds) while the learner is more than one
+    /// append message behind its log; a node that is not a learner is
+    /// refused with `INVALID_ARGUMENT`. Sent again after an unknown outcome
+    /// as [`Client::member_add`] is: a refusal then counts as success when
+    /// the node votes.
+    pub async fn member_promote(&self, node_id: u64) -> Result<MemberChangeResponse, ClientError> {
+        self.change_membership(membership::MemberChange::Promote { node_id })
+            .await
+    }
+
+    /// Removes member `node_id`: a learner at once, a voter through a joint
+    /// membership. Removing the leader makes it step down once the change
+    /// commits; the others then elect a leader among themselves. The last
+    /// voter, and a node that is not a member, are refused with
+    /// `INVALID_ARGUMENT`. Sent again after an unknown outcome as
+    /// [`Client::member_add`] is: a refusal then counts as success when the
+    /// node is no longer a voter or learner.
+    pub async fn member_remove(&self, node_id: u64) -> Result<MemberChangeResponse, ClientError> {
+        self.change_membership(membership::MemberChange::Remove { node_id })
+            .await
+    }
+
+    /// Sends `change` to the leader; reads a refusal that follows an
+    /// unknown outcome against the leader's membership.
+    async fn change_membership(
+        &self,
+        change: membership::MemberChange,
+    ) -> Result<MemberChangeResponse, ClientError> {
+        let sent = &change;
+        let end = self
+            .call_reporting(CallKind::MEMBERSHIP_CHANGE, move |channel, timeout| {
+                sent.send(channel, timeout)
+            })
+            .await;
+        let error = match end.result {
+            Err(error) if membership::may_be_own_effect(&error, end.outcome_unknown) => error,
+            other => return other,
+        };
+        match self.member_list().await {
+            Ok(listing) if change.made_in(listing.membership.as_ref()) => {
+                tracing::info!(%change, %error, "refused after an unknown outcome, but the change is in the membership");
+                Ok(MemberChangeResponse {
+                    index: listing.membership_index,
+                    membership: listing.membership,
+                })
+            }
+            Ok(_) => Err(error),
+            Err(listing_error) => {
+                tracing::warn!(%change, %listing_error, "cannot check whether a change whose outcome was unknown applied");
+                Err(error)
+            }
+        }
+    }
+
     /// The status of the one node at `address` (any node, not necessarily
     /// one given to this client): one attempt, no redirect.
     pub async fn status(&self, address: &str) -> Result<StatusResponse, ClientError> {
@@ -760,11 +930,26 @@ impl Client {
     /// Runs `operation` against the leader (or the first address for
     /// [`Route::FirstAddress`]) until it succeeds, fails for good, or the
     /// retry budget is spent.
-    async fn call<T, F, Fut>(&self, kind: CallKind, mut operation: F) -> Result<T, ClientError>
+    async fn call<T, F, Fut>(&self, kind: CallKind, operation: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        self.call_reporting(kind, operation).await.result
+    }
+
+    /// [`Client::call`], also saying whether some attempt ended without
+    /// knowing whether the request was applied: what a membership change
+    /// needs to read a refusal of a later attempt correctly.
+    async fn call_reporting<T, F, Fut>(&self, kind: CallKind, mut operation: F) -> CallEnd<T>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let end = |plan: &RetryPlan, result| CallEnd {
+            result,
+            outcome_unknown: plan.outcome_unknown,
+        };
         let options = &self.shared.options;
         let started = Instant::now();
         let preferred = match kind.route {
@@ -774,14 +959,17 @@ impl Client {
         let mut plan = RetryPlan::new(self.shared.endpoints.clone(), options, random_seed());
         let mut address = plan.first_address(preferred);
         loop {
-            let channel = self.channel(&address)?;
+            let channel = match self.channel(&address) {
+                Ok(channel) => channel,
+                Err(error) => return end(&plan, Err(error)),
+            };
             let attempt = operation(channel, options.request_timeout);
             let (status, failure) = match self.attempt(kind, &address, attempt).await {
                 AttemptEnd::Answered(Ok(response)) => {
                     if kind.route == Route::Leader {
                         self.connections().leader = Some(address);
                     }
-                    return Ok(response.into_inner());
+                    return end(&plan, Ok(response.into_inner()));
                 }
                 AttemptEnd::Answered(Err(status)) => {
                     let failure = Failure::from_status(&status);
@@ -817,21 +1005,23 @@ impl Client {
                     address = next;
                 }
                 Decision::Stop => {
-                    return Err(ClientError::Rejected {
+                    let error = ClientError::Rejected {
                         address,
                         code: status.code(),
                         message: status.message().to_string(),
-                    })
+                    };
+                    return end(&plan, Err(error));
                 }
                 Decision::OutcomeUnknown => {
-                    return Err(ClientError::OutcomeUnknown {
+                    let error = ClientError::OutcomeUnknown {
                         address,
                         code: status.code(),
                         message: status.message().to_string(),
-                    })
+                    };
+                    return end(&plan, Err(error));
                 }
                 Decision::GiveUp => {
-                    return Err(ClientError::GaveUp {
+                    let error = ClientError::GaveUp {
                         attempts: plan.attempts,
                         elapsed: started.elapsed(),
                         addresses_tried: plan.addresses_tried.clone(),
@@ -839,7 +1029,8 @@ impl Client {
                         last_code: status.code(),
                         last_message: status.message().to_string(),
                         outcome_unknown: plan.outcome_unknown,
-                    })
+                    };
+                    return end(&plan, Err(error));
                 }
             }
         }
@@ -1548,6 +1739,16 @@ mod tests {
         let stale = CallKind::read(ReadMode::Stale);
         assert_eq!(stale.route, Route::FirstAddress);
         assert!(!stale.leader_check);
+    }
+
+    #[test]
+    fn membership_calls_go_to_the_leader_are_sent_again_and_leave_a_stopped_one() {
+        // A copy of a change that already applied is refused, never applied
+        // twice (module `membership`), so an unknown outcome is retried.
+        for kind in [CallKind::MEMBERSHIP_CHANGE, CallKind::LEADER_VIEW] {
+            assert_eq!((kind.route, kind.resend), (Route::Leader, Resend::Safe));
+            assert!(kind.leader_check);
+        }
     }
 
     #[test]

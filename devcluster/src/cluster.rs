@@ -22,6 +22,14 @@
 //! Processes that a `DevCluster` did not spawn itself but that run one of
 //! its configs (`raftgres dev start-node`) are found through the pid files
 //! and treated as its own: they are counted as live and stopped with it.
+//!
+//! A running cluster can grow and shrink: [`DevCluster::add_node`] gives a
+//! new node (the next id) a Postgres of its own and a config with `join =
+//! true`, adds it to the membership as a learner and starts it;
+//! [`DevCluster::forget_node`] stops a node removed from the membership
+//! and its Postgres and drops it from the cluster's addresses. Their files
+//! stay in the directory, which [`DevCluster::start`] then no longer
+//! restarts (it restarts the nodes 1..=N it was started with, only).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -127,6 +135,15 @@ pub enum DevError {
     /// A client could not be built.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The cluster refused, or did not answer, a change of its membership.
+    #[error("cannot add node {node} to the cluster's membership: {source}")]
+    AddMember {
+        /// The node being added.
+        node: u64,
+        /// What the cluster said.
+        #[source]
+        source: ClientError,
+    },
 }
 
 /// How to start a [`DevCluster`].
@@ -593,7 +610,8 @@ impl DevCluster {
         &self.layout
     }
 
-    /// Node ids, ascending (1..=nodes).
+    /// Node ids, ascending: 1..=nodes, then those added since (less those
+    /// forgotten).
     pub fn node_ids(&self) -> Vec<u64> {
         self.nodes.keys().copied().collect()
     }
@@ -761,6 +779,134 @@ impl DevCluster {
         Ok(true)
     }
 
+    /// Adds a node to this running cluster and starts it: prepares it
+    /// ([`DevCluster::prepare_node`]), asks the leader to add it as a
+    /// learner at its peer address, then starts its process, which joins
+    /// and receives the log (snapshot or entries). Returns its id, at once:
+    /// promote it with [`Client::member_promote`] once it has caught up.
+    ///
+    /// The membership holds one address per node, so the other nodes reach
+    /// the new one directly even when the options map peer addresses
+    /// through proxies (its own links to them go through the map).
+    pub async fn add_node(&mut self) -> Result<u64, DevError> {
+        let id = self.prepare_node().await?;
+        let address = self.peer_address(id).to_string();
+        let added = match self.client() {
+            Ok(client) => client.member_add(id, address).await,
+            Err(error) => Err(error),
+        };
+        if let Err(source) = added {
+            // Best effort: the error to report is the refusal.
+            let _ = self.forget_node(id).await;
+            return Err(DevError::AddMember { node: id, source });
+        }
+        tracing::info!(node = id, "added a learner to the dev cluster");
+        self.start_node(id)?;
+        Ok(id)
+    }
+
+    /// Prepares a node to join this running cluster without adding it to
+    /// the membership or starting it: the next node id (above every id
+    /// this directory has held), a fresh Postgres of its own, free ports,
+    /// and a config with `join = true` whose peers are this cluster's
+    /// nodes and itself. From here on every helper knows it (addresses,
+    /// statuses, logs, shutdown, `DIR/endpoints`). Started without being
+    /// added, the node exits saying so; [`DevCluster::add_node`] does both.
+    /// With TLS, the certificate directory must hold the new node's
+    /// `node-N.pem` and `node-N.key`.
+    pub async fn prepare_node(&mut self) -> Result<u64, DevError> {
+        if self.nodes.len() >= NODES_MAX {
+            return Err(DevError::Invalid(format!(
+                "a dev cluster runs at most {NODES_MAX} nodes"
+            )));
+        }
+        let id = self.next_node_id()?;
+        if let Some(tls) = &self.options.tls {
+            let certificate = tls.dir.join(format!("node-{id}.pem"));
+            if !certificate.is_file() || !tls.dir.join(format!("node-{id}.key")).is_file() {
+                return Err(DevError::Invalid(format!(
+                    "{} holds no certificate for node {id} (node-{id}.pem and node-{id}.key); \
+                     make them before adding the node",
+                    tls.dir.display()
+                )));
+            }
+        }
+        let mut postgres_options = PgInstanceOptions::new(self.layout.postgres_dir(id));
+        postgres_options.start_timeout = self.options.postgres_start_timeout;
+        let postgres = tokio::task::spawn_blocking(move || PgInstance::start(postgres_options))
+            .await
+            .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))
+            .map_err(|source| DevError::Postgres { node: id, source })?;
+        let mut taken = self.ports_in_use();
+        taken.insert(postgres.port());
+        let grpc = pick_port(None, &mut taken)?;
+        let metrics = pick_port(None, &mut taken)?;
+        let peer_address = if self.options.separate_peer_listener {
+            let port = pick_port(None, &mut taken)?;
+            Some(format!("{}:{port}", postgres::HOST))
+        } else {
+            None
+        };
+        let node = DevNode {
+            address: format!("{}:{grpc}", postgres::HOST),
+            peer_address,
+            metrics_address: format!("{}:{metrics}", postgres::HOST),
+            postgres,
+            child: None,
+        };
+        self.nodes.insert(id, node);
+        let written = self.write_config(id, true);
+        if let Err(error) = written {
+            // Dropping the node stops its Postgres.
+            self.nodes.remove(&id);
+            return Err(error);
+        }
+        self.write_directory_files().await?;
+        tracing::info!(node = id, address = %self.node_address(id), "prepared a node to join the dev cluster");
+        Ok(id)
+    }
+
+    /// Stops node `id`'s process if it runs (SIGTERM, SIGKILL after the
+    /// stop timeout) and then its Postgres, and drops it from this cluster:
+    /// helpers no longer list, ask or stop it, and `DIR/endpoints` no
+    /// longer names it. Its config, log and data stay in the directory.
+    /// For a node removed from the membership (a removed node that kept
+    /// running would never agree with the others on a leader) or one that
+    /// was never added.
+    pub async fn forget_node(&mut self, id: u64) -> Result<(), DevError> {
+        if self.is_running(id) {
+            self.stop_node_gracefully(id).await?;
+        }
+        let mut node = self
+            .nodes
+            .remove(&id)
+            .unwrap_or_else(|| panic!("node {id} is not in this dev cluster"));
+        let stopped = tokio::task::spawn_blocking(move || node.postgres.stop())
+            .await
+            .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+        self.write_directory_files().await?;
+        tracing::info!(node = id, "forgot a node of the dev cluster");
+        stopped.map_err(|source| DevError::Postgres { node: id, source })
+    }
+
+    /// One more than every node id this directory has held: a config's,
+    /// a Postgres data directory's, or a node's of this cluster.
+    fn next_node_id(&self) -> Result<u64, DevError> {
+        let configured = self.layout.configured_node_ids()?;
+        let highest = configured
+            .into_iter()
+            .chain(self.nodes.keys().copied())
+            .max()
+            .unwrap_or(0);
+        let mut id = highest + 1;
+        // Bounded: each data directory found skips one id, and a directory
+        // holds finitely many.
+        while self.layout.postgres_dir(id).exists() {
+            id += 1;
+        }
+        Ok(id)
+    }
+
     /// What every running node says about itself, by node id.
     pub async fn statuses(&mut self) -> Vec<(u64, Result<StatusResponse, ClientError>)> {
         let mut live: Vec<(u64, String)> = Vec::new();
@@ -900,29 +1046,71 @@ impl DevCluster {
     }
 
     fn write_configs(&self) -> Result<(), DevError> {
-        for (id, node) in &self.nodes {
-            let peers = self.peers_as_seen_by(*id);
-            let peers: Vec<DevPeer<'_>> = peers
-                .iter()
-                .map(|(peer, address, client_address)| DevPeer {
-                    id: *peer,
-                    address,
-                    client_address: client_address.as_deref(),
-                })
-                .collect();
-            let conninfo = node.postgres.conninfo();
-            let endpoints = NodeEndpoints {
-                address: &node.address,
-                peer_address: node.peer_address.as_deref(),
-                metrics_address: &node.metrics_address,
-                postgres: &conninfo,
-            };
-            let text = config_text(&self.options, *id, &endpoints, &peers);
-            let path = self.layout.config_path(*id);
-            write_file(&path, &text)?;
-            NodeConfig::from_file(&path).map_err(|source| DevError::NodeConfig { path, source })?;
+        for id in self.nodes.keys() {
+            self.write_config(*id, false)?;
         }
         Ok(())
+    }
+
+    /// Writes node `id`'s config, naming every node of this cluster as a
+    /// peer; with `join`, one that asks them to be let in instead of
+    /// bootstrapping a membership.
+    fn write_config(&self, id: u64, join: bool) -> Result<(), DevError> {
+        let node = self.node(id);
+        let peers = self.peers_as_seen_by(id);
+        let peers: Vec<DevPeer<'_>> = peers
+            .iter()
+            .map(|(peer, address, client_address)| DevPeer {
+                id: *peer,
+                address,
+                client_address: client_address.as_deref(),
+            })
+            .collect();
+        let conninfo = node.postgres.conninfo();
+        let endpoints = NodeEndpoints {
+            address: &node.address,
+            peer_address: node.peer_address.as_deref(),
+            metrics_address: &node.metrics_address,
+            postgres: &conninfo,
+        };
+        let text = config_text(&self.options, id, &endpoints, &peers, join);
+        let path = self.layout.config_path(id);
+        write_file(&path, &text)?;
+        NodeConfig::from_file(&path).map_err(|source| DevError::NodeConfig { path, source })?;
+        Ok(())
+    }
+
+    /// Rewrites `DIR/endpoints` (and `DIR/cluster.json`, when `raftgres dev
+    /// up --detach` wrote one) to name the nodes this cluster has now.
+    async fn write_directory_files(&mut self) -> Result<(), DevError> {
+        write_file(
+            &self.layout.endpoints_path(),
+            &format!("{}\n", self.addresses().join(",")),
+        )?;
+        let cluster_json = self.layout.dir().join("cluster.json");
+        if cluster_json.is_file() {
+            let leader = self.leader().await;
+            let nodes = self.nodes();
+            let json = nodes_json(self.layout.dir(), leader, &nodes);
+            write_file(&cluster_json, &format!("{json}\n"))?;
+        }
+        Ok(())
+    }
+
+    /// Every port this cluster's nodes and their Postgres servers use.
+    fn ports_in_use(&self) -> BTreeSet<u16> {
+        let port = |address: &str| address.rsplit_once(':')?.1.parse::<u16>().ok();
+        let mut ports = BTreeSet::new();
+        for node in self.nodes.values() {
+            let addresses = [
+                Some(node.address.as_str()),
+                node.peer_address.as_deref(),
+                Some(node.metrics_address.as_str()),
+            ];
+            ports.extend(addresses.into_iter().flatten().filter_map(port));
+            ports.insert(node.postgres.port());
+        }
+        ports
     }
 
     /// The `[[peer]]` entries of node `from`'s config as (id, peer address,
@@ -1284,11 +1472,14 @@ struct DevPeer<'a> {
     client_address: Option<&'a str>,
 }
 
+/// Node `id`'s config. With `join`, the node starts without bootstrapping
+/// a membership and asks `peers` whether the cluster added it.
 fn config_text(
     options: &DevClusterOptions,
     id: u64,
     node: &NodeEndpoints<'_>,
     peers: &[DevPeer<'_>],
+    join: bool,
 ) -> String {
     let quote = |text: &str| toml::Value::String(text.to_string()).to_string();
     let mut text = format!(
@@ -1305,6 +1496,9 @@ fn config_text(
     );
     if let Some(peer_address) = node.peer_address {
         text.push_str(&format!("peer_listen_addr = {}\n", quote(peer_address)));
+    }
+    if join {
+        text.push_str("join = true\n");
     }
     for peer in peers {
         text.push_str(&format!(
@@ -1589,8 +1783,11 @@ mod tests {
             metrics_address: "127.0.0.1:9102",
             postgres: "host=127.0.0.1 port=5999 user=postgres dbname=postgres",
         };
-        let text = config_text(&options, 2, &node, &peers);
+        let text = config_text(&options, 2, &node, &peers, false);
         let config = NodeConfig::from_toml(&text).unwrap();
+        assert!(!config.join);
+        let joining = NodeConfig::from_toml(&config_text(&options, 2, &node, &peers, true));
+        assert!(joining.unwrap().join);
         assert_eq!(config.node_id, 2);
         assert_eq!(config.peers.len(), 3);
         assert_eq!(config.peer_address(3), Some("127.0.0.1:7103"));

@@ -6,6 +6,10 @@
 //!   test that passed (the directory of a failed one is kept and named).
 //! - Status polling with a bound on time: [`TestCluster::wait_for_status`],
 //!   [`TestCluster::wait_for_leader_change`], [`TestCluster::wait_caught_up`].
+//! - Membership changes on a running cluster: [`TestCluster::add_learner`],
+//!   [`TestCluster::promote_when_caught_up`],
+//!   [`TestCluster::wait_for_membership`], and reading writes back
+//!   ([`read_prefix`], [`assert_present`]).
 //! - Raw tonic clients ([`kv_client`], [`submit_client`], [`peer_client`])
 //!   for tests that must see a status code exactly as a node returned it,
 //!   with no retry or redirect in between.
@@ -33,7 +37,12 @@ use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use raftgres::client::{Client, ClientOptions, Role, StatusResponse};
+use std::collections::BTreeMap;
+
+use raftgres::client::{
+    Client, ClientError, ClientOptions, MemberChangeResponse, MemberListResponse, ReadMode, Role,
+    StatusResponse,
+};
 use raftgres_devcluster::cluster::{find_raftgres_binary, DevCluster, DevClusterOptions};
 use raftgres_proto::v1::client_client::ClientClient;
 use raftgres_proto::v1::kv_client::KvClient;
@@ -48,6 +57,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Upper bound of any single wait in the helpers: generous, because two
 /// cores are shared by several clusters and the compiler.
 pub const WAIT_MAX: Duration = Duration::from_secs(30);
+/// How close a learner's match index must come to the leader's before
+/// [`TestCluster::promote_when_caught_up`] promotes it (as `raftgres member
+/// add` does).
+pub const CATCH_UP_ENTRIES_MAX: u64 = 64;
 /// Timeout of every raw gRPC request (longer than the node's own 10 s
 /// request timeout, so that the node's answer is what a test sees).
 pub const RAW_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -214,6 +227,84 @@ impl TestCluster {
         commit
     }
 
+    /// Adds a node to the running cluster as a learner and starts it
+    /// ([`DevCluster::add_node`]); returns its id once the leader lists it
+    /// as a learner.
+    pub async fn add_learner(&mut self) -> u64 {
+        let id = match self.cluster.add_node().await {
+            Ok(id) => id,
+            Err(error) => panic!("cannot add a node: {error}"),
+        };
+        self.wait_for_membership(&format!("node {id} listed as a learner"), |listing| {
+            let membership = listing.membership.clone().unwrap_or_default();
+            membership.learners.contains(&id)
+        })
+        .await;
+        id
+    }
+
+    /// Waits until the leader has heard from learner `id` and finds it
+    /// within [`CATCH_UP_ENTRIES_MAX`] of its own log, then promotes it,
+    /// retrying while the leader refuses because it is behind (or another
+    /// change is in flight), up to [`WAIT_MAX`] each.
+    pub async fn promote_when_caught_up(&self, id: u64) -> MemberChangeResponse {
+        self.wait_for_membership(&format!("node {id} caught up"), |listing| {
+            let match_index = |member_id: u64| {
+                let member = listing.members.iter().find(|member| member.id == member_id);
+                member.map_or(0, |member| member.match_index)
+            };
+            let (learner, leader) = (match_index(id), match_index(listing.leader_id));
+            learner > 0 && learner + CATCH_UP_ENTRIES_MAX >= leader
+        })
+        .await;
+        let client = self.client();
+        let deadline = Instant::now() + WAIT_MAX;
+        loop {
+            let error = match client.member_promote(id).await {
+                Ok(response) => return response,
+                Err(error) => error,
+            };
+            let retryable = error.code() == Some(Code::Unavailable);
+            if !retryable || Instant::now() >= deadline {
+                panic!("cannot promote node {id} within {WAIT_MAX:?}: {error}");
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Reads the leader's member list until `accept` holds; panics after
+    /// [`WAIT_MAX`] with the last answer. `what` says what is awaited.
+    pub async fn wait_for_membership(
+        &self,
+        what: &str,
+        accept: impl Fn(&MemberListResponse) -> bool,
+    ) -> MemberListResponse {
+        let client = self.client();
+        let deadline = Instant::now() + WAIT_MAX;
+        loop {
+            let last = client.member_list().await;
+            if let Ok(listing) = &last {
+                if accept(listing) {
+                    return listing.clone();
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!("no {what} within {WAIT_MAX:?}; last member list: {last:?}");
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Waits until the leader's membership is committed, not joint, and
+    /// made of exactly `voters` and no learner.
+    pub async fn wait_for_voters(&self, voters: &[u64]) -> MemberListResponse {
+        self.wait_for_membership(
+            &format!("settled membership of voters {voters:?}"),
+            |listing| settled_voters(listing) == Some(voters.to_vec()),
+        )
+        .await
+    }
+
     /// Asserts that every node process is still running and that none has
     /// exited since the cluster started it.
     pub fn assert_no_node_exited(&mut self) {
@@ -259,6 +350,66 @@ impl Drop for TestCluster {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The voters of `listing`, sorted, when its membership is committed, not
+/// joint, and has no learner; `None` while a change is under way.
+pub fn settled_voters(listing: &MemberListResponse) -> Option<Vec<u64>> {
+    let membership = listing.membership.clone().unwrap_or_default();
+    let settled = listing.committed
+        && membership.voters_outgoing.is_empty()
+        && membership.learners.is_empty();
+    let mut voters = membership.voters;
+    voters.sort_unstable();
+    settled.then_some(voters)
+}
+
+/// Every pair under `prefix`, read linearizably through the cluster.
+pub async fn read_prefix(client: &Client, prefix: &str) -> BTreeMap<String, String> {
+    let range = client
+        .range(prefix, 10_000, ReadMode::Linearizable)
+        .await
+        .unwrap_or_else(|error| panic!("range {prefix}: {error}"));
+    assert!(!range.more, "range {prefix} was truncated");
+    range
+        .kvs
+        .into_iter()
+        .map(|pair| {
+            (
+                String::from_utf8(pair.key).expect("utf-8 key"),
+                String::from_utf8(pair.value).expect("utf-8 value"),
+            )
+        })
+        .collect()
+}
+
+/// Asserts that `stored` holds `prefix{i:04}` = `value-{i}` for every `i`
+/// in `written` (the keys [`BackgroundWriter`] writes).
+pub fn assert_present(stored: &BTreeMap<String, String>, prefix: &str, written: &[usize]) {
+    for i in written {
+        let key = format!("{prefix}{i:04}");
+        assert_eq!(
+            stored.get(&key).map(String::as_str),
+            Some(format!("value-{i}").as_str()),
+            "acknowledged write {key} is missing or wrong"
+        );
+    }
+}
+
+/// Writes `count` keys `prefix{i:04}` = `value-{i}` one after another and
+/// asserts each is acknowledged; returns the highest log index.
+pub async fn write_keys(client: &Client, prefix: &str, count: usize) -> u64 {
+    let mut index = 0;
+    for i in 0..count {
+        let put = client
+            .put(format!("{prefix}{i:04}"), format!("value-{i}"))
+            .await
+            .unwrap_or_else(|error: ClientError| {
+                panic!("write {prefix}{i:04} was not acknowledged: {error}")
+            });
+        index = index.max(put.index);
+    }
+    index
 }
 
 fn status_client(cluster: &DevCluster, cluster_options: &DevClusterOptions) -> Client {

@@ -1,10 +1,11 @@
-//! The `raftgres dev` commands a tester scripts against.
+//! The `raftgres dev` and `raftgres member` commands a tester scripts
+//! against.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use raftgres_devcluster::cluster::find_raftgres_binary;
-use raftgres_tests::fresh_dir;
+use raftgres_tests::{bounded, fresh_dir, TestCluster};
 
 /// Runs `raftgres` with `arguments`; returns whether it succeeded, its
 /// standard output, and both outputs together (for failure messages).
@@ -101,4 +102,137 @@ fn a_detached_dev_cluster_is_driven_node_by_node() {
     assert!(down, "{text}");
     assert_eq!(text.matches("stopped").count(), 6, "{text}\n{status}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `raftgres member ARGUMENTS --endpoints ...` against `cluster`;
+/// returns whether it succeeded, its standard output, and both outputs.
+fn member(cluster: &TestCluster, arguments: &[&str]) -> (bool, String, String) {
+    let endpoints = cluster.addresses().join(",");
+    let mut all = vec!["member"];
+    all.extend_from_slice(arguments);
+    all.extend_from_slice(&["--endpoints", &endpoints, "--timeout", "60"]);
+    tokio::task::block_in_place(|| raftgres(&all, cluster.dir()))
+}
+
+/// Proves that `member list` shows every member with its role (the leader
+/// marked) and whether the membership is committed, as a table and as
+/// JSON; that `member add ID ADDRESS` adds a node started with `--join`,
+/// waits for it and promotes it; that `member remove` removes it; and that
+/// a refused change exits 2 with the node's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_listed_added_and_removed_from_the_command_line() {
+    let mut cluster = TestCluster::start("cli-member").await;
+    let leader = cluster.wait_leader().await;
+    let (ok, table, output) = member(&cluster, &["list"]);
+    assert!(ok, "member list failed: {output}");
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["ID", "ADDRESS", "ROLE", "MATCH", "INDEX"],
+        "{table}"
+    );
+    for id in 1..=3u64 {
+        let row = &rows[id as usize];
+        let role = if id == leader {
+            "voter (leader)"
+        } else {
+            "voter"
+        };
+        assert_eq!(row[0], id.to_string(), "{table}");
+        assert_eq!(row[1], cluster.peer_address(id), "{table}");
+        assert_eq!(row[2..row.len() - 1].join(" "), role, "{table}");
+        let match_index: u64 = row[row.len() - 1].parse().expect("a match index");
+        assert!(
+            match_index > 0,
+            "the leader knows what node {id} holds: {table}"
+        );
+    }
+    assert!(
+        table.contains(&format!("leader: node {leader}\n")),
+        "{table}"
+    );
+    assert!(
+        table.contains(": committed; voters 1, 2, 3; learners none\n"),
+        "{table}"
+    );
+    let (ok, json, output) = member(&cluster, &["list", "--json"]);
+    assert!(ok, "member list --json failed: {output}");
+    for expected in [
+        format!("\"leader_id\": {leader}"),
+        "\"committed\": true, \"joint\": false, \"voters\": [1, 2, 3], \"voters_outgoing\": [], \"learners\": []".to_string(),
+        format!("{{\"id\": 2, \"address\": \"{}\", \"role\": \"voter\"", cluster.peer_address(2)),
+    ] {
+        assert!(json.contains(&expected), "{expected:?} not in {json}");
+    }
+
+    // `member add` first, then the node: it waits for the node, which asks
+    // the cluster whether it was added.
+    let id = cluster.prepare_node().await.expect("prepare node 4");
+    let address = cluster.peer_address(id).to_string();
+    let binary = find_raftgres_binary().expect("the raftgres binary");
+    let add = Command::new(binary)
+        .args(["member", "add", &id.to_string(), &address])
+        .args([
+            "--endpoints",
+            &cluster.addresses().join(","),
+            "--timeout",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running raftgres member add");
+    cluster.start_node(id).expect("start node 4");
+    let output = bounded(
+        "member add",
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || add.wait_with_output()),
+    )
+    .await
+    .expect("the waiting task")
+    .expect("member add's output");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success(),
+        "member add failed: {stdout}{stderr}"
+    );
+    for expected in [
+        format!("added node {id} as a learner at index "),
+        format!("promoted node {id} at index "),
+        "committed: voters 1, 2, 3, 4; learners none".to_string(),
+    ] {
+        assert!(
+            stdout.contains(&expected),
+            "{expected:?} not in {stdout}{stderr}"
+        );
+    }
+    assert!(stderr.contains(&format!("node {id} caught up")), "{stderr}");
+    let (ok, table, output) = member(&cluster, &["list"]);
+    assert!(ok, "{output}");
+    assert!(
+        table.contains("voters 1, 2, 3, 4; learners none"),
+        "{table}"
+    );
+
+    let (ok, _, output) = member(&cluster, &["promote", "9"]);
+    assert!(!ok, "promoting a stranger must fail: {output}");
+    assert!(output.contains("node 9 is not a learner"), "{output}");
+    let (ok, stdout, output) = member(&cluster, &["remove", &id.to_string()]);
+    assert!(ok, "member remove failed: {output}");
+    assert!(
+        stdout.contains(&format!("removed node {id} at index ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("committed: voters 1, 2, 3; learners none"),
+        "{stdout}"
+    );
+    cluster.forget_node(id).await.expect("forget node 4");
+    cluster.wait_leader().await;
 }
