@@ -9,7 +9,7 @@ use raftgres::pipeline::Input;
 use crate::checkers::leader_stickiness::StickyVoter;
 use crate::checkers::{
     clock_ticks, election_timer, forwarded_reads, gauges, leader_promptness, lease_exclusivity,
-    membership_safety, prompt_answers,
+    lease_rounds, membership_safety, prompt_answers, prompt_applies,
 };
 use crate::node::TICK;
 use crate::world::World;
@@ -143,6 +143,16 @@ impl World {
         if result.is_err() {
             return self.check("prompt_answers", result);
         }
+        let log = raft.log();
+        let result = prompt_applies::check(
+            id,
+            log.apply_handed_index(),
+            log.commit_index(),
+            log.durable_index(),
+        );
+        if result.is_err() {
+            return self.check("prompt_applies", result);
+        }
         if let Some(voter) = before.sticky_voter {
             let result = voter.check(raft.term(), raft.hard_state().voted_for);
             if result.is_err() {
@@ -163,6 +173,15 @@ impl World {
             return;
         }
         let config = raft.config();
+        let result = lease_rounds::check(
+            id,
+            raft.lease_rounds(),
+            raft.lease_read_index().is_some(),
+            config.election_ticks_min,
+        );
+        if result.is_err() {
+            return self.check("lease_rounds", result);
+        }
         if !config.check_quorum {
             let claimed = raft.lease_read_index().is_some();
             let result =

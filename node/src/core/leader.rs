@@ -199,6 +199,7 @@ impl Raft {
         self.read_round_pending = false;
         self.round_sent_ticks
             .push_back((self.read_round, self.ticks));
+        self.prune_round_sent_ticks(self.quorum_acknowledged_round());
         for peer in self.peers() {
             let match_index = self.progress[&peer].match_index;
             let body = MessageBody::HeartbeatRequest {
@@ -374,6 +375,8 @@ impl Raft {
                     .or_insert_with(|| Progress::new(last_index));
             }
         }
+        // Fewer voters may make a later round the acknowledged one.
+        self.prune_round_sent_ticks(self.quorum_acknowledged_round());
     }
 
     /// Proposes one change of membership (leader only) and returns the
@@ -695,7 +698,16 @@ impl Raft {
         for read in self.reads.confirm_through(round) {
             self.finish_read(read);
         }
-        while self.round_sent_ticks.len() > 1 && self.round_sent_ticks[1].0 <= round {
+        self.prune_round_sent_ticks(round);
+    }
+
+    /// Forgets the send times of rounds before `acknowledged`, the latest
+    /// round a quorum acknowledged: leases need only its own. Run when
+    /// acknowledgements arrive, when a round is sent (a leader that is the
+    /// only voter acknowledges its rounds itself) and when the voters
+    /// change.
+    fn prune_round_sent_ticks(&mut self, acknowledged: u64) {
+        while self.round_sent_ticks.len() > 1 && self.round_sent_ticks[1].0 <= acknowledged {
             self.round_sent_ticks.pop_front();
         }
     }
@@ -726,12 +738,7 @@ impl Raft {
     /// TimeoutNow was sent in this term: its target may win an election
     /// at any time, lease or not.
     pub fn lease_read_index(&self) -> Option<LogIndex> {
-        if self.role != Role::Leader
-            || !self.config.check_quorum
-            || self.transfer_target.is_some()
-            || (self.timeout_now_sent && !self.bug_lease_after_timeout_now())
-            || !self.committed_in_current_term()
-        {
+        if self.lease_blocked() {
             return None;
         }
         let round = self.quorum_acknowledged_round();
@@ -743,4 +750,50 @@ impl Raft {
         let lease_ticks = self.config.election_ticks_min * 3 / 4;
         (self.ticks < sent_at + lease_ticks).then_some(self.log.commit_index())
     }
+
+    /// Whether this node may not claim a lease whatever its rounds say:
+    /// not a leader, no check-quorum, a transfer in progress or a
+    /// TimeoutNow sent in this term, or no entry of its term committed.
+    fn lease_blocked(&self) -> bool {
+        self.role != Role::Leader
+            || !self.config.check_quorum
+            || self.transfer_target.is_some()
+            || (self.timeout_now_sent && !self.bug_lease_after_timeout_now())
+            || !self.committed_in_current_term()
+    }
+
+    /// What a leader keeps of its heartbeat rounds for leases, for the
+    /// simulator's checks (see [`LeaseRounds`]).
+    pub fn lease_rounds(&self) -> LeaseRounds {
+        let acknowledged = self.quorum_acknowledged_round();
+        LeaseRounds {
+            held: self.round_sent_ticks.len(),
+            latest: self.read_round,
+            acknowledged,
+            acknowledged_sent_at: self
+                .round_sent_ticks
+                .iter()
+                .find(|(round, _)| *round == acknowledged)
+                .map(|(_, sent_at)| *sent_at),
+            blocked: self.lease_blocked(),
+            ticks: self.ticks,
+        }
+    }
+}
+
+/// A leader's heartbeat rounds as its leases see them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseRounds {
+    /// Rounds whose send tick it keeps.
+    pub held: usize,
+    /// The latest round sent.
+    pub latest: u64,
+    /// The latest round a quorum acknowledged.
+    pub acknowledged: u64,
+    /// When that round was sent (in the core's ticks), if it is kept.
+    pub acknowledged_sent_at: Option<u64>,
+    /// Whether leases are off whatever the rounds say.
+    pub blocked: bool,
+    /// The core's ticks now.
+    pub ticks: u64,
 }

@@ -395,6 +395,11 @@ impl RaftLog {
         taken
     }
 
+    /// Highest index handed out for applying (or covered by a snapshot).
+    pub fn apply_handed_index(&self) -> LogIndex {
+        self.apply_handed
+    }
+
     /// Whether committed entries wait to be handed for applying.
     pub fn has_committed_to_apply(&self) -> bool {
         self.apply_limit() > self.apply_handed

@@ -69,7 +69,7 @@ pub mod validate;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
 pub use config::{Config, ConfigError};
-pub use leader::{MembershipChange, MembershipError, ReadError};
+pub use leader::{LeaseRounds, MembershipChange, MembershipError, ReadError};
 pub use message::{Message, MessageBody};
 pub use raft::{heard_from_outside, DurableState, ProposeError, Raft, TransferError};
 pub use ready::{ImplausibleMessage, ImplausibleReason, PeerStatus, ReadState, Ready, Status};
