@@ -106,8 +106,13 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [3, 3],
-            checkers: &["client_outcomes", "held_requests", "linearizability"],
+            seeds_needed: [3, 17],
+            checkers: &[
+                "client_outcomes",
+                "held_requests",
+                "gauges",
+                "linearizability",
+            ],
         },
         Hunt {
             bug: "read-contexts-restart",
@@ -116,7 +121,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [19, 34],
+            seeds_needed: [19, 3],
             checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {
