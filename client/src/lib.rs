@@ -372,18 +372,10 @@ impl CallKind {
     /// indexes are the leader's). Followers would answer too, so each
     /// attempt asks the node's status first and turns a follower's answer
     /// into a redirect.
-    const LEADER_VIEW: CallKind = CallKind {
-        route: Route::Leader,
-        resend: Resend::Safe,
-        leader_check: true,
-    };
+    const LEADER_VIEW: CallKind = CallKind::WRITE_WITH_SESSION;
     /// A membership change: answered by the leader once applied there, so
     /// an attempt at a leader that stopped is abandoned like a write's.
-    const MEMBERSHIP_CHANGE: CallKind = CallKind {
-        route: Route::Leader,
-        resend: Resend::Safe,
-        leader_check: true,
-    };
+    const MEMBERSHIP_CHANGE: CallKind = CallKind::WRITE_WITH_SESSION;
 
     /// A write submitted with `client_id`: an empty one opts out of the
     /// session, and so of being sent again once its outcome is unknown.

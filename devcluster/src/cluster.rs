@@ -511,13 +511,41 @@ impl std::fmt::Debug for DevCluster {
     }
 }
 
-/// Ports found in an earlier config of a node.
+/// Ports a node had in an earlier config (or the ones it should get).
 #[derive(Clone, Copy, Debug, Default)]
 struct PreviousPorts {
     grpc: Option<u16>,
     peer: Option<u16>,
     metrics: Option<u16>,
     postgres: Option<u16>,
+}
+
+impl DevNode {
+    /// A node not started yet on `postgres`, its gRPC, metrics and (with
+    /// a separate peer listener) peer ports the `wanted` ones when free,
+    /// else free ones not in `taken`, which then holds them.
+    fn on_free_ports(
+        postgres: PgInstance,
+        wanted: PreviousPorts,
+        options: &DevClusterOptions,
+        taken: &mut BTreeSet<u16>,
+    ) -> Result<DevNode, DevError> {
+        let grpc = pick_port(wanted.grpc, taken)?;
+        let metrics = pick_port(wanted.metrics, taken)?;
+        let peer_address = if options.separate_peer_listener {
+            let port = pick_port(wanted.peer, taken)?;
+            Some(format!("{}:{port}", postgres::HOST))
+        } else {
+            None
+        };
+        Ok(DevNode {
+            address: format!("{}:{grpc}", postgres::HOST),
+            peer_address,
+            metrics_address: format!("{}:{metrics}", postgres::HOST),
+            postgres,
+            child: None,
+        })
+    }
 }
 
 impl DevCluster {
@@ -548,27 +576,12 @@ impl DevCluster {
             let preferred = |first: Option<u16>| {
                 first.and_then(|first| first.checked_add(u16::try_from(id - 1).ok()?))
             };
-            let grpc = pick_port(
-                ports.grpc.or(preferred(options.grpc_port_first)),
-                &mut taken,
-            )?;
-            let metrics = pick_port(
-                ports.metrics.or(preferred(options.metrics_port_first)),
-                &mut taken,
-            )?;
-            let peer_address = if options.separate_peer_listener {
-                let port = pick_port(ports.peer, &mut taken)?;
-                Some(format!("{}:{port}", postgres::HOST))
-            } else {
-                None
+            let wanted = PreviousPorts {
+                grpc: ports.grpc.or(preferred(options.grpc_port_first)),
+                metrics: ports.metrics.or(preferred(options.metrics_port_first)),
+                ..ports
             };
-            let node = DevNode {
-                address: format!("{}:{grpc}", postgres::HOST),
-                peer_address,
-                metrics_address: format!("{}:{metrics}", postgres::HOST),
-                postgres: instance,
-                child: None,
-            };
+            let node = DevNode::on_free_ports(instance, wanted, &options, &mut taken)?;
             nodes.insert(id, node);
         }
         let addresses: Vec<String> = nodes.values().map(|node| node.address.clone()).collect();
@@ -839,21 +852,12 @@ impl DevCluster {
             .map_err(|source| DevError::Postgres { node: id, source })?;
         let mut taken = self.ports_in_use();
         taken.insert(postgres.port());
-        let grpc = pick_port(None, &mut taken)?;
-        let metrics = pick_port(None, &mut taken)?;
-        let peer_address = if self.options.separate_peer_listener {
-            let port = pick_port(None, &mut taken)?;
-            Some(format!("{}:{port}", postgres::HOST))
-        } else {
-            None
-        };
-        let node = DevNode {
-            address: format!("{}:{grpc}", postgres::HOST),
-            peer_address,
-            metrics_address: format!("{}:{metrics}", postgres::HOST),
+        let node = DevNode::on_free_ports(
             postgres,
-            child: None,
-        };
+            PreviousPorts::default(),
+            &self.options,
+            &mut taken,
+        )?;
         self.nodes.insert(id, node);
         let written = self.write_config(id, true);
         if let Err(error) = written {

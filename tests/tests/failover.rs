@@ -10,7 +10,7 @@ use raftgres::client::{Client, ClientError, ClientOptions, ReadMode, Role};
 use raftgres_proto::v1::kv_command::Operation;
 use raftgres_proto::v1::{KvCommand, KvPut, RangeRequest};
 use raftgres_tests::nemesis::signal;
-use raftgres_tests::{bounded, kv_client, BackgroundWriter, TestCluster};
+use raftgres_tests::{bounded, kv_client, read_prefix, BackgroundWriter, TestCluster};
 
 /// Writes `count` keys `prefix{i}` = `value-{i}` one after another and
 /// asserts each is acknowledged; returns the highest log index.
@@ -24,25 +24,6 @@ async fn write_keys(client: &Client, prefix: &str, count: usize) -> u64 {
         index = index.max(put.index);
     }
     index
-}
-
-/// Every pair under `prefix`, read linearizably through the cluster.
-async fn read_prefix(client: &Client, prefix: &str) -> BTreeMap<String, String> {
-    let range = client
-        .range(prefix, 10_000, ReadMode::Linearizable)
-        .await
-        .unwrap_or_else(|error| panic!("range {prefix}: {error}"));
-    assert!(!range.more, "range {prefix} was truncated");
-    range
-        .kvs
-        .into_iter()
-        .map(|pair| {
-            (
-                String::from_utf8(pair.key).expect("utf-8 key"),
-                String::from_utf8(pair.value).expect("utf-8 value"),
-            )
-        })
-        .collect()
 }
 
 /// Asserts that `stored` holds `prefix{i}` = `value-{i}` for every `i` in
