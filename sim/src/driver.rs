@@ -9,11 +9,13 @@
 //! sends what the pipeline sends (obligation 4), and routes replies to the
 //! clients waiting for them (obligation 5).
 
-use raftgres::core::{Message, MessageBody, NodeId};
+use raftgres::core::{LogIndex, Message, MessageBody, NodeId};
 use raftgres::pipeline::{Input, Output, WriteDone, WriteJob};
 use rand::Rng;
 
-use crate::checkers::{apply_after_durable, crash_recovery, honest_peers, message_size};
+use crate::checkers::{
+    apply_after_durable, covered_applies, crash_recovery, honest_peers, message_size,
+};
 use crate::network::SendFate;
 use crate::node::{ApplyJob, Queued, QueuedInput, Waiting};
 use crate::store::{ApplyReport, ApplySettings, Fate, Transaction};
@@ -68,7 +70,19 @@ impl World {
                         }
                     }
                     Output::Write(job) => self.start_write(index, job, 0),
-                    Output::Apply(batch) => self.start_apply(index, ApplyJob::Batch(batch), 0),
+                    Output::Apply(batch) => {
+                        let node = &self.nodes[index];
+                        let snapshot = node.raft().expect("running").log().snapshot().index;
+                        let first = batch
+                            .entries
+                            .first()
+                            .map_or(LogIndex(0), |entry| entry.index);
+                        let result = covered_applies::check(node.id, first, snapshot);
+                        if result.is_err() {
+                            return self.check("covered_applies", result);
+                        }
+                        self.start_apply(index, ApplyJob::Batch(batch), 0)
+                    }
                     Output::Reply { request, reply } => {
                         self.nodes[index].proposals.remove(&request);
                         let Some((waiting, _)) = self.nodes[index].waiting.remove(&request) else {

@@ -12,6 +12,7 @@
 pub mod apply_after_durable;
 pub mod client_outcomes;
 pub mod clock_ticks;
+pub mod covered_applies;
 pub mod crash_recovery;
 pub mod durability;
 pub mod election_safety;
