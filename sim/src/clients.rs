@@ -5,14 +5,14 @@
 //! through the pipeline's proposal and read paths. What each client is
 //! told goes to the linearizability history and the outcome checkers.
 
-use raftgres::core::{Entry, LogIndex, NodeId};
+use raftgres::core::{Entry, LogIndex, MembershipError, NodeId};
 use raftgres::pipeline::{check_read_covered, ReadMode, Refusal, Reply};
 use rand::Rng;
 
 use crate::checkers::durability::AcknowledgedWrite;
-use crate::checkers::held_requests;
 use crate::checkers::linearizability::{Input, Operation, Output};
 use crate::checkers::read_index_safety;
+use crate::checkers::{held_requests, membership_safety};
 use crate::kv::{self, Applied, Command, CommandOutput, Envelope};
 use crate::node::{QueuedInput, SimNode, Waiting};
 use crate::world::{FirstApply, World, IDLE_LEAD_TICKS, TRANSFER_LEAD_TICKS};
@@ -404,6 +404,16 @@ impl World {
         if waiting == Waiting::MembershipChange {
             if let Reply::Applied { .. } = reply {
                 self.stats.faults.membership_changes_applied += 1;
+            }
+            let in_progress = MembershipError::ChangeInProgress.to_string();
+            if reply == Reply::Refused(Refusal::Unavailable(in_progress)) {
+                let raft = self.nodes[node].raft().expect("it just answered");
+                let result = membership_safety::check_in_progress_refusal(
+                    raft.id(),
+                    raft.log(),
+                    raft.term(),
+                );
+                self.check("membership_safety", result);
             }
             let id = node as u64 + 1;
             self.trace.record(self.now, "membership", &[id], || {

@@ -13,13 +13,17 @@
 //!   outgoing voters are the previous voters and whose new voters differ
 //!   from them; or, after a joint membership, its new voters alone.
 //!
+//! And, as an answer is given: a leader refuses a change as "in progress"
+//! only when one is (its membership entry not committed, or joint), or
+//! when it has committed nothing of its term yet.
+//!
 //! Together with `election_safety` (one leader per term, whatever the
 //! configurations) this is what makes a change safe: no two majorities of
 //! different configurations can decide alone, because every decision
 //! during the change needs both.
 
 use raftgres::core::log::RaftLog;
-use raftgres::core::{LogIndex, Membership, NodeId};
+use raftgres::core::{LogIndex, Membership, NodeId, Term};
 
 /// Checks the log of `leader`, a leader after a step; `committed` is the
 /// highest index any node has committed.
@@ -79,10 +83,27 @@ pub fn follows(previous: &Membership, next: &Membership) -> Result<(), &'static 
     Ok(())
 }
 
+/// Checks leader `leader`'s refusal of a change as "in progress" against
+/// its log: refused although its membership is committed and not joint,
+/// and it committed an entry of its `term`, the change was not in progress.
+pub fn check_in_progress_refusal(leader: NodeId, log: &RaftLog, term: Term) -> Result<(), String> {
+    let committed = log.commit_index() >= log.membership_index();
+    let term_committed = log.term_at(log.commit_index()) == Some(term);
+    if !committed || log.membership().is_joint() || !term_committed {
+        return Ok(());
+    }
+    Err(format!(
+        "leader {leader} refused a membership change as in progress, though its membership \
+         (set at index {}) is committed (through {}) and not joint",
+        log.membership_index(),
+        log.commit_index()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raftgres::core::{Entry, EntryPayload, SnapshotMeta, Term};
+    use raftgres::core::{Entry, EntryPayload, SnapshotMeta};
 
     fn plain(voters: &[u64], learners: &[u64]) -> Membership {
         Membership {
@@ -123,6 +144,29 @@ mod tests {
         );
         log.commit_to(LogIndex(commit));
         log
+    }
+
+    #[test]
+    fn refusing_a_change_as_in_progress_when_none_is_fails() {
+        let learner_added = [plain(&[1, 2, 3], &[4])];
+        let error =
+            check_in_progress_refusal(NodeId(1), &log(&learner_added, 2), Term(1)).unwrap_err();
+        assert!(error.contains("committed (through 2)"), "{error}");
+        // Not committed yet, joint, or nothing of the term committed: a
+        // change is (or may be) in progress.
+        assert_eq!(
+            check_in_progress_refusal(NodeId(1), &log(&learner_added, 1), Term(1)),
+            Ok(())
+        );
+        let joint_in_force = [joint(&[1, 2, 3, 4], &[1, 2, 3])];
+        assert_eq!(
+            check_in_progress_refusal(NodeId(1), &log(&joint_in_force, 2), Term(1)),
+            Ok(())
+        );
+        assert_eq!(
+            check_in_progress_refusal(NodeId(1), &log(&learner_added, 2), Term(2)),
+            Ok(())
+        );
     }
 
     #[test]
