@@ -8,8 +8,8 @@ use raftgres::pipeline::Input;
 
 use crate::checkers::leader_stickiness::StickyVoter;
 use crate::checkers::{
-    clock_ticks, election_timer, forwarded_reads, gauges, leader_promptness, lease_exclusivity,
-    lease_rounds, membership_safety, prompt_answers, prompt_applies,
+    clock_ticks, durable_log, election_timer, forwarded_reads, gauges, leader_promptness,
+    lease_exclusivity, lease_rounds, membership_safety, prompt_answers, prompt_applies,
 };
 use crate::node::TICK;
 use crate::world::World;
@@ -144,6 +144,18 @@ impl World {
             return self.check("prompt_answers", result);
         }
         let log = raft.log();
+        let durable = log.durable_index();
+        let result = durable_log::check(
+            id,
+            durable,
+            log.term_at(durable),
+            log.snapshot().index,
+            node.store.entry(durable).map(|entry| entry.term),
+            node.store.log_start.index,
+        );
+        if result.is_err() {
+            return self.check("durable_log", result);
+        }
         let result = prompt_applies::check(
             id,
             log.apply_handed_index(),

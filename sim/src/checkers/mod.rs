@@ -15,6 +15,7 @@ pub mod clock_ticks;
 pub mod covered_applies;
 pub mod crash_recovery;
 pub mod durability;
+pub mod durable_log;
 pub mod election_safety;
 pub mod election_timer;
 pub mod exactly_once;
