@@ -10,6 +10,7 @@ use crate::checkers::leader_stickiness::StickyVoter;
 use crate::checkers::{
     clock_ticks, durable_log, election_timer, forwarded_reads, gauges, leader_promptness,
     lease_exclusivity, lease_rounds, membership_safety, prompt_answers, prompt_applies,
+    prompt_persistence,
 };
 use crate::node::TICK;
 use crate::world::World;
@@ -142,6 +143,11 @@ impl World {
         );
         if result.is_err() {
             return self.check("prompt_answers", result);
+        }
+        let result =
+            prompt_persistence::check(id, raft.hard_state(), pipeline.hard_state_handed_out());
+        if result.is_err() {
+            return self.check("prompt_persistence", result);
         }
         let log = raft.log();
         let durable = log.durable_index();

@@ -65,8 +65,8 @@ pub use requests::{check_read_covered, ReadMode, ReadNotCovered, Refusal, Reply,
 pub use write::{WriteDone, WriteJob};
 
 use crate::core::{
-    ImplausibleMessage, LogIndex, MembershipChange, MembershipError, Message, NodeId, ProposeError,
-    Raft, ReadError, Role, Snapshot, Term, TransferError,
+    HardState, ImplausibleMessage, LogIndex, MembershipChange, MembershipError, Message, NodeId,
+    ProposeError, Raft, ReadError, Role, Snapshot, Term, TransferError,
 };
 
 /// What the pipeline needs beyond the core's configuration.
@@ -212,6 +212,9 @@ pub struct Pipeline {
     /// Invariant: never decreases.
     applied: LogIndex,
     last_role: Role,
+    /// The term and vote last handed out for writing (the recovered ones
+    /// at first).
+    hard_state_handed: HardState,
     outputs: Vec<Output>,
     /// Planted bugs (simulator only; all off in a product build).
     planted: planted::Planted,
@@ -222,6 +225,7 @@ impl Pipeline {
     pub fn new(raft: Raft, config: PipelineConfig, start: Instant) -> Pipeline {
         let applied = raft.log().applied_index();
         let last_role = raft.role();
+        let hard_state_handed = raft.hard_state();
         let applies = apply::Applies {
             in_flight: config.snapshot_on_start,
             next: Vec::new(),
@@ -250,6 +254,7 @@ impl Pipeline {
             next_read_context: read_context_first,
             applied,
             last_role,
+            hard_state_handed,
             outputs: Vec::new(),
             planted,
         }
@@ -268,6 +273,11 @@ impl Pipeline {
     /// The lowest log index a waiting proposal waits for, if one waits.
     pub fn lowest_waiting_proposal(&self) -> Option<LogIndex> {
         self.requests.lowest_proposal()
+    }
+
+    /// The term and vote last handed out for writing.
+    pub fn hard_state_handed_out(&self) -> HardState {
+        self.hard_state_handed
     }
 
     /// Highest index the state machine holds, applied or installed.
@@ -509,6 +519,9 @@ impl Pipeline {
                 self.applies.covered_by_snapshot(snapshot.meta.index);
             }
             let persist_point = ready.persist_point();
+            if let Some(hard_state) = ready.hard_state {
+                self.hard_state_handed = hard_state;
+            }
             let job = WriteJob {
                 hard_state: ready.hard_state,
                 snapshot: ready.snapshot,

@@ -38,6 +38,7 @@ pub mod membership_safety;
 pub mod message_size;
 pub mod prompt_answers;
 pub mod prompt_applies;
+pub mod prompt_persistence;
 pub mod read_index_safety;
 pub mod read_liveness;
 pub mod replica_rows;
