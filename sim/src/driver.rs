@@ -262,6 +262,8 @@ impl World {
             if message.body == MessageBody::TimeoutNow {
                 self.maybe_deafen_after_timeout_now(message.from);
             }
+            self.quorum_contact
+                .heard(message.to, message.from, self.now);
             self.handle(index, Some(Input::Peer(message)));
             if self.violation.is_some() {
                 return;

@@ -200,6 +200,16 @@ impl World {
         if result.is_err() {
             return self.check("lease_rounds", result);
         }
+        if config.check_quorum {
+            let bound = 3 * config.election_ticks_max;
+            let (term, membership) = (raft.term(), raft.membership());
+            let result = self
+                .quorum_contact
+                .check(id, term, membership, self.now, bound);
+            if result.is_err() {
+                return self.check("check_quorum", result);
+            }
+        }
         if !config.check_quorum {
             let claimed = raft.lease_read_index().is_some();
             let result =

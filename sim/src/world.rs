@@ -175,6 +175,8 @@ pub struct World {
     /// current step carried, by receiver (see
     /// `checkers::leader_promptness`).
     pub(crate) commits_sent: Vec<(NodeId, LogIndex)>,
+    /// Who heard from whom when, for `check_quorum`.
+    pub(crate) quorum_contact: crate::checkers::check_quorum::QuorumContact,
     /// The first violation; the run stops at it.
     pub violation: Option<Violation>,
     /// Counters.
@@ -261,6 +263,7 @@ impl World {
             forged_pending: None,
             read_refusals_sent: Vec::new(),
             commits_sent: Vec::new(),
+            quorum_contact: Default::default(),
             idle_traffic: IdleTraffic::new(
                 config.ticks,
                 IDLE_WINDOW_TICKS,

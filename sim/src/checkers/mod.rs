@@ -10,6 +10,7 @@
 //! events instead of the state.
 
 pub mod apply_after_durable;
+pub mod check_quorum;
 pub mod client_outcomes;
 pub mod clock_ticks;
 pub mod covered_applies;
