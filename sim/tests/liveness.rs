@@ -129,6 +129,10 @@ fn recover(nodes: usize, seeds: &[(u64, &str)]) -> Vec<raftgres_sim::world::RunO
 /// carries their term). The seeds move with the swarm's draws, so the
 /// whole range runs.
 #[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "a million simulated ticks: runs in make test's release pass"
+)]
 fn membership_changes_recover() {
     let seeds: Vec<(u64, &str)> = (0..100).map(|seed| (seed, "membership changes")).collect();
     let outcomes = recover(3, &seeds);
