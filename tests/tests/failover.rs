@@ -204,9 +204,25 @@ async fn clients_leave_a_stopped_leader_for_the_new_one_before_their_attempt_tim
         new_leader != old_leader && named.iter().all(|id| *id == new_leader),
         "the running nodes name {named:?} (old leader {old_leader})"
     );
-    let new_address = cluster.node_address(new_leader).to_string();
-    assert_eq!(writer.cached_leader(), Some(new_address.clone()));
-    assert_eq!(reader.cached_leader(), Some(new_address));
+    // The clients follow a leader that answered them: the new one, unless
+    // the loaded machine let a second election happen since (seen once
+    // while a mutation run shared the two cores), which names another
+    // running node. Never the stopped one.
+    let running: Vec<String> = cluster
+        .others(old_leader)
+        .into_iter()
+        .map(|id| cluster.node_address(id).to_string())
+        .collect();
+    for (who, cached) in [
+        ("the writer", writer.cached_leader()),
+        ("the reader", reader.cached_leader()),
+    ] {
+        let cached = cached.unwrap_or_else(|| panic!("{who} caches no leader"));
+        assert!(
+            running.contains(&cached),
+            "{who} caches {cached}, not a running node ({running:?}; the stopped leader is {old_address})"
+        );
+    }
     let read_again = reader
         .get("pause/key", ReadMode::Linearizable)
         .await
