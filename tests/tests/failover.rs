@@ -2,7 +2,6 @@
 //! client moving off a stopped leader, a crashed node catching up, and a
 //! whole cluster coming back on its data.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
@@ -10,7 +9,9 @@ use raftgres::client::{Client, ClientError, ClientOptions, ReadMode, Role};
 use raftgres_proto::v1::kv_command::Operation;
 use raftgres_proto::v1::{KvCommand, KvPut, RangeRequest};
 use raftgres_tests::nemesis::signal;
-use raftgres_tests::{bounded, kv_client, read_prefix, BackgroundWriter, TestCluster};
+use raftgres_tests::{
+    assert_present, bounded, kv_client, read_prefix, BackgroundWriter, TestCluster,
+};
 
 /// Writes `count` keys `prefix{i}` = `value-{i}` one after another and
 /// asserts each is acknowledged; returns the highest log index.
@@ -24,19 +25,6 @@ async fn write_keys(client: &Client, prefix: &str, count: usize) -> u64 {
         index = index.max(put.index);
     }
     index
-}
-
-/// Asserts that `stored` holds `prefix{i}` = `value-{i}` for every `i` in
-/// `written`.
-fn assert_present(stored: &BTreeMap<String, String>, prefix: &str, written: &[usize]) {
-    for i in written {
-        let key = format!("{prefix}{i:04}");
-        assert_eq!(
-            stored.get(&key).map(String::as_str),
-            Some(format!("value-{i}").as_str()),
-            "acknowledged write {key} is missing or wrong"
-        );
-    }
 }
 
 /// Proves that after kill -9 of the leader the survivors elect a new
