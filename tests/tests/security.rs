@@ -714,6 +714,17 @@ async fn requests_beyond_client_requests_max_are_refused_at_once() {
     let refused = loop {
         if read.is_finished() {
             let first = read.await;
+            // Refused because a second request held the one slot when it
+            // arrived: the race this loop runs, not an early end.
+            let lost_the_slot = matches!(
+                &first,
+                Ok(Err(status)) if status.code() == Code::ResourceExhausted
+            );
+            if lost_the_slot && started.elapsed() < Duration::from_secs(15) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                read = first_read(address.clone());
+                continue;
+            }
             early_ends.push(format!("after {:?}: {first:?}", started.elapsed()));
             assert!(
                 early_ends.len() <= 2,
