@@ -1,5 +1,5 @@
 # raftgres: every target says what it does. See README.md.
-.PHONY: run test sim sim-hunt sim-repro mutants nemesis bench bench-storage fmt lint verify
+.PHONY: run test sim sim-hunt sim-repro mutants nemesis bench bench-storage bench-snapshot fmt lint verify
 
 # Bring up a local 3-node cluster (its own Postgres instances) and show it working.
 run:
@@ -58,6 +58,15 @@ bench:
 bench-storage:
 	scripts/ensure-deps.sh
 	cargo run --release -p raftgres-bench --example append_bench
+
+# A follower's catch-up by snapshot of 256 MiB of KV rows (transfer and
+# catch-up time, peak RSS of leader and follower) against pg_dump |
+# pg_restore of the same table; both copies checked against the leader's.
+# Writes the "## Snapshots: 256 MiB" section of docs/BENCHMARKS.md. A few
+# minutes, abandoned after 20. Not part of `make test` or `make bench`.
+# Settings: SNAPSHOT_MIB=256 SNAPSHOT_VALUE_BYTES=16384 (see the script).
+bench-snapshot:
+	scripts/bench-snapshot.sh
 
 fmt:
 	cargo fmt --all

@@ -87,7 +87,7 @@ pub async fn compare(options: CompareOptions) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
     tokio::select! {

@@ -5,6 +5,7 @@
 //! ```text
 //! raftgres-bench run --system raftgres|etcd --endpoints A,B,C [workload]   one point, JSON on stdout
 //! raftgres-bench compare --etcd-endpoints .. --etcd-pids .. [sweep]        the full comparison (scripts/bench.sh)
+//! raftgres-bench snapshot --cluster-dir DIR [--mebibytes 256]             a follower's catch-up by snapshot (make bench-snapshot)
 //! ```
 //!
 //! Modules:
@@ -15,7 +16,9 @@
 //! - `process_stats`: CPU and peak RSS from /proc;
 //! - `postgres_ceiling`: plain multi-row INSERT rows per second;
 //! - `report`: JSON, CSV and the Markdown section; `svg`: the plot;
-//! - `compare`: the orchestration of a whole comparison.
+//! - `compare`: the orchestration of a whole comparison;
+//! - `snapshot`: a follower's catch-up by snapshot against `pg_dump |
+//!   pg_restore` (load, watch, row checks, baseline, report).
 #![forbid(unsafe_code)]
 
 mod compare;
@@ -24,6 +27,7 @@ mod node_metrics;
 mod postgres_ceiling;
 mod process_stats;
 mod report;
+mod snapshot;
 mod svg;
 mod target;
 mod workload;
@@ -114,6 +118,41 @@ enum Command {
         command_line: String,
         #[command(flatten)]
         workload: WorkloadArguments,
+    },
+    /// Starts a 3-node raftgres dev cluster, stops a follower, loads the
+    /// state machine, starts the follower again and measures its catch-up
+    /// by snapshot, then `pg_dump | pg_restore` of the same table; checks
+    /// both copies and writes the Markdown section.
+    Snapshot {
+        /// Mebibytes of values loaded.
+        #[arg(long, default_value_t = 256)]
+        mebibytes: u64,
+        /// Bytes of every value (one put, one log entry).
+        #[arg(long, default_value_t = 16_384)]
+        value_bytes: usize,
+        /// Concurrent puts of the load.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// `raft.compaction_entries` of every node (small, so that the
+        /// stopped follower falls behind the compacted log).
+        #[arg(long, default_value_t = 1000)]
+        compaction_entries: u64,
+        /// Directory of the cluster (created; removed after a run that
+        /// passed, kept with the node logs after one that failed).
+        #[arg(long)]
+        cluster_dir: PathBuf,
+        /// The whole run is abandoned after this many minutes.
+        #[arg(long, default_value_t = 20)]
+        timeout_minutes: u64,
+        /// The Markdown file whose "## Snapshots: N MiB" section is replaced.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+        /// The date written into the Markdown (default: today, UTC).
+        #[arg(long)]
+        date: Option<String>,
+        /// How this run was started, quoted in the Markdown.
+        #[arg(long, default_value = "make bench-snapshot")]
+        command_line: String,
     },
 }
 
@@ -230,6 +269,46 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Snapshot {
+            mebibytes,
+            value_bytes,
+            clients,
+            compaction_entries,
+            cluster_dir,
+            timeout_minutes,
+            markdown,
+            date,
+            command_line,
+        } => {
+            let options = snapshot::SnapshotOptions {
+                mebibytes,
+                value_bytes,
+                clients,
+                compaction_entries,
+                cluster_dir,
+                timeout: std::time::Duration::from_secs(timeout_minutes * 60),
+                command: command_line,
+            };
+            let report = snapshot::run(options).await?;
+            snapshot::print_table(&report);
+            if let Some(path) = markdown {
+                let date = date.unwrap_or_else(today);
+                snapshot::write_section(&report, &path, &date)?;
+                eprintln!("wrote the section to {}", path.display());
+            }
+        }
     }
     Ok(())
+}
+
+/// Today's date (UTC) as `date` prints it, `unknown` when it cannot.
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .map(|text| text.trim().to_string())
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
 }

@@ -1,0 +1,56 @@
+//! What a database's `raftgres_kv` holds, summed up so that two copies can
+//! be compared: the row count, the bytes of the values, and a checksum of
+//! every row (key, value and modification index) in key order.
+
+use anyhow::Context;
+
+/// Every row in key order: the md5 of the md5s of key || value ||
+/// mod_index. Hashing each row first keeps the aggregate small (32 bytes
+/// a row) however large the values are.
+const SUMMARY_SQL: &str = "
+    SELECT count(*),
+           coalesce(sum(octet_length(value)), 0)::bigint,
+           md5(coalesce(string_agg(md5(key || value || int8send(mod_index)), '' ORDER BY key), '')),
+           pg_total_relation_size('raftgres_kv')
+    FROM raftgres_kv";
+
+/// One database's `raftgres_kv`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowSummary {
+    /// Rows.
+    pub rows: i64,
+    /// Bytes of all values.
+    pub value_bytes: i64,
+    /// See [`SUMMARY_SQL`].
+    pub checksum: String,
+    /// The table with its TOAST table and indexes, on disk.
+    pub table_bytes: i64,
+}
+
+impl RowSummary {
+    /// Whether both hold the same rows (their sizes on disk may differ).
+    pub fn same_rows(&self, other: &RowSummary) -> bool {
+        (self.rows, self.value_bytes, &self.checksum)
+            == (other.rows, other.value_bytes, &other.checksum)
+    }
+}
+
+/// Summarises `raftgres_kv` of the database at `conninfo`.
+pub async fn summarise(conninfo: &str) -> anyhow::Result<RowSummary> {
+    let (client, connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to {conninfo}"))?;
+    let connection = tokio::spawn(connection);
+    let row = client
+        .query_one(SUMMARY_SQL, &[])
+        .await
+        .with_context(|| format!("summing up raftgres_kv at {conninfo}"))?;
+    drop(client);
+    let _ = connection.await;
+    Ok(RowSummary {
+        rows: row.get(0),
+        value_bytes: row.get(1),
+        checksum: row.get(2),
+        table_bytes: row.get(3),
+    })
+}
