@@ -50,6 +50,11 @@ pub(crate) struct Client {
     /// The last sequence used in the current session.
     sequence: u64,
     leader_hint: Option<NodeId>,
+    /// The node its last attempt went to: without a leader hint the next
+    /// goes to the node after it (a client rotates through its endpoints,
+    /// so one that only hears "no leader known", from nodes removed from
+    /// the cluster, still finds the leader within one round).
+    last_target: Option<usize>,
     request: Option<Request>,
     next_attempt_at: u64,
 }
@@ -92,6 +97,7 @@ impl Client {
             session_id: 0,
             sequence: 0,
             leader_hint: None,
+            last_target: None,
             request: None,
             next_attempt_at: 0,
         }
@@ -249,10 +255,13 @@ impl World {
         let hint = self.clients[client]
             .leader_hint
             .filter(|_| pinned || (self.rng.clients.gen_bool(0.8) && !anywhere));
-        let target = hint.map_or_else(
-            || self.rng.clients.gen_range(0..self.nodes.len()),
-            |hint| hint.0 as usize - 1,
-        );
+        let nodes = self.nodes.len();
+        let target = match (hint, self.clients[client].last_target) {
+            (Some(hint), _) => hint.0 as usize - 1,
+            (None, Some(last)) => (last + 1) % nodes,
+            (None, None) => self.rng.clients.gen_range(0..nodes),
+        };
+        self.clients[client].last_target = Some(target);
         let unreachable = !self.reachable(NodeId(target as u64 + 1))
             || (request.read == ClientRead::Stale && !self.nodes[target].is_running());
         if unreachable {
