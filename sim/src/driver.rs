@@ -2,23 +2,25 @@
 //! (`node/src/server/driver.rs`) does against Postgres and gRPC, done
 //! against the simulated store and network. It decides nothing: it feeds
 //! the pipeline its inputs at the node's monotonic instant (obligation 1),
-//! carries out every write (with the apply batch it carries) and every
-//! apply as one atomic transaction and reports it (obligations 2 and 3),
+//! carries out every write (with the apply batch it carries), every
+//! apply and every stage job as one atomic transaction and reports it
+//! (obligations 2, 3 and 8), serves views of the state machine from
+//! the store (obligation 7),
 //! retrying a transaction that failed or whose
 //! commit had an unknown outcome, as the product's storage tasks do,
 //! sends what the pipeline sends (obligation 4), and routes replies to the
 //! clients waiting for them (obligation 5).
 
 use raftgres::core::{LogIndex, Message, MessageBody, NodeId};
-use raftgres::pipeline::{Input, Output, WriteDone, WriteJob};
+use raftgres::pipeline::{ApplyBatch, Input, Output, StageJob, WriteDone, WriteJob};
 use rand::Rng;
 
 use crate::checkers::{
     apply_after_durable, covered_applies, crash_recovery, honest_peers, message_size,
 };
 use crate::network::SendFate;
-use crate::node::{ApplyJob, Queued, QueuedInput, Waiting};
-use crate::store::{ApplyReport, ApplySettings, Fate, Transaction};
+use crate::node::{Queued, QueuedInput, Waiting};
+use crate::store::{ApplyReport, ApplySettings, Fate, Store, Transaction};
 use crate::world::World;
 
 /// The longest a storage task waits before retrying, in ticks (the
@@ -81,7 +83,7 @@ impl World {
                         if result.is_err() {
                             return self.check("covered_applies", result);
                         }
-                        self.start_apply(index, ApplyJob::Batch(batch), 0)
+                        self.start_apply(index, batch, 0)
                     }
                     Output::Reply { request, reply } => {
                         self.nodes[index].proposals.remove(&request);
@@ -120,6 +122,12 @@ impl World {
                         });
                     }
                     Output::RoleChanged { .. } => {}
+                    Output::OpenView { view } => self.open_view(index, view),
+                    Output::ReadChunk(read) => self.read_chunk(index, read),
+                    Output::CloseView { view } => {
+                        self.nodes[index].views.remove(&view);
+                    }
+                    Output::Stage(job) => self.start_stage(index, job, 0),
                 }
             }
         }
@@ -312,7 +320,7 @@ impl World {
         });
     }
 
-    fn start_apply(&mut self, index: usize, job: ApplyJob, attempts: u32) {
+    fn start_apply(&mut self, index: usize, job: ApplyBatch, attempts: u32) {
         assert!(
             self.nodes[index].apply.is_none(),
             "node {}: the pipeline handed out a second apply batch",
@@ -325,6 +333,84 @@ impl World {
             fate,
             attempts,
         });
+    }
+
+    fn start_stage(&mut self, index: usize, job: StageJob, attempts: u32) {
+        assert!(
+            self.nodes[index].stage.is_none(),
+            "node {}: the pipeline handed out a second stage job",
+            index + 1
+        );
+        let (complete_at, fate) = self.draw_transaction(attempts, false);
+        self.nodes[index].stage = Some(Transaction {
+            job,
+            complete_at,
+            fate,
+            attempts,
+        });
+    }
+
+    /// Opens a view of node `index`'s state machine (a REPEATABLE READ
+    /// transaction: it sees the rows as they are now); the answer comes
+    /// after a round trip to Postgres.
+    fn open_view(&mut self, index: usize, view: u64) {
+        let due = self.now
+            + self
+                .rng
+                .disk
+                .gen_range(1..=self.profile.disk_latency_ticks_max);
+        let postgres_away = self.postgres_down_until[index] > self.now;
+        let node = &mut self.nodes[index];
+        let answer = match node.store.view().filter(|_| !postgres_away) {
+            Some((at, rows)) => {
+                node.views.insert(view, rows);
+                Input::ViewOpened { view, at }
+            }
+            None => Input::ViewLost { view },
+        };
+        node.view_answers.push((due, answer));
+    }
+
+    /// Reads a chunk of a view; the answer comes after a round trip to
+    /// Postgres.
+    fn read_chunk(&mut self, index: usize, read: raftgres::pipeline::ReadChunk) {
+        let due = self.now
+            + self
+                .rng
+                .disk
+                .gen_range(1..=self.profile.disk_latency_ticks_max);
+        let postgres_away = self.postgres_down_until[index] > self.now;
+        let node = &mut self.nodes[index];
+        let answer = match node.views.get(&read.view).filter(|_| !postgres_away) {
+            Some(rows) => Input::ChunkRead(Store::read_view(rows, &read)),
+            None => {
+                node.views.remove(&read.view);
+                Input::ViewLost { view: read.view }
+            }
+        };
+        node.view_answers.push((due, answer));
+    }
+
+    /// Hands node `index` the answers of view operations that are due.
+    pub(crate) fn answer_views(&mut self, index: usize) {
+        if !self.nodes[index].is_running() {
+            return;
+        }
+        let now = self.now;
+        let answers = &mut self.nodes[index].view_answers;
+        if answers.iter().all(|(due, _)| *due > now) {
+            return;
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(answers)
+            .into_iter()
+            .partition(|(due, _)| *due <= now);
+        self.nodes[index].view_answers = later;
+        for (_, answer) in due {
+            if self.nodes[index].pipeline.is_none() || self.violation.is_some() {
+                return;
+            }
+            self.handle(index, Some(answer));
+        }
     }
 
     /// The WAL writer flushes asynchronous commits now and then.
@@ -375,6 +461,46 @@ impl World {
             };
             self.end_apply(index, transaction, fate);
         }
+        if self.nodes[index].pipeline.is_none() || self.violation.is_some() {
+            return;
+        }
+        let stage_due = self.nodes[index]
+            .stage
+            .as_ref()
+            .is_some_and(|transaction| transaction.complete_at <= now);
+        if stage_due {
+            let transaction = self.nodes[index].stage.take().expect("due");
+            let fate = if postgres_away {
+                Fate::Fail
+            } else {
+                transaction.fate
+            };
+            self.end_stage(index, transaction, fate);
+        }
+    }
+
+    fn end_stage(&mut self, index: usize, transaction: Transaction<StageJob>, fate: Fate) {
+        match fate {
+            Fate::Commit | Fate::Fatal => {
+                self.nodes[index].store.stage(&transaction.job);
+                if self.crash_after_commit(index) {
+                    return;
+                }
+                let staged = transaction.job.transfer;
+                self.handle(index, Some(Input::Staged(staged)));
+            }
+            Fate::Fail | Fate::Unknown { .. } => {
+                if let Fate::Unknown { happened } = fate {
+                    self.stats.faults.commits_unknown += 1;
+                    if happened {
+                        self.nodes[index].store.stage(&transaction.job);
+                    }
+                } else {
+                    self.stats.faults.storage_errors += 1;
+                }
+                self.start_stage(index, transaction.job, transaction.attempts + 1);
+            }
+        }
     }
 
     fn end_write(&mut self, index: usize, transaction: Transaction<WriteJob>, fate: Fate) {
@@ -412,7 +538,7 @@ impl World {
         }
     }
 
-    fn end_apply(&mut self, index: usize, transaction: Transaction<ApplyJob>, fate: Fate) {
+    fn end_apply(&mut self, index: usize, transaction: Transaction<ApplyBatch>, fate: Fate) {
         match fate {
             Fate::Commit | Fate::Fatal => {
                 let settings = self.apply_settings;
@@ -522,7 +648,7 @@ impl World {
             asynchronous_commit: false,
             ..self.apply_settings
         };
-        let report = self.commit_apply(index, &ApplyJob::Batch(batch.clone()), settings)?;
+        let report = self.commit_apply(index, batch, settings)?;
         Some(Some(report.done))
     }
 
@@ -532,27 +658,25 @@ impl World {
     pub(crate) fn commit_apply(
         &mut self,
         index: usize,
-        job: &ApplyJob,
+        batch: &ApplyBatch,
         settings: ApplySettings,
     ) -> Option<ApplyReport> {
         let id = self.nodes[index].id;
-        if let ApplyJob::Batch(batch) = job {
-            let applied_before = self.nodes[index].store.state_machine.applied_index();
-            let new = batch
-                .entries
-                .iter()
-                .filter(|entry| entry.index > applied_before);
-            for entry in new {
-                let result = apply_after_durable::check_apply(
-                    id,
-                    entry.index,
-                    entry.term,
-                    &self.nodes[index].store,
-                );
-                self.check("apply_after_durable", result);
-            }
+        let applied_before = self.nodes[index].store.state_machine.applied_index();
+        let new = batch
+            .entries
+            .iter()
+            .filter(|entry| entry.index > applied_before);
+        for entry in new {
+            let result = apply_after_durable::check_apply(
+                id,
+                entry.index,
+                entry.term,
+                &self.nodes[index].store,
+            );
+            self.check("apply_after_durable", result);
         }
-        let report = match self.nodes[index].commit_apply(job, settings) {
+        let report = match self.nodes[index].store.apply(batch, settings) {
             Ok(report) => report,
             Err(error) => {
                 self.fail("crash_recovery", format!("node {id}: {error}"));
@@ -578,8 +702,12 @@ impl World {
         let machine = self.rng.disk.gen_bool(0.25);
         let write_happened = self.nodes[index].write.is_some() && self.rng.disk.gen_bool(0.5);
         let apply_happened = self.nodes[index].apply.is_some() && self.rng.disk.gen_bool(0.5);
+        let stage_happened = self.nodes[index].stage.is_some() && self.rng.disk.gen_bool(0.5);
         let write = self.nodes[index].write.take();
         let apply = self.nodes[index].apply.take();
+        if let Some(stage) = self.nodes[index].stage.take().filter(|_| stage_happened) {
+            self.nodes[index].store.stage(&stage.job);
+        }
         self.nodes[index].pipeline = None;
         let id = self.nodes[index].id;
         self.network.node_crashed(self.now, id);
@@ -645,8 +773,9 @@ impl World {
                 return self.check("crash_recovery", result);
             }
             let seed = self.rng.cores.gen();
-            let compaction_entries = self.apply_settings.compaction_entries;
-            self.nodes[index].start(&self.config, seed, compaction_entries);
+            let settings = self.apply_settings;
+            let transfer = self.transfer;
+            self.nodes[index].start(&self.config, seed, &settings, transfer);
             self.network.node_started(self.now, id);
             let applied = self.nodes[index].store.state_machine.applied_index();
             self.stats.faults.restarts += 1;

@@ -210,6 +210,21 @@ impl World {
             apply.fate = Fate::Fail;
             self.nodes[index].apply = Some(apply);
         }
+        if let Some(mut stage) = self.nodes[index].stage.take() {
+            if self.rng.disk.gen_bool(0.5) {
+                self.nodes[index].store.stage(&stage.job);
+            }
+            stage.fate = Fate::Fail;
+            self.nodes[index].stage = Some(stage);
+        }
+        // The views' connections die with the server.
+        let node = &mut self.nodes[index];
+        let lost = std::mem::take(&mut node.views);
+        let now = self.now;
+        node.view_answers.extend(
+            lost.into_keys()
+                .map(|view| (now + 1, Input::ViewLost { view })),
+        );
         self.lose_unflushed(index);
     }
 

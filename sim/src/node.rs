@@ -7,24 +7,15 @@ use std::time::Duration;
 
 use raftgres::core::{LogIndex, NodeId, Raft, Role, Term};
 use raftgres::pipeline::{
-    ApplyBatch, Input, Instant, Pipeline, PipelineConfig, RequestId, WriteJob,
+    ApplyBatch, Input, Instant, Pipeline, PipelineConfig, RequestId, StageJob, TransferConfig,
+    WriteJob,
 };
 
 use crate::config::SimConfig;
-use crate::store::{ApplyReport, ApplySettings, Store, Transaction};
+use crate::store::{ApplySettings, Store, Transaction};
 
 /// The wall-clock length of one simulated tick, and of one core tick.
 pub const TICK: Duration = Duration::from_millis(10);
-
-/// What the applier carries out.
-#[derive(Clone, Debug)]
-pub enum ApplyJob {
-    /// Apply a batch of committed entries.
-    Batch(ApplyBatch),
-    /// Take a snapshot at the applied index (after a restart on a
-    /// compacted log).
-    SnapshotNow,
-}
 
 /// Who waits for a pipeline request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +77,16 @@ pub struct SimNode {
     /// The log write in flight (the pipeline hands out one at a time).
     pub write: Option<Transaction<WriteJob>>,
     /// The apply transaction in flight (one at a time).
-    pub apply: Option<Transaction<ApplyJob>>,
+    pub apply: Option<Transaction<ApplyBatch>>,
+    /// The stage transaction in flight (one at a time).
+    pub stage: Option<Transaction<StageJob>>,
+    /// Open views of the state machine (REPEATABLE READ transactions on
+    /// connections of their own: lost with the process or Postgres):
+    /// view -> the rows it sees, encoded.
+    pub views: BTreeMap<u64, Vec<u8>>,
+    /// Answers of view operations, due at a tick (a read takes a round
+    /// trip to Postgres).
+    pub view_answers: Vec<(u64, Input)>,
     /// Down until this tick, then restarted from what the store holds.
     pub down_until: Option<u64>,
     /// Paused (a stopped process or a stalled event loop: nothing is
@@ -132,6 +132,9 @@ impl SimNode {
             joining: false,
             write: None,
             apply: None,
+            stage: None,
+            views: BTreeMap::new(),
+            view_answers: Vec::new(),
             down_until: None,
             paused_until: None,
             inbox: Vec::new(),
@@ -159,13 +162,18 @@ impl SimNode {
         self.clock_micros += TICK.as_micros() as u64 * self.tick_rate_permille / 1000;
     }
 
-    /// Starts (or restarts) the node from what its store holds, taking a
-    /// snapshot every `compaction_entries` applied entries. The caller has
-    /// checked that the store can be restarted from.
-    pub fn start(&mut self, config: &SimConfig, raft_seed: u64, compaction_entries: u64) {
+    /// Starts (or restarts) the node from what its store holds, compacting
+    /// as `settings` say and streaming snapshots as `transfer` says. The
+    /// caller has checked that the store can be restarted from.
+    pub fn start(
+        &mut self,
+        config: &SimConfig,
+        raft_seed: u64,
+        settings: &ApplySettings,
+        transfer: TransferConfig,
+    ) {
         let durable = self.store.durable_state();
         let applied = durable.applied;
-        let compacted = durable.snapshot.index > LogIndex(0);
         let mut raft_config = config.raft_config(self.id);
         if self.joining {
             raft_config.voters.clear();
@@ -184,19 +192,18 @@ impl SimNode {
             // Far apart per incarnation, as the product's (which starts
             // from the wall clock) are.
             read_context_first: self.incarnation << 40,
-            snapshot_on_start: compacted,
             storage_stall_timeout: TICK * election_ticks_max,
-            compaction_entries,
+            compaction_entries: settings.compaction_entries,
+            transfer,
+            staged: self.store.staged.clone(),
         };
         self.pipeline = Some(Pipeline::new(raft, pipeline_config, self.now()));
         self.started_micros = self.clock_micros;
         self.write = None;
-        self.apply = compacted.then_some(Transaction {
-            job: ApplyJob::SnapshotNow,
-            complete_at: 0,
-            fate: crate::store::Fate::Commit,
-            attempts: 0,
-        });
+        self.apply = None;
+        self.stage = None;
+        self.views.clear();
+        self.view_answers.clear();
         self.down_until = None;
         self.paused_until = None;
         self.inbox.clear();
@@ -218,31 +225,6 @@ impl SimNode {
             None => pipeline.advance(now),
         }
         true
-    }
-
-    /// Carries out `job` on the store in one transaction (obligation 3):
-    /// a batch of committed entries, or a snapshot at the applied index.
-    /// The caller reports `ApplyReport::done` to the pipeline. An error
-    /// means the store cannot do it (the node cannot go on).
-    pub fn commit_apply(
-        &mut self,
-        job: &ApplyJob,
-        settings: ApplySettings,
-    ) -> Result<ApplyReport, String> {
-        match job {
-            ApplyJob::Batch(batch) => self.store.apply(batch, settings),
-            ApplyJob::SnapshotNow => {
-                let applied = self.store.state_machine.applied_index();
-                let term = self.store.term_at(applied).ok_or_else(|| {
-                    format!("cannot take a snapshot at its applied index {applied}: the log no longer holds it")
-                })?;
-                Ok(ApplyReport {
-                    done: self.store.snapshot_now(term),
-                    applied: Vec::new(),
-                    digests: Vec::new(),
-                })
-            }
-        }
     }
 
     /// The core, when the node runs.

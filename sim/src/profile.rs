@@ -138,6 +138,14 @@ pub struct FaultProfile {
     /// A node compacts its log once this many applied entries follow its
     /// snapshot.
     pub compaction_entries: u64,
+    /// A snapshot chunk holds about this many bytes.
+    pub snapshot_chunk_bytes: usize,
+    /// Snapshot chunks unacknowledged at a time, at most.
+    pub snapshot_chunks_in_flight: u64,
+    /// A leader holds a view for a snapshot transfer this many ticks at
+    /// most while its follower stages nothing; the transfer then starts
+    /// over.
+    pub snapshot_view_ttl_ticks: u64,
     /// Chance a storage transaction fails before COMMIT (a statement
     /// error, a dropped connection): nothing happened, the node retries.
     pub storage_error_per_million: u32,
@@ -263,6 +271,9 @@ impl FaultProfile {
             membership_change_per_million: 0,
             pending_reads_max: None,
             compaction_entries: 64,
+            snapshot_chunk_bytes: 256,
+            snapshot_chunks_in_flight: 4,
+            snapshot_view_ttl_ticks: 3_000,
             storage_error_per_million: 0,
             commit_unknown_per_million: 0,
             postgres_crash_per_million: 0,
@@ -311,6 +322,9 @@ impl FaultProfile {
             membership_change_per_million: 300,
             pending_reads_max: None,
             compaction_entries: 32,
+            snapshot_chunk_bytes: 256,
+            snapshot_chunks_in_flight: 4,
+            snapshot_view_ttl_ticks: 3_000,
             storage_error_per_million: 5_000,
             commit_unknown_per_million: 2_000,
             postgres_crash_per_million: 200,
@@ -359,6 +373,9 @@ impl FaultProfile {
             membership_change_per_million: 1_000,
             pending_reads_max: None,
             compaction_entries: 16,
+            snapshot_chunk_bytes: 256,
+            snapshot_chunks_in_flight: 4,
+            snapshot_view_ttl_ticks: 3_000,
             storage_error_per_million: 20_000,
             commit_unknown_per_million: 10_000,
             postgres_crash_per_million: 1_000,
@@ -391,6 +408,9 @@ impl FaultProfile {
             disk_slow_per_million: 200_000,
             disk_slow_ticks_max: 15,
             compaction_entries: 64,
+            snapshot_chunk_bytes: 256,
+            snapshot_chunks_in_flight: 4,
+            snapshot_view_ttl_ticks: 3_000,
             ..FaultProfile::none()
         }
     }
@@ -413,6 +433,9 @@ impl FaultProfile {
             down_ticks_max: 30,
             disk_latency_ticks_max: 3,
             compaction_entries: 64,
+            snapshot_chunk_bytes: 256,
+            snapshot_chunks_in_flight: 4,
+            snapshot_view_ttl_ticks: 3_000,
             ..FaultProfile::none()
         }
     }
@@ -460,6 +483,11 @@ impl FaultProfile {
             rng.gen_range(1..=3_000)
         };
         profile.pending_reads_max = rng.gen_bool(0.25).then(|| rng.gen_range(1..=4));
+        // Snapshots from a few chunks to many; idle views released after
+        // a few election timeouts to many.
+        profile.snapshot_chunk_bytes = rng.gen_range(16..=1024);
+        profile.snapshot_chunks_in_flight = rng.gen_range(1..=4);
+        profile.snapshot_view_ttl_ticks = rng.gen_range(100..=3_000);
         profile
     }
 
@@ -610,6 +638,9 @@ impl FaultProfile {
             message_delay_ticks_max: self.message_delay_ticks_max.min(HEALED_DELAY_TICKS_MAX),
             links_in_order: true,
             compaction_entries: self.compaction_entries,
+            snapshot_chunk_bytes: self.snapshot_chunk_bytes,
+            snapshot_chunks_in_flight: self.snapshot_chunks_in_flight,
+            snapshot_view_ttl_ticks: self.snapshot_view_ttl_ticks,
             apply_async_commit: self.apply_async_commit,
             session_expiry_entries: self.session_expiry_entries,
             session_expiry_stride: self.session_expiry_stride,
@@ -626,6 +657,8 @@ impl FaultProfile {
             && self.message_delay_ticks_max >= self.message_delay_ticks_min
             && self.disk_latency_ticks_max >= 1
             && self.compaction_entries >= 1
+            && self.snapshot_chunk_bytes >= 1
+            && self.snapshot_chunks_in_flight >= 1
             && self.session_expiry_stride >= 1
             && self.core.is_none_or(|core| {
                 core.election_ticks_max > core.election_ticks_min

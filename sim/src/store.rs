@@ -7,11 +7,14 @@
 //!   truncation, hard state, compaction) in one synchronous transaction,
 //!   which [`Store::apply`] continues when the job carries an apply batch;
 //! - [`Store::apply`]: one apply batch (state machine rows, session rows
-//!   with expiry at the pipeline's positions, applied index, and the
-//!   snapshot the batch asks for) in one transaction, committed
-//!   synchronously or, when the node is so configured, asynchronously;
-//! - [`Store::snapshot_now`]: a snapshot at the applied index (the first
-//!   thing the applier does after a restart on a compacted log).
+//!   with expiry at the pipeline's positions, applied index) in one
+//!   transaction, committed synchronously or, when the node is so
+//!   configured, asynchronously;
+//! - [`Store::view`]: a REPEATABLE READ view of the state machine, which
+//!   a leader streams to a follower in chunks;
+//! - [`Store::stage`]: snapshot chunks a follower received, staged in one
+//!   transaction; a write that installs a snapshot installs the staged
+//!   chunks and empties the staging.
 //!
 //! What Postgres and the operating system may do to it is modelled here
 //! and in [`Transaction`]: a transaction that fails before COMMIT changes
@@ -21,11 +24,11 @@
 //! commit), so a Postgres crash loses it; after a crash of the node
 //! process alone, everything committed stays.
 
-use raftgres::core::{
-    DurableState, Entry, HardState, LogIndex, Membership, Snapshot, SnapshotMeta, Term,
-};
+use raftgres::core::{DurableState, Entry, HardState, LogIndex, Membership, SnapshotMeta, Term};
 use raftgres::pipeline::sessions::{apply_segments, ApplySegment};
-use raftgres::pipeline::{ApplyBatch, ApplyDone, ApplyOutcome, WriteJob};
+use raftgres::pipeline::{
+    ApplyBatch, ApplyDone, ApplyOutcome, ChunkRead, ReadChunk, StageJob, StagedTransfer, WriteJob,
+};
 
 use crate::kv::{Applied, KvStore};
 
@@ -39,7 +42,7 @@ pub struct ApplySettings {
     /// Sessions expire after every entry whose index is a multiple of this
     /// (the product's is 1024; the simulator uses short strides).
     pub session_expiry_stride: u64,
-    /// The pipeline asks for a snapshot every this many entries.
+    /// The pipeline compacts the log every this many applied entries.
     pub compaction_entries: u64,
     /// Planted bug `session-expiry-at-batch-end`.
     pub expiry_at_batch_end: bool,
@@ -65,6 +68,10 @@ pub struct Store {
     /// The state machine as flushed to the WAL (what survives a Postgres
     /// crash), when it differs from `state_machine`.
     flushed: Option<KvStore>,
+    /// The snapshot transfer being received, as staged.
+    pub staged: Option<StagedTransfer>,
+    /// Its chunks: seq -> data.
+    pub staged_chunks: std::collections::BTreeMap<u64, Vec<u8>>,
 }
 
 /// What an apply transaction did, for the pipeline and the checkers.
@@ -110,11 +117,15 @@ impl Store {
     /// sessions, applied index, log reset), the entries (truncating the
     /// stored suffix from the first one), the hard state, the compaction.
     /// Synchronous: everything committed before is flushed with it. An
-    /// error (corrupt snapshot bytes) changes nothing and stops the node.
+    /// error (no complete staged snapshot for the install, corrupt staged
+    /// bytes) changes nothing and stops the node.
     pub fn write(&mut self, job: &WriteJob) -> Result<(), String> {
         // Decoded first: a refused transaction changes nothing.
         let installed = match &job.snapshot {
-            Some(snapshot) => Some(KvStore::from_bytes(&snapshot.data)?),
+            // A retry of an install whose commit had an unknown outcome
+            // and happened: the staging is gone, the log starts there.
+            Some(snapshot) if self.staged.is_none() && self.log_start == snapshot.meta => None,
+            Some(snapshot) => Some(self.staged_snapshot(snapshot.meta)?),
             None => None,
         };
         if let (Some(snapshot), Some(state_machine)) = (&job.snapshot, installed) {
@@ -122,6 +133,8 @@ impl Store {
             self.log_start = snapshot.meta;
             self.membership = (*snapshot.membership).clone();
             self.entries.clear();
+            self.staged = None;
+            self.staged_chunks.clear();
         }
         if let Some(first) = job.entries.first() {
             let start = self.log_start.index.0;
@@ -156,13 +169,12 @@ impl Store {
     /// unknown outcome (a retry of a commit whose outcome was lost), a gap
     /// below the batch (an asynchronous apply lost in a Postgres crash) is
     /// replayed from the log first, and sessions expire at the pipeline's
-    /// positions; the snapshot is taken when the batch asks for one.
+    /// positions.
     pub fn apply(
         &mut self,
         batch: &ApplyBatch,
         settings: ApplySettings,
     ) -> Result<ApplyReport, String> {
-        let asks_snapshot = batch.snapshot;
         let batch = batch.entries.as_slice();
         let applied_before = self.state_machine.applied_index();
         let before = if settings.asynchronous_commit && self.flushed.is_none() {
@@ -190,7 +202,6 @@ impl Store {
             done: ApplyDone {
                 applied: last.index,
                 outcomes: Vec::with_capacity(entries.len()),
-                snapshot: None,
             },
             applied: Vec::new(),
             digests: Vec::new(),
@@ -220,17 +231,6 @@ impl Store {
             if at > applied_before {
                 report.digests.push((at, self.state_machine.rows_hash()));
             }
-        }
-        if last.index > applied_before && asks_snapshot {
-            report.done.snapshot = Some(Snapshot {
-                meta: SnapshotMeta {
-                    index: last.index,
-                    term: last.term,
-                },
-                // The pipeline fills in the membership from the core.
-                membership: Box::default(),
-                data: self.state_machine.to_bytes(),
-            });
         }
         if !settings.asynchronous_commit {
             self.flush();
@@ -264,22 +264,81 @@ impl Store {
         )
     }
 
-    /// A snapshot of the state machine at its applied index, changing
-    /// nothing (read in one REPEATABLE READ transaction).
-    pub fn snapshot_now(&self, applied_term: Term) -> ApplyDone {
-        let applied = self.state_machine.applied_index();
-        ApplyDone {
-            applied,
-            outcomes: Vec::new(),
-            snapshot: Some(Snapshot {
-                meta: SnapshotMeta {
-                    index: applied,
-                    term: applied_term,
-                },
-                membership: Box::default(),
-                data: self.state_machine.to_bytes(),
-            }),
+    /// A REPEATABLE READ view of the state machine: what it covers (the
+    /// applied index and its term) and its rows, encoded as a snapshot.
+    /// `None` when the applied entry's term is no longer known (the view
+    /// could not name its snapshot).
+    pub fn view(&self) -> Option<(SnapshotMeta, Vec<u8>)> {
+        let index = self.state_machine.applied_index();
+        let term = self.term_at(index)?;
+        Some((SnapshotMeta { index, term }, self.state_machine.to_bytes()))
+    }
+
+    /// Reads `read` from a view that sees `rows`: `after` is the byte
+    /// offset the chunk before ended at (the product's cursors are keys;
+    /// offsets model them).
+    pub fn read_view(rows: &[u8], read: &ReadChunk) -> ChunkRead {
+        let start = match read.after.as_slice() {
+            [] => 0,
+            after => u64::from_le_bytes(after.try_into().expect("8-byte offsets")) as usize,
+        };
+        let end = (start + read.bytes_max.max(1)).min(rows.len());
+        ChunkRead {
+            view: read.view,
+            seq: read.seq,
+            data: rows[start..end].to_vec(),
+            next: (end < rows.len()).then(|| (end as u64).to_le_bytes().to_vec()),
         }
+    }
+
+    /// Stages `job`'s chunks in one transaction (a job that starts a new
+    /// transfer first deletes what was staged). Staging a chunk again
+    /// replaces it: a retried job changes nothing more.
+    pub fn stage(&mut self, job: &StageJob) {
+        if job.restart {
+            self.staged_chunks.clear();
+        }
+        for (seq, data) in &job.chunks {
+            self.staged_chunks.insert(*seq, data.clone());
+        }
+        self.staged = Some(job.transfer.clone());
+        self.flush();
+    }
+
+    /// The complete staged snapshot covering `meta`, decoded.
+    fn staged_snapshot(&self, meta: SnapshotMeta) -> Result<KvStore, String> {
+        let staged = self
+            .staged
+            .as_ref()
+            .filter(|staged| staged.meta == meta && staged.complete)
+            .ok_or_else(|| {
+                format!(
+                    "asked to install the snapshot through {}, but the staging holds {:?}",
+                    meta.index,
+                    self.staged
+                        .as_ref()
+                        .map(|staged| (staged.meta, staged.complete))
+                )
+            })?;
+        let mut bytes = Vec::new();
+        for seq in 0..staged.next_seq {
+            let chunk = self.staged_chunks.get(&seq).ok_or_else(|| {
+                format!(
+                    "the staged snapshot through {} lacks chunk {seq}",
+                    meta.index
+                )
+            })?;
+            bytes.extend_from_slice(chunk);
+        }
+        let state_machine = KvStore::from_bytes(&bytes)?;
+        if state_machine.applied_index() != meta.index {
+            return Err(format!(
+                "the staged snapshot through {} holds a state machine at {}",
+                meta.index,
+                state_machine.applied_index()
+            ));
+        }
+        Ok(state_machine)
     }
 
     /// The term of the entry at the applied index (from the log, or the
@@ -389,7 +448,6 @@ mod tests {
     fn batch(entries: &[Entry]) -> ApplyBatch {
         ApplyBatch {
             entries: entries.to_vec(),
-            snapshot: false,
         }
     }
 

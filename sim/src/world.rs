@@ -124,6 +124,8 @@ pub struct World {
     pub(crate) profile: FaultProfile,
     pub(crate) original_profile: FaultProfile,
     pub(crate) apply_settings: ApplySettings,
+    /// How the nodes stream snapshots.
+    pub(crate) transfer: raftgres::pipeline::TransferConfig,
     /// The planted bug of a read service that serves reads the state
     /// machine no longer covers (`read-beyond-stored-applied`).
     pub(crate) reads_unchecked: bool,
@@ -222,6 +224,20 @@ impl World {
         let mut nodes: Vec<SimNode> = (1..=config.nodes as u64)
             .map(|id| SimNode::new(NodeId(id)))
             .collect();
+        let apply_settings = ApplySettings {
+            asynchronous_commit: profile.apply_async_commit,
+            session_expiry_entries: profile.session_expiry_entries,
+            session_expiry_stride: profile.session_expiry_stride,
+            compaction_entries: profile.compaction_entries,
+            expiry_at_batch_end: config.planted_bug.as_deref()
+                == Some("session-expiry-at-batch-end"),
+        };
+        let transfer = raftgres::pipeline::TransferConfig {
+            chunk_bytes: profile.snapshot_chunk_bytes,
+            chunks_in_flight: profile.snapshot_chunks_in_flight,
+            resend_after: crate::node::TICK * config.election_ticks_max as u32,
+            view_ttl: crate::node::TICK * profile.snapshot_view_ttl_ticks as u32,
+        };
         for node in &mut nodes {
             let drift = profile.clock_drift_permille_max;
             node.tick_rate_permille = if drift == 0 {
@@ -233,7 +249,7 @@ impl World {
                     _ => rng.faults.gen_range(1000 - drift..=1000 + drift),
                 }
             };
-            node.start(&config, rng.cores.gen(), profile.compaction_entries);
+            node.start(&config, rng.cores.gen(), &apply_settings, transfer);
         }
         let clients = (0..config.clients)
             .map(Client::new)
@@ -243,14 +259,6 @@ impl World {
                     .map(|_| Client::pinned_reader()),
             )
             .collect();
-        let apply_settings = ApplySettings {
-            asynchronous_commit: profile.apply_async_commit,
-            session_expiry_entries: profile.session_expiry_entries,
-            session_expiry_stride: profile.session_expiry_stride,
-            compaction_entries: profile.compaction_entries,
-            expiry_at_batch_end: config.planted_bug.as_deref()
-                == Some("session-expiry-at-batch-end"),
-        };
         World {
             read_liveness: ReadLiveness::new(config.read_ticks_max),
             term_settling: TermSettling::new(config.new_terms_after_recovery_max),
@@ -278,6 +286,7 @@ impl World {
             original_profile: profile.clone(),
             profile,
             apply_settings,
+            transfer,
             reads_unchecked: config.planted_bug.as_deref() == Some("read-beyond-stored-applied"),
             behind_reports: Vec::new(),
             config,
@@ -461,6 +470,7 @@ impl World {
         for index in 0..self.nodes.len() {
             self.flush_wal(index);
             self.end_transactions(index);
+            self.answer_views(index);
         }
         self.deliver_messages();
         for (index, stored_applied) in std::mem::take(&mut self.behind_reports) {

@@ -693,13 +693,14 @@ async fn a_version_1_database_gets_the_guarded_append_function() {
         .close()
         .await;
     // Make the database look as version 1 left it: an append function
-    // without the guards, no membership column, and no record of the
-    // later versions.
+    // without the guards, no membership column, no snapshot staging, and
+    // no record of the later versions.
     let client = database.client().await.unwrap();
     client
         .batch_execute(
             "DELETE FROM raftgres_schema_version WHERE version > 1;
              ALTER TABLE raftgres_snapshot DROP COLUMN membership;
+             DROP TABLE raftgres_snapshot_staged, raftgres_snapshot_chunks;
              CREATE OR REPLACE FUNCTION raftgres_append(
                  first_index bigint, indexes bigint[], terms bigint[], kinds smallint[],
                  data bytea[], save_hard_state boolean, hard_state_term bigint,

@@ -4,7 +4,7 @@
 //! The messages replayed here are the ones that, before peer
 //! authentication and validation, rewrote the replicated state (a forged
 //! AppendRequest) or took nodes down (an entry whose term is above the
-//! message's, an entry of random bytes, an InstallSnapshot of random
+//! message's, an entry of random bytes, a snapshot chunk of random
 //! bytes).
 
 use std::time::Duration;
@@ -15,8 +15,8 @@ use raftgres_proto::v1::kv_command::Operation;
 use raftgres_proto::v1::peer_client::PeerClient;
 use raftgres_proto::v1::raft_message::Body;
 use raftgres_proto::v1::{
-    AppendRequest, Entry, EntryKind, GetRequest, InstallSnapshot, KvCommand, KvPut, LogCommand,
-    PeerHeader, RaftMessage, StatusResponse, TimeoutNow,
+    AppendRequest, Entry, EntryKind, GetRequest, KvCommand, KvPut, LogCommand, PeerHeader,
+    RaftMessage, SnapshotChunk, StatusResponse, TimeoutNow,
 };
 use raftgres_tests::certificates::{write_cluster_certificates, TestAuthority};
 use raftgres_tests::{expect_code, fresh_dir, peer_client, try_channel, TestCluster};
@@ -126,20 +126,25 @@ fn malformed_messages(status: &StatusResponse, leader: u64) -> Vec<(&'static str
             ),
         ),
         (
-            "an InstallSnapshot of random bytes",
+            "a snapshot chunk of random bytes (with their checksum)",
             message(
                 cluster,
                 leader,
                 to,
                 term,
-                Body::InstallSnapshot(InstallSnapshot {
+                Body::SnapshotChunk(SnapshotChunk {
+                    view: 1,
                     last_included_index: next + 10,
                     last_included_term: term,
-                    data: noise(256, 11),
                     membership: Some(raftgres_proto::v1::Membership {
                         voters: vec![1, 2, 3],
                         ..Default::default()
                     }),
+                    seq: 0,
+                    checksum: raftgres::core::SnapshotChunk::crc(0, &noise(256, 11)),
+                    running: raftgres::core::SnapshotChunk::crc(0, &noise(256, 11)),
+                    data: noise(256, 11),
+                    last: true,
                 }),
             ),
         ),
@@ -476,14 +481,19 @@ fn peer_message_strategy(
             prop::collection::vec(0..6u64, 0..4),
         )
             .prop_map(|(last_included_index, last_included_term, data, voters)| {
-                Body::InstallSnapshot(InstallSnapshot {
+                Body::SnapshotChunk(SnapshotChunk {
+                    view: 1,
                     last_included_index,
                     last_included_term,
-                    data,
                     membership: Some(raftgres_proto::v1::Membership {
                         voters,
                         ..Default::default()
                     }),
+                    seq: 0,
+                    checksum: raftgres::core::SnapshotChunk::crc(0, &data),
+                    running: 0,
+                    data,
+                    last: true,
                 })
             }),
         any::<u64>().prop_map(|context| {

@@ -298,7 +298,6 @@ fn materialize(raft: &Raft, from: u64, template: &Template) -> Message {
                     index: at_index(*index),
                     term: at_term(*term),
                 },
-                data: vec![0xFF; 3],
             },
         },
         TemplateBody::ReadIndexRequest { context } => {

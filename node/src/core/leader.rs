@@ -284,14 +284,14 @@ impl Raft {
             .get_mut(&peer)
             .expect("peer has progress")
             .become_snapshot(meta.index, ticks);
-        // The driver attaches the state machine bytes for `meta`.
+        // The pipeline streams a snapshot of the state machine (at its
+        // applied index, at or after `meta`) instead.
         self.send(
             peer,
             MessageBody::InstallSnapshot {
                 snapshot: Snapshot {
                     meta,
                     membership: Box::new(self.log.snapshot_membership().clone()),
-                    data: Vec::new(),
                 },
             },
         );
@@ -358,6 +358,23 @@ impl Raft {
             // A one-voter configuration may commit it at once.
             self.maybe_commit();
         } else if !membership.is_voter(self.id) {
+            // Hand over to the most up-to-date voter (TimeoutNow: it
+            // campaigns at once), so that the cluster need not wait out an
+            // election timeout for its next leader, nor split votes among
+            // voters that time out together (simulator seeds 1130 on five
+            // nodes and 170 on three, 2,000 ticks: the voters left did so
+            // for over 100 ticks). It took no proposals since it appended
+            // its removal, so the voters that acknowledged the change
+            // hold its whole log, or nearly.
+            let successor = self
+                .progress
+                .iter()
+                .filter(|(id, _)| membership.is_voter(**id))
+                .max_by_key(|(id, progress)| (progress.match_index, std::cmp::Reverse(**id)))
+                .map(|(id, _)| *id);
+            if let Some(successor) = successor {
+                self.send(successor, MessageBody::TimeoutNow);
+            }
             self.become_follower(self.term, None);
         }
     }

@@ -135,15 +135,18 @@ fn one_change_at_a_time() {
 }
 
 #[test]
-fn a_leader_that_removes_itself_steps_down_once_the_change_commits() {
+fn a_leader_that_removes_itself_hands_over_and_steps_down_once_the_change_commits() {
     let mut cluster = TestCluster::new(3, 3);
     let leader = leader_of(&mut cluster);
     let leader_id = NodeId(leader as u64 + 1);
     change(&mut cluster, MembershipChange::Remove(leader_id)).unwrap();
-    // Through the joint phase the old leader keeps leading.
+    // Through the joint phase the old leader keeps leading, but takes no
+    // new proposals: it is about to hand over.
+    let raft = cluster.nodes[leader].raft.as_mut().unwrap();
+    assert_eq!(raft.role(), Role::Leader);
     assert_eq!(
-        cluster.nodes[leader].raft.as_ref().unwrap().role(),
-        Role::Leader
+        raft.propose(vec![1]),
+        Err(crate::core::ProposeError::TransferInProgress)
     );
     settle(&mut cluster, 80);
     let old = cluster.nodes[leader].raft.as_ref().unwrap();
@@ -155,6 +158,10 @@ fn a_leader_that_removes_itself_steps_down_once_the_change_commits() {
     );
     let new_leader = cluster.leader().expect("the others elect a leader");
     assert_ne!(new_leader, leader);
+    // Handed over, not elected after a timeout: the new leader's term is
+    // the next one.
+    let new_term = cluster.nodes[new_leader].raft.as_ref().unwrap().term();
+    assert_eq!(new_term.0, old.term().0 + 1, "a TimeoutNow's campaign");
     let remaining = membership_of(&cluster, new_leader);
     assert_eq!(remaining.voters.len(), 2);
     assert!(!remaining.is_joint());
@@ -326,13 +333,24 @@ fn a_node_counts_the_members_of_its_latest_and_its_committed_membership() {
     // A removed leader is counted until its removal commits, then not.
     let leader_id = NodeId(leader as u64 + 1);
     change(&mut cluster, MembershipChange::Remove(leader_id)).unwrap();
-    settle(&mut cluster, 3);
     let follower = (leader + 1) % 3;
-    assert!(cluster.nodes[follower]
-        .raft
-        .as_ref()
-        .unwrap()
-        .knows_member(leader_id));
+    let mut seen_uncommitted = false;
+    cluster.process_all();
+    while !cluster.in_flight.is_empty() {
+        let message = cluster.in_flight.remove(0);
+        cluster.deliver(message);
+        cluster.process_all();
+        let raft = cluster.nodes[follower].raft.as_ref().unwrap();
+        let log = raft.log();
+        if !log.membership().contains(leader_id) && log.membership_index() > log.commit_index() {
+            seen_uncommitted = true;
+            assert!(raft.knows_member(leader_id), "removal not committed yet");
+        }
+    }
+    assert!(
+        seen_uncommitted,
+        "the follower held the removal uncommitted"
+    );
     settle(&mut cluster, 80);
     let raft = cluster.nodes[follower].raft.as_ref().unwrap();
     assert!(!raft.membership().contains(leader_id));

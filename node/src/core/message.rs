@@ -1,7 +1,7 @@
 //! Messages between nodes. They map one to one onto `raftgres.v1.RaftMessage`
 //! in the proto crate; the core itself knows nothing of the wire.
 
-use super::types::{Entry, LogIndex, NodeId, Snapshot, Term};
+use super::types::{Entry, LogIndex, Membership, NodeId, Snapshot, SnapshotMeta, Term};
 
 /// One Raft message.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -80,10 +80,27 @@ pub enum MessageBody {
     /// Raft dissertation).
     TimeoutNow,
     /// The leader's snapshot, for a follower that needs compacted entries.
+    /// Never on the wire: a leader's core emits it to say that `to` needs a
+    /// snapshot (its pipeline then streams one, see `SnapshotChunk`), and a
+    /// follower's pipeline hands it to its core once every chunk of the
+    /// snapshot is durably staged.
     InstallSnapshot {
-        /// The snapshot; the core emits it with empty `data` and the leader's
-        /// driver attaches the state machine bytes for `snapshot.meta`.
+        /// What the snapshot covers.
         snapshot: Snapshot,
+    },
+    /// One chunk of a snapshot the leader streams from an MVCC view of its
+    /// state machine. Handled by the pipelines, never by the core.
+    SnapshotChunk(Box<SnapshotChunk>),
+    /// A follower's answer to snapshot chunks: every chunk of the transfer
+    /// below `next_seq` is durably staged (0: start the transfer over).
+    /// Handled by the pipelines, never by the core.
+    SnapshotChunkAck {
+        /// The transfer: the leader's view.
+        view: u64,
+        /// The snapshot's index.
+        index: LogIndex,
+        /// The first chunk the follower still needs.
+        next_seq: u64,
     },
     /// A follower forwards a linearizable read to its leader.
     ReadIndexRequest {
@@ -115,8 +132,43 @@ impl MessageBody {
             MessageBody::HeartbeatResponse { .. } => "HeartbeatResp",
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::InstallSnapshot { .. } => "Snapshot",
+            MessageBody::SnapshotChunk(_) => "Chunk",
+            MessageBody::SnapshotChunkAck { .. } => "ChunkAck",
             MessageBody::ReadIndexRequest { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResp",
         }
+    }
+}
+
+/// One chunk of a streamed snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SnapshotChunk {
+    /// The transfer: the leader's view of its state machine, unique to
+    /// the leader's incarnation. Chunks of one view make one snapshot.
+    pub view: u64,
+    /// What the snapshot covers: the applied index (and its term) the
+    /// view saw.
+    pub meta: SnapshotMeta,
+    /// The membership in force at `meta.index`.
+    pub membership: Membership,
+    /// Position in the transfer, from 0.
+    pub seq: u64,
+    /// Rows of the view, as the node's exporter encodes them.
+    pub data: Vec<u8>,
+    /// The snapshot's last chunk.
+    pub last: bool,
+    /// CRC-32 of `data`.
+    pub checksum: u32,
+    /// CRC-32 of the data of every chunk of the transfer through this one
+    /// (on the last chunk, of the whole snapshot).
+    pub running: u32,
+}
+
+impl SnapshotChunk {
+    /// CRC-32 (IEEE) of `data`, continuing from `running` (0 to start).
+    pub fn crc(running: u32, data: &[u8]) -> u32 {
+        let mut hasher = crc32fast::Hasher::new_with_initial(running);
+        hasher.update(data);
+        hasher.finalize()
     }
 }

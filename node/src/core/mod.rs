@@ -70,7 +70,7 @@ pub mod validate;
 pub use config::PlantedBug;
 pub use config::{Config, ConfigError};
 pub use leader::{LeaseRounds, MembershipChange, MembershipError, ReadError};
-pub use message::{Message, MessageBody};
+pub use message::{Message, MessageBody, SnapshotChunk};
 pub use raft::{heard_from_outside, DurableState, ProposeError, Raft, TransferError};
 pub use ready::{ImplausibleMessage, ImplausibleReason, PeerStatus, ReadState, Ready, Status};
 pub use types::{

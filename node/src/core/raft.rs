@@ -52,7 +52,8 @@ pub fn heard_from_outside(message: &Message, own_term: Term) -> bool {
     match message.body {
         MessageBody::AppendRequest { .. }
         | MessageBody::HeartbeatRequest { .. }
-        | MessageBody::InstallSnapshot { .. } => message.term >= own_term,
+        | MessageBody::InstallSnapshot { .. }
+        | MessageBody::SnapshotChunk(_) => message.term >= own_term,
         MessageBody::VoteRequest { .. } => true,
         _ => false,
     }
@@ -405,7 +406,9 @@ impl Raft {
                 leader: self.leader,
             });
         }
-        if self.transfer_target.is_some() {
+        // A leader removing itself takes no new proposals: it hands over
+        // once its removal commits (see `membership_committed`).
+        if self.transfer_target.is_some() || !self.membership().voters.contains(&self.id) {
             return Err(ProposeError::TransferInProgress);
         }
         let uncommitted = self.log.last_index().0 - self.log.commit_index().0;
@@ -585,6 +588,15 @@ impl Raft {
                 node: self.id,
             };
             self.report_implausible(&message, reason);
+            return;
+        }
+        // Snapshot chunks and their acknowledgements are the pipelines'
+        // business: the core sees a streamed snapshot only once it is
+        // staged, as an InstallSnapshot.
+        if matches!(
+            message.body,
+            MessageBody::SnapshotChunk(_) | MessageBody::SnapshotChunkAck { .. }
+        ) {
             return;
         }
         // Messages are taken from any node, member or not (section 4.1 of

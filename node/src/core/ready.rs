@@ -114,6 +114,10 @@ pub enum ImplausibleReason {
         /// The leader this node knows for the term.
         leader: NodeId,
     },
+    /// A whole snapshot in one message: snapshots travel only as chunks
+    /// streamed from the leader's view, staged before they are installed.
+    #[error("it carries a whole snapshot, but snapshots travel only as chunks")]
+    SnapshotNotStreamed,
     /// An append acknowledgement beyond this leader's log.
     #[error("the sender acknowledges index {index}, beyond this leader's last index {last_index}; no request of this leader covered it")]
     AcknowledgedBeyondLog {

@@ -573,7 +573,6 @@ fn reads_wait_for_an_installed_snapshot_to_be_durable() {
             index: LogIndex(5),
             term: Term(1),
         },
-        data: vec![],
     };
     follower.step(message(1, 2, 1, MessageBody::InstallSnapshot { snapshot }));
     let answer = MessageBody::ReadIndexResponse {

@@ -232,8 +232,11 @@ pub struct SnapshotMeta {
     pub term: Term,
 }
 
-/// A state machine snapshot travelling to a follower whose needed entries
-/// were compacted away.
+/// A snapshot of the state machine for a follower whose needed entries
+/// were compacted away: what the core knows of it. The rows themselves
+/// never pass through the core: the leader's pipeline streams them in
+/// chunks from an MVCC view of its state machine, the follower's stages
+/// them durably and hands its core the snapshot once all are staged.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Snapshot {
     /// What the snapshot covers.
@@ -241,9 +244,6 @@ pub struct Snapshot {
     /// The membership in force at `meta.index` (boxed, as in
     /// `EntryPayload::Membership`).
     pub membership: Box<Membership>,
-    /// The state machine's serialized state, attached by the leader's
-    /// driver; the core never looks inside.
-    pub data: Vec<u8>,
 }
 
 /// A node's role (section 5.1, plus the pre-vote phase of section 9.6).

@@ -15,8 +15,8 @@
 //! state can judge (an acknowledgement beyond the leader's log, a second
 //! leader in one term) are checked where that state lives, in the roles.
 
-use super::message::{Message, MessageBody};
-use super::types::{Entry, EntryPayload, LogIndex, Membership, NodeId, Snapshot, Term};
+use super::message::{Message, MessageBody, SnapshotChunk};
+use super::types::{Entry, EntryPayload, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 
 /// The largest term a message may carry. No honest cluster gets near it (a
 /// new term every millisecond would take 146 million years), and the bound
@@ -148,6 +148,16 @@ pub enum InvalidMessage {
         /// Its value.
         term: Term,
     },
+    /// A snapshot chunk whose data does not match its checksum.
+    #[error("snapshot chunk {seq} has checksum {expected:#010x} but its data's is {actual:#010x}")]
+    ChunkChecksum {
+        /// The chunk's position.
+        seq: u64,
+        /// The checksum it carries.
+        expected: u32,
+        /// Its data's.
+        actual: u32,
+    },
     /// A snapshot that covers nothing.
     #[error("snapshot covers index {index} at term {term}, but a snapshot covers at least index 1 at term 1 or later")]
     EmptySnapshot {
@@ -229,7 +239,22 @@ pub fn validate_message(message: &Message) -> Result<(), InvalidMessage> {
         MessageBody::HeartbeatRequest { leader_commit, .. } => {
             check_index("leader_commit", *leader_commit)
         }
-        MessageBody::InstallSnapshot { snapshot } => validate_snapshot(term, snapshot),
+        MessageBody::InstallSnapshot { snapshot } => {
+            validate_snapshot(term, snapshot.meta, &snapshot.membership)
+        }
+        MessageBody::SnapshotChunk(chunk) => {
+            validate_snapshot(term, chunk.meta, &chunk.membership)?;
+            let actual = SnapshotChunk::crc(0, &chunk.data);
+            if actual != chunk.checksum {
+                return Err(InvalidMessage::ChunkChecksum {
+                    seq: chunk.seq,
+                    expected: chunk.checksum,
+                    actual,
+                });
+            }
+            Ok(())
+        }
+        MessageBody::SnapshotChunkAck { index, .. } => check_index("index", *index),
         MessageBody::ReadIndexResponse { index, refused, .. } => {
             check_index("index", *index)?;
             if *refused && *index != LogIndex(0) {
@@ -265,6 +290,7 @@ fn validate_addressing(message: &Message) -> Result<(), InvalidMessage> {
             | MessageBody::AppendRequest { .. }
             | MessageBody::HeartbeatRequest { .. }
             | MessageBody::InstallSnapshot { .. }
+            | MessageBody::SnapshotChunk(_)
             | MessageBody::TimeoutNow
             | MessageBody::ReadIndexRequest { .. }
     );
@@ -394,8 +420,11 @@ fn validate_append_response(
     )
 }
 
-fn validate_snapshot(term: Term, snapshot: &Snapshot) -> Result<(), InvalidMessage> {
-    let meta = snapshot.meta;
+fn validate_snapshot(
+    term: Term,
+    meta: SnapshotMeta,
+    membership: &Membership,
+) -> Result<(), InvalidMessage> {
     check_index("snapshot.meta.index", meta.index)?;
     // A leader sends a snapshot only when the entries a follower needs were
     // compacted, so it covers at least one entry.
@@ -406,7 +435,7 @@ fn validate_snapshot(term: Term, snapshot: &Snapshot) -> Result<(), InvalidMessa
         });
     }
     check_not_above_message_term("snapshot.meta.term", meta.term, term)?;
-    check_membership("snapshot.membership", &snapshot.membership)
+    check_membership("snapshot.membership", membership)
 }
 
 fn check_term(field: &'static str, value: Term) -> Result<(), InvalidMessage> {
@@ -510,13 +539,12 @@ mod tests {
     }
 
     fn snapshot(term: u64, index: u64, snapshot_term: u64) -> Message {
-        let snapshot = Snapshot {
+        let snapshot = crate::core::Snapshot {
             membership: Box::new(crate::core::Membership::new([NodeId(1), NodeId(2)])),
             meta: SnapshotMeta {
                 index: LogIndex(index),
                 term: Term(snapshot_term),
             },
-            data: vec![],
         };
         message(term, MessageBody::InstallSnapshot { snapshot })
     }

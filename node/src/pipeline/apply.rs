@@ -1,7 +1,7 @@
 //! Applying committed entries: one apply batch in flight, later committed
 //! entries gathered into the next, and what each batch reports back.
 
-use crate::core::{Entry, LogIndex, Snapshot, Term};
+use crate::core::{Entry, LogIndex, Term};
 
 /// How a committed command ended, for the client that proposed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,10 +28,6 @@ pub enum ApplyOutcome {
 pub struct ApplyBatch {
     /// Consecutive committed entries, durable on this node. Never empty.
     pub entries: Vec<Entry>,
-    /// Take a snapshot of the state machine exactly at the last entry, in
-    /// the same transaction (compaction is due), and report it in
-    /// [`ApplyDone::snapshot`].
-    pub snapshot: bool,
 }
 
 /// What the storage reports after a committed apply transaction.
@@ -42,9 +38,6 @@ pub struct ApplyDone {
     pub applied: LogIndex,
     /// One outcome per entry of the batch, in order.
     pub outcomes: Vec<(LogIndex, Term, ApplyOutcome)>,
-    /// A snapshot of the state machine exactly at `applied`, when the batch
-    /// asked for one.
-    pub snapshot: Option<Snapshot>,
 }
 
 /// The apply side of the pipeline: at most one batch in flight, whether the
@@ -55,10 +48,6 @@ pub(super) struct Applies {
     pub(super) in_flight: bool,
     /// Committed entries not yet handed out, in order.
     pub(super) next: Vec<Entry>,
-    /// Where the latest snapshot was taken (or the log started).
-    pub(super) last_snapshot: LogIndex,
-    /// A snapshot is taken every this many entries.
-    pub(super) compaction_entries: u64,
 }
 
 impl Applies {
@@ -68,26 +57,19 @@ impl Applies {
         self.next.retain(|entry| entry.index > index);
     }
 
-    /// The next batch, if no batch is in flight and there is one; it asks
-    /// for a snapshot once `compaction_entries` entries followed the last.
+    /// The next batch, if no batch is in flight and there is one.
     pub(super) fn start(&mut self) -> Option<ApplyBatch> {
-        let last = self.next.last()?.index;
-        if self.in_flight {
+        if self.in_flight || self.next.is_empty() {
             return None;
         }
         self.in_flight = true;
-        let snapshot = last.0 >= self.last_snapshot.0.saturating_add(self.compaction_entries);
         Some(ApplyBatch {
             entries: std::mem::take(&mut self.next),
-            snapshot,
         })
     }
 
-    /// The batch in flight is applied; it took `snapshot`, if any.
-    pub(super) fn done(&mut self, snapshot: Option<&Snapshot>) {
+    /// The batch in flight is applied.
+    pub(super) fn done(&mut self) {
         self.in_flight = false;
-        if let Some(snapshot) = snapshot {
-            self.last_snapshot = self.last_snapshot.max(snapshot.meta.index);
-        }
     }
 }

@@ -8,8 +8,8 @@
 //! one, the persist point and the messages that wait for it, apply batches
 //! and their order against snapshot installs, compaction policy, which
 //! client gets which answer, reads waiting for ReadIndex or the applier,
-//! leadership transfers and their deadline, and how elapsed time becomes
-//! ticks.
+//! leadership transfers and their deadline, snapshots streamed to and
+//! staged from peers, and how elapsed time becomes ticks.
 //!
 //! ```text
 //!   now ───────────────> clock ──> ticks ──┐
@@ -21,6 +21,9 @@
 //!                             the committed entries it applies
 //!   Output::Apply ........... committed entries, alone, when no write waits
 //!   Output::Reply ........... a client's answer
+//!   Output::OpenView, ReadChunk, CloseView
+//!                             a snapshot streamed from an MVCC view
+//!   Output::Stage ........... snapshot chunks received, to stage
 //!   Output::Implausible ..... a peer message the core ignored (for logs)
 //! ```
 //!
@@ -34,8 +37,7 @@
 //!    (`WriteJob::apply`) applies it in the same transaction, as in
 //!    obligation 3, and reports it in `WriteDone::applied`.
 //! 3. Apply every `Output::Apply` batch in one transaction that also records
-//!    the applied index (and takes the snapshot the batch asks for), then
-//!    report it with `Input::ApplyDone`.
+//!    the applied index, then report it with `Input::ApplyDone`.
 //!
 //! One transaction per batch: committed entries wait for the next write
 //! and commit with it (log rows, state machine rows, sessions and applied
@@ -45,16 +47,28 @@
 //! 4. Send every `Output::Send` (dropping it is allowed: Raft retransmits).
 //! 5. Deliver every `Output::Reply` to the request it names.
 //! 6. On shutdown, call [`Pipeline::fail_all`] and deliver its replies.
+//! 7. On `Output::OpenView`, open a REPEATABLE READ view of the state
+//!    machine (its rows, sessions and applied index) and report the applied
+//!    index and term it sees with `Input::ViewOpened`; read each
+//!    `Output::ReadChunk` from that view and report it with
+//!    `Input::ChunkRead`; release the view on `Output::CloseView`. A view
+//!    that fails is reported with `Input::ViewLost`.
+//! 8. Stage every `Output::Stage` job durably in one transaction (retried
+//!    until it commits, never reported before), then report its transfer
+//!    with `Input::Staged`. A write that installs a snapshot
+//!    (`WriteJob::snapshot`) installs the staged chunks and empties the
+//!    staging in the same transaction.
 
 mod apply;
 mod clock;
+mod compaction;
 pub mod link;
 mod planted;
 mod requests;
 pub mod sessions;
-mod snapshots;
 #[cfg(test)]
 mod tests;
+pub mod transfer;
 mod write;
 
 use std::time::Duration;
@@ -62,11 +76,13 @@ use std::time::Duration;
 pub use apply::{ApplyBatch, ApplyDone, ApplyOutcome};
 pub use clock::Instant;
 pub use requests::{check_read_covered, ReadMode, ReadNotCovered, Refusal, Reply, RequestId};
+pub use transfer::{ChunkRead, ReadChunk, StageJob, StagedTransfer, TransferConfig};
 pub use write::{WriteDone, WriteJob};
 
 use crate::core::{
-    HardState, ImplausibleMessage, LogIndex, MembershipChange, MembershipError, Message, NodeId,
-    ProposeError, Raft, ReadError, Role, Snapshot, Term, TransferError,
+    HardState, ImplausibleMessage, ImplausibleReason, LogIndex, MembershipChange, MembershipError,
+    Message, MessageBody, NodeId, ProposeError, Raft, ReadError, Role, SnapshotMeta, Term,
+    TransferError,
 };
 
 /// What the pipeline needs beyond the core's configuration.
@@ -79,19 +95,20 @@ pub struct PipelineConfig {
     pub transfer_timeout: Duration,
     /// The first read context this incarnation uses. Different on every
     /// start, so that a forwarded read's answer from before a restart can
-    /// never release a new read.
+    /// never release a new read. Snapshot views are numbered from it too.
     pub read_context_first: u64,
-    /// The applier takes a snapshot before its first batch (a restart on a
-    /// compacted log): hold batches back until it reports.
-    pub snapshot_on_start: bool,
     /// A write that has not completed after this long means this node's
     /// storage is failing: a leader hands leadership to its most
     /// up-to-date follower, and reads and proposals are refused at once
     /// (about an election timeout).
     pub storage_stall_timeout: Duration,
-    /// A snapshot of the state machine is taken every this many applied
-    /// entries (the log is then compacted to the previous one).
+    /// Every this many applied entries the log is compacted (to the
+    /// point this many entries before).
     pub compaction_entries: u64,
+    /// How snapshots are streamed.
+    pub transfer: TransferConfig,
+    /// The snapshot transfer the staging held at start, if any.
+    pub staged: Option<StagedTransfer>,
 }
 
 /// Everything that reaches the pipeline, besides time.
@@ -152,6 +169,23 @@ pub enum Input {
         /// The applied index the state machine's rows are at.
         stored_applied: LogIndex,
     },
+    /// The view `Output::OpenView` asked for is open and sees the state
+    /// machine at `at` (its applied index and that entry's term).
+    ViewOpened {
+        /// The view.
+        view: u64,
+        /// What it sees.
+        at: SnapshotMeta,
+    },
+    /// A view could not be opened or read further.
+    ViewLost {
+        /// The view.
+        view: u64,
+    },
+    /// A chunk read from a view.
+    ChunkRead(ChunkRead),
+    /// The stage job handed out last committed; its transfer as stored.
+    Staged(StagedTransfer),
 }
 
 /// What the driver must carry out.
@@ -163,6 +197,20 @@ pub enum Output {
     Write(WriteJob),
     /// Apply committed entries (obligation 3).
     Apply(ApplyBatch),
+    /// Open a view of the state machine (obligation 7).
+    OpenView {
+        /// Its id, for the reads and the close.
+        view: u64,
+    },
+    /// Read a chunk from a view (obligation 7).
+    ReadChunk(ReadChunk),
+    /// Release a view (obligation 7).
+    CloseView {
+        /// The view.
+        view: u64,
+    },
+    /// Stage snapshot chunks durably (obligation 8).
+    Stage(StageJob),
     /// Answer a request.
     Reply {
         /// The request.
@@ -206,7 +254,8 @@ pub struct Pipeline {
     writes: write::Writes,
     applies: apply::Applies,
     requests: requests::Requests,
-    snapshots: snapshots::Snapshots,
+    compaction: compaction::Compaction,
+    transfers: transfer::Transfers,
     next_read_context: u64,
     /// Highest index the state machine holds (applied or installed).
     /// Invariant: never decreases.
@@ -226,12 +275,7 @@ impl Pipeline {
         let applied = raft.log().applied_index();
         let last_role = raft.role();
         let hard_state_handed = raft.hard_state();
-        let applies = apply::Applies {
-            in_flight: config.snapshot_on_start,
-            next: Vec::new(),
-            last_snapshot: raft.log().snapshot().index,
-            compaction_entries: config.compaction_entries.max(1),
-        };
+        let log_start = raft.log().snapshot().index;
         let planted = planted::Planted::of(&raft);
         let read_context_first = if planted.read_contexts_restart {
             1
@@ -248,9 +292,14 @@ impl Pipeline {
                 install_before_hard_state: planted.snapshot_before_hard_state,
                 ..write::Writes::default()
             },
-            applies,
+            applies: apply::Applies::default(),
             requests: requests::Requests::new(planted.covered_proposals_lost),
-            snapshots: snapshots::Snapshots::default(),
+            compaction: compaction::Compaction::new(config.compaction_entries, log_start),
+            transfers: transfer::Transfers::new(
+                config.transfer,
+                config.read_context_first,
+                config.staged,
+            ),
             next_read_context: read_context_first,
             applied,
             last_role,
@@ -307,7 +356,7 @@ impl Pipeline {
     pub fn handle(&mut self, now: Instant, input: Input) {
         self.deliver_ticks(now);
         match input {
-            Input::Peer(message) => self.raft.step(message),
+            Input::Peer(message) => self.peer(message),
             Input::NotHeard { by, term } => self.raft.not_heard_by(by, term),
             Input::Propose { request, command } => self.propose(request, command),
             Input::Read { request, mode } => self.read(request, mode),
@@ -325,8 +374,104 @@ impl Pipeline {
             Input::StateMachineBehind { stored_applied } => {
                 self.state_machine_behind(stored_applied)
             }
+            Input::ViewOpened { view, at } => {
+                let log = self.raft.log();
+                let membership = (at.index >= log.snapshot().index
+                    && log.term_at(at.index) == Some(at.term))
+                .then(|| log.membership_at(at.index).clone());
+                let now = self.clock.now();
+                let outputs = &mut self.outputs;
+                self.transfers
+                    .view_opened(view, at, membership, now, outputs);
+            }
+            Input::ViewLost { view } => self.transfers.view_lost(view),
+            Input::ChunkRead(read) => {
+                let sender = self.sender();
+                self.transfers.chunk_read(read, sender, &mut self.outputs);
+            }
+            Input::Staged(staged) => self.staged(staged),
         }
         self.process_ready();
+    }
+
+    fn sender(&self) -> transfer::Sender {
+        transfer::Sender {
+            me: self.raft.id(),
+            term: self.raft.term(),
+        }
+    }
+
+    /// A peer's message: snapshot chunks and their acknowledgements are
+    /// this pipeline's, the rest the core's.
+    fn peer(&mut self, message: Message) {
+        let in_term = message.term == self.raft.term() && message.to == self.raft.id();
+        match message.body {
+            MessageBody::SnapshotChunk(_) | MessageBody::SnapshotChunkAck { .. }
+                if crate::core::validate_message(&message).is_err() =>
+            {
+                // The core reports why.
+                self.raft.step(message)
+            }
+            MessageBody::SnapshotChunk(chunk) => {
+                let from_leader =
+                    self.raft.role() == Role::Follower && self.raft.leader() == Some(message.from);
+                if in_term && from_leader {
+                    let sender = self.sender();
+                    self.transfers
+                        .chunk(message.from, *chunk, sender, &mut self.outputs);
+                }
+            }
+            MessageBody::SnapshotChunkAck {
+                view,
+                index,
+                next_seq,
+            } => {
+                if in_term && self.raft.role() == Role::Leader {
+                    let now = self.clock.now();
+                    let ack = (view, index, next_seq);
+                    self.transfers
+                        .acknowledged(message.from, ack, now, &mut self.outputs);
+                }
+            }
+            MessageBody::AppendResponse {
+                index,
+                rejected: false,
+                ..
+            } if in_term => {
+                self.transfers.caught_up(message.from, index);
+                self.raft.step(message)
+            }
+            MessageBody::InstallSnapshot { .. } => {
+                // Snapshots arrive only as chunks.
+                self.outputs.push(Output::Implausible(ImplausibleMessage {
+                    from: message.from,
+                    term: message.term,
+                    kind: message.body.kind(),
+                    reason: ImplausibleReason::SnapshotNotStreamed,
+                }));
+            }
+            _ => self.raft.step(message),
+        }
+    }
+
+    /// Chunks are staged; a complete snapshot goes to the core.
+    fn staged(&mut self, staged: StagedTransfer) {
+        let sender = self.sender();
+        let leader = self.raft.leader();
+        let Some(install) = self
+            .transfers
+            .staged(staged, leader, sender, &mut self.outputs)
+        else {
+            return;
+        };
+        let MessageBody::InstallSnapshot { snapshot } = &install.body else {
+            unreachable!("transfers hand over an InstallSnapshot");
+        };
+        let meta = snapshot.meta;
+        let before = self.raft.log().snapshot();
+        self.raft.step(install);
+        let installing = self.raft.log().snapshot() == meta && before != meta;
+        self.transfers.handed_over(installing);
     }
 
     fn deliver_ticks(&mut self, now: Instant) {
@@ -507,6 +652,15 @@ impl Pipeline {
 
     fn process_ready(&mut self) {
         self.hand_off_if_storage_stalled();
+        let leading = self.raft.role() == Role::Leader;
+        let raft = &self.raft;
+        let now = self.clock.now();
+        self.transfers.tick(
+            now,
+            leading,
+            |node| raft.knows_member(node),
+            &mut self.outputs,
+        );
         for report in self.raft.take_implausible() {
             self.outputs.push(Output::Implausible(report));
         }
@@ -576,9 +730,12 @@ impl Pipeline {
     }
 
     fn send(&mut self, message: Message) {
-        if let Some(message) = self.snapshots.attach(message) {
-            self.outputs.push(Output::Send(message));
+        if let MessageBody::InstallSnapshot { .. } = message.body {
+            let now = self.clock.now();
+            self.transfers.wanted(message.to, now, &mut self.outputs);
+            return;
         }
+        self.outputs.push(Output::Send(message));
     }
 
     fn write_done(&mut self, done: WriteDone) {
@@ -602,7 +759,7 @@ impl Pipeline {
             self.applied = self.applied.max(covered);
             let replies = self.requests.covered_up_to(covered);
             self.reply_all(replies);
-            self.snapshots.installed(installed);
+            self.transfers.installed();
         }
         for message in done.messages_after_persist {
             self.send(message);
@@ -618,7 +775,7 @@ impl Pipeline {
             "node {}: an apply was reported done while none was in flight",
             self.raft.id()
         );
-        self.applies.done(done.snapshot.as_ref());
+        self.applies.done();
         for (index, term, outcome) in done.outcomes {
             if let Some((request, reply)) = self.requests.applied(index, term, outcome) {
                 self.reply(request, reply);
@@ -628,9 +785,7 @@ impl Pipeline {
         self.reply_all(replaced);
         self.applied = self.applied.max(done.applied);
         self.raft.applied(done.applied);
-        if let Some(snapshot) = done.snapshot {
-            self.snapshot_taken(snapshot);
-        }
+        self.compact_if_due(done.applied);
         let ready = self.requests.lease_reads_up_to(self.applied);
         self.reply_all(ready);
     }
@@ -648,17 +803,27 @@ impl Pipeline {
         }
     }
 
-    fn snapshot_taken(&mut self, mut snapshot: Snapshot) {
+    fn compact_if_due(&mut self, applied: LogIndex) {
         let log = self.raft.log();
         let log_start = log.snapshot().index;
-        snapshot.membership = Box::new(log.membership_at(snapshot.meta.index).clone());
-        if let Some(point) = self.snapshots.taken(snapshot, log_start) {
-            self.raft.compact(point.meta.index);
-            self.writes.queue(WriteJob {
-                compact_to: Some((point.meta, point.membership)),
-                ..WriteJob::default()
-            });
+        let Some(mut point) = self.compaction.applied(applied, log_start) else {
+            return;
+        };
+        if let Some(floor) = self.transfers.compaction_floor() {
+            point = point.min(floor);
         }
+        if point <= log_start {
+            return;
+        }
+        let Some(term) = log.term_at(point) else {
+            return;
+        };
+        let membership = Box::new(log.membership_at(point).clone());
+        self.raft.compact(point);
+        self.writes.queue(WriteJob {
+            compact_to: Some((SnapshotMeta { index: point, term }, membership)),
+            ..WriteJob::default()
+        });
     }
 
     fn observe_role(&mut self) {

@@ -264,7 +264,6 @@ mod tests {
                     index: LogIndex(5),
                     term: Term(1),
                 },
-                data: Vec::new(),
             }),
             ..WriteJob::default()
         });

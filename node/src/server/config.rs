@@ -24,6 +24,8 @@
 //! [raft]                              # all optional; defaults shown
 //! tick_ms = 50
 //! compaction_entries = 100000
+//! snapshot_chunks_in_flight = 4
+//! snapshot_view_idle_ms = 60000
 //! election_ticks_min = 10
 //! election_ticks_max = 20
 //! heartbeat_ticks = 2
@@ -94,11 +96,19 @@ pub struct RaftSettings {
     pub apply_batch_entries_max: usize,
     /// See [`core::Config::pending_reads_max`].
     pub pending_reads_max: usize,
-    /// A state machine snapshot is taken every this many applied entries;
-    /// the log (in memory and in Postgres) is then compacted up to the
-    /// previous snapshot, so a node holds between one and two times this
-    /// many entries, and a follower further behind receives a snapshot.
+    /// Every this many applied entries the log (in memory and in
+    /// Postgres) is compacted up to the point this many entries before, so
+    /// a node holds between one and two times this many entries; a
+    /// follower further behind is streamed a snapshot of the state
+    /// machine (in chunks of about `message_bytes_max` bytes).
     pub compaction_entries: u64,
+    /// Snapshot chunks sent and not yet staged by the follower, at most.
+    pub snapshot_chunks_in_flight: u64,
+    /// A leader holds a snapshot's view (a REPEATABLE READ transaction on
+    /// its database) at most this long while the follower stages nothing
+    /// of it; a dropped stream resumes within this time, and starts over
+    /// after it. In milliseconds.
+    pub snapshot_view_idle_ms: u64,
 }
 
 impl Default for RaftSettings {
@@ -118,6 +128,8 @@ impl Default for RaftSettings {
             apply_batch_entries_max: defaults.apply_batch_entries_max,
             pending_reads_max: defaults.pending_reads_max,
             compaction_entries: 100_000,
+            snapshot_chunks_in_flight: 4,
+            snapshot_view_idle_ms: 60_000,
         }
     }
 }
@@ -365,6 +377,14 @@ impl NodeConfig {
                 self.limits.session_expiry_entries,
             ),
             ("raft.compaction_entries", self.raft.compaction_entries),
+            (
+                "raft.snapshot_chunks_in_flight",
+                self.raft.snapshot_chunks_in_flight,
+            ),
+            (
+                "raft.snapshot_view_idle_ms",
+                self.raft.snapshot_view_idle_ms,
+            ),
         ];
         for (name, value) in limits {
             if value == 0 {

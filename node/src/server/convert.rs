@@ -7,8 +7,8 @@ use raftgres_proto::v1 as wire;
 use raftgres_storage_pg as storage;
 
 use crate::core::{
-    Entry, EntryPayload, HardState, LogIndex, Membership, Message, MessageBody, NodeId, Snapshot,
-    SnapshotMeta, Term,
+    Entry, EntryPayload, HardState, LogIndex, Membership, Message, MessageBody, NodeId,
+    SnapshotChunk, SnapshotMeta, Term,
 };
 
 /// Why a wire message was refused.
@@ -162,8 +162,10 @@ pub fn snapshot_from_storage(meta: storage::SnapshotMeta) -> SnapshotMeta {
     }
 }
 
-/// A core message on the wire, with the sender's header.
-pub fn message_to_wire(cluster_id: &str, message: &Message) -> wire::RaftMessage {
+/// A core message on the wire, with the sender's header; `None` for an
+/// `InstallSnapshot`, which never leaves a node (snapshots travel as
+/// chunks).
+pub fn message_to_wire(cluster_id: &str, message: &Message) -> Option<wire::RaftMessage> {
     use wire::raft_message::Body;
     let body = match &message.body {
         MessageBody::VoteRequest {
@@ -216,11 +218,26 @@ pub fn message_to_wire(cluster_id: &str, message: &Message) -> wire::RaftMessage
             })
         }
         MessageBody::TimeoutNow => Body::TimeoutNow(wire::TimeoutNow {}),
-        MessageBody::InstallSnapshot { snapshot } => Body::InstallSnapshot(wire::InstallSnapshot {
-            last_included_index: snapshot.meta.index.0,
-            last_included_term: snapshot.meta.term.0,
-            data: snapshot.data.clone(),
-            membership: Some(membership_to_wire(&snapshot.membership)),
+        MessageBody::InstallSnapshot { .. } => return None,
+        MessageBody::SnapshotChunk(chunk) => Body::SnapshotChunk(wire::SnapshotChunk {
+            view: chunk.view,
+            last_included_index: chunk.meta.index.0,
+            last_included_term: chunk.meta.term.0,
+            membership: Some(membership_to_wire(&chunk.membership)),
+            seq: chunk.seq,
+            data: chunk.data.clone(),
+            last: chunk.last,
+            checksum: chunk.checksum,
+            running: chunk.running,
+        }),
+        MessageBody::SnapshotChunkAck {
+            view,
+            index,
+            next_seq,
+        } => Body::SnapshotChunkAck(wire::SnapshotChunkAck {
+            view: *view,
+            index: index.0,
+            next_seq: *next_seq,
         }),
         MessageBody::ReadIndexRequest { context } => {
             Body::ReadIndexRequest(wire::ReadIndexRequest { context: *context })
@@ -235,7 +252,7 @@ pub fn message_to_wire(cluster_id: &str, message: &Message) -> wire::RaftMessage
             refused: *refused,
         }),
     };
-    wire::RaftMessage {
+    Some(wire::RaftMessage {
         header: Some(wire::PeerHeader {
             cluster_id: cluster_id.to_string(),
             from: message.from.0,
@@ -243,7 +260,7 @@ pub fn message_to_wire(cluster_id: &str, message: &Message) -> wire::RaftMessage
         }),
         term: message.term.0,
         body: Some(body),
-    }
+    })
 }
 
 /// A wire message in the core (the header was checked by the caller).
@@ -299,19 +316,25 @@ pub fn message_from_wire(message: wire::RaftMessage) -> Result<Message, DecodeEr
             read_round: response.read_round,
         },
         Body::TimeoutNow(_) => MessageBody::TimeoutNow,
-        Body::InstallSnapshot(snapshot) => MessageBody::InstallSnapshot {
-            snapshot: Snapshot {
-                meta: SnapshotMeta {
-                    index: LogIndex(snapshot.last_included_index),
-                    term: Term(snapshot.last_included_term),
-                },
-                membership: Box::new(membership_from_wire(
-                    snapshot
-                        .membership
-                        .ok_or(DecodeError::Malformed("a snapshot without its membership"))?,
-                )),
-                data: snapshot.data,
+        Body::SnapshotChunk(chunk) => MessageBody::SnapshotChunk(Box::new(SnapshotChunk {
+            view: chunk.view,
+            meta: SnapshotMeta {
+                index: LogIndex(chunk.last_included_index),
+                term: Term(chunk.last_included_term),
             },
+            membership: membership_from_wire(chunk.membership.ok_or(DecodeError::Malformed(
+                "a snapshot chunk without its membership",
+            ))?),
+            seq: chunk.seq,
+            data: chunk.data,
+            last: chunk.last,
+            checksum: chunk.checksum,
+            running: chunk.running,
+        })),
+        Body::SnapshotChunkAck(ack) => MessageBody::SnapshotChunkAck {
+            view: ack.view,
+            index: LogIndex(ack.index),
+            next_seq: ack.next_seq,
         },
         Body::ReadIndexRequest(request) => MessageBody::ReadIndexRequest {
             context: request.context,
@@ -386,20 +409,28 @@ mod tests {
             },
             MessageBody::HeartbeatResponse { read_round: 11 },
             MessageBody::TimeoutNow,
-            MessageBody::InstallSnapshot {
-                snapshot: Snapshot {
-                    membership: Box::new(Membership {
-                        voters: [NodeId(1), NodeId(2), NodeId(4)].into(),
-                        voters_outgoing: [NodeId(1), NodeId(2), NodeId(3)].into(),
-                        learners: [NodeId(5)].into(),
-                        addresses: [(NodeId(4), "10.0.0.4:7000".to_string())].into(),
-                    }),
-                    meta: SnapshotMeta {
-                        index: LogIndex(8),
-                        term: Term(2),
-                    },
-                    data: vec![1, 2],
+            MessageBody::SnapshotChunk(Box::new(SnapshotChunk {
+                view: 17,
+                membership: Membership {
+                    voters: [NodeId(1), NodeId(2), NodeId(4)].into(),
+                    voters_outgoing: [NodeId(1), NodeId(2), NodeId(3)].into(),
+                    learners: [NodeId(5)].into(),
+                    addresses: [(NodeId(4), "10.0.0.4:7000".to_string())].into(),
                 },
+                meta: SnapshotMeta {
+                    index: LogIndex(8),
+                    term: Term(2),
+                },
+                seq: 4,
+                data: vec![1, 2],
+                last: true,
+                checksum: SnapshotChunk::crc(0, &[1, 2]),
+                running: 99,
+            })),
+            MessageBody::SnapshotChunkAck {
+                view: 17,
+                index: LogIndex(8),
+                next_seq: 5,
             },
             MessageBody::ReadIndexRequest { context: 3 },
             MessageBody::ReadIndexResponse {
@@ -422,10 +453,29 @@ mod tests {
     #[test]
     fn every_message_survives_the_wire() {
         for message in every_kind_of_message() {
-            let wire_message = message_to_wire("c", &message);
+            let wire_message = message_to_wire("c", &message).unwrap();
             assert_eq!(wire_message.header.as_ref().unwrap().cluster_id, "c");
             assert_eq!(message_from_wire(wire_message).unwrap(), message);
         }
+    }
+
+    #[test]
+    fn a_whole_snapshot_never_goes_on_the_wire() {
+        let message = Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term: Term(3),
+            body: MessageBody::InstallSnapshot {
+                snapshot: crate::core::Snapshot {
+                    meta: SnapshotMeta {
+                        index: LogIndex(8),
+                        term: Term(2),
+                    },
+                    membership: Box::default(),
+                },
+            },
+        };
+        assert_eq!(message_to_wire("c", &message), None);
     }
 
     /// Decodes bytes as a peer message the way the peer service does:
@@ -451,13 +501,13 @@ mod tests {
 
         #[test]
         fn mutated_messages_never_panic_the_peer_decoder(
-            which in 0usize..10,
+            which in 0usize..11,
             flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..8),
             cut in proptest::prelude::any::<usize>(),
         ) {
             use prost::Message as _;
             let message = &every_kind_of_message()[which];
-            let mut bytes = message_to_wire("c", message).encode_to_vec();
+            let mut bytes = message_to_wire("c", message).unwrap().encode_to_vec();
             for (position, value) in flips {
                 let length = bytes.len();
                 bytes[position % length] ^= value;
@@ -469,12 +519,12 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_refused() {
-        let mut message = message_to_wire("c", &every_kind_of_message()[2]);
+        let mut message = message_to_wire("c", &every_kind_of_message()[2]).unwrap();
         if let Some(wire::raft_message::Body::AppendRequest(request)) = message.body.as_mut() {
             request.entries[1].index = 9;
         }
         assert!(message_from_wire(message).is_err(), "a gap in the entries");
-        let mut message = message_to_wire("c", &every_kind_of_message()[0]);
+        let mut message = message_to_wire("c", &every_kind_of_message()[0]).unwrap();
         message.body = None;
         assert_eq!(
             message_from_wire(message),

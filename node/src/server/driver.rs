@@ -8,8 +8,11 @@
 //!   peers, clients, timer ──> Pipeline ──> Output::Send ───> transport
 //!                                │     ├─> Output::Write ──> log writer ─┐
 //!                                │     ├─> Output::Apply ──> applier ────┤
+//!                                │     ├─> Output::Stage ──> stager ─────┤
+//!                                │     ├─> Output::*View ──> view tasks ─┤
 //!                                │     └─> Output::Reply ──> client      │
-//!                                └──── WriteDone, ApplyDone <────────────┘
+//!                                └── WriteDone, ApplyDone, Staged, ──────┘
+//!                                    ViewOpened, ChunkRead, ViewLost
 //! ```
 
 use std::collections::BTreeMap;
@@ -24,12 +27,14 @@ use super::error::ServiceError;
 use super::metrics::Metrics;
 use super::peers::PeerDirectory;
 use super::round_trip::RoundTrips;
+use super::snapshots::{TransferReport, ViewOpener};
 use super::transport::Transport;
 use crate::core::{LogIndex, MembershipChange, Message, MessageBody, NodeId, Raft, Role, Status};
 pub(crate) use crate::pipeline::ReadMode;
 use crate::pipeline::{
-    ApplyBatch, ApplyDone, Input, Instant, Output, Pipeline, PipelineConfig, Refusal,
-    Reply as PipelineReply, RequestId, WriteDone, WriteJob,
+    ApplyBatch, ApplyDone, Input, Instant, Output, Pipeline, PipelineConfig, ReadChunk, Refusal,
+    Reply as PipelineReply, RequestId, StageJob, StagedTransfer, TransferConfig, WriteDone,
+    WriteJob,
 };
 
 /// A committed and applied proposal.
@@ -90,6 +95,10 @@ pub(crate) struct StorageChannels {
     pub(crate) write_done: mpsc::Receiver<Result<WriteDone, StoreError>>,
     pub(crate) apply_batches: mpsc::Sender<ApplyBatch>,
     pub(crate) apply_done: mpsc::Receiver<Result<ApplyDone, StoreError>>,
+    pub(crate) stage_jobs: mpsc::Sender<StageJob>,
+    /// What the stager and the view tasks report.
+    pub(crate) transfer_reports: mpsc::Receiver<TransferReport>,
+    pub(crate) open_view: ViewOpener,
 }
 
 /// A client waiting for the pipeline's reply.
@@ -118,6 +127,8 @@ pub(crate) struct Driver {
     started: tokio::time::Instant,
     next_request: u64,
     waiting: BTreeMap<RequestId, Waiting>,
+    /// Open snapshot views: their read queues.
+    views: BTreeMap<u64, mpsc::Sender<ReadChunk>>,
     /// The log indexes of the latest and of the committed membership the
     /// directory was made from: it is made again when either moves.
     directory_made_at: (LogIndex, LogIndex),
@@ -125,8 +136,8 @@ pub(crate) struct Driver {
 
 impl Driver {
     /// A driver around `raft`. `read_context_first` must differ between
-    /// starts of the node (see `PipelineConfig`); `snapshot_on_start` says
-    /// the applier takes a snapshot before its first batch.
+    /// starts of the node (see `PipelineConfig`); `staged` is the snapshot
+    /// transfer the staging holds.
     pub(crate) fn new(
         raft: Raft,
         config: Arc<NodeConfig>,
@@ -134,15 +145,22 @@ impl Driver {
         storage: StorageChannels,
         metrics: Arc<Metrics>,
         read_context_first: u64,
-        snapshot_on_start: bool,
+        staged: Option<StagedTransfer>,
     ) -> Driver {
+        let election_timeout = config.tick() * config.raft.election_ticks_max as u32;
         let pipeline_config = PipelineConfig {
             tick: config.tick(),
-            transfer_timeout: config.tick() * config.raft.election_ticks_max as u32 * 2,
+            transfer_timeout: election_timeout * 2,
             read_context_first,
-            snapshot_on_start,
-            storage_stall_timeout: config.tick() * config.raft.election_ticks_max as u32,
+            storage_stall_timeout: election_timeout,
             compaction_entries: config.raft.compaction_entries,
+            transfer: TransferConfig {
+                chunk_bytes: config.raft.message_bytes_max,
+                chunks_in_flight: config.raft.snapshot_chunks_in_flight,
+                resend_after: election_timeout * 2,
+                view_ttl: Duration::from_millis(config.raft.snapshot_view_idle_ms),
+            },
+            staged,
         };
         let mut driver = Driver {
             pipeline: Pipeline::new(raft, pipeline_config, Instant::default()),
@@ -154,6 +172,7 @@ impl Driver {
             started: tokio::time::Instant::now(),
             next_request: 0,
             waiting: BTreeMap::new(),
+            views: BTreeMap::new(),
             directory_made_at: (LogIndex(0), LogIndex(0)),
         };
         driver.publish_directory();
@@ -219,6 +238,11 @@ impl Driver {
                     let done = received(done, "the applier")?;
                     let now = self.now();
                     self.pipeline.handle(now, Input::ApplyDone(done));
+                }
+                report = self.storage.transfer_reports.recv() => {
+                    let input = received(report, "the stager")?;
+                    let now = self.now();
+                    self.pipeline.handle(now, input);
                 }
             }
             for _ in 0..EVENTS_PER_TURN_MAX {
@@ -291,65 +315,104 @@ impl Driver {
 
     /// Carries out everything the pipeline asked for.
     fn carry_out(&mut self) {
-        for output in self.pipeline.take_outputs() {
-            match output {
-                Output::Send(message) => {
-                    if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
-                        self.metrics.snapshots_sent.inc();
-                    }
-                    self.round_trips
-                        .sent(&message, std::time::Instant::now(), &self.metrics);
-                    self.transport.send(&message);
-                }
-                Output::Write(job) => {
-                    // The pipeline keeps one write in flight, so the
-                    // writer's one-slot queue is empty.
-                    if self.storage.write_jobs.try_send(job).is_err() {
-                        panic!("node {}: the log writer stopped", self.pipeline.raft().id());
-                    }
-                }
-                Output::Apply(batch) => {
-                    if self.storage.apply_batches.try_send(batch).is_err() {
-                        panic!("node {}: the applier stopped", self.pipeline.raft().id());
-                    }
-                }
-                Output::Reply { request, reply } => self.answer(request, reply),
-                Output::Implausible(report) => {
-                    self.metrics.peer_messages_implausible.inc();
-                    tracing::warn!(
-                        peer = report.from.0,
-                        term = report.term.0,
-                        %report,
-                        "ignored a peer message no honest peer could send"
-                    );
-                }
-                Output::HandingOff {
-                    target,
-                    stalled_for,
-                } => tracing::warn!(
-                    target = target.0,
-                    ?stalled_for,
-                    "this node's storage stalled; handing leadership to the most up-to-date follower"
-                ),
-                Output::RoleChanged {
-                    from,
-                    to,
-                    term,
-                    leader,
-                } => {
-                    let leader = leader.map(|id| id.0);
-                    tracing::info!(node = %self.pipeline.raft().id(), %term, %from, %to, ?leader, "role changed");
-                    if to == Role::Candidate {
-                        self.metrics.elections.inc();
-                    }
-                    if to == Role::Leader {
-                        self.metrics.leader_changes.inc();
-                    }
-                }
+        loop {
+            let outputs = self.pipeline.take_outputs();
+            if outputs.is_empty() {
+                break;
+            }
+            for output in outputs {
+                self.carry_out_one(output);
             }
         }
         self.follow_membership();
         self.observe();
+    }
+
+    fn carry_out_one(&mut self, output: Output) {
+        match output {
+            Output::Send(message) => {
+                if let MessageBody::SnapshotChunk(chunk) = &message.body {
+                    self.metrics.snapshot_chunks_sent.inc();
+                    if chunk.last {
+                        self.metrics.snapshots_sent.inc();
+                    }
+                }
+                self.round_trips
+                    .sent(&message, std::time::Instant::now(), &self.metrics);
+                self.transport.send(&message);
+            }
+            Output::Write(job) => {
+                // The pipeline keeps one write in flight, so the
+                // writer's one-slot queue is empty.
+                if self.storage.write_jobs.try_send(job).is_err() {
+                    panic!("node {}: the log writer stopped", self.pipeline.raft().id());
+                }
+            }
+            Output::Apply(batch) => {
+                if self.storage.apply_batches.try_send(batch).is_err() {
+                    panic!("node {}: the applier stopped", self.pipeline.raft().id());
+                }
+            }
+            Output::Reply { request, reply } => self.answer(request, reply),
+            Output::OpenView { view } => {
+                let (reads, queue) = mpsc::channel(1);
+                (self.storage.open_view)(view, queue);
+                self.views.insert(view, reads);
+            }
+            Output::ReadChunk(read) => {
+                let view = read.view;
+                // The pipeline reads one chunk of a view at a time.
+                let sent = self
+                    .views
+                    .get(&view)
+                    .is_some_and(|reads| reads.try_send(read).is_ok());
+                if !sent {
+                    self.views.remove(&view);
+                    let now = self.now();
+                    self.pipeline.handle(now, Input::ViewLost { view });
+                }
+            }
+            Output::CloseView { view } => {
+                self.views.remove(&view);
+            }
+            Output::Stage(job) => {
+                if self.storage.stage_jobs.try_send(job).is_err() {
+                    panic!("node {}: the stager stopped", self.pipeline.raft().id());
+                }
+            }
+            Output::Implausible(report) => {
+                self.metrics.peer_messages_implausible.inc();
+                tracing::warn!(
+                    peer = report.from.0,
+                    term = report.term.0,
+                    %report,
+                    "ignored a peer message no honest peer could send"
+                );
+            }
+            Output::HandingOff {
+                target,
+                stalled_for,
+            } => tracing::warn!(
+                target = target.0,
+                ?stalled_for,
+                "this node's storage stalled; handing leadership to the most up-to-date follower"
+            ),
+            Output::RoleChanged {
+                from,
+                to,
+                term,
+                leader,
+            } => {
+                let leader = leader.map(|id| id.0);
+                tracing::info!(node = %self.pipeline.raft().id(), %term, %from, %to, ?leader, "role changed");
+                if to == Role::Candidate {
+                    self.metrics.elections.inc();
+                }
+                if to == Role::Leader {
+                    self.metrics.leader_changes.inc();
+                }
+            }
+        }
     }
 
     fn answer(&mut self, request: RequestId, reply: PipelineReply) {

@@ -108,8 +108,11 @@ pub struct Metrics {
     pub proposals_pending: Gauge,
     /// Proposals answered with an error (not leader, lost, outcome unknown).
     pub proposals_failed: Counter,
-    /// Snapshots sent to followers that needed the compacted prefix.
+    /// Snapshots streamed to followers that needed the compacted prefix
+    /// (counted when their last chunk is sent).
     pub snapshots_sent: Counter,
+    /// Snapshot chunks sent (a chunk sent again counts again).
+    pub snapshot_chunks_sent: Counter,
     /// Entries per log write (one Postgres transaction).
     pub append_batch_entries: Histogram,
     /// Duration of log writes.
@@ -235,7 +238,11 @@ impl Default for Metrics {
         );
         let snapshots_sent = counter(
             "raftgres_snapshots_sent",
-            "Snapshots sent to followers that needed the compacted prefix.",
+            "Snapshots streamed to followers that needed the compacted prefix, counted when their last chunk is sent.",
+        );
+        let snapshot_chunks_sent = counter(
+            "raftgres_snapshot_chunks_sent",
+            "Snapshot chunks sent to followers (a chunk sent again counts again).",
         );
         let applied_with_write_entries = counter(
             "raftgres_applied_with_write_entries",
@@ -298,6 +305,7 @@ impl Default for Metrics {
             proposals_pending,
             proposals_failed,
             snapshots_sent,
+            snapshot_chunks_sent,
             append_batch_entries,
             storage_write_seconds,
             apply_seconds,

@@ -7,6 +7,8 @@
 //! - `storage`: the log writer and the applier, each on its own Postgres
 //!   connection; [`StandaloneApplier`]: the applier's transaction alone,
 //!   for contract tests of state machine models.
+//! - `snapshots`: snapshot transfers: views a leader streams from, the
+//!   follower's staging (its own connection) and the install.
 //! - `transport`: outgoing peer streams.
 //! - `admission`: the node-wide bound on client requests in service.
 //! - `listener`: accepting connections (a bound on open connections, TLS
@@ -29,6 +31,7 @@ pub mod metrics;
 mod peers;
 mod round_trip;
 mod services;
+mod snapshots;
 pub mod state_machine;
 mod storage;
 pub mod tls;
@@ -198,9 +201,16 @@ async fn run<S: StateMachine>(
     let tls = load_tls(&config)?;
     let mut store = open_store(&config).await?;
     let (durable, applied) = load_durable_state(&mut store).await?;
-    let applier = PgApplier::open(store.config().clone())
+    let store_config = store.config().clone();
+    let applier = PgApplier::open(store_config.clone())
         .await
         .context("cannot open the apply connection")?;
+    let mut stager = raftgres_storage_pg::PgStager::open(store_config.clone())
+        .await
+        .context("cannot open the snapshot staging connection")?;
+    let staged = snapshots::load_staged(&mut stager)
+        .await
+        .context("cannot read the staged snapshot")?;
     let reads = services::ReadConnection::new(
         raftgres_storage_pg::PgConnector::new(&config.postgres)
             .context("cannot use the postgres connection string")?,
@@ -225,7 +235,6 @@ async fn run<S: StateMachine>(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64)
         ^ config.node_id.rotate_left(32);
-    let snapshot_index = durable.snapshot.index;
     let stored_membership = durable.membership.clone();
     if config.join && stored_membership.voters.is_empty() {
         join::wait_until_added(&config, tls.as_ref()).await?;
@@ -251,7 +260,6 @@ async fn run<S: StateMachine>(
     );
 
     let applier_settings = storage::ApplierSettings {
-        snapshot_on_start: snapshot_index > LogIndex(0),
         asynchronous_commit: config.apply_async_commit,
         session_expiry_entries: config.limits.session_expiry_entries,
     };
@@ -282,11 +290,27 @@ async fn run<S: StateMachine>(
         .in_current_span(),
     );
 
+    let (transfer_report_sender, transfer_reports) = mpsc::channel(64);
+    let (stage_jobs, stage_job_receiver) = mpsc::channel(1);
+    let stager_task = tokio::spawn(
+        snapshots::run_stager(
+            stager,
+            stage_job_receiver,
+            transfer_report_sender.clone(),
+            metrics.clone(),
+        )
+        .in_current_span(),
+    );
+    let open_view =
+        snapshots::view_opener(store_config, state_machine.clone(), transfer_report_sender);
     let channels = driver::StorageChannels {
         write_jobs,
         write_done,
         apply_batches,
         apply_done,
+        stage_jobs,
+        transfer_reports,
+        open_view,
     };
     let driver = driver::Driver::new(
         raft,
@@ -295,7 +319,7 @@ async fn run<S: StateMachine>(
         channels,
         metrics.clone(),
         seed.rotate_left(17),
-        applier_settings.snapshot_on_start,
+        staged,
     );
     let mut driver_task = tokio::spawn(
         driver
@@ -340,6 +364,7 @@ async fn run<S: StateMachine>(
         store.close().await;
     }
     applier_task.abort();
+    stager_task.abort();
     outcome
 }
 

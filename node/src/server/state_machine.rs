@@ -72,16 +72,18 @@ pub trait StateMachine: Send + Sync + 'static {
         }
     }
 
-    /// Serializes the whole state, for snapshots.
+    /// Serializes the whole state. Snapshots stream page by page (see
+    /// [`Self::export_page`]); this is what the default pages are cut
+    /// from.
     fn snapshot(
         &self,
         transaction: &Transaction<'_>,
     ) -> impl Future<Output = Result<Vec<u8>, tokio_postgres::Error>> + Send;
 
-    /// Checks snapshot bytes before anything is replaced: a snapshot that
-    /// arrives from a peer is refused at the boundary when this fails, and
-    /// one that fails when it is installed stops the node (corrupt data
-    /// must never empty the state). The error explains what is wrong.
+    /// Checks whole snapshot bytes made by [`Self::snapshot`] before
+    /// anything is replaced: a snapshot that fails it when it is installed
+    /// stops the node (corrupt data must never empty the state). The error
+    /// explains what is wrong.
     fn validate_snapshot(&self, data: &[u8]) -> Result<(), String>;
 
     /// Replaces the whole state with a snapshot made by [`Self::snapshot`]
@@ -91,6 +93,129 @@ pub trait StateMachine: Send + Sync + 'static {
         transaction: &Transaction<'_>,
         data: &[u8],
     ) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
+
+    /// One page of the state as `transaction` (a REPEATABLE READ view)
+    /// sees it: the rows after `after` (`None`: from the first), in an
+    /// order of the state machine's choosing that is the same for every
+    /// page, about `bytes_max` bytes of them (at least one row while any
+    /// is left). A leader streams snapshots page by page, so a state of
+    /// any size travels without being held in memory.
+    ///
+    /// The default cuts the bytes of [`Self::snapshot`] into pages, taking
+    /// the whole snapshot again for every page: right for a small state.
+    /// A state machine that may grow large overrides this and
+    /// [`Self::import_page`] (as [`KvStateMachine`] does).
+    fn export_page(
+        &self,
+        transaction: &Transaction<'_>,
+        after: Option<&[u8]>,
+        bytes_max: usize,
+    ) -> impl Future<Output = Result<ExportPage, tokio_postgres::Error>> + Send {
+        async move {
+            let whole = self.snapshot(transaction).await?;
+            // Cursors are this exporter's own: the byte offset reached.
+            let start = after
+                .and_then(|after| <[u8; 8]>::try_from(after).ok())
+                .map_or(0, |offset| u64::from_be_bytes(offset) as usize)
+                .min(whole.len());
+            let end = start.saturating_add(bytes_max.max(1)).min(whole.len());
+            Ok(ExportPage {
+                data: whole[start..end].to_vec(),
+                next: (end < whole.len()).then(|| (end as u64).to_be_bytes().to_vec()),
+            })
+        }
+    }
+
+    /// Checks one page made by [`Self::export_page`] before a follower
+    /// stages it; a page that fails is refused at the peer boundary. The
+    /// default accepts every page: its pages are slices of a snapshot,
+    /// which [`Self::import_page`] checks whole.
+    fn validate_page(&self, data: &[u8]) -> Result<(), String> {
+        let _ = data;
+        Ok(())
+    }
+
+    /// Imports one page made by [`Self::export_page`] in the transaction
+    /// that installs a snapshot (and commits the applied index, the
+    /// sessions and the log reset with it). Pages come in export order;
+    /// the first empties the state before it is imported.
+    ///
+    /// The default gathers the pages in a temporary table and, with the
+    /// last, checks the whole with [`Self::validate_snapshot`] and
+    /// restores it with [`Self::restore`].
+    fn import_page(
+        &self,
+        transaction: &Transaction<'_>,
+        page: ImportPage<'_>,
+    ) -> impl Future<Output = Result<(), ImportError>> + Send {
+        async move {
+            if !(page.first && page.last) {
+                if page.first {
+                    transaction
+                        .batch_execute(
+                            "CREATE TEMPORARY TABLE raftgres_import_pages \
+                             (seq bigserial PRIMARY KEY, data bytea NOT NULL) ON COMMIT DROP",
+                        )
+                        .await?;
+                }
+                transaction
+                    .execute(
+                        "INSERT INTO raftgres_import_pages (data) VALUES ($1)",
+                        &[&page.data],
+                    )
+                    .await?;
+                if !page.last {
+                    return Ok(());
+                }
+            }
+            let whole = if page.first {
+                page.data.to_vec()
+            } else {
+                let rows = transaction
+                    .query("SELECT data FROM raftgres_import_pages ORDER BY seq", &[])
+                    .await?;
+                rows.iter()
+                    .flat_map(|row| row.get::<_, Vec<u8>>(0))
+                    .collect()
+            };
+            self.validate_snapshot(&whole)
+                .map_err(ImportError::Invalid)?;
+            self.restore(transaction, &whole).await?;
+            Ok(())
+        }
+    }
+}
+
+/// A page of a state machine's rows, for a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportPage {
+    /// The rows, encoded as the state machine likes.
+    pub data: Vec<u8>,
+    /// Where the next page starts (passed back as `after`); `None` when
+    /// this is the last.
+    pub next: Option<Vec<u8>>,
+}
+
+/// A page to import, see [`StateMachine::import_page`].
+#[derive(Clone, Copy, Debug)]
+pub struct ImportPage<'a> {
+    /// What [`StateMachine::export_page`] made.
+    pub data: &'a [u8],
+    /// The snapshot's first page: empty the state first.
+    pub first: bool,
+    /// Its last page.
+    pub last: bool,
+}
+
+/// Why a page could not be imported.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The database failed.
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The snapshot is not one this state machine made.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Creates (idempotently) every table a node applies into: the state
@@ -439,6 +564,89 @@ impl StateMachine for KvStateMachine {
         decode_kv_command(command).map(|_| ())
     }
 
+    fn validate_page(&self, data: &[u8]) -> Result<(), String> {
+        self.validate_snapshot(data)
+    }
+
+    async fn export_page(
+        &self,
+        transaction: &Transaction<'_>,
+        after: Option<&[u8]>,
+        bytes_max: usize,
+    ) -> Result<ExportPage, tokio_postgres::Error> {
+        // Keyset pages in key order: rows are fetched a bounded number at
+        // a time and cut at `bytes_max`; the cursor is the last key taken.
+        const ROWS_PER_FETCH: i64 = 1000;
+        let mut kvs = Vec::new();
+        let mut bytes = 0;
+        let mut cursor = after.map(<[u8]>::to_vec);
+        loop {
+            let rows =
+                match &cursor {
+                    Some(after) => {
+                        transaction
+                            .query(
+                                "SELECT key, value, mod_index FROM raftgres_kv WHERE key > $1 \
+                             ORDER BY key LIMIT $2",
+                                &[after, &ROWS_PER_FETCH],
+                            )
+                            .await?
+                    }
+                    None => transaction
+                        .query(
+                            "SELECT key, value, mod_index FROM raftgres_kv ORDER BY key LIMIT $1",
+                            &[&ROWS_PER_FETCH],
+                        )
+                        .await?,
+                };
+            let fetched = rows.len() as i64;
+            for row in &rows {
+                let pair = key_value_of_row(row);
+                let size = pair.key.len() + pair.value.len() + 16;
+                if !kvs.is_empty() && bytes + size > bytes_max {
+                    let next = kvs.last().map(|last: &wire::KeyValue| last.key.clone());
+                    return Ok(kv_page(kvs, next));
+                }
+                bytes += size;
+                cursor = Some(pair.key.clone());
+                kvs.push(pair);
+            }
+            if fetched < ROWS_PER_FETCH {
+                return Ok(kv_page(kvs, None));
+            }
+        }
+    }
+
+    async fn import_page(
+        &self,
+        transaction: &Transaction<'_>,
+        page: ImportPage<'_>,
+    ) -> Result<(), ImportError> {
+        self.validate_page(page.data)
+            .map_err(ImportError::Invalid)?;
+        let pairs = wire::RangeResponse::decode(page.data)
+            .map_err(|error| ImportError::Invalid(error.to_string()))?
+            .kvs;
+        if page.first {
+            transaction.execute("DELETE FROM raftgres_kv", &[]).await?;
+        }
+        let keys: Vec<&[u8]> = pairs.iter().map(|pair| pair.key.as_slice()).collect();
+        let values: Vec<&[u8]> = pairs.iter().map(|pair| pair.value.as_slice()).collect();
+        let mod_indexes: Vec<i64> = pairs.iter().map(|pair| pair.mod_index as i64).collect();
+        transaction
+            .query_typed(
+                "INSERT INTO raftgres_kv (key, value, mod_index) \
+                 SELECT * FROM unnest($1, $2, $3)",
+                &[
+                    (&keys, Type::BYTEA_ARRAY),
+                    (&values, Type::BYTEA_ARRAY),
+                    (&mod_indexes, Type::INT8_ARRAY),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
     fn validate_snapshot(&self, data: &[u8]) -> Result<(), String> {
         let snapshot = wire::RangeResponse::decode(data)
             .map_err(|error| format!("the KV snapshot does not decode: {error}"))?;
@@ -561,6 +769,19 @@ impl StateMachine for KvStateMachine {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// A page of KV pairs, encoded as a `RangeResponse`.
+fn kv_page(kvs: Vec<wire::KeyValue>, next: Option<Vec<u8>>) -> ExportPage {
+    ExportPage {
+        data: wire::RangeResponse {
+            kvs,
+            more: next.is_some(),
+            read_index: 0,
+        }
+        .encode_to_vec(),
+        next,
     }
 }
 
@@ -693,32 +914,46 @@ pub(crate) mod sessions {
         Ok(())
     }
 
-    /// Every session, for a snapshot.
-    pub(crate) async fn dump(
+    /// Sessions after client id `after`, in client id order, about
+    /// `bytes_max` bytes of them (at least one while any is left), for a
+    /// snapshot page; and whether more follow.
+    pub(crate) async fn page(
         transaction: &Transaction<'_>,
-    ) -> Result<Vec<raftgres_proto::v1::StoredSession>, tokio_postgres::Error> {
+        after: &str,
+        bytes_max: usize,
+    ) -> Result<(Vec<raftgres_proto::v1::StoredSession>, bool), tokio_postgres::Error> {
+        const ROWS_PER_PAGE: i64 = 1000;
         let rows = transaction
-            .query("SELECT client_id, sequence, response, last_index FROM raftgres_sessions ORDER BY client_id", &[])
+            .query(
+                "SELECT client_id, sequence, response, last_index FROM raftgres_sessions \
+                 WHERE client_id > $1 ORDER BY client_id LIMIT $2",
+                &[&after, &ROWS_PER_PAGE],
+            )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|row| raftgres_proto::v1::StoredSession {
+        let mut sessions = Vec::new();
+        let mut bytes = 0;
+        for row in &rows {
+            let session = raftgres_proto::v1::StoredSession {
                 client_id: row.get(0),
                 sequence: row.get::<_, i64>(1) as u64,
                 response: row.get(2),
                 last_index: row.get::<_, i64>(3) as u64,
-            })
-            .collect())
+            };
+            let size = session.client_id.len() + session.response.len() + 16;
+            if !sessions.is_empty() && bytes + size > bytes_max {
+                return Ok((sessions, true));
+            }
+            bytes += size;
+            sessions.push(session);
+        }
+        Ok((sessions, rows.len() as i64 == ROWS_PER_PAGE))
     }
 
-    /// Replaces every session with a snapshot's.
-    pub(crate) async fn restore(
+    /// Stores a snapshot's sessions (the install emptied the table first).
+    pub(crate) async fn import(
         transaction: &Transaction<'_>,
         stored: &[raftgres_proto::v1::StoredSession],
     ) -> Result<(), tokio_postgres::Error> {
-        transaction
-            .execute("DELETE FROM raftgres_sessions", &[])
-            .await?;
         let mut batch = Batch::default();
         for session in stored {
             batch.record(

@@ -30,14 +30,14 @@ use tokio::sync::mpsc;
 use super::convert;
 use super::metrics::Metrics;
 use super::state_machine::{sessions, StateMachine};
-use crate::core::{Entry, EntryPayload, LogIndex, Snapshot, SnapshotMeta, Term};
+use crate::core::{Entry, EntryPayload, LogIndex, Term};
 use crate::pipeline::sessions::{apply_segments, SESSION_EXPIRY_STRIDE};
 use crate::pipeline::{ApplyBatch, ApplyDone, ApplyOutcome, WriteDone, WriteJob};
 
 /// After a failed storage operation: for a retriable error, counts and
 /// logs it, waits with exponential backoff and returns true (try again);
 /// for any other error returns false (the node must stop).
-async fn wait_to_retry(
+pub(super) async fn wait_to_retry(
     error: &StoreError,
     attempt: &mut u32,
     metrics: &Metrics,
@@ -109,8 +109,9 @@ pub(crate) async fn run_writer<S: StateMachine>(
 }
 
 /// Carries out one write and reports the apply batch it carried. A
-/// snapshot is installed in its own transaction (state machine restore, log
-/// reset and applied index together) before the entries that follow it;
+/// snapshot is installed from the staging in its own transaction (state
+/// machine, sessions, log reset and applied index together) before the
+/// entries that follow it;
 /// once installed it is taken out of the job, so a retry after a failed
 /// append does not install it twice. A carried apply batch commits in the
 /// append's transaction (synchronously: the log must be durable); a retry
@@ -135,7 +136,7 @@ async fn write<S: StateMachine>(
                 })
                 .await?;
         }
-        install_snapshot(store, state_machine, snapshot).await?;
+        super::snapshots::install_staged(store, state_machine, snapshot).await?;
         job.snapshot = None;
     }
     let batch = AppendBatch {
@@ -168,83 +169,12 @@ async fn write<S: StateMachine>(
     Ok(applied)
 }
 
-async fn install_snapshot<S: StateMachine>(
-    store: &mut PgStore,
-    state_machine: &S,
-    snapshot: &Snapshot,
-) -> Result<(), StoreError> {
-    let decoded = wire::NodeSnapshot::decode(snapshot.data.as_slice()).map_err(|error| {
-        StoreError::Corrupt {
-            reason: format!(
-                "the snapshot at index {} does not decode: {error}",
-                snapshot.meta.index
-            ),
-        }
-    })?;
-    crate::server::services::validate_node_snapshot(state_machine, &decoded).map_err(|reason| {
-        StoreError::Corrupt {
-            reason: format!("the snapshot at index {}: {reason}", snapshot.meta.index),
-        }
-    })?;
-    let transaction = store
-        .begin_apply(ApplyOptions {
-            synchronous_commit_off: false,
-        })
-        .await?;
-    let restore = async {
-        state_machine
-            .restore(transaction.transaction(), &decoded.state_machine)
-            .await?;
-        sessions::restore(transaction.transaction(), &decoded.sessions).await
-    };
-    restore
-        .await
-        .map_err(|error| StoreError::from_postgres("restoring a snapshot", error))?;
-    let meta = raftgres_storage_pg::SnapshotMeta {
-        index: snapshot.meta.index.0,
-        term: snapshot.meta.term.0,
-    };
-    let membership = convert::membership_to_bytes(&snapshot.membership);
-    transaction.commit_snapshot(meta, Some(&membership)).await?;
-    tracing::info!(
-        index = snapshot.meta.index.0,
-        term = snapshot.meta.term.0,
-        "installed a snapshot from the leader"
-    );
-    Ok(())
-}
-
-/// A snapshot of the state machine and the sessions as `transaction` sees
-/// them.
-async fn take_snapshot<S: StateMachine>(
-    transaction: &tokio_postgres::Transaction<'_>,
-    state_machine: &S,
-    meta: SnapshotMeta,
-) -> Result<Snapshot, tokio_postgres::Error> {
-    let state_machine = state_machine.snapshot(transaction).await?;
-    let sessions = sessions::dump(transaction).await?;
-    let data = wire::NodeSnapshot {
-        state_machine,
-        sessions,
-    }
-    .encode_to_vec();
-    // The pipeline fills in the membership at `meta.index` from the core.
-    Ok(Snapshot {
-        meta,
-        membership: Default::default(),
-        data,
-    })
-}
-
 /// Settings of the applies, on the applier and on the log writer.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ApplierSettings {
     /// Applies that no write carries commit with synchronous_commit off.
     pub(crate) asynchronous_commit: bool,
     pub(crate) session_expiry_entries: u64,
-    /// Take a snapshot before applying anything: the log was compacted
-    /// before a restart, and the node must be able to send its prefix.
-    pub(crate) snapshot_on_start: bool,
 }
 
 /// Runs the applier until its channel closes.
@@ -256,30 +186,6 @@ pub(crate) async fn run_applier<S: StateMachine>(
     done: mpsc::Sender<Result<ApplyDone, StoreError>>,
     metrics: Arc<Metrics>,
 ) {
-    if settings.snapshot_on_start {
-        let mut attempt = 0;
-        let outcome = loop {
-            match snapshot_now(&mut applier, state_machine.as_ref()).await {
-                Ok(done) => break Ok(done),
-                Err(error) => {
-                    if !wait_to_retry(
-                        &error,
-                        &mut attempt,
-                        &metrics,
-                        "snapshot at start-up failed; retrying",
-                    )
-                    .await
-                    {
-                        break Err(error);
-                    }
-                }
-            }
-        };
-        let fatal = outcome.is_err();
-        if done.send(outcome).await.is_err() || fatal {
-            return;
-        }
-    }
     while let Some(batch) = batches.recv().await {
         let mut attempt = 0;
         let outcome = loop {
@@ -306,32 +212,6 @@ pub(crate) async fn run_applier<S: StateMachine>(
     }
 }
 
-/// A snapshot at the applied index, changing nothing.
-async fn snapshot_now<S: StateMachine>(
-    applier: &mut PgApplier,
-    state_machine: &S,
-) -> Result<ApplyDone, StoreError> {
-    let transaction = applier
-        .begin_apply(ApplyOptions {
-            synchronous_commit_off: true,
-        })
-        .await?;
-    let applied = transaction.applied_before();
-    let meta = SnapshotMeta {
-        index: LogIndex(applied.index),
-        term: Term(applied.term),
-    };
-    let snapshot = take_snapshot(transaction.transaction(), state_machine, meta)
-        .await
-        .map_err(|error| StoreError::from_postgres("taking a snapshot", error))?;
-    transaction.rollback().await?;
-    Ok(ApplyDone {
-        applied: meta.index,
-        outcomes: Vec::new(),
-        snapshot: Some(snapshot),
-    })
-}
-
 /// Applies `batch` in a transaction of its own on the applier's connection.
 async fn apply_batch<S: StateMachine>(
     applier: &mut PgApplier,
@@ -347,7 +227,7 @@ async fn apply_batch<S: StateMachine>(
 }
 
 /// Applies `batch` in `transaction` (which may have appended to the log
-/// already), takes the snapshot the batch asks for, and commits.
+/// already) and commits.
 async fn apply_in<S: StateMachine>(
     transaction: ApplyTransaction<'_>,
     state_machine: &S,
@@ -367,7 +247,6 @@ async fn apply_in<S: StateMachine>(
         return Ok(ApplyDone {
             applied: last.index,
             outcomes,
-            snapshot: None,
         });
     }
     let first = entries
@@ -407,19 +286,6 @@ async fn apply_in<S: StateMachine>(
     )
     .await
     .map_err(|error| StoreError::from_postgres("applying committed entries", error))?;
-    let snapshot = if batch.snapshot {
-        // Taken inside the apply transaction: exactly the state at `last`.
-        let meta = SnapshotMeta {
-            index: last.index,
-            term: last.term,
-        };
-        let snapshot = take_snapshot(transaction.transaction(), state_machine, meta)
-            .await
-            .map_err(|error| StoreError::from_postgres("taking a snapshot", error))?;
-        Some(snapshot)
-    } else {
-        None
-    };
     transaction
         .commit(AppliedState {
             index: last.index.0,
@@ -429,7 +295,6 @@ async fn apply_in<S: StateMachine>(
     Ok(ApplyDone {
         applied: last.index,
         outcomes,
-        snapshot,
     })
 }
 
@@ -437,8 +302,8 @@ async fn apply_in<S: StateMachine>(
 /// [`StandaloneApplier::apply`] is one apply transaction exactly as the
 /// node's applier runs it (the session rules, session expiry at the
 /// positions `crate::pipeline::sessions` names, the state machine's batch,
-/// the applied index, committed together), with synchronous commits and
-/// no snapshots. It exists so that other models of a state machine can be
+/// the applied index, committed together), with synchronous commits. It
+/// exists so that other models of a state machine can be
 /// held against the product: `tests/tests/kv_contract/` runs the
 /// simulator's KV model and this side by side.
 pub struct StandaloneApplier<S: StateMachine> {
@@ -478,7 +343,6 @@ impl<S: StateMachine> StandaloneApplier<S> {
         let settings = ApplierSettings {
             asynchronous_commit: false,
             session_expiry_entries,
-            snapshot_on_start: false,
         };
         Ok(StandaloneApplier {
             applier,
@@ -499,7 +363,6 @@ impl<S: StateMachine> StandaloneApplier<S> {
         assert!(!entries.is_empty(), "apply batches are never empty");
         let batch = ApplyBatch {
             entries: entries.to_vec(),
-            snapshot: false,
         };
         apply_batch(
             &mut self.applier,

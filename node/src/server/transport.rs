@@ -137,7 +137,12 @@ impl Transport {
             self.metrics.peer_messages_dropped.inc();
             return;
         };
-        let wire_message = convert::message_to_wire(&self.cluster_id, message);
+        let Some(wire_message) = convert::message_to_wire(&self.cluster_id, message) else {
+            // The pipeline streams snapshots as chunks; a whole one never
+            // leaves the node.
+            self.metrics.peer_messages_dropped.inc();
+            return;
+        };
         if link.queue.try_send(wire_message).is_ok() {
             self.metrics.peer_messages_sent.inc();
         } else {

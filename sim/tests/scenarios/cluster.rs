@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use raftgres::core::{HardState, Message, MessageBody, NodeId, Role, SnapshotMeta, Term};
-use raftgres::pipeline::{Input, Output, Reply, RequestId, WriteDone};
+use raftgres::pipeline::{Input, Output, Reply, RequestId, TransferConfig, WriteDone};
 use raftgres_sim::config::SimConfig;
-use raftgres_sim::node::{ApplyJob, SimNode};
+use raftgres_sim::node::{SimNode, TICK};
 use raftgres_sim::store::{ApplySettings, Fate, Store, Transaction};
 
 use super::describe::{
@@ -47,7 +47,7 @@ pub struct ClusterSettings {
     pub check_quorum: bool,
     /// Most entries per AppendEntries message.
     pub entries_per_message_max: usize,
-    /// The applier takes a snapshot every this many entries.
+    /// The log is compacted every this many applied entries.
     pub compaction_entries: u64,
     /// Election timeouts are drawn from `min..max` ticks.
     pub election_ticks: (u64, u64),
@@ -223,7 +223,31 @@ impl Cluster {
                         .is_none_or(|write| write.job.apply.is_none()),
                     "node {id}: an apply while the write in flight carries one"
                 );
-                node.sim.apply = Some(transaction(ApplyJob::Batch(batch)));
+                node.sim.apply = Some(transaction(batch));
+            }
+            Output::OpenView { view } => {
+                let answer = match node.sim.store.view() {
+                    Some((at, rows)) => {
+                        node.sim.views.insert(view, rows);
+                        Input::ViewOpened { view, at }
+                    }
+                    None => Input::ViewLost { view },
+                };
+                node.sim.view_answers.push((0, answer));
+            }
+            Output::ReadChunk(read) => {
+                let answer = match node.sim.views.get(&read.view) {
+                    Some(rows) => Input::ChunkRead(Store::read_view(rows, &read)),
+                    None => Input::ViewLost { view: read.view },
+                };
+                node.sim.view_answers.push((0, answer));
+            }
+            Output::CloseView { view } => {
+                node.sim.views.remove(&view);
+            }
+            Output::Stage(job) => {
+                assert!(node.sim.stage.is_none(), "node {id}: a second stage job");
+                node.sim.stage = Some(transaction(job));
             }
             Output::Reply { request, reply } => {
                 if let Some(named) = node.requests.remove(&request) {
@@ -321,7 +345,8 @@ impl Cluster {
             if let Some(batch) = &transaction.job.apply {
                 let report = node
                     .sim
-                    .commit_apply(&ApplyJob::Batch(batch.clone()), settings)
+                    .store
+                    .apply(batch, settings)
                     .unwrap_or_else(|error| {
                         panic!("node {id}: the store refused an apply: {error}")
                     });
@@ -357,7 +382,8 @@ impl Cluster {
             let report = self
                 .node_mut(id)
                 .sim
-                .commit_apply(&transaction.job, settings)
+                .store
+                .apply(&transaction.job, settings)
                 .unwrap_or_else(|error| panic!("node {id}: the store refused an apply: {error}"));
             let applied: Vec<String> = report
                 .applied
@@ -378,10 +404,33 @@ impl Cluster {
         true
     }
 
+    /// Ends node `id`'s stage transaction in flight (it commits). False
+    /// when none was in flight.
+    fn end_stage(&mut self, id: NodeId) -> bool {
+        let node = self.node_mut(id);
+        let Some(transaction) = node.sim.stage.take() else {
+            return false;
+        };
+        node.sim.store.stage(&transaction.job);
+        self.handle(id, Some(Input::Staged(transaction.job.transfer)));
+        true
+    }
+
+    /// Hands node `id` the answers of its view operations. False when
+    /// there were none.
+    fn answer_views(&mut self, id: NodeId) -> bool {
+        let answers = std::mem::take(&mut self.node_mut(id).sim.view_answers);
+        let answered = !answers.is_empty();
+        for (_, answer) in answers {
+            self.handle(id, Some(answer));
+        }
+        answered
+    }
+
     /// Node `id` finishes its storage work: every transaction in flight
-    /// commits and is reported, and so do those the reports start. Nothing
-    /// happens on a node that is down, paused or stalled. True when some
-    /// transaction finished.
+    /// commits and is reported, and so do those the reports start (views
+    /// answer, chunks are staged). Nothing happens on a node that is down,
+    /// paused or stalled. True when some transaction finished.
     pub fn process(&mut self, id: NodeId) -> bool {
         let mut progressed = false;
         for _ in 0..STORAGE_STEPS_MAX {
@@ -391,7 +440,9 @@ impl Cluster {
             }
             let wrote = self.end_write(id, Fate::Commit);
             let applied = self.end_apply(id, Fate::Commit);
-            if !wrote && !applied {
+            let staged = self.end_stage(id);
+            let answered = self.answer_views(id);
+            if !wrote && !applied && !staged && !answered {
                 return progressed;
             }
             progressed = true;
@@ -543,9 +594,15 @@ impl Cluster {
     /// `seed`.
     fn start(&mut self, id: NodeId, seed: u64) {
         let config = self.config.clone();
-        let compaction_entries = self.apply_settings.compaction_entries;
+        let settings = self.apply_settings;
+        let transfer = TransferConfig {
+            chunk_bytes: 16,
+            chunks_in_flight: 2,
+            resend_after: TICK * config.election_ticks_max as u32,
+            view_ttl: TICK * 10_000,
+        };
         let node = self.node_mut(id);
-        node.sim.start(&config, seed, compaction_entries);
+        node.sim.start(&config, seed, &settings, transfer);
         node.paused = false;
         node.inbox.clear();
         node.requests.clear();
@@ -729,10 +786,7 @@ impl Cluster {
         });
         writeln!(lines, "write: {write}").unwrap();
         let apply = node.apply.as_ref().map_or("none".to_string(), |apply| {
-            let job = match &apply.job {
-                ApplyJob::Batch(batch) => describe_entries(&batch.entries, &self.keys),
-                ApplyJob::SnapshotNow => "snapshot at the applied index".to_string(),
-            };
+            let job = describe_entries(&apply.job.entries, &self.keys);
             attempt_suffix(job, apply.attempts)
         });
         writeln!(lines, "apply: {apply}").unwrap();

@@ -161,12 +161,23 @@ pub fn describe(message: &Message, keys: &Keys) -> String {
         } => format!(" commit={leader_commit} round={read_round}"),
         MessageBody::HeartbeatResponse { read_round } => format!(" round={read_round}"),
         MessageBody::TimeoutNow => String::new(),
-        MessageBody::InstallSnapshot { snapshot } => format!(
-            " snapshot={}/{} bytes={}",
-            snapshot.meta.index,
-            snapshot.meta.term,
-            snapshot.data.len()
+        MessageBody::InstallSnapshot { snapshot } => {
+            format!(" snapshot={}/{}", snapshot.meta.index, snapshot.meta.term)
+        }
+        MessageBody::SnapshotChunk(chunk) => format!(
+            " snapshot={}/{} view={} seq={}{} bytes={}",
+            chunk.meta.index,
+            chunk.meta.term,
+            chunk.view,
+            chunk.seq,
+            if chunk.last { " last" } else { "" },
+            chunk.data.len()
         ),
+        MessageBody::SnapshotChunkAck {
+            view,
+            index,
+            next_seq,
+        } => format!(" snapshot={index} view={view} next={next_seq}"),
         MessageBody::ReadIndexRequest { context } => {
             format!(" context={}", describe_context(*context))
         }

@@ -307,7 +307,8 @@ impl<'a> ApplyTransaction<'a> {
     }
 
     /// Installs a snapshot in the same transaction as the state machine's
-    /// restore: deletes every log entry and sets both the snapshot marker and
+    /// restore: deletes every log entry and the snapshot staging (whose
+    /// chunks the restore read), sets both the snapshot marker and
     /// the applied position to `meta`, and the stored membership to
     /// `membership` (an encoded membership the store does not read; `None`
     /// keeps the stored one).
@@ -328,7 +329,11 @@ impl<'a> ApplyTransaction<'a> {
         let statements = self.statements;
         let result = async {
             self.transaction
-                .batch_execute("SET LOCAL synchronous_commit = on")
+                .batch_execute(
+                    "SET LOCAL synchronous_commit = on;
+                     DELETE FROM raftgres_snapshot_chunks;
+                     DELETE FROM raftgres_snapshot_staged;",
+                )
                 .await?;
             self.transaction
                 .execute(&statements.delete_all, &[])

@@ -29,6 +29,7 @@ mod applier;
 mod apply;
 mod schema;
 pub(crate) mod session;
+mod staging;
 
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ use tokio_postgres::types::ToSql;
 pub use applier::PgApplier;
 pub use apply::{ApplyOptions, ApplyTransaction};
 pub use schema::SCHEMA_VERSION_SUPPORTED;
+pub use staging::{applied_in, connect_view, PgStager, StagedHeader};
 
 use session::{classify, to_u64, OpenMode, Session, SessionRole};
 

@@ -15,7 +15,7 @@ use super::session::{classify, ADVISORY_LOCK_CLASS, MIGRATION_LOCK_OBJECT};
 use crate::error::StoreError;
 
 /// The newest schema version this code knows.
-pub const SCHEMA_VERSION_SUPPORTED: i32 = 3;
+pub const SCHEMA_VERSION_SUPPORTED: i32 = 4;
 
 /// SQLSTATE raised by `raftgres_check_append` when an append leaves a gap.
 pub(crate) const SQLSTATE_APPEND_GAP: &str = "RG001";
@@ -29,7 +29,12 @@ pub(crate) const SQLSTATE_HARD_STATE_REGRESSION: &str = "RG002";
 pub(crate) const SQLSTATE_APPEND_REFUSED: &str = "RG003";
 
 /// `(version, sql)`, in order. Never edit a released migration; add one.
-const MIGRATIONS: &[(i32, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2), (3, MIGRATION_3)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, MIGRATION_1),
+    (2, MIGRATION_2),
+    (3, MIGRATION_3),
+    (4, MIGRATION_4),
+];
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE raftgres_identity (
@@ -227,6 +232,28 @@ const MIGRATION_3: &str = r#"
 ALTER TABLE raftgres_snapshot ADD COLUMN IF NOT EXISTS membership bytea;
 "#;
 
+/// Version 4: the staging of a snapshot a follower receives in chunks: the
+/// transfer (one row) and its chunks, emptied by the install that uses
+/// them.
+const MIGRATION_4: &str = r#"
+CREATE TABLE raftgres_snapshot_staged (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    leader_id bigint NOT NULL CHECK (leader_id > 0),
+    transfer_view bigint NOT NULL,
+    snapshot_index bigint NOT NULL CHECK (snapshot_index > 0),
+    snapshot_term bigint NOT NULL CHECK (snapshot_term > 0),
+    membership bytea NOT NULL,
+    next_seq bigint NOT NULL CHECK (next_seq >= 0),
+    running bigint NOT NULL CHECK (running >= 0),
+    complete boolean NOT NULL
+);
+
+CREATE TABLE raftgres_snapshot_chunks (
+    seq bigint PRIMARY KEY CHECK (seq >= 0),
+    data bytea NOT NULL
+);
+"#;
+
 /// Brings the schema up to [`SCHEMA_VERSION_SUPPORTED`], or refuses a
 /// database written by newer code. Idempotent.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
@@ -302,6 +329,7 @@ mod tests {
         assert!(MIGRATION_1.contains(SQLSTATE_HARD_STATE_REGRESSION));
         assert!(MIGRATION_2.contains(SQLSTATE_APPEND_REFUSED));
         assert!(MIGRATION_3.contains("IF NOT EXISTS membership bytea"));
+        assert!(MIGRATION_4.contains("CREATE TABLE raftgres_snapshot_chunks"));
         // The gap guard stays in the replaced function.
         assert!(MIGRATION_2.contains("PERFORM raftgres_check_append(first_index)"));
     }

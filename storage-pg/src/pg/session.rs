@@ -23,6 +23,8 @@ pub(crate) const FENCING_LOCK_OBJECT: i32 = 1;
 pub(crate) const MIGRATION_LOCK_OBJECT: i32 = 2;
 /// Second key of the apply connection's session-level lock.
 pub(crate) const APPLIER_LOCK_OBJECT: i32 = 3;
+/// Second key of the snapshot staging connection's session-level lock.
+pub(crate) const STAGER_LOCK_OBJECT: i32 = 4;
 
 /// Which connection of a node a session is; each holds its own
 /// session-level lock, so two node processes can drive neither the log nor
@@ -33,6 +35,8 @@ pub(crate) enum SessionRole {
     Store,
     /// The apply connection of a `PgApplier`.
     Applier,
+    /// The snapshot staging connection of a `PgStager`.
+    Stager,
 }
 
 impl SessionRole {
@@ -40,6 +44,7 @@ impl SessionRole {
         match self {
             SessionRole::Store => FENCING_LOCK_OBJECT,
             SessionRole::Applier => APPLIER_LOCK_OBJECT,
+            SessionRole::Stager => STAGER_LOCK_OBJECT,
         }
     }
 
@@ -47,6 +52,7 @@ impl SessionRole {
         match self {
             SessionRole::Store => format!("raftgres-node-{node_id}"),
             SessionRole::Applier => format!("raftgres-node-{node_id}-apply"),
+            SessionRole::Stager => format!("raftgres-node-{node_id}-stage"),
         }
     }
 }

@@ -220,6 +220,5 @@ fn command_key(command: Command) -> u64 {
 fn no_snapshot(entries: &[Entry]) -> ApplyBatch {
     ApplyBatch {
         entries: entries.to_vec(),
-        snapshot: false,
     }
 }

@@ -30,7 +30,7 @@ use crate::core::LogIndex;
 pub(crate) use client::ClientService;
 pub(crate) use cluster::ClusterService;
 pub(crate) use kv::KvService;
-pub(crate) use peer::{validate_node_snapshot, PeerService, NOT_MEMBER_TERM};
+pub(crate) use peer::{PeerService, NOT_MEMBER_TERM};
 
 /// What a state machine's own gRPC services may do with the node: propose
 /// commands, wait until a read may be served, and query the state

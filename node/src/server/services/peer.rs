@@ -121,12 +121,9 @@ impl<S: StateMachine> PeerGate<'_, S> {
                 self.check_command(entry)?;
             }
         }
-        if let crate::core::MessageBody::InstallSnapshot { snapshot } = &message.body {
-            let decoded =
-                wire::NodeSnapshot::decode(snapshot.data.as_slice()).map_err(|error| {
-                    PeerRejection::Malformed(format!("the snapshot does not decode: {error}"))
-                })?;
-            validate_node_snapshot(&*self.service.shared.state_machine, &decoded)
+        if let crate::core::MessageBody::SnapshotChunk(chunk) = &message.body {
+            let state_machine = &*self.service.shared.state_machine;
+            crate::server::snapshots::validate_chunk_data(state_machine, &chunk.data)
                 .map_err(PeerRejection::Malformed)?;
         }
         Ok(message)
@@ -176,24 +173,6 @@ impl<S: StateMachine> PeerGate<'_, S> {
         self.sender = Some(from);
         Ok(())
     }
-}
-
-/// Checks a node snapshot's parts: the state machine's bytes and the
-/// sessions.
-pub(crate) fn validate_node_snapshot<S: StateMachine>(
-    state_machine: &S,
-    snapshot: &wire::NodeSnapshot,
-) -> Result<(), String> {
-    state_machine.validate_snapshot(&snapshot.state_machine)?;
-    for session in &snapshot.sessions {
-        if session.client_id.is_empty() || session.sequence == 0 {
-            return Err(format!(
-                "the snapshot holds a session without a client id or sequence ({:?}, {})",
-                session.client_id, session.sequence
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// `raftgres.v1.Peer`.
