@@ -141,6 +141,9 @@ enum Command {
         /// passed, kept with the node logs after one that failed).
         #[arg(long)]
         cluster_dir: PathBuf,
+        /// Keep the cluster directory after a run that passed too.
+        #[arg(long)]
+        keep_cluster_dir: bool,
         /// The whole run is abandoned after this many minutes.
         #[arg(long, default_value_t = 20)]
         timeout_minutes: u64,
@@ -275,6 +278,7 @@ async fn main() -> anyhow::Result<()> {
             clients,
             compaction_entries,
             cluster_dir,
+            keep_cluster_dir,
             timeout_minutes,
             markdown,
             date,
@@ -286,6 +290,7 @@ async fn main() -> anyhow::Result<()> {
                 clients,
                 compaction_entries,
                 cluster_dir,
+                keep_cluster_dir,
                 timeout: std::time::Duration::from_secs(timeout_minutes * 60),
                 command: command_line,
             };

@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::Context;
 use raftgres_devcluster::postgres::{self, PgInstance};
 
-use super::rows::{self, RowSummary};
+use super::rows::{self, RowSummary, WalActivity};
 
 /// The database the baseline restores into, dropped and created afresh.
 const RESTORE_DATABASE: &str = "snapshot_bench_restore";
@@ -97,6 +97,8 @@ pub struct DumpRestoreFigures {
     pub source_postgres_cpu_seconds: f64,
     /// CPU of the target's Postgres during the pipe.
     pub target_postgres_cpu_seconds: f64,
+    /// WAL the target's Postgres wrote during the pipe.
+    pub target_wal: WalActivity,
 }
 
 /// Dumps `raftgres_kv` from `source`'s `postgres` database into a fresh
@@ -118,6 +120,7 @@ pub async fn run(
         crate::process_stats::postgres_cpu_seconds(&server.data_dir, ticks).unwrap_or(0.0)
     };
     let cpu_before = (postgres_cpu(source), postgres_cpu(target));
+    let wal_before = rows::wal_activity(&target.conninfo_for("postgres")).await?;
     let mut dump = dump_command(&bin_dir, source);
     if compression == Compression::Off {
         dump.args(["--compress", "0"]);
@@ -128,8 +131,10 @@ pub async fn run(
         .await
         .context("the pg_dump | pg_restore thread panicked")??;
     let seconds = started.elapsed().as_secs_f64();
+    let target_wal = rows::wal_activity(&target.conninfo_for("postgres")).await? - wal_before;
     let figures = DumpRestoreFigures {
         compression,
+        target_wal,
         seconds,
         dump,
         restore,

@@ -68,6 +68,9 @@ pub struct SnapshotOptions {
     pub compaction_entries: u64,
     /// Where the cluster lives (created; removed after a run that passed).
     pub cluster_dir: PathBuf,
+    /// Keep the cluster directory after a run that passed too (for
+    /// `pg_waldump` and the node logs).
+    pub keep_cluster_dir: bool,
     /// The whole run, cluster start included, is abandoned after this.
     pub timeout: Duration,
     /// How the run was started, quoted in the Markdown.
@@ -153,7 +156,9 @@ pub async fn run(options: SnapshotOptions) -> anyhow::Result<SnapshotReport> {
     })?;
     stopped.context("stopping the cluster")?;
     drop(cluster);
-    if let Err(error) = std::fs::remove_dir_all(&options.cluster_dir) {
+    if options.keep_cluster_dir {
+        eprintln!("snapshot bench: kept {}", options.cluster_dir.display());
+    } else if let Err(error) = std::fs::remove_dir_all(&options.cluster_dir) {
         eprintln!(
             "snapshot bench: could not remove {}: {error}",
             options.cluster_dir.display()

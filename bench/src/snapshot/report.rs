@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::dump_restore::{self, DumpRestoreFigures};
 use super::load::Loaded;
-use super::rows::RowSummary;
+use super::rows::{RowSummary, WalActivity};
 use super::watch::{Memory, TransferFigures};
 use super::{mebibytes, SnapshotOptions};
 
@@ -115,6 +115,17 @@ pub fn comparison_table(report: &SnapshotReport) -> String {
             |baseline| format!("pg_restore {}", mib_of_kib(baseline.restore.rss_kib_peak)),
         ),
         (
+            "WAL written by the receiver's Postgres, MiB (full-page images; checkpoints)",
+            format!(
+                "{}, of which {} while staging",
+                wal_cell(&transfer.follower_wal),
+                transfer
+                    .follower_wal_bytes_staging
+                    .map_or("-".to_string(), |bytes| format!("{:.1}", mebibytes(bytes)))
+            ),
+            |baseline| wal_cell(&baseline.target_wal),
+        ),
+        (
             "CPU s, sender / its Postgres",
             format!(
                 "{:.1} / {:.1}",
@@ -156,6 +167,15 @@ pub fn comparison_table(report: &SnapshotReport) -> String {
         table.push('\n');
     }
     table
+}
+
+fn wal_cell(wal: &WalActivity) -> String {
+    format!(
+        "{:.1} ({} FPI; {})",
+        mebibytes(wal.bytes),
+        wal.full_page_images,
+        wal.checkpoints
+    )
 }
 
 /// The sampled peak, and `VmHWM` (which for the leader spans the load too).
@@ -213,9 +233,11 @@ pub fn timeline_table(report: &SnapshotReport) -> String {
 /// The terminal's view.
 pub fn print_table(report: &SnapshotReport) {
     println!(
-        "leader node {}, follower node {}; the follower logged: {}\n",
+        "leader node {}, follower node {}; the follower's WAL from {} to {}; it logged: {}\n",
         report.leader,
         report.follower,
+        report.transfer.follower_wal_positions.0,
+        report.transfer.follower_wal_positions.1,
         report.transfer.installed_line.as_deref().unwrap_or("-")
     );
     println!("{}", comparison_table(report));
@@ -245,7 +267,9 @@ pub fn markdown_section(report: &SnapshotReport, date: &str) -> String {
          Peak RSS: `VmRSS` of both node \
          processes sampled every 10 ms from the restart to the catch-up, and `VmHWM` at the \
          end. CPU: /proc times over the same window; Postgres counted as the postmaster and \
-         all its children. The follower's rows were then checked against the leader's (count, \
+         all its children. WAL: `pg_stat_wal` (bytes and full-page images, FPI) and \
+         `pg_stat_bgwriter` (checkpoints) of the receiving server over the same window; \
+         \"while staging\" is up to the first poll that saw every chunk staged. The follower's rows were then checked against the leader's (count, \
          bytes and an md5 over every row's key, value and modification index, in key order): \
          equal.\n",
         rows = loaded.rows,
@@ -336,6 +360,7 @@ mod tests {
                     first_chunk_sent: Some(2.0),
                     first_chunk_staged: Some(2.5),
                     all_staged: Some(30.0),
+                    wal_bytes_all_staged: Some(1 << 28),
                     status_applied: Some(31.0),
                     installed: Some(42.0),
                     caught_up: 42.3,

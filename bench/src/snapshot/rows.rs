@@ -54,3 +54,53 @@ pub async fn summarise(conninfo: &str) -> anyhow::Result<RowSummary> {
         table_bytes: row.get(3),
     })
 }
+
+/// WAL a server generated and the checkpoints it made, over a window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalActivity {
+    /// `pg_stat_wal.wal_bytes`.
+    pub bytes: u64,
+    /// `pg_stat_wal.wal_fpi`: full-page images (the first change of a
+    /// page after a checkpoint began logs the whole page).
+    pub full_page_images: u64,
+    /// `pg_stat_bgwriter` checkpoints, timed and requested.
+    pub checkpoints: u64,
+}
+
+impl std::ops::Sub for WalActivity {
+    type Output = WalActivity;
+
+    fn sub(self, earlier: WalActivity) -> WalActivity {
+        WalActivity {
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+            full_page_images: self
+                .full_page_images
+                .saturating_sub(earlier.full_page_images),
+            checkpoints: self.checkpoints.saturating_sub(earlier.checkpoints),
+        }
+    }
+}
+
+/// The server's WAL counters so far.
+pub async fn wal_activity(conninfo: &str) -> anyhow::Result<WalActivity> {
+    let (client, connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to {conninfo}"))?;
+    let connection = tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT wal_bytes::bigint, wal_fpi,
+                    (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter)
+             FROM pg_stat_wal",
+            &[],
+        )
+        .await
+        .with_context(|| format!("reading pg_stat_wal at {conninfo}"))?;
+    drop(client);
+    let _ = connection.await;
+    Ok(WalActivity {
+        bytes: row.get::<_, i64>(0) as u64,
+        full_page_images: row.get::<_, i64>(1) as u64,
+        checkpoints: row.get::<_, i64>(2) as u64,
+    })
+}

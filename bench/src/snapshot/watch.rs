@@ -32,6 +32,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use raftgres::client::Client;
 use raftgres_devcluster::cluster::DevCluster;
 
+use super::rows::{self, WalActivity};
 use crate::node_metrics;
 use crate::process_stats;
 
@@ -54,8 +55,10 @@ const CHUNKS_SENT: &str = "raftgres_snapshot_chunks_sent_total";
 const SNAPSHOTS_SENT: &str = "raftgres_snapshots_sent_total";
 const STAGED_SQL: &str = "
     SELECT next_seq, complete,
-           (SELECT coalesce(sum(octet_length(data)), 0)::bigint FROM raftgres_snapshot_chunks)
+           (SELECT coalesce(sum(octet_length(data)), 0)::bigint FROM raftgres_snapshot_chunks),
+           (SELECT wal_bytes::bigint FROM pg_stat_wal)
     FROM raftgres_snapshot_staged";
+const WAL_POSITION_SQL: &str = "SELECT pg_current_wal_lsn()::text";
 const ACTIVITY_SQL: &str = "
     SELECT coalesce(application_name, ''), coalesce(state, ''),
            coalesce(wait_event_type || ':' || wait_event, ''),
@@ -72,6 +75,8 @@ pub struct Events {
     pub first_chunk_staged: Option<f64>,
     /// The follower had staged every chunk (`complete`).
     pub all_staged: Option<f64>,
+    /// The follower's `pg_stat_wal.wal_bytes` at that poll.
+    pub wal_bytes_all_staged: Option<u64>,
     /// The follower's status first reported the leader's applied index
     /// at the restart (while the install may still run).
     pub status_applied: Option<f64>,
@@ -131,6 +136,15 @@ pub struct TransferFigures {
     pub follower_memory: Memory,
     /// CPU of the four processes involved.
     pub cpu: Cpu,
+    /// WAL the follower's Postgres wrote between the restart and the
+    /// catch-up.
+    pub follower_wal: WalActivity,
+    /// Of which while staging: up to the first poll that saw every chunk
+    /// staged.
+    pub follower_wal_bytes_staging: Option<u64>,
+    /// The follower's WAL positions at the restart and at the catch-up
+    /// (for `pg_waldump` on a kept cluster directory).
+    pub follower_wal_positions: (String, String),
     /// The follower's install line, as logged.
     pub installed_line: Option<String>,
 }
@@ -140,8 +154,8 @@ pub struct TransferFigures {
 struct Reading {
     chunks_sent: f64,
     snapshots_sent: f64,
-    /// (chunks staged, complete, bytes staged).
-    staged: Option<(u64, bool, u64)>,
+    /// (chunks staged, complete, bytes staged, WAL bytes so far).
+    staged: Option<(u64, bool, u64, u64)>,
     applied: Option<u64>,
     installed_line: Option<String>,
 }
@@ -188,6 +202,8 @@ pub async fn watch(
     let leader_before = process_stats::sample(leader_pid, ticks).unwrap_or_default();
     let leader_rss_at_restart = rss_kib(leader_pid).unwrap_or(0);
     let cpu_before = postgres_cpu(&leader_postgres_dir, &follower_postgres_dir, ticks);
+    let wal_before = rows::wal_activity(&follower_conninfo).await?;
+    let wal_position_before = wal_position(&staging).await;
 
     let restarted = Instant::now();
     let restarted_time_of_day = time_of_day_now();
@@ -223,8 +239,14 @@ pub async fn watch(
         &watched.follower_postgres_dir,
         ticks,
     );
+    let follower_wal = rows::wal_activity(&watched.follower_conninfo).await? - wal_before;
     let figures = TransferFigures {
+        follower_wal_bytes_staging: events
+            .wal_bytes_all_staged
+            .map(|at| at.saturating_sub(wal_before.bytes)),
+        follower_wal_positions: (wal_position_before, wal_position(&staging).await),
         events,
+        follower_wal,
         chunks_sent: (last.chunks_sent - counter(&baseline, CHUNKS_SENT)) as u64,
         snapshots_sent: (last.snapshots_sent - counter(&baseline, SNAPSHOTS_SENT)) as u64,
         chunks_staged: staged_max.0,
@@ -292,9 +314,12 @@ async fn poll_until_caught_up(
             &mut events.first_chunk_sent,
             reading.chunks_sent > counter(baseline, CHUNKS_SENT),
         );
-        if let Some((chunks, complete, bytes)) = reading.staged {
+        if let Some((chunks, complete, bytes, wal_bytes)) = reading.staged {
             first(&mut events.first_chunk_staged, chunks > 0);
-            first(&mut events.all_staged, complete);
+            if complete && events.all_staged.is_none() {
+                events.all_staged = Some(seconds);
+                events.wal_bytes_all_staged = Some(wal_bytes);
+            }
             staged_max = (staged_max.0.max(chunks), staged_max.1.max(bytes));
         }
         let applied = reading.applied.unwrap_or(0);
@@ -360,7 +385,13 @@ async fn read(
         .map(|row| {
             let chunks: i64 = row.get(0);
             let bytes: i64 = row.get(2);
-            (chunks as u64, row.get::<_, bool>(1), bytes as u64)
+            let wal_bytes: i64 = row.get(3);
+            (
+                chunks as u64,
+                row.get::<_, bool>(1),
+                bytes as u64,
+                wal_bytes as u64,
+            )
         });
     let applied = status_client
         .status(&watched.follower_address)
@@ -388,6 +419,14 @@ fn installed_line(log: &Path, offset: u64) -> Option<String> {
         .lines()
         .find(|line| line.contains(INSTALLED_LINE))
         .map(str::to_string)
+}
+
+/// The server's current WAL insert position, or `?`.
+async fn wal_position(client: &tokio_postgres::Client) -> String {
+    match client.query_one(WAL_POSITION_SQL, &[]).await {
+        Ok(row) => row.get(0),
+        Err(_) => "?".to_string(),
+    }
 }
 
 /// Seconds since midnight UTC now.
