@@ -343,21 +343,33 @@ async fn run<S: StateMachine>(
         peers,
     });
     let mut server_task = serve_grpc(shared, tls, shutdown_receiver.clone()).await?;
-    let outcome = tokio::select! {
+    // Which task ended, so that it is not awaited twice (a JoinHandle
+    // polled after completion panics, and the panic hid the error that
+    // stopped the node).
+    let (outcome, driver_done, server_done) = tokio::select! {
         () = shutdown => {
             tracing::info!("shutting down");
-            Ok(())
+            (Ok(()), false, false)
         }
-        result = &mut driver_task => match result {
+        result = &mut driver_task => (match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(anyhow::Error::new(error).context("storage failed; the node stops")),
             Err(error) => Err(anyhow::anyhow!("the driver panicked: {error}")),
-        },
-        result = &mut server_task => result.map_err(anyhow::Error::new).and_then(|served| served),
+        }, true, false),
+        result = &mut server_task => {
+            (result.map_err(anyhow::Error::new).and_then(|served| served), false, true)
+        }
     };
+    if let Err(error) = &outcome {
+        tracing::error!("{error:#}");
+    }
     let _ = shutdown_sender.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), server_task).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), driver_task).await;
+    if !server_done {
+        let _ = tokio::time::timeout(Duration::from_secs(5), server_task).await;
+    }
+    if !driver_done {
+        let _ = tokio::time::timeout(Duration::from_secs(5), driver_task).await;
+    }
     // The driver dropped its channels: the writer finishes its write and
     // returns the store, whose fencing lock is released by closing it.
     if let Ok(Ok(store)) = tokio::time::timeout(Duration::from_secs(5), writer).await {
