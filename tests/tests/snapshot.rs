@@ -107,6 +107,10 @@ const PEER_MESSAGE_BYTES_MAX: usize = 64 << 10;
 /// Keys and value size of that state: 400 x 4 KiB, about 1.6 MiB.
 const LARGE_KEYS: usize = 400;
 const LARGE_VALUE_BYTES: usize = 4096;
+const _: () = assert!(
+    LARGE_KEYS * LARGE_VALUE_BYTES > 16 * PEER_MESSAGE_BYTES_MAX,
+    "the state is over 16 times the message limit"
+);
 
 fn large_value(number: usize) -> Vec<u8> {
     let mut value = format!("large-{number}-").into_bytes();
@@ -168,10 +172,6 @@ async fn a_snapshot_beyond_the_message_limit_streams_and_resumes_after_a_crash()
         .await
         .expect("a put with a quorum of two");
     }
-    assert!(
-        LARGE_KEYS * LARGE_VALUE_BYTES > 16 * PEER_MESSAGE_BYTES_MAX,
-        "the state is over 16 times the message limit"
-    );
 
     let writer = raftgres_tests::BackgroundWriter::start(
         cluster.client(),
