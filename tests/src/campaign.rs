@@ -209,7 +209,8 @@ pub async fn run(options: CampaignOptions) -> CampaignReport {
         Ok(()) => converged_states(&mut cluster, &mesh).await,
         Err(error) => Err(error),
     };
-    let mut report = judge(options, history, faults, states);
+    let logs = node_logs(&cluster);
+    let mut report = judge(options, history, faults, states, &logs);
     // The node logs are copied out, so the cluster directory can go.
     if !report.passed() || report.options.keep_artifacts {
         report.artifacts = Some(write_artifacts(&report, &cluster));
@@ -534,14 +535,27 @@ fn describe_traffic(
         .join("; ")
 }
 
+/// Every node's log, by node id: the nodes the campaign ran, removed
+/// ones included.
+fn node_logs(cluster: &TestCluster) -> BTreeMap<u64, String> {
+    let ids = cluster.layout().configured_node_ids().unwrap_or_default();
+    ids.into_iter()
+        .filter_map(|id| {
+            let log = std::fs::read(cluster.layout().log_path(id)).ok()?;
+            Some((id, String::from_utf8_lossy(&log).into_owned()))
+        })
+        .collect()
+}
+
 /// Runs every check and measures recovery.
 fn judge(
     options: CampaignOptions,
     history: Vec<Record>,
     faults: Vec<FaultEvent>,
     final_state: Result<FinalState, String>,
+    logs: &BTreeMap<u64, String>,
 ) -> CampaignReport {
-    let mut violations = Vec::new();
+    let mut violations = checks::panics::check(logs);
     let mut reported = Vec::new();
     let (linearizable, coverage) =
         checks::linearizable::check(&history, options.linearizability_steps_max);
