@@ -73,6 +73,8 @@ pub struct CampaignOptions {
     pub artifacts_dir: PathBuf,
     /// Keep artifacts of a passing campaign too.
     pub keep_artifacts: bool,
+    /// The nodes' log filter (`RUST_LOG` syntax).
+    pub log_filter: String,
 }
 
 impl CampaignOptions {
@@ -94,6 +96,7 @@ impl CampaignOptions {
             progress: false,
             artifacts_dir: std::env::temp_dir().join("raftgres-nemesis"),
             keep_artifacts: false,
+            log_filter: "info".into(),
         }
     }
 
@@ -160,12 +163,13 @@ pub async fn run(options: CampaignOptions) -> CampaignReport {
     let mesh = ProxyMesh::new();
     let map = mesh.peer_address_map();
     let election_ticks_max = options.election_ticks_max;
+    let log_filter = options.log_filter.clone();
     let mut cluster = TestCluster::start_with(
         &format!("nemesis-{}", options.seed),
         options.nodes,
         |cluster_options| {
             cluster_options.peer_address_map = Some(map);
-            cluster_options.log_filter = Some("info".into());
+            cluster_options.log_filter = Some(log_filter);
             cluster_options
                 .raft_extra
                 .push(("election_ticks_max".into(), election_ticks_max.to_string()));

@@ -405,7 +405,17 @@ pub async fn heal(
     match fault {
         AppliedFault::MemberAdded { remove, .. } => membership::remove(cluster, *remove).await,
         AppliedFault::Replacing { dead, learner } => {
-            membership::promote_when_caught_up(cluster, *learner).await?;
+            // Not replaced when the learner does not become a voter: the
+            // dead node is started again (and the learner removed when the
+            // membership is reconciled).
+            if let Err(error) = membership::promote_when_caught_up(cluster, *learner).await {
+                cluster.reap_exited();
+                let restarted = cluster.start_node(*dead).map_err(|e| e.to_string());
+                return Err(format!(
+                    "{error} (node {learner} running: {}; restarted node {dead}: {restarted:?})",
+                    cluster.is_running(*learner)
+                ));
+            }
             membership::remove(cluster, *dead).await
         }
         AppliedFault::LeaderRemoved(_) => membership::add_voter(cluster).await.map(|_| ()),

@@ -171,15 +171,31 @@ async fn forget(cluster: &mut TestCluster, id: u64) -> Result<(), String> {
 
 /// Brings the cluster to a settled membership of `voters_wanted` voters
 /// and no learner whose members are exactly the nodes the test cluster
-/// knows: nodes the membership does not list are forgotten, learners are
-/// promoted (or removed when they do not run), voters the test cluster
-/// does not know are removed, and voters are added or removed (never the
-/// leader) until there are `voters_wanted`. Returns what it did.
+/// knows, all running: nodes the membership does not list are forgotten,
+/// members that do not run are started again (a node killed for a
+/// replacement that did not go through), learners are promoted (or
+/// removed when they exited), voters the test cluster does not know are
+/// removed, and voters are added or removed (never the leader) until
+/// there are `voters_wanted`. Called only when no fault is in place.
+/// Returns what it did.
 pub async fn reconcile(
     cluster: &mut TestCluster,
     voters_wanted: usize,
 ) -> Result<Vec<String>, String> {
     let mut done = Vec::new();
+    // Voters first: a learner that exited is not started again, it is
+    // removed below (a node that exits while joining would only exit again).
+    if let Ok(listing) = member_client(cluster)?.member_list().await {
+        let membership = listing.membership.unwrap_or_default();
+        for id in cluster.node_ids() {
+            let voter = membership.voters.contains(&id) || membership.voters_outgoing.contains(&id);
+            if voter && !cluster.is_running(id) {
+                cluster.reap_exited();
+                cluster.start_node(id).map_err(|error| error.to_string())?;
+                done.push(format!("started node {id}, a member that did not run"));
+            }
+        }
+    }
     for _ in 0..RECONCILE_ROUNDS_MAX {
         let listing = wait_for_listing(cluster, "settled membership", |listing| {
             let membership = listing.membership.clone().unwrap_or_default();
