@@ -16,9 +16,9 @@
 //!
 //! Peer links into a node added during a campaign do not go through the
 //! proxies (the membership holds one address per node, which every member
-//! dials), only its own links to the others do: a network fault cuts
-//! what it says only between nodes the cluster started with, and a new
-//! node keeps hearing the others through it (docs/NEMESIS.md).
+//! dials), only its links to nodes of the first membership do: a network
+//! fault acts only on links into nodes the cluster started with, and a
+//! new node keeps hearing the others through it (docs/NEMESIS.md).
 
 pub mod membership;
 

@@ -184,16 +184,19 @@ pub async fn reconcile(
 ) -> Result<Vec<String>, String> {
     let mut done = Vec::new();
     // Voters first: a learner that exited is not started again, it is
-    // removed below (a node that exits while joining would only exit again).
-    if let Ok(listing) = member_client(cluster)?.member_list().await {
-        let membership = listing.membership.unwrap_or_default();
-        for id in cluster.node_ids() {
-            let voter = membership.voters.contains(&id) || membership.voters_outgoing.contains(&id);
-            if voter && !cluster.is_running(id) {
-                cluster.reap_exited();
-                cluster.start_node(id).map_err(|error| error.to_string())?;
-                done.push(format!("started node {id}, a member that did not run"));
-            }
+    // removed below (a node that exits while joining would only exit
+    // again). With no leader to list the members, every node is started:
+    // a voter that does not run may be what the quorum lacks.
+    let listing = member_client(cluster)?.member_list().await.ok();
+    for id in cluster.node_ids() {
+        let voter = listing.as_ref().is_none_or(|listing| {
+            let membership = listing.membership.clone().unwrap_or_default();
+            membership.voters.contains(&id) || membership.voters_outgoing.contains(&id)
+        });
+        if voter && !cluster.is_running(id) {
+            cluster.reap_exited();
+            cluster.start_node(id).map_err(|error| error.to_string())?;
+            done.push(format!("started node {id}, which did not run"));
         }
     }
     for _ in 0..RECONCILE_ROUNDS_MAX {
