@@ -4,17 +4,23 @@
 //!
 //! ```text
 //!   start cluster (peers through ProxyMesh) ── workload ──► history
-//!        │                                        ▲
+//!        │                                        ▲ (address book)
 //!        └── nemesis: fault, hold, heal, quiet ───┘  (seeded schedule)
-//!   heal all ─► wait for a leader ─► stop workload ─► wait until every node
-//!   applied the same index ─► read each Postgres ─► checks ─► report
+//!   heal all ─► wait for a leader ─► settle the membership ─► stop workload
+//!   ─► wait until every member applied the same index ─► read each
+//!   member's Postgres ─► checks ─► report
 //! ```
+//!
+//! Membership faults add and remove nodes: the workers' address book
+//! follows every change, and the final checks cover the members the
+//! leader lists at the end (every one of them, a node added during the
+//! campaign included; none that was removed).
 //!
 //! One check is reported and not asserted (docs/NEMESIS.md): recovery
 //! within two election timeouts of every fault, which pauses of the leader
 //! and faults of its Postgres still miss.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -27,9 +33,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::checks::convergence::{read_database_state, DatabaseState};
 use crate::checks::{self, Violation};
 use crate::history::{Clock, Outcome, Record, Request};
-use crate::nemesis::{self, FaultEvent, FaultKind};
+use crate::nemesis::{self, membership, FaultEvent, FaultKind};
 use crate::proxy::ProxyMesh;
-use crate::workload::{Workload, WorkloadOptions};
+use crate::workload::{AddressBook, Workload, WorkloadOptions};
 use crate::TestCluster;
 
 /// How a campaign runs.
@@ -67,6 +73,8 @@ pub struct CampaignOptions {
     pub artifacts_dir: PathBuf,
     /// Keep artifacts of a passing campaign too.
     pub keep_artifacts: bool,
+    /// The nodes' log filter (`RUST_LOG` syntax).
+    pub log_filter: String,
 }
 
 impl CampaignOptions {
@@ -88,6 +96,7 @@ impl CampaignOptions {
             progress: false,
             artifacts_dir: std::env::temp_dir().join("raftgres-nemesis"),
             keep_artifacts: false,
+            log_filter: "info".into(),
         }
     }
 
@@ -130,6 +139,9 @@ pub struct CampaignReport {
     pub artifacts: Option<PathBuf>,
     /// Each node's final database state.
     pub states: BTreeMap<u64, DatabaseState>,
+    /// The final members, as the leader listed them (empty when it could
+    /// not be read).
+    pub members: BTreeSet<u64>,
 }
 
 impl CampaignReport {
@@ -151,12 +163,13 @@ pub async fn run(options: CampaignOptions) -> CampaignReport {
     let mesh = ProxyMesh::new();
     let map = mesh.peer_address_map();
     let election_ticks_max = options.election_ticks_max;
+    let log_filter = options.log_filter.clone();
     let mut cluster = TestCluster::start_with(
         &format!("nemesis-{}", options.seed),
         options.nodes,
         |cluster_options| {
             cluster_options.peer_address_map = Some(map);
-            cluster_options.log_filter = Some("info".into());
+            cluster_options.log_filter = Some(log_filter);
             cluster_options
                 .raft_extra
                 .push(("election_ticks_max".into(), election_ticks_max.to_string()));
@@ -165,8 +178,9 @@ pub async fn run(options: CampaignOptions) -> CampaignReport {
     .await;
     let clock = Clock::start();
     let deadline = Instant::now() + options.duration;
+    let book = AddressBook::new(addresses_of(&cluster));
     let workload = Workload::start(
-        cluster.addresses(),
+        book.clone(),
         options.workload.clone(),
         options.seed,
         clock,
@@ -180,6 +194,7 @@ pub async fn run(options: CampaignOptions) -> CampaignReport {
         clock,
         deadline,
         &workload,
+        &book,
         progress.as_ref(),
     )
     .await;
@@ -187,7 +202,8 @@ pub async fn run(options: CampaignOptions) -> CampaignReport {
     if let Some(bar) = &progress {
         bar.set_message("settling");
     }
-    let settled = settle(&mut cluster).await;
+    let settled = settle(&mut cluster, options.nodes).await;
+    book.set(addresses_of(&cluster));
     wait_for_recovery(&workload).await;
     let history = workload.finish().await;
     if let Some(bar) = progress {
@@ -197,7 +213,8 @@ pub async fn run(options: CampaignOptions) -> CampaignReport {
         Ok(()) => converged_states(&mut cluster, &mesh).await,
         Err(error) => Err(error),
     };
-    let mut report = judge(options, history, faults, states);
+    let logs = node_logs(&cluster);
+    let mut report = judge(options, history, faults, states, &logs);
     // The node logs are copied out, so the cluster directory can go.
     if !report.passed() || report.options.keep_artifacts {
         report.artifacts = Some(write_artifacts(&report, &cluster));
@@ -217,7 +234,18 @@ fn progress_bar(options: &CampaignOptions) -> indicatif::ProgressBar {
     bar
 }
 
-/// Applies faults until `deadline`; returns what it did.
+/// Every node of the test cluster, by id, at its client address.
+fn addresses_of(cluster: &TestCluster) -> BTreeMap<u64, String> {
+    cluster
+        .node_ids()
+        .into_iter()
+        .map(|id| (id, cluster.node_address(id).to_string()))
+        .collect()
+}
+
+/// Applies faults until `deadline`, keeping `book` on the nodes the
+/// cluster has; returns what it did.
+#[allow(clippy::too_many_arguments)]
 async fn run_nemesis(
     options: &CampaignOptions,
     cluster: &mut TestCluster,
@@ -225,6 +253,7 @@ async fn run_nemesis(
     clock: Clock,
     deadline: Instant,
     workload: &Workload,
+    book: &AddressBook,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Vec<FaultEvent> {
     let mut random = ChaCha8Rng::seed_from_u64(options.seed);
@@ -260,9 +289,7 @@ async fn run_nemesis(
                 .iter()
                 .copied()
                 .filter(|kind| {
-                    kind.is_network() != first.is_network()
-                        && *kind != FaultKind::TransferLeadership
-                        && first != FaultKind::TransferLeadership
+                    kind.is_network() != first.is_network() && kind.combines() && first.combines()
                 })
                 .collect();
             if let Some(second) = partner.choose(&mut random) {
@@ -274,6 +301,7 @@ async fn run_nemesis(
         for kind in kinds {
             let started_ns = clock.now_ns();
             let result = nemesis::apply(kind, cluster, mesh, &mut random).await;
+            book.set(addresses_of(cluster));
             let (fault, description, error) = match result {
                 Ok((fault, description)) => (Some(fault), description, None),
                 Err(error) => (None, String::new(), Some(error)),
@@ -293,15 +321,28 @@ async fn run_nemesis(
         }
         let hold = random.gen_range(options.hold_min..=options.hold_max);
         sleep_until_or(deadline, Instant::now() + hold).await;
-        for (fault, mut event) in applied {
+        // Last applied, first healed: a membership change is healed once
+        // the network fault applied around it is gone.
+        let mut healed = Vec::new();
+        for (fault, mut event) in applied.into_iter().rev() {
             if let Some(fault) = fault {
-                if let Err(error) = nemesis::heal(&fault, cluster, mesh) {
+                if let Err(error) = nemesis::heal(&fault, cluster, mesh).await {
                     event.error.get_or_insert(format!("healing: {error}"));
                 }
             }
+            if event.kind.is_membership() {
+                // Whatever a defeated step left, the next fault starts
+                // from a settled membership of the campaign's size.
+                if let Err(error) = membership::reconcile(cluster, options.nodes).await {
+                    event.error.get_or_insert(format!("settling: {error}"));
+                }
+            }
+            book.set(addresses_of(cluster));
             event.healed_ns = clock.now_ns();
-            events.push(event);
+            healed.push(event);
         }
+        healed.reverse();
+        events.extend(healed);
         show(events.len(), "healed".into());
         let quiet = random.gen_range(options.quiet_min..=options.quiet_max);
         sleep_until_or(deadline, Instant::now() + quiet).await;
@@ -335,8 +376,10 @@ async fn wait_for_recovery(workload: &Workload) {
     }
 }
 
-/// Every node running and agreeing on a leader, within [`SETTLE_MAX`].
-async fn settle(cluster: &mut TestCluster) -> Result<(), String> {
+/// Every node running and agreeing on a leader, within [`SETTLE_MAX`],
+/// and the membership settled on `voters` voters that are exactly the
+/// nodes the test cluster runs.
+async fn settle(cluster: &mut TestCluster, voters: usize) -> Result<(), String> {
     for id in cluster.node_ids() {
         if !cluster.is_running(id) {
             cluster.start_node(id).map_err(|e| e.to_string())?;
@@ -345,23 +388,47 @@ async fn settle(cluster: &mut TestCluster) -> Result<(), String> {
     cluster
         .wait_for_leader(SETTLE_MAX)
         .await
+        .map_err(|error| error.to_string())?;
+    membership::reconcile(cluster, voters)
+        .await
         .map(|_| ())
-        .map_err(|error| error.to_string())
+        .map_err(|error| format!("settling the membership: {error}"))
 }
 
-/// Waits (bounded) until every node applied the same index with no
-/// client traffic, then reads every node's Postgres. When they do not
-/// get there, what each node last said goes into the error list.
+/// What the nodes held at the end.
+#[derive(Debug)]
+struct FinalState {
+    /// Each node's database, read directly.
+    states: BTreeMap<u64, DatabaseState>,
+    /// Why the members did not reach one applied index, if they did not.
+    stuck: Option<String>,
+    /// The members the leader listed.
+    members: BTreeSet<u64>,
+}
+
+/// Reads the final members from the leader, waits (bounded) until every
+/// member applied the same index with no client traffic, then reads every
+/// node's Postgres. When they do not get there, what each member last
+/// said goes into the error list.
 async fn converged_states(
     cluster: &mut TestCluster,
     mesh: &ProxyMesh,
-) -> Result<(BTreeMap<u64, DatabaseState>, Option<String>), String> {
+) -> Result<FinalState, String> {
     let deadline = Instant::now() + SETTLE_MAX;
+    let members = final_members(cluster, deadline).await?;
     // Traffic on each link a while before the end of the wait, to tell a
     // node that sends nothing from a link that carries nothing.
     let mut traffic_before = None;
     let stuck = loop {
-        let statuses = cluster.statuses().await;
+        let mut statuses = cluster.statuses().await;
+        // A node the test cluster still runs but the membership no longer
+        // lists owes no convergence (and is reported missing from neither).
+        statuses.retain(|(id, _)| members.contains(id));
+        let missing: Vec<u64> = members
+            .iter()
+            .copied()
+            .filter(|id| !statuses.iter().any(|(node, _)| node == id))
+            .collect();
         let applied: Vec<Option<u64>> = statuses
             .iter()
             .map(|(_, status)| status.as_ref().ok().map(|status| status.applied_index))
@@ -370,9 +437,10 @@ async fn converged_states(
             .iter()
             .map(|(_, status)| status.as_ref().ok().map(|status| status.commit_index))
             .collect();
-        let all_equal = applied
-            .iter()
-            .all(|index| index.is_some() && *index == applied[0])
+        let all_equal = missing.is_empty()
+            && applied
+                .iter()
+                .all(|index| index.is_some() && *index == applied[0])
             && commits.iter().all(|index| *index == applied[0]);
         if all_equal {
             break None;
@@ -405,7 +473,7 @@ async fn converged_states(
                 })
                 .collect();
             break Some(format!(
-                "the nodes did not reach one applied index within {SETTLE_MAX:?} of healing; they last said:\n    {}\n  peer links over the last 5 s (new connections, request bytes, response bytes):\n    {}",
+                "the members {members:?} did not reach one applied index within {SETTLE_MAX:?} of healing (not running: {missing:?}); they last said:\n    {}\n  peer links over the last 5 s (new connections, request bytes, response bytes):\n    {}",
                 described.join("\n    "),
                 links
             ));
@@ -420,7 +488,31 @@ async fn converged_states(
             .map_err(|error| format!("reading node {id}'s Postgres: {error}"))?;
         states.insert(id, state);
     }
-    Ok((states, stuck))
+    Ok(FinalState {
+        states,
+        stuck,
+        members,
+    })
+}
+
+/// The members of the leader's settled (committed, not joint) membership,
+/// asked until `deadline`.
+async fn final_members(cluster: &TestCluster, deadline: Instant) -> Result<BTreeSet<u64>, String> {
+    let client = cluster.client();
+    loop {
+        let last = client.member_list().await;
+        if let Ok(listing) = &last {
+            if crate::settled_voters(listing).is_some() {
+                return Ok(membership::members_of(listing));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no settled membership within {SETTLE_MAX:?}; the last member list: {last:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// What each link carried between two [`ProxyMesh::traffic`] readings.
@@ -447,39 +539,58 @@ fn describe_traffic(
         .join("; ")
 }
 
+/// Every node's log, by node id: the nodes the campaign ran, removed
+/// ones included.
+fn node_logs(cluster: &TestCluster) -> BTreeMap<u64, String> {
+    let ids = cluster.layout().configured_node_ids().unwrap_or_default();
+    ids.into_iter()
+        .filter_map(|id| {
+            let log = std::fs::read(cluster.layout().log_path(id)).ok()?;
+            Some((id, String::from_utf8_lossy(&log).into_owned()))
+        })
+        .collect()
+}
+
 /// Runs every check and measures recovery.
 fn judge(
     options: CampaignOptions,
     history: Vec<Record>,
     faults: Vec<FaultEvent>,
-    states: Result<(BTreeMap<u64, DatabaseState>, Option<String>), String>,
+    final_state: Result<FinalState, String>,
+    logs: &BTreeMap<u64, String>,
 ) -> CampaignReport {
-    let mut violations = Vec::new();
+    let mut violations = checks::panics::check(logs);
     let mut reported = Vec::new();
     let (linearizable, coverage) =
         checks::linearizable::check(&history, options.linearizability_steps_max);
     violations.extend(linearizable);
     violations.extend(checks::stale_reads::check(&history));
     violations.extend(checks::applied_once::check(&history));
-    let states = match states {
-        Ok((states, stuck)) => {
+    let (states, members) = match final_state {
+        Ok(FinalState {
+            states,
+            stuck,
+            members,
+        }) => {
             if let Some(stuck) = stuck {
                 violations.push(Violation {
                     check: "convergence",
                     message: stuck,
                 });
             }
+            let (states, missing) = checks::convergence::of_members(states, &members);
+            violations.extend(missing);
             violations.extend(checks::convergence::check(&states));
             violations.extend(checks::lost_writes::check(&history, &states));
             violations.extend(checks::convergence::check_sessions(&states));
-            states
+            (states, members)
         }
         Err(error) => {
             violations.push(Violation {
                 check: "convergence",
                 message: format!("the cluster did not settle within {SETTLE_MAX:?}: {error}"),
             });
-            BTreeMap::new()
+            (BTreeMap::new(), BTreeSet::new())
         }
     };
     for fault in &faults {
@@ -504,6 +615,7 @@ fn judge(
         linearizability: coverage,
         artifacts: None,
         states,
+        members,
     }
 }
 
@@ -604,8 +716,13 @@ fn write_artifacts(report: &CampaignReport, cluster: &TestCluster) -> PathBuf {
         dir.join("throughput.svg"),
         crate::report::throughput_svg(report),
     );
-    for id in cluster.node_ids() {
-        let _ = std::fs::copy(cluster.log_path(id), dir.join(format!("node-{id}.log")));
+    // Every node the campaign ran, removed ones included.
+    let ids = cluster.layout().configured_node_ids().unwrap_or_default();
+    for id in ids {
+        let _ = std::fs::copy(
+            cluster.layout().log_path(id),
+            dir.join(format!("node-{id}.log")),
+        );
     }
     dir
 }

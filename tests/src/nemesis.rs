@@ -1,11 +1,26 @@
 //! Faults against a running cluster: processes, their Postgres servers and
 //! the network between them, applied at times drawn from a seed.
 //!
-//! A schedule alternates a fault (one kind, or a process fault combined
-//! with a network fault) held for a while, its healing, and a quiet
-//! period. At most one process fault is in place at a time, so a majority
-//! of a 3-node cluster always has its processes, and at most one network
-//! fault, so healing one never heals another.
+//! A schedule alternates a fault (one kind, or a process or membership
+//! fault combined with a network fault) held for a while, its healing,
+//! and a quiet period. At most one process or membership fault is in
+//! place at a time, so a majority of a 3-node cluster always has its
+//! processes, and at most one network fault, so healing one never heals
+//! another.
+//!
+//! Membership faults ([`membership`]) change who the members are: a node
+//! added and promoted (and a voter removed when healed), a node killed for
+//! good and replaced by a fresh one, the leader removed (and a fresh node
+//! added when healed). Each is healed back to as many voters as the
+//! campaign started with, so the cluster's size stays bounded.
+//!
+//! Peer links into a node added during a campaign do not go through the
+//! proxies (the membership holds one address per node, which every member
+//! dials), only its links to nodes of the first membership do: a network
+//! fault acts only on links into nodes the cluster started with, and a
+//! new node keeps hearing the others through it (docs/NEMESIS.md).
+
+pub mod membership;
 
 use std::process::Command;
 use std::time::Duration;
@@ -54,11 +69,25 @@ pub enum FaultKind {
     Latency,
     /// The leader hands leadership to a follower.
     TransferLeadership,
+    /// A fresh node is added as a learner, catches up and is promoted;
+    /// when healed, a voter drawn when it was added (maybe the new one,
+    /// maybe the leader by then) is removed.
+    MemberAddRemove,
+    /// A follower is killed for good and a fresh node added as a learner;
+    /// when healed, the learner is promoted once caught up and the dead
+    /// node removed (the documented replacement).
+    ReplaceFollower,
+    /// The same with the leader killed.
+    ReplaceLeader,
+    /// The leader is removed from the membership (it steps down once the
+    /// change commits) and stopped; when healed, a fresh node is added and
+    /// promoted.
+    RemoveLeader,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::KillLeader,
         FaultKind::KillFollower,
         FaultKind::PauseLeader,
@@ -71,6 +100,18 @@ impl FaultKind {
         FaultKind::Blackhole,
         FaultKind::Latency,
         FaultKind::TransferLeadership,
+        FaultKind::MemberAddRemove,
+        FaultKind::ReplaceFollower,
+        FaultKind::ReplaceLeader,
+        FaultKind::RemoveLeader,
+    ];
+
+    /// The kinds that change the membership.
+    pub const MEMBERSHIP: [FaultKind; 4] = [
+        FaultKind::MemberAddRemove,
+        FaultKind::ReplaceFollower,
+        FaultKind::ReplaceLeader,
+        FaultKind::RemoveLeader,
     ];
 
     /// A short name for reports and command lines.
@@ -88,6 +129,10 @@ impl FaultKind {
             FaultKind::Blackhole => "blackhole",
             FaultKind::Latency => "latency",
             FaultKind::TransferLeadership => "transfer-leadership",
+            FaultKind::MemberAddRemove => "member-add-remove",
+            FaultKind::ReplaceFollower => "replace-follower",
+            FaultKind::ReplaceLeader => "replace-leader",
+            FaultKind::RemoveLeader => "remove-leader",
         }
     }
 
@@ -101,6 +146,23 @@ impl FaultKind {
         matches!(
             self,
             FaultKind::PartitionLeader | FaultKind::Blackhole | FaultKind::Latency
+        )
+    }
+
+    /// Whether it changes the membership.
+    pub fn is_membership(&self) -> bool {
+        FaultKind::MEMBERSHIP.contains(self)
+    }
+
+    /// Whether it may be combined with another fault: not a leadership
+    /// transfer (instant), nor the leader's removal (it leaves two voters
+    /// of three, which any fault beside it would stop until both heal,
+    /// and a partition of the other leader could leave its change
+    /// uncommittable).
+    pub fn combines(&self) -> bool {
+        !matches!(
+            self,
+            FaultKind::TransferLeadership | FaultKind::RemoveLeader
         )
     }
 }
@@ -126,6 +188,24 @@ pub enum AppliedFault {
     Network(NetworkFault),
     /// Nothing to undo (a leadership transfer).
     Instant,
+    /// Node `added` joined as a voter; heal removes `remove` (which may be
+    /// `added`).
+    MemberAdded {
+        /// The new voter.
+        added: u64,
+        /// The voter to remove when healed.
+        remove: u64,
+    },
+    /// Node `dead` was killed for good and `learner` added; heal promotes
+    /// the learner and removes the dead node.
+    Replacing {
+        /// The killed node, still a voter.
+        dead: u64,
+        /// Its replacement, a learner.
+        learner: u64,
+    },
+    /// The leader was removed; heal adds a fresh voter.
+    LeaderRemoved(u64),
 }
 
 /// One fault as the report shows it.
@@ -185,7 +265,8 @@ pub async fn apply(
         FaultKind::KillLeader
         | FaultKind::PauseLeader
         | FaultKind::PostgresCrashLeader
-        | FaultKind::PostgresStopLeader => leader,
+        | FaultKind::PostgresStopLeader
+        | FaultKind::ReplaceLeader => leader,
         _ => follower,
     };
     match kind {
@@ -275,16 +356,69 @@ pub async fn apply(
                 format!("transfer leadership {leader} -> {follower}"),
             ))
         }
+        FaultKind::MemberAddRemove => {
+            let added = membership::add_voter(cluster).await?;
+            let voters = cluster.node_ids();
+            let remove = *voters.choose(random).expect("a voter");
+            Ok((
+                AppliedFault::MemberAdded { added, remove },
+                format!("add node {added} (learner, promoted); heal removes node {remove}"),
+            ))
+        }
+        FaultKind::ReplaceFollower | FaultKind::ReplaceLeader => {
+            let dead = leader_or_follower(kind);
+            tokio::task::block_in_place(|| cluster.kill_node(dead)).map_err(|e| e.to_string())?;
+            match membership::add_learner(cluster).await {
+                Ok(learner) => Ok((
+                    AppliedFault::Replacing { dead, learner },
+                    format!(
+                        "kill -9 node {dead} for good, add node {learner} as a learner; heal promotes it and removes node {dead}"
+                    ),
+                )),
+                Err(error) => {
+                    // Not replaced: the killed node comes back instead.
+                    cluster.reap_exited();
+                    let restarted = cluster.start_node(dead).map_err(|e| e.to_string());
+                    Err(format!(
+                        "killed node {dead} but could not add its replacement: {error} (restarted node {dead}: {restarted:?})"
+                    ))
+                }
+            }
+        }
+        FaultKind::RemoveLeader => {
+            membership::remove(cluster, leader).await?;
+            Ok((
+                AppliedFault::LeaderRemoved(leader),
+                format!("remove leader node {leader}; heal adds a fresh voter"),
+            ))
+        }
     }
 }
 
-/// Undoes `fault`.
-pub fn heal(
+/// Undoes `fault`; a membership fault is healed to as many voters as
+/// before it.
+pub async fn heal(
     fault: &AppliedFault,
     cluster: &mut TestCluster,
     mesh: &ProxyMesh,
 ) -> Result<(), String> {
     match fault {
+        AppliedFault::MemberAdded { remove, .. } => membership::remove(cluster, *remove).await,
+        AppliedFault::Replacing { dead, learner } => {
+            // Not replaced when the learner does not become a voter: the
+            // dead node is started again (and the learner removed when the
+            // membership is reconciled).
+            if let Err(error) = membership::promote_when_caught_up(cluster, *learner).await {
+                cluster.reap_exited();
+                let restarted = cluster.start_node(*dead).map_err(|e| e.to_string());
+                return Err(format!(
+                    "{error} (node {learner} running: {}; restarted node {dead}: {restarted:?})",
+                    cluster.is_running(*learner)
+                ));
+            }
+            membership::remove(cluster, *dead).await
+        }
+        AppliedFault::LeaderRemoved(_) => membership::add_voter(cluster).await.map(|_| ()),
         AppliedFault::Killed(node) => {
             cluster.reap_exited();
             cluster

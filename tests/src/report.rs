@@ -141,6 +141,7 @@ pub fn text(report: &CampaignReport) -> String {
                 "; search gave up on key {key} (not judged)"
             ))
     );
+    let _ = writeln!(out, "final members: {:?}", report.members);
     if let Some(state) = report.states.values().next() {
         let _ = writeln!(
             out,

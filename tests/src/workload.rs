@@ -12,11 +12,19 @@
 //! leader hints. Stale reads go
 //! straight to one node chosen at random, and name it in the record.
 //!
+//! The nodes come from an [`AddressBook`] the campaign keeps current as
+//! membership changes add and remove nodes: before each operation a
+//! worker that sees a new version of the book drops what it knew of nodes
+//! no longer listed (channels, its leader guess) and makes a new retrying
+//! client of the nodes listed, so that new members are reached and
+//! removed ones are not asked forever.
+//!
 //! Keys come in generations: every `generation_length` the workers move to
 //! a fresh set of `keys_per_generation` keys, which bounds the history of
 //! each key (and so the linearizability search) however long the campaign.
 //! Every loop is bounded by `operations_max` and by a deadline.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,6 +93,35 @@ pub struct Counters {
     pub ok_linearizable_reads: AtomicU64,
 }
 
+/// The nodes clients may talk to (node id -> gRPC address), shared by the
+/// campaign, which changes it, and the workers, which read it.
+#[derive(Clone, Debug, Default)]
+pub struct AddressBook {
+    /// (version, addresses); the version grows at every change.
+    inner: Arc<Mutex<(u64, BTreeMap<u64, String>)>>,
+}
+
+impl AddressBook {
+    /// A book of `addresses`.
+    pub fn new(addresses: BTreeMap<u64, String>) -> AddressBook {
+        let book = AddressBook::default();
+        book.set(addresses);
+        book
+    }
+
+    /// Replaces the addresses (a new version even when they are equal).
+    pub fn set(&self, addresses: BTreeMap<u64, String>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.0 += 1;
+        inner.1 = addresses;
+    }
+
+    /// The current version and addresses.
+    pub fn read(&self) -> (u64, BTreeMap<u64, String>) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// The running workers.
 pub struct Workload {
     stop: Arc<AtomicBool>,
@@ -100,25 +137,28 @@ struct Worker {
     options: WorkloadOptions,
     clock: Clock,
     random: ChaCha8Rng,
-    /// Node addresses, by node id - 1.
-    addresses: Vec<String>,
+    /// Where the nodes are; `addresses` is its version `book_version`.
+    book: AddressBook,
+    book_version: u64,
+    /// Node addresses, by node id (never empty).
+    addresses: BTreeMap<u64, String>,
     /// The session-carrying, retrying client (even workers).
     client: Option<Client>,
-    /// Index in `addresses` of the node believed to lead.
-    leader_guess: usize,
-    /// Lazily made raw channels, by address index.
-    channels: Vec<Option<Channel>>,
+    /// The node believed to lead (a key of `addresses`).
+    leader_guess: u64,
+    /// Lazily made raw channels, by node id.
+    channels: BTreeMap<u64, Channel>,
     next_value: u64,
     stop: Arc<AtomicBool>,
     deadline: Instant,
 }
 
 impl Workload {
-    /// Starts `options.workers` workers against the nodes at `addresses`
-    /// (node i at `addresses[i - 1]`), stopping by themselves at
+    /// Starts `options.workers` workers against the nodes in `book`
+    /// (which must list one at least), stopping by themselves at
     /// `deadline`; their random choices come from `seed`.
     pub fn start(
-        addresses: Vec<String>,
+        book: AddressBook,
         options: WorkloadOptions,
         seed: u64,
         clock: Clock,
@@ -129,18 +169,6 @@ impl Workload {
         let counters = Arc::new(Counters::default());
         let mut tasks = Vec::new();
         for id in 0..options.workers as u64 {
-            let client = (id % 2 == 0).then(|| {
-                let client_options = ClientOptions {
-                    request_timeout: options.request_timeout,
-                    retry_duration_max: options.retry_duration_max,
-                    leader_check_interval: options.leader_check_interval,
-                    backoff_max: Duration::from_millis(250),
-                    connect_timeout: Duration::from_millis(500),
-                    ..ClientOptions::default()
-                };
-                Client::with_options(addresses.clone(), client_options)
-                    .expect("a client of the cluster")
-            });
             let mut worker = Worker {
                 id,
                 options: options.clone(),
@@ -148,14 +176,17 @@ impl Workload {
                 random: ChaCha8Rng::seed_from_u64(
                     seed ^ (id + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
                 ),
-                channels: vec![None; addresses.len()],
-                addresses: addresses.clone(),
-                client,
-                leader_guess: id as usize % addresses.len(),
+                book: book.clone(),
+                book_version: 0,
+                addresses: BTreeMap::new(),
+                channels: BTreeMap::new(),
+                client: None,
+                leader_guess: 0,
                 next_value: 0,
                 stop: stop.clone(),
                 deadline,
             };
+            worker.refresh_addresses();
             let (records, counters) = (records.clone(), counters.clone());
             tasks.push(tokio::spawn(async move {
                 worker.run(&records, &counters).await;
@@ -188,11 +219,54 @@ impl Workload {
 }
 
 impl Worker {
+    /// Takes a new version of the address book, if there is one: forgets
+    /// channels to nodes no longer listed, makes the retrying client anew
+    /// (even workers) and moves a leader guess off a node no longer listed.
+    fn refresh_addresses(&mut self) {
+        let (version, addresses) = self.book.read();
+        if version == self.book_version || addresses.is_empty() {
+            return;
+        }
+        self.book_version = version;
+        self.channels
+            .retain(|id, _| addresses.get(id) == self.addresses.get(id));
+        self.addresses = addresses;
+        if self.id.is_multiple_of(2) {
+            let client_options = ClientOptions {
+                request_timeout: self.options.request_timeout,
+                retry_duration_max: self.options.retry_duration_max,
+                leader_check_interval: self.options.leader_check_interval,
+                backoff_max: Duration::from_millis(250),
+                connect_timeout: Duration::from_millis(500),
+                ..ClientOptions::default()
+            };
+            let addresses: Vec<String> = self.addresses.values().cloned().collect();
+            self.client = Some(
+                Client::with_options(addresses, client_options).expect("a client of the cluster"),
+            );
+        }
+        if !self.addresses.contains_key(&self.leader_guess) {
+            let ids: Vec<u64> = self.addresses.keys().copied().collect();
+            self.leader_guess = ids[self.id as usize % ids.len()];
+        }
+    }
+
+    /// The node listed after `id` (wrapping around).
+    fn next_node(&self, id: u64) -> u64 {
+        self.addresses
+            .range(id + 1..)
+            .chain(self.addresses.iter())
+            .map(|(next, _)| *next)
+            .next()
+            .expect("a node in the address book")
+    }
+
     async fn run(&mut self, records: &Mutex<Vec<Record>>, counters: &Counters) {
         for _ in 0..self.options.operations_per_worker_max {
             if self.stop.load(Ordering::SeqCst) || Instant::now() >= self.deadline {
                 return;
             }
+            self.refresh_addresses();
             let record = self.one_operation().await;
             counters.operations.fetch_add(1, Ordering::Relaxed);
             if record.outcome == Outcome::Ok {
@@ -315,8 +389,8 @@ impl Worker {
             } else {
                 Outcome::Unknown
             };
-            record.error = Some(format!("cannot connect to {}", self.addresses[target]));
-            self.leader_guess = (target + 1) % self.addresses.len();
+            record.error = Some(format!("cannot connect to {}", self.addresses[&target]));
+            self.leader_guess = self.next_node(target);
             return;
         };
         let key = key_name(record.key).into_bytes();
@@ -383,10 +457,11 @@ impl Worker {
 
     /// A Stale read at one node chosen at random.
     async fn stale_read(&mut self, record: &mut Record) {
-        let target = self.random.gen_range(0..self.addresses.len());
-        record.node = Some(target as u64 + 1);
+        let ids: Vec<u64> = self.addresses.keys().copied().collect();
+        let target = ids[self.random.gen_range(0..ids.len())];
+        record.node = Some(target);
         let Some(mut kv) = self.kv_client(target).await else {
-            record.error = Some(format!("cannot connect to {}", self.addresses[target]));
+            record.error = Some(format!("cannot connect to {}", self.addresses[&target]));
             return;
         };
         let request = GetRequest {
@@ -413,34 +488,37 @@ impl Worker {
         }
     }
 
-    async fn kv_client(&mut self, target: usize) -> Option<KvClient<Channel>> {
-        if self.channels[target].is_none() {
+    async fn kv_client(&mut self, target: u64) -> Option<KvClient<Channel>> {
+        if !self.channels.contains_key(&target) {
             let endpoint = tonic::transport::Endpoint::from_shared(format!(
                 "http://{}",
-                self.addresses[target]
+                self.addresses.get(&target)?
             ))
             .ok()?
             .connect_timeout(Duration::from_millis(500));
             // Lazy: a node that is down fails the call, not the worker.
-            self.channels[target] = Some(endpoint.connect_lazy());
+            self.channels.insert(target, endpoint.connect_lazy());
         }
-        self.channels[target].clone().map(KvClient::new)
+        self.channels.get(&target).cloned().map(KvClient::new)
     }
 
     /// After a refusal: go where the node says the leader is, or try the
     /// next node.
-    fn follow_hint(&mut self, status: &tonic::Status, target: usize) {
+    fn follow_hint(&mut self, status: &tonic::Status, target: u64) {
         let hinted = status
             .metadata()
             .get(LEADER_ADDRESS_KEY)
             .and_then(|value| value.to_str().ok())
             .and_then(|address| {
                 let address = address.trim_start_matches("http://");
-                self.addresses.iter().position(|known| known == address)
+                self.addresses
+                    .iter()
+                    .find(|(_, known)| *known == address)
+                    .map(|(id, _)| *id)
             });
         self.leader_guess = match hinted {
             Some(leader) if leader != target => leader,
-            _ => (target + 1) % self.addresses.len(),
+            _ => self.next_node(target),
         };
     }
 }
@@ -475,5 +553,93 @@ fn client_error_outcome(error: &ClientError, write: bool) -> Outcome {
         ClientError::OutcomeUnknown { .. } => Outcome::Unknown,
         _ if !write => Outcome::Failed,
         _ => Outcome::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(nodes: &[u64]) -> BTreeMap<u64, String> {
+        nodes
+            .iter()
+            .map(|id| (*id, format!("127.0.0.1:{id}")))
+            .collect()
+    }
+
+    fn worker(id: u64, book: &AddressBook) -> Worker {
+        let mut worker = Worker {
+            id,
+            options: WorkloadOptions::default(),
+            clock: Clock::start(),
+            random: ChaCha8Rng::seed_from_u64(1),
+            book: book.clone(),
+            book_version: 0,
+            addresses: BTreeMap::new(),
+            client: None,
+            leader_guess: 0,
+            channels: BTreeMap::new(),
+            next_value: 0,
+            stop: Arc::new(AtomicBool::new(false)),
+            deadline: Instant::now(),
+        };
+        worker.refresh_addresses();
+        worker
+    }
+
+    #[tokio::test]
+    async fn workers_follow_the_address_book_to_new_members_and_off_removed_ones() {
+        let addresses = AddressBook::new(book(&[1, 2, 3]));
+        let mut worker = worker(2, &addresses);
+        assert_eq!(worker.leader_guess, 3);
+        assert_eq!(
+            worker
+                .client
+                .as_ref()
+                .expect("an even worker's client")
+                .endpoints()
+                .len(),
+            3
+        );
+        worker.kv_client(3).await.expect("a channel to node 3");
+        worker.kv_client(1).await.expect("a channel to node 1");
+
+        // Node 3 replaced by node 4: the guess, the channel and the
+        // client's endpoints move with the book.
+        addresses.set(book(&[1, 2, 4]));
+        worker.refresh_addresses();
+        assert_ne!(worker.leader_guess, 3);
+        assert!(worker.addresses.contains_key(&worker.leader_guess));
+        assert_eq!(worker.channels.keys().copied().collect::<Vec<_>>(), [1]);
+        let endpoints = worker
+            .client
+            .as_ref()
+            .expect("a client")
+            .endpoints()
+            .to_vec();
+        assert!(
+            endpoints.iter().any(|address| address.ends_with(":4")),
+            "{endpoints:?}"
+        );
+        assert!(
+            !endpoints.iter().any(|address| address.ends_with(":3")),
+            "{endpoints:?}"
+        );
+        assert_eq!(worker.next_node(2), 4);
+        assert_eq!(worker.next_node(4), 1);
+        // A refused node that is gone from the book is passed over too.
+        assert_eq!(worker.next_node(3), 4);
+        for _ in 0..20 {
+            let mut record = Record::invoked(
+                worker.id,
+                1,
+                Request::Get {
+                    mode: ReadMode::Stale,
+                },
+                &worker.clock,
+            );
+            worker.stale_read(&mut record).await;
+            assert_ne!(record.node, Some(3), "a stale read at a removed node");
+        }
     }
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use raftgres_tests::campaign::{self, CampaignOptions};
+use raftgres_tests::nemesis::FaultKind;
 use raftgres_tests::proxy::{Direction, NetworkFault, ProxyMesh};
 use raftgres_tests::{bounded, TestCluster};
 
@@ -97,4 +98,42 @@ async fn short_campaigns_of_every_fault_kind_keep_every_check() {
             "seed {seed}: too few acknowledged writes to judge anything"
         );
     }
+}
+
+/// Proves that while nodes are added, promoted, replaced and removed
+/// (the leader among them), alone and together with network faults,
+/// every asserted check keeps holding over the final members, a node that
+/// joined during the campaign included, and that the workers follow the
+/// membership: writes are acknowledged after the changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_short_campaign_of_membership_changes_keeps_every_check() {
+    let seconds = std::env::var("NEMESIS_SECONDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(40);
+    let seed = 3;
+    let mut options = CampaignOptions::new(seed, Duration::from_secs(seconds));
+    options.faults = FaultKind::MEMBERSHIP.to_vec();
+    options
+        .faults
+        .extend([FaultKind::Latency, FaultKind::PartitionLeader]);
+    options.combine_probability = 0.3;
+    options.artifacts_dir = std::env::temp_dir().join("raftgres-nemesis-test");
+    let report = campaign::run(options).await;
+    let text = raftgres_tests::report::text(&report);
+    eprintln!("{text}");
+    assert!(report.passed(), "seed {seed} failed:\n{text}");
+    let changes: Vec<_> = report
+        .faults
+        .iter()
+        .filter(|fault| fault.kind.is_membership() && fault.error.is_none())
+        .collect();
+    assert!(
+        changes.len() >= 2,
+        "seed {seed}: fewer than two membership changes went through:\n{text}"
+    );
+    assert!(
+        report.members.iter().any(|member| *member > 3),
+        "seed {seed}: no node added during the campaign is a member at the end:\n{text}"
+    );
 }

@@ -32,6 +32,9 @@ struct Arguments {
     /// leader check; the attempt at a stopped leader waits out its timeout).
     #[arg(long)]
     leader_check_ms: Option<u64>,
+    /// The nodes' log filter (`RUST_LOG` syntax), e.g. `debug`.
+    #[arg(long, default_value = "info")]
+    log_filter: String,
     /// Where the report, history, plot and logs go.
     #[arg(long, default_value = "target/nemesis")]
     artifacts: PathBuf,
@@ -48,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
         options.workload.leader_check_interval =
             (milliseconds > 0).then(|| Duration::from_millis(milliseconds));
     }
+    options.log_filter = arguments.log_filter.clone();
     options.progress = true;
     options.keep_artifacts = true;
     options.artifacts_dir = std::path::absolute(&arguments.artifacts)?;

@@ -8,8 +8,14 @@
 //! Session rows are checked by [`check_sessions`], apart from the state
 //! machine rows so that a report says which table diverged; sessions
 //! expire at log positions every replica agrees on, so both are asserted.
+//!
+//! Convergence is owed by the final members only (section 6: a node
+//! removed from the configuration no longer receives entries), and by
+//! every one of them, a node that joined during the campaign included:
+//! [`of_members`] keeps the members' states and names every member whose
+//! state is missing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::Violation;
 
@@ -79,6 +85,26 @@ pub async fn read_database_state(conninfo: &str) -> anyhow::Result<DatabaseState
     drop(client);
     let _ = connection.await;
     Ok(state)
+}
+
+/// The states of `members` alone (a removed node's state says nothing),
+/// and a violation for each member whose state was not read.
+pub fn of_members(
+    mut states: BTreeMap<u64, DatabaseState>,
+    members: &BTreeSet<u64>,
+) -> (BTreeMap<u64, DatabaseState>, Vec<Violation>) {
+    states.retain(|node, _| members.contains(node));
+    let violations = members
+        .iter()
+        .filter(|member| !states.contains_key(member))
+        .map(|member| Violation {
+            check: "convergence",
+            message: format!(
+                "node {member} is a member at the end, but its state was not read (members {members:?})"
+            ),
+        })
+        .collect();
+    (states, violations)
 }
 
 /// The applied index and the state machine rows agree on every node.
@@ -197,6 +223,56 @@ mod tests {
         assert!(
             violations[2].message.contains("key \"c\""),
             "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn a_removed_node_owes_no_convergence_but_a_new_member_does() {
+        let one = state(9, &[("a", "1", 4), ("b", "2", 9)], &[("c1", 3)]);
+        let removed_behind = state(5, &[("a", "1", 4)], &[]);
+        let mut states = BTreeMap::from([
+            (1, one.clone()),
+            (2, one.clone()),
+            (3, removed_behind.clone()),
+            (4, one.clone()),
+        ]);
+        let members = BTreeSet::from([1, 2, 4]);
+        let (kept, missing) = of_members(states.clone(), &members);
+        assert_eq!(missing, []);
+        assert_eq!(kept.keys().copied().collect::<Vec<_>>(), [1, 2, 4]);
+        assert_eq!(check(&kept), []);
+        assert_eq!(check_sessions(&kept), []);
+
+        // The new member 4 with a row the others lack, and one session
+        // short: both are violations, and node 3 is still not named.
+        states.insert(
+            4,
+            state(9, &[("a", "1", 4), ("b", "2", 9), ("z", "1", 8)], &[]),
+        );
+        let (kept, _) = of_members(states.clone(), &members);
+        let violations = check(&kept);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert!(
+            violations[0].message.contains("nodes 1 and 4")
+                && violations[0].message.contains("\"z\""),
+            "{violations:?}"
+        );
+        assert_eq!(check_sessions(&kept).len(), 1);
+        assert!(violations
+            .iter()
+            .all(|violation| !violation.message.contains("node 3")));
+    }
+
+    #[test]
+    fn a_member_whose_state_is_missing_is_a_violation() {
+        let one = state(9, &[("a", "1", 4)], &[]);
+        let states = BTreeMap::from([(1, one.clone()), (2, one)]);
+        let (kept, missing) = of_members(states, &BTreeSet::from([1, 2, 5]));
+        assert_eq!(kept.len(), 2);
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0].message.starts_with("node 5 is a member"),
+            "{missing:?}"
         );
     }
 

@@ -8,13 +8,16 @@
 //!   back in time on one node.
 //! - [`lost_writes`]: no acknowledged write is missing at the end.
 //! - [`applied_once`]: no write took effect at two log indexes.
-//! - [`convergence`]: after healing, every node holds the same applied
-//!   index, state machine rows and session rows (read from its Postgres).
+//! - [`convergence`]: after healing, every final member holds the same
+//!   applied index, state machine rows and session rows (read from its
+//!   Postgres); removed nodes owe nothing.
+//! - [`panics`]: no node process panicked (read from every node's log).
 
 pub mod applied_once;
 pub mod convergence;
 pub mod linearizable;
 pub mod lost_writes;
+pub mod panics;
 pub mod stale_reads;
 
 /// A property that did not hold.
