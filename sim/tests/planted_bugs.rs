@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [4, 2],
+            seeds_needed: [2, 6],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -71,12 +71,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "apply-before-durable",
-            seeds_needed: [2, 5],
+            seeds_needed: [1, 5],
             checkers: &["apply_after_durable", "core_invariant"],
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [1, 1],
+            seeds_needed: [1, 6],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -91,22 +91,22 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "lease-after-timeout-now",
-            seeds_needed: [16, 9],
+            seeds_needed: [9, 10],
             checkers: &["lease_exclusivity", "read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "snapshot-before-hard-state",
-            seeds_needed: [122, 122],
+            seeds_needed: [122, 64],
             checkers: &["crash_recovery"],
         },
         Hunt {
             bug: "session-expiry-at-batch-end",
-            seeds_needed: [3, 1],
+            seeds_needed: [1, 1],
             checkers: &["replica_rows", "exactly_once", "linearizability"],
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [3, 17],
+            seeds_needed: [1, 6],
             checkers: &[
                 "client_outcomes",
                 "held_requests",
@@ -116,13 +116,22 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [23, 66],
+            seeds_needed: [18, 66],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [19, 3],
+            seeds_needed: [19, 101],
             checkers: &["linearizability", "read_index_safety"],
+        },
+        Hunt {
+            bug: "snapshot-labelled-at-log-start",
+            seeds_needed: [2, 2],
+            checkers: &[
+                "corrupt_durable_data",
+                "replica_rows",
+                "state_machine_safety",
+            ],
         },
         Hunt {
             bug: "peer-link-gives-up",
@@ -255,6 +264,11 @@ fn finds_read_contexts_restart() {
 #[test]
 fn finds_read_beyond_stored_applied() {
     check_bug("read-beyond-stored-applied");
+}
+
+#[test]
+fn finds_snapshot_labelled_at_log_start() {
+    check_bug("snapshot-labelled-at-log-start");
 }
 
 #[test]

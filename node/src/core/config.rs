@@ -69,12 +69,17 @@ pub enum PlantedBug {
     /// of the read service, which makes the service's check
     /// (`pipeline::check_read_covered`).
     ReadBeyondStoredApplied,
+    /// A leader labels the snapshot it streams with its log's compaction
+    /// point (the index the core asked for) instead of the applied index
+    /// its view sees: the follower installs a later state under an earlier
+    /// index, and applies the entries between them again.
+    SnapshotLabelledAtLogStart,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug, in a stable order.
-    pub const ALL: [PlantedBug; 16] = [
+    pub const ALL: [PlantedBug; 17] = [
         PlantedBug::VoteWithoutLogCheck,
         PlantedBug::CommitPreviousTerm,
         PlantedBug::VoteBeforeDurable,
@@ -91,6 +96,7 @@ impl PlantedBug {
         PlantedBug::CoveredProposalsLost,
         PlantedBug::ReadContextsRestart,
         PlantedBug::ReadBeyondStoredApplied,
+        PlantedBug::SnapshotLabelledAtLogStart,
     ];
 
     /// The name used on the command line.
@@ -112,6 +118,7 @@ impl PlantedBug {
             PlantedBug::CoveredProposalsLost => "covered-proposals-lost",
             PlantedBug::ReadContextsRestart => "read-contexts-restart",
             PlantedBug::ReadBeyondStoredApplied => "read-beyond-stored-applied",
+            PlantedBug::SnapshotLabelledAtLogStart => "snapshot-labelled-at-log-start",
         }
     }
 

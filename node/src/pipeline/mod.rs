@@ -376,6 +376,11 @@ impl Pipeline {
             }
             Input::ViewOpened { view, at } => {
                 let log = self.raft.log();
+                let at = if self.planted.snapshot_labelled_at_log_start {
+                    log.snapshot()
+                } else {
+                    at
+                };
                 let membership = (at.index >= log.snapshot().index
                     && log.term_at(at.index) == Some(at.term))
                 .then(|| log.membership_at(at.index).clone());

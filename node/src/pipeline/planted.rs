@@ -15,6 +15,9 @@ pub(super) struct Planted {
     pub(super) covered_proposals_lost: bool,
     /// Number forwarded reads from 1 in every incarnation.
     pub(super) read_contexts_restart: bool,
+    /// Label a streamed snapshot with the log's start, not the view's
+    /// applied index.
+    pub(super) snapshot_labelled_at_log_start: bool,
 }
 
 impl Planted {
@@ -28,6 +31,8 @@ impl Planted {
                 snapshot_before_hard_state: raft.planted(PlantedBug::SnapshotBeforeHardState),
                 covered_proposals_lost: raft.planted(PlantedBug::CoveredProposalsLost),
                 read_contexts_restart: raft.planted(PlantedBug::ReadContextsRestart),
+                snapshot_labelled_at_log_start: raft
+                    .planted(PlantedBug::SnapshotLabelledAtLogStart),
             }
         }
         #[cfg(not(feature = "planted-bugs"))]
