@@ -305,19 +305,24 @@ impl World {
         (self.now + latency, fate)
     }
 
+    /// A transaction carrying `job`, its end drawn (see `draw_transaction`).
+    fn transaction<J>(&mut self, job: J, attempts: u32, fatal_allowed: bool) -> Transaction<J> {
+        let (complete_at, fate) = self.draw_transaction(attempts, fatal_allowed);
+        Transaction {
+            job,
+            complete_at,
+            fate,
+            attempts,
+        }
+    }
+
     fn start_write(&mut self, index: usize, job: WriteJob, attempts: u32) {
         assert!(
             self.nodes[index].write.is_none(),
             "node {}: the pipeline handed out a second write",
             index + 1
         );
-        let (complete_at, fate) = self.draw_transaction(attempts, attempts == 0);
-        self.nodes[index].write = Some(Transaction {
-            job,
-            complete_at,
-            fate,
-            attempts,
-        });
+        self.nodes[index].write = Some(self.transaction(job, attempts, attempts == 0));
     }
 
     fn start_apply(&mut self, index: usize, job: ApplyBatch, attempts: u32) {
@@ -326,13 +331,7 @@ impl World {
             "node {}: the pipeline handed out a second apply batch",
             index + 1
         );
-        let (complete_at, fate) = self.draw_transaction(attempts, false);
-        self.nodes[index].apply = Some(Transaction {
-            job,
-            complete_at,
-            fate,
-            attempts,
-        });
+        self.nodes[index].apply = Some(self.transaction(job, attempts, false));
     }
 
     fn start_stage(&mut self, index: usize, job: StageJob, attempts: u32) {
@@ -341,13 +340,7 @@ impl World {
             "node {}: the pipeline handed out a second stage job",
             index + 1
         );
-        let (complete_at, fate) = self.draw_transaction(attempts, false);
-        self.nodes[index].stage = Some(Transaction {
-            job,
-            complete_at,
-            fate,
-            attempts,
-        });
+        self.nodes[index].stage = Some(self.transaction(job, attempts, false));
     }
 
     /// Opens a view of node `index`'s state machine (a REPEATABLE READ

@@ -39,6 +39,24 @@ pub struct StagedHeader {
     pub complete: bool,
 }
 
+const SELECT_STAGED: &str = "SELECT leader_id, transfer_view, snapshot_index, snapshot_term,
+        membership, next_seq, running, complete
+     FROM raftgres_snapshot_staged";
+
+/// A row selected by [`SELECT_STAGED`].
+fn header_of_row(row: &tokio_postgres::Row) -> StagedHeader {
+    StagedHeader {
+        leader_id: row.get::<_, i64>(0) as u64,
+        view: row.get::<_, i64>(1) as u64,
+        index: row.get::<_, i64>(2) as u64,
+        term: row.get::<_, i64>(3) as u64,
+        membership: row.get(4),
+        next_seq: row.get::<_, i64>(5) as u64,
+        running: row.get::<_, i64>(6) as u32,
+        complete: row.get(7),
+    }
+}
+
 /// The connection a follower stages snapshot chunks on. Holds its own
 /// session-level lock: one stager per database.
 pub struct PgStager {
@@ -90,25 +108,9 @@ impl PgStager {
     /// The staged transfer, if any.
     pub async fn load(&mut self) -> Result<Option<StagedHeader>, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT leader_id, transfer_view, snapshot_index, snapshot_term, membership,
-                        next_seq, running, complete
-                 FROM raftgres_snapshot_staged",
-                &[],
-            )
-            .await;
+        let row = client.query_opt(SELECT_STAGED, &[]).await;
         let row = self.check("reading the staged snapshot", row)?;
-        Ok(row.map(|row| StagedHeader {
-            leader_id: row.get::<_, i64>(0) as u64,
-            view: row.get::<_, i64>(1) as u64,
-            index: row.get::<_, i64>(2) as u64,
-            term: row.get::<_, i64>(3) as u64,
-            membership: row.get(4),
-            next_seq: row.get::<_, i64>(5) as u64,
-            running: row.get::<_, i64>(6) as u32,
-            complete: row.get(7),
-        }))
+        Ok(row.as_ref().map(header_of_row))
     }
 
     /// Stages `chunks` (`(seq, data)`) and records `header`, in one
@@ -224,24 +226,10 @@ impl ApplyTransaction<'_> {
     pub async fn staged_header(&self) -> Result<Option<StagedHeader>, StoreError> {
         let row = self
             .transaction()
-            .query_opt(
-                "SELECT leader_id, transfer_view, snapshot_index, snapshot_term, membership,
-                        next_seq, running, complete
-                 FROM raftgres_snapshot_staged",
-                &[],
-            )
+            .query_opt(SELECT_STAGED, &[])
             .await
             .map_err(|error| classify("reading the staged snapshot", error))?;
-        Ok(row.map(|row| StagedHeader {
-            leader_id: row.get::<_, i64>(0) as u64,
-            view: row.get::<_, i64>(1) as u64,
-            index: row.get::<_, i64>(2) as u64,
-            term: row.get::<_, i64>(3) as u64,
-            membership: row.get(4),
-            next_seq: row.get::<_, i64>(5) as u64,
-            running: row.get::<_, i64>(6) as u32,
-            complete: row.get(7),
-        }))
+        Ok(row.as_ref().map(header_of_row))
     }
 
     /// The staged chunk `seq`, read in this transaction.
