@@ -331,7 +331,7 @@ impl<'a> ApplyTransaction<'a> {
             self.transaction
                 .batch_execute(
                     "SET LOCAL synchronous_commit = on;
-                     DELETE FROM raftgres_snapshot_chunks;
+                     TRUNCATE raftgres_snapshot_chunks;
                      DELETE FROM raftgres_snapshot_staged;",
                 )
                 .await?;

@@ -15,7 +15,7 @@ use super::session::{classify, ADVISORY_LOCK_CLASS, MIGRATION_LOCK_OBJECT};
 use crate::error::StoreError;
 
 /// The newest schema version this code knows.
-pub const SCHEMA_VERSION_SUPPORTED: i32 = 4;
+pub const SCHEMA_VERSION_SUPPORTED: i32 = 5;
 
 /// SQLSTATE raised by `raftgres_check_append` when an append leaves a gap.
 pub(crate) const SQLSTATE_APPEND_GAP: &str = "RG001";
@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, MIGRATION_2),
     (3, MIGRATION_3),
     (4, MIGRATION_4),
+    (5, MIGRATION_5),
 ];
 
 const MIGRATION_1: &str = r#"
@@ -254,6 +255,12 @@ CREATE TABLE raftgres_snapshot_chunks (
 );
 "#;
 
+/// Version 5: staged snapshot chunks are stored uncompressed (rows of a
+/// state machine rarely compress, and trying costs the follower's CPU).
+const MIGRATION_5: &str = r#"
+ALTER TABLE raftgres_snapshot_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+"#;
+
 /// Brings the schema up to [`SCHEMA_VERSION_SUPPORTED`], or refuses a
 /// database written by newer code. Idempotent.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
@@ -330,6 +337,7 @@ mod tests {
         assert!(MIGRATION_2.contains(SQLSTATE_APPEND_REFUSED));
         assert!(MIGRATION_3.contains("IF NOT EXISTS membership bytea"));
         assert!(MIGRATION_4.contains("CREATE TABLE raftgres_snapshot_chunks"));
+        assert!(MIGRATION_5.contains("SET STORAGE EXTERNAL"));
         // The gap guard stays in the replaced function.
         assert!(MIGRATION_2.contains("PERFORM raftgres_check_append(first_index)"));
     }

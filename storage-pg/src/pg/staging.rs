@@ -128,7 +128,7 @@ impl PgStager {
             let transaction = client.transaction().await?;
             if restart {
                 transaction
-                    .batch_execute("DELETE FROM raftgres_snapshot_chunks")
+                    .batch_execute("TRUNCATE raftgres_snapshot_chunks")
                     .await?;
             }
             let seqs: Vec<i64> = chunks.iter().map(|(seq, _)| *seq as i64).collect();
