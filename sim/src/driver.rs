@@ -19,7 +19,7 @@ use crate::checkers::{
     apply_after_durable, covered_applies, crash_recovery, honest_peers, message_size,
 };
 use crate::network::SendFate;
-use crate::node::{Queued, QueuedInput, Waiting};
+use crate::node::{Queued, QueuedInput, SimNode, Waiting};
 use crate::store::{ApplyReport, ApplySettings, Fate, Store, Transaction};
 use crate::world::World;
 
@@ -305,42 +305,48 @@ impl World {
         (self.now + latency, fate)
     }
 
-    /// A transaction carrying `job`, its end drawn (see `draw_transaction`).
-    fn transaction<J>(&mut self, job: J, attempts: u32, fatal_allowed: bool) -> Transaction<J> {
+    /// Starts a transaction carrying `job` in node `index`'s `slot`, its
+    /// end drawn (see `draw_transaction`); the pipeline hands out one at a
+    /// time per slot.
+    fn start<J>(
+        &mut self,
+        index: usize,
+        (job, attempts, fatal_allowed): (J, u32, bool),
+        what: &str,
+        slot: fn(&mut SimNode) -> &mut Option<Transaction<J>>,
+    ) {
         let (complete_at, fate) = self.draw_transaction(attempts, fatal_allowed);
-        Transaction {
+        let slot = slot(&mut self.nodes[index]);
+        assert!(
+            slot.is_none(),
+            "node {}: the pipeline handed out a second {what}",
+            index + 1
+        );
+        *slot = Some(Transaction {
             job,
             complete_at,
             fate,
             attempts,
-        }
+        });
     }
 
     fn start_write(&mut self, index: usize, job: WriteJob, attempts: u32) {
-        assert!(
-            self.nodes[index].write.is_none(),
-            "node {}: the pipeline handed out a second write",
-            index + 1
-        );
-        self.nodes[index].write = Some(self.transaction(job, attempts, attempts == 0));
+        let fatal_allowed = attempts == 0;
+        self.start(index, (job, attempts, fatal_allowed), "write", |node| {
+            &mut node.write
+        });
     }
 
     fn start_apply(&mut self, index: usize, job: ApplyBatch, attempts: u32) {
-        assert!(
-            self.nodes[index].apply.is_none(),
-            "node {}: the pipeline handed out a second apply batch",
-            index + 1
-        );
-        self.nodes[index].apply = Some(self.transaction(job, attempts, false));
+        self.start(index, (job, attempts, false), "apply batch", |node| {
+            &mut node.apply
+        });
     }
 
     fn start_stage(&mut self, index: usize, job: StageJob, attempts: u32) {
-        assert!(
-            self.nodes[index].stage.is_none(),
-            "node {}: the pipeline handed out a second stage job",
-            index + 1
-        );
-        self.nodes[index].stage = Some(self.transaction(job, attempts, false));
+        self.start(index, (job, attempts, false), "stage job", |node| {
+            &mut node.stage
+        });
     }
 
     /// Opens a view of node `index`'s state machine (a REPEATABLE READ
