@@ -578,6 +578,20 @@ impl World {
         job: &WriteJob,
     ) -> Option<Option<raftgres::pipeline::ApplyDone>> {
         let id = self.nodes[index].id;
+        let entries_max = self.apply_settings.entries_per_write_max;
+        if job.entries.len() > entries_max {
+            // storage-pg refuses the append and the node stops.
+            self.fail(
+                "storage_limits",
+                format!(
+                    "node {id} handed its store a write of {} entries (from index {}), \
+                     beyond the {entries_max} one append may carry",
+                    job.entries.len(),
+                    job.entries[0].index
+                ),
+            );
+            return None;
+        }
         if let Err(error) = self.nodes[index].store.write(job) {
             self.fail("corrupt_durable_data", format!("node {id}: {error}"));
             return None;

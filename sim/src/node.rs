@@ -194,6 +194,7 @@ impl SimNode {
             read_context_first: self.incarnation << 40,
             storage_stall_timeout: TICK * election_ticks_max,
             compaction_entries: settings.compaction_entries,
+            write_entries_max: settings.entries_per_write_max,
             transfer,
             staged: self.store.staged.clone(),
         };

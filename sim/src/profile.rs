@@ -146,6 +146,10 @@ pub struct FaultProfile {
     /// most while its follower stages nothing; the transfer then starts
     /// over.
     pub snapshot_view_ttl_ticks: u64,
+    /// The store refuses a log write of more entries than this, as
+    /// storage-pg refuses an append beyond `entries_per_append_max`
+    /// (8,192), which stops the node.
+    pub entries_per_write_max: usize,
     /// Chance a storage transaction fails before COMMIT (a statement
     /// error, a dropped connection): nothing happened, the node retries.
     pub storage_error_per_million: u32,
@@ -274,6 +278,7 @@ impl FaultProfile {
             snapshot_chunk_bytes: 256,
             snapshot_chunks_in_flight: 4,
             snapshot_view_ttl_ticks: 3_000,
+            entries_per_write_max: raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT,
             storage_error_per_million: 0,
             commit_unknown_per_million: 0,
             postgres_crash_per_million: 0,
@@ -325,6 +330,7 @@ impl FaultProfile {
             snapshot_chunk_bytes: 256,
             snapshot_chunks_in_flight: 4,
             snapshot_view_ttl_ticks: 3_000,
+            entries_per_write_max: raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT,
             storage_error_per_million: 5_000,
             commit_unknown_per_million: 2_000,
             postgres_crash_per_million: 200,
@@ -376,6 +382,7 @@ impl FaultProfile {
             snapshot_chunk_bytes: 256,
             snapshot_chunks_in_flight: 4,
             snapshot_view_ttl_ticks: 3_000,
+            entries_per_write_max: raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT,
             storage_error_per_million: 20_000,
             commit_unknown_per_million: 10_000,
             postgres_crash_per_million: 1_000,
@@ -411,6 +418,7 @@ impl FaultProfile {
             snapshot_chunk_bytes: 256,
             snapshot_chunks_in_flight: 4,
             snapshot_view_ttl_ticks: 3_000,
+            entries_per_write_max: raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT,
             ..FaultProfile::none()
         }
     }
@@ -436,6 +444,7 @@ impl FaultProfile {
             snapshot_chunk_bytes: 256,
             snapshot_chunks_in_flight: 4,
             snapshot_view_ttl_ticks: 3_000,
+            entries_per_write_max: raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT,
             ..FaultProfile::none()
         }
     }
@@ -488,6 +497,13 @@ impl FaultProfile {
         profile.snapshot_chunk_bytes = rng.gen_range(16..=1024);
         profile.snapshot_chunks_in_flight = rng.gen_range(1..=4);
         profile.snapshot_view_ttl_ticks = rng.gen_range(100..=3_000);
+        // The product's append bound, or one a catching-up follower's
+        // merged appends exceed.
+        profile.entries_per_write_max = if rng.gen_bool(0.5) {
+            raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT
+        } else {
+            rng.gen_range(4..=64)
+        };
         profile
     }
 
@@ -641,6 +657,7 @@ impl FaultProfile {
             snapshot_chunk_bytes: self.snapshot_chunk_bytes,
             snapshot_chunks_in_flight: self.snapshot_chunks_in_flight,
             snapshot_view_ttl_ticks: self.snapshot_view_ttl_ticks,
+            entries_per_write_max: self.entries_per_write_max,
             apply_async_commit: self.apply_async_commit,
             session_expiry_entries: self.session_expiry_entries,
             session_expiry_stride: self.session_expiry_stride,
@@ -659,6 +676,7 @@ impl FaultProfile {
             && self.compaction_entries >= 1
             && self.snapshot_chunk_bytes >= 1
             && self.snapshot_chunks_in_flight >= 1
+            && self.entries_per_write_max >= 1
             && self.session_expiry_stride >= 1
             && self.core.is_none_or(|core| {
                 core.election_ticks_max > core.election_ticks_min

@@ -44,6 +44,9 @@ pub struct ApplySettings {
     pub session_expiry_stride: u64,
     /// The pipeline compacts the log every this many applied entries.
     pub compaction_entries: u64,
+    /// Most entries one log write may carry (see
+    /// `FaultProfile::entries_per_write_max`).
+    pub entries_per_write_max: usize,
     /// Planted bug `session-expiry-at-batch-end`.
     pub expiry_at_batch_end: bool,
 }
@@ -441,6 +444,7 @@ mod tests {
             session_expiry_entries: 4,
             session_expiry_stride: 4,
             compaction_entries: 1000,
+            entries_per_write_max: raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT,
             expiry_at_batch_end: false,
         }
     }

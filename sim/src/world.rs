@@ -229,6 +229,7 @@ impl World {
             session_expiry_entries: profile.session_expiry_entries,
             session_expiry_stride: profile.session_expiry_stride,
             compaction_entries: profile.compaction_entries,
+            entries_per_write_max: profile.entries_per_write_max,
             expiry_at_batch_end: config.planted_bug.as_deref()
                 == Some("session-expiry-at-batch-end"),
         };

@@ -79,6 +79,11 @@ pub use requests::{check_read_covered, ReadMode, ReadNotCovered, Refusal, Reply,
 pub use transfer::{ChunkRead, ReadChunk, StageJob, StagedTransfer, TransferConfig};
 pub use write::{WriteDone, WriteJob};
 
+/// The most log entries one write carries unless configured otherwise:
+/// storage-pg's `ENTRIES_PER_APPEND_MAX_DEFAULT`, beyond which it refuses
+/// an append.
+pub const WRITE_ENTRIES_MAX_DEFAULT: usize = 8192;
+
 use crate::core::{
     HardState, ImplausibleMessage, ImplausibleReason, LogIndex, MembershipChange, MembershipError,
     Message, MessageBody, NodeId, ProposeError, Raft, ReadError, Role, SnapshotMeta, Term,
@@ -105,6 +110,11 @@ pub struct PipelineConfig {
     /// Every this many applied entries the log is compacted (to the
     /// point this many entries before).
     pub compaction_entries: u64,
+    /// Most log entries one write carries (the storage's bound on one
+    /// append, [`WRITE_ENTRIES_MAX_DEFAULT`] for storage-pg): a longer run
+    /// (a follower catching up merges many appends while a write is in
+    /// flight) is written in parts, in order. At least 1.
+    pub write_entries_max: usize,
     /// How snapshots are streamed.
     pub transfer: TransferConfig,
     /// The snapshot transfer the staging held at start, if any.
@@ -289,6 +299,7 @@ impl Pipeline {
             storage_stall_timeout: config.storage_stall_timeout,
             handed_off_at: None,
             writes: write::Writes {
+                entries_max: config.write_entries_max.max(1),
                 install_before_hard_state: planted.snapshot_before_hard_state,
                 ..write::Writes::default()
             },

@@ -20,6 +20,7 @@ fn config(read_context_first: u64) -> PipelineConfig {
         read_context_first,
         storage_stall_timeout: TICK * 20,
         compaction_entries: 1_000,
+        write_entries_max: WRITE_ENTRIES_MAX_DEFAULT,
         transfer: crate::pipeline::TransferConfig {
             chunk_bytes: 1 << 10,
             chunks_in_flight: 4,
@@ -302,6 +303,7 @@ fn the_log_is_compacted_behind_the_applied_index() {
     .unwrap();
     let config = PipelineConfig {
         compaction_entries: 3,
+        write_entries_max: WRITE_ENTRIES_MAX_DEFAULT,
         ..config(1)
     };
     let mut pipeline = Pipeline::new(raft, config, Instant::default());

@@ -100,7 +100,7 @@ impl WriteDone {
 }
 
 /// The write side of the pipeline: at most one job in flight.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Writes {
     /// When the job in flight was handed out; `None` when none is.
     /// Invariant: at most one job is being carried out.
@@ -109,9 +109,23 @@ pub(super) struct Writes {
     pub(super) next: Option<WriteJob>,
     /// Whether the job in flight carries an apply batch.
     pub(super) carries_apply: bool,
+    /// Most entries one job hands out (see `PipelineConfig`).
+    pub(super) entries_max: usize,
     /// Planted bug: a snapshot install goes out without the hard state of
     /// its job, which follows in the next write.
     pub(super) install_before_hard_state: bool,
+}
+
+impl Default for Writes {
+    fn default() -> Writes {
+        Writes {
+            started_at: None,
+            next: None,
+            carries_apply: false,
+            entries_max: super::WRITE_ENTRIES_MAX_DEFAULT,
+            install_before_hard_state: false,
+        }
+    }
 }
 
 impl Writes {
@@ -135,7 +149,11 @@ impl Writes {
 
     /// The next job to carry out, if the writer is free and the job may
     /// start: a snapshot install replaces the state machine, so it waits
-    /// until no apply transaction runs against it.
+    /// until no apply transaction runs against it. A job of more than
+    /// `entries_max` entries goes out in parts: the first `entries_max`
+    /// (with the hard state, snapshot and compaction) durable up to their
+    /// last entry, the rest queued with the messages that wait for all of
+    /// it, and later work merged behind it.
     pub(super) fn start(&mut self, apply_in_flight: bool, now: Instant) -> Option<WriteJob> {
         let installs = self.next.as_ref().is_some_and(|job| job.snapshot.is_some());
         if self.in_flight() || (installs && apply_in_flight) {
@@ -154,6 +172,18 @@ impl Writes {
                 snapshot: None,
                 apply: None,
             };
+            self.next = Some(rest);
+        }
+        if job.entries.len() > self.entries_max {
+            let rest = WriteJob {
+                entries: job.entries.split_off(self.entries_max),
+                messages_after_persist: std::mem::take(&mut job.messages_after_persist),
+                persist_point: job.persist_point.take(),
+                ..WriteJob::default()
+            };
+            let last = job.entries.last().expect("entries_max is at least 1");
+            job.persist_point = Some((last.index, last.term));
+            debug_assert!(self.next.is_none(), "the job was taken from next");
             self.next = Some(rest);
         }
         self.started_at = Some(now);
@@ -279,5 +309,65 @@ mod tests {
             None,
             "one write at a time"
         );
+    }
+
+    /// A catching-up follower merges many appends behind the write in
+    /// flight; storage takes at most `entries_max` entries in one append
+    /// (storage-pg refuses more and the node stops), so the run goes out
+    /// in parts, each durable up to its own last entry, and the messages
+    /// that claim the whole run wait for its last part.
+    #[test]
+    fn a_long_run_of_entries_is_written_in_parts() {
+        let mut writes = Writes {
+            entries_max: 3,
+            ..Writes::default()
+        };
+        let acknowledgement = Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(2),
+            body: crate::core::MessageBody::AppendResponse {
+                index: LogIndex(7),
+                rejected: false,
+                reject_hint_index: LogIndex(0),
+                reject_hint_term: Term(0),
+            },
+        };
+        let hard_state = HardState {
+            term: Term(2),
+            voted_for: None,
+        };
+        writes.queue(WriteJob {
+            hard_state: Some(hard_state),
+            entries: entries(1, 7, 2),
+            messages_after_persist: vec![acknowledgement.clone()],
+            persist_point: Some((LogIndex(7), Term(2))),
+            ..WriteJob::default()
+        });
+        let now = Instant::default();
+        let first = writes.start(false, now).unwrap();
+        assert_eq!(first.entries, entries(1, 3, 2));
+        assert_eq!(first.hard_state, Some(hard_state));
+        assert_eq!(first.persist_point, Some((LogIndex(3), Term(2))));
+        assert!(first.messages_after_persist.is_empty());
+        // Work arriving meanwhile merges behind the rest.
+        writes.queue(WriteJob {
+            entries: entries(8, 8, 2),
+            persist_point: Some((LogIndex(8), Term(2))),
+            ..WriteJob::default()
+        });
+        writes.done();
+        let second = writes.start(false, now).unwrap();
+        assert_eq!(second.entries, entries(4, 6, 2));
+        assert_eq!(second.hard_state, None);
+        assert_eq!(second.persist_point, Some((LogIndex(6), Term(2))));
+        assert!(second.messages_after_persist.is_empty());
+        writes.done();
+        let last = writes.start(false, now).unwrap();
+        assert_eq!(last.entries, entries(7, 8, 2));
+        assert_eq!(last.persist_point, Some((LogIndex(8), Term(2))));
+        assert_eq!(last.messages_after_persist, vec![acknowledgement]);
+        writes.done();
+        assert!(writes.idle());
     }
 }

@@ -99,6 +99,9 @@ pub(crate) struct StorageChannels {
     /// What the stager and the view tasks report.
     pub(crate) transfer_reports: mpsc::Receiver<TransferReport>,
     pub(crate) open_view: ViewOpener,
+    /// Most entries the store takes in one append (its
+    /// `entries_per_append_max`): the pipeline writes longer runs in parts.
+    pub(crate) entries_per_append_max: usize,
 }
 
 /// A client waiting for the pipeline's reply.
@@ -154,6 +157,7 @@ impl Driver {
             read_context_first,
             storage_stall_timeout: election_timeout,
             compaction_entries: config.raft.compaction_entries,
+            write_entries_max: storage.entries_per_append_max,
             transfer: TransferConfig {
                 chunk_bytes: config.raft.message_bytes_max,
                 chunks_in_flight: config.raft.snapshot_chunks_in_flight,

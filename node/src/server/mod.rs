@@ -202,6 +202,7 @@ async fn run<S: StateMachine>(
     let mut store = open_store(&config).await?;
     let (durable, applied) = load_durable_state(&mut store).await?;
     let store_config = store.config().clone();
+    let entries_per_append_max = store_config.entries_per_append_max;
     let applier = PgApplier::open(store_config.clone())
         .await
         .context("cannot open the apply connection")?;
@@ -311,6 +312,7 @@ async fn run<S: StateMachine>(
         stage_jobs,
         transfer_reports,
         open_view,
+        entries_per_append_max,
     };
     let driver = driver::Driver::new(
         raft,

@@ -129,6 +129,7 @@ impl Cluster {
             session_expiry_entries: 1_000_000,
             session_expiry_stride: raftgres::pipeline::sessions::SESSION_EXPIRY_STRIDE,
             compaction_entries: settings.compaction_entries,
+            entries_per_write_max: raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT,
             expiry_at_batch_end: false,
         };
         let mut cluster = Cluster {

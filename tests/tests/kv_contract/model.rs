@@ -71,6 +71,7 @@ impl<'a> Model<'a> {
             // The product's stride: the model must expire where it does.
             session_expiry_stride: SESSION_EXPIRY_STRIDE,
             compaction_entries: u64::MAX,
+            entries_per_write_max: raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT,
             expiry_at_batch_end: false,
         };
         Model {
