@@ -69,12 +69,7 @@ impl World {
             } if message.term > raft.term() => {
                 let status = raft.status();
                 let heard_ticks_ago = status.election_elapsed;
-                if StickyVoter::applies(
-                    config.check_quorum,
-                    status.leader,
-                    heard_ticks_ago,
-                    config.election_ticks_min,
-                ) {
+                if StickyVoter::applies(status.leader, heard_ticks_ago, config.election_ticks_min) {
                     before.sticky_voter = Some(StickyVoter {
                         voter: raft.id(),
                         leader: status.leader.expect("a sticky voter follows a leader"),

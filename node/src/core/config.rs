@@ -150,8 +150,10 @@ pub struct Config {
     /// partitioned node cannot disrupt the cluster when it returns.
     pub pre_vote: bool,
     /// A leader that has not heard from a quorum within
-    /// `election_ticks_min` steps down; followers ignore vote requests
-    /// while they hear from a live leader (leader stickiness).
+    /// `election_ticks_min` steps down, and a node that restarts ignores
+    /// vote requests for its first `election_ticks_min` (its leader may
+    /// hold a lease). Leader stickiness (no vote while hearing from a
+    /// live leader) holds either way.
     pub check_quorum: bool,
     /// Most entries in one AppendEntries message.
     pub entries_per_message_max: usize,

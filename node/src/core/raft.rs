@@ -697,10 +697,12 @@ impl Raft {
                 leadership_transfer,
                 ..
             } => {
-                if self.in_leader_lease() && !leadership_transfer {
-                    // Leader stickiness (section 9.6 of the dissertation): a
-                    // node that hears from a live leader ignores campaigns,
-                    // so a flapping node cannot depose it.
+                if self.ignores_campaigns() && !leadership_transfer {
+                    // Leader stickiness (sections 4.2.3 and 9.6 of the
+                    // dissertation): a node that hears from a live leader
+                    // ignores campaigns, so neither a flapping node nor
+                    // one removed from the membership (which may never
+                    // learn it was removed) can depose it.
                     return false;
                 }
                 if !pre_vote {
@@ -761,15 +763,18 @@ impl Raft {
         }
     }
 
-    /// Whether this node heard from a live leader recently enough to ignore
-    /// vote requests. A node that restarted with history counts as such for
-    /// its first election timeout: it may have heard from a leader just
-    /// before it went down, and that leader may be serving lease reads.
-    pub(super) fn in_leader_lease(&self) -> bool {
-        self.config.check_quorum
-            && self.election_elapsed < self.config.election_ticks_min
-            && (self.leader.is_some()
-                || (self.restarted && self.ticks < self.config.election_ticks_min))
+    /// Whether this node ignores vote requests (but for leadership
+    /// transfers): it heard from a live leader within the minimum election
+    /// timeout, whatever check-quorum says. With check-quorum, a node that
+    /// restarted with history counts as such for its first election
+    /// timeout: it may have heard from a leader just before it went down,
+    /// and that leader may be serving lease reads.
+    fn ignores_campaigns(&self) -> bool {
+        let restarted_under_lease = self.config.check_quorum
+            && self.restarted
+            && self.ticks < self.config.election_ticks_min;
+        self.election_elapsed < self.config.election_ticks_min
+            && (self.leader.is_some() || restarted_under_lease)
     }
 
     /// RequestVote and PreVote, section 5.2, 5.4.1 and 9.6.

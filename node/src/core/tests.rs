@@ -676,6 +676,35 @@ fn follower_of_node_1() -> Raft {
     follower
 }
 
+/// Leader stickiness holds with check-quorum off too (dissertation
+/// 4.2.3): a node removed from the membership that never learnt it
+/// campaigns in ever higher terms, and a follower still hearing from its
+/// leader must not help it depose that leader. Once an election timeout
+/// passes without the leader, the follower votes again.
+#[test]
+fn a_follower_of_a_live_leader_ignores_campaigns_whatever_check_quorum_says() {
+    let mut follower = follower_of_node_1();
+    assert!(!follower.config().check_quorum);
+    follower.step(vote_request(3, 2, 3, 2, 2));
+    let ready = follower.ready();
+    assert_eq!(ready.hard_state, None, "the campaign is ignored");
+    assert_eq!(granted(&ready.messages_after_persist), None);
+    assert_eq!(
+        (follower.term(), follower.leader()),
+        (Term(2), Some(NodeId(1)))
+    );
+
+    for _ in 0..follower.config().election_ticks_min {
+        follower.tick();
+    }
+    follower.ready();
+    follower.step(vote_request(3, 2, 4, 2, 2));
+    assert_eq!(
+        granted(&follower.ready().messages_after_persist),
+        Some(true)
+    );
+}
+
 #[test]
 fn a_forwarded_read_whose_answer_never_comes_is_dropped_after_an_election_timeout() {
     let mut follower = follower_of_node_1();

@@ -1,9 +1,10 @@
-//! Leader stickiness (Raft dissertation, section 4.2.3 and 9.6; the
-//! check-quorum setting): a node that heard from the leader of its term
+//! Leader stickiness (Raft dissertation, sections 4.2.3 and 9.6), with
+//! check-quorum on or off: a node that heard from the leader of its term
 //! less than `election_ticks_min` of its own ticks ago ignores vote
 //! requests of later terms, unless the campaign follows a leadership
-//! transfer. A node that rejoins after a partition then cannot depose a
-//! leader that still reaches a quorum, and a leader's lease (three
+//! transfer. A node that rejoins after a partition, or one removed from
+//! the membership that never learnt it, then cannot depose a leader that
+//! still reaches a quorum, and (with check-quorum) a leader's lease (three
 //! quarters of `election_ticks_min` after a quorum acknowledged it) rests
 //! on it: no voter of that quorum helps elect anyone else meanwhile.
 //!
@@ -33,15 +34,10 @@ pub struct StickyVoter {
 }
 
 impl StickyVoter {
-    /// Whether a node in this state must ignore the request: check-quorum
-    /// on, a leader known, heard from within `election_ticks_min`.
-    pub fn applies(
-        check_quorum: bool,
-        leader: Option<NodeId>,
-        heard_ticks_ago: u64,
-        election_ticks_min: u64,
-    ) -> bool {
-        check_quorum && leader.is_some() && heard_ticks_ago < election_ticks_min
+    /// Whether a node in this state must ignore the request: a leader
+    /// known, heard from within `election_ticks_min`.
+    pub fn applies(leader: Option<NodeId>, heard_ticks_ago: u64, election_ticks_min: u64) -> bool {
+        leader.is_some() && heard_ticks_ago < election_ticks_min
     }
 
     /// Checks the voter's vote after it took the request: `voted_for` in
@@ -79,11 +75,10 @@ mod tests {
     }
 
     #[test]
-    fn stickiness_applies_only_to_a_follower_of_a_recent_leader_with_check_quorum() {
-        assert!(StickyVoter::applies(true, Some(NodeId(1)), 9, 10));
-        assert!(!StickyVoter::applies(true, Some(NodeId(1)), 10, 10));
-        assert!(!StickyVoter::applies(true, None, 0, 10));
-        assert!(!StickyVoter::applies(false, Some(NodeId(1)), 0, 10));
+    fn stickiness_applies_only_to_a_follower_of_a_recent_leader() {
+        assert!(StickyVoter::applies(Some(NodeId(1)), 9, 10));
+        assert!(!StickyVoter::applies(Some(NodeId(1)), 10, 10));
+        assert!(!StickyVoter::applies(None, 0, 10));
     }
 
     #[test]
