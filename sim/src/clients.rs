@@ -761,7 +761,7 @@ impl World {
             && self
                 .nodes
                 .iter()
-                .all(|node| node.is_running() && node.waiting.is_empty());
+                .all(|node| node.is_spare() || (node.is_running() && node.waiting.is_empty()));
         self.check_quiet_end();
         let leaders: Vec<&SimNode> = self.nodes.iter().filter(|node| node.is_leader()).collect();
         if let ([leader], true) = (leaders.as_slice(), quiet) {

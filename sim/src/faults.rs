@@ -69,7 +69,9 @@ impl World {
     /// random: add it as a learner when it is no member, promote it when
     /// it is a learner, remove it when it votes (the leader included). The
     /// leader refuses what does not fit (a change in flight, the last
-    /// voter); those refusals are part of the test too.
+    /// voter); those refusals are part of the test too. A spare machine
+    /// added starts at once, empty and joining; a removed node added again
+    /// comes back with what its store holds.
     fn change_membership(&mut self) {
         let Some(leader) = self.leader() else { return };
         let node = NodeId(self.rng.membership.gen_range(1..=self.nodes.len() as u64));
@@ -78,6 +80,14 @@ impl World {
             return;
         };
         let change = MembershipChange::next_step(raft.membership(), node);
+        let spare = &mut self.nodes[node.0 as usize - 1];
+        if spare.is_spare() {
+            spare.down_until = Some(self.now);
+            self.stats.faults.joins += 1;
+            self.trace.record(self.now, "join", &[node.0], || {
+                format!("node {node} starts empty, joining")
+            });
+        }
         self.stats.faults.membership_changes += 1;
         self.trace
             .record(self.now, "membership", &[leader.0, node.0], || {
@@ -342,7 +352,7 @@ impl World {
             {
                 *fate = Fate::Commit;
             }
-            if node.pipeline.is_none() {
+            if node.pipeline.is_none() && !node.is_spare() {
                 node.down_until = Some(self.now);
             }
         }

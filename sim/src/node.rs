@@ -233,6 +233,12 @@ impl SimNode {
         self.pipeline.as_ref().map(Pipeline::raft)
     }
 
+    /// Whether the node is a spare machine not started yet (see
+    /// `World::new`): it is no member and nobody waits for it.
+    pub fn is_spare(&self) -> bool {
+        self.incarnation == 0 && self.down_until.is_none()
+    }
+
     /// Whether the node runs and is not paused.
     pub fn is_running(&self) -> bool {
         self.pipeline.is_some() && self.paused_until.is_none()

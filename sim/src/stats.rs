@@ -46,6 +46,11 @@ pub struct FaultCounts {
     pub membership_changes: u64,
     /// Of those, the ones whose entry was applied on the leader.
     pub membership_changes_applied: u64,
+    /// Spare machines started empty to join (see `World::new`).
+    pub joins: u64,
+    /// Of those, the ones that had applied entries the cluster sent them
+    /// (by its log or a snapshot) when the run ended.
+    pub joins_caught_up: u64,
 }
 
 impl AddAssign for FaultCounts {
@@ -60,6 +65,8 @@ impl AddAssign for FaultCounts {
         self.transfers += other.transfers;
         self.membership_changes += other.membership_changes;
         self.membership_changes_applied += other.membership_changes_applied;
+        self.joins += other.joins;
+        self.joins_caught_up += other.joins_caught_up;
         self.messages_lost += other.messages_lost;
         self.messages_duplicated += other.messages_duplicated;
         self.messages_partitioned += other.messages_partitioned;
@@ -200,6 +207,10 @@ impl RunStats {
             (
                 "membership changes applied (adds, promotions, removals)",
                 faults.membership_changes_applied > 0,
+            ),
+            (
+                "empty nodes that joined and caught up",
+                faults.joins_caught_up > 0,
             ),
             (
                 "session retries, lease reads and stale reads",

@@ -179,6 +179,10 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
                 faults.membership_changes, faults.membership_changes_applied
             )
         ),
+        format!(
+            "          joins              {:>14}",
+            format!("{} ({} caught up)", faults.joins, faults.joins_caught_up)
+        ),
         format!("          messages lost      {:>14}", faults.messages_lost),
         format!(
             "          messages duplicated{:>14}",

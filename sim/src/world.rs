@@ -221,7 +221,16 @@ impl World {
             forgery: rng_stream(seed, 7),
             membership: rng_stream(seed, 8),
         };
-        let mut nodes: Vec<SimNode> = (1..=config.nodes as u64)
+        // A world that changes its membership keeps spare machines: never
+        // started, with empty stores. The swarm's first add of one starts
+        // it joining (as `serve --join` does): it knows no membership
+        // until the leader's log or snapshot brings it.
+        let spares = if profile.membership_change_per_million > 0 {
+            SPARE_NODES
+        } else {
+            0
+        };
+        let mut nodes: Vec<SimNode> = (1..=(config.nodes + spares) as u64)
             .map(|id| SimNode::new(NodeId(id)))
             .collect();
         let apply_settings = ApplySettings {
@@ -250,7 +259,11 @@ impl World {
                     _ => rng.faults.gen_range(1000 - drift..=1000 + drift),
                 }
             };
-            node.start(&config, rng.cores.gen(), &apply_settings, transfer);
+            if node.id.0 as usize > config.nodes {
+                node.joining = true;
+            } else {
+                node.start(&config, rng.cores.gen(), &apply_settings, transfer);
+            }
         }
         let clients = (0..config.clients)
             .map(Client::new)
@@ -277,13 +290,13 @@ impl World {
                 config.ticks,
                 IDLE_WINDOW_TICKS,
                 config.heartbeat_ticks,
-                config.nodes as u64,
+                nodes.len() as u64,
             ),
             fault_end: config.fault_end_tick(),
-            network: Self::network(&config),
+            network: Self::network(&config, nodes.len()),
             trace: Trace::new(config.trace),
             liveness: Liveness::new(config.liveness_ticks_max),
-            postgres_down_until: vec![0; config.nodes],
+            postgres_down_until: vec![0; nodes.len()],
             original_profile: profile.clone(),
             profile,
             apply_settings,
@@ -404,6 +417,11 @@ impl World {
         self.stats.transfers_checked = self.transfer_liveness.completed();
         self.stats.idle_windows_checked = u64::from(self.idle_traffic.armed());
         self.stats.trace_events = self.trace.events();
+        self.stats.faults.joins_caught_up = self
+            .nodes
+            .iter()
+            .filter(|node| node.joining && node.store.state_machine.applied_index() > LogIndex(0))
+            .count() as u64;
         RunOutcome {
             seed: self.seed,
             violation: self.violation,
@@ -442,9 +460,10 @@ impl World {
     }
 
     /// The network, with its planted bug if the run plants one there.
-    fn network(config: &SimConfig) -> Network {
+    #[cfg_attr(not(feature = "planted-bugs"), allow(unused_variables))]
+    fn network(config: &SimConfig, nodes: usize) -> Network {
         #[allow(unused_mut)]
-        let mut network = Network::new(config.nodes);
+        let mut network = Network::new(nodes);
         #[cfg(feature = "planted-bugs")]
         if config.planted_bug.as_deref() == Some(raftgres::core::PlantedBug::PeerLinkGivesUp.name())
         {
@@ -489,6 +508,11 @@ impl World {
         self.now += 1;
     }
 }
+
+/// Spare machines of a world that changes its membership (see
+/// `World::new`): enough for a replacement of the leader and of a follower
+/// in one run.
+pub(crate) const SPARE_NODES: usize = 2;
 
 /// Ticks the leadership transfer asked for after recovery may take: the
 /// leader gives a transfer up after twice the largest election timeout,

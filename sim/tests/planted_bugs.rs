@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [2, 6],
+            seeds_needed: [6, 1],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -71,12 +71,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "apply-before-durable",
-            seeds_needed: [1, 5],
+            seeds_needed: [1, 3],
             checkers: &["apply_after_durable", "core_invariant"],
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [1, 6],
+            seeds_needed: [3, 1],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -91,7 +91,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "lease-after-timeout-now",
-            seeds_needed: [9, 10],
+            seeds_needed: [43, 10],
             checkers: &["lease_exclusivity", "read_index_safety", "linearizability"],
         },
         Hunt {
@@ -101,12 +101,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "session-expiry-at-batch-end",
-            seeds_needed: [1, 1],
+            seeds_needed: [3, 1],
             checkers: &["replica_rows", "exactly_once", "linearizability"],
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [1, 6],
+            seeds_needed: [1, 3],
             checkers: &[
                 "client_outcomes",
                 "held_requests",
@@ -116,17 +116,17 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [18, 66],
+            seeds_needed: [66, 77],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [19, 101],
+            seeds_needed: [3, 122],
             checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {
             bug: "snapshot-labelled-at-log-start",
-            seeds_needed: [2, 2],
+            seeds_needed: [2, 5],
             checkers: &[
                 "corrupt_durable_data",
                 "replica_rows",

@@ -49,7 +49,12 @@ pub fn check_leader(leader: NodeId, log: &RaftLog, committed: LogIndex) -> Resul
     }
     let mut previous = log.snapshot_membership();
     for (index, next) in log.membership_entries() {
-        if let Err(reason) = follows(previous, next) {
+        // No voters: a node that joined empty and took the log from its
+        // start, which does not hold the membership the cluster
+        // bootstrapped with (that lives in each first node's
+        // configuration); its first membership entry follows that one.
+        let known = !previous.voters.is_empty();
+        if let (true, Err(reason)) = (known, follows(previous, next)) {
             return Err(format!(
                 "leader {leader}: the membership at index {index}, {next}, does not follow \
                  {previous}: {reason}"
@@ -123,6 +128,12 @@ mod tests {
     /// Node 1's log: entries 1 to 4 of term 1, with `memberships` at
     /// indexes 2, 3, 4..., committed through `commit`.
     fn log(memberships: &[Membership], commit: u64) -> RaftLog {
+        log_from(plain(&[1, 2, 3], &[]), memberships, commit)
+    }
+
+    /// The same, on a node that starts from membership `first` (the
+    /// bootstrap one, or none for a node that joined empty).
+    fn log_from(first: Membership, memberships: &[Membership], commit: u64) -> RaftLog {
         let mut entries = vec![Entry {
             term: Term(1),
             index: LogIndex(1),
@@ -138,7 +149,7 @@ mod tests {
         let mut log = RaftLog::restore(
             NodeId(1),
             SnapshotMeta::default(),
-            plain(&[1, 2, 3], &[]),
+            first,
             entries,
             LogIndex(0),
         );
@@ -180,6 +191,30 @@ mod tests {
             check_leader(NodeId(1), &log(&steps, 3), LogIndex(3)),
             Ok(())
         );
+    }
+
+    /// A node that joined empty and took the log from its start knows
+    /// no membership before the first entry of one: that entry may follow
+    /// anything, the ones after it are held to the protocol.
+    #[test]
+    fn a_joined_node_checks_from_its_first_membership_entry() {
+        let steps = [plain(&[1, 2, 3], &[4]), joint(&[1, 2, 3, 4], &[1, 2, 3])];
+        assert_eq!(
+            check_leader(
+                NodeId(1),
+                &log_from(plain(&[], &[]), &steps, 3),
+                LogIndex(3)
+            ),
+            Ok(())
+        );
+        let skipped = [plain(&[1, 2, 3], &[4]), plain(&[1, 2, 3, 4], &[])];
+        let error = check_leader(
+            NodeId(1),
+            &log_from(plain(&[], &[]), &skipped, 3),
+            LogIndex(3),
+        )
+        .unwrap_err();
+        assert!(error.contains("at index 3"), "{error}");
     }
 
     #[test]
