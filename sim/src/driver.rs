@@ -16,7 +16,8 @@ use raftgres::pipeline::{ApplyBatch, Input, Output, StageJob, WriteDone, WriteJo
 use rand::Rng;
 
 use crate::checkers::{
-    apply_after_durable, covered_applies, crash_recovery, honest_peers, message_size,
+    apply_after_durable, covered_applies, crash_recovery, honest_peers, join_handshake,
+    message_size,
 };
 use crate::network::SendFate;
 use crate::node::{Queued, QueuedInput, SimNode, Waiting};
@@ -785,6 +786,15 @@ impl World {
             if result.is_err() {
                 return self.check("crash_recovery", result);
             }
+            if !self.join_answered(index) {
+                if self.violation.is_some() {
+                    return;
+                }
+                // `serve --join` refuses to start when no member says it
+                // was added; it is started again a while later.
+                self.nodes[index].down_until = Some(self.now + JOIN_RETRY_TICKS);
+                continue;
+            }
             let seed = self.rng.cores.gen();
             let settings = self.apply_settings;
             let transfer = self.transfer;
@@ -810,6 +820,38 @@ impl World {
             self.check("single_vote", result);
             self.handle(index, None);
         }
+    }
+
+    /// Whether node `index` may start: always, unless it was started to
+    /// join (`serve --join`) and its durable state says it must first ask
+    /// whether it was added; then when a running node's membership lists
+    /// it (the product asks the nodes its configuration names, and waits
+    /// a few seconds for an add just made to reach them).
+    fn join_answered(&mut self, index: usize) -> bool {
+        let node = &self.nodes[index];
+        if !node.joining || !node.store.durable_state().waits_to_be_added() {
+            return true;
+        }
+        let id = node.id;
+        let result = join_handshake::check_asking(id, &node.store);
+        if result.is_err() {
+            self.check("join_handshake", result);
+            return false;
+        }
+        let added = self.nodes.iter().any(|other| {
+            other.is_running()
+                && other
+                    .raft()
+                    .is_some_and(|raft| raft.membership().contains(id))
+        });
+        self.trace
+            .record(self.now, "join-asked", &[id.0, u64::from(added)], || {
+                format!(
+                    "node {id} asks whether it was added: {}",
+                    if added { "yes" } else { "no answer" }
+                )
+            });
+        added
     }
 
     /// Resumes paused nodes that are due: the pipeline first receives
@@ -902,3 +944,7 @@ fn describe(body: &MessageBody) -> String {
         other => other.kind().to_string(),
     }
 }
+
+/// Ticks before a node whose join handshake went unanswered is started
+/// again (an operator's or supervisor's restart).
+const JOIN_RETRY_TICKS: u64 = 20;

@@ -124,6 +124,34 @@ async fn a_learner_added_under_load_catches_up_is_promoted_and_counts_toward_quo
         .await;
     let client = cluster.client();
     assert_nothing_lost(&client, writer, "during/").await;
+
+    // A node that joined restarts as a member, whatever answers. Alone,
+    // every other node down, it must start at once: not ask again whether
+    // it was added (nobody would answer, and after 30 s it would exit; a
+    // cluster whose voters all joined could then never start again).
+    tokio::task::block_in_place(|| -> Result<(), raftgres_devcluster::cluster::DevError> {
+        for id in [1, 2, 3, learner] {
+            if cluster.pid(id).is_some() {
+                cluster.kill_node(id)?;
+            }
+        }
+        cluster.start_node(learner)?;
+        Ok(())
+    })
+    .expect("stop every node, start the joined one alone");
+    cluster
+        .wait_for_status(learner, "up alone, as a member", |_| true)
+        .await;
+    tokio::task::block_in_place(|| -> Result<(), raftgres_devcluster::cluster::DevError> {
+        for id in [1, 2, 3] {
+            cluster.start_node(id)?;
+        }
+        Ok(())
+    })
+    .expect("start the original nodes again");
+    cluster.wait_leader().await;
+    write_keys(&cluster.client(), "after-restart/", 5).await;
+    assert_applied_locally(&mut cluster, learner).await;
 }
 
 /// Proves the replacement of a dead node: with node 3 killed, node 4 is

@@ -4,8 +4,8 @@
 
 use super::test_cluster::TestCluster;
 use super::{
-    LogIndex, Membership, MembershipChange, MembershipError, Message, MessageBody, NodeId, Role,
-    Term,
+    DurableState, Entry, EntryPayload, LogIndex, Membership, MembershipChange, MembershipError,
+    Message, MessageBody, NodeId, Role, Term,
 };
 
 /// Delivers everything, processes every node and ticks, `rounds` times:
@@ -442,4 +442,34 @@ fn a_node_refused_as_no_member_steps_down_to_the_refusing_term() {
     assert_eq!(raft.role(), Role::Follower);
     assert_eq!(raft.term(), Term(term.0 + 5));
     assert_eq!(raft.status().leader, None);
+}
+
+/// A node that joined and took the log from its start stores no
+/// membership at its log start, but its log holds the entry that added
+/// it: restarted, it must not ask the cluster again (a cluster whose
+/// voters all joined would wait on itself for ever).
+#[test]
+fn a_node_whose_log_holds_a_membership_does_not_wait_to_be_added() {
+    let mut durable = DurableState::default();
+    assert!(durable.waits_to_be_added(), "an empty node asks");
+    durable.entries.push(Entry {
+        term: Term(1),
+        index: LogIndex(1),
+        payload: EntryPayload::Blank,
+    });
+    assert!(
+        durable.waits_to_be_added(),
+        "entries without a membership say nothing"
+    );
+    durable.entries.push(Entry {
+        term: Term(1),
+        index: LogIndex(2),
+        payload: EntryPayload::Membership(Box::new(Membership::new([NodeId(1)]))),
+    });
+    assert!(!durable.waits_to_be_added());
+    let snapshot_only = DurableState {
+        membership: Membership::new([NodeId(1)]),
+        ..DurableState::default()
+    };
+    assert!(!snapshot_only.waits_to_be_added());
 }

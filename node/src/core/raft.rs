@@ -37,6 +37,23 @@ pub struct DurableState {
     pub applied: LogIndex,
 }
 
+impl DurableState {
+    /// Whether a node started with `serve --join` must first ask the
+    /// cluster whether it was added (and refuse to start if not): it
+    /// knows no membership, neither stored at its log start nor in a log
+    /// entry. A node that joined and took the log from its start stores
+    /// none at its log start (the bootstrap membership lives in the first
+    /// nodes' configurations, not in the log), but its log holds the entry
+    /// that added it: it restarts as a member, whoever answers.
+    pub fn waits_to_be_added(&self) -> bool {
+        self.membership.voters.is_empty()
+            && !self
+                .entries
+                .iter()
+                .any(|entry| matches!(entry.payload, EntryPayload::Membership(_)))
+    }
+}
+
 /// Whether a node takes `message` from a sender it does not count a
 /// member (section 4.1 of the Raft dissertation): a leader's traffic
 /// (appends, heartbeats, snapshots) in the receiver's term or a later one,

@@ -237,7 +237,7 @@ async fn run<S: StateMachine>(
         .map_or(0, |elapsed| elapsed.as_nanos() as u64)
         ^ config.node_id.rotate_left(32);
     let stored_membership = durable.membership.clone();
-    if config.join && stored_membership.voters.is_empty() {
+    if config.join && durable.waits_to_be_added() {
         join::wait_until_added(&config, tls.as_ref()).await?;
     }
     let raft = Raft::new(config.core_config(), durable, seed)?;

@@ -26,6 +26,7 @@ pub mod held_requests;
 pub mod honest_peers;
 pub mod idle_traffic;
 pub mod index_monotonicity;
+pub mod join_handshake;
 pub mod leader_commit_rule;
 pub mod leader_completeness;
 pub mod leader_promptness;
