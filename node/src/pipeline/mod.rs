@@ -345,6 +345,19 @@ impl Pipeline {
         self.applied
     }
 
+    /// The node's status as `Cluster.Status` and the metrics give it: the
+    /// core's, with the applied index of the state machine. The core
+    /// counts a snapshot applied as soon as it takes it, while its install
+    /// (rows, sessions, applied index in one transaction) may take seconds
+    /// longer; a client that waits for a node to catch up must not see it
+    /// caught up before its state is.
+    pub fn status(&self) -> crate::core::Status {
+        crate::core::Status {
+            applied_index: self.applied,
+            ..self.raft.status()
+        }
+    }
+
     /// Linearizable reads handed to the core and not yet answered.
     pub fn reads_pending(&self) -> usize {
         self.requests.reads_pending()

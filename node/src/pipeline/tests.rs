@@ -630,3 +630,76 @@ fn a_state_machine_behind_with_no_batch_coming_gets_the_last_entry_again() {
     pipeline.handle(now, Input::ApplyDone(apply_all(&batch.entries, b"")));
     assert_eq!(pipeline.raft().log().applied_index(), applied);
 }
+
+/// A follower's core counts a snapshot applied as soon as it takes it; the
+/// install transaction (rows, sessions, applied index) comes after and may
+/// take seconds. The status clients poll, and the applied-index gauge,
+/// give the state machine's index: a node is not caught up before its
+/// state is (an end-to-end test read an empty state machine from a
+/// follower whose status said it had installed a snapshot).
+#[test]
+fn the_status_gives_the_applied_index_of_the_state_machine() {
+    let raft = Raft::new(
+        Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]),
+        DurableState::default(),
+        7,
+    )
+    .expect("a valid configuration");
+    let mut pipeline = Pipeline::new(raft, config(1 << 40), Instant::default());
+    let now = Instant::default();
+    // Node 2 leads term 1.
+    let heartbeat = crate::core::MessageBody::HeartbeatRequest {
+        leader_commit: LogIndex(0),
+        read_round: 1,
+    };
+    pipeline.handle(now, message_from(2, Term(1), heartbeat));
+    complete_writes(&mut pipeline, now);
+    assert_eq!(pipeline.raft().leader(), Some(NodeId(2)));
+    let data = b"rows".to_vec();
+    let crc = crate::core::SnapshotChunk::crc(0, &data);
+    let meta = crate::core::SnapshotMeta {
+        index: LogIndex(10),
+        term: Term(1),
+    };
+    let chunk = crate::core::SnapshotChunk {
+        view: 5,
+        meta,
+        membership: crate::core::Membership::new([NodeId(1), NodeId(2), NodeId(3)]),
+        seq: 0,
+        data,
+        last: true,
+        checksum: crc,
+        running: crc,
+    };
+    pipeline.handle(
+        now,
+        message_from(
+            2,
+            Term(1),
+            crate::core::MessageBody::SnapshotChunk(Box::new(chunk)),
+        ),
+    );
+    let stage = pipeline
+        .take_outputs()
+        .into_iter()
+        .find_map(|output| match output {
+            Output::Stage(job) => Some(job),
+            _ => None,
+        })
+        .expect("the chunk is staged");
+    assert!(stage.transfer.complete);
+    pipeline.handle(now, Input::Staged(stage.transfer));
+    let install = the_write(&pipeline.take_outputs());
+    assert_eq!(
+        install.snapshot.as_ref().map(|snapshot| snapshot.meta),
+        Some(meta)
+    );
+    assert_eq!(pipeline.raft().status().applied_index, LogIndex(10));
+    assert_eq!(
+        pipeline.status().applied_index,
+        LogIndex(0),
+        "not installed yet"
+    );
+    pipeline.handle(now, Input::WriteDone(WriteDone::of(install, None)));
+    assert_eq!(pipeline.status().applied_index, LogIndex(10));
+}

@@ -298,7 +298,7 @@ impl Driver {
             Event::Status { reply } => {
                 let storage_healthy = self.metrics.storage_healthy.get() == 1;
                 let _ = reply.send(NodeStatus {
-                    core: self.pipeline.raft().status(),
+                    core: self.pipeline.status(),
                     storage_healthy,
                 });
                 return;
@@ -488,10 +488,11 @@ impl Driver {
             .is_leader
             .set(u64::from(raft.role() == Role::Leader));
         self.metrics.commit_index.set(log.commit_index().0);
-        self.metrics.applied_index.set(log.applied_index().0);
+        let applied = self.pipeline.state_machine_index();
+        self.metrics.applied_index.set(applied.0);
         self.metrics
             .apply_lag_entries
-            .set(log.commit_index().0.saturating_sub(log.applied_index().0));
+            .set(log.commit_index().0.saturating_sub(applied.0));
         self.metrics.last_index.set(log.last_index().0);
         self.metrics
             .log_entries
