@@ -76,7 +76,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [3, 1],
+            seeds_needed: [4, 1],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -121,7 +121,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [3, 122],
+            seeds_needed: [17, 122],
             checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {
