@@ -313,10 +313,10 @@ pub async fn apply(
         }
         FaultKind::PartitionLeader => {
             let fault = NetworkFault::Partition(vec![vec![leader], followers.clone()]);
-            mesh.apply(&fault);
+            let coverage = mesh.apply(&fault);
             Ok((
                 AppliedFault::Network(fault),
-                format!("isolate node {leader}"),
+                format!("isolate node {leader}{}", coverage.note()),
             ))
         }
         FaultKind::Blackhole => {
@@ -326,10 +326,10 @@ pub async fn apply(
                 (follower, leader)
             };
             let fault = NetworkFault::Blackhole { from, to };
-            mesh.apply(&fault);
+            let coverage = mesh.apply(&fault);
             Ok((
                 AppliedFault::Network(fault),
-                format!("blackhole node {from} -> node {to}"),
+                format!("blackhole node {from} -> node {to}{}", coverage.note()),
             ))
         }
         FaultKind::Latency => {
@@ -339,10 +339,13 @@ pub async fn apply(
                 b: follower,
                 latency,
             };
-            mesh.apply(&fault);
+            let coverage = mesh.apply(&fault);
             Ok((
                 AppliedFault::Network(fault),
-                format!("{latency:?} between nodes {leader} and {follower}"),
+                format!(
+                    "{latency:?} between nodes {leader} and {follower}{}",
+                    coverage.note()
+                ),
             ))
         }
         FaultKind::TransferLeadership => {

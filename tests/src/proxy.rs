@@ -328,6 +328,31 @@ async fn pump(
     let (_, ()) = tokio::join!(reader, writer);
 }
 
+/// How much of a network fault the proxies could carry out: directed
+/// links it names, and of those, links with a proxy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkCoverage {
+    /// Directed links the fault names.
+    pub named: usize,
+    /// Of those, links that go through a proxy.
+    pub proxied: usize,
+}
+
+impl LinkCoverage {
+    /// What to add to the fault's description: nothing when every link
+    /// named has a proxy.
+    pub fn note(&self) -> String {
+        if self.proxied == self.named {
+            String::new()
+        } else {
+            format!(
+                " (only {} of {} links proxied: links into added nodes are not)",
+                self.proxied, self.named
+            )
+        }
+    }
+}
+
 /// A network fault between nodes, as the nemesis applies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NetworkFault {
@@ -423,11 +448,17 @@ impl ProxyMesh {
             .collect()
     }
 
-    /// Applies `fault` on top of the faults already in place.
-    pub fn apply(&self, fault: &NetworkFault) {
+    /// Applies `fault` on top of the faults already in place. Returns how
+    /// many of the directed links the fault names have a proxy, and how
+    /// many it names: links into a node added during a campaign have none
+    /// (see docs/NEMESIS.md), so a fault on them does less, or nothing.
+    pub fn apply(&self, fault: &NetworkFault) -> LinkCoverage {
         let links = self.lock();
-        let update = |from: u64, to: u64, change: &dyn Fn(&mut LinkFaults)| {
+        let mut coverage = LinkCoverage::default();
+        let mut update = |from: u64, to: u64, change: &dyn Fn(&mut LinkFaults)| {
+            coverage.named += 1;
             if let Some(proxy) = links.get(&(from, to)) {
+                coverage.proxied += 1;
                 let mut faults = proxy.faults();
                 change(&mut faults);
                 proxy.set_faults(faults);
@@ -436,12 +467,26 @@ impl ProxyMesh {
         match fault {
             NetworkFault::Partition(groups) => {
                 let group_of = |node: u64| groups.iter().position(|group| group.contains(&node));
-                for (from, to) in links.keys().copied() {
-                    if group_of(from) != group_of(to) {
-                        update(from, to, &|faults| {
-                            faults.request_blocked = true;
-                            faults.response_blocked = true;
-                        });
+                let nodes: Vec<u64> = groups.iter().flatten().copied().collect();
+                // Between the nodes the groups name; a link to a node no
+                // group names is cut too, as before, uncounted.
+                for &from in &nodes {
+                    for &to in &nodes {
+                        if group_of(from) != group_of(to) {
+                            update(from, to, &|faults| {
+                                faults.request_blocked = true;
+                                faults.response_blocked = true;
+                            });
+                        }
+                    }
+                }
+                for (&(from, to), proxy) in links.iter() {
+                    let named = nodes.contains(&from) && nodes.contains(&to);
+                    if !named && group_of(from) != group_of(to) {
+                        let mut faults = proxy.faults();
+                        faults.request_blocked = true;
+                        faults.response_blocked = true;
+                        proxy.set_faults(faults);
                     }
                 }
             }
@@ -454,6 +499,7 @@ impl ProxyMesh {
                 update(*b, *a, &|faults| faults.latency = *latency);
             }
         }
+        coverage
     }
 
     /// Removes every fault.
@@ -614,7 +660,39 @@ mod tests {
         assert!(round_trip(&mut socket, b"y", Duration::from_secs(5))
             .await
             .is_some());
-        mesh.apply(&NetworkFault::Partition(vec![vec![1], vec![2]]));
+        let coverage = mesh.apply(&NetworkFault::Partition(vec![vec![1], vec![2]]));
         assert!(mesh.faults(1, 2).request_blocked && mesh.faults(2, 1).response_blocked);
+        assert_eq!(
+            coverage,
+            LinkCoverage {
+                named: 2,
+                proxied: 2
+            }
+        );
+        assert_eq!(coverage.note(), "");
+        // Node 3 (added during a campaign) is reached directly: a fault on
+        // its links does less than it says, and its description says so.
+        mesh.heal();
+        let coverage = mesh.apply(&NetworkFault::Partition(vec![vec![1], vec![2, 3]]));
+        assert_eq!(
+            coverage,
+            LinkCoverage {
+                named: 4,
+                proxied: 2
+            }
+        );
+        let coverage = mesh.apply(&NetworkFault::Blackhole { from: 3, to: 1 });
+        assert_eq!(
+            coverage,
+            LinkCoverage {
+                named: 2,
+                proxied: 0
+            }
+        );
+        assert!(
+            coverage.note().contains("only 0 of 2 links proxied"),
+            "{}",
+            coverage.note()
+        );
     }
 }
