@@ -746,7 +746,7 @@ impl Pipeline {
         }
         // Committed entries ride the next write; only when none waits to
         // start do they get a transaction of their own.
-        if self.writes.next.is_none() {
+        if self.writes.nothing_queued() {
             if let Some(batch) = self.applies.start() {
                 self.outputs.push(Output::Apply(batch));
             }

@@ -1,5 +1,7 @@
-//! The log write: one in flight, later work merged into the next one
+//! The log write: one in flight, later work merged into bounded jobs
 //! (group commit), and the messages that wait for it to be durable.
+
+use std::collections::VecDeque;
 
 use super::apply::{ApplyBatch, ApplyDone};
 use super::clock::Instant;
@@ -105,8 +107,12 @@ pub(super) struct Writes {
     /// When the job in flight was handed out; `None` when none is.
     /// Invariant: at most one job is being carried out.
     pub(super) started_at: Option<Instant>,
-    /// Everything produced since the job in flight started.
-    pub(super) next: Option<WriteJob>,
+    /// Everything produced since the job in flight started, in order:
+    /// later work merges into the last job while the two together carry
+    /// at most `entries_max` entries, and starts a new one beyond, so
+    /// that the acknowledgements of a follower catching up leave after
+    /// each bounded write rather than after all of them.
+    pub(super) queued: VecDeque<WriteJob>,
     /// Whether the job in flight carries an apply batch.
     pub(super) carries_apply: bool,
     /// Most entries one job hands out (see `PipelineConfig`).
@@ -120,7 +126,7 @@ impl Default for Writes {
     fn default() -> Writes {
         Writes {
             started_at: None,
-            next: None,
+            queued: VecDeque::new(),
             carries_apply: false,
             entries_max: super::WRITE_ENTRIES_MAX_DEFAULT,
             install_before_hard_state: false,
@@ -129,12 +135,21 @@ impl Default for Writes {
 }
 
 impl Writes {
-    /// Queues `job` behind the one in flight, merging it into the next.
+    /// Queues `job` behind the one in flight: merged into the last
+    /// queued job while the two carry at most `entries_max` entries, a
+    /// job of its own beyond.
     pub(super) fn queue(&mut self, job: WriteJob) {
-        match &mut self.next {
-            Some(next) => next.merge(job),
-            None => self.next = Some(job),
+        match self.queued.back_mut() {
+            Some(last) if last.entries.len() + job.entries.len() <= self.entries_max => {
+                last.merge(job)
+            }
+            _ => self.queued.push_back(job),
         }
+    }
+
+    /// Whether nothing waits to be written.
+    pub(super) fn nothing_queued(&self) -> bool {
+        self.queued.is_empty()
     }
 
     /// Whether a write is being carried out.
@@ -144,22 +159,25 @@ impl Writes {
 
     /// Whether every write handed out so far is durable and nothing waits.
     pub(super) fn idle(&self) -> bool {
-        !self.in_flight() && self.next.is_none()
+        !self.in_flight() && self.queued.is_empty()
     }
 
     /// The next job to carry out, if the writer is free and the job may
     /// start: a snapshot install replaces the state machine, so it waits
-    /// until no apply transaction runs against it. A job of more than
-    /// `entries_max` entries goes out in parts: the first `entries_max`
-    /// (with the hard state, snapshot and compaction) durable up to their
-    /// last entry, the rest queued with the messages that wait for all of
-    /// it, and later work merged behind it.
+    /// until no apply transaction runs against it. A single job of more
+    /// than `entries_max` entries (one append message can carry more)
+    /// goes out in parts: the first `entries_max` (with the hard state,
+    /// snapshot and compaction) durable up to their last entry, the rest
+    /// queued first with the messages that wait for all of it.
     pub(super) fn start(&mut self, apply_in_flight: bool, now: Instant) -> Option<WriteJob> {
-        let installs = self.next.as_ref().is_some_and(|job| job.snapshot.is_some());
+        let installs = self
+            .queued
+            .front()
+            .is_some_and(|job| job.snapshot.is_some());
         if self.in_flight() || (installs && apply_in_flight) {
             return None;
         }
-        let mut job = self.next.take()?;
+        let mut job = self.queued.pop_front()?;
         if self.install_before_hard_state && job.snapshot.is_some() && job.hard_state.is_some() {
             // Planted bug: everything but the hard state now, the hard state
             // (with the persist point and the messages waiting on it) next.
@@ -172,7 +190,7 @@ impl Writes {
                 snapshot: None,
                 apply: None,
             };
-            self.next = Some(rest);
+            self.queued.push_front(rest);
         }
         if job.entries.len() > self.entries_max {
             let rest = WriteJob {
@@ -183,8 +201,7 @@ impl Writes {
             };
             let last = job.entries.last().expect("entries_max is at least 1");
             job.persist_point = Some((last.index, last.term));
-            debug_assert!(self.next.is_none(), "the job was taken from next");
-            self.next = Some(rest);
+            self.queued.push_front(rest);
         }
         self.started_at = Some(now);
         Some(job)
@@ -311,27 +328,61 @@ mod tests {
         );
     }
 
-    /// A catching-up follower merges many appends behind the write in
-    /// flight; storage takes at most `entries_max` entries in one append
-    /// (storage-pg refuses more and the node stops), so the run goes out
-    /// in parts, each durable up to its own last entry, and the messages
-    /// that claim the whole run wait for its last part.
+    /// A follower catching up receives appends faster than one write
+    /// completes; storage takes at most `entries_max` entries in one
+    /// append (storage-pg refuses more and the node stops). Queued work
+    /// forms jobs of at most that many entries, each with the
+    /// acknowledgements of its own appends, so they leave after each
+    /// bounded write rather than after the whole run.
     #[test]
-    fn a_long_run_of_entries_is_written_in_parts() {
+    fn queued_appends_form_bounded_jobs_each_with_its_acknowledgements() {
+        let mut writes = Writes {
+            entries_max: 4,
+            ..Writes::default()
+        };
+        let now = Instant::default();
+        writes.queue(WriteJob {
+            entries: entries(1, 1, 2),
+            persist_point: Some((LogIndex(1), Term(2))),
+            ..WriteJob::default()
+        });
+        let first = writes.start(false, now).unwrap();
+        assert_eq!(first.entries, entries(1, 1, 2));
+        // Three appends of two entries each arrive while it is written.
+        for (from, to) in [(2, 3), (4, 5), (6, 7)] {
+            writes.queue(WriteJob {
+                entries: entries(from, to, 2),
+                messages_after_persist: vec![acknowledgement(to)],
+                persist_point: Some((LogIndex(to), Term(2))),
+                ..WriteJob::default()
+            });
+        }
+        writes.done();
+        let second = writes.start(false, now).unwrap();
+        assert_eq!(second.entries, entries(2, 5, 2));
+        assert_eq!(second.persist_point, Some((LogIndex(5), Term(2))));
+        assert_eq!(
+            second.messages_after_persist,
+            vec![acknowledgement(3), acknowledgement(5)],
+            "the acknowledgements of the appends this write holds, no more"
+        );
+        writes.done();
+        let third = writes.start(false, now).unwrap();
+        assert_eq!(third.entries, entries(6, 7, 2));
+        assert_eq!(third.messages_after_persist, vec![acknowledgement(7)]);
+        writes.done();
+        assert!(writes.idle());
+    }
+
+    /// One job can still carry more than `entries_max` entries (a single
+    /// append message may); it goes out in parts, each durable up to its
+    /// own last entry, and the messages that claim the whole job wait for
+    /// its last part.
+    #[test]
+    fn a_job_beyond_the_bound_is_written_in_parts() {
         let mut writes = Writes {
             entries_max: 3,
             ..Writes::default()
-        };
-        let acknowledgement = Message {
-            from: NodeId(2),
-            to: NodeId(1),
-            term: Term(2),
-            body: crate::core::MessageBody::AppendResponse {
-                index: LogIndex(7),
-                rejected: false,
-                reject_hint_index: LogIndex(0),
-                reject_hint_term: Term(0),
-            },
         };
         let hard_state = HardState {
             term: Term(2),
@@ -340,34 +391,60 @@ mod tests {
         writes.queue(WriteJob {
             hard_state: Some(hard_state),
             entries: entries(1, 7, 2),
-            messages_after_persist: vec![acknowledgement.clone()],
+            messages_after_persist: vec![acknowledgement(7)],
             persist_point: Some((LogIndex(7), Term(2))),
             ..WriteJob::default()
         });
         let now = Instant::default();
-        let first = writes.start(false, now).unwrap();
-        assert_eq!(first.entries, entries(1, 3, 2));
-        assert_eq!(first.hard_state, Some(hard_state));
-        assert_eq!(first.persist_point, Some((LogIndex(3), Term(2))));
-        assert!(first.messages_after_persist.is_empty());
-        // Work arriving meanwhile merges behind the rest.
-        writes.queue(WriteJob {
-            entries: entries(8, 8, 2),
-            persist_point: Some((LogIndex(8), Term(2))),
-            ..WriteJob::default()
-        });
-        writes.done();
-        let second = writes.start(false, now).unwrap();
-        assert_eq!(second.entries, entries(4, 6, 2));
-        assert_eq!(second.hard_state, None);
-        assert_eq!(second.persist_point, Some((LogIndex(6), Term(2))));
-        assert!(second.messages_after_persist.is_empty());
-        writes.done();
-        let last = writes.start(false, now).unwrap();
-        assert_eq!(last.entries, entries(7, 8, 2));
-        assert_eq!(last.persist_point, Some((LogIndex(8), Term(2))));
-        assert_eq!(last.messages_after_persist, vec![acknowledgement]);
-        writes.done();
-        assert!(writes.idle());
+        let mut parts = Vec::new();
+        while let Some(part) = writes.start(false, now) {
+            parts.push(part);
+            writes.done();
+        }
+        let spans: Vec<(u64, u64)> = parts
+            .iter()
+            .map(|part| {
+                (
+                    part.entries[0].index.0,
+                    part.entries.last().unwrap().index.0,
+                )
+            })
+            .collect();
+        assert_eq!(spans, vec![(1, 3), (4, 6), (7, 7)]);
+        let persisted: Vec<Option<(LogIndex, Term)>> =
+            parts.iter().map(|part| part.persist_point).collect();
+        assert_eq!(
+            persisted,
+            vec![
+                Some((LogIndex(3), Term(2))),
+                Some((LogIndex(6), Term(2))),
+                Some((LogIndex(7), Term(2))),
+            ]
+        );
+        let messages: Vec<usize> = parts
+            .iter()
+            .map(|part| part.messages_after_persist.len())
+            .collect();
+        assert_eq!(
+            messages,
+            vec![0, 0, 1],
+            "the acknowledgement waits for the last part"
+        );
+        assert_eq!(parts[0].hard_state, Some(hard_state));
+        assert!(parts[1..].iter().all(|part| part.hard_state.is_none()));
+    }
+
+    fn acknowledgement(index: u64) -> Message {
+        Message {
+            from: NodeId(2),
+            to: NodeId(1),
+            term: Term(2),
+            body: crate::core::MessageBody::AppendResponse {
+                index: LogIndex(index),
+                rejected: false,
+                reject_hint_index: LogIndex(0),
+                reject_hint_term: Term(0),
+            },
+        }
     }
 }
