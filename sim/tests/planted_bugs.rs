@@ -121,7 +121,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [17, 122],
+            seeds_needed: [4, 122],
             checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {
