@@ -750,6 +750,7 @@ impl DevCluster {
                 dir: self.layout.dir().display().to_string(),
             });
         }
+        self.free_metrics_port(id)?;
         let child = spawn_node(
             &self.layout,
             id,
@@ -759,6 +760,37 @@ impl DevCluster {
         let pid = child.id();
         self.node_mut(id).child = Some(child);
         Ok(pid)
+    }
+
+    /// Moves node `id`'s metrics endpoint to a free port when another
+    /// process took its port while the node was down (a node would refuse
+    /// to start). Unlike the node's own addresses, no other node names the
+    /// metrics endpoint, so only its config line changes.
+    fn free_metrics_port(&mut self, id: u64) -> Result<(), DevError> {
+        let address = self.node(id).metrics_address.clone();
+        let port = address
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok());
+        let Some(port) = port.filter(|port| !port_is_free(*port)) else {
+            return Ok(());
+        };
+        let path = self.layout.config_path(id);
+        let text = fs::read_to_string(&path).map_err(|source| DevError::Io {
+            context: format!("reading {}", path.display()),
+            source,
+        })?;
+        let quote = |text: &str| toml::Value::String(text.to_string()).to_string();
+        let line = format!("metrics_addr = {}", quote(&address));
+        if !text.contains(&line) {
+            return Ok(());
+        }
+        let mut taken = self.ports_in_use();
+        taken.insert(port);
+        let moved = format!("{}:{}", postgres::HOST, pick_port(None, &mut taken)?);
+        let text = text.replace(&line, &format!("metrics_addr = {}", quote(&moved)));
+        write_file(&path, &text)?;
+        self.node_mut(id).metrics_address = moved;
+        Ok(())
     }
 
     /// Kills node `id`'s process with SIGKILL, as a crash would, and waits

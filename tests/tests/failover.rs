@@ -243,8 +243,15 @@ async fn a_killed_node_restarts_and_catches_up() {
     let new_leader = cluster.wait_for_leader_change(killed).await;
     let last_index = write_keys(&client, "while-down/", 40).await;
 
+    // Another process took the node's metrics port while it was down (a
+    // test running beside this one did once): the node restarts on a new
+    // metrics port instead of refusing to start.
+    let metrics_before = cluster.metrics_address(killed).to_string();
+    let squatter = std::net::TcpListener::bind(&metrics_before).expect("take the metrics port");
     cluster.start_node(killed).expect("restart the killed node");
+    assert_ne!(cluster.metrics_address(killed), metrics_before);
     let commit = cluster.wait_caught_up(killed).await;
+    drop(squatter);
     assert!(commit >= last_index);
     let status = cluster
         .wait_for_status(killed, "back as a follower of the new leader", |status| {
