@@ -183,32 +183,49 @@ pub struct DevClusterOptions {
     /// Serve the peer API on a port of its own (`peer_listen_addr`), apart
     /// from the clients' port.
     pub separate_peer_listener: bool,
-    /// Rewrites the peer addresses written into each node's config, so that
-    /// every directed link between two nodes can go through a proxy of its
-    /// own (the nemesis suite's fault-injecting proxies). `None`: nodes
-    /// reach each other directly.
+    /// Rewrites the peer address of every node as the other nodes see it
+    /// (in their configs and in `member add`), so that a proxy can stand
+    /// in front of each node (the nemesis suite's fault-injecting proxies).
+    /// `None`: nodes reach each other directly.
     pub peer_address_map: Option<PeerAddressMap>,
+    /// Each node makes its peer connections from an address of its own,
+    /// [`peer_source_address`] (`peer_source_addr` in its config), so that
+    /// a proxy in front of a node can tell who is calling.
+    pub distinct_peer_sources: bool,
 }
 
-/// One directed peer link: node `from` sends to node `to`, which listens
-/// for peers at `address`.
+/// One node as its peers see it: node `node` listens for peers at
+/// `address`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PeerLink<'a> {
-    /// The node whose config is being written.
-    pub from: u64,
-    /// The peer it names.
-    pub to: u64,
-    /// Where `to` really listens for peers.
+pub struct PeerTarget<'a> {
+    /// The node.
+    pub node: u64,
+    /// Where it really listens for peers.
     pub address: &'a str,
 }
 
-/// Maps each directed [`PeerLink`] to the address that `from`'s config
-/// names for `to`. Called at every (re)start of the cluster, once per
-/// ordered pair of distinct nodes; a node's own entry is never mapped.
-/// Each node's config lists one address per peer, so a proxy per directed
-/// link (not per node) is what lets a test cut one direction alone.
+/// Maps each [`PeerTarget`] to the address its peers are given for it.
+/// Called at every (re)start of the cluster for every node, and when a
+/// node is added; a node's own config entry is never mapped.
 #[derive(Clone)]
-pub struct PeerAddressMap(pub std::sync::Arc<dyn Fn(PeerLink<'_>) -> String + Send + Sync>);
+pub struct PeerAddressMap(pub std::sync::Arc<dyn Fn(PeerTarget<'_>) -> String + Send + Sync>);
+
+/// The loopback address node `id` makes its peer connections from in a
+/// cluster with [`DevClusterOptions::distinct_peer_sources`]: 127.1.0.0
+/// plus the id (every 127/8 address is the loopback interface's).
+pub fn peer_source_address(id: u64) -> std::net::Ipv4Addr {
+    let id = u32::try_from(id).unwrap_or(u32::MAX).min(0xffff);
+    std::net::Ipv4Addr::from(0x7f01_0000 + id)
+}
+
+/// The node whose [`peer_source_address`] `address` is, if it is one.
+pub fn peer_source_node(address: std::net::IpAddr) -> Option<u64> {
+    let std::net::IpAddr::V4(address) = address else {
+        return None;
+    };
+    let bits = u32::from(address);
+    (bits >> 16 == 0x7f01).then_some(u64::from(bits & 0xffff))
+}
 
 impl std::fmt::Debug for PeerAddressMap {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -260,6 +277,7 @@ impl DevClusterOptions {
             tls: None,
             separate_peer_listener: false,
             peer_address_map: None,
+            distinct_peer_sources: false,
         }
     }
 
@@ -835,7 +853,7 @@ impl DevCluster {
     /// through proxies (its own links to them go through the map).
     pub async fn add_node(&mut self) -> Result<u64, DevError> {
         let id = self.prepare_node().await?;
-        let address = self.peer_address(id).to_string();
+        let address = self.advertised_peer_address(id);
         let added = match self.client() {
             Ok(client) => client.member_add(id, address).await,
             Err(error) => Err(error),
@@ -1159,14 +1177,11 @@ impl DevCluster {
             .map(|(id, node)| {
                 let address = node.peer_address.as_deref().unwrap_or(&node.address);
                 match &self.options.peer_address_map {
-                    Some(map) if *id != from => {
-                        let link = PeerLink {
-                            from,
-                            to: *id,
-                            address,
-                        };
-                        (*id, (map.0)(link), Some(node.address.clone()))
-                    }
+                    Some(_) if *id != from => (
+                        *id,
+                        self.advertised_peer_address(*id),
+                        Some(node.address.clone()),
+                    ),
                     _ => (
                         *id,
                         address.to_string(),
@@ -1175,6 +1190,16 @@ impl DevCluster {
                 }
             })
             .collect()
+    }
+
+    /// The address node `id`'s peers are given for it: its peer address,
+    /// through the options' map when there is one.
+    fn advertised_peer_address(&self, id: u64) -> String {
+        let address = self.peer_address(id);
+        match &self.options.peer_address_map {
+            Some(map) => (map.0)(PeerTarget { node: id, address }),
+            None => address.to_string(),
+        }
     }
 }
 
@@ -1533,6 +1558,12 @@ fn config_text(
     if let Some(peer_address) = node.peer_address {
         text.push_str(&format!("peer_listen_addr = {}\n", quote(peer_address)));
     }
+    if options.distinct_peer_sources {
+        text.push_str(&format!(
+            "peer_source_addr = {}\n",
+            quote(&peer_source_address(id).to_string())
+        ));
+    }
     if join {
         text.push_str("join = true\n");
     }
@@ -1832,6 +1863,27 @@ mod tests {
         assert_eq!(config.raft.election_ticks_min, 12);
         assert_eq!(config.limits.command_bytes_max, 1000);
         assert_eq!(config.metrics_addr.unwrap().port(), 9102);
+        assert_eq!(config.peer_source_addr, None);
+        options.distinct_peer_sources = true;
+        let text = config_text(&options, 2, &node, &peers, false);
+        let config = NodeConfig::from_toml(&text).unwrap();
+        assert_eq!(
+            config.peer_source_addr,
+            Some(std::net::IpAddr::V4(peer_source_address(2)))
+        );
+    }
+
+    #[test]
+    fn each_node_has_its_own_peer_source_address() {
+        for id in [1, 2, 9, 255, 256, 4_000] {
+            let address = peer_source_address(id);
+            assert!(address.is_loopback(), "{address}");
+            assert_eq!(peer_source_node(address.into()), Some(id));
+        }
+        assert_ne!(peer_source_address(1), peer_source_address(2));
+        let localhost: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(peer_source_node(localhost), None);
+        assert_eq!(peer_source_node("::1".parse().unwrap()), None);
     }
 
     #[test]

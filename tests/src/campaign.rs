@@ -161,14 +161,13 @@ const RECOVERY_AFTER_HEAL_MAX: Duration = Duration::from_secs(20);
 /// Runs one campaign.
 pub async fn run(options: CampaignOptions) -> CampaignReport {
     let mesh = ProxyMesh::new();
-    let map = mesh.peer_address_map();
     let election_ticks_max = options.election_ticks_max;
     let log_filter = options.log_filter.clone();
     let mut cluster = TestCluster::start_with(
         &format!("nemesis-{}", options.seed),
         options.nodes,
         |cluster_options| {
-            cluster_options.peer_address_map = Some(map);
+            mesh.install(cluster_options);
             cluster_options.log_filter = Some(log_filter);
             cluster_options
                 .raft_extra

@@ -1,19 +1,29 @@
-//! A fault-injecting TCP proxy for every directed peer link of a cluster.
+//! A fault-injecting TCP proxy in front of every node of a cluster, with
+//! faults per directed peer link.
 //!
-//! Node i's config names, for peer j, the proxy of the link i -> j (see
-//! `raftgres_devcluster::cluster::PeerAddressMap`); that proxy forwards to j's real peer
-//! address. One TCP connection of link i -> j carries i's requests to j
-//! (the [`Direction::Request`] half) and j's answers back to i (the
+//! Every node is given, as node j's peer address, the address of j's
+//! proxy (see `raftgres_devcluster::cluster::PeerAddressMap`, which also
+//! covers `member add`, so nodes added during a campaign get a proxy too);
+//! the proxy forwards to j's real peer address. Each node makes its peer
+//! connections from a loopback address of its own
+//! (`raftgres_devcluster::cluster::peer_source_address`), so the proxy
+//! knows, per connection, which node i is calling: that connection
+//! belongs to the directed link i -> j. It carries i's requests to j (the
+//! [`Direction::Request`] half) and j's answers back to i (the
 //! [`Direction::Response`] half); j's own requests to i travel on link
-//! j -> i. So "nothing from i reaches j" holds back the request half of
-//! i -> j and the response half of j -> i:
+//! j -> i, through i's proxy. So "nothing from i reaches j" holds back the
+//! request half of i -> j and the response half of j -> i:
 //!
 //! ```text
-//!   node i ──► proxy i→j ──► node j      request half:  i's bytes to j
-//!          ◄──            ◄──            response half: j's bytes to i
-//!   node i ◄── proxy j→i ◄── node j      request half:  j's bytes to i
-//!          ──►            ──►            response half: i's bytes to j
+//!   node i ──► proxy of j ──► node j     link i→j, request half:  i's bytes to j
+//!          ◄──             ◄──                     response half: j's bytes to i
+//!   node i ◄── proxy of i ◄── node j     link j→i, request half:  j's bytes to i
+//!          ──►             ──►                     response half: i's bytes to j
 //! ```
+//!
+//! A connection from an address that is no node's (a client following a
+//! leader hint to an added node, whose only address is its peer address)
+//! is forwarded without faults: clients are not on the faulty network.
 //!
 //! Faults, per link and half:
 //! - blocked: bytes read in that half are held, not forwarded; new
@@ -22,9 +32,12 @@
 //! - latency: each chunk is forwarded no earlier than `latency` after it
 //!   was read (chunks keep their order; the delay does not accumulate).
 //!
-//! Every change of a link's faults closes the link's open connections, so
-//! bytes held during a fault are dropped rather than delivered late, as a
-//! lossy network would; gRPC reconnects on its own.
+//! A link's faults are a function of the network faults in place
+//! ([`NetworkFault`]) and of its two ends, so a link that first carries a
+//! connection while a fault is in place gets it too. Every change of a
+//! link's faults closes the link's open connections, so bytes held during
+//! a fault are dropped rather than delivered late, as a lossy network
+//! would; gRPC reconnects on its own.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,6 +45,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use raftgres_devcluster::cluster::{
+    peer_source_node, DevClusterOptions, PeerAddressMap, PeerTarget,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -73,6 +89,70 @@ impl LinkFaults {
     }
 }
 
+/// A network fault between nodes, as the nemesis applies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkFault {
+    /// Nodes in different groups cannot exchange anything; a node no group
+    /// names is cut from every node a group names.
+    Partition(Vec<Vec<u64>>),
+    /// Nothing from `from` reaches `to`; the other direction works.
+    Blackhole {
+        /// The node whose messages are lost.
+        from: u64,
+        /// The node that no longer hears it.
+        to: u64,
+    },
+    /// Every byte between `a` and `b` (both ways) waits `latency` more.
+    Latency {
+        /// One end.
+        a: u64,
+        /// The other end.
+        b: u64,
+        /// The added one-way delay.
+        latency: Duration,
+    },
+}
+
+impl NetworkFault {
+    /// What this fault does to link `from -> to`, on top of `faults`.
+    fn add_to(&self, from: u64, to: u64, faults: &mut LinkFaults) {
+        match self {
+            NetworkFault::Partition(groups) => {
+                let group_of = |node: u64| groups.iter().position(|group| group.contains(&node));
+                if group_of(from) != group_of(to) {
+                    faults.request_blocked = true;
+                    faults.response_blocked = true;
+                }
+            }
+            NetworkFault::Blackhole {
+                from: source,
+                to: sink,
+            } => {
+                if (from, to) == (*source, *sink) {
+                    faults.request_blocked = true;
+                }
+                if (from, to) == (*sink, *source) {
+                    faults.response_blocked = true;
+                }
+            }
+            NetworkFault::Latency { a, b, latency } => {
+                if (from, to) == (*a, *b) || (from, to) == (*b, *a) {
+                    faults.latency = faults.latency.max(*latency);
+                }
+            }
+        }
+    }
+}
+
+/// The faults of link `from -> to` while `faults` are in place.
+fn link_faults(faults: &[NetworkFault], from: u64, to: u64) -> LinkFaults {
+    let mut link = LinkFaults::default();
+    for fault in faults {
+        fault.add_to(from, to, &mut link);
+    }
+    link
+}
+
 /// What a link's connections watch: its faults and a generation that
 /// grows at every change, so that connections opened before it close.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,74 +161,29 @@ struct LinkState {
     generation: u64,
 }
 
-/// One proxy: listens on a loopback port and forwards to `target`.
-pub struct LinkProxy {
-    listen_address: SocketAddr,
-    target: Arc<Mutex<String>>,
+/// One directed link: its state and what it carried.
+struct Link {
     state: watch::Sender<LinkState>,
     /// Bytes forwarded, by direction (for tests and reports).
     forwarded_bytes: Arc<[AtomicU64; 2]>,
     /// Connections accepted so far.
-    connections: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    connections: AtomicU64,
 }
 
-impl LinkProxy {
-    /// A proxy to `target` on a fresh loopback port. Binds synchronously
-    /// (so it can be made inside a sync config hook) and must be called
-    /// within a tokio runtime.
-    pub fn start(target: &str) -> std::io::Result<LinkProxy> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let listen_address = listener.local_addr()?;
-        let listener = TcpListener::from_std(listener)?;
-        let target = Arc::new(Mutex::new(target.to_string()));
-        let (state, state_receiver) = watch::channel(LinkState::default());
-        let forwarded_bytes = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
-        let connections = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(accept_loop(
-            listener,
-            target.clone(),
-            state_receiver,
-            forwarded_bytes.clone(),
-            connections.clone(),
-        ));
-        Ok(LinkProxy {
-            listen_address,
-            target,
-            state,
-            forwarded_bytes,
-            connections,
-            task,
-        })
-    }
-
-    /// Where the proxy listens.
-    pub fn address(&self) -> String {
-        self.listen_address.to_string()
-    }
-
-    /// Points the proxy at a new target (a node restarted on another
-    /// port); open connections close.
-    pub fn retarget(&self, target: &str) {
-        let changed = {
-            let mut current = self.target.lock().unwrap_or_else(|e| e.into_inner());
-            let changed = *current != target;
-            *current = target.to_string();
-            changed
-        };
-        if changed {
-            self.state.send_modify(|state| state.generation += 1);
+impl Link {
+    fn new(faults: LinkFaults) -> Link {
+        Link {
+            state: watch::Sender::new(LinkState {
+                faults,
+                generation: 0,
+            }),
+            forwarded_bytes: Arc::new([AtomicU64::new(0), AtomicU64::new(0)]),
+            connections: AtomicU64::new(0),
         }
     }
 
-    /// The link's current faults.
-    pub fn faults(&self) -> LinkFaults {
-        self.state.borrow().faults
-    }
-
     /// Replaces the link's faults; open connections close when they change.
-    pub fn set_faults(&self, faults: LinkFaults) {
+    fn set_faults(&self, faults: LinkFaults) {
         self.state.send_if_modified(|state| {
             if state.faults == faults {
                 return false;
@@ -159,56 +194,223 @@ impl LinkProxy {
         });
     }
 
-    /// Bytes forwarded so far in `direction`.
-    pub fn forwarded_bytes(&self, direction: Direction) -> u64 {
-        self.forwarded_bytes[direction as usize].load(Ordering::Relaxed)
-    }
-
-    /// Connections accepted so far.
-    pub fn connections(&self) -> u64 {
-        self.connections.load(Ordering::Relaxed)
+    /// Closes the link's open connections.
+    fn reset(&self) {
+        self.state.send_modify(|state| state.generation += 1);
     }
 }
 
-impl Drop for LinkProxy {
+/// The proxy in front of one node: listens on a loopback port, forwards
+/// to the node's peer address.
+struct NodeProxy {
+    listen_address: SocketAddr,
+    target: Arc<Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NodeProxy {
     fn drop(&mut self) {
-        // Aborting the accept loop drops the watch receivers' last sender
-        // side only when `self.state` drops, which closes every connection.
         self.task.abort();
+    }
+}
+
+#[derive(Default)]
+struct MeshState {
+    /// The proxy in front of each node, by node.
+    proxies: BTreeMap<u64, NodeProxy>,
+    /// Every link that carried a connection (or was asked about).
+    links: BTreeMap<(u64, u64), Arc<Link>>,
+    /// The network faults in place, in the order applied.
+    faults: Vec<NetworkFault>,
+}
+
+impl MeshState {
+    /// Link `from -> to`, made with the faults in place if new.
+    fn link(&mut self, from: u64, to: u64) -> Arc<Link> {
+        let faults = &self.faults;
+        self.links
+            .entry((from, to))
+            .or_insert_with(|| Arc::new(Link::new(link_faults(faults, from, to))))
+            .clone()
+    }
+
+    /// Gives every link the faults now in place.
+    fn refresh(&self) {
+        for (&(from, to), link) in &self.links {
+            link.set_faults(link_faults(&self.faults, from, to));
+        }
+    }
+}
+
+/// The proxies of one cluster, one per node, made on demand by the dev
+/// cluster's peer address map, and the faults of every directed link.
+#[derive(Clone, Default)]
+pub struct ProxyMesh {
+    state: Arc<Mutex<MeshState>>,
+}
+
+impl ProxyMesh {
+    /// An empty mesh.
+    pub fn new() -> ProxyMesh {
+        ProxyMesh::default()
+    }
+
+    /// Puts every peer link of the cluster `options` start through this
+    /// mesh: nodes call each other from addresses of their own, through
+    /// the proxies of [`ProxyMesh::peer_address_map`].
+    pub fn install(&self, options: &mut DevClusterOptions) {
+        options.peer_address_map = Some(self.peer_address_map());
+        options.distinct_peer_sources = true;
+    }
+
+    /// The map to put into `DevClusterOptions::peer_address_map` (with
+    /// `distinct_peer_sources`): makes the proxy of each node the first
+    /// time the node is named, and keeps it (retargeted if needed) across
+    /// restarts so configs stay the same. Must be called within a tokio
+    /// runtime.
+    pub fn peer_address_map(&self) -> PeerAddressMap {
+        let mesh = self.clone();
+        PeerAddressMap(Arc::new(move |target: PeerTarget<'_>| {
+            mesh.proxy_address(target.node, target.address)
+                .expect("a loopback port for a peer proxy")
+        }))
+    }
+
+    /// The address of node `node`'s proxy, made if new, forwarding to
+    /// `target`; when the target moved, the node's links drop their
+    /// connections.
+    pub fn proxy_address(&self, node: u64, target: &str) -> std::io::Result<String> {
+        let mut state = self.lock();
+        if let Some(proxy) = state.proxies.get(&node) {
+            let moved = {
+                let mut current = proxy.target.lock().unwrap_or_else(|e| e.into_inner());
+                let moved = *current != target;
+                *current = target.to_string();
+                moved
+            };
+            if moved {
+                for (_, link) in state.links.iter().filter(|((_, to), _)| *to == node) {
+                    link.reset();
+                }
+            }
+            return Ok(proxy.listen_address.to_string());
+        }
+        // Binds synchronously, so that it can run inside a sync config hook.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let listen_address = listener.local_addr()?;
+        let listener = TcpListener::from_std(listener)?;
+        let target = Arc::new(Mutex::new(target.to_string()));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            node,
+            target.clone(),
+            Arc::downgrade(&self.state),
+        ));
+        state.proxies.insert(
+            node,
+            NodeProxy {
+                listen_address,
+                target,
+                task,
+            },
+        );
+        Ok(listen_address.to_string())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MeshState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The directed links that carried a connection, ascending.
+    pub fn links(&self) -> Vec<(u64, u64)> {
+        self.lock().links.keys().copied().collect()
+    }
+
+    /// Link `from -> to`'s faults.
+    pub fn faults(&self, from: u64, to: u64) -> LinkFaults {
+        link_faults(&self.lock().faults, from, to)
+    }
+
+    /// Bytes link `from -> to` forwarded in `direction`.
+    pub fn forwarded_bytes(&self, from: u64, to: u64, direction: Direction) -> u64 {
+        self.lock().links.get(&(from, to)).map_or(0, |link| {
+            link.forwarded_bytes[direction as usize].load(Ordering::Relaxed)
+        })
+    }
+
+    /// Per link: (from, to, connections accepted, request bytes, response
+    /// bytes) so far, for telling a silent node from a silent proxy.
+    pub fn traffic(&self) -> Vec<(u64, u64, u64, u64, u64)> {
+        self.lock()
+            .links
+            .iter()
+            .map(|((from, to), link)| {
+                let bytes = |direction: Direction| {
+                    link.forwarded_bytes[direction as usize].load(Ordering::Relaxed)
+                };
+                (
+                    *from,
+                    *to,
+                    link.connections.load(Ordering::Relaxed),
+                    bytes(Direction::Request),
+                    bytes(Direction::Response),
+                )
+            })
+            .collect()
+    }
+
+    /// Applies `fault` on top of the faults already in place, to every link
+    /// it names, including links that carry their first connection later.
+    pub fn apply(&self, fault: &NetworkFault) {
+        let mut state = self.lock();
+        state.faults.push(fault.clone());
+        state.refresh();
+    }
+
+    /// Removes every fault.
+    pub fn heal(&self) {
+        let mut state = self.lock();
+        state.faults.clear();
+        state.refresh();
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
+    node: u64,
     target: Arc<Mutex<String>>,
-    state: watch::Receiver<LinkState>,
-    forwarded_bytes: Arc<[AtomicU64; 2]>,
-    connections: Arc<AtomicU64>,
+    mesh: std::sync::Weak<Mutex<MeshState>>,
 ) {
     loop {
-        let Ok((downstream, _)) = listener.accept().await else {
+        let Ok((downstream, caller)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        connections.fetch_add(1, Ordering::Relaxed);
+        let Some(mesh) = mesh.upgrade() else {
+            return;
+        };
+        // A caller that is no node gets a link of its own, never faulted.
+        let link = match peer_source_node(caller.ip()) {
+            Some(from) => mesh
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .link(from, node),
+            None => Arc::new(Link::new(LinkFaults::default())),
+        };
+        link.connections.fetch_add(1, Ordering::Relaxed);
         let target = target.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        tokio::spawn(proxy_connection(
-            downstream,
-            target,
-            state.clone(),
-            forwarded_bytes.clone(),
-        ));
+        tokio::spawn(proxy_connection(downstream, target, link));
     }
 }
 
 /// Forwards one connection until either side closes or the link's faults
 /// change.
-async fn proxy_connection(
-    downstream: TcpStream,
-    target: String,
-    mut state: watch::Receiver<LinkState>,
-    forwarded_bytes: Arc<[AtomicU64; 2]>,
-) {
+async fn proxy_connection(downstream: TcpStream, target: String, link: Arc<Link>) {
+    // The link lives as long as its connection: a caller that is no node
+    // has a link of its own, which nothing else holds.
+    let mut state = link.state.subscribe();
+    let forwarded_bytes = link.forwarded_bytes.clone();
     let generation = state.borrow_and_update().generation;
     let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target));
     let upstream = tokio::select! {
@@ -328,193 +530,12 @@ async fn pump(
     let (_, ()) = tokio::join!(reader, writer);
 }
 
-/// How much of a network fault the proxies could carry out: directed
-/// links it names, and of those, links with a proxy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LinkCoverage {
-    /// Directed links the fault names.
-    pub named: usize,
-    /// Of those, links that go through a proxy.
-    pub proxied: usize,
-}
-
-impl LinkCoverage {
-    /// What to add to the fault's description: nothing when every link
-    /// named has a proxy.
-    pub fn note(&self) -> String {
-        if self.proxied == self.named {
-            String::new()
-        } else {
-            format!(
-                " (only {} of {} links proxied: links into added nodes are not)",
-                self.proxied, self.named
-            )
-        }
-    }
-}
-
-/// A network fault between nodes, as the nemesis applies it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NetworkFault {
-    /// Nodes in different groups cannot exchange anything.
-    Partition(Vec<Vec<u64>>),
-    /// Nothing from `from` reaches `to`; the other direction works.
-    Blackhole {
-        /// The node whose messages are lost.
-        from: u64,
-        /// The node that no longer hears it.
-        to: u64,
-    },
-    /// Every byte between `a` and `b` (both ways) waits `latency` more.
-    Latency {
-        /// One end.
-        a: u64,
-        /// The other end.
-        b: u64,
-        /// The added one-way delay.
-        latency: Duration,
-    },
-}
-
-/// Every directed link's proxy of one cluster, made on demand by the dev
-/// cluster's peer address map.
-#[derive(Clone, Default)]
-pub struct ProxyMesh {
-    links: Arc<Mutex<BTreeMap<(u64, u64), LinkProxy>>>,
-}
-
-impl ProxyMesh {
-    /// An empty mesh.
-    pub fn new() -> ProxyMesh {
-        ProxyMesh::default()
-    }
-
-    /// The map to put into `DevClusterOptions::peer_address_map`: makes
-    /// the proxy of each link the first time the link is named, and keeps
-    /// it (retargeted if needed) across restarts so configs stay the same.
-    pub fn peer_address_map(&self) -> raftgres_devcluster::cluster::PeerAddressMap {
-        let mesh = self.clone();
-        raftgres_devcluster::cluster::PeerAddressMap(Arc::new(
-            move |link: raftgres_devcluster::cluster::PeerLink<'_>| {
-                let mut links = mesh.lock();
-                let proxy = links.entry((link.from, link.to)).or_insert_with(|| {
-                    LinkProxy::start(link.address).expect("a loopback port for a peer proxy")
-                });
-                proxy.retarget(link.address);
-                proxy.address()
-            },
-        ))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(u64, u64), LinkProxy>> {
-        self.links.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The directed links, ascending.
-    pub fn links(&self) -> Vec<(u64, u64)> {
-        self.lock().keys().copied().collect()
-    }
-
-    /// Link `from -> to`'s faults.
-    pub fn faults(&self, from: u64, to: u64) -> LinkFaults {
-        self.lock()
-            .get(&(from, to))
-            .map(LinkProxy::faults)
-            .unwrap_or_default()
-    }
-
-    /// Bytes link `from -> to` forwarded in `direction`.
-    pub fn forwarded_bytes(&self, from: u64, to: u64, direction: Direction) -> u64 {
-        self.lock()
-            .get(&(from, to))
-            .map(|proxy| proxy.forwarded_bytes(direction))
-            .unwrap_or(0)
-    }
-
-    /// Per link: (from, to, connections accepted, request bytes, response
-    /// bytes) so far, for telling a silent node from a silent proxy.
-    pub fn traffic(&self) -> Vec<(u64, u64, u64, u64, u64)> {
-        self.lock()
-            .iter()
-            .map(|((from, to), proxy)| {
-                (
-                    *from,
-                    *to,
-                    proxy.connections(),
-                    proxy.forwarded_bytes(Direction::Request),
-                    proxy.forwarded_bytes(Direction::Response),
-                )
-            })
-            .collect()
-    }
-
-    /// Applies `fault` on top of the faults already in place. Returns how
-    /// many of the directed links the fault names have a proxy, and how
-    /// many it names: links into a node added during a campaign have none
-    /// (see docs/NEMESIS.md), so a fault on them does less, or nothing.
-    pub fn apply(&self, fault: &NetworkFault) -> LinkCoverage {
-        let links = self.lock();
-        let mut coverage = LinkCoverage::default();
-        let mut update = |from: u64, to: u64, change: &dyn Fn(&mut LinkFaults)| {
-            coverage.named += 1;
-            if let Some(proxy) = links.get(&(from, to)) {
-                coverage.proxied += 1;
-                let mut faults = proxy.faults();
-                change(&mut faults);
-                proxy.set_faults(faults);
-            }
-        };
-        match fault {
-            NetworkFault::Partition(groups) => {
-                let group_of = |node: u64| groups.iter().position(|group| group.contains(&node));
-                let nodes: Vec<u64> = groups.iter().flatten().copied().collect();
-                // Between the nodes the groups name; a link to a node no
-                // group names is cut too, as before, uncounted.
-                for &from in &nodes {
-                    for &to in &nodes {
-                        if group_of(from) != group_of(to) {
-                            update(from, to, &|faults| {
-                                faults.request_blocked = true;
-                                faults.response_blocked = true;
-                            });
-                        }
-                    }
-                }
-                for (&(from, to), proxy) in links.iter() {
-                    let named = nodes.contains(&from) && nodes.contains(&to);
-                    if !named && group_of(from) != group_of(to) {
-                        let mut faults = proxy.faults();
-                        faults.request_blocked = true;
-                        faults.response_blocked = true;
-                        proxy.set_faults(faults);
-                    }
-                }
-            }
-            NetworkFault::Blackhole { from, to } => {
-                update(*from, *to, &|faults| faults.request_blocked = true);
-                update(*to, *from, &|faults| faults.response_blocked = true);
-            }
-            NetworkFault::Latency { a, b, latency } => {
-                update(*a, *b, &|faults| faults.latency = *latency);
-                update(*b, *a, &|faults| faults.latency = *latency);
-            }
-        }
-        coverage
-    }
-
-    /// Removes every fault.
-    pub fn heal(&self) {
-        for proxy in self.lock().values() {
-            proxy.set_faults(LinkFaults::default());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raftgres_devcluster::cluster::peer_source_address;
 
-    /// An echo server that upper-cases nothing: it sends back what it got.
+    /// An echo server: it sends back what it got.
     async fn echo_server() -> (String, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
@@ -541,6 +562,15 @@ mod tests {
         (address, task)
     }
 
+    /// A connection to `address` made as node `from` would make it.
+    async fn connect_as(from: u64, address: &str) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::from((peer_source_address(from), 0)))
+            .unwrap();
+        socket.connect(address.parse().unwrap()).await.unwrap()
+    }
+
     /// Sends `message` and waits up to `wait` for it to come back.
     async fn round_trip(socket: &mut TcpStream, message: &[u8], wait: Duration) -> Option<Vec<u8>> {
         socket.write_all(message).await.ok()?;
@@ -551,59 +581,78 @@ mod tests {
         }
     }
 
+    const LONG: Duration = Duration::from_secs(5);
+    const SHORT: Duration = Duration::from_millis(300);
+
     #[tokio::test]
-    async fn a_healthy_link_forwards_both_halves_and_counts_bytes() {
+    async fn a_healthy_link_forwards_both_halves_and_counts_bytes_per_caller() {
         let (target, _server) = echo_server().await;
-        let proxy = LinkProxy::start(&target).unwrap();
-        let mut socket = TcpStream::connect(proxy.address()).await.unwrap();
-        let answer = round_trip(&mut socket, b"hello", Duration::from_secs(5)).await;
+        let mesh = ProxyMesh::new();
+        let proxy = mesh.proxy_address(2, &target).unwrap();
+        let mut from_one = connect_as(1, &proxy).await;
+        let answer = round_trip(&mut from_one, b"hello", LONG).await;
         assert_eq!(answer.as_deref(), Some(&b"hello"[..]));
-        assert_eq!(proxy.forwarded_bytes(Direction::Request), 5);
-        assert_eq!(proxy.forwarded_bytes(Direction::Response), 5);
+        let mut from_three = connect_as(3, &proxy).await;
+        assert!(round_trip(&mut from_three, b"hi", LONG).await.is_some());
+        assert_eq!(mesh.links(), [(1, 2), (3, 2)]);
+        assert_eq!(mesh.forwarded_bytes(1, 2, Direction::Request), 5);
+        assert_eq!(mesh.forwarded_bytes(1, 2, Direction::Response), 5);
+        assert_eq!(mesh.forwarded_bytes(3, 2, Direction::Request), 2);
+        // A caller that is no node is forwarded, and counted on no link.
+        let mut client = TcpStream::connect(&proxy).await.unwrap();
+        assert!(round_trip(&mut client, b"x", LONG).await.is_some());
+        assert_eq!(mesh.links(), [(1, 2), (3, 2)]);
     }
 
     #[tokio::test]
     async fn a_blocked_half_holds_bytes_and_healing_drops_the_connection() {
         let (target, _server) = echo_server().await;
-        let proxy = LinkProxy::start(&target).unwrap();
-        let mut socket = TcpStream::connect(proxy.address()).await.unwrap();
-        assert!(round_trip(&mut socket, b"a", Duration::from_secs(5))
-            .await
-            .is_some());
-        proxy.set_faults(LinkFaults {
-            response_blocked: true,
-            ..LinkFaults::default()
-        });
+        let mesh = ProxyMesh::new();
+        let proxy = mesh.proxy_address(2, &target).unwrap();
+        let mut socket = connect_as(1, &proxy).await;
+        assert!(round_trip(&mut socket, b"a", LONG).await.is_some());
+        // Node 2's answers to node 1 are lost.
+        mesh.apply(&NetworkFault::Blackhole { from: 2, to: 1 });
+        assert_eq!(
+            mesh.faults(1, 2),
+            LinkFaults {
+                response_blocked: true,
+                ..LinkFaults::default()
+            }
+        );
         // The fault closed the old connection; a new one is accepted, its
         // request reaches the server, but no answer comes back.
-        let mut socket = TcpStream::connect(proxy.address()).await.unwrap();
-        let answer = round_trip(&mut socket, b"held", Duration::from_millis(300)).await;
-        assert_eq!(answer, None);
-        assert_eq!(proxy.forwarded_bytes(Direction::Request), 1 + 4);
-        assert_eq!(proxy.forwarded_bytes(Direction::Response), 1);
-        proxy.set_faults(LinkFaults::default());
+        let mut socket = connect_as(1, &proxy).await;
+        assert_eq!(round_trip(&mut socket, b"held", SHORT).await, None);
+        assert_eq!(mesh.forwarded_bytes(1, 2, Direction::Request), 1 + 4);
+        assert_eq!(mesh.forwarded_bytes(1, 2, Direction::Response), 1);
+        // Another caller's link is untouched.
+        let mut from_three = connect_as(3, &proxy).await;
+        assert!(round_trip(&mut from_three, b"ok", LONG).await.is_some());
+        mesh.heal();
         // The held answer is dropped with its connection, not delivered late.
         let mut rest = Vec::new();
-        let closed =
-            tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest)).await;
+        let closed = tokio::time::timeout(LONG, socket.read_to_end(&mut rest)).await;
         assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
-        let mut socket = TcpStream::connect(proxy.address()).await.unwrap();
-        let answer = round_trip(&mut socket, b"again", Duration::from_secs(5)).await;
+        let mut socket = connect_as(1, &proxy).await;
+        let answer = round_trip(&mut socket, b"again", LONG).await;
         assert_eq!(answer.as_deref(), Some(&b"again"[..]));
     }
 
     #[tokio::test]
     async fn latency_delays_each_chunk_without_accumulating() {
         let (target, _server) = echo_server().await;
-        let proxy = LinkProxy::start(&target).unwrap();
-        proxy.set_faults(LinkFaults {
+        let mesh = ProxyMesh::new();
+        let proxy = mesh.proxy_address(2, &target).unwrap();
+        mesh.apply(&NetworkFault::Latency {
+            a: 1,
+            b: 2,
             latency: Duration::from_millis(100),
-            ..LinkFaults::default()
         });
-        let mut socket = TcpStream::connect(proxy.address()).await.unwrap();
+        let mut socket = connect_as(1, &proxy).await;
         let started = Instant::now();
         for round in 0..3u8 {
-            let answer = round_trip(&mut socket, &[round], Duration::from_secs(5)).await;
+            let answer = round_trip(&mut socket, &[round], LONG).await;
             assert_eq!(answer, Some(vec![round]));
         }
         let elapsed = started.elapsed();
@@ -613,86 +662,85 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_mesh_blackhole_cuts_one_direction_of_both_links() {
-        let (target_two, _server_two) = echo_server().await;
-        let (target_one, _server_one) = echo_server().await;
+    async fn a_fault_reaches_links_that_carry_their_first_connection_later() {
+        let (target, _server) = echo_server().await;
+        let mesh = ProxyMesh::new();
+        // Node 4 joins while 1 is partitioned from {2, 4}: its first
+        // connection to 2 is in a group with 2 and works, node 1's does not.
+        mesh.apply(&NetworkFault::Partition(vec![vec![1], vec![2, 4]]));
+        let proxy = mesh.proxy_address(2, &target).unwrap();
+        let mut from_four = connect_as(4, &proxy).await;
+        assert!(round_trip(&mut from_four, b"in", LONG).await.is_some());
+        let mut from_one = connect_as(1, &proxy).await;
+        assert_eq!(round_trip(&mut from_one, b"cut", SHORT).await, None);
+        // A node no group names (5, added later) is cut from all of them.
+        let mut from_five = connect_as(5, &proxy).await;
+        assert_eq!(round_trip(&mut from_five, b"cut", SHORT).await, None);
+        assert_eq!(mesh.forwarded_bytes(5, 2, Direction::Request), 0);
+        mesh.heal();
+        let mut from_five = connect_as(5, &proxy).await;
+        assert!(round_trip(&mut from_five, b"ok", LONG).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_address_map_keeps_one_proxy_per_node_and_retargets_it() {
+        let (first, _first_server) = echo_server().await;
+        let (second, _second_server) = echo_server().await;
         let mesh = ProxyMesh::new();
         let map = mesh.peer_address_map();
-        let one_to_two = (map.0)(raftgres_devcluster::cluster::PeerLink {
-            from: 1,
-            to: 2,
-            address: &target_two,
+        let proxy = (map.0)(PeerTarget {
+            node: 2,
+            address: &first,
         });
-        let two_to_one = (map.0)(raftgres_devcluster::cluster::PeerLink {
-            from: 2,
-            to: 1,
-            address: &target_one,
+        let mut socket = connect_as(1, &proxy).await;
+        assert!(round_trip(&mut socket, b"a", LONG).await.is_some());
+        // Node 2 restarted on another port: same proxy, old connections close.
+        let again = (map.0)(PeerTarget {
+            node: 2,
+            address: &second,
         });
-        // Naming a link again keeps its proxy.
-        let again = (map.0)(raftgres_devcluster::cluster::PeerLink {
-            from: 1,
-            to: 2,
-            address: &target_two,
+        assert_eq!(proxy, again);
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(LONG, socket.read_to_end(&mut rest)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        let mut socket = connect_as(1, &proxy).await;
+        assert!(round_trip(&mut socket, b"b", LONG).await.is_some());
+        let other = (map.0)(PeerTarget {
+            node: 3,
+            address: &first,
         });
-        assert_eq!(one_to_two, again);
-        assert_eq!(mesh.links(), [(1, 2), (2, 1)]);
-        mesh.apply(&NetworkFault::Blackhole { from: 1, to: 2 });
-        let blocked = LinkFaults {
+        assert_ne!(proxy, other);
+    }
+
+    #[test]
+    fn link_faults_follow_each_kind_of_fault() {
+        let blocked_both = LinkFaults {
             request_blocked: true,
-            ..LinkFaults::default()
-        };
-        assert_eq!(mesh.faults(1, 2), blocked);
-        let answers_blocked = LinkFaults {
             response_blocked: true,
             ..LinkFaults::default()
         };
-        assert_eq!(mesh.faults(2, 1), answers_blocked);
-        // 2's requests reach 1 (its echo server), but 1's answers do not.
-        let mut socket = TcpStream::connect(&two_to_one).await.unwrap();
-        assert_eq!(
-            round_trip(&mut socket, b"x", Duration::from_millis(300)).await,
-            None
-        );
-        assert_eq!(mesh.forwarded_bytes(2, 1, Direction::Request), 1);
-        mesh.heal();
-        assert_eq!(mesh.faults(1, 2), LinkFaults::default());
-        let mut socket = TcpStream::connect(&one_to_two).await.unwrap();
-        assert!(round_trip(&mut socket, b"y", Duration::from_secs(5))
-            .await
-            .is_some());
-        let coverage = mesh.apply(&NetworkFault::Partition(vec![vec![1], vec![2]]));
-        assert!(mesh.faults(1, 2).request_blocked && mesh.faults(2, 1).response_blocked);
-        assert_eq!(
-            coverage,
-            LinkCoverage {
-                named: 2,
-                proxied: 2
-            }
-        );
-        assert_eq!(coverage.note(), "");
-        // Node 3 (added during a campaign) is reached directly: a fault on
-        // its links does less than it says, and its description says so.
-        mesh.heal();
-        let coverage = mesh.apply(&NetworkFault::Partition(vec![vec![1], vec![2, 3]]));
-        assert_eq!(
-            coverage,
-            LinkCoverage {
-                named: 4,
-                proxied: 2
-            }
-        );
-        let coverage = mesh.apply(&NetworkFault::Blackhole { from: 3, to: 1 });
-        assert_eq!(
-            coverage,
-            LinkCoverage {
-                named: 2,
-                proxied: 0
-            }
-        );
-        assert!(
-            coverage.note().contains("only 0 of 2 links proxied"),
-            "{}",
-            coverage.note()
-        );
+        let partition = [NetworkFault::Partition(vec![vec![1], vec![2, 3]])];
+        assert_eq!(link_faults(&partition, 1, 2), blocked_both);
+        assert_eq!(link_faults(&partition, 3, 1), blocked_both);
+        assert_eq!(link_faults(&partition, 2, 3), LinkFaults::default());
+        let blackhole = [NetworkFault::Blackhole { from: 1, to: 2 }];
+        assert!(link_faults(&blackhole, 1, 2).request_blocked);
+        assert!(!link_faults(&blackhole, 1, 2).response_blocked);
+        assert!(link_faults(&blackhole, 2, 1).response_blocked);
+        assert!(!link_faults(&blackhole, 2, 1).request_blocked);
+        assert_eq!(link_faults(&blackhole, 1, 3), LinkFaults::default());
+        let slow = Duration::from_millis(40);
+        let both = [
+            NetworkFault::Latency {
+                a: 1,
+                b: 2,
+                latency: slow,
+            },
+            NetworkFault::Blackhole { from: 2, to: 1 },
+        ];
+        let link = link_faults(&both, 2, 1);
+        assert_eq!(link.latency, slow);
+        assert!(link.request_blocked);
+        assert_eq!(link_faults(&both, 1, 3), LinkFaults::default());
     }
 }

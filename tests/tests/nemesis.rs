@@ -11,16 +11,15 @@ use raftgres_tests::{bounded, TestCluster};
 
 /// Proves that with the proxy mesh in place every peer message goes
 /// through a proxy, that isolating the leader behind its proxies makes
-/// the others elect a new one, and that healing brings it back.
+/// the others elect a new one, that healing brings it back, and that a
+/// node added afterwards is reached through a proxy that a partition cuts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_traffic_goes_through_the_proxies_and_a_partition_isolates_the_leader() {
     let mesh = ProxyMesh::new();
-    let map = mesh.peer_address_map();
     let mut cluster = TestCluster::start_with("nemesis-proxy", 3, |options| {
-        options.peer_address_map = Some(map);
+        mesh.install(options);
     })
     .await;
-    assert_eq!(mesh.links().len(), 6, "one proxy per directed link");
     let (leader, _) = cluster.leader_status().await;
     let follower = cluster.others(leader)[0];
     let client = cluster.client();
@@ -52,6 +51,50 @@ async fn peer_traffic_goes_through_the_proxies_and_a_partition_isolates_the_lead
     )
     .await
     .unwrap();
+    // A node added now is reached through a proxy too, and a partition
+    // cuts it: nothing more reaches it until the partition heals.
+    let (leader, _) = cluster.leader_status().await;
+    let added = cluster.add_node().await.unwrap();
+    cluster
+        .wait_for_status(added, "to be sent the log", |status| {
+            status.applied_index > 0
+        })
+        .await;
+    assert!(
+        mesh.forwarded_bytes(leader, added, Direction::Request) > 0,
+        "the leader's appends to added node {added} go through its proxy"
+    );
+    let mut others = cluster.others(added);
+    mesh.apply(&NetworkFault::Partition(vec![vec![added], others.clone()]));
+    others.sort();
+    let cut_off: Vec<u64> = others
+        .iter()
+        .map(|&node| mesh.forwarded_bytes(node, added, Direction::Request))
+        .collect();
+    bounded(
+        "a put while the added node is cut off",
+        Duration::from_secs(30),
+        client.put("a", "3"),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let still: Vec<u64> = others
+        .iter()
+        .map(|&node| mesh.forwarded_bytes(node, added, Direction::Request))
+        .collect();
+    assert_eq!(
+        cut_off, still,
+        "nothing reached node {added} through the partition"
+    );
+    mesh.heal();
+    let (_, status) = cluster.leader_status().await;
+    let applied = status.applied_index;
+    cluster
+        .wait_for_status(added, "to catch up after healing", |status| {
+            status.applied_index >= applied
+        })
+        .await;
     cluster.assert_no_node_exited();
 }
 

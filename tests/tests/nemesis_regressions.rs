@@ -44,9 +44,8 @@ async fn wait_everyone_heard(cluster: &mut TestCluster, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_links_come_back_after_their_connections_close_under_load() {
     let mesh = ProxyMesh::new();
-    let map = mesh.peer_address_map();
     let mut cluster = TestCluster::start_with("nemesis-links-under-load", 3, |options| {
-        options.peer_address_map = Some(map);
+        mesh.install(options);
     })
     .await;
     let writers: Vec<BackgroundWriter> = (0..4)
@@ -108,9 +107,8 @@ async fn peer_links_come_back_after_their_connections_close_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_whose_links_close_while_it_is_stopped_answers_its_leader_again() {
     let mesh = ProxyMesh::new();
-    let map = mesh.peer_address_map();
     let mut cluster = TestCluster::start_with("nemesis-paused-links", 3, |options| {
-        options.peer_address_map = Some(map);
+        mesh.install(options);
     })
     .await;
     let client = cluster.client();

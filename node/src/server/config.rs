@@ -8,6 +8,7 @@
 //! listen_addr = "127.0.0.1:7001"      # gRPC for clients (and peers, unless peer_listen_addr)
 //! peer_listen_addr = "127.0.0.1:7101" # optional: serve the peer API only here
 //! insecure_peers = false              # serve peers without TLS on a non-loopback address
+//! peer_source_addr = "127.0.0.1"      # optional: the local IP peer connections come from
 //! metrics_addr = "127.0.0.1:9101"     # Prometheus text format (optional)
 //! postgres = "host=127.0.0.1 port=5433 user=postgres dbname=postgres"
 //!
@@ -219,6 +220,12 @@ pub struct NodeConfig {
     /// off: for trusted, isolated networks only.
     #[serde(default)]
     pub insecure_peers: bool,
+    /// The local IP address this node's connections to its peers are made
+    /// from (it must be one of this machine's addresses). Absent: the
+    /// operating system picks it. For hosts with several addresses where
+    /// peers or firewalls tell nodes apart by source address.
+    #[serde(default)]
+    pub peer_source_addr: Option<std::net::IpAddr>,
     /// TLS for the listeners and for peer connections (mutual TLS between
     /// peers). Absent: plain text.
     #[serde(default)]

@@ -31,10 +31,7 @@ pub(super) async fn wait_until_added(
     tls: Option<&Arc<TlsMaterial>>,
 ) -> anyhow::Result<()> {
     let me = NodeId(config.node_id);
-    let settings = PeerConnectSettings {
-        message_bytes_max: config.limits.peer_message_bytes_max,
-        tls: tls.cloned(),
-    };
+    let settings = PeerConnectSettings::of(config, tls.cloned());
     let started = Instant::now();
     let mut first_refusal: Option<Instant> = None;
     let mut last_refusal: Option<(u64, Membership)> = None;

@@ -250,10 +250,7 @@ async fn run<S: StateMachine>(
     let transport = transport::Transport::new(
         &config.cluster_id,
         config.limits.peer_queue_messages_max,
-        transport::PeerConnectSettings {
-            message_bytes_max: config.limits.peer_message_bytes_max,
-            tls: tls.clone(),
-        },
+        transport::PeerConnectSettings::of(&config, tls.clone()),
         metrics.clone(),
         shutdown_receiver.clone(),
         events.clone(),

@@ -14,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tracing::Instrument as _;
 
+use super::config::NodeConfig;
 use super::convert;
 use super::driver::Event;
 use super::metrics::Metrics;
@@ -31,6 +32,20 @@ pub(crate) struct PeerConnectSettings {
     /// Mutual TLS: this node's certificate as client identity, and the
     /// peer's certificate checked against the CA and the peer's node name.
     pub(crate) tls: Option<Arc<TlsMaterial>>,
+    /// The local address outgoing connections are made from
+    /// (`peer_source_addr`); `None`: the operating system's choice.
+    pub(crate) source_address: Option<std::net::IpAddr>,
+}
+
+impl PeerConnectSettings {
+    /// The settings `config` asks for, with `tls` loaded from it.
+    pub(crate) fn of(config: &NodeConfig, tls: Option<Arc<TlsMaterial>>) -> PeerConnectSettings {
+        PeerConnectSettings {
+            message_bytes_max: config.limits.peer_message_bytes_max,
+            tls,
+            source_address: config.peer_source_addr,
+        }
+    }
 }
 
 /// Queues to every peer, one sender task each, following the peer
@@ -288,7 +303,13 @@ pub(super) async fn connect(
     if let Some(tls) = &settings.tls {
         endpoint = endpoint.tls_config(tls.peer_client_config(peer))?;
     }
-    let channel = endpoint.connect().await?;
+    // The connector `Endpoint::connect` would make, bound to the source
+    // address when the configuration names one (tonic adds TLS on top).
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.enforce_http(false);
+    connector.set_nodelay(true);
+    connector.set_local_address(settings.source_address);
+    let channel = endpoint.connect_with_connector(connector).await?;
     Ok(PeerClient::new(channel)
         .max_decoding_message_size(settings.message_bytes_max)
         .max_encoding_message_size(settings.message_bytes_max))
