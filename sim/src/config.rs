@@ -156,6 +156,15 @@ impl SimConfig {
         config
     }
 
+    /// Whether readers may outnumber the read slots of a node
+    /// (`pending_reads_max`): a node refuses reads beyond its bound
+    /// ("retry") with no fairness between readers, so one reader may be
+    /// refused for as long as the others keep the slots. Reads must still
+    /// be answered, refused or served, but not within a latency bound.
+    pub fn reads_may_starve(&self) -> bool {
+        self.pending_reads_max <= self.clients
+    }
+
     /// The core configuration of node `id`.
     pub fn raft_config(&self, id: NodeId) -> Config {
         let voters = (1..=self.nodes as u64).map(NodeId).collect();

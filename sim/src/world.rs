@@ -202,15 +202,14 @@ impl World {
         };
         if let Some(pending_reads_max) = profile.pending_reads_max {
             config.pending_reads_max = pending_reads_max;
-            if pending_reads_max <= config.clients {
-                // More readers than read slots: a node refuses reads beyond
-                // the bound ("retry") without any fairness between
-                // readers, so one read may be refused for as long as the
-                // others keep the slots. Reads must still complete (held
-                // requests and the quiet end check that), but no longer
-                // within the read liveness bound.
+            if config.reads_may_starve() {
+                // Reads must still be answered (held requests check that),
+                // but no longer within the read liveness bound.
                 config.read_ticks_max = u64::MAX / 4;
             }
+        }
+        if timing_requirement_broken(&config) {
+            config.new_terms_after_recovery_max += SPLIT_VOTE_TERMS_ALLOWED;
         }
         let mut rng = Streams {
             network: rng_stream(seed, 1),
@@ -279,7 +278,7 @@ impl World {
             held_requests: HeldRequests::new(config.held_request_ticks_max),
             transfer_liveness: TransferLiveness::new(
                 transfer_ticks_max(&config),
-                config.election_ticks_min <= HEALED_VOTE_ROUND_TRIP_TICKS_MAX,
+                timing_requirement_broken(&config),
             ),
             transfer_asked: false,
             forged_pending: None,
@@ -528,6 +527,24 @@ fn transfer_ticks_max(config: &SimConfig) -> u64 {
 /// transfer's target timed out one tick before its four grants arrived
 /// and won in the term after.
 const HEALED_VOTE_ROUND_TRIP_TICKS_MAX: u64 = 2 * HEALED_DELAY_TICKS_MAX + 3;
+
+/// Whether Raft's timing requirement (section 5.6: a round trip well below
+/// the election timeout) fails even on the healed network: the shortest
+/// election timeout is within a healed vote round trip. There a voter's
+/// timer may fire before the leader it voted for is heard from, and
+/// without pre-vote its campaign deposes that leader and may split the
+/// vote a few times before terms settle.
+fn timing_requirement_broken(config: &SimConfig) -> bool {
+    config.election_ticks_min <= HEALED_VOTE_ROUND_TRIP_TICKS_MAX
+}
+
+/// New terms allowed after recovery beyond the usual ones where the timing
+/// requirement fails (see [`timing_requirement_broken`]). Seeds 6361 and
+/// 8799 (pre-vote off, timeouts from 8 ticks): a voter's timer fired in
+/// the tick the transfer target's first append reached it; its campaign
+/// and two split votes took the highest term 4 past the recovery, where
+/// 3 (two, and one for the transfer) were allowed.
+const SPLIT_VOTE_TERMS_ALLOWED: u64 = 3;
 
 /// The final window in which an idle cluster's messages are counted (see
 /// `checkers::idle_traffic`).
