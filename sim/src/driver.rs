@@ -117,6 +117,7 @@ impl World {
                         stalled_for,
                     } => {
                         self.stats.faults.hand_offs += 1;
+                        self.nodes[index].handed_off_at = Some(self.now);
                         let id = self.nodes[index].id;
                         self.trace.record(self.now, "hand-off", &[id.0, target.0], || {
                             format!("node {id} storage stalled {stalled_for:?}: hands leadership to {target}")
@@ -333,12 +334,18 @@ impl World {
 
     fn start_write(&mut self, index: usize, job: WriteJob, attempts: u32) {
         let fatal_allowed = attempts == 0;
+        if attempts == 0 {
+            self.nodes[index].write_since = Some(self.now);
+        }
         self.start(index, (job, attempts, fatal_allowed), "write", |node| {
             &mut node.write
         });
     }
 
     fn start_apply(&mut self, index: usize, job: ApplyBatch, attempts: u32) {
+        if attempts == 0 {
+            self.nodes[index].apply_since = Some(self.now);
+        }
         self.start(index, (job, attempts, false), "apply batch", |node| {
             &mut node.apply
         });
@@ -506,6 +513,7 @@ impl World {
     fn end_write(&mut self, index: usize, transaction: Transaction<WriteJob>, fate: Fate) {
         match fate {
             Fate::Commit => {
+                self.nodes[index].write_since = None;
                 let Some(applied) = self.commit_write(index, &transaction.job) else {
                     return;
                 };
@@ -541,6 +549,7 @@ impl World {
     fn end_apply(&mut self, index: usize, transaction: Transaction<ApplyBatch>, fate: Fate) {
         match fate {
             Fate::Commit | Fate::Fatal => {
+                self.nodes[index].apply_since = None;
                 let settings = self.apply_settings;
                 let Some(report) = self.commit_apply(index, &transaction.job, settings) else {
                     return;

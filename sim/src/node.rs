@@ -80,6 +80,12 @@ pub struct SimNode {
     pub apply: Option<Transaction<ApplyBatch>>,
     /// The stage transaction in flight (one at a time).
     pub stage: Option<Transaction<StageJob>>,
+    /// When the write in flight was first attempted (retries keep it).
+    pub write_since: Option<u64>,
+    /// When the apply in flight was first attempted (retries keep it).
+    pub apply_since: Option<u64>,
+    /// The tick of this incarnation's latest storage hand-off.
+    pub handed_off_at: Option<u64>,
     /// Open views of the state machine (REPEATABLE READ transactions on
     /// connections of their own: lost with the process or Postgres):
     /// view -> the rows it sees, encoded.
@@ -133,6 +139,9 @@ impl SimNode {
             write: None,
             apply: None,
             stage: None,
+            write_since: None,
+            apply_since: None,
+            handed_off_at: None,
             views: BTreeMap::new(),
             view_answers: Vec::new(),
             down_until: None,
@@ -203,6 +212,9 @@ impl SimNode {
         self.write = None;
         self.apply = None;
         self.stage = None;
+        self.write_since = None;
+        self.apply_since = None;
+        self.handed_off_at = None;
         self.views.clear();
         self.view_answers.clear();
         self.down_until = None;

@@ -6,6 +6,7 @@ use raftgres::core::{LogIndex, Role};
 use crate::checkers::durability::FinalNode;
 use crate::checkers::leader_commit_rule;
 use crate::checkers::linearizability::{self, Operation, Output, Verdict};
+use crate::checkers::storage_hand_off;
 use crate::kv::CommandOutput;
 use crate::world::World;
 
@@ -30,6 +31,23 @@ impl World {
                 if let Err(message) = result {
                     return self.fail("lease_exclusivity", message);
                 }
+            }
+            let outstanding_since = match (node.write_since, node.apply_since) {
+                (Some(write), Some(apply)) => Some(write.min(apply)),
+                (write, apply) => write.or(apply),
+            };
+            let other_voters = raft.membership().voters.iter().any(|voter| *voter != id);
+            let result = storage_hand_off::check(
+                id.0,
+                self.now,
+                outstanding_since,
+                node.handed_off_at,
+                other_voters,
+                self.config.election_ticks_max,
+                self.original_profile.clock_drift_permille_max,
+            );
+            if let Err(message) = result {
+                return self.fail("storage_hand_off", message);
             }
         }
         let commit = raft.log().commit_index();

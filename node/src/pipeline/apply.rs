@@ -1,6 +1,7 @@
 //! Applying committed entries: one apply batch in flight, later committed
 //! entries gathered into the next, and what each batch reports back.
 
+use super::clock::Instant;
 use crate::core::{Entry, LogIndex, Term};
 
 /// How a committed command ended, for the client that proposed it.
@@ -44,8 +45,9 @@ pub struct ApplyDone {
 /// applier carries it or a log write does.
 #[derive(Debug, Default)]
 pub(super) struct Applies {
-    /// Invariant: at most one batch is being applied.
-    pub(super) in_flight: bool,
+    /// When the batch in flight was handed out. Invariant: at most one
+    /// batch is being applied.
+    pub(super) started_at: Option<Instant>,
     /// Committed entries not yet handed out, in order.
     pub(super) next: Vec<Entry>,
 }
@@ -57,12 +59,17 @@ impl Applies {
         self.next.retain(|entry| entry.index > index);
     }
 
+    /// Whether a batch is being applied.
+    pub(super) fn in_flight(&self) -> bool {
+        self.started_at.is_some()
+    }
+
     /// The next batch, if no batch is in flight and there is one.
-    pub(super) fn start(&mut self) -> Option<ApplyBatch> {
-        if self.in_flight || self.next.is_empty() {
+    pub(super) fn start(&mut self, now: Instant) -> Option<ApplyBatch> {
+        if self.in_flight() || self.next.is_empty() {
             return None;
         }
-        self.in_flight = true;
+        self.started_at = Some(now);
         Some(ApplyBatch {
             entries: std::mem::take(&mut self.next),
         })
@@ -70,6 +77,6 @@ impl Applies {
 
     /// The batch in flight is applied.
     pub(super) fn done(&mut self) {
-        self.in_flight = false;
+        self.started_at = None;
     }
 }

@@ -534,30 +534,45 @@ impl Pipeline {
         }
     }
 
+    /// Since when this node's storage has been stalled: a write or an
+    /// apply handed out `storage_stall_timeout` ago or more and not done
+    /// (Postgres down or hung). The oldest of the two counts: a leader
+    /// whose Postgres stops while only an apply is in flight writes
+    /// nothing new (its clients wait for that apply), and must still
+    /// notice.
+    fn storage_stalled_since(&self) -> Option<Instant> {
+        let now = self.clock.now();
+        let oldest = match (self.writes.started_at, self.applies.started_at) {
+            (Some(write), Some(apply)) => Some(write.min(apply)),
+            (write, apply) => write.or(apply),
+        }?;
+        (now.0.saturating_sub(oldest.0) >= self.storage_stall_timeout).then_some(oldest)
+    }
+
     /// The refusal for a request that needs this node's storage while it
     /// is stalled: answered at once, so the client tries another node
     /// instead of waiting for its deadline.
     fn storage_refusal(&self) -> Option<Refusal> {
-        let now = self.clock.now();
-        if !self.writes.stalled(now, self.storage_stall_timeout) {
-            return None;
-        }
+        self.storage_stalled_since()?;
         Some(Refusal::Unavailable(format!(
-            "this node's storage has not completed a write for over {} ms; retry on another node",
+            "this node's storage has not completed a write or an apply for over {} ms; retry on another node",
             self.storage_stall_timeout.as_millis()
         )))
     }
 
-    /// A leader whose own write has stalled hands leadership to its most
-    /// up-to-date follower: the followers can go on committing without its
+    /// A leader whose own storage has stalled hands leadership to its most
+    /// up-to-date voter: the followers can go on committing without its
     /// disk (a leader counts itself only for what it made durable), while
     /// it could neither apply nor answer anyone.
     fn hand_off_if_storage_stalled(&mut self) {
         let now = self.clock.now();
         let limit = self.storage_stall_timeout;
-        if self.raft.role() != Role::Leader || !self.writes.stalled(now, limit) {
+        if self.raft.role() != Role::Leader {
             return;
         }
+        let Some(stalled_since) = self.storage_stalled_since() else {
+            return;
+        };
         let retry_due = self
             .handed_off_at
             .is_none_or(|at| now.0.saturating_sub(at.0) >= limit);
@@ -565,12 +580,13 @@ impl Pipeline {
             return;
         }
         let me = self.raft.id();
+        let voters = &self.raft.membership().voters;
         let Some(target) = self
             .raft
             .status()
             .peers
             .into_iter()
-            .filter(|peer| peer.id != me)
+            .filter(|peer| peer.id != me && voters.contains(&peer.id))
             .max_by_key(|peer| (peer.match_index, std::cmp::Reverse(peer.id)))
             .map(|peer| peer.id)
         else {
@@ -578,10 +594,9 @@ impl Pipeline {
         };
         if self.raft.transfer_leadership(target).is_ok() {
             self.handed_off_at = Some(now);
-            let started = self.writes.started_at.unwrap_or(now);
             self.outputs.push(Output::HandingOff {
                 target,
-                stalled_for: now.0.saturating_sub(started.0),
+                stalled_for: now.0.saturating_sub(stalled_since.0),
             });
         }
     }
@@ -737,9 +752,10 @@ impl Pipeline {
                 }
             }
         }
-        if let Some(mut job) = self.writes.start(self.applies.in_flight, self.clock.now()) {
+        let now = self.clock.now();
+        if let Some(mut job) = self.writes.start(self.applies.in_flight(), now) {
             if job.snapshot.is_none() {
-                job.apply = self.applies.start();
+                job.apply = self.applies.start(now);
                 self.writes.carries_apply = job.apply.is_some();
             }
             self.outputs.push(Output::Write(job));
@@ -747,7 +763,7 @@ impl Pipeline {
         // Committed entries ride the next write; only when none waits to
         // start do they get a transaction of their own.
         if self.writes.nothing_queued() {
-            if let Some(batch) = self.applies.start() {
+            if let Some(batch) = self.applies.start(now) {
                 self.outputs.push(Output::Apply(batch));
             }
         }
@@ -800,7 +816,7 @@ impl Pipeline {
 
     fn apply_done(&mut self, done: ApplyDone) {
         assert!(
-            self.applies.in_flight,
+            self.applies.in_flight(),
             "node {}: an apply was reported done while none was in flight",
             self.raft.id()
         );
@@ -820,7 +836,7 @@ impl Pipeline {
     }
 
     fn state_machine_behind(&mut self, stored_applied: LogIndex) {
-        let batch_coming = self.applies.in_flight || !self.applies.next.is_empty();
+        let batch_coming = self.applies.in_flight() || !self.applies.next.is_empty();
         if stored_applied >= self.applied || batch_coming {
             return;
         }

@@ -509,6 +509,12 @@ fn three_node_leader() -> (Pipeline, Instant) {
             ),
         );
     }
+    // The blank entry is committed: apply it, so that nothing is left in
+    // flight.
+    for batch in apply_batches(&complete_writes(&mut pipeline, now)) {
+        let done = apply_all(&batch.entries, b"");
+        pipeline.handle(now, Input::ApplyDone(done));
+    }
     complete_writes(&mut pipeline, now);
     (pipeline, now)
 }
@@ -579,6 +585,76 @@ fn a_leader_whose_write_stalls_hands_leadership_to_an_up_to_date_follower() {
             [(RequestId(2), Reply::Refused(Refusal::Unavailable(_)))]
         ),
         "reads on a node whose storage stalled are refused at once: {outputs:?}"
+    );
+}
+
+/// The nemesis suite's leader whose Postgres crashed while only an apply
+/// was in flight: its clients all waited for that apply, so it wrote
+/// nothing new, and it kept leading until Postgres came back (3.2 s).
+#[test]
+fn a_leader_whose_apply_stalls_hands_leadership_to_an_up_to_date_follower() {
+    use crate::core::MessageBody;
+    let (mut pipeline, now) = three_node_leader();
+    pipeline.handle(
+        now,
+        Input::Propose {
+            request: RequestId(1),
+            command: b"x".to_vec(),
+        },
+    );
+    // The append is durable here; the follower's answer commits it.
+    let others = complete_writes(&mut pipeline, now);
+    assert!(apply_batches(&others).is_empty());
+    let proposed = pipeline.raft().log().last_index();
+    pipeline.handle(
+        now,
+        message_from(
+            2,
+            pipeline.raft().term(),
+            MessageBody::AppendResponse {
+                index: proposed,
+                rejected: false,
+                reject_hint_index: LogIndex(0),
+                reject_hint_term: Term(0),
+            },
+        ),
+    );
+    let outputs = pipeline.take_outputs();
+    assert_eq!(
+        apply_batches(&outputs).len(),
+        1,
+        "the apply starts and never ends: {outputs:?}"
+    );
+    assert!(writes(&outputs).is_empty(), "nothing else is written");
+    pipeline.advance(Instant(now.0 + TICK * 10));
+    assert!(
+        !pipeline
+            .take_outputs()
+            .iter()
+            .any(|output| matches!(output, Output::HandingOff { .. })),
+        "half a stall timeout is not a stall"
+    );
+    pipeline.advance(Instant(now.0 + TICK * 21));
+    let outputs = pipeline.take_outputs();
+    assert!(
+        outputs.iter().any(
+            |output| matches!(output, Output::HandingOff { target, .. } if *target == NodeId(2))
+        ),
+        "{outputs:?}"
+    );
+    pipeline.handle(
+        Instant(now.0 + TICK * 21),
+        Input::Propose {
+            request: RequestId(2),
+            command: b"y".to_vec(),
+        },
+    );
+    assert!(
+        matches!(
+            replies(&pipeline.take_outputs()).as_slice(),
+            [(RequestId(2), Reply::Refused(Refusal::Unavailable(_)))]
+        ),
+        "proposals to a node whose apply stalled are refused at once"
     );
 }
 

@@ -213,12 +213,6 @@ impl Writes {
         self.started_at = None;
         std::mem::take(&mut self.carries_apply)
     }
-
-    /// Whether the write in flight has been waiting for at least `limit`.
-    pub(super) fn stalled(&self, now: Instant, limit: std::time::Duration) -> bool {
-        self.started_at
-            .is_some_and(|started| now.0.saturating_sub(started.0) >= limit)
-    }
 }
 
 #[cfg(test)]

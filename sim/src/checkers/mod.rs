@@ -47,6 +47,7 @@ pub mod replica_rows;
 pub mod single_vote;
 pub mod stale_reads;
 pub mod state_machine_safety;
+pub mod storage_hand_off;
 pub mod term_settling;
 pub mod transfer_liveness;
 
