@@ -781,33 +781,14 @@ impl DevCluster {
     }
 
     /// Moves node `id`'s metrics endpoint to a free port when another
-    /// process took its port while the node was down (a node would refuse
-    /// to start). Unlike the node's own addresses, no other node names the
-    /// metrics endpoint, so only its config line changes.
+    /// process took its port while the node was down (see
+    /// [`move_taken_metrics_port`]).
     fn free_metrics_port(&mut self, id: u64) -> Result<(), DevError> {
         let address = self.node(id).metrics_address.clone();
-        let port = address
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse::<u16>().ok());
-        let Some(port) = port.filter(|port| !port_is_free(*port)) else {
-            return Ok(());
-        };
         let path = self.layout.config_path(id);
-        let text = fs::read_to_string(&path).map_err(|source| DevError::Io {
-            context: format!("reading {}", path.display()),
-            source,
-        })?;
-        let quote = |text: &str| toml::Value::String(text.to_string()).to_string();
-        let line = format!("metrics_addr = {}", quote(&address));
-        if !text.contains(&line) {
-            return Ok(());
+        if let Some(moved) = move_taken_metrics_port(&path, &address, self.ports_in_use())? {
+            self.node_mut(id).metrics_address = moved;
         }
-        let mut taken = self.ports_in_use();
-        taken.insert(port);
-        let moved = format!("{}:{}", postgres::HOST, pick_port(None, &mut taken)?);
-        let text = text.replace(&line, &format!("metrics_addr = {}", quote(&moved)));
-        write_file(&path, &text)?;
-        self.node_mut(id).metrics_address = moved;
         Ok(())
     }
 
@@ -1235,8 +1216,70 @@ pub fn start_node_process(
             dir: layout.dir().display().to_string(),
         });
     }
+    let path = layout.config_path(id);
+    let config =
+        NodeConfig::from_file(&path).map_err(|source| DevError::NodeConfig { path, source })?;
+    if let Some(metrics) = config.metrics_addr {
+        let taken = configured_ports(&layout)?;
+        move_taken_metrics_port(&layout.config_path(id), &metrics.to_string(), taken)?;
+    }
     let child = spawn_node(&layout, id, binary, log_filter)?;
     Ok(child.id())
+}
+
+/// Moves the metrics endpoint `address` in the node config at `path` to a
+/// free port not in `taken` when another process took its port while the
+/// node was down (a node would refuse to start). Unlike the node's own
+/// addresses, no other node names the metrics endpoint, so only its config
+/// line changes. Returns the new address when it moved.
+fn move_taken_metrics_port(
+    path: &Path,
+    address: &str,
+    mut taken: BTreeSet<u16>,
+) -> Result<Option<String>, DevError> {
+    let port = address
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    let Some(port) = port.filter(|port| !port_is_free(*port)) else {
+        return Ok(None);
+    };
+    let text = fs::read_to_string(path).map_err(|source| DevError::Io {
+        context: format!("reading {}", path.display()),
+        source,
+    })?;
+    let quote = |text: &str| toml::Value::String(text.to_string()).to_string();
+    let line = format!("metrics_addr = {}", quote(address));
+    if !text.contains(&line) {
+        return Ok(None);
+    }
+    taken.insert(port);
+    let moved = format!("{}:{}", postgres::HOST, pick_port(None, &mut taken)?);
+    let text = text.replace(&line, &format!("metrics_addr = {}", quote(&moved)));
+    write_file(path, &text)?;
+    Ok(Some(moved))
+}
+
+/// Every port the node configs in `layout` name: their gRPC, peer and
+/// metrics ports and their Postgres servers'.
+fn configured_ports(layout: &DevLayout) -> Result<BTreeSet<u16>, DevError> {
+    let mut ports = BTreeSet::new();
+    for id in layout.configured_node_ids()? {
+        let path = layout.config_path(id);
+        let config =
+            NodeConfig::from_file(&path).map_err(|source| DevError::NodeConfig { path, source })?;
+        ports.insert(config.listen_addr.port());
+        ports.extend(config.peer_listen_addr.map(|address| address.port()));
+        ports.extend(config.metrics_addr.map(|address| address.port()));
+        ports.extend(postgres_port(&config.postgres));
+    }
+    Ok(ports)
+}
+
+/// The `port=` of a libpq connection string, if it names one.
+fn postgres_port(conninfo: &str) -> Option<u16> {
+    conninfo
+        .split_whitespace()
+        .find_map(|pair| pair.strip_prefix("port=")?.parse().ok())
 }
 
 /// `text` as a JSON string literal (for the CLI's `--json` outputs).
@@ -1460,10 +1503,7 @@ fn previous_ports(
         let path = layout.config_path(id);
         let config =
             NodeConfig::from_file(&path).map_err(|source| DevError::NodeConfig { path, source })?;
-        let postgres = config
-            .postgres
-            .split_whitespace()
-            .find_map(|pair| pair.strip_prefix("port=")?.parse().ok());
+        let postgres = postgres_port(&config.postgres);
         let previous = PreviousPorts {
             grpc: Some(config.listen_addr.port()),
             peer: config.peer_listen_addr.map(|address| address.port()),

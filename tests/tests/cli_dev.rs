@@ -77,6 +77,9 @@ fn a_detached_dev_cluster_is_driven_node_by_node() {
         &["dev", "start-node", "--dir", &dir_text, "2"],
         &["kv", "put", "key", "value"],
     ];
+    // Another process takes node 2's metrics port while it is down:
+    // `dev start-node` moves the endpoint rather than fail to start it.
+    let mut metrics_port_holder = None;
     for step in steps {
         let (ok, _, text) = raftgres(step, &dir);
         if !ok {
@@ -88,8 +91,18 @@ fn a_detached_dev_cluster_is_driven_node_by_node() {
                 !dir.join("node-2.pid").exists(),
                 "a killed node's pid file is removed"
             );
+            let config = raftgres::server::NodeConfig::from_file(&dir.join("node-2.toml")).unwrap();
+            let metrics = config.metrics_addr.expect("a dev node serves metrics");
+            metrics_port_holder = Some(std::net::TcpListener::bind(metrics).unwrap());
         }
     }
+    let held = metrics_port_holder.expect("node 2 was stopped");
+    let config = raftgres::server::NodeConfig::from_file(&dir.join("node-2.toml")).unwrap();
+    assert_ne!(
+        config.metrics_addr,
+        Some(held.local_addr().unwrap()),
+        "node 2's metrics endpoint moved off the taken port"
+    );
     let status = wait_for_status(&dir, 3, 2);
     assert_eq!(
         status
