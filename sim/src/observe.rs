@@ -36,7 +36,7 @@ impl World {
                 (Some(write), Some(apply)) => Some(write.min(apply)),
                 (write, apply) => write.or(apply),
             };
-            let other_voters = raft.membership().voters.iter().any(|voter| *voter != id);
+            let other_voters = || raft.membership().voters.iter().any(|voter| *voter != id);
             let result = storage_hand_off::check(
                 id.0,
                 self.now,
