@@ -91,12 +91,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "lease-after-timeout-now",
-            seeds_needed: [43, 10],
+            seeds_needed: [16, 55],
             checkers: &["lease_exclusivity", "read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "snapshot-before-hard-state",
-            seeds_needed: [122, 64],
+            seeds_needed: [281, 64],
             checkers: &["crash_recovery"],
         },
         Hunt {
@@ -116,7 +116,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [66, 77],
+            seeds_needed: [66, 114],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
