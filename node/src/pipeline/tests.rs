@@ -519,6 +519,19 @@ fn three_node_leader() -> (Pipeline, Instant) {
     (pipeline, now)
 }
 
+/// Follower `follower` answers that it holds the leader's last entry.
+fn follower_holds_the_last_entry(pipeline: &mut Pipeline, now: Instant, follower: u64) {
+    let last = pipeline.raft().log().last_index();
+    let term = pipeline.raft().term();
+    let answer = crate::core::MessageBody::AppendResponse {
+        index: last,
+        rejected: false,
+        reject_hint_index: LogIndex(0),
+        reject_hint_term: Term(0),
+    };
+    pipeline.handle(now, message_from(follower, term, answer));
+}
+
 #[test]
 fn a_leader_whose_write_stalls_hands_leadership_to_an_up_to_date_follower() {
     use crate::core::MessageBody;
@@ -532,20 +545,7 @@ fn a_leader_whose_write_stalls_hands_leadership_to_an_up_to_date_follower() {
     );
     let outputs = pipeline.take_outputs();
     assert_eq!(writes(&outputs).len(), 1, "the write starts and never ends");
-    let proposed = pipeline.raft().log().last_index();
-    pipeline.handle(
-        now,
-        message_from(
-            2,
-            pipeline.raft().term(),
-            MessageBody::AppendResponse {
-                index: proposed,
-                rejected: false,
-                reject_hint_index: LogIndex(0),
-                reject_hint_term: Term(0),
-            },
-        ),
-    );
+    follower_holds_the_last_entry(&mut pipeline, now, 2);
     pipeline.take_outputs();
 
     let later = Instant(now.0 + TICK * 10);
@@ -593,7 +593,6 @@ fn a_leader_whose_write_stalls_hands_leadership_to_an_up_to_date_follower() {
 /// nothing new, and it kept leading until Postgres came back (3.2 s).
 #[test]
 fn a_leader_whose_apply_stalls_hands_leadership_to_an_up_to_date_follower() {
-    use crate::core::MessageBody;
     let (mut pipeline, now) = three_node_leader();
     pipeline.handle(
         now,
@@ -605,20 +604,7 @@ fn a_leader_whose_apply_stalls_hands_leadership_to_an_up_to_date_follower() {
     // The append is durable here; the follower's answer commits it.
     let others = complete_writes(&mut pipeline, now);
     assert!(apply_batches(&others).is_empty());
-    let proposed = pipeline.raft().log().last_index();
-    pipeline.handle(
-        now,
-        message_from(
-            2,
-            pipeline.raft().term(),
-            MessageBody::AppendResponse {
-                index: proposed,
-                rejected: false,
-                reject_hint_index: LogIndex(0),
-                reject_hint_term: Term(0),
-            },
-        ),
-    );
+    follower_holds_the_last_entry(&mut pipeline, now, 2);
     let outputs = pipeline.take_outputs();
     assert_eq!(
         apply_batches(&outputs).len(),
