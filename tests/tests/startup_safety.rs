@@ -9,7 +9,7 @@ use raftgres::client::ReadMode;
 use raftgres_devcluster::cluster::find_raftgres_binary;
 use raftgres_devcluster::postgres::free_port;
 use raftgres_proto::v1::GetRequest;
-use raftgres_tests::{kv_client, TestCluster, POLL_INTERVAL, WAIT_MAX};
+use raftgres_tests::{fresh_dir, kv_client, TestCluster, POLL_INTERVAL, WAIT_MAX};
 
 /// How long a refused start may take: connecting, then one check.
 const REFUSAL_MAX: Duration = Duration::from_secs(20);
@@ -189,4 +189,34 @@ async fn the_stored_membership_outlives_an_edited_configuration() {
     client.put("after", "2").await.expect("put after");
     wait_for_value_on(&cluster, node, "after", "2").await;
     cluster.assert_no_node_exited();
+}
+
+/// Proves that a node whose `peer_source_addr` is not an address of its
+/// host refuses to start, naming the setting, before it touches its
+/// database (every peer connection would otherwise fail, silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_source_address_the_host_does_not_have_is_refused() {
+    let dir = fresh_dir("peer-source");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("node-1.toml");
+    let config_text = |source: &str| {
+        format!(
+            "cluster_id = \"dev\"\nnode_id = 1\nlisten_addr = \"127.0.0.1:1\"\n\
+             postgres = \"host=127.0.0.1 port=1 user=postgres dbname=postgres\"\n\
+             peer_source_addr = \"{source}\"\n\
+             [[peer]]\nid = 1\naddress = \"127.0.0.1:1\"\n"
+        )
+    };
+    // 192.0.2.1 is documentation space (RFC 5737): no host has it.
+    std::fs::write(&config, config_text("192.0.2.1")).unwrap();
+    let (succeeded, output, _) = serve_once(&config, &fresh_listen_flags()).await;
+    assert!(
+        !succeeded,
+        "started with a foreign source address:\n{output}"
+    );
+    assert!(
+        output.contains("peer_source_addr 192.0.2.1 is not an address of this host"),
+        "the refusal does not name the setting:\n{output}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -191,6 +191,20 @@ async fn store_bootstrap_membership(
     Ok(())
 }
 
+/// A `peer_source_addr` that is not one of this host's addresses would
+/// make every peer connection fail: refuse to start, naming it.
+fn check_peer_source(config: &NodeConfig) -> anyhow::Result<()> {
+    if let Some(address) = config.peer_source_addr {
+        std::net::TcpListener::bind((address, 0)).with_context(|| {
+            format!(
+                "peer_source_addr {address} is not an address of this host (peer connections \
+                 could not be made from it)"
+            )
+        })?;
+    }
+    Ok(())
+}
+
 async fn run<S: StateMachine>(
     config: Arc<NodeConfig>,
     state_machine: Arc<S>,
@@ -199,6 +213,7 @@ async fn run<S: StateMachine>(
     // TLS material is checked before anything else, so a wrong file stops
     // the node at once with the file's name.
     let tls = load_tls(&config)?;
+    check_peer_source(&config)?;
     let mut store = open_store(&config).await?;
     let (durable, applied) = load_durable_state(&mut store).await?;
     let store_config = store.config().clone();
@@ -518,5 +533,32 @@ fn client_router<S: StateMachine>(
 impl From<StoreError> for error::ServiceError {
     fn from(error: StoreError) -> error::ServiceError {
         error::ServiceError::Unavailable(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_source_address_must_be_one_of_the_hosts() {
+        let config = |source: &str| {
+            NodeConfig::from_toml(&format!(
+                "cluster_id = \"dev\"\nnode_id = 1\nlisten_addr = \"127.0.0.1:7001\"\n\
+                 postgres = \"host=127.0.0.1\"\npeer_source_addr = \"{source}\"\n\
+                 [[peer]]\nid = 1\naddress = \"127.0.0.1:7001\"\n"
+            ))
+            .unwrap()
+        };
+        assert!(check_peer_source(&config("127.1.0.3")).is_ok());
+        // Documentation space (RFC 5737): no host has it.
+        let error = check_peer_source(&config("192.0.2.1")).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("peer_source_addr 192.0.2.1 is not an address"),
+            "{error:#}"
+        );
+        let mut without = config("127.0.0.1");
+        without.peer_source_addr = None;
+        assert!(check_peer_source(&without).is_ok());
     }
 }
