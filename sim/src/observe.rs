@@ -32,10 +32,10 @@ impl World {
                     return self.fail("lease_exclusivity", message);
                 }
             }
-            let outstanding_since = match (node.write_since, node.apply_since) {
-                (Some(write), Some(apply)) => Some(write.min(apply)),
-                (write, apply) => write.or(apply),
-            };
+            let outstanding_since = [node.write_since, node.apply_since]
+                .into_iter()
+                .flatten()
+                .min();
             let other_voters = || raft.membership().voters.iter().any(|voter| *voter != id);
             let result = storage_hand_off::check(
                 id.0,

@@ -581,6 +581,14 @@ mod tests {
         }
     }
 
+    /// Asserts that the proxy closes `socket` within [`LONG`], delivering
+    /// nothing more.
+    async fn assert_closed(socket: &mut TcpStream) {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(LONG, socket.read_to_end(&mut rest)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    }
+
     const LONG: Duration = Duration::from_secs(5);
     const SHORT: Duration = Duration::from_millis(300);
 
@@ -631,9 +639,7 @@ mod tests {
         assert!(round_trip(&mut from_three, b"ok", LONG).await.is_some());
         mesh.heal();
         // The held answer is dropped with its connection, not delivered late.
-        let mut rest = Vec::new();
-        let closed = tokio::time::timeout(LONG, socket.read_to_end(&mut rest)).await;
-        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        assert_closed(&mut socket).await;
         let mut socket = connect_as(1, &proxy).await;
         let answer = round_trip(&mut socket, b"again", LONG).await;
         assert_eq!(answer.as_deref(), Some(&b"again"[..]));
@@ -700,9 +706,7 @@ mod tests {
             address: &second,
         });
         assert_eq!(proxy, again);
-        let mut rest = Vec::new();
-        let closed = tokio::time::timeout(LONG, socket.read_to_end(&mut rest)).await;
-        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        assert_closed(&mut socket).await;
         let mut socket = connect_as(1, &proxy).await;
         assert!(round_trip(&mut socket, b"b", LONG).await.is_some());
         let other = (map.0)(PeerTarget {

@@ -64,13 +64,15 @@ async fn peer_traffic_goes_through_the_proxies_and_a_partition_isolates_the_lead
         mesh.forwarded_bytes(leader, added, Direction::Request) > 0,
         "the leader's appends to added node {added} go through its proxy"
     );
-    let mut others = cluster.others(added);
+    let others = cluster.others(added);
     mesh.apply(&NetworkFault::Partition(vec![vec![added], others.clone()]));
-    others.sort();
-    let cut_off: Vec<u64> = others
-        .iter()
-        .map(|&node| mesh.forwarded_bytes(node, added, Direction::Request))
-        .collect();
+    let sent_to_added = || -> Vec<u64> {
+        others
+            .iter()
+            .map(|&node| mesh.forwarded_bytes(node, added, Direction::Request))
+            .collect()
+    };
+    let cut_off = sent_to_added();
     bounded(
         "a put while the added node is cut off",
         Duration::from_secs(30),
@@ -79,10 +81,7 @@ async fn peer_traffic_goes_through_the_proxies_and_a_partition_isolates_the_lead
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let still: Vec<u64> = others
-        .iter()
-        .map(|&node| mesh.forwarded_bytes(node, added, Direction::Request))
-        .collect();
+    let still = sent_to_added();
     assert_eq!(
         cut_off, still,
         "nothing reached node {added} through the partition"

@@ -542,10 +542,10 @@ impl Pipeline {
     /// notice.
     fn storage_stalled_since(&self) -> Option<Instant> {
         let now = self.clock.now();
-        let oldest = match (self.writes.started_at, self.applies.started_at) {
-            (Some(write), Some(apply)) => Some(write.min(apply)),
-            (write, apply) => write.or(apply),
-        }?;
+        let oldest = [self.writes.started_at, self.applies.started_at]
+            .into_iter()
+            .flatten()
+            .min()?;
         (now.0.saturating_sub(oldest.0) >= self.storage_stall_timeout).then_some(oldest)
     }
 

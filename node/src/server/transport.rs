@@ -297,7 +297,6 @@ pub(super) async fn connect(
     };
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))?
         .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
     if let Some(tls) = &settings.tls {
