@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what `make run` and `make test` need on a fresh Debian machine
-# with Rust: PostgreSQL server binaries, cargo-nextest, and the validators
-# of deploy/ (systemd-analyze; kubernetes-validate from PyPI in a venv
-# under target/tools/). protoc is not needed (the proto crate builds with a
+# with Rust: PostgreSQL server binaries, cargo-nextest, etcd and etcdctl
+# (for the etcd API comparison tests), and the validators of deploy/
+# (systemd-analyze; kubernetes-validate from PyPI in a venv under
+# target/tools/). protoc is not needed (the proto crate builds with a
 # vendored protoc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,15 @@ fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     echo "ensure-deps: installing systemd (for systemd-analyze)" >&2
     apt_install systemd
+fi
+
+# tests/tests/etcd_api.rs holds raftgres' etcd v3 API to a real etcd: it runs
+# the same `etcdctl` (etcd-client) commands against a raftgres cluster and a
+# throw-away single-member etcd (etcd-server) and compares the outputs.
+# The server's own packaging may start an etcd on 2379; the tests never use it.
+if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then
+    echo "ensure-deps: installing etcd-server and etcd-client (for etcd and etcdctl)" >&2
+    apt_install etcd-server etcd-client
 fi
 
 # tests/tests/deploy_kubernetes.rs validates deploy/kubernetes/ against the

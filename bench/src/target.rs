@@ -12,11 +12,8 @@ use anyhow::Context;
 use raftgres_proto::v1 as raftgres_v1;
 use tonic::transport::{Channel, Endpoint};
 
-/// etcd's v3 API subset (`proto/etcdserverpb/rpc.proto`).
-#[allow(missing_docs, clippy::all)]
-pub mod etcd_v3 {
-    tonic::include_proto!("etcdserverpb");
-}
+/// etcd's v3 API (`etcdserverpb`), from the proto crate.
+pub use raftgres_proto::etcdserverpb as etcd_v3;
 
 /// How long connecting to a member may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

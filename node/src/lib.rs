@@ -3,6 +3,9 @@
 //!
 //! - [`core`]: the pure consensus state machine (always compiled; no I/O,
 //!   no clock, no async). The simulator drives exactly this code.
+//! - [`mvcc`]: the key-value store's semantics (etcd's revisions, ranges,
+//!   transactions, compaction), pure like the core, for the Postgres state
+//!   machine and the simulator's model alike.
 //! - [`pipeline`]: every decision between the core and the world (writes,
 //!   applies, snapshots, client replies, time), pure like the core.
 //! - `server` (feature `server`): the node: the tokio driver of the core,
@@ -17,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod core;
+pub mod mvcc;
 pub mod pipeline;
 
 /// The leader-finding client (the `raftgres-client` crate, which

@@ -20,12 +20,17 @@
 //! [`nemesis`] (faults against processes, Postgres and the network),
 //! [`checks`] (one property per file), [`campaign`] (all of it together,
 //! from a seed) and [`report`].
+//!
+//! [`etcd`] holds raftgres' etcd v3 API to a real etcd: a throw-away etcd
+//! member, Debian's `etcdctl` run with bounds, and the normalization that
+//! makes both sides' answers comparable.
 #![forbid(unsafe_code)]
 
 pub mod campaign;
 pub mod certificates;
 pub mod checks;
 pub mod deploy;
+pub mod etcd;
 pub mod history;
 pub mod nemesis;
 pub mod proxy;

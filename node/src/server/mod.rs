@@ -16,7 +16,9 @@
 //!   names that authenticate peers.
 //! - `services`: the gRPC services, one file each; `error`: the one mapping of refusals
 //!   to gRPC statuses.
-//! - [`state_machine`]: the state machine trait and the built-in KV.
+//! - [`state_machine`]: the state machine trait; `kv`: the built-in KV
+//!   state machine (etcd's MVCC store in Postgres); `etcd`: etcd's v3 API
+//!   served over it.
 //! - [`metrics`]: Prometheus metrics; `round_trip`: peer round-trip times
 //!   for them.
 
@@ -25,7 +27,9 @@ pub mod config;
 mod convert;
 mod driver;
 pub mod error;
+mod etcd;
 mod join;
+mod kv;
 mod listener;
 pub mod metrics;
 mod peers;
@@ -35,7 +39,7 @@ mod snapshots;
 pub mod state_machine;
 mod storage;
 pub mod tls;
-mod transport;
+pub(crate) mod transport;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,8 +53,9 @@ use tracing::Instrument as _;
 
 pub use admission::Admitted;
 pub use config::NodeConfig;
+pub use kv::{KvStateMachine, RangeRead};
 pub use services::NodeApi;
-pub use state_machine::{KvStateMachine, StateMachine};
+pub use state_machine::StateMachine;
 pub use storage::StandaloneApplier;
 
 use crate::core::{DurableState, LogIndex, Membership, NodeId, Raft};
@@ -355,6 +360,7 @@ async fn run<S: StateMachine>(
         state_machine,
         reads,
         peers,
+        peer_connect: transport::PeerConnectSettings::of(&config, tls.clone()),
     });
     let mut server_task = serve_grpc(shared, tls, shutdown_receiver.clone()).await?;
     // Which task ended, so that it is not awaited twice (a JoinHandle

@@ -278,7 +278,7 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Why a connect attempt failed.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum ConnectError {
+pub(crate) enum ConnectError {
     #[error(transparent)]
     Transport(#[from] tonic::transport::Error),
     #[error("no connection within {CONNECT_DEADLINE:?}")]
@@ -290,6 +290,20 @@ pub(super) async fn connect(
     address: &str,
     settings: &PeerConnectSettings,
 ) -> Result<PeerClient<tonic::transport::Channel>, ConnectError> {
+    let channel = connect_channel(peer, address, settings).await?;
+    Ok(PeerClient::new(channel)
+        .max_decoding_message_size(settings.message_bytes_max)
+        .max_encoding_message_size(settings.message_bytes_max))
+}
+
+/// A channel to node `peer` at `address`, made as peer connections are
+/// (TLS with this node's certificate, the peer's checked; the configured
+/// source address).
+pub(crate) async fn connect_channel(
+    peer: NodeId,
+    address: &str,
+    settings: &PeerConnectSettings,
+) -> Result<tonic::transport::Channel, ConnectError> {
     let scheme = if settings.tls.is_some() {
         "https"
     } else {
@@ -308,8 +322,5 @@ pub(super) async fn connect(
     connector.enforce_http(false);
     connector.set_nodelay(true);
     connector.set_local_address(settings.source_address);
-    let channel = endpoint.connect_with_connector(connector).await?;
-    Ok(PeerClient::new(channel)
-        .max_decoding_message_size(settings.message_bytes_max)
-        .max_encoding_message_size(settings.message_bytes_max))
+    Ok(endpoint.connect_with_connector(connector).await?)
 }

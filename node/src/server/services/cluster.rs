@@ -32,7 +32,7 @@ fn role_to_wire(role: Role) -> wire::Role {
 
 /// A member's peer address as this node knows it (empty when it knows
 /// none).
-fn member_address(directory: &PeerDirectory, config: &NodeConfig, id: NodeId) -> String {
+pub(crate) fn member_address(directory: &PeerDirectory, config: &NodeConfig, id: NodeId) -> String {
     if id.0 == config.node_id {
         return config.peer_listener().to_string();
     }

@@ -12,7 +12,8 @@ use crate::core::LogIndex;
 use crate::pipeline::check_read_covered;
 use crate::server::driver::Event;
 use crate::server::error::ServiceError;
-use crate::server::state_machine::{decode_kv_command, StateMachine};
+use crate::server::kv::decode_kv_command;
+use crate::server::state_machine::StateMachine;
 
 /// `raftgres.v1.Kv`.
 pub(crate) struct KvService<S> {
@@ -35,12 +36,7 @@ impl<S: StateMachine> KvService<S> {
             }
             .encode_to_vec();
             let operation = decode_kv_command(&command).map_err(ServiceError::InvalidArgument)?;
-            let key = match &operation {
-                wire::kv_command::Operation::Put(put) => &put.key,
-                wire::kv_command::Operation::Delete(delete) => &delete.key,
-                wire::kv_command::Operation::CompareAndSwap(swap) => &swap.key,
-            };
-            shared.check_key(key)?;
+            shared.check_key(operation.raftgres_key().unwrap_or_default())?;
             let applied = shared.submit(command, session).await?;
             let result = wire::KvResult::decode(applied.response.as_slice()).map_err(|error| {
                 ServiceError::Unavailable(format!("undecodable state machine response: {error}"))

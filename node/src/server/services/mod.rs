@@ -28,7 +28,7 @@ use super::metrics::Metrics;
 use crate::core::LogIndex;
 
 pub(crate) use client::ClientService;
-pub(crate) use cluster::ClusterService;
+pub(crate) use cluster::{member_address, ClusterService};
 pub(crate) use kv::KvService;
 pub(crate) use peer::{PeerService, NOT_MEMBER_TERM};
 
@@ -111,12 +111,15 @@ pub(crate) struct Shared<S> {
     pub(crate) reads: ReadConnection,
     /// Whom the node talks to now (published by the driver).
     pub(crate) peers: tokio::sync::watch::Receiver<Arc<super::peers::PeerDirectory>>,
+    /// How the node connects to other nodes (for requests a follower
+    /// forwards to the leader).
+    pub(crate) peer_connect: super::transport::PeerConnectSettings,
 }
 
 impl<S> Shared<S> {
     /// Sends an event that expects an answer and waits for it, bounded by
     /// the request timeout.
-    async fn ask<T>(
+    pub(crate) async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, ServiceError>>) -> Event,
     ) -> Result<T, ServiceError> {
@@ -137,7 +140,7 @@ impl<S> Shared<S> {
     }
 
     /// Proposes a state machine command wrapped with its session.
-    async fn submit(
+    pub(crate) async fn submit(
         &self,
         command: Vec<u8>,
         session: Option<&wire::Session>,
@@ -175,7 +178,7 @@ impl<S> Shared<S> {
 
     /// Waits until the local state machine may serve a read in `mode`;
     /// returns the index the read observes at least (0 for stale reads).
-    async fn read_barrier(&self, mode: i32) -> Result<LogIndex, ServiceError> {
+    pub(crate) async fn read_barrier(&self, mode: i32) -> Result<LogIndex, ServiceError> {
         match wire::ReadMode::try_from(mode) {
             Ok(wire::ReadMode::Linearizable) => {
                 self.ask(|reply| Event::Read {
@@ -198,7 +201,7 @@ impl<S> Shared<S> {
         }
     }
 
-    fn check_key(&self, key: &[u8]) -> Result<(), ServiceError> {
+    pub(crate) fn check_key(&self, key: &[u8]) -> Result<(), ServiceError> {
         if key.is_empty() {
             return Err(ServiceError::InvalidArgument(
                 "the key must not be empty".into(),
@@ -214,7 +217,7 @@ impl<S> Shared<S> {
         Ok(())
     }
 
-    fn refused(&self, error: ServiceError) -> Status {
+    pub(crate) fn refused(&self, error: ServiceError) -> Status {
         self.metrics.client_requests.refused.inc();
         Status::from(error)
     }
@@ -259,7 +262,7 @@ impl ReadConnection {
 }
 
 /// The driver's view of the node.
-pub(super) async fn node_status<S>(shared: &Shared<S>) -> Result<NodeStatus, Status> {
+pub(crate) async fn node_status<S>(shared: &Shared<S>) -> Result<NodeStatus, Status> {
     let (reply, answer) = oneshot::channel::<NodeStatus>();
     shared
         .events

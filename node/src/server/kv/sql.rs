@@ -1,0 +1,263 @@
+//! The KV state machine's tables and statements.
+
+use tokio_postgres::types::Type;
+use tokio_postgres::Transaction;
+
+use crate::mvcc::{Event, KeyValue, Revisions, REVISION_INITIAL};
+
+/// The tables. A database whose `raftgres_kv` predates revisions is
+/// refused while it holds rows (their revisions cannot be made up the same
+/// way on every replica) and replaced while it is empty.
+pub(super) const SCHEMA: &str = "
+    DO $$
+    BEGIN
+        IF EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'raftgres_kv'
+                     AND column_name = 'mod_index')
+           AND NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'raftgres_kv'
+                     AND column_name = 'mod_revision') THEN
+            IF EXISTS (SELECT 1 FROM raftgres_kv) THEN
+                RAISE EXCEPTION 'raftgres_kv holds rows written before the KV kept revisions; this version cannot give them revisions every replica agrees on: start the node on an empty database and let it catch up from the cluster';
+            END IF;
+            DROP TABLE raftgres_kv;
+        END IF;
+    END $$;
+    CREATE TABLE IF NOT EXISTS raftgres_kv (
+        key bytea PRIMARY KEY,
+        value bytea NOT NULL,
+        mod_index bigint NOT NULL CHECK (mod_index > 0),
+        create_revision bigint NOT NULL,
+        mod_revision bigint NOT NULL,
+        version bigint NOT NULL,
+        lease bigint NOT NULL,
+        CHECK (0 < create_revision AND create_revision <= mod_revision AND version > 0)
+    );
+    CREATE TABLE IF NOT EXISTS raftgres_kv_history (
+        revision bigint NOT NULL,
+        sub bigint NOT NULL,
+        key bytea NOT NULL,
+        value bytea,
+        create_revision bigint NOT NULL,
+        version bigint NOT NULL,
+        lease bigint NOT NULL,
+        PRIMARY KEY (revision, sub)
+    );
+    CREATE INDEX IF NOT EXISTS raftgres_kv_history_by_key
+        ON raftgres_kv_history (key, revision);
+    CREATE TABLE IF NOT EXISTS raftgres_kv_revision (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        revision bigint NOT NULL,
+        compact_revision bigint NOT NULL,
+        CHECK (0 <= compact_revision AND compact_revision <= revision)
+    );
+    INSERT INTO raftgres_kv_revision (revision, compact_revision)
+        VALUES (1, 0) ON CONFLICT DO NOTHING";
+
+/// Writes a batch's changes in one statement: deletes, upserts, history,
+/// revisions, and the compaction when the compaction point moved (of each
+/// key's changes at or below it, all but the last, and that one too when
+/// it is a delete).
+pub(super) const WRITE_FUNCTION: &str = "
+    CREATE OR REPLACE FUNCTION raftgres_kv_write(
+        deleted_keys bytea[],
+        keys bytea[], kv_values bytea[], mod_indexes bigint[], create_revisions bigint[],
+        mod_revisions bigint[], versions bigint[], leases bigint[],
+        event_revisions bigint[], event_subs bigint[], event_keys bytea[], event_values bytea[],
+        event_create_revisions bigint[], event_versions bigint[], event_leases bigint[],
+        new_revision bigint, new_compact_revision bigint, old_compact_revision bigint)
+    RETURNS void AS $$
+    BEGIN
+        DELETE FROM raftgres_kv WHERE key = ANY(deleted_keys);
+        INSERT INTO raftgres_kv
+            (key, value, mod_index, create_revision, mod_revision, version, lease)
+        SELECT * FROM unnest(keys, kv_values, mod_indexes, create_revisions, mod_revisions,
+                             versions, leases)
+        ON CONFLICT (key) DO UPDATE SET
+            value = EXCLUDED.value, mod_index = EXCLUDED.mod_index,
+            create_revision = EXCLUDED.create_revision, mod_revision = EXCLUDED.mod_revision,
+            version = EXCLUDED.version, lease = EXCLUDED.lease;
+        INSERT INTO raftgres_kv_history
+            (revision, sub, key, value, create_revision, version, lease)
+        SELECT * FROM unnest(event_revisions, event_subs, event_keys, event_values,
+                             event_create_revisions, event_versions, event_leases);
+        UPDATE raftgres_kv_revision
+        SET revision = new_revision, compact_revision = new_compact_revision;
+        IF new_compact_revision > old_compact_revision THEN
+            DELETE FROM raftgres_kv_history AS old
+            WHERE old.revision <= new_compact_revision
+              AND (old.value IS NULL OR EXISTS (
+                  SELECT 1 FROM raftgres_kv_history AS newer
+                  WHERE newer.key = old.key AND newer.revision > old.revision
+                    AND newer.revision <= new_compact_revision));
+        END IF;
+    END
+    $$ LANGUAGE plpgsql";
+
+pub(super) const SELECT_REVISIONS: &str =
+    "SELECT revision, compact_revision FROM raftgres_kv_revision";
+
+/// The current rows in bounded ranges `[$1[i], $2[i])` and from `$3` on
+/// (when not NULL), as [`key_value`] reads them, then `mod_index`. Rows in
+/// two ranges come twice.
+pub(super) const SELECT_RANGES: &str = "
+    SELECT kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease, kv.mod_index
+    FROM unnest($1::bytea[], $2::bytea[]) AS wanted(low, high)
+    JOIN raftgres_kv AS kv ON kv.key >= wanted.low AND kv.key < wanted.high
+    UNION ALL
+    SELECT key, value, create_revision, mod_revision, version, lease, mod_index
+    FROM raftgres_kv WHERE $3::bytea IS NOT NULL AND key >= $3";
+
+/// A row selected as `key, value, create_revision, mod_revision, version,
+/// lease`.
+pub(crate) fn key_value(row: &tokio_postgres::Row) -> KeyValue {
+    KeyValue {
+        key: row.get(0),
+        value: row.get(1),
+        create_revision: row.get(2),
+        mod_revision: row.get(3),
+        version: row.get(4),
+        lease: row.get(5),
+    }
+}
+
+/// Writes the final state of every key a batch changed (`None`: deleted),
+/// with the log index of its last change, the batch's events and the new
+/// revisions.
+pub(super) async fn write<'a>(
+    transaction: &Transaction<'_>,
+    rows: impl Iterator<Item = (&'a [u8], Option<(&'a KeyValue, u64)>)>,
+    events: &[Event],
+    revisions: Revisions,
+    before: Revisions,
+) -> Result<(), tokio_postgres::Error> {
+    debug_assert!(revisions.current >= REVISION_INITIAL);
+    let mut deleted: Vec<&[u8]> = Vec::new();
+    let mut kept = Columns::default();
+    for (key, row) in rows {
+        match row {
+            None => deleted.push(key),
+            Some((kv, mod_index)) => kept.push(kv, mod_index),
+        }
+    }
+    let mut history = EventColumns::default();
+    for event in events {
+        history.push(event);
+    }
+    transaction
+        .query_typed(
+            "SELECT raftgres_kv_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+            &[
+                (&deleted, Type::BYTEA_ARRAY),
+                (&kept.keys, Type::BYTEA_ARRAY),
+                (&kept.values, Type::BYTEA_ARRAY),
+                (&kept.mod_indexes, Type::INT8_ARRAY),
+                (&kept.create_revisions, Type::INT8_ARRAY),
+                (&kept.mod_revisions, Type::INT8_ARRAY),
+                (&kept.versions, Type::INT8_ARRAY),
+                (&kept.leases, Type::INT8_ARRAY),
+                (&history.revisions, Type::INT8_ARRAY),
+                (&history.subs, Type::INT8_ARRAY),
+                (&history.keys, Type::BYTEA_ARRAY),
+                (&history.values, Type::BYTEA_ARRAY),
+                (&history.create_revisions, Type::INT8_ARRAY),
+                (&history.versions, Type::INT8_ARRAY),
+                (&history.leases, Type::INT8_ARRAY),
+                (&revisions.current, Type::INT8),
+                (&revisions.compacted, Type::INT8),
+                (&before.compacted, Type::INT8),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct Columns<'a> {
+    keys: Vec<&'a [u8]>,
+    values: Vec<&'a [u8]>,
+    mod_indexes: Vec<i64>,
+    create_revisions: Vec<i64>,
+    mod_revisions: Vec<i64>,
+    versions: Vec<i64>,
+    leases: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    fn push(&mut self, kv: &'a KeyValue, mod_index: u64) {
+        self.keys.push(&kv.key);
+        self.values.push(&kv.value);
+        self.mod_indexes.push(mod_index as i64);
+        self.create_revisions.push(kv.create_revision);
+        self.mod_revisions.push(kv.mod_revision);
+        self.versions.push(kv.version);
+        self.leases.push(kv.lease);
+    }
+}
+
+#[derive(Default)]
+struct EventColumns<'a> {
+    revisions: Vec<i64>,
+    subs: Vec<i64>,
+    keys: Vec<&'a [u8]>,
+    values: Vec<Option<&'a [u8]>>,
+    create_revisions: Vec<i64>,
+    versions: Vec<i64>,
+    leases: Vec<i64>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn push(&mut self, event: &'a Event) {
+        self.revisions.push(event.revision);
+        self.subs.push(event.sub);
+        self.keys.push(&event.key);
+        self.values
+            .push(event.kv.as_ref().map(|kv| kv.value.as_slice()));
+        let kv = event.kv.as_ref();
+        self.create_revisions
+            .push(kv.map_or(0, |kv| kv.create_revision));
+        self.versions.push(kv.map_or(0, |kv| kv.version));
+        self.leases.push(kv.map_or(0, |kv| kv.lease));
+    }
+}
+
+/// A range read at a revision, in one statement (one snapshot): the
+/// applied index, the revisions, the revision read at, how many keys the
+/// range holds there, and its rows as [`key_value`] reads them (NULL when
+/// none), in key order, at most `$4` of them (NULL: all). `$1`, `$2`: the
+/// range (`$2` NULL: unbounded); `$3`: the revision asked for (0 or less:
+/// the current one); rows come only when it is readable (the caller tells
+/// why not from the revisions).
+pub(super) const SELECT_RANGE_AT: &str = "
+    WITH state AS (
+        SELECT applied.applied_index, revisions.revision, revisions.compact_revision,
+               CASE WHEN $3::bigint <= 0 THEN revisions.revision ELSE $3::bigint END AS at
+        FROM raftgres_applied AS applied, raftgres_kv_revision AS revisions),
+    past AS (
+        SELECT latest.* FROM (
+            SELECT DISTINCT ON (history.key) history.key, history.value,
+                   history.create_revision, history.revision AS mod_revision,
+                   history.version, history.lease
+            FROM raftgres_kv_history AS history, state
+            WHERE state.at < state.revision AND state.at >= state.compact_revision
+              AND history.key >= $1 AND ($2::bytea IS NULL OR history.key < $2)
+              AND history.revision <= state.at
+            ORDER BY history.key, history.revision DESC, history.sub DESC) AS latest
+        WHERE latest.value IS NOT NULL),
+    found AS (
+        (SELECT kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease
+         FROM raftgres_kv AS kv, state
+         WHERE state.at = state.revision AND kv.key >= $1 AND ($2::bytea IS NULL OR kv.key < $2)
+         ORDER BY kv.key LIMIT $4)
+        UNION ALL
+        (SELECT * FROM past ORDER BY key LIMIT $4)),
+    counted AS (
+        SELECT CASE WHEN state.at = state.revision THEN
+                   (SELECT count(*) FROM raftgres_kv
+                    WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2))
+               ELSE (SELECT count(*) FROM past) END AS total
+        FROM state)
+    SELECT found.key, found.value, found.create_revision, found.mod_revision, found.version,
+           found.lease, state.applied_index, state.revision, state.compact_revision, counted.total
+    FROM state CROSS JOIN counted LEFT JOIN found ON true
+    ORDER BY found.key";

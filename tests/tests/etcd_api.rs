@@ -1,0 +1,371 @@
+//! raftgres serves etcd's v3 API as etcd does: the same `etcdctl` (3.4)
+//! commands, run against a raftgres cluster and against a real etcd,
+//! print the same answers, failures included, once what must differ
+//! between two clusters is normalized away (`raftgres_tests::etcd`).
+//! A fresh store is at revision 1 on both sides and revisions are
+//! compared as printed.
+//!
+//! etcdctl talks to all three raftgres nodes, as a client of an etcd
+//! cluster does (its balancer spreads requests over them), except for
+//! `endpoint status`, which asks the leader alone. Each test starts a
+//! fresh cluster and a fresh etcd. Needs `etcd` and `etcdctl`
+//! (scripts/ensure-deps.sh).
+
+use raftgres_tests::etcd::{Compared, Comparison, EtcdMember, Etcdctl};
+use raftgres_tests::TestCluster;
+
+/// A fresh raftgres cluster and a fresh etcd, with etcdctl for both.
+struct Sides {
+    /// etcdctl against every raftgres node, and against etcd.
+    all: Comparison,
+    /// etcdctl against the raftgres leader alone, and against etcd.
+    leader: Comparison,
+    /// The raftgres cluster's number of members.
+    members: usize,
+    _etcd: EtcdMember,
+    _cluster: TestCluster,
+}
+
+async fn start(name: &str) -> Sides {
+    let (mut cluster, etcd) = tokio::join!(TestCluster::start(name), EtcdMember::start(name));
+    let leader = cluster.wait_leader().await;
+    let all = Comparison::new(etcd.etcdctl(), Etcdctl::new(cluster.addresses()));
+    let leader = Comparison::new(etcd.etcdctl(), Etcdctl::new([cluster.node_address(leader)]));
+    Sides {
+        all,
+        leader,
+        members: cluster.node_ids().len(),
+        _etcd: etcd,
+        _cluster: cluster,
+    }
+}
+
+/// The non-interactive input of `etcdctl txn`: compares, a blank line,
+/// the success requests, a blank line, the failure requests, a blank line.
+fn txn_script(compares: &[&str], success: &[&str], failure: &[&str]) -> String {
+    [compares, success, failure]
+        .iter()
+        .map(|lines| lines.iter().map(|line| format!("{line}\n")).collect())
+        .collect::<Vec<String>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Asserts that etcd took the success branch (`success`) or the failure
+/// branch of a compared `txn`, so that the comparison covers what the
+/// test says it covers.
+fn assert_branch(compared: &Compared, success: bool) {
+    let output = &compared.etcd;
+    let succeeded = if output.stdout.starts_with('{') {
+        output.stdout.contains(r#""succeeded":true"#)
+    } else {
+        output.stdout.starts_with("SUCCESS")
+    };
+    assert_eq!(succeeded, success, "etcd took the other branch: {output}");
+}
+
+const SORT_TARGETS: [&str; 5] = ["KEY", "MODIFY", "CREATE", "VERSION", "VALUE"];
+
+/// Proves that puts (plain and --prev-kv) and gets (one key, a range, a
+/// prefix, --from-key, --limit, every --sort-by and --order, --keys-only,
+/// --print-value-only, an older --rev, JSON) answer as etcd does, and that
+/// a future revision is refused as etcd refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_and_gets_answer_as_etcd_does() {
+    let sides = start("etcd-put-get").await;
+    let both = &sides.all;
+    // A fresh store: revision 1 and nothing in it.
+    let fresh = both.succeeds(&["get", "k1", "-w", "json"]).await;
+    assert!(
+        fresh.etcd.stdout.contains(r#""revision":1,"#),
+        "{}",
+        fresh.etcd
+    );
+
+    // Revisions 2 to 8. The values are chosen so that every sort target
+    // orders k1, k2, k3 differently from the others.
+    both.succeeds(&["put", "k1", "zulu"]).await;
+    both.succeeds(&["put", "k2", "alpha"]).await;
+    both.succeeds(&["put", "k3", "mike"]).await;
+    both.succeeds(&["put", "k1", "yankee", "--prev-kv"]).await;
+    both.succeeds(&["put", "k2", "bravo", "-w", "json"]).await;
+    both.succeeds(&["put", "k2", "charlie", "--prev-kv", "-w", "json"])
+        .await;
+    // --prev-kv of a key that did not exist prints no previous pair.
+    both.succeeds(&["put", "new", "first", "--prev-kv", "-w", "json"])
+        .await;
+
+    both.succeeds(&["get", "k1"]).await;
+    both.succeeds(&["get", "k1", "-w", "json"]).await;
+    both.succeeds(&["get", "k1", "--print-value-only"]).await;
+    both.succeeds(&["get", "missing"]).await;
+    both.succeeds(&["get", "missing", "-w", "json"]).await;
+    both.succeeds(&["get", "k1", "k3"]).await;
+    both.succeeds(&["get", "k", "--prefix"]).await;
+    both.succeeds(&["get", "k", "--prefix", "-w", "json"]).await;
+    both.succeeds(&["get", "k2", "--from-key"]).await;
+    both.succeeds(&["get", "k", "--prefix", "--limit=2"]).await;
+    // The JSON answer of a limited range says there is more, and counts
+    // every key in the range (etcdctl 3.4 has no --count-only; 3.5 added
+    // it).
+    both.succeeds(&["get", "k", "--prefix", "--limit=2", "-w", "json"])
+        .await;
+    both.succeeds(&["get", "k", "--prefix", "--keys-only"])
+        .await;
+    both.succeeds(&["get", "k", "--prefix", "--keys-only", "-w", "json"])
+        .await;
+    for target in SORT_TARGETS {
+        for order in ["ASCEND", "DESCEND"] {
+            let sort_by = format!("--sort-by={target}");
+            let order = format!("--order={order}");
+            both.succeeds(&["get", "k", "--prefix", &sort_by, &order])
+                .await;
+        }
+    }
+    both.succeeds(&["get", "k", "--prefix", "--order=DESCEND"])
+        .await;
+    both.succeeds(&[
+        "get",
+        "k",
+        "--prefix",
+        "--sort-by=VERSION",
+        "--order=DESCEND",
+        "--limit=1",
+        "-w",
+        "json",
+    ])
+    .await;
+
+    // Older revisions: k1 as first written, k2 before it existed, and the
+    // three keys as they were at revision 4.
+    both.succeeds(&["get", "k1", "--rev=2"]).await;
+    both.succeeds(&["get", "k2", "--rev=2"]).await;
+    both.succeeds(&["get", "k", "--prefix", "--rev=4", "-w", "json"])
+        .await;
+    both.succeeds(&["get", "k", "--from-key", "--rev=7", "--keys-only"])
+        .await;
+    both.fails(
+        &["get", "k1", "--rev=9"],
+        "required revision is a future revision",
+    )
+    .await;
+}
+
+/// Proves that deletes (one key, a range, a prefix, --from-key, --prev-kv,
+/// a missing key, JSON) answer as etcd does, that deleting nothing
+/// changes no revision, and that history before a delete stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_answer_as_etcd_does() {
+    let sides = start("etcd-delete").await;
+    let both = &sides.all;
+    // Revisions 2 to 6.
+    both.succeeds(&["put", "d1", "a"]).await;
+    both.succeeds(&["put", "d2", "b"]).await;
+    both.succeeds(&["put", "d3", "c"]).await;
+    both.succeeds(&["put", "e1", "x"]).await;
+    both.succeeds(&["put", "d2", "b2"]).await;
+
+    // Deleting nothing prints 0 and leaves the store at revision 6.
+    both.succeeds(&["del", "missing"]).await;
+    both.succeeds(&["del", "missing", "-w", "json"]).await;
+    both.succeeds(&["del", "missing", "--prev-kv"]).await;
+    // Revisions 7 to 9.
+    both.succeeds(&["del", "d1"]).await;
+    both.succeeds(&["del", "d2", "--prev-kv"]).await;
+    both.succeeds(&["del", "d", "--prefix", "--prev-kv", "-w", "json"])
+        .await;
+    both.succeeds(&["del", "d", "--prefix"]).await;
+
+    // A key written again after its delete starts a new life: new create
+    // revision, version 1 (revision 10).
+    both.succeeds(&["put", "d1", "again", "-w", "json"]).await;
+    both.succeeds(&["get", "d1", "-w", "json"]).await;
+    // History before the deletes.
+    both.succeeds(&["get", "d", "--prefix", "--rev=6", "-w", "json"])
+        .await;
+    both.succeeds(&["get", "d2", "--rev=8"]).await;
+
+    // A range [e1, zz) holds e1 only (revision 11); --from-key takes the
+    // rest, d1 (revision 12).
+    both.succeeds(&["del", "e1", "zz", "--prev-kv"]).await;
+    both.succeeds(&["del", "a", "--from-key", "--prev-kv", "-w", "json"])
+        .await;
+    both.succeeds(&["get", "", "--from-key", "-w", "json"])
+        .await;
+}
+
+/// Proves that `etcdctl txn` answers as etcd does: compares on value,
+/// version, create revision and mod revision (=, !=, <, >), the success
+/// branch (several puts and a delete, one revision for all) and the
+/// failure branch, a read-only and a compare-free transaction, a compare
+/// on a missing key, the JSON answer, and the refusal of a transaction
+/// that writes one key twice; then the keys are as etcd has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_answer_as_etcd_does() {
+    let sides = start("etcd-txn").await;
+    let both = &sides.all;
+    // Revisions 2 to 4: t1 created at 2; t2 created at 3, version 2 at 4.
+    both.succeeds(&["put", "t1", "v1"]).await;
+    both.succeeds(&["put", "t2", "v2"]).await;
+    both.succeeds(&["put", "t2", "v2b"]).await;
+
+    // Every compare holds: the success branch, at revision 5.
+    let success = txn_script(
+        &[
+            r#"value("t1") = "v1""#,
+            r#"version("t2") = "2""#,
+            r#"create("t1") = "2""#,
+            r#"mod("t2") = "4""#,
+        ],
+        &["put t3 v3", "put t1 v1b", "del t2", "get t1"],
+        &["put failed yes"],
+    );
+    assert_branch(&both.txn_succeeds(&[], &success).await, true);
+    both.succeeds(&["get", "t", "--prefix", "-w", "json"]).await;
+
+    // A compare fails: the failure branch, at revision 6.
+    let failure = txn_script(
+        &[r#"value("t1") = "v1""#, r#"version("t3") > "0""#],
+        &["put never 1"],
+        &["put t4 v4", "get t3"],
+    );
+    assert_branch(&both.txn_succeeds(&[], &failure).await, false);
+
+    // The other operators, a deleted key's version 0, JSON (revision 7).
+    let operators = txn_script(
+        &[
+            r#"version("t2") = "0""#,
+            r#"mod("t3") < "6""#,
+            r#"create("t1") != "0""#,
+            r#"value("t4") > "v3""#,
+        ],
+        &["put t5 v5", "get t --prefix --keys-only"],
+        &["put t6 v6"],
+    );
+    assert_branch(&both.txn_succeeds(&["-w", "json"], &operators).await, true);
+    let failed = txn_script(
+        &[r#"mod("t1") = "3""#],
+        &["put t6 v6"],
+        &["del t3 --prev-kv", "get t1"],
+    );
+    assert_branch(&both.txn_succeeds(&["-w", "json"], &failed).await, false);
+
+    // Read-only transactions change no revision; a value compare on a
+    // missing key fails.
+    let read_only = txn_script(&[r#"mod("t4") > "0""#], &["get t4"], &[]);
+    assert_branch(&both.txn_succeeds(&["-w", "json"], &read_only).await, true);
+    let missing = txn_script(
+        &[r#"value("missing") = "x""#],
+        &["put never 2"],
+        &["get t --prefix --keys-only"],
+    );
+    assert_branch(&both.txn_succeeds(&[], &missing).await, false);
+    // No compare: the success branch.
+    let unconditional = txn_script(&[], &["put t7 v7", "put t8 v8"], &[]);
+    assert_branch(
+        &both.txn_succeeds(&["-w", "json"], &unconditional).await,
+        true,
+    );
+
+    let duplicate = txn_script(&[], &["put d 1", "put d 2"], &[]);
+    let refused = both.same_with_stdin(&["txn"], &duplicate).await;
+    refused.failed_with("duplicate key given in txn request");
+
+    both.succeeds(&["get", "", "--from-key", "-w", "json"])
+        .await;
+    both.succeeds(&["get", "t", "--prefix", "--rev=6", "-w", "json"])
+        .await;
+}
+
+/// Proves that compaction answers as etcd does: after `compaction N`, a
+/// read at a revision below N fails as on etcd ("required revision has
+/// been compacted"), reads at N and above work, compacting again at or
+/// below N or beyond the current revision fails the same way, and
+/// compaction takes no revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_refuses_old_revisions_as_etcd_does() {
+    let sides = start("etcd-compaction").await;
+    let both = &sides.all;
+    // Revisions 2 to 7.
+    both.succeeds(&["put", "c", "a"]).await;
+    both.succeeds(&["put", "c", "b"]).await;
+    both.succeeds(&["put", "c", "c"]).await;
+    both.succeeds(&["put", "d", "x"]).await;
+    both.succeeds(&["del", "d"]).await;
+    both.succeeds(&["put", "c", "d"]).await;
+
+    both.succeeds(&["compaction", "4"]).await;
+    for compacted in ["--rev=2", "--rev=3"] {
+        both.fails(
+            &["get", "c", compacted],
+            "required revision has been compacted",
+        )
+        .await;
+    }
+    both.fails(
+        &["get", "c", "--rev=3", "-w", "json"],
+        "required revision has been compacted",
+    )
+    .await;
+    both.succeeds(&["get", "c", "--rev=4"]).await;
+    both.succeeds(&["get", "c", "--rev=5", "-w", "json"]).await;
+    both.succeeds(&["get", "d", "--rev=5"]).await;
+    both.succeeds(&["get", "d", "--rev=6"]).await;
+    both.fails(
+        &["get", "c", "--rev=8"],
+        "required revision is a future revision",
+    )
+    .await;
+
+    both.fails(&["compaction", "4"], "required revision has been compacted")
+        .await;
+    both.fails(&["compaction", "3"], "required revision has been compacted")
+        .await;
+    both.fails(
+        &["compaction", "100"],
+        "required revision is a future revision",
+    )
+    .await;
+    both.succeeds(&["compaction", "7", "--physical"]).await;
+    both.fails(
+        &["get", "c", "--rev=6"],
+        "required revision has been compacted",
+    )
+    .await;
+    // Still revision 7, and the next write takes revision 8.
+    both.succeeds(&["get", "c", "-w", "json"]).await;
+    both.succeeds(&["put", "c", "e", "-w", "json"]).await;
+    both.succeeds(&["get", "c", "--rev=7", "-w", "json"]).await;
+}
+
+/// Proves that `endpoint status` on the leader and `member list` answer in
+/// etcd's shape: the same columns and fields, the leader saying it leads,
+/// no learner, and the store's revision. Member lists are compared per
+/// member row, because the single etcd lists one member and raftgres
+/// every node of its cluster (ids, names and URLs normalized away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_status_and_member_list_answer_as_etcd_does() {
+    let sides = start("etcd-cluster").await;
+    // Revision 2, so that the status shows a store that was written.
+    sides.all.succeeds(&["put", "a", "1"]).await;
+
+    for format in ["simple", "table", "json", "fields"] {
+        let status = sides
+            .leader
+            .succeeds(&["endpoint", "status", "-w", format])
+            .await;
+        if format == "simple" {
+            assert!(
+                status.etcd.stdout.contains(", true, false, "),
+                "the etcd member should lead and not be a learner: {}",
+                status.etcd
+            );
+        }
+    }
+    for format in ["simple", "table", "json", "fields"] {
+        sides
+            .all
+            .same_per_member(&["member", "list", "-w", format], sides.members)
+            .await;
+    }
+}
