@@ -1230,11 +1230,44 @@ impl Comparison {
         compared
     }
 
+    /// Starts `etcdctl ARGS` (a `watch`) in the background on both sides;
+    /// [`Comparison::same_background`] compares what they printed.
+    pub fn spawn(&self, args: &[&str], run_max: Duration) -> [BackgroundEtcdctl; 2] {
+        [
+            self.etcd.spawn(args, run_max),
+            self.raftgres.spawn(args, run_max),
+        ]
+    }
+
+    /// Stops both of [`Comparison::spawn`]'s commands and asserts that
+    /// they printed the same normalized answer.
+    pub async fn same_background(
+        &self,
+        args: &[&str],
+        [etcd, raftgres]: [BackgroundEtcdctl; 2],
+    ) -> Compared {
+        let (etcd, raftgres) = tokio::join!(etcd.stop(), raftgres.stop());
+        compared(args, None, etcd, raftgres)
+    }
+
     async fn compare(&self, args: &[&str], stdin: Option<&str>) -> Compared {
         let (etcd, raftgres) = tokio::join!(
             self.etcd.run_inner(args, stdin),
             self.raftgres.run_inner(args, stdin)
         );
+        compared(args, stdin, etcd, raftgres)
+    }
+}
+
+/// Both answers to `etcdctl ARGS`; panics, showing both, unless their
+/// normalized answers are equal.
+fn compared(
+    args: &[&str],
+    stdin: Option<&str>,
+    etcd: EtcdctlOutput,
+    raftgres: EtcdctlOutput,
+) -> Compared {
+    {
         let (etcd_normalized, raftgres_normalized) =
             (normalize(args, &etcd), normalize(args, &raftgres));
         if etcd_normalized != raftgres_normalized {

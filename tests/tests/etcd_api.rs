@@ -13,6 +13,7 @@
 
 use raftgres_tests::etcd::{Compared, Comparison, EtcdMember, Etcdctl};
 use raftgres_tests::TestCluster;
+use std::time::Duration;
 
 /// A fresh raftgres cluster and a fresh etcd, with etcdctl for both.
 struct Sides {
@@ -368,4 +369,48 @@ async fn endpoint_status_and_member_list_answer_as_etcd_does() {
             .same_per_member(&["member", "list", "-w", format], sides.members)
             .await;
     }
+}
+
+/// Proves that watches answer as etcd's: a prefix watch from a past
+/// revision with --prev-kv, served by whichever node etcdctl picks,
+/// replays the history and then follows new puts, deletes and a
+/// transaction's changes, in revision order, with each change's previous
+/// version; and a watch from a compacted revision is canceled as etcd
+/// cancels it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_answer_as_etcd_does() {
+    let sides = start("etcd-watch").await;
+    let both = &sides.all;
+    both.succeeds(&["put", "w1", "a"]).await;
+    both.succeeds(&["put", "w2", "b"]).await;
+    both.succeeds(&["put", "x", "c"]).await;
+    let args = ["watch", "w", "--prefix", "--rev=2", "--prev-kv"];
+    let watches = both.spawn(&args, Duration::from_secs(60));
+    // The two puts replayed: PUT, key, value each.
+    for watch in &watches {
+        let lines = watch.wait_for_lines(6, Duration::from_secs(20)).await;
+        assert_eq!(lines.len(), 6, "the history was not replayed: {lines:?}");
+    }
+    both.succeeds(&["put", "w1", "c"]).await;
+    both.succeeds(&["del", "w2"]).await;
+    both.succeeds(&["put", "y", "not watched"]).await;
+    let script = txn_script(&[], &["put w3 t", "del w1"], &[]);
+    both.txn_succeeds(&[], &script).await;
+    // A change with a previous version prints five lines (kind, previous
+    // key and value, key and value), one without three.
+    let expected = 6 + 5 + 5 + 3 + 5;
+    for watch in &watches {
+        let lines = watch
+            .wait_for_lines(expected, Duration::from_secs(20))
+            .await;
+        assert_eq!(lines.len(), expected, "changes missing: {lines:?}");
+    }
+    both.same_background(&args, watches).await;
+
+    both.succeeds(&["compaction", "6"]).await;
+    both.fails(
+        &["watch", "w", "--prefix", "--rev=2"],
+        "required revision has been compacted",
+    )
+    .await;
 }

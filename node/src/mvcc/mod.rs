@@ -24,14 +24,16 @@
 //!   it last did not exist), `mod_revision` (the last change) and `version`
 //!   (changes since creation, 1 after the first put; a delete ends it).
 //! - History (every change, kept until compacted) serves reads at past
-//!   revisions; compaction at `r` forgets what no read at `r` or later
-//!   needs, and reads below `r` are refused from then on.
+//!   revisions and watches; compaction at `r` forgets what no read or
+//!   watch at `r` or later needs, and reads below `r` are refused from
+//!   then on.
 
 mod apply;
 mod range;
 mod store;
 #[cfg(test)]
 mod tests;
+pub mod watch;
 
 pub use apply::{apply, check_command, footprint, Keyspace};
 pub use range::{check_read_revision, rows_needed, shape_range};

@@ -124,9 +124,10 @@ impl MvccStore {
         })
     }
 
-    /// Forgets what no read at `revision` or later needs: of each key's
-    /// changes at or below it, all but the last, and that one too when it
-    /// is a delete.
+    /// Forgets what no read or watch at `revision` or later needs: of
+    /// each key's changes at or below it, all but the last, and that one
+    /// too when it is a delete below `revision` (a delete at `revision`
+    /// itself is an event a watch from `revision` still sends).
     fn compact(&mut self, revision: Revision) {
         self.history.retain(|_, changes| {
             let at_or_below = changes
@@ -134,7 +135,7 @@ impl MvccStore {
                 .take_while(|event| event.revision <= revision)
                 .count();
             let keep_from = match changes.get(at_or_below.wrapping_sub(1)) {
-                Some(last) if last.kv.is_some() => at_or_below - 1,
+                Some(last) if last.kv.is_some() || last.revision == revision => at_or_below - 1,
                 _ => at_or_below,
             };
             changes.drain(..keep_from);

@@ -111,14 +111,20 @@ fn past_revisions_are_readable_until_compacted() {
         store.apply(&Command::Compact(9)).0.result,
         Err(KvError::FutureRevision)
     );
-    // Compacting past the delete of b forgets b entirely.
+    // Compacting at the delete of b keeps it (a watch from 5 sends it);
+    // compacting past it forgets b entirely.
+    let history_keys = |store: &MvccStore| -> Vec<Vec<u8>> {
+        store
+            .history()
+            .iter()
+            .map(|event| event.key.clone())
+            .collect()
+    };
     store.apply(&Command::Compact(5));
-    let keys: Vec<&[u8]> = store
-        .history()
-        .iter()
-        .map(|event| event.key.as_slice())
-        .collect();
-    assert_eq!(keys, [b"a"]);
+    assert_eq!(history_keys(&store), [b"a".to_vec(), b"b".to_vec()]);
+    store.apply(&put("c", "1")); // 6
+    store.apply(&Command::Compact(6));
+    assert_eq!(history_keys(&store), [b"a".to_vec(), b"c".to_vec()]);
 }
 
 #[test]

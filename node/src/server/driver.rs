@@ -135,6 +135,9 @@ pub(crate) struct Driver {
     /// The log indexes of the latest and of the committed membership the
     /// directory was made from: it is made again when either moves.
     directory_made_at: (LogIndex, LogIndex),
+    /// The state machine's applied index, published as it moves (watches
+    /// look for new history then).
+    applied: tokio::sync::watch::Sender<LogIndex>,
 }
 
 impl Driver {
@@ -149,6 +152,7 @@ impl Driver {
         metrics: Arc<Metrics>,
         read_context_first: u64,
         staged: Option<StagedTransfer>,
+        applied: tokio::sync::watch::Sender<LogIndex>,
     ) -> Driver {
         let election_timeout = config.tick() * config.raft.election_ticks_max as u32;
         let pipeline_config = PipelineConfig {
@@ -177,6 +181,7 @@ impl Driver {
             next_request: 0,
             waiting: BTreeMap::new(),
             views: BTreeMap::new(),
+            applied,
             directory_made_at: (LogIndex(0), LogIndex(0)),
         };
         driver.publish_directory();
@@ -490,6 +495,11 @@ impl Driver {
         self.metrics.commit_index.set(log.commit_index().0);
         let applied = self.pipeline.state_machine_index();
         self.metrics.applied_index.set(applied.0);
+        self.applied.send_if_modified(|published| {
+            let moved = *published != applied;
+            *published = applied;
+            moved
+        });
         self.metrics
             .apply_lag_entries
             .set(log.commit_index().0.saturating_sub(applied.0));

@@ -331,6 +331,7 @@ async fn run<S: StateMachine>(
         open_view,
         entries_per_append_max,
     };
+    let (applied_sender, applied) = watch::channel(LogIndex(0));
     let driver = driver::Driver::new(
         raft,
         config.clone(),
@@ -339,6 +340,7 @@ async fn run<S: StateMachine>(
         metrics.clone(),
         seed.rotate_left(17),
         staged,
+        applied_sender,
     );
     let mut driver_task = tokio::spawn(
         driver
@@ -361,6 +363,7 @@ async fn run<S: StateMachine>(
         reads,
         peers,
         peer_connect: transport::PeerConnectSettings::of(&config, tls.clone()),
+        applied,
     });
     let mut server_task = serve_grpc(shared, tls, shutdown_receiver.clone()).await?;
     // Which task ended, so that it is not awaited twice (a JoinHandle

@@ -1,7 +1,7 @@
 //! etcd's v3 API (`etcdserverpb`), served by nodes that run the built-in
 //! KV state machine, on the client port next to `raftgres.v1`: KV (range,
-//! put, delete-range, txn, compact), Maintenance (status, alarms) and
-//! Cluster (member list). The keyspace is the one `raftgres.v1.Kv` serves.
+//! put, delete-range, txn, compact), Watch (`watch.rs`), Maintenance
+//! (status, alarms) and Cluster (member list). The keyspace is the one `raftgres.v1.Kv` serves.
 //!
 //! Writes go through the log as `KvCommand`s carrying etcd's request; the
 //! answer is the state machine's. Reads wait for the same barrier as
@@ -10,6 +10,7 @@
 //! them, so that etcd's clients recognize them.
 
 pub(crate) mod convert;
+mod watch;
 
 use std::sync::Arc;
 
@@ -48,6 +49,11 @@ pub(crate) fn routes(
         )))
         .add_service(
             node.admit(etcd::cluster_server::ClusterServer::new(EtcdCluster {
+                shared: shared.clone(),
+            })),
+        )
+        .add_service(
+            node.admit(etcd::watch_server::WatchServer::new(watch::EtcdWatch {
                 shared,
             })),
         )

@@ -57,7 +57,7 @@ pub(super) const SCHEMA: &str = "
 /// Writes a batch's changes in one statement: deletes, upserts, history,
 /// revisions, and the compaction when the compaction point moved (of each
 /// key's changes at or below it, all but the last, and that one too when
-/// it is a delete).
+/// it is a delete below it: as `MvccStore` compacts).
 pub(super) const WRITE_FUNCTION: &str = "
     CREATE OR REPLACE FUNCTION raftgres_kv_write(
         deleted_keys bytea[],
@@ -86,7 +86,7 @@ pub(super) const WRITE_FUNCTION: &str = "
         IF new_compact_revision > old_compact_revision THEN
             DELETE FROM raftgres_kv_history AS old
             WHERE old.revision <= new_compact_revision
-              AND (old.value IS NULL OR EXISTS (
+              AND ((old.value IS NULL AND old.revision < new_compact_revision) OR EXISTS (
                   SELECT 1 FROM raftgres_kv_history AS newer
                   WHERE newer.key = old.key AND newer.revision > old.revision
                     AND newer.revision <= new_compact_revision));

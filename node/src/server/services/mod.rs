@@ -114,6 +114,8 @@ pub(crate) struct Shared<S> {
     /// How the node connects to other nodes (for requests a follower
     /// forwards to the leader).
     pub(crate) peer_connect: super::transport::PeerConnectSettings,
+    /// The state machine's applied index as the driver last published it.
+    pub(crate) applied: tokio::sync::watch::Receiver<LogIndex>,
 }
 
 impl<S> Shared<S> {
