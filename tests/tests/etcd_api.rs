@@ -23,6 +23,8 @@ struct Sides {
     leader: Comparison,
     /// The raftgres cluster's number of members.
     members: usize,
+    /// etcdctl against every raftgres node (for what only raftgres runs).
+    raftgres: Etcdctl,
     _etcd: EtcdMember,
     _cluster: TestCluster,
 }
@@ -36,6 +38,7 @@ async fn start(name: &str) -> Sides {
         all,
         leader,
         members: cluster.node_ids().len(),
+        raftgres: Etcdctl::new(cluster.addresses()),
         _etcd: etcd,
         _cluster: cluster,
     }
@@ -413,4 +416,94 @@ async fn watches_answer_as_etcd_does() {
         "required revision has been compacted",
     )
     .await;
+}
+
+/// The lease id etcdctl printed for a grant ("lease ID granted with ...").
+fn granted_lease(output: &raftgres_tests::etcd::EtcdctlOutput) -> String {
+    assert!(output.success(), "the grant failed: {output}");
+    let words: Vec<&str> = output.stdout.split_whitespace().collect();
+    assert_eq!(words.get(2), Some(&"granted"), "{output}");
+    words[1].to_string()
+}
+
+/// Proves that leases work as etcd users rely on: refusals for leases that
+/// do not exist answer as etcd's; a granted lease holds its keys while a
+/// keep-alive (sent through whichever node etcdctl picks) runs, and once
+/// it stops the leader revokes the lease through the log within its TTL
+/// plus an election timeout, deleting its keys (a watch sees the delete);
+/// an explicit revoke deletes them at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_hold_keys_until_they_expire_or_are_revoked() {
+    let sides = start("etcd-lease").await;
+    let both = &sides.all;
+    both.fails(&["lease", "revoke", "1234"], "requested lease not found")
+        .await;
+    both.succeeds(&["lease", "timetolive", "1234"]).await;
+    both.fails(
+        &["put", "k", "v", "--lease=1234"],
+        "requested lease not found",
+    )
+    .await;
+
+    let raftgres = &sides.raftgres;
+    let lease = granted_lease(&raftgres.run(&["lease", "grant", "3"]).await);
+    let put = raftgres
+        .run(&["put", "held", "v", &format!("--lease={lease}")])
+        .await;
+    assert!(put.success(), "{put}");
+    let alive = raftgres
+        .run(&["lease", "timetolive", &lease, "--keys"])
+        .await;
+    assert!(
+        alive.stdout.contains("granted with TTL(3s)") && alive.stdout.contains("[held]"),
+        "{alive}"
+    );
+    let watch = raftgres.spawn(&["watch", "held"], Duration::from_secs(60));
+    let keep_alive = raftgres.spawn(&["lease", "keep-alive", &lease], Duration::from_secs(60));
+    // Twice the TTL: the keep-alives hold the key.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let still = raftgres.run(&["get", "held", "--print-value-only"]).await;
+    assert_eq!(
+        still.stdout.trim(),
+        "v",
+        "the key expired under a keep-alive: {still}"
+    );
+    let kept = keep_alive.stop().await;
+    assert!(kept.stdout.contains("keepalived with TTL(3)"), "{kept}");
+    // The TTL, an election timeout of extension and the lessor's tick
+    // are well inside this.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let read = raftgres.run(&["get", "held", "--print-value-only"]).await;
+        if read.success() && read.stdout.trim().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key outlived its lease by far: {read}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // DELETE, the key, and the (empty) value.
+    let deleted = watch.wait_for_lines(3, Duration::from_secs(10)).await;
+    assert_eq!(deleted, ["DELETE", "held", ""], "the watch saw no delete");
+    let expired = raftgres.run(&["lease", "timetolive", &lease]).await;
+    assert!(expired.stdout.contains("already expired"), "{expired}");
+
+    let lease = granted_lease(&raftgres.run(&["lease", "grant", "600"]).await);
+    for key in ["a", "b"] {
+        let put = raftgres
+            .run(&["put", key, "v", &format!("--lease={lease}")])
+            .await;
+        assert!(put.success(), "{put}");
+    }
+    let revoked = raftgres.run(&["lease", "revoke", &lease]).await;
+    assert!(revoked.stdout.contains("revoked"), "{revoked}");
+    let gone = raftgres.run(&["get", "a", "c", "-w", "json"]).await;
+    assert!(
+        !gone.stdout.contains("\"kvs\""),
+        "keys outlived their revoked lease: {gone}"
+    );
+    let listed = raftgres.run(&["lease", "list"]).await;
+    assert!(listed.stdout.starts_with("found 0 leases"), "{listed}");
 }

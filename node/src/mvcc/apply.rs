@@ -20,8 +20,12 @@ pub trait Keyspace {
     fn put(&mut self, kv: KeyValue);
     /// Removes a row.
     fn delete(&mut self, key: &[u8]);
-    /// Whether lease `lease` exists.
-    fn lease_exists(&self, lease: i64) -> bool;
+    /// The granted TTL of lease `lease`, when it exists.
+    fn lease(&self, lease: i64) -> Option<i64>;
+    /// The rows attached to lease `lease`, in key order.
+    fn lease_rows(&self, lease: i64) -> Vec<KeyValue>;
+    /// Creates (`Some(ttl)`) or removes (`None`) lease `lease`.
+    fn set_lease(&mut self, lease: i64, ttl: Option<i64>);
 }
 
 /// Checks a command before it is proposed, as etcd's API does: keys are
@@ -39,6 +43,21 @@ pub fn check_command(command: &Command) -> Result<(), String> {
                 return Err(format!(
                     "cannot compact to the negative revision {revision}"
                 ));
+            }
+            Ok(())
+        }
+        Command::LeaseGrant { id, ttl } => {
+            if *id <= 0 {
+                return Err(format!("lease id {id} is not a positive number"));
+            }
+            if !(1..=super::LEASE_TTL_MAX).contains(ttl) {
+                return Err("lease TTL is out of range".into());
+            }
+            Ok(())
+        }
+        Command::LeaseRevoke(id) => {
+            if *id <= 0 {
+                return Err(format!("lease id {id} is not a positive number"));
             }
             Ok(())
         }
@@ -150,6 +169,29 @@ pub fn footprint(command: &Command) -> Vec<KeyRange> {
     ranges
 }
 
+/// Every lease `command` may look up, change, or whose keys it may read:
+/// with [`footprint`]'s ranges, all a command needs from a keyspace.
+pub fn lease_footprint(command: &Command) -> Vec<i64> {
+    fn named(operation: &RequestOp, leases: &mut Vec<i64>) {
+        match operation {
+            RequestOp::Put(put) if put.lease != 0 => leases.push(put.lease),
+            RequestOp::Txn(txn) => {
+                for operation in txn.success.iter().chain(&txn.failure) {
+                    named(operation, leases);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut leases = Vec::new();
+    match command {
+        Command::Op(operation) => named(operation, &mut leases),
+        Command::LeaseGrant { id, .. } | Command::LeaseRevoke(id) => leases.push(*id),
+        Command::Compact(_) => {}
+    }
+    leases
+}
+
 fn op_footprint(operation: &RequestOp, ranges: &mut Vec<KeyRange>) {
     match operation {
         RequestOp::Range(range) => ranges.push(range.range.clone()),
@@ -173,6 +215,47 @@ pub fn apply(
     command: &Command,
 ) -> (Outcome, Vec<Event>) {
     match command {
+        Command::LeaseGrant { id, ttl } => {
+            let result = if keyspace.lease(*id).is_some() {
+                Err(KvError::LeaseExists)
+            } else {
+                keyspace.set_lease(*id, Some(*ttl));
+                Ok(Answer::LeaseGranted)
+            };
+            let outcome = Outcome {
+                result,
+                revision: revisions.current,
+            };
+            (outcome, Vec::new())
+        }
+        Command::LeaseRevoke(id) => {
+            if keyspace.lease(*id).is_none() {
+                let outcome = Outcome {
+                    result: Err(KvError::LeaseNotFound),
+                    revision: revisions.current,
+                };
+                return (outcome, Vec::new());
+            }
+            let mut writer = Writer {
+                keyspace,
+                revision: revisions.current + 1,
+                events: Vec::new(),
+            };
+            for kv in writer.keyspace.lease_rows(*id) {
+                writer.keyspace.delete(&kv.key);
+                writer.record(kv.key, None);
+            }
+            writer.keyspace.set_lease(*id, None);
+            let events = writer.events;
+            if !events.is_empty() {
+                revisions.current += 1;
+            }
+            let outcome = Outcome {
+                result: Ok(Answer::LeaseRevoked),
+                revision: revisions.current,
+            };
+            (outcome, events)
+        }
         Command::Compact(revision) => {
             let result = if *revision <= revisions.compacted {
                 Err(KvError::Compacted)
@@ -381,7 +464,7 @@ fn check_path(keyspace: &impl Keyspace, txn: &TxnRequest, path: &[bool]) -> Resu
                     {
                         return Err(KvError::KeyNotFound);
                     }
-                    if put.lease != 0 && !keyspace.lease_exists(put.lease) {
+                    if put.lease != 0 && keyspace.lease(put.lease).is_none() {
                         return Err(KvError::LeaseNotFound);
                     }
                 }

@@ -29,13 +29,14 @@
 //!   then on.
 
 mod apply;
+pub mod lease;
 mod range;
 mod store;
 #[cfg(test)]
 mod tests;
 pub mod watch;
 
-pub use apply::{apply, check_command, footprint, Keyspace};
+pub use apply::{apply, check_command, footprint, lease_footprint, Keyspace};
 pub use range::{check_read_revision, rows_needed, shape_range};
 pub(crate) use store::rows_in;
 pub use store::MvccStore;
@@ -181,6 +182,9 @@ pub struct RangeRequest {
     /// Drop pairs whose `create_revision` is above this (0: no bound).
     pub max_create_revision: Revision,
 }
+
+/// The longest lease etcd grants, in seconds.
+pub const LEASE_TTL_MAX: i64 = 9_000_000_000;
 
 /// The answer to a range.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -344,6 +348,19 @@ pub enum Command {
     Op(RequestOp),
     /// Forget the history below this revision.
     Compact(Revision),
+    /// Create lease `id` (non-zero) of `ttl` seconds. Which lease expires
+    /// when is the leader's decision ([`lease::Lessor`]), committed as a
+    /// [`Command::LeaseRevoke`]; the store only knows the leases and their
+    /// granted TTLs.
+    LeaseGrant {
+        /// The lease.
+        id: i64,
+        /// Its granted time to live, in seconds.
+        ttl: i64,
+    },
+    /// End lease `id`: every key attached to it is deleted, at one
+    /// revision.
+    LeaseRevoke(i64),
 }
 
 /// Why a command changed nothing and was refused, on every replica alike.
@@ -362,6 +379,9 @@ pub enum KvError {
     /// The revision asked for is beyond the store's.
     #[error("mvcc: required revision is a future revision")]
     FutureRevision,
+    /// A grant of a lease that exists.
+    #[error("lease already exists")]
+    LeaseExists,
 }
 
 /// What a command answered, and the store's revision after it.
@@ -380,6 +400,10 @@ pub enum Answer {
     Op(ResponseOp),
     /// To a compaction: the history below the revision is gone.
     Compacted,
+    /// To a lease grant: the lease exists.
+    LeaseGranted,
+    /// To a lease revoke: the lease and its keys are gone.
+    LeaseRevoked,
 }
 
 /// One change to one key, at a revision: etcd's watch event and the row of

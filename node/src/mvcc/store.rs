@@ -21,9 +21,9 @@ pub struct MvccStore {
     revisions: Revisions,
 }
 
-/// The current rows by key.
+/// The current rows by key, and the leases with their granted TTLs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Rows(BTreeMap<Vec<u8>, KeyValue>);
+struct Rows(BTreeMap<Vec<u8>, KeyValue>, BTreeMap<i64, i64>);
 
 impl Keyspace for Rows {
     fn range(&self, range: &KeyRange) -> Vec<KeyValue> {
@@ -38,8 +38,23 @@ impl Keyspace for Rows {
         self.0.remove(key);
     }
 
-    fn lease_exists(&self, _lease: i64) -> bool {
-        false
+    fn lease(&self, lease: i64) -> Option<i64> {
+        self.1.get(&lease).copied()
+    }
+
+    fn lease_rows(&self, lease: i64) -> Vec<KeyValue> {
+        self.0
+            .values()
+            .filter(|kv| kv.lease == lease)
+            .cloned()
+            .collect()
+    }
+
+    fn set_lease(&mut self, lease: i64, ttl: Option<i64>) {
+        match ttl {
+            Some(ttl) => self.1.insert(lease, ttl),
+            None => self.1.remove(&lease),
+        };
     }
 }
 
@@ -92,6 +107,11 @@ impl MvccStore {
     /// The current rows, by key.
     pub fn rows(&self) -> &BTreeMap<Vec<u8>, KeyValue> {
         &self.current.0
+    }
+
+    /// The leases, with their granted TTLs in seconds.
+    pub fn leases(&self) -> &BTreeMap<i64, i64> {
+        &self.current.1
     }
 
     /// Every change kept, in revision order.

@@ -342,3 +342,52 @@ fn key_ranges_follow_etcds_encoding() {
     store.apply(&put("a", "1"));
     assert!(get(&store, "c", "a", 0).is_empty());
 }
+
+#[test]
+fn revoking_a_lease_deletes_its_keys_at_one_revision() {
+    let mut store = MvccStore::default();
+    let grant = Command::LeaseGrant { id: 5, ttl: 10 };
+    assert_eq!(check_command(&grant), Ok(()));
+    let (outcome, events) = store.apply(&grant);
+    assert_eq!(outcome.result, Ok(Answer::LeaseGranted));
+    assert_eq!(
+        (outcome.revision, events.len()),
+        (1, 0),
+        "a grant is no write"
+    );
+    assert_eq!(store.apply(&grant).0.result, Err(KvError::LeaseExists));
+    let leased = |key: &str| {
+        Command::Op(RequestOp::Put(PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease: 5,
+            ..PutRequest::default()
+        }))
+    };
+    store.apply(&leased("a")); // 2
+    store.apply(&leased("b")); // 3
+    store.apply(&put("c", "1")); // 4
+                                 // A put without the lease detaches b.
+    store.apply(&put("b", "2")); // 5
+    let (outcome, events) = store.apply(&Command::LeaseRevoke(5));
+    assert_eq!(outcome.result, Ok(Answer::LeaseRevoked));
+    assert_eq!(outcome.revision, 6);
+    assert_eq!(
+        events
+            .iter()
+            .map(|event| (event.key.clone(), event.kv.is_none()))
+            .collect::<Vec<_>>(),
+        [(b"a".to_vec(), true)]
+    );
+    assert!(store.leases().is_empty());
+    assert_eq!(
+        store.apply(&Command::LeaseRevoke(5)).0.result,
+        Err(KvError::LeaseNotFound)
+    );
+    assert_eq!(
+        store.apply(&leased("d")).0.result,
+        Err(KvError::LeaseNotFound)
+    );
+    assert!(check_command(&Command::LeaseGrant { id: 0, ttl: 5 }).is_err());
+    assert!(check_command(&Command::LeaseGrant { id: 1, ttl: 0 }).is_err());
+}

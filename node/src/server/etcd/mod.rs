@@ -1,7 +1,7 @@
 //! etcd's v3 API (`etcdserverpb`), served by nodes that run the built-in
 //! KV state machine, on the client port next to `raftgres.v1`: KV (range,
-//! put, delete-range, txn, compact), Watch (`watch.rs`), Maintenance
-//! (status, alarms) and Cluster (member list). The keyspace is the one `raftgres.v1.Kv` serves.
+//! put, delete-range, txn, compact), Watch (`watch.rs`), Lease
+//! (`lease.rs`), Maintenance (status, alarms) and Cluster (member list). The keyspace is the one `raftgres.v1.Kv` serves.
 //!
 //! Writes go through the log as `KvCommand`s carrying etcd's request; the
 //! answer is the state machine's. Reads wait for the same barrier as
@@ -10,6 +10,7 @@
 //! them, so that etcd's clients recognize them.
 
 pub(crate) mod convert;
+mod lease;
 mod watch;
 
 use std::sync::Arc;
@@ -35,9 +36,14 @@ pub(crate) fn routes(
 ) -> tonic::service::Routes {
     let shared = node.shared().clone();
     let command_bytes_max = shared.config.limits.command_bytes_max;
+    let leader = Arc::new(LeaderChannel::default());
+    let leases = lease::Leases::new(shared.clone(), leader.clone());
+    // Revokes expired leases while this node leads; ends when the node
+    // stops (the driver's applied index closes).
+    tokio::spawn(leases.clone().expire());
     let kv = etcd::kv_server::KvServer::new(EtcdKv {
         shared: shared.clone(),
-        leader: tokio::sync::Mutex::new(None),
+        leader: leader.clone(),
     })
     .max_decoding_message_size(command_bytes_max + 64 * 1024);
     routes
@@ -55,6 +61,11 @@ pub(crate) fn routes(
         .add_service(
             node.admit(etcd::watch_server::WatchServer::new(watch::EtcdWatch {
                 shared,
+            })),
+        )
+        .add_service(
+            node.admit(etcd::lease_server::LeaseServer::new(lease::EtcdLease {
+                leases,
             })),
         )
 }
@@ -82,10 +93,23 @@ fn etcd_status(shared: &Shared<KvStateMachine>, error: ServiceError) -> Status {
     Status::new(status.code(), format!("etcdserver: {message}"))
 }
 
+/// The refusal a `KvResult` reports.
+fn kv_error(error: wire::KvError) -> Option<mvcc::KvError> {
+    match error {
+        wire::KvError::None => None,
+        wire::KvError::KeyNotFound => Some(mvcc::KvError::KeyNotFound),
+        wire::KvError::LeaseNotFound => Some(mvcc::KvError::LeaseNotFound),
+        wire::KvError::Compacted => Some(mvcc::KvError::Compacted),
+        wire::KvError::FutureRevision => Some(mvcc::KvError::FutureRevision),
+        wire::KvError::LeaseExists => Some(mvcc::KvError::LeaseExists),
+    }
+}
+
 fn kv_error_status(error: mvcc::KvError) -> Status {
     let code = match error {
         mvcc::KvError::KeyNotFound => Code::InvalidArgument,
         mvcc::KvError::LeaseNotFound => Code::NotFound,
+        mvcc::KvError::LeaseExists => Code::FailedPrecondition,
         mvcc::KvError::Compacted | mvcc::KvError::FutureRevision => Code::OutOfRange,
     };
     Status::new(code, format!("etcdserver: {error}"))
@@ -94,9 +118,57 @@ fn kv_error_status(error: mvcc::KvError) -> Status {
 /// `etcdserverpb.KV`.
 struct EtcdKv {
     shared: Arc<Shared<KvStateMachine>>,
-    /// A channel to the leader (its id and address) for the writes a
-    /// follower forwards, kept while the leader stays.
-    leader: tokio::sync::Mutex<Option<(u64, String, Channel)>>,
+    leader: Arc<LeaderChannel>,
+}
+
+/// A channel to the leader for the requests a follower forwards, made as
+/// peer connections are (mutual TLS when configured) and kept while the
+/// leader stays.
+#[derive(Default)]
+pub(super) struct LeaderChannel {
+    /// The leader's id and client address, and the channel to it.
+    cached: tokio::sync::Mutex<Option<(u64, String, Channel)>>,
+}
+
+impl LeaderChannel {
+    pub(super) async fn get(
+        &self,
+        shared: &Shared<KvStateMachine>,
+        leader_id: u64,
+        address: String,
+    ) -> Result<Channel, Status> {
+        let mut cached = self.cached.lock().await;
+        if let Some((id, cached_address, channel)) = cached.as_ref() {
+            if *id == leader_id && *cached_address == address {
+                return Ok(channel.clone());
+            }
+        }
+        let channel = connect_channel(NodeId(leader_id), &address, &shared.peer_connect)
+            .await
+            .map_err(|error| {
+                Status::unavailable(format!(
+                    "etcdserver: not leader; the leader (node {leader_id} at {address}) is unreachable: {error}"
+                ))
+            })?;
+        *cached = Some((leader_id, address, channel.clone()));
+        Ok(channel)
+    }
+}
+
+/// The request forwarded to the leader: marked, so that a node that is
+/// not the leader refuses it rather than forwarding it again.
+pub(super) fn forwarded<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        FORWARDED_KEY,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    request
+}
+
+/// Whether `request` was forwarded here by a follower.
+pub(super) fn was_forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED_KEY)
 }
 
 /// Metadata on a write a follower forwards to the leader: a node that is
@@ -144,14 +216,7 @@ impl EtcdKv {
                 "undecodable state machine response: {error}"
             )))
         })?;
-        let error = match result.error() {
-            wire::KvError::None => None,
-            wire::KvError::KeyNotFound => Some(mvcc::KvError::KeyNotFound),
-            wire::KvError::LeaseNotFound => Some(mvcc::KvError::LeaseNotFound),
-            wire::KvError::Compacted => Some(mvcc::KvError::Compacted),
-            wire::KvError::FutureRevision => Some(mvcc::KvError::FutureRevision),
-        };
-        if let Some(error) = error {
+        if let Some(error) = kv_error(result.error()) {
             return Err(Refused::Status(kv_error_status(error)));
         }
         let response = etcd::ResponseOp::decode(result.etcd_response.as_slice())
@@ -170,25 +235,7 @@ impl EtcdKv {
         leader_id: u64,
         address: String,
     ) -> Result<KvClient<Channel>, Status> {
-        let mut cached = self.leader.lock().await;
-        let channel = match cached.as_ref() {
-            Some((id, cached_address, channel))
-                if *id == leader_id && *cached_address == address =>
-            {
-                channel.clone()
-            }
-            _ => {
-                let channel = connect_channel(NodeId(leader_id), &address, &self.shared.peer_connect)
-                    .await
-                    .map_err(|error| {
-                        Status::unavailable(format!(
-                            "etcdserver: not leader; the leader (node {leader_id} at {address}) is unreachable: {error}"
-                        ))
-                    })?;
-                *cached = Some((leader_id, address, channel.clone()));
-                channel
-            }
-        };
+        let channel = self.leader.get(&self.shared, leader_id, address).await?;
         let bytes_max = self.shared.config.limits.command_bytes_max + 64 * 1024;
         Ok(KvClient::new(channel)
             .max_decoding_message_size(bytes_max)
@@ -209,21 +256,16 @@ impl EtcdKv {
         ) -> Option<R>,
         forward: impl AsyncFnOnce(KvClient<Channel>, Request<T>) -> Result<Response<R>, Status>,
     ) -> Result<Response<R>, Status> {
-        let forwarded = request.metadata().contains_key(FORWARDED_KEY);
+        let arrived_forwarded = was_forwarded(&request);
         match write.await {
             Ok((revision, response)) => take(response, header(&self.shared, revision))
                 .map(Response::new)
                 .ok_or_else(|| {
                     Status::internal("the state machine answered another kind of request")
                 }),
-            Err(Refused::NotLeader { leader_id, address }) if !forwarded => {
+            Err(Refused::NotLeader { leader_id, address }) if !arrived_forwarded => {
                 let client = self.leader_kv(leader_id, address).await?;
-                let mut request = Request::new(request.into_inner());
-                request.metadata_mut().insert(
-                    FORWARDED_KEY,
-                    tonic::metadata::MetadataValue::from_static("1"),
-                );
-                forward(client, request).await
+                forward(client, forwarded(request.into_inner())).await
             }
             Err(Refused::NotLeader { .. }) => Err(Status::unavailable("etcdserver: not leader")),
             Err(Refused::Status(status)) => Err(status),

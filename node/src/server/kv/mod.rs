@@ -134,13 +134,14 @@ impl KvCommand {
                     mvcc::KvError::LeaseNotFound => wire::KvError::LeaseNotFound,
                     mvcc::KvError::Compacted => wire::KvError::Compacted,
                     mvcc::KvError::FutureRevision => wire::KvError::FutureRevision,
+                    mvcc::KvError::LeaseExists => wire::KvError::LeaseExists,
                 });
                 return result;
             }
         };
         let op = match answer {
             mvcc::Answer::Op(op) => op,
-            mvcc::Answer::Compacted => {
+            mvcc::Answer::Compacted | mvcc::Answer::LeaseGranted | mvcc::Answer::LeaseRevoked => {
                 result.succeeded = true;
                 return result;
             }
@@ -194,6 +195,11 @@ pub(crate) fn decode_kv_command(command: &[u8]) -> Result<KvCommand, String> {
         Operation::EtcdCompactRevision(revision) => {
             KvCommand::Etcd(mvcc::Command::Compact(revision))
         }
+        Operation::EtcdLeaseGrant(grant) => KvCommand::Etcd(mvcc::Command::LeaseGrant {
+            id: grant.id,
+            ttl: grant.ttl,
+        }),
+        Operation::EtcdLeaseRevoke(id) => KvCommand::Etcd(mvcc::Command::LeaseRevoke(id)),
     };
     if decoded.raftgres_key().is_some_and(<[u8]>::is_empty) {
         return Err("the key must not be empty".into());
@@ -202,13 +208,19 @@ pub(crate) fn decode_kv_command(command: &[u8]) -> Result<KvCommand, String> {
     Ok(decoded)
 }
 
-/// The rows of the ranges a batch may touch, read before it runs: the
-/// keyspace [`mvcc::apply`] works on.
+/// The rows of the ranges a batch may touch and the leases it names, read
+/// before it runs: the keyspace [`mvcc::apply`] works on.
 struct Prefetched {
     rows: BTreeMap<Vec<u8>, KeyValue>,
     /// The ranges read. Invariant: a command asks only for ranges its
     /// footprint named, all of them in here.
     covered: BTreeSet<KeyRange>,
+    /// The leases the batch names (their TTL, `None` when they do not
+    /// exist). Invariant: a command looks up only leases its lease
+    /// footprint named; the rows of every lease it revokes were read.
+    leases: BTreeMap<i64, Option<i64>>,
+    /// The leases the batch granted (`Some`) or revoked (`None`).
+    changed_leases: BTreeMap<i64, Option<i64>>,
 }
 
 impl Keyspace for Prefetched {
@@ -228,8 +240,27 @@ impl Keyspace for Prefetched {
         self.rows.remove(key);
     }
 
-    fn lease_exists(&self, _lease: i64) -> bool {
-        false
+    fn lease(&self, lease: i64) -> Option<i64> {
+        *self.leases.get(&lease).unwrap_or_else(|| {
+            panic!("a KV command looked up lease {lease}, which its footprint did not name")
+        })
+    }
+
+    fn lease_rows(&self, lease: i64) -> Vec<KeyValue> {
+        assert!(
+            self.leases.contains_key(&lease),
+            "lease {lease} was not read"
+        );
+        self.rows
+            .values()
+            .filter(|kv| kv.lease == lease)
+            .cloned()
+            .collect()
+    }
+
+    fn set_lease(&mut self, lease: i64, ttl: Option<i64>) {
+        self.leases.insert(lease, ttl);
+        self.changed_leases.insert(lease, ttl);
     }
 }
 
@@ -239,6 +270,8 @@ impl KvStateMachine {
     async fn prefetch(
         transaction: &Transaction<'_>,
         ranges: &BTreeSet<KeyRange>,
+        leases: &BTreeSet<i64>,
+        revoked: &[i64],
     ) -> Result<(Revisions, Prefetched, BTreeMap<Vec<u8>, u64>), tokio_postgres::Error> {
         let mut lows: Vec<&[u8]> = Vec::new();
         let mut highs: Vec<Vec<u8>> = Vec::new();
@@ -256,14 +289,19 @@ impl KvStateMachine {
                 }
             }
         }
-        let parameters: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 3] = [
+        let parameters: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 4] = [
             (&lows, Type::BYTEA_ARRAY),
             (&highs, Type::BYTEA_ARRAY),
             (&unbounded_from, Type::BYTEA),
+            (&revoked, Type::INT8_ARRAY),
         ];
-        let (revisions, rows) = futures::join!(
+        let lease_ids: Vec<i64> = leases.iter().copied().collect();
+        let lease_parameters: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
+            [(&lease_ids, Type::INT8_ARRAY)];
+        let (revisions, rows, lease_rows) = futures::join!(
             transaction.query_one(sql::SELECT_REVISIONS, &[]),
-            transaction.query_typed(sql::SELECT_RANGES, &parameters)
+            transaction.query_typed(sql::SELECT_RANGES, &parameters),
+            transaction.query_typed(sql::SELECT_LEASES, &lease_parameters)
         );
         let revisions = revisions?;
         let revisions = Revisions {
@@ -273,7 +311,12 @@ impl KvStateMachine {
         let mut prefetched = Prefetched {
             rows: BTreeMap::new(),
             covered: ranges.clone(),
+            leases: leases.iter().map(|id| (*id, None)).collect(),
+            changed_leases: BTreeMap::new(),
         };
+        for row in lease_rows? {
+            prefetched.leases.insert(row.get(0), Some(row.get(1)));
+        }
         let mut mod_indexes = BTreeMap::new();
         for row in rows? {
             let kv = sql::key_value(&row);
@@ -445,12 +488,21 @@ impl StateMachine for KvStateMachine {
                 (*index, decoded)
             })
             .collect();
-        let ranges: BTreeSet<KeyRange> = decoded
-            .iter()
-            .filter_map(|(_, command)| command.as_ref())
-            .flat_map(|(_, applied)| mvcc::footprint(applied))
+        let applied_commands = || {
+            decoded
+                .iter()
+                .filter_map(|(_, command)| command.as_ref().map(|(_, applied)| applied))
+        };
+        let ranges: BTreeSet<KeyRange> = applied_commands().flat_map(mvcc::footprint).collect();
+        let leases: BTreeSet<i64> = applied_commands().flat_map(mvcc::lease_footprint).collect();
+        let revoked: Vec<i64> = applied_commands()
+            .filter_map(|command| match command {
+                mvcc::Command::LeaseRevoke(id) => Some(*id),
+                _ => None,
+            })
             .collect();
-        let (before, mut keyspace, mut mod_indexes) = Self::prefetch(transaction, &ranges).await?;
+        let (before, mut keyspace, mut mod_indexes) =
+            Self::prefetch(transaction, &ranges, &leases, &revoked).await?;
         let mut revisions = before;
         let mut events = Vec::new();
         let mut responses = Vec::with_capacity(decoded.len());
@@ -466,14 +518,15 @@ impl StateMachine for KvStateMachine {
             events.extend(changes);
             responses.push(command.result(outcome).encode_to_vec());
         }
-        if revisions != before {
+        if revisions != before || !keyspace.changed_leases.is_empty() {
             let changed: BTreeSet<&[u8]> =
                 events.iter().map(|event| event.key.as_slice()).collect();
             let rows = changed.into_iter().map(|key| {
                 let row = keyspace.rows.get(key);
                 (key, row.map(|kv| (kv, mod_indexes[key])))
             });
-            sql::write(transaction, rows, &events, revisions, before).await?;
+            let leases = &keyspace.changed_leases;
+            sql::write(transaction, rows, &events, revisions, before, leases).await?;
         }
         Ok(responses)
     }

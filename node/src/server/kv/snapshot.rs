@@ -1,5 +1,5 @@
 //! Snapshot pages of the KV state machine (`raftgres.v1.KvSnapshotPage`):
-//! the revisions on the first page, then the current rows in key order,
+//! the revisions and the leases on the first page, then the current rows in key order,
 //! then the history in revision order, each page about `bytes_max` bytes.
 //! A cursor is `r` and the last key taken, or `h` and the last (revision,
 //! sub) taken.
@@ -52,6 +52,15 @@ pub(super) async fn export_page(
             revision: row.get(0),
             compact_revision: row.get(1),
         });
+        page.leases = transaction
+            .query("SELECT id, ttl FROM raftgres_leases ORDER BY id", &[])
+            .await?
+            .iter()
+            .map(|row| wire::KvLease {
+                id: row.get(0),
+                ttl: row.get(1),
+            })
+            .collect();
     }
     let mut bytes = 0;
     let fits = |bytes: &mut usize, size: usize, empty: bool| {
@@ -175,6 +184,13 @@ pub(super) fn validate_page(data: &[u8]) -> Result<(), String> {
             ));
         }
     }
+    if page
+        .leases
+        .iter()
+        .any(|lease| lease.id <= 0 || lease.ttl <= 0)
+    {
+        return Err("the KV snapshot holds a lease with an impossible id or TTL".into());
+    }
     let mut previous: Option<&[u8]> = None;
     for row in &page.rows {
         if row.key.is_empty() || previous.is_some_and(|previous| previous >= row.key.as_slice()) {
@@ -224,12 +240,25 @@ pub(super) async fn import_page(
             ));
         };
         transaction
-            .batch_execute("DELETE FROM raftgres_kv; DELETE FROM raftgres_kv_history;")
+            .batch_execute(
+                "DELETE FROM raftgres_kv; DELETE FROM raftgres_kv_history; \
+                 DELETE FROM raftgres_leases;",
+            )
             .await?;
         transaction
             .execute(
                 "UPDATE raftgres_kv_revision SET revision = $1, compact_revision = $2",
                 &[&revisions.revision, &revisions.compact_revision],
+            )
+            .await?;
+    }
+    if !decoded.leases.is_empty() {
+        let ids: Vec<i64> = decoded.leases.iter().map(|lease| lease.id).collect();
+        let ttls: Vec<i64> = decoded.leases.iter().map(|lease| lease.ttl).collect();
+        transaction
+            .query_typed(
+                "INSERT INTO raftgres_leases (id, ttl) SELECT * FROM unnest($1, $2)",
+                &[(&ids, Type::INT8_ARRAY), (&ttls, Type::INT8_ARRAY)],
             )
             .await?;
     }

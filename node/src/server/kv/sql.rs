@@ -52,7 +52,12 @@ pub(super) const SCHEMA: &str = "
         CHECK (0 <= compact_revision AND compact_revision <= revision)
     );
     INSERT INTO raftgres_kv_revision (revision, compact_revision)
-        VALUES (1, 0) ON CONFLICT DO NOTHING";
+        VALUES (1, 0) ON CONFLICT DO NOTHING;
+    CREATE TABLE IF NOT EXISTS raftgres_leases (
+        id bigint PRIMARY KEY CHECK (id > 0),
+        ttl bigint NOT NULL CHECK (ttl > 0)
+    );
+    CREATE INDEX IF NOT EXISTS raftgres_kv_by_lease ON raftgres_kv (lease) WHERE lease <> 0";
 
 /// Writes a batch's changes in one statement: deletes, upserts, history,
 /// revisions, and the compaction when the compaction point moved (of each
@@ -65,9 +70,12 @@ pub(super) const WRITE_FUNCTION: &str = "
         mod_revisions bigint[], versions bigint[], leases bigint[],
         event_revisions bigint[], event_subs bigint[], event_keys bytea[], event_values bytea[],
         event_create_revisions bigint[], event_versions bigint[], event_leases bigint[],
-        new_revision bigint, new_compact_revision bigint, old_compact_revision bigint)
+        new_revision bigint, new_compact_revision bigint, old_compact_revision bigint,
+        granted_leases bigint[], granted_ttls bigint[], revoked_leases bigint[])
     RETURNS void AS $$
     BEGIN
+        DELETE FROM raftgres_leases WHERE id = ANY(revoked_leases);
+        INSERT INTO raftgres_leases (id, ttl) SELECT * FROM unnest(granted_leases, granted_ttls);
         DELETE FROM raftgres_kv WHERE key = ANY(deleted_keys);
         INSERT INTO raftgres_kv
             (key, value, mod_index, create_revision, mod_revision, version, lease)
@@ -97,16 +105,23 @@ pub(super) const WRITE_FUNCTION: &str = "
 pub(super) const SELECT_REVISIONS: &str =
     "SELECT revision, compact_revision FROM raftgres_kv_revision";
 
-/// The current rows in bounded ranges `[$1[i], $2[i])` and from `$3` on
-/// (when not NULL), as [`key_value`] reads them, then `mod_index`. Rows in
-/// two ranges come twice.
+/// The current rows in bounded ranges `[$1[i], $2[i])`, from `$3` on
+/// (when not NULL) and attached to the leases `$4`, as [`key_value`] reads
+/// them, then `mod_index`. A row found twice comes twice.
 pub(super) const SELECT_RANGES: &str = "
     SELECT kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease, kv.mod_index
     FROM unnest($1::bytea[], $2::bytea[]) AS wanted(low, high)
     JOIN raftgres_kv AS kv ON kv.key >= wanted.low AND kv.key < wanted.high
     UNION ALL
     SELECT key, value, create_revision, mod_revision, version, lease, mod_index
-    FROM raftgres_kv WHERE $3::bytea IS NOT NULL AND key >= $3";
+    FROM raftgres_kv WHERE $3::bytea IS NOT NULL AND key >= $3
+    UNION ALL
+    SELECT key, value, create_revision, mod_revision, version, lease, mod_index
+    FROM raftgres_kv WHERE lease = ANY($4::bigint[]) AND lease <> 0";
+
+/// The leases among `$1`, with their TTLs.
+pub(super) const SELECT_LEASES: &str =
+    "SELECT id, ttl FROM raftgres_leases WHERE id = ANY($1::bigint[])";
 
 /// A row selected as `key, value, create_revision, mod_revision, version,
 /// lease`.
@@ -130,6 +145,7 @@ pub(super) async fn write<'a>(
     events: &[Event],
     revisions: Revisions,
     before: Revisions,
+    leases: &std::collections::BTreeMap<i64, Option<i64>>,
 ) -> Result<(), tokio_postgres::Error> {
     debug_assert!(revisions.current >= REVISION_INITIAL);
     let mut deleted: Vec<&[u8]> = Vec::new();
@@ -144,9 +160,15 @@ pub(super) async fn write<'a>(
     for event in events {
         history.push(event);
     }
+    // Every changed lease is deleted, and the granted ones inserted again.
+    let changed_leases: Vec<i64> = leases.keys().copied().collect();
+    let (granted_leases, granted_ttls): (Vec<i64>, Vec<i64>) = leases
+        .iter()
+        .filter_map(|(id, ttl)| ttl.map(|ttl| (*id, ttl)))
+        .unzip();
     transaction
         .query_typed(
-            "SELECT raftgres_kv_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+            "SELECT raftgres_kv_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
             &[
                 (&deleted, Type::BYTEA_ARRAY),
                 (&kept.keys, Type::BYTEA_ARRAY),
@@ -166,6 +188,9 @@ pub(super) async fn write<'a>(
                 (&revisions.current, Type::INT8),
                 (&revisions.compacted, Type::INT8),
                 (&before.compacted, Type::INT8),
+                (&granted_leases, Type::INT8_ARRAY),
+                (&granted_ttls, Type::INT8_ARRAY),
+                (&changed_leases, Type::INT8_ARRAY),
             ],
         )
         .await?;
