@@ -7,17 +7,20 @@
 # Postgres instances, measures the raw Postgres ceiling, runs the sweep
 # (clients 1, 16, 64, 256, 1024 writing 100-byte values, plus a
 # linearizable-read point, a 50/50 read/write point and a 1 KiB-value write
-# point, 64 clients each) against both, and writes
+# point, 64 clients each) against both, then the etcd-API point (64 clients
+# writing, run back to back against raftgres through raftgres.v1.Kv,
+# raftgres through its etcd API, and etcd), and writes
 # target/bench/results.{json,csv}, docs/bench-throughput.svg and the
 # "## raftgres vs etcd" section of docs/BENCHMARKS.md. Everything it started
 # is stopped on exit (trap).
 #
-# Bounded: 20 s measured + 3 s warm-up per point and system, 16 runs, about
-# 8 minutes in all; the compare step is killed after BENCH_TIMEOUT_SECONDS.
+# Bounded: 20 s measured + 3 s warm-up per point and system, 19 runs, about
+# 9 minutes in all; the compare step is killed after BENCH_TIMEOUT_SECONDS.
 #
 # Settings (environment): BENCH_CLIENTS=1,16,64,256,1024 BENCH_READ_CLIENTS=64
 # BENCH_MIX_CLIENTS=64 (50 % reads) BENCH_LARGE_VALUE_CLIENTS=64
-# BENCH_LARGE_VALUE_BYTES=1024 (0 clients: no such point)
+# BENCH_LARGE_VALUE_BYTES=1024 BENCH_ETCD_API_CLIENTS=64 (0 clients: no such
+# point)
 # BENCH_DURATION_SECONDS=20 BENCH_WARMUP_SECONDS=3 BENCH_TIMEOUT_SECONDS=900
 # ETCD_PORT_FIRST=23790 (6 consecutive free ports from here are used).
 set -euo pipefail
@@ -28,6 +31,7 @@ READ_CLIENTS="${BENCH_READ_CLIENTS:-64}"
 MIX_CLIENTS="${BENCH_MIX_CLIENTS:-64}"
 LARGE_VALUE_CLIENTS="${BENCH_LARGE_VALUE_CLIENTS:-64}"
 LARGE_VALUE_BYTES="${BENCH_LARGE_VALUE_BYTES:-1024}"
+ETCD_API_CLIENTS="${BENCH_ETCD_API_CLIENTS:-64}"
 DURATION_SECONDS="${BENCH_DURATION_SECONDS:-20}"
 WARMUP_SECONDS="${BENCH_WARMUP_SECONDS:-3}"
 TIMEOUT_SECONDS="${BENCH_TIMEOUT_SECONDS:-900}"
@@ -150,6 +154,7 @@ timeout --kill-after=60 "$TIMEOUT_SECONDS" "$BENCH" compare \
     --mix-point-clients "$MIX_CLIENTS" \
     --large-value-point-clients "$LARGE_VALUE_CLIENTS" \
     --large-value-bytes "$LARGE_VALUE_BYTES" \
+    --etcd-api-point-clients "$ETCD_API_CLIENTS" \
     --duration-seconds "$DURATION_SECONDS" \
     --warmup-seconds "$WARMUP_SECONDS" \
     --cluster-dir "$WORK/raftgres" \

@@ -3,6 +3,11 @@
 //! member pids, measures the raw Postgres ceiling, runs every point of
 //! the sweep against both systems with the identical workload, and writes
 //! the JSON, CSV, SVG plot and the Markdown section.
+//!
+//! One point, the etcd-API point, runs against three systems back to back:
+//! raftgres through `raftgres.v1.Kv`, raftgres through the etcd API its
+//! nodes serve, and etcd, so that the etcd API's own cost on raftgres is
+//! measured under the same machine load as the etcd it stands in for.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,14 +20,15 @@ use crate::node_metrics::{self, NodeActivity, Samples};
 use crate::process_stats::{self, ProcessSample};
 use crate::report::{self, PointResult, ProcessReport, Report};
 use crate::svg::{self, PlotSeries};
-use crate::target::{self, System};
+use crate::target::{self, Cluster, System};
 use crate::workload::{self, default_connections, Workload};
 
 /// Voters of the raftgres cluster (etcd's size is the script's choice).
 const RAFTGRES_NODES: usize = 3;
 /// Longest wait for a raftgres leader after start.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(120);
-/// Most points one comparison runs (each is two runs).
+/// Most points one comparison runs (each is two runs, the etcd-API point
+/// three), which bounds its time.
 const POINTS_MAX: usize = 16;
 
 /// Everything `raftgres-bench compare` needs.
@@ -36,6 +42,9 @@ pub struct CompareOptions {
     pub mix_point_clients: Option<usize>,
     /// Clients and value bytes of the large-value write point.
     pub large_value_point: Option<(usize, usize)>,
+    /// Client count of the etcd-API write point (raftgres through both
+    /// APIs, and etcd).
+    pub etcd_api_point_clients: Option<usize>,
     /// The workload of every point (clients and read share are overridden).
     pub workload: Workload,
     /// etcd client endpoints, `host:port`.
@@ -182,33 +191,25 @@ async fn compare_on(cluster: &mut DevCluster, options: &CompareOptions) -> anyho
     let mut points = Vec::new();
     for (position, point) in plan.iter().enumerate() {
         let workload = point_workload(&options.workload, point);
-        for system in [System::Raftgres, System::Etcd] {
+        for system in point.kind.systems() {
             let label = format!(
-                "{}/{} {} {}c{}{}",
+                "{}/{} {}",
                 position + 1,
                 plan.len(),
-                system.name(),
-                point.clients,
-                if point.read_percent > 0 {
-                    format!(" {}% reads", point.read_percent)
-                } else {
-                    String::new()
-                },
-                if point.value_bytes != options.workload.value_bytes {
-                    format!(" {} B values", point.value_bytes)
-                } else {
-                    String::new()
-                }
+                point_label(*system, point, &options.workload)
             );
-            let point = run_point(cluster, &watched, system, &workload, options, &label).await?;
+            let result = run_point(
+                cluster, &watched, *system, point, &workload, options, &label,
+            )
+            .await?;
             eprintln!(
                 "{label}: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
-                point.run.operations_per_second,
-                point.run.latency.latency_ms_p50,
-                point.run.latency.latency_ms_p99,
-                point.run.errors
+                result.run.operations_per_second,
+                result.run.latency.latency_ms_p50,
+                result.run.latency.latency_ms_p99,
+                result.run.errors
             );
-            points.push(point);
+            points.push(result);
         }
     }
     let sweep_end = watched.read();
@@ -229,9 +230,51 @@ async fn compare_on(cluster: &mut DevCluster, options: &CompareOptions) -> anyho
     Ok(report)
 }
 
+/// What a point of the comparison is for. Results are paired within a
+/// kind, and only the write sweep is plotted and checked against the
+/// targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PointKind {
+    /// A write point of the client sweep.
+    Sweep,
+    /// Reads only.
+    Read,
+    /// Reads and writes, half each.
+    Mix,
+    /// Writes of large values.
+    LargeValue,
+    /// Writes through raftgres' own API, through its etcd API, and to etcd.
+    EtcdApi,
+}
+
+impl PointKind {
+    /// Name as in the JSON and CSV.
+    pub fn name(self) -> &'static str {
+        match self {
+            PointKind::Sweep => "sweep",
+            PointKind::Read => "read",
+            PointKind::Mix => "mix",
+            PointKind::LargeValue => "large-value",
+            PointKind::EtcdApi => "etcd-api",
+        }
+    }
+
+    /// The systems a point of this kind runs against, in order; etcd is
+    /// last, and every other system's result is compared with it.
+    pub fn systems(self) -> &'static [System] {
+        match self {
+            PointKind::EtcdApi => &[System::Raftgres, System::RaftgresEtcdApi, System::Etcd],
+            _ => &[System::Raftgres, System::Etcd],
+        }
+    }
+}
+
 /// One point of the comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlannedPoint {
+    /// What the point is for.
+    pub kind: PointKind,
     /// Concurrent clients.
     pub clients: usize,
     /// Share of reads, percent.
@@ -241,10 +284,12 @@ pub struct PlannedPoint {
 }
 
 /// The points `options` asks for, in the order they run: the write sweep,
-/// then the read point, the 50/50 mix and the large-value writes.
+/// then the read point, the 50/50 mix, the large-value writes and the
+/// etcd-API writes.
 pub fn plan(options: &CompareOptions) -> Vec<PlannedPoint> {
     let value_bytes = options.workload.value_bytes;
-    let point = |clients, read_percent, value_bytes| PlannedPoint {
+    let point = |kind, clients, read_percent, value_bytes| PlannedPoint {
+        kind,
         clients,
         read_percent,
         value_bytes,
@@ -252,23 +297,41 @@ pub fn plan(options: &CompareOptions) -> Vec<PlannedPoint> {
     options
         .clients
         .iter()
-        .map(|clients| point(*clients, 0, value_bytes))
+        .map(|clients| point(PointKind::Sweep, *clients, 0, value_bytes))
         .chain(
             options
                 .read_point_clients
-                .map(|clients| point(clients, 100, value_bytes)),
+                .map(|clients| point(PointKind::Read, clients, 100, value_bytes)),
         )
         .chain(
             options
                 .mix_point_clients
-                .map(|clients| point(clients, 50, value_bytes)),
+                .map(|clients| point(PointKind::Mix, clients, 50, value_bytes)),
         )
         .chain(
             options
                 .large_value_point
-                .map(|(clients, bytes)| point(clients, 0, bytes)),
+                .map(|(clients, bytes)| point(PointKind::LargeValue, clients, 0, bytes)),
+        )
+        .chain(
+            options
+                .etcd_api_point_clients
+                .map(|clients| point(PointKind::EtcdApi, clients, 0, value_bytes)),
         )
         .collect()
+}
+
+/// The progress label of `system` at `point`: what differs from the
+/// template workload.
+fn point_label(system: System, point: &PlannedPoint, template: &Workload) -> String {
+    let mut label = format!("{} {}c", system.name(), point.clients);
+    if point.read_percent > 0 {
+        label.push_str(&format!(" {}% reads", point.read_percent));
+    }
+    if point.value_bytes != template.value_bytes {
+        label.push_str(&format!(" {} B values", point.value_bytes));
+    }
+    label
 }
 
 /// The workload of `point`: `template` with its clients, mix and values.
@@ -286,16 +349,17 @@ async fn run_point(
     cluster: &mut DevCluster,
     watched: &Watched,
     system: System,
+    point: &PlannedPoint,
     workload: &Workload,
     options: &CompareOptions,
     label: &str,
 ) -> anyhow::Result<PointResult> {
-    let (address, leader_id) = match system {
-        System::Raftgres => {
+    let (address, leader_id) = match system.cluster() {
+        Cluster::Raftgres => {
             let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
             (cluster.node_address(leader).to_string(), Some(leader))
         }
-        System::Etcd => (find_etcd_leader(&options.etcd_endpoints).await?, None),
+        Cluster::Etcd => (find_etcd_leader(&options.etcd_endpoints).await?, None),
     };
     let metrics_before = scrape_all(cluster, system).await?;
     let cpu_before = watched.read();
@@ -320,12 +384,12 @@ async fn run_point(
             .map(|(id, value)| value - before.get(id).copied().unwrap_or(0.0))
             .sum()
     };
-    let (server_cpu_seconds, postgres_cpu_seconds) = match system {
-        System::Raftgres => (
+    let (server_cpu_seconds, postgres_cpu_seconds) = match system.cluster() {
+        Cluster::Raftgres => (
             sum_delta(&cpu_before.nodes, &cpu_after.nodes),
             Some(sum_delta(&cpu_before.postgres, &cpu_after.postgres)),
         ),
-        System::Etcd => (
+        Cluster::Etcd => (
             cpu_after
                 .etcd
                 .iter()
@@ -336,6 +400,7 @@ async fn run_point(
         ),
     };
     Ok(PointResult {
+        kind: point.kind,
         system,
         clients: workload.clients,
         connections: workload.connections,
@@ -370,7 +435,7 @@ async fn scrape_all(
     system: System,
 ) -> anyhow::Result<BTreeMap<u64, Samples>> {
     let mut samples = BTreeMap::new();
-    if system == System::Raftgres {
+    if system.cluster() == Cluster::Raftgres {
         for id in cluster.node_ids() {
             samples.insert(id, node_metrics::scrape(cluster.metrics_address(id)).await?);
         }
@@ -435,7 +500,7 @@ fn write_outputs(report: &Report, options: &CompareOptions) -> anyhow::Result<()
     Ok(())
 }
 
-/// The plot of the write points of both systems.
+/// The plot of the write sweep of both systems.
 pub fn plot(report: &Report) -> String {
     let series = |system: System, color: &str| PlotSeries {
         name: system.name().to_string(),
@@ -480,4 +545,112 @@ fn command_output(program: &str, arguments: &[&str]) -> Option<String> {
         .ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
     text.lines().next().map(|line| line.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::ReadMode;
+
+    fn options() -> CompareOptions {
+        CompareOptions {
+            clients: vec![1, 64],
+            read_point_clients: Some(64),
+            mix_point_clients: None,
+            large_value_point: Some((64, 1024)),
+            etcd_api_point_clients: Some(64),
+            workload: Workload {
+                clients: 1,
+                connections: 1,
+                duration_seconds: 20.0,
+                warmup_seconds: 3.0,
+                operations_max: 1_000_000,
+                value_bytes: 100,
+                keys: 10_000,
+                read_percent: 0,
+                read_mode: ReadMode::Linearizable,
+                seed: 1,
+            },
+            etcd_endpoints: vec!["127.0.0.1:2379".into()],
+            etcd_pids: Vec::new(),
+            cluster_dir: PathBuf::from("/tmp/unused"),
+            ceiling_seconds: 0.0,
+            output_dir: PathBuf::from("/tmp/unused"),
+            svg_path: PathBuf::from("/tmp/unused.svg"),
+            markdown_path: None,
+            command: "make bench".into(),
+        }
+    }
+
+    #[test]
+    fn the_etcd_api_point_runs_last_with_writes_against_three_systems() {
+        let plan = plan(&options());
+        let kinds: Vec<PointKind> = plan.iter().map(|point| point.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                PointKind::Sweep,
+                PointKind::Sweep,
+                PointKind::Read,
+                PointKind::LargeValue,
+                PointKind::EtcdApi
+            ]
+        );
+        let etcd_api = plan[4];
+        assert_eq!(
+            (
+                etcd_api.clients,
+                etcd_api.read_percent,
+                etcd_api.value_bytes
+            ),
+            (64, 0, 100)
+        );
+        assert_eq!(
+            etcd_api.kind.systems(),
+            [System::Raftgres, System::RaftgresEtcdApi, System::Etcd]
+        );
+        assert!(plan[..4]
+            .iter()
+            .all(|point| point.kind.systems() == [System::Raftgres, System::Etcd]));
+        // Same generator, same seed: only clients and connections change.
+        let workload = point_workload(&options().workload, &etcd_api);
+        assert_eq!(
+            (workload.clients, workload.connections, workload.seed),
+            (64, 16, 1)
+        );
+    }
+
+    #[test]
+    fn no_etcd_api_point_when_its_clients_are_none() {
+        let options = CompareOptions {
+            etcd_api_point_clients: None,
+            ..options()
+        };
+        assert!(plan(&options)
+            .iter()
+            .all(|point| point.kind != PointKind::EtcdApi));
+    }
+
+    #[test]
+    fn a_point_label_names_the_system_and_what_differs() {
+        let point = |kind, read_percent, value_bytes| PlannedPoint {
+            kind,
+            clients: 64,
+            read_percent,
+            value_bytes,
+        };
+        let template = options().workload;
+        assert_eq!(
+            point_label(
+                System::RaftgresEtcdApi,
+                &point(PointKind::EtcdApi, 0, 100),
+                &template
+            ),
+            "raftgres-etcd-api 64c"
+        );
+        assert_eq!(
+            point_label(System::Etcd, &point(PointKind::Mix, 50, 1024), &template),
+            "etcd 64c 50% reads 1024 B values"
+        );
+    }
 }

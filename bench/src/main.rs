@@ -1,15 +1,17 @@
 //! `raftgres-bench`: a closed-loop gRPC load generator that drives raftgres
-//! and etcd with the identical workload and reports throughput and latency
-//! percentiles.
+//! (through `raftgres.v1.Kv` or through its etcd API) and etcd with the
+//! identical workload and reports throughput and latency percentiles.
 //!
 //! ```text
-//! raftgres-bench run --system raftgres|etcd --endpoints A,B,C [workload]   one point, JSON on stdout
+//! raftgres-bench run --system raftgres|raftgres-etcd-api|etcd --endpoints A,B,C [workload]
+//!                                                                         one point, JSON on stdout
 //! raftgres-bench compare --etcd-endpoints .. --etcd-pids .. [sweep]        the full comparison (scripts/bench.sh)
 //! raftgres-bench snapshot --cluster-dir DIR [--mebibytes 256]             a follower's catch-up by snapshot (make bench-snapshot)
 //! ```
 //!
 //! Modules:
-//! - `target`: the two systems behind one put/get interface, leader finding;
+//! - `target`: the systems (raftgres through either API, etcd) behind one
+//!   put/get interface, leader finding;
 //! - `workload`: the bounded load loop, progress bar;
 //! - `latency`: HDR histograms and the percentiles reported;
 //! - `node_metrics`: scraping raftgres' Prometheus endpoint;
@@ -54,11 +56,12 @@ struct Cli {
 enum Command {
     /// One point against a running cluster; prints the result as JSON.
     Run {
-        /// Which system the endpoints belong to.
+        /// Which system the load goes to: raftgres through its own API or
+        /// through its etcd API, or etcd.
         #[arg(long, value_enum)]
         system: System,
-        /// Client endpoints (`host:port`, comma-separated); the load goes to
-        /// the leader among them.
+        /// Client endpoints (`host:port`, comma-separated) of the system's
+        /// cluster; the load goes to the leader among them.
         #[arg(long, value_delimiter = ',', required = true)]
         endpoints: Vec<String>,
         /// Concurrent clients.
@@ -98,6 +101,11 @@ enum Command {
         /// Bytes of every value written at the large-value point.
         #[arg(long, default_value_t = 1024)]
         large_value_bytes: usize,
+        /// Clients of the extra write point run against raftgres through
+        /// `raftgres.v1.Kv`, raftgres through its etcd API, and etcd, back
+        /// to back (0: none).
+        #[arg(long, default_value_t = 64)]
+        etcd_api_point_clients: usize,
         /// Directory of the raftgres cluster (Postgres data and node logs).
         #[arg(long)]
         cluster_dir: PathBuf,
@@ -177,7 +185,7 @@ struct WorkloadArguments {
     /// Size of the key space.
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
-    /// How reads are served (etcd: lease maps to serializable).
+    /// How reads are served (etcd's API: lease maps to serializable).
     #[arg(long, value_enum, default_value_t = ReadMode::Linearizable)]
     read_mode: ReadMode,
     /// Seed of key and operation choices.
@@ -233,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
             mix_point_clients,
             large_value_point_clients,
             large_value_bytes,
+            etcd_api_point_clients,
             cluster_dir,
             ceiling_seconds,
             output_dir,
@@ -249,6 +258,7 @@ async fn main() -> anyhow::Result<()> {
                 mix_point_clients: chosen(mix_point_clients),
                 large_value_point: chosen(large_value_point_clients)
                     .map(|clients| (clients, large_value_bytes)),
+                etcd_api_point_clients: chosen(etcd_api_point_clients),
                 workload: template,
                 etcd_endpoints,
                 etcd_pids,
@@ -316,4 +326,70 @@ fn today() -> String {
         .map(|text| text.trim().to_string())
         .filter(|text| !text.is_empty())
         .unwrap_or_else(|| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_takes_raftgres_through_its_etcd_api_as_a_system() {
+        let cli = Cli::try_parse_from([
+            "raftgres-bench",
+            "run",
+            "--system",
+            "raftgres-etcd-api",
+            "--endpoints",
+            "127.0.0.1:7001,127.0.0.1:7002",
+            "--read-mode",
+            "lease",
+        ])
+        .unwrap();
+        let Command::Run {
+            system,
+            endpoints,
+            workload,
+            ..
+        } = cli.command
+        else {
+            panic!("not the run command");
+        };
+        assert_eq!(system, System::RaftgresEtcdApi);
+        assert_eq!(endpoints, ["127.0.0.1:7001", "127.0.0.1:7002"]);
+        assert_eq!(workload.read_mode, ReadMode::Lease);
+        let unknown = Cli::try_parse_from([
+            "raftgres-bench",
+            "run",
+            "--system",
+            "etcd-api",
+            "--endpoints",
+            "127.0.0.1:7001",
+        ]);
+        assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn compare_runs_the_etcd_api_point_at_64_clients_unless_told_0() {
+        let parse = |extra: &[&str]| {
+            let mut arguments = vec![
+                "raftgres-bench",
+                "compare",
+                "--etcd-endpoints",
+                "127.0.0.1:2379",
+                "--cluster-dir",
+                "/tmp/unused",
+            ];
+            arguments.extend_from_slice(extra);
+            match Cli::try_parse_from(arguments).unwrap().command {
+                Command::Compare {
+                    etcd_api_point_clients,
+                    ..
+                } => etcd_api_point_clients,
+                _ => panic!("not the compare command"),
+            }
+        };
+        assert_eq!(parse(&[]), 64);
+        assert_eq!(parse(&["--etcd-api-point-clients", "0"]), 0);
+        assert_eq!(parse(&["--etcd-api-point-clients", "16"]), 16);
+    }
 }

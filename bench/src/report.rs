@@ -7,9 +7,10 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::compare::PointKind;
 use crate::node_metrics::NodeActivity;
 use crate::postgres_ceiling::CeilingPoint;
-use crate::target::{ReadMode, System};
+use crate::target::{Cluster, ReadMode, System};
 use crate::workload::{RunResult, Workload};
 
 /// The heading of the section this benchmark owns.
@@ -18,6 +19,8 @@ pub const SECTION_HEADING: &str = "## raftgres vs etcd";
 /// One system at one point of the sweep.
 #[derive(Clone, Debug, Serialize)]
 pub struct PointResult {
+    /// What the point is for (the write sweep, the etcd-API point, ...).
+    pub kind: PointKind,
     /// The system measured.
     pub system: System,
     /// Concurrent clients.
@@ -68,9 +71,24 @@ impl PointResult {
         format!("{mix}, {} B values", self.value_bytes)
     }
 
-    /// Whether the two points ran the same workload (clients, mix, values).
+    /// The workload label of the results tables, with the API raftgres
+    /// was driven through where a point runs it through both.
+    fn row_label(&self) -> String {
+        let workload = self.workload_label();
+        match (self.kind, self.system) {
+            (PointKind::EtcdApi, System::Raftgres) => {
+                format!("{workload}, etcd-API point: raftgres via raftgres.v1")
+            }
+            (PointKind::EtcdApi, _) => format!("{workload}, etcd-API point: raftgres via etcd API"),
+            _ => workload,
+        }
+    }
+
+    /// Whether the two points ran the same workload (kind of point,
+    /// clients, mix, values).
     fn same_workload(&self, other: &PointResult) -> bool {
-        self.clients == other.clients
+        self.kind == other.kind
+            && self.clients == other.clients
             && self.read_percent == other.read_percent
             && self.value_bytes == other.value_bytes
     }
@@ -119,12 +137,12 @@ impl Report {
 
     /// The CSV rendering: one row per system and point.
     pub fn to_csv(&self) -> String {
-        let mut csv = String::from("system,clients,connections,read_percent,value_bytes,read_mode,operations,errors,measured_seconds,operations_per_second,latency_ms_p50,latency_ms_p90,latency_ms_p99,latency_ms_p999,latency_ms_max,server_cpu_seconds,postgres_cpu_seconds\n");
+        let mut csv = String::from("system,clients,connections,read_percent,value_bytes,read_mode,operations,errors,measured_seconds,operations_per_second,latency_ms_p50,latency_ms_p90,latency_ms_p99,latency_ms_p999,latency_ms_max,server_cpu_seconds,postgres_cpu_seconds,kind\n");
         for point in &self.points {
             let latency = &point.run.latency;
             writeln!(
                 csv,
-                "{},{},{},{},{},{:?},{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.3},{:.3},{:.2},{}",
+                "{},{},{},{},{},{:?},{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.3},{:.3},{:.2},{},{}",
                 point.system.name(),
                 point.clients,
                 point.connections,
@@ -143,7 +161,8 @@ impl Report {
                 point.server_cpu_seconds,
                 point
                     .postgres_cpu_seconds
-                    .map_or(String::new(), |seconds| format!("{seconds:.2}"))
+                    .map_or(String::new(), |seconds| format!("{seconds:.2}")),
+                point.kind.name()
             )
             .unwrap();
         }
@@ -151,22 +170,34 @@ impl Report {
     }
 
     /// Whether `point` belongs to the write sweep (all writes, the
-    /// report's value size), which the plot and the targets use.
+    /// report's value size, one point per client count), which the plot
+    /// and the targets use; the etcd-API point repeats such writes but is
+    /// not part of it.
     pub fn in_write_sweep(&self, point: &PointResult) -> bool {
-        point.read_percent == 0 && point.value_bytes == self.workload.value_bytes
+        point.kind == PointKind::Sweep
     }
 
-    /// The pairs (raftgres, etcd) of points with the same clients, mix and
-    /// values, in sweep order.
+    /// Whether the report has an etcd-API point.
+    pub fn has_etcd_api_point(&self) -> bool {
+        self.points
+            .iter()
+            .any(|point| point.system == System::RaftgresEtcdApi)
+    }
+
+    /// The pairs (raftgres, etcd) of points of the same kind with the same
+    /// clients, mix and values, in sweep order. raftgres is either of its
+    /// APIs: at the etcd-API point both are paired with the one etcd run.
     pub fn pairs(&self) -> Vec<(&PointResult, &PointResult)> {
-        let of = |system| {
+        let etcd_points = || {
             self.points
                 .iter()
-                .filter(move |point| point.system == system)
+                .filter(|point| point.system.cluster() == Cluster::Etcd)
         };
-        of(System::Raftgres)
+        self.points
+            .iter()
+            .filter(|point| point.system.cluster() == Cluster::Raftgres)
             .filter_map(|raftgres| {
-                let etcd = of(System::Etcd).find(|etcd| etcd.same_workload(raftgres))?;
+                let etcd = etcd_points().find(|etcd| etcd.same_workload(raftgres))?;
                 Some((raftgres, etcd))
             })
             .collect()
@@ -192,7 +223,7 @@ pub fn results_table(report: &Report) -> String {
             table,
             "| {} | {} | {:.0} | {:.0} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {} / {} |",
             raftgres.clients,
-            raftgres.workload_label(),
+            raftgres.row_label(),
             raftgres.run.operations_per_second,
             etcd.run.operations_per_second,
             ratio(raftgres.run.operations_per_second, etcd.run.operations_per_second),
@@ -232,7 +263,7 @@ pub fn activity_table(report: &Report) -> String {
             table,
             "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
             raftgres.clients,
-            raftgres.workload_label(),
+            raftgres.row_label(),
             leader.map_or(0.0, |node| node.entries_per_transaction),
             follower_mean(|node| node.entries_per_transaction),
             leader.map_or(0.0, NodeActivity::entries_per_postgres_transaction),
@@ -402,6 +433,9 @@ raftgres runs first at every point, then etcd.\n",
         workload.operations_max
     )
     .unwrap();
+    if let Some(description) = etcd_api_point_description(report) {
+        writeln!(section, "{description}\n").unwrap();
+    }
     writeln!(section, "Command:\n\n```\n{command}\n```\n").unwrap();
     writeln!(
         section,
@@ -415,9 +449,14 @@ raftgres runs first at every point, then etcd.\n",
         "![throughput and p99 latency against concurrent clients]({plot_path})\n"
     )
     .unwrap();
+    let raftgres_api = if report.has_etcd_api_point() {
+        ", through `raftgres.v1.Kv` unless the row says etcd API"
+    } else {
+        ""
+    };
     writeln!(
         section,
-        "Results (r = raftgres, e = etcd; ratio = raftgres ops/s over etcd ops/s):\n"
+        "Results (r = raftgres{raftgres_api}, e = etcd; ratio = raftgres ops/s over etcd ops/s):\n"
     )
     .unwrap();
     section.push_str(&results_table(report));
@@ -456,6 +495,25 @@ table, before the sweep (the idea of the baseline in `bench/examples/append_benc
     section
 }
 
+/// What the etcd-API point is, when the report has one.
+fn etcd_api_point_description(report: &Report) -> Option<String> {
+    let point = report
+        .points
+        .iter()
+        .find(|point| point.system == System::RaftgresEtcdApi)?;
+    Some(format!(
+        "The etcd-API point ({} clients, {}) runs the same generator with the same seed against \
+three systems, back to back: raftgres through `raftgres.v1.Kv`, raftgres through the etcd v3 API \
+its nodes serve on the same client port (docs/ETCD.md), then etcd. The second run sends the \
+raftgres leader the very requests etcd gets (`KV.Put`; reads would be `KV.Range`, serializable \
+only in lease mode). Both raftgres rows of that point are compared with its one etcd run, so the \
+two differ only in the API raftgres was driven through, and all three are measured under the \
+same load of the machine.",
+        point.clients,
+        point.workload_label()
+    ))
+}
+
 /// `document` with the section starting at `heading` (up to the next `## `
 /// heading or the end) replaced by `section`, or `section` appended when
 /// there is no such heading. Other sections are kept byte for byte.
@@ -492,6 +550,7 @@ mod tests {
 
     fn point(system: System, clients: usize, operations_per_second: f64, p99: f64) -> PointResult {
         PointResult {
+            kind: PointKind::Sweep,
             system,
             clients,
             connections: clients.min(16),
@@ -514,7 +573,7 @@ mod tests {
                 first_error: None,
             },
             server_cpu_seconds: 2.0,
-            postgres_cpu_seconds: (system == System::Raftgres).then_some(1.0),
+            postgres_cpu_seconds: (system.cluster() == Cluster::Raftgres).then_some(1.0),
             nodes: Vec::new(),
         }
     }
@@ -586,6 +645,8 @@ mod tests {
         let columns = rows[0].split(',').count();
         assert!(rows.iter().all(|row| row.split(',').count() == columns));
         assert!(rows[3].starts_with("raftgres,256,16,0,100,Linearizable,600000,0,"));
+        assert!(rows[0].ends_with(",postgres_cpu_seconds,kind"));
+        assert!(rows[3].ends_with(",1.00,sweep"), "{}", rows[3]);
     }
 
     #[test]
@@ -612,9 +673,11 @@ mod tests {
         // must not stand in for the sweep's 256-client point.
         for system in [System::Raftgres, System::Etcd] {
             let mut large = point(system, 256, 100.0, 900.0);
+            large.kind = PointKind::LargeValue;
             large.value_bytes = 1024;
             report.points.push(large);
             let mut mix = point(system, 256, 50.0, 1.0);
+            mix.kind = PointKind::Mix;
             mix.read_percent = 50;
             report.points.push(mix);
         }
@@ -635,6 +698,96 @@ mod tests {
             .map(|point| point.clients)
             .collect();
         assert_eq!(sweep, vec![1, 1, 256, 256]);
+    }
+
+    /// The etcd-API point: raftgres through both APIs and etcd, 64 clients
+    /// writing, as the sweep's 64-client point but measured again.
+    fn with_etcd_api_point(mut report: Report) -> Report {
+        for (system, operations_per_second) in [
+            (System::Raftgres, 5_000.0),
+            (System::RaftgresEtcdApi, 4_000.0),
+            (System::Etcd, 8_000.0),
+        ] {
+            if system != System::RaftgresEtcdApi {
+                report.points.push(point(system, 64, 1.0, 1.0));
+            }
+            let mut etcd_api = point(system, 64, operations_per_second, 10.0);
+            etcd_api.kind = PointKind::EtcdApi;
+            report.points.push(etcd_api);
+        }
+        report
+    }
+
+    #[test]
+    fn the_etcd_api_point_has_a_row_per_raftgres_api_against_its_own_etcd_run() {
+        let report = with_etcd_api_point(report());
+        let pairs: Vec<(System, usize, f64, f64)> = report
+            .pairs()
+            .iter()
+            .filter(|(raftgres, _)| raftgres.kind == PointKind::EtcdApi)
+            .map(|(raftgres, etcd)| {
+                assert_eq!(etcd.kind, PointKind::EtcdApi);
+                (
+                    raftgres.system,
+                    raftgres.clients,
+                    raftgres.run.operations_per_second,
+                    etcd.run.operations_per_second,
+                )
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                (System::Raftgres, 64, 5_000.0, 8_000.0),
+                (System::RaftgresEtcdApi, 64, 4_000.0, 8_000.0),
+            ]
+        );
+        let table = results_table(&report);
+        assert!(table.contains(
+            "| 64 | write, 100 B values, etcd-API point: raftgres via raftgres.v1 | 5000 | 8000 | 0.62 |"
+        ));
+        assert!(table.contains(
+            "| 64 | write, 100 B values, etcd-API point: raftgres via etcd API | 4000 | 8000 | 0.50 |"
+        ));
+        // The sweep's own 64-client row is paired with the sweep's etcd run.
+        assert!(table.contains("| 64 | write, 100 B values | 1 | 1 | 1.00 |"));
+        let section = markdown_section(&report, "bench-throughput.svg", "make bench");
+        assert!(section.contains("The etcd-API point (64 clients, write, 100 B values)"));
+        assert!(section.contains(
+            "Results (r = raftgres, through `raftgres.v1.Kv` unless the row says etcd API, e = etcd;"
+        ));
+        assert!(activity_table(&report).contains("etcd-API point: raftgres via etcd API"));
+        // Neither the plot nor the targets see it: they take the sweep.
+        assert!(
+            report
+                .points
+                .iter()
+                .filter(|point| report.in_write_sweep(point))
+                .all(|point| point.kind == PointKind::Sweep
+                    && point.system != System::RaftgresEtcdApi)
+        );
+        assert!(target_checks(&report).iter().any(
+            |check| check.text.contains("at 64 clients") && check.text.contains("1 against 1")
+        ));
+        // JSON and CSV name the system and the kind of point.
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        let last = json["points"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(
+            (last["system"].as_str(), last["kind"].as_str()),
+            (Some("etcd"), Some("etcd-api"))
+        );
+        assert!(report
+            .to_csv()
+            .lines()
+            .any(|row| row.starts_with("raftgres-etcd-api,64,16,0,100,")
+                && row.ends_with(",etcd-api")));
+    }
+
+    #[test]
+    fn without_an_etcd_api_point_the_section_does_not_mention_one() {
+        let section = markdown_section(&report(), "bench-throughput.svg", "make bench");
+        assert!(!section.contains("etcd-API point"));
+        assert!(section.contains("Results (r = raftgres, e = etcd;"));
     }
 
     #[test]

@@ -1,10 +1,15 @@
-//! The two systems under test behind one interface: a `Target` is a gRPC
+//! The systems under test behind one interface: a `Target` is a gRPC
 //! connection to a cluster's leader that can put a key and read it back,
 //! through raftgres' `raftgres.v1.Kv` or etcd's `etcdserverpb.KV`.
 //!
-//! Both are driven the same way: raw tonic clients on connections opened
+//! A `System` is a cluster and the API it is driven through: raftgres
+//! through `raftgres.v1.Kv`, raftgres through the etcd API its nodes also
+//! serve (docs/ETCD.md), and etcd itself. The last two send the very same
+//! requests, so they differ only in the server behind them.
+//!
+//! All are driven the same way: raw tonic clients on connections opened
 //! to the leader (found once, before the run), no retries, no leader
-//! following, so that neither client library adds work the other does not.
+//! following, so that no client library adds work another does not.
 
 use std::time::Duration;
 
@@ -20,22 +25,63 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline of one benchmark request; a slower one counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Which system a target talks to.
+/// Which system a target talks to: a cluster and the API it is driven
+/// through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum System {
-    /// raftgres' `raftgres.v1.Kv`.
+    /// raftgres through its own `raftgres.v1.Kv`.
     Raftgres,
-    /// etcd's `etcdserverpb.KV`.
+    /// raftgres through etcd's `etcdserverpb.KV`, which its nodes serve on
+    /// the same client port (the same requests as sent to etcd).
+    RaftgresEtcdApi,
+    /// etcd through its `etcdserverpb.KV`.
     Etcd,
 }
 
+/// The cluster behind a system: where its leader is found and whose
+/// processes and metrics are watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cluster {
+    /// raftgres nodes (and their Postgres instances).
+    Raftgres,
+    /// etcd members.
+    Etcd,
+}
+
+/// The gRPC API a system is driven through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// `raftgres.v1.Kv`: `Put`, `Get`.
+    RaftgresV1,
+    /// `etcdserverpb.KV`: `Put`, `Range`.
+    EtcdV3,
+}
+
 impl System {
-    /// Lowercase name, as in the reports.
+    /// Name as on the command line and in the reports (JSON, CSV,
+    /// Markdown): "raftgres", "raftgres-etcd-api", "etcd".
     pub fn name(self) -> &'static str {
         match self {
             System::Raftgres => "raftgres",
+            System::RaftgresEtcdApi => "raftgres-etcd-api",
             System::Etcd => "etcd",
+        }
+    }
+
+    /// The cluster that serves this system.
+    pub fn cluster(self) -> Cluster {
+        match self {
+            System::Raftgres | System::RaftgresEtcdApi => Cluster::Raftgres,
+            System::Etcd => Cluster::Etcd,
+        }
+    }
+
+    /// The API this system is driven through.
+    pub fn api(self) -> Api {
+        match self {
+            System::Raftgres => Api::RaftgresV1,
+            System::RaftgresEtcdApi | System::Etcd => Api::EtcdV3,
         }
     }
 }
@@ -47,9 +93,10 @@ pub enum ReadMode {
     /// A quorum confirms leadership before the answer: raftgres
     /// `READ_MODE_LINEARIZABLE`, etcd's default Range.
     Linearizable,
-    /// raftgres `READ_MODE_LEASE`. etcd has no lease reads; its closest
-    /// cheap read is `serializable` (the member's local state without a
-    /// quorum round), which is what this maps to on the etcd leader.
+    /// raftgres `READ_MODE_LEASE`. etcd's API has no lease reads; its
+    /// closest cheap read is `serializable` (the member's local state
+    /// without a quorum round), which is what this maps to on the leader,
+    /// etcd's or raftgres' through its etcd API alike.
     Lease,
 }
 
@@ -57,18 +104,18 @@ pub enum ReadMode {
 /// connection).
 #[derive(Clone, Debug)]
 pub enum Target {
-    /// A raftgres leader.
-    Raftgres(raftgres_v1::kv_client::KvClient<Channel>),
-    /// An etcd leader.
-    Etcd(etcd_v3::kv_client::KvClient<Channel>),
+    /// `raftgres.v1.Kv` on a raftgres leader.
+    RaftgresV1(raftgres_v1::kv_client::KvClient<Channel>),
+    /// `etcdserverpb.KV` on an etcd leader or a raftgres leader.
+    EtcdV3(etcd_v3::kv_client::KvClient<Channel>),
 }
 
 impl Target {
-    /// A target on `channel`.
+    /// A target on `channel`, speaking `system`'s API.
     pub fn new(system: System, channel: Channel) -> Target {
-        match system {
-            System::Raftgres => Target::Raftgres(raftgres_v1::kv_client::KvClient::new(channel)),
-            System::Etcd => Target::Etcd(etcd_v3::kv_client::KvClient::new(channel)),
+        match system.api() {
+            Api::RaftgresV1 => Target::RaftgresV1(raftgres_v1::kv_client::KvClient::new(channel)),
+            Api::EtcdV3 => Target::EtcdV3(etcd_v3::kv_client::KvClient::new(channel)),
         }
     }
 
@@ -76,7 +123,7 @@ impl Target {
     /// (committed and applied).
     pub async fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), tonic::Status> {
         match self {
-            Target::Raftgres(client) => {
+            Target::RaftgresV1(client) => {
                 let request = raftgres_v1::PutRequest {
                     key,
                     value,
@@ -84,7 +131,7 @@ impl Target {
                 };
                 client.put(with_deadline(request)).await.map(drop)
             }
-            Target::Etcd(client) => {
+            Target::EtcdV3(client) => {
                 let request = etcd_v3::PutRequest {
                     key,
                     value,
@@ -98,7 +145,7 @@ impl Target {
     /// Reads `key` in `mode`.
     pub async fn get(&mut self, key: Vec<u8>, mode: ReadMode) -> Result<(), tonic::Status> {
         match self {
-            Target::Raftgres(client) => {
+            Target::RaftgresV1(client) => {
                 let mode = match mode {
                     ReadMode::Linearizable => raftgres_v1::ReadMode::Linearizable,
                     ReadMode::Lease => raftgres_v1::ReadMode::Lease,
@@ -109,7 +156,7 @@ impl Target {
                 };
                 client.get(with_deadline(request)).await.map(drop)
             }
-            Target::Etcd(client) => {
+            Target::EtcdV3(client) => {
                 let request = etcd_v3::RangeRequest {
                     key,
                     serializable: mode == ReadMode::Lease,
@@ -139,10 +186,12 @@ pub async fn connect(address: &str) -> anyhow::Result<Channel> {
 }
 
 /// The address of the member every answering member names as leader.
+/// raftgres' leader is asked for through `raftgres.v1.Cluster` whichever
+/// API the load then goes through.
 pub async fn find_leader(system: System, addresses: &[String]) -> anyhow::Result<String> {
-    match system {
-        System::Raftgres => find_raftgres_leader(addresses).await,
-        System::Etcd => find_etcd_leader(addresses).await,
+    match system.cluster() {
+        Cluster::Raftgres => find_raftgres_leader(addresses).await,
+        Cluster::Etcd => find_etcd_leader(addresses).await,
     }
 }
 
@@ -188,4 +237,40 @@ async fn find_etcd_leader(addresses: &[String]) -> anyhow::Result<String> {
         }
     }
     anyhow::bail!("no etcd member among {addresses:?} is the leader")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    #[test]
+    fn every_system_has_one_name_on_the_command_line_and_in_the_reports() {
+        for system in System::value_variants() {
+            let name = system.name();
+            assert_eq!(System::from_str(name, false), Ok(*system));
+            assert_eq!(
+                system
+                    .to_possible_value()
+                    .map(|value| value.get_name().to_string()),
+                Some(name.to_string())
+            );
+            assert_eq!(serde_json::to_value(system).unwrap(), name);
+        }
+        assert_eq!(
+            System::from_str("raftgres-etcd-api", false),
+            Ok(System::RaftgresEtcdApi)
+        );
+    }
+
+    #[test]
+    fn raftgres_through_the_etcd_api_sends_etcd_requests_to_the_raftgres_cluster() {
+        assert_eq!(System::RaftgresEtcdApi.cluster(), Cluster::Raftgres);
+        assert_eq!(System::RaftgresEtcdApi.api(), Api::EtcdV3);
+        assert_eq!(System::Raftgres.cluster(), Cluster::Raftgres);
+        assert_eq!(System::Raftgres.api(), Api::RaftgresV1);
+        assert_eq!(System::Etcd.cluster(), Cluster::Etcd);
+        assert_eq!(System::Etcd.api(), Api::EtcdV3);
+    }
 }

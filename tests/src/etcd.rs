@@ -407,6 +407,7 @@ impl Etcdctl {
         let mut command = self.command(args);
         command.stdin(Stdio::null());
         let mut child = spawn(command, &command_line);
+        let pid = child.id();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let line_reader = tokio::spawn(collect_lines(
             child.stdout.take().expect("a stdout pipe"),
@@ -442,6 +443,7 @@ impl Etcdctl {
         });
         BackgroundEtcdctl {
             command: command_line,
+            pid,
             lines,
             stop: Some(stop),
             task: Some(task),
@@ -528,6 +530,8 @@ pub fn shell_words(args: &[&str]) -> String {
 /// Dropping it kills the process.
 pub struct BackgroundEtcdctl {
     command: String,
+    /// The process, while it runs.
+    pid: Option<u32>,
     lines: Arc<Mutex<Vec<String>>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<(Ending, String)>>,
@@ -550,6 +554,24 @@ impl BackgroundEtcdctl {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Interrupts it as Ctrl-C would (etcdctl then ends its session:
+    /// `lock` releases the lock, `elect` resigns, their lease is revoked),
+    /// waits up to `within` for it to exit, and returns everything it
+    /// printed (killing it if it did not exit).
+    pub async fn interrupt(self, within: Duration) -> EtcdctlOutput {
+        if let Some(pid) = self.pid {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline && !self.task.as_ref().is_some_and(JoinHandle::is_finished)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.stop().await
     }
 
     /// Stops it (if it still runs) and returns everything it printed.

@@ -507,3 +507,58 @@ async fn leases_hold_keys_until_they_expire_or_are_revoked() {
     let listed = raftgres.run(&["lease", "list"]).await;
     assert!(listed.stdout.starts_with("found 0 leases"), "{listed}");
 }
+
+/// The value of the leader `etcdctl elect -l` (observation mode, which
+/// keeps running) names first.
+async fn leader_named(raftgres: &Etcdctl, election: &str) -> String {
+    let observer = raftgres.spawn(&["elect", "-l", election], Duration::from_secs(20));
+    let lines = observer.wait_for_lines(2, Duration::from_secs(10)).await;
+    observer.stop().await;
+    lines.get(1).cloned().unwrap_or_default()
+}
+
+/// Proves that etcdctl's own lock and election (client-side recipes over
+/// KV, Watch and Lease) work against raftgres: a second `lock` runs its
+/// command only after the first holder is gone, and a second `elect`
+/// candidate wins only after the first is gone, `elect -l` naming the
+/// leader each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lock_and_elect_hand_over_when_the_holder_goes() {
+    let sides = start("etcd-lock-elect").await;
+    let raftgres = &sides.raftgres;
+    let hold = Duration::from_secs(60);
+
+    let first = raftgres.spawn(&["lock", "jobs"], hold);
+    let held = first.wait_for_lines(1, Duration::from_secs(10)).await;
+    assert!(
+        held.first().is_some_and(|key| key.starts_with("jobs/")),
+        "{held:?}"
+    );
+    let second = raftgres.spawn(&["lock", "jobs", "echo", "second holds it"], hold);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        second.lines().is_empty(),
+        "two holders: {:?}",
+        second.lines()
+    );
+    // Ctrl-C: etcdctl revokes its session's lease, which releases the lock.
+    first.interrupt(Duration::from_secs(10)).await;
+    let got = second.wait_for_lines(2, Duration::from_secs(15)).await;
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("second holds it"),
+        "{got:?}"
+    );
+
+    let alice = raftgres.spawn(&["elect", "scheduler", "alice"], hold);
+    let won = alice.wait_for_lines(2, Duration::from_secs(10)).await;
+    assert_eq!(won.get(1).map(String::as_str), Some("alice"), "{won:?}");
+    let bob = raftgres.spawn(&["elect", "scheduler", "bob"], hold);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(bob.lines().is_empty(), "two leaders: {:?}", bob.lines());
+    assert_eq!(leader_named(raftgres, "scheduler").await, "alice");
+    alice.interrupt(Duration::from_secs(10)).await;
+    let won = bob.wait_for_lines(2, Duration::from_secs(15)).await;
+    assert_eq!(won.get(1).map(String::as_str), Some("bob"), "{won:?}");
+    assert_eq!(leader_named(raftgres, "scheduler").await, "bob");
+}

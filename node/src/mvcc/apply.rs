@@ -101,54 +101,65 @@ fn check_op(operation: &RequestOp) -> Result<(), String> {
                 check_op(operation)?;
             }
             for branch in [&txn.success, &txn.failure] {
-                let mut puts = BTreeSet::new();
-                let mut deletes = Vec::new();
-                branch_writes(branch, &mut puts, &mut deletes)?;
-                let overlapping = puts
-                    .iter()
-                    .any(|key| deletes.iter().any(|range: &KeyRange| range.contains(key)));
-                if overlapping {
-                    return Err("duplicate key given in txn request".into());
-                }
+                branch_writes(branch)?;
             }
             Ok(())
         }
     }
 }
 
-/// Gathers the keys a branch puts and the ranges it deletes; a key put
-/// twice is an error. A nested transaction contributes both of its
-/// branches, since either may run.
-fn branch_writes(
-    branch: &[RequestOp],
-    puts: &mut BTreeSet<Vec<u8>>,
-    deletes: &mut Vec<KeyRange>,
-) -> Result<(), String> {
-    for operation in branch {
-        match operation {
-            RequestOp::Put(put) => {
-                if !puts.insert(put.key.clone()) {
-                    return Err("duplicate key given in txn request".into());
-                }
+/// The keys a list of operations puts and the ranges it deletes, checked
+/// as etcd's API checks them: a key put twice is an error, unless once in
+/// each branch of one nested transaction (only one of them runs); so is a
+/// key put inside a range deleted at its own level or by an earlier nested
+/// transaction. A delete from a key on (`range_end` `\0`) conflicts with
+/// no put, as in etcd.
+fn branch_writes(operations: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<KeyRange>), String> {
+    let duplicate = || Err("duplicate key given in txn request".to_string());
+    let deleted = |deletes: &[KeyRange], key: &[u8]| {
+        deletes
+            .iter()
+            .any(|range| range.range_end != [0] && range.contains(key))
+    };
+    let mut deletes: Vec<KeyRange> = operations
+        .iter()
+        .filter_map(|operation| match operation {
+            RequestOp::DeleteRange(delete) => Some(delete.range.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut puts = BTreeSet::new();
+    for operation in operations {
+        let RequestOp::Txn(txn) = operation else {
+            continue;
+        };
+        let (puts_then, deletes_then) = branch_writes(&txn.success)?;
+        let (puts_else, deletes_else) = branch_writes(&txn.failure)?;
+        for key in &puts_then {
+            if puts.contains(key) || deleted(&deletes, key) {
+                return duplicate();
             }
-            RequestOp::DeleteRange(delete) => deletes.push(delete.range.clone()),
-            RequestOp::Txn(txn) => {
-                let mut nested = BTreeSet::new();
-                for nested_branch in [&txn.success, &txn.failure] {
-                    let mut branch_puts = BTreeSet::new();
-                    branch_writes(nested_branch, &mut branch_puts, deletes)?;
-                    nested.extend(branch_puts);
-                }
-                for key in nested {
-                    if !puts.insert(key) {
-                        return Err("duplicate key given in txn request".into());
-                    }
-                }
-            }
-            RequestOp::Range(_) => {}
+            puts.insert(key.clone());
         }
+        for key in &puts_else {
+            if (puts.contains(key) && !puts_then.contains(key)) || deleted(&deletes, key) {
+                return duplicate();
+            }
+            puts.insert(key.clone());
+        }
+        deletes.extend(deletes_then);
+        deletes.extend(deletes_else);
     }
-    Ok(())
+    for operation in operations {
+        let RequestOp::Put(put) = operation else {
+            continue;
+        };
+        if puts.contains(&put.key) || deleted(&deletes, &put.key) {
+            return duplicate();
+        }
+        puts.insert(put.key.clone());
+    }
+    Ok((puts, deletes))
 }
 
 fn check_key(key: &[u8]) -> Result<(), String> {

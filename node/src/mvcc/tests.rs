@@ -274,6 +274,34 @@ fn commands_are_checked_as_etcd_checks_them() {
     });
     assert_eq!(check_command(&txn(vec![nested.clone()])), Ok(()));
     assert!(check_command(&txn(vec![nested, put_op("x")])).is_err());
+    // As etcd: a put in one nested branch and a delete in the other, or
+    // a later sibling deleting what an earlier one put, are accepted.
+    let delete_x = RequestOp::DeleteRange(DeleteRangeRequest {
+        range: KeyRange::single("x"),
+        prev_kv: false,
+    });
+    let either = RequestOp::Txn(TxnRequest {
+        success: vec![put_op("x")],
+        failure: vec![delete_x.clone()],
+        ..TxnRequest::default()
+    });
+    assert_eq!(check_command(&txn(vec![either])), Ok(()));
+    let puts_x = RequestOp::Txn(TxnRequest {
+        success: vec![put_op("x")],
+        ..TxnRequest::default()
+    });
+    let deletes_x = RequestOp::Txn(TxnRequest {
+        success: vec![delete_x.clone()],
+        ..TxnRequest::default()
+    });
+    assert_eq!(
+        check_command(&txn(vec![puts_x.clone(), deletes_x.clone()])),
+        Ok(())
+    );
+    // ...but a put after a sibling's delete of its key, or at the level of
+    // a delete, is refused.
+    assert!(check_command(&txn(vec![deletes_x, puts_x])).is_err());
+    assert!(check_command(&txn(vec![delete_x, put_op("x")])).is_err());
     assert!(check_command(&txn(vec![put_op("a"); TXN_OPERATIONS_MAX + 1])).is_err());
     let keep_with_value = Command::Op(RequestOp::Put(PutRequest {
         key: b"a".to_vec(),

@@ -141,6 +141,12 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
+    /// The state machine's applied index, as the driver publishes it after
+    /// every turn that moved it.
+    pub(crate) fn applied(&self) -> tokio::sync::watch::Receiver<LogIndex> {
+        self.applied.subscribe()
+    }
+
     /// A driver around `raft`. `read_context_first` must differ between
     /// starts of the node (see `PipelineConfig`); `staged` is the snapshot
     /// transfer the staging holds.
@@ -152,7 +158,6 @@ impl Driver {
         metrics: Arc<Metrics>,
         read_context_first: u64,
         staged: Option<StagedTransfer>,
-        applied: tokio::sync::watch::Sender<LogIndex>,
     ) -> Driver {
         let election_timeout = config.tick() * config.raft.election_ticks_max as u32;
         let pipeline_config = PipelineConfig {
@@ -181,7 +186,7 @@ impl Driver {
             next_request: 0,
             waiting: BTreeMap::new(),
             views: BTreeMap::new(),
-            applied,
+            applied: tokio::sync::watch::channel(LogIndex(0)).0,
             directory_made_at: (LogIndex(0), LogIndex(0)),
         };
         driver.publish_directory();

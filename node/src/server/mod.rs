@@ -331,7 +331,6 @@ async fn run<S: StateMachine>(
         open_view,
         entries_per_append_max,
     };
-    let (applied_sender, applied) = watch::channel(LogIndex(0));
     let driver = driver::Driver::new(
         raft,
         config.clone(),
@@ -340,8 +339,8 @@ async fn run<S: StateMachine>(
         metrics.clone(),
         seed.rotate_left(17),
         staged,
-        applied_sender,
     );
+    let applied = driver.applied();
     let mut driver_task = tokio::spawn(
         driver
             .run(event_receiver, shutdown_receiver.clone())

@@ -1,7 +1,8 @@
 //! etcd's v3 API (`etcdserverpb`), served by nodes that run the built-in
 //! KV state machine, on the client port next to `raftgres.v1`: KV (range,
 //! put, delete-range, txn, compact), Watch (`watch.rs`), Lease
-//! (`lease.rs`), Maintenance (status, alarms) and Cluster (member list). The keyspace is the one `raftgres.v1.Kv` serves.
+//! (`lease.rs`), Lock and Election (`concurrency.rs`), Maintenance (status,
+//! alarms) and Cluster (member list). The keyspace is the one `raftgres.v1.Kv` serves.
 //!
 //! Writes go through the log as `KvCommand`s carrying etcd's request; the
 //! answer is the state machine's. Reads wait for the same barrier as
@@ -9,6 +10,7 @@
 //! read the tables in one statement. Refusals are worded as etcd words
 //! them, so that etcd's clients recognize them.
 
+mod concurrency;
 pub(crate) mod convert;
 mod lease;
 mod watch;
@@ -68,6 +70,16 @@ pub(crate) fn routes(
                 leases,
             })),
         )
+        .add_service(
+            node.admit(raftgres_proto::v3lockpb::lock_server::LockServer::new(
+                concurrency::EtcdLock::new(node.shared().clone(), leader.clone()),
+            )),
+        )
+        .add_service(node.admit(
+            raftgres_proto::v3electionpb::election_server::ElectionServer::new(
+                concurrency::EtcdElection::new(node.shared().clone(), leader),
+            ),
+        ))
 }
 
 /// A response header: etcd's cluster id for ours, this node, the store's

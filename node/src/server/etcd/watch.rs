@@ -389,7 +389,7 @@ const SELECT_WINDOW: &str = "
            change.create_revision, change.version, change.lease,
            previous.value, previous.create_revision, previous.revision, previous.version,
            previous.lease
-    FROM raftgres_kv_revision AS state
+    FROM (SELECT compact_revision FROM raftgres_kv_revision LIMIT 1) AS state
     LEFT JOIN raftgres_kv_history AS change
         ON change.revision BETWEEN $3 AND $4
        AND change.key >= $1 AND ($2::bytea IS NULL OR change.key < $2)

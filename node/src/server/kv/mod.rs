@@ -403,7 +403,10 @@ impl KvStateMachine {
                 .filter(|row| row.get::<_, Option<Vec<u8>>>(0).is_some())
                 .map(sql::key_value)
                 .collect();
-            mvcc::shape_range(kvs, count, range)
+            mvcc::RangeResponse {
+                header_revision: revisions.current,
+                ..mvcc::shape_range(kvs, count, range)
+            }
         });
         Ok(Some(RangeRead {
             applied_index,

@@ -255,9 +255,12 @@ impl<'a> EventColumns<'a> {
 /// why not from the revisions).
 pub(super) const SELECT_RANGE_AT: &str = "
     WITH state AS (
-        SELECT applied.applied_index, revisions.revision, revisions.compact_revision,
+        -- Scalar subqueries of the one-row tables: a join of them would be
+        -- planned for the rows an unanalyzed table is assumed to hold.
+        SELECT (SELECT applied_index FROM raftgres_applied) AS applied_index,
+               revisions.revision, revisions.compact_revision,
                CASE WHEN $3::bigint <= 0 THEN revisions.revision ELSE $3::bigint END AS at
-        FROM raftgres_applied AS applied, raftgres_kv_revision AS revisions),
+        FROM (SELECT revision, compact_revision FROM raftgres_kv_revision LIMIT 1) AS revisions),
     past AS (
         SELECT latest.* FROM (
             SELECT DISTINCT ON (history.key) history.key, history.value,

@@ -257,6 +257,15 @@ impl ReadConnection {
             .map_err(|error| {
                 ServiceError::Unavailable(format!("postgres is unavailable: {error}"))
             })?;
+        // Reads are small and many: planning them for JIT compilation (as
+        // Postgres may for a statement over tables it has not analyzed
+        // yet) costs far more than it saves.
+        client
+            .batch_execute("SET jit = off")
+            .await
+            .map_err(|error| {
+                ServiceError::Unavailable(format!("postgres is unavailable: {error}"))
+            })?;
         let client = Arc::new(client);
         *slot = Some(client.clone());
         Ok(client)
