@@ -4,7 +4,8 @@
 //! holder's lease being revoked, with fencing tokens (create revisions)
 //! that grow; one elected leader at a time, its proclamations seen by an
 //! observer, handed on when it resigns. Requests go to followers and to
-//! the leader alike (followers forward them).
+//! the leader alike (followers forward them). And gRPC reflection lists
+//! the etcd services.
 
 use std::time::Duration;
 
@@ -232,4 +233,55 @@ async fn an_election_has_one_leader_and_observers_follow_it() {
         .await
         .expect_err("a resigned leader cannot proclaim");
     assert_eq!(refused.message(), "election: not leader");
+}
+
+/// Proves that gRPC reflection lists the etcd services a node serves, so
+/// that tools that discover services (grpcurl and the like) find them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_etcd_services() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let mut cluster = TestCluster::start("etcd-reflection").await;
+    let leader = cluster.wait_leader().await;
+    let mut reflection = ServerReflectionClient::new(channel(cluster.node_address(leader)).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("a reflection stream")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("an answer")
+        .expect("a message");
+    let Some(MessageResponse::ListServicesResponse(listed)) = response.message_response else {
+        panic!("not a service list: {response:?}");
+    };
+    let names: Vec<String> = listed
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    for served in [
+        "etcdserverpb.KV",
+        "etcdserverpb.Watch",
+        "etcdserverpb.Lease",
+        "etcdserverpb.Cluster",
+        "etcdserverpb.Maintenance",
+        "v3lockpb.Lock",
+        "v3electionpb.Election",
+        "raftgres.v1.Kv",
+    ] {
+        assert!(
+            names.iter().any(|name| name == served),
+            "{served} is not listed: {names:?}"
+        );
+    }
 }

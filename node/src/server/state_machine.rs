@@ -30,6 +30,16 @@ pub trait StateMachine: Send + Sync + 'static {
         None
     }
 
+    /// The encoded `FileDescriptorSet`s of the services
+    /// [`Self::client_routes`] adds, for gRPC server reflection. None by
+    /// default.
+    fn file_descriptor_sets() -> &'static [&'static [u8]]
+    where
+        Self: Sized,
+    {
+        &[]
+    }
+
     /// Creates (idempotently) the state machine's tables.
     fn migrate(
         &self,

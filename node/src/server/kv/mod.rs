@@ -429,6 +429,10 @@ impl StateMachine for KvStateMachine {
         Some(super::etcd::routes(&node, routes))
     }
 
+    fn file_descriptor_sets() -> &'static [&'static [u8]] {
+        &[raftgres_proto::ETCD_FILE_DESCRIPTOR_SET]
+    }
+
     async fn migrate(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
         client.batch_execute(sql::SCHEMA).await?;
         client.batch_execute(sql::WRITE_FUNCTION).await
