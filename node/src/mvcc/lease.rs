@@ -93,15 +93,18 @@ impl Lessor {
         self.revoking.clear();
     }
 
-    /// A keep-alive of lease `id` at `now`: its granted TTL, and the lease
-    /// expires that long from now; `None` when this node does not lead or
-    /// the lease is unknown (or already being revoked).
+    /// A keep-alive of lease `id` asked at `now` (before the leadership
+    /// was confirmed for it): its granted TTL, and the lease expires no
+    /// earlier than that long from `now`; `None` when this node does not
+    /// lead or the lease is unknown (or already being revoked).
     pub fn renew(&mut self, id: i64, now: Instant) -> Option<i64> {
         if !self.leading || self.revoking.contains_key(&id) {
             return None;
         }
         let ttl = *self.ttls.get(&id)?;
-        self.deadlines.insert(id, now.after(seconds(ttl)));
+        let deadline = now.after(seconds(ttl));
+        let current = self.deadlines.entry(id).or_insert(deadline);
+        *current = (*current).max(deadline);
         Some(ttl)
     }
 

@@ -27,7 +27,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use super::{
-    etcd_status, forwarded, header, kv_error, kv_error_status, was_forwarded, LeaderChannel,
+    etcd_status, forwarded, header, kv_error_status, leader_elsewhere, propose, was_forwarded,
+    LeaderChannel, Refused,
 };
 use crate::core::LogIndex;
 use crate::mvcc::{self, KeyRange, KeyValue, SortOrder, SortTarget};
@@ -115,30 +116,17 @@ impl Recipes {
     /// A transaction through the log (this node leads): the store's
     /// revision after it and the answer.
     async fn txn(&self, txn: etcd::TxnRequest) -> Result<(i64, etcd::TxnResponse), Status> {
-        let shared = &self.shared;
         let operation = etcd::RequestOp {
             request: Some(etcd::request_op::Request::RequestTxn(txn)),
         };
-        let command = wire::KvCommand {
-            operation: Some(wire::kv_command::Operation::EtcdOperation(
-                operation.encode_to_vec(),
-            )),
-        }
-        .encode_to_vec();
-        let applied = shared
-            .submit(command, None)
-            .await
-            .map_err(|error| etcd_status(shared, error))?;
-        let result = wire::KvResult::decode(applied.response.as_slice())
-            .map_err(|error| Status::internal(format!("undecodable response: {error}")))?;
-        if let Some(error) = kv_error(result.error()) {
-            return Err(kv_error_status(error));
-        }
-        match etcd::ResponseOp::decode(result.etcd_response.as_slice())
-            .map_err(|error| Status::internal(format!("undecodable response: {error}")))?
-            .response
-        {
-            Some(etcd::response_op::Response::ResponseTxn(txn)) => Ok((result.revision, txn)),
+        let proposed = propose(
+            &self.shared,
+            wire::kv_command::Operation::EtcdOperation(operation.encode_to_vec()),
+        )
+        .await
+        .map_err(Refused::status)?;
+        match proposed {
+            (revision, Some(etcd::response_op::Response::ResponseTxn(txn))) => Ok((revision, txn)),
             _ => Err(Status::internal(
                 "the state machine answered another request",
             )),
@@ -249,23 +237,14 @@ impl Recipes {
         &self,
         request: &Request<T>,
     ) -> Result<Option<tonic::transport::Channel>, Status> {
-        if was_forwarded(request) || self.shared.metrics.is_leader.get() == 1 {
+        if was_forwarded(request) {
             return Ok(None);
         }
-        let status = crate::server::services::node_status(&self.shared).await?;
-        let leader = status
-            .core
-            .leader
-            .filter(|leader| leader.0 != self.shared.config.node_id)
-            .ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
-        let address = self
-            .shared
-            .peers
-            .borrow()
-            .client_address(&self.shared.config, leader)
-            .ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
+        let Some((leader_id, address)) = leader_elsewhere(&self.shared).await? else {
+            return Ok(None);
+        };
         Ok(Some(
-            self.leader.get(&self.shared, leader.0, address).await?,
+            self.leader.get(&self.shared, leader_id, address).await?,
         ))
     }
 }

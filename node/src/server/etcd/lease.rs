@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message as _;
 use raftgres_proto::etcdserverpb as etcd;
 use raftgres_proto::etcdserverpb::lease_client::LeaseClient;
 use raftgres_proto::v1 as wire;
@@ -23,7 +22,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{etcd_status, forwarded, header, kv_error_status, was_forwarded, LeaderChannel};
+use super::{
+    etcd_status, forwarded, header, kv_error_status, leader_elsewhere, propose, was_forwarded,
+    LeaderChannel, Refused,
+};
 use crate::mvcc::lease::Lessor;
 use crate::mvcc::{self, LEASE_TTL_MAX};
 use crate::pipeline::Instant;
@@ -126,31 +128,13 @@ impl Leases {
                 tracing::info!(lease = id, "revoking an expired lease");
                 let leases = self.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = leases.propose(revoke(id)).await {
-                        tracing::warn!(lease = id, %error, "revoking an expired lease failed; retried later");
+                    if let Err(refused) = propose(&leases.shared, revoke(id)).await {
+                        let status = refused.status();
+                        tracing::warn!(lease = id, %status, "revoking an expired lease failed; retried later");
                     }
                 });
             }
         }
-    }
-
-    /// Proposes a lease command; its answer, or why it was refused.
-    async fn propose(
-        &self,
-        operation: wire::kv_command::Operation,
-    ) -> Result<Result<i64, mvcc::KvError>, ServiceError> {
-        let command = wire::KvCommand {
-            operation: Some(operation),
-        }
-        .encode_to_vec();
-        let applied = self.shared.submit(command, None).await?;
-        let result = wire::KvResult::decode(applied.response.as_slice()).map_err(|error| {
-            ServiceError::Unavailable(format!("undecodable state machine response: {error}"))
-        })?;
-        Ok(match super::kv_error(result.error()) {
-            Some(error) => Err(error),
-            None => Ok(result.revision),
-        })
     }
 
     /// The leader's Lease service, for a request this follower forwards.
@@ -164,29 +148,25 @@ impl Leases {
         ))
     }
 
-    /// The leader, when this node is not it and knows it; `None` when this
-    /// node leads.
-    async fn leader_elsewhere(&self) -> Result<Option<(u64, String)>, Status> {
-        if self.leading() {
-            return Ok(None);
-        }
-        let status = crate::server::services::node_status(&self.shared).await?;
-        let leader = status
-            .core
-            .leader
-            .filter(|leader| leader.0 != self.shared.config.node_id)
-            .ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
-        let directory = self.shared.peers.borrow().clone();
-        let address = directory
-            .client_address(&self.shared.config, leader)
-            .ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
-        Ok(Some((leader.0, address)))
-    }
-
     /// Renews lease `id` on this leader: its TTL, 0 when it does not
     /// exist (etcd's answer), `None` when this node no longer leads.
+    ///
+    /// The leadership is confirmed by a quorum round (ReadIndex) first, and
+    /// the new deadline counts from before that round: a leader deposed
+    /// without knowing it answers no keep-alive, so it never promises a
+    /// client time that its successor (which gives every lease a whole TTL
+    /// from its election on) does not grant.
     async fn renew(&self, id: i64) -> Result<Option<i64>, Status> {
         let now = self.now();
+        match self
+            .shared
+            .read_barrier(wire::ReadMode::Linearizable as i32)
+            .await
+        {
+            Ok(_) => {}
+            Err(ServiceError::NotLeader { .. }) => return Ok(None),
+            Err(error) => return Err(etcd_status(&self.shared, error)),
+        }
         let mut lessor = self.lessor.lock().await;
         if !lessor.leading() {
             return Ok(None);
@@ -251,8 +231,8 @@ impl etcd::lease_server::Lease for EtcdLease {
             };
             let operation =
                 wire::kv_command::Operation::EtcdLeaseGrant(wire::KvLeaseGrant { id, ttl });
-            match leases.propose(operation).await {
-                Ok(Ok(revision)) => {
+            match propose(shared, operation).await {
+                Ok((revision, _)) => {
                     leases.lessor.lock().await.granted(id, ttl, leases.now());
                     return Ok(Response::new(etcd::LeaseGrantResponse {
                         header: header(shared, revision),
@@ -261,16 +241,12 @@ impl etcd::lease_server::Lease for EtcdLease {
                         error: String::new(),
                     }));
                 }
-                Ok(Err(mvcc::KvError::LeaseExists)) if grant.id == 0 => continue,
-                Ok(Err(error)) => return Err(kv_error_status(error)),
-                Err(ServiceError::NotLeader {
-                    leader_id: Some(leader_id),
-                    leader_address: Some(address),
-                }) if !arrived_forwarded => {
+                Err(Refused::Kv(mvcc::KvError::LeaseExists)) if grant.id == 0 => continue,
+                Err(Refused::NotLeader { leader_id, address }) if !arrived_forwarded => {
                     let mut client = leases.leader_lease(leader_id, address).await?;
                     return client.lease_grant(forwarded(grant)).await;
                 }
-                Err(error) => return Err(etcd_status(shared, error)),
+                Err(refused) => return Err(refused.status()),
             }
         }
         Err(Status::unavailable(
@@ -290,19 +266,15 @@ impl etcd::lease_server::Lease for EtcdLease {
         if id <= 0 {
             return Err(kv_error_status(mvcc::KvError::LeaseNotFound));
         }
-        match leases.propose(revoke(id)).await {
-            Ok(Ok(revision)) => Ok(Response::new(etcd::LeaseRevokeResponse {
+        match propose(shared, revoke(id)).await {
+            Ok((revision, _)) => Ok(Response::new(etcd::LeaseRevokeResponse {
                 header: header(shared, revision),
             })),
-            Ok(Err(error)) => Err(kv_error_status(error)),
-            Err(ServiceError::NotLeader {
-                leader_id: Some(leader_id),
-                leader_address: Some(address),
-            }) if !arrived_forwarded => {
+            Err(Refused::NotLeader { leader_id, address }) if !arrived_forwarded => {
                 let mut client = leases.leader_lease(leader_id, address).await?;
                 client.lease_revoke(forwarded(request.into_inner())).await
             }
-            Err(error) => Err(etcd_status(shared, error)),
+            Err(refused) => Err(refused.status()),
         }
     }
 
@@ -316,7 +288,7 @@ impl etcd::lease_server::Lease for EtcdLease {
         leases.shared.metrics.client_requests.write.inc();
         let arrived_forwarded = was_forwarded(&request);
         if !arrived_forwarded {
-            if let Some((leader_id, address)) = leases.leader_elsewhere().await? {
+            if let Some((leader_id, address)) = leader_elsewhere(&leases.shared).await? {
                 // The leader holds the deadlines: the stream goes there.
                 let mut client = leases.leader_lease(leader_id, address).await?;
                 let requests = request.into_inner().filter_map(Result::ok);
@@ -360,7 +332,7 @@ impl etcd::lease_server::Lease for EtcdLease {
         let shared = &leases.shared;
         shared.metrics.client_requests.read.inc();
         if !was_forwarded(&request) {
-            if let Some((leader_id, address)) = leases.leader_elsewhere().await? {
+            if let Some((leader_id, address)) = leader_elsewhere(&leases.shared).await? {
                 let mut client = leases.leader_lease(leader_id, address).await?;
                 return client
                     .lease_time_to_live(forwarded(request.into_inner()))

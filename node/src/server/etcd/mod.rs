@@ -188,12 +188,88 @@ pub(super) fn was_forwarded<T>(request: &Request<T>) -> bool {
 const FORWARDED_KEY: &str = "raftgres-forwarded";
 
 /// Why a write was not served here.
-enum Refused {
+pub(super) enum Refused {
     /// This node is not the leader, and the leader is known: the request
     /// goes there.
     NotLeader { leader_id: u64, address: String },
+    /// The state machine refused it (the same on every replica).
+    Kv(mvcc::KvError),
     /// Answered with this status.
     Status(Status),
+}
+
+/// Proposes a KV command (checked first, so that a malformed one never
+/// reaches the log) and waits until it is applied here: the store's
+/// revision after it and the answer's etcd response (none for commands
+/// that answer none), or why it was refused (a refusal of the state
+/// machine's, such as a missing lease, is [`Refused::Kv`]).
+pub(super) async fn propose(
+    shared: &Shared<KvStateMachine>,
+    operation: wire::kv_command::Operation,
+) -> Result<(i64, Option<etcd::response_op::Response>), Refused> {
+    let command = wire::KvCommand {
+        operation: Some(operation),
+    }
+    .encode_to_vec();
+    super::kv::decode_kv_command(&command).map_err(|reason| {
+        Refused::Status(etcd_status(shared, ServiceError::InvalidArgument(reason)))
+    })?;
+    let applied = shared
+        .submit(command, None)
+        .await
+        .map_err(|error| match error {
+            ServiceError::NotLeader {
+                leader_id: Some(leader_id),
+                leader_address: Some(address),
+            } => Refused::NotLeader { leader_id, address },
+            error => Refused::Status(etcd_status(shared, error)),
+        })?;
+    let undecodable = |error: prost::DecodeError| {
+        Refused::Status(Status::internal(format!(
+            "undecodable state machine response: {error}"
+        )))
+    };
+    let result = wire::KvResult::decode(applied.response.as_slice()).map_err(undecodable)?;
+    if let Some(error) = kv_error(result.error()) {
+        return Err(Refused::Kv(error));
+    }
+    let response = etcd::ResponseOp::decode(result.etcd_response.as_slice())
+        .map_err(undecodable)?
+        .response;
+    Ok((result.revision, response))
+}
+
+/// The leader's id and client address when this node is not the leader,
+/// for a request it forwards; `None` when this node leads.
+pub(super) async fn leader_elsewhere(
+    shared: &Shared<KvStateMachine>,
+) -> Result<Option<(u64, String)>, Status> {
+    if shared.metrics.is_leader.get() == 1 {
+        return Ok(None);
+    }
+    let status = node_status(shared).await?;
+    let leader = status
+        .core
+        .leader
+        .filter(|leader| leader.0 != shared.config.node_id)
+        .ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
+    let address = shared
+        .peers
+        .borrow()
+        .client_address(&shared.config, leader)
+        .ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
+    Ok(Some((leader.0, address)))
+}
+
+impl Refused {
+    /// The status a client gets when the request is not forwarded.
+    fn status(self) -> Status {
+        match self {
+            Refused::NotLeader { .. } => Status::unavailable("etcdserver: not leader"),
+            Refused::Kv(error) => kv_error_status(error),
+            Refused::Status(status) => status,
+        }
+    }
 }
 
 impl EtcdKv {
@@ -202,43 +278,8 @@ impl EtcdKv {
         &self,
         operation: wire::kv_command::Operation,
     ) -> Result<(i64, Option<etcd::response_op::Response>), Refused> {
-        let shared = &self.shared;
-        shared.metrics.client_requests.write.inc();
-        let command = wire::KvCommand {
-            operation: Some(operation),
-        }
-        .encode_to_vec();
-        // Checked here so that a malformed request is refused before it
-        // reaches the log.
-        super::kv::decode_kv_command(&command).map_err(|reason| {
-            Refused::Status(etcd_status(shared, ServiceError::InvalidArgument(reason)))
-        })?;
-        let applied = shared
-            .submit(command, None)
-            .await
-            .map_err(|error| match error {
-                ServiceError::NotLeader {
-                    leader_id: Some(leader_id),
-                    leader_address: Some(address),
-                } => Refused::NotLeader { leader_id, address },
-                error => Refused::Status(etcd_status(shared, error)),
-            })?;
-        let result = wire::KvResult::decode(applied.response.as_slice()).map_err(|error| {
-            Refused::Status(Status::internal(format!(
-                "undecodable state machine response: {error}"
-            )))
-        })?;
-        if let Some(error) = kv_error(result.error()) {
-            return Err(Refused::Status(kv_error_status(error)));
-        }
-        let response = etcd::ResponseOp::decode(result.etcd_response.as_slice())
-            .map_err(|error| {
-                Refused::Status(Status::internal(format!(
-                    "undecodable state machine response: {error}"
-                )))
-            })?
-            .response;
-        Ok((result.revision, response))
+        self.shared.metrics.client_requests.write.inc();
+        propose(&self.shared, operation).await
     }
 
     /// The leader's KV service, for a write this follower forwards.
@@ -279,8 +320,7 @@ impl EtcdKv {
                 let client = self.leader_kv(leader_id, address).await?;
                 forward(client, forwarded(request.into_inner())).await
             }
-            Err(Refused::NotLeader { .. }) => Err(Status::unavailable("etcdserver: not leader")),
-            Err(Refused::Status(status)) => Err(status),
+            Err(refused) => Err(refused.status()),
         }
     }
 
