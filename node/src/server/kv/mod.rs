@@ -289,40 +289,46 @@ impl KvStateMachine {
                 }
             }
         }
-        let parameters: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 4] = [
-            (&lows, Type::BYTEA_ARRAY),
-            (&highs, Type::BYTEA_ARRAY),
-            (&unbounded_from, Type::BYTEA),
-            (&revoked, Type::INT8_ARRAY),
-        ];
         let lease_ids: Vec<i64> = leases.iter().copied().collect();
-        let lease_parameters: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
-            [(&lease_ids, Type::INT8_ARRAY)];
-        let (revisions, rows, lease_rows) = futures::join!(
-            transaction.query_one(sql::SELECT_REVISIONS, &[]),
-            transaction.query_typed(sql::SELECT_RANGES, &parameters),
-            transaction.query_typed(sql::SELECT_LEASES, &lease_parameters)
-        );
-        let revisions = revisions?;
-        let revisions = Revisions {
-            current: revisions.get(0),
-            compacted: revisions.get(1),
-        };
+        let rows = transaction
+            .query_typed(
+                "SELECT * FROM raftgres_kv_prefetch($1, $2, $3, $4, $5)",
+                &[
+                    (&lows, Type::BYTEA_ARRAY),
+                    (&highs, Type::BYTEA_ARRAY),
+                    (&unbounded_from, Type::BYTEA),
+                    (&revoked, Type::INT8_ARRAY),
+                    (&lease_ids, Type::INT8_ARRAY),
+                ],
+            )
+            .await?;
+        let mut revisions = None;
         let mut prefetched = Prefetched {
             rows: BTreeMap::new(),
             covered: ranges.clone(),
             leases: leases.iter().map(|id| (*id, None)).collect(),
             changed_leases: BTreeMap::new(),
         };
-        for row in lease_rows? {
-            prefetched.leases.insert(row.get(0), Some(row.get(1)));
-        }
         let mut mod_indexes = BTreeMap::new();
-        for row in rows? {
-            let kv = sql::key_value(&row);
-            mod_indexes.insert(kv.key.clone(), row.get::<_, i64>(6) as u64);
-            prefetched.rows.insert(kv.key.clone(), kv);
+        for row in &rows {
+            match row.get::<_, i16>(0) {
+                0 => {
+                    revisions = Some(Revisions {
+                        current: row.get(3),
+                        compacted: row.get(4),
+                    });
+                }
+                1 => {
+                    let kv = sql::key_value_at(row, 1);
+                    mod_indexes.insert(kv.key.clone(), row.get::<_, i64>(7) as u64);
+                    prefetched.rows.insert(kv.key.clone(), kv);
+                }
+                _ => {
+                    prefetched.leases.insert(row.get(6), Some(row.get(5)));
+                }
+            }
         }
+        let revisions = revisions.expect("raftgres_kv_revision holds its row (created by migrate)");
         Ok((revisions, prefetched, mod_indexes))
     }
 }
@@ -435,6 +441,7 @@ impl StateMachine for KvStateMachine {
 
     async fn migrate(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
         client.batch_execute(sql::SCHEMA).await?;
+        client.batch_execute(sql::PREFETCH_FUNCTION).await?;
         client.batch_execute(sql::WRITE_FUNCTION).await
     }
 

@@ -105,34 +105,66 @@ pub(super) const WRITE_FUNCTION: &str = "
 pub(super) const SELECT_REVISIONS: &str =
     "SELECT revision, compact_revision FROM raftgres_kv_revision";
 
-/// The current rows in bounded ranges `[$1[i], $2[i])`, from `$3` on
-/// (when not NULL) and attached to the leases `$4`, as [`key_value`] reads
-/// them, then `mod_index`. A row found twice comes twice.
-pub(super) const SELECT_RANGES: &str = "
-    SELECT kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease, kv.mod_index
-    FROM unnest($1::bytea[], $2::bytea[]) AS wanted(low, high)
-    JOIN raftgres_kv AS kv ON kv.key >= wanted.low AND kv.key < wanted.high
-    UNION ALL
-    SELECT key, value, create_revision, mod_revision, version, lease, mod_index
-    FROM raftgres_kv WHERE $3::bytea IS NOT NULL AND key >= $3
-    UNION ALL
-    SELECT key, value, create_revision, mod_revision, version, lease, mod_index
-    FROM raftgres_kv WHERE lease = ANY($4::bigint[]) AND lease <> 0";
-
-/// The leases among `$1`, with their TTLs.
-pub(super) const SELECT_LEASES: &str =
-    "SELECT id, ttl FROM raftgres_leases WHERE id = ANY($1::bigint[])";
+/// Reads what a batch needs in one statement whose plans each connection
+/// makes once: a first row of kind 0 with the revisions (current as
+/// `create_revision`, compaction point as `mod_revision`); rows of kind 1,
+/// the current rows in the bounded ranges `[lows[i], highs[i])`, from
+/// `unbounded_from` on (when not NULL) and attached to the leases `revoked`
+/// (a row found twice comes twice), as [`key_value`] reads them, then
+/// `mod_index`; and rows of kind 2, the leases among `lease_ids` (`lease`
+/// the id, `version` the TTL).
+pub(super) const PREFETCH_FUNCTION: &str = "
+    CREATE OR REPLACE FUNCTION raftgres_kv_prefetch(
+        lows bytea[], highs bytea[], unbounded_from bytea, revoked bigint[], lease_ids bigint[])
+    RETURNS TABLE (kind smallint, key bytea, value bytea, create_revision bigint,
+                   mod_revision bigint, version bigint, lease bigint, mod_index bigint) AS $$
+    #variable_conflict use_column
+    BEGIN
+        RETURN QUERY
+        SELECT 0::smallint, NULL::bytea, NULL::bytea, revision, compact_revision,
+               NULL::bigint, NULL::bigint, NULL::bigint
+        FROM raftgres_kv_revision;
+        RETURN QUERY
+        SELECT 1::smallint, kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version,
+               kv.lease, kv.mod_index
+        FROM unnest(lows, highs) AS wanted(low, high)
+        JOIN raftgres_kv AS kv ON kv.key >= wanted.low AND kv.key < wanted.high;
+        IF unbounded_from IS NOT NULL THEN
+            RETURN QUERY
+            SELECT 1::smallint, kv.key, kv.value, kv.create_revision, kv.mod_revision,
+                   kv.version, kv.lease, kv.mod_index
+            FROM raftgres_kv AS kv WHERE kv.key >= unbounded_from;
+        END IF;
+        IF cardinality(revoked) > 0 THEN
+            RETURN QUERY
+            SELECT 1::smallint, kv.key, kv.value, kv.create_revision, kv.mod_revision,
+                   kv.version, kv.lease, kv.mod_index
+            FROM raftgres_kv AS kv WHERE kv.lease = ANY(revoked) AND kv.lease <> 0;
+        END IF;
+        IF cardinality(lease_ids) > 0 THEN
+            RETURN QUERY
+            SELECT 2::smallint, NULL::bytea, NULL::bytea, NULL::bigint, NULL::bigint,
+                   leases.ttl, leases.id, NULL::bigint
+            FROM raftgres_leases AS leases WHERE leases.id = ANY(lease_ids);
+        END IF;
+    END
+    $$ LANGUAGE plpgsql";
 
 /// A row selected as `key, value, create_revision, mod_revision, version,
 /// lease`.
 pub(crate) fn key_value(row: &tokio_postgres::Row) -> KeyValue {
+    key_value_at(row, 0)
+}
+
+/// The same columns, from column `first` on.
+pub(super) fn key_value_at(row: &tokio_postgres::Row, first: usize) -> KeyValue {
     KeyValue {
-        key: row.get(0),
-        value: row.get(1),
-        create_revision: row.get(2),
-        mod_revision: row.get(3),
-        version: row.get(4),
-        lease: row.get(5),
+        key: row.get(first),
+        value: row.get(first + 1),
+        create_revision: row.get(first + 2),
+        mod_revision: row.get(first + 3),
+        version: row.get(first + 4),
+        lease: row.get(first + 5),
     }
 }
 
