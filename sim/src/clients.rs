@@ -6,6 +6,7 @@
 //! told goes to the linearizability history and the outcome checkers.
 
 use raftgres::core::{Entry, LogIndex, MembershipError, NodeId};
+use raftgres::mvcc::Revision;
 use raftgres::pipeline::{check_read_covered, ReadMode, Refusal, Reply};
 use rand::Rng;
 
@@ -13,7 +14,7 @@ use crate::checkers::durability::AcknowledgedWrite;
 use crate::checkers::linearizability::{Input, Operation, Output};
 use crate::checkers::read_index_safety;
 use crate::checkers::{held_requests, membership_safety};
-use crate::kv::{self, Applied, Command, CommandOutput, Envelope};
+use crate::kv::{self, Applied, Command, CommandOutput, CompactionRefused, Envelope};
 use crate::node::{QueuedInput, SimNode, Waiting};
 use crate::world::{FirstApply, World, IDLE_LEAD_TICKS, TRANSFER_LEAD_TICKS};
 
@@ -23,6 +24,47 @@ pub(crate) const PROBE_OPERATION_BASE: u64 = 1 << 62;
 /// A client with a session starts a new one after this many writes, so
 /// that old sessions go idle and expire while the run goes on.
 const WRITES_PER_SESSION: u64 = 12;
+
+/// One write of an ordinary client in this many is a compaction of the
+/// store's history instead: often enough that the history (and with it
+/// every snapshot) stays a few dozen changes long, rarely enough to leave
+/// the workload a key-value one. Taking the place of a write, it adds no
+/// log entry to the workload.
+const COMPACTION_ONE_IN: u32 = 24;
+/// A compaction aims up to this many revisions below the revision its
+/// client last saw (so that some fall at or below the compaction point
+/// and are refused)...
+const COMPACTION_BEHIND_MAX: Revision = 24;
+/// ...and up to this many above it (so that some are beyond the current
+/// revision and are refused).
+const COMPACTION_AHEAD_MAX: Revision = 2;
+
+/// What a request asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// A key-value operation on the request's key, recorded in the
+    /// linearizable history.
+    Kv(Input),
+    /// A compaction of the store's history to `revision` (etcd's compaction,
+    /// sent without a session). Not in the history: it changes no key's
+    /// value, and the clients read only the current revision.
+    Compact { revision: Revision },
+}
+
+impl Ask {
+    fn is_read(self) -> bool {
+        self == Ask::Kv(Input::Get)
+    }
+}
+
+impl std::fmt::Debug for Ask {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ask::Kv(input) => write!(formatter, "{input:?}"),
+            Ask::Compact { revision } => write!(formatter, "Compact {{ revision: {revision} }}"),
+        }
+    }
+}
 
 /// How a client reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,13 +99,16 @@ pub(crate) struct Client {
     last_target: Option<usize>,
     request: Option<Request>,
     next_attempt_at: u64,
+    /// The store's revision the client's last read saw (the revision a
+    /// response header carries): where its compactions aim.
+    revision_seen: Revision,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Request {
     operation_id: u64,
     key: u64,
-    input: Input,
+    ask: Ask,
     read: ClientRead,
     /// The session and sequence of a write (0 and 0 without a session).
     session_id: u64,
@@ -100,6 +145,7 @@ impl Client {
             last_target: None,
             request: None,
             next_attempt_at: 0,
+            revision_seen: 0,
         }
     }
 }
@@ -118,7 +164,7 @@ impl Client {
     /// Whether a read of this client waits at node `index`.
     pub(crate) fn reading_at(&self, index: usize) -> bool {
         self.request.is_some_and(|request| {
-            request.input == Input::Get && request.in_flight.is_some_and(|(node, _)| node == index)
+            request.ask.is_read() && request.in_flight.is_some_and(|(node, _)| node == index)
         })
     }
 }
@@ -164,27 +210,33 @@ impl World {
         let rng = &mut self.rng.clients;
         let key = rng.gen_range(0..self.config.keys);
         let mut read = ClientRead::Confirmed(ReadMode::Linearizable);
-        let input = if self.clients[client].pinned_reader {
+        let ask = if self.clients[client].pinned_reader {
             // Reads only, three in four with a lease.
             if rng.gen_range(0..4) < 3 {
                 read = ClientRead::Confirmed(ReadMode::Lease);
             }
             self.read_liveness.on_read_started(client as u64, self.now);
-            Input::Get
+            Ask::Kv(Input::Get)
         } else {
-            self.ordinary_input(&mut read, client)
+            match self.ordinary_input(&mut read, client) {
+                Input::Get => Ask::Kv(Input::Get),
+                write => match self.compaction_target(client) {
+                    Some(revision) => Ask::Compact { revision },
+                    None => Ask::Kv(write),
+                },
+            }
         };
-        let (session_id, sequence) = match input {
-            Input::Put { value } | Input::CompareAndSwap { new: value, .. } => {
+        let (session_id, sequence) = match ask {
+            Ask::Kv(Input::Put { value } | Input::CompareAndSwap { new: value, .. }) => {
                 self.checkers.stale_reads.on_write_invoked(key, value);
                 self.next_session(client)
             }
-            Input::Get => (0, 0),
+            Ask::Kv(Input::Get) | Ask::Compact { .. } => (0, 0),
         };
         Request {
             operation_id,
             key,
-            input,
+            ask,
             read,
             session_id,
             sequence,
@@ -195,6 +247,20 @@ impl World {
             in_flight: None,
             uncertain: false,
         }
+    }
+
+    /// Whether an ordinary client's next write is a compaction instead (one
+    /// in `COMPACTION_ONE_IN`), and to which revision: a little behind the
+    /// revision it last saw, now and then a little ahead. Drawn from a
+    /// stream of its own, so that the other draws of a seed stay as they
+    /// were until a compaction changes what happens.
+    fn compaction_target(&mut self, client: usize) -> Option<Revision> {
+        let rng = &mut self.rng.compaction;
+        if !rng.gen_ratio(1, COMPACTION_ONE_IN) {
+            return None;
+        }
+        let offset = rng.gen_range(-COMPACTION_BEHIND_MAX..=COMPACTION_AHEAD_MAX);
+        Some((self.clients[client].revision_seen + offset).max(0))
     }
 
     /// What an ordinary client asks for: four in ten puts, four in ten
@@ -250,7 +316,7 @@ impl World {
             Some(request) => request,
             None => self.new_request(client),
         };
-        let anywhere = self.clients[client].reads_anywhere && request.input == Input::Get;
+        let anywhere = self.clients[client].reads_anywhere && request.ask.is_read();
         let pinned = self.clients[client].pinned_reader;
         let hint = self.clients[client]
             .leader_hint
@@ -278,12 +344,16 @@ impl World {
             self.clients[client].request = Some(request);
             return self.abandon_request(client);
         }
-        if request.history_position.is_none() && request.read != ClientRead::Stale {
+        let recorded = match request.ask {
+            Ask::Kv(input) if request.read != ClientRead::Stale => Some(input),
+            Ask::Kv(_) | Ask::Compact { .. } => None,
+        };
+        if let (None, Some(input)) = (request.history_position, recorded) {
             let stamp = self.next_stamp();
             self.history.push(Some(Operation {
                 client: client as u64,
                 key: request.key,
-                input: request.input,
+                input,
                 output: Output::Unknown,
                 invoked_at: stamp,
                 returned_at: None,
@@ -310,7 +380,7 @@ impl World {
                     "client {client} op {} attempt {} {:?} {:?} key {} session {}/{} at node {}",
                     request.operation_id,
                     request.attempt,
-                    request.input,
+                    request.ask,
                     request.read,
                     request.key,
                     request.session_id,
@@ -322,10 +392,10 @@ impl World {
         let waiting = Waiting::Client {
             client,
             attempt: request.attempt,
-            write_operation: (request.input != Input::Get).then_some(request.operation_id),
+            write_operation: (!request.ask.is_read()).then_some(request.operation_id),
         };
-        let command = match request.input {
-            Input::Get => {
+        let command = match request.ask {
+            Ask::Kv(Input::Get) => {
                 let ClientRead::Confirmed(mode) = request.read else {
                     return self.serve_stale_read(client, target, request);
                 };
@@ -334,15 +404,16 @@ impl World {
                 }
                 return self.send_request(target, waiting, QueuedInput::Read(mode));
             }
-            Input::Put { value } => Command::Put {
+            Ask::Kv(Input::Put { value }) => Command::Put {
                 key: request.key,
                 value,
             },
-            Input::CompareAndSwap { expected, new } => Command::CompareAndSwap {
+            Ask::Kv(Input::CompareAndSwap { expected, new }) => Command::CompareAndSwap {
                 key: request.key,
                 expected,
                 new,
             },
+            Ask::Compact { revision } => Command::Compact { revision },
         };
         let envelope = Envelope {
             client_id: request.session_id,
@@ -370,7 +441,9 @@ impl World {
 
     /// A stale read: the asked node's database, as it is.
     fn serve_stale_read(&mut self, client: usize, target: usize, request: Request) {
-        let value = self.nodes[target].store.state_machine.get(request.key);
+        let state_machine = &self.nodes[target].store.state_machine;
+        let value = state_machine.get(request.key);
+        self.clients[client].revision_seen = state_machine.revisions().current;
         self.stats.steps += 1;
         self.stats.stale_reads += 1;
         let result = self
@@ -458,9 +531,11 @@ impl World {
                 node + 1
             )
         });
-        match (request.input, reply) {
-            (Input::Get, Reply::ReadReady { index }) => self.serve_read(client, node, index),
-            (Input::Get, Reply::Refused(refusal)) => self.retry_later(client, &refusal),
+        match (request.ask, reply) {
+            (Ask::Kv(Input::Get), Reply::ReadReady { index }) => {
+                self.serve_read(client, node, index)
+            }
+            (Ask::Kv(Input::Get), Reply::Refused(refusal)) => self.retry_later(client, &refusal),
             (_, Reply::Applied { index, response }) => {
                 self.write_applied(client, node, index, &response)
             }
@@ -512,7 +587,7 @@ impl World {
             return;
         };
         request.in_flight = None;
-        if request.input == Input::Get {
+        if request.ask.is_read() {
             self.clients[client].request = Some(request);
             return self.abandon_request(client);
         }
@@ -550,6 +625,7 @@ impl World {
             return self.retry_later(client, &Refusal::Unavailable(behind.to_string()));
         }
         let value = store.state_machine.get(request.key);
+        self.clients[client].revision_seen = store.state_machine.revisions().current;
         let id = self.nodes[node].id;
         let result = read_index_safety::check_read(
             id,
@@ -581,11 +657,7 @@ impl World {
                 term,
             });
         }
-        let output = match output {
-            CommandOutput::Done => Output::Done,
-            CommandOutput::Swapped(swapped) => Output::Swapped(swapped),
-        };
-        self.complete(client, Some(output), node);
+        self.complete(client, history_output(output), node);
     }
 
     fn complete(&mut self, client: usize, output: Option<Output>, node: usize) {
@@ -594,7 +666,7 @@ impl World {
             .take()
             .expect("a request is outstanding");
         let stamp = self.next_stamp();
-        if request.input == Input::Get {
+        if request.ask.is_read() {
             let result = self.read_liveness.on_read_served(client as u64, self.now);
             self.check("read_liveness", result);
         }
@@ -621,7 +693,7 @@ impl World {
         let Some(request) = self.clients[client].request.take() else {
             return;
         };
-        if request.input == Input::Get {
+        if request.ask.is_read() {
             if let Some(position) = request.history_position {
                 self.history[position] = None;
             }
@@ -706,6 +778,16 @@ impl World {
         if !self.first_applies.contains_key(&envelope.operation_id) {
             let stamp = self.next_stamp();
             let output = applied.output.expect("a fresh application has an output");
+            match output {
+                CommandOutput::Compaction(Ok(())) => self.stats.history_compactions += 1,
+                CommandOutput::Compaction(Err(refused)) => {
+                    self.stats.history_compactions_refused[match refused {
+                        CompactionRefused::Compacted => 0,
+                        CompactionRefused::FutureRevision => 1,
+                    }] += 1;
+                }
+                CommandOutput::Done | CommandOutput::Swapped(_) => {}
+            }
             self.first_applies
                 .insert(envelope.operation_id, FirstApply { stamp, output });
         }
@@ -794,7 +876,7 @@ impl World {
             .filter(|client| {
                 self.clients[*client]
                     .request
-                    .is_some_and(|request| !(starving_reads && request.input == Input::Get))
+                    .is_some_and(|request| !(starving_reads && request.ask.is_read()))
             })
             .map(|client| client as u64)
             .collect();
@@ -868,5 +950,15 @@ impl World {
                 format!("after recovery: {leader} -> {target}")
             });
         self.send_request(index, Waiting::Nobody, QueuedInput::Transfer(target));
+    }
+}
+
+/// What the linearizable history records for a write's output (`None`
+/// for a compaction, which is not in the history).
+pub(crate) fn history_output(output: CommandOutput) -> Option<Output> {
+    match output {
+        CommandOutput::Done => Some(Output::Done),
+        CommandOutput::Swapped(swapped) => Some(Output::Swapped(swapped)),
+        CommandOutput::Compaction(_) => None,
     }
 }

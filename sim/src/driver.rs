@@ -648,6 +648,7 @@ impl World {
             let digest = self.nodes[index].store.state_machine.rows_hash();
             let result = self.checkers.replica_rows.on_rows(id, meta.index, digest);
             self.check("replica_rows", result);
+            self.store_replaced(index);
         }
         if job.compact_to.is_some() {
             self.stats.compactions += 1;
@@ -708,12 +709,45 @@ impl World {
         };
         for (entry, applied) in &report.applied {
             self.on_applied(index, entry, applied);
+            let result =
+                self.checkers
+                    .revisions
+                    .on_apply(id, entry.index, applied, applied.revision);
+            self.check("revisions", result);
         }
         for (at, digest) in &report.digests {
             let result = self.checkers.replica_rows.on_rows(id, *at, *digest);
             self.check("replica_rows", result);
         }
+        self.check_revisions(index);
         Some(report)
+    }
+
+    /// Node `index`'s store was replaced (a snapshot installed, or
+    /// asynchronous applies lost): its revision starts from the new one.
+    fn store_replaced(&mut self, index: usize) {
+        let id = self.nodes[index].id;
+        let state_machine = &self.nodes[index].store.state_machine;
+        let result = self.checkers.revisions.on_replaced(
+            id,
+            state_machine.applied_index(),
+            state_machine.revisions().current,
+        );
+        self.check("revisions", result);
+        self.check_revisions(index);
+    }
+
+    /// Node `index`'s store after a transaction: its revision and rows.
+    fn check_revisions(&mut self, index: usize) {
+        let id = self.nodes[index].id;
+        let mvcc = self.nodes[index].store.state_machine.mvcc();
+        let result =
+            self.checkers
+                .revisions
+                .check_store(id, mvcc.revisions().current, mvcc.rows().values());
+        let changes = mvcc.history_len() as u64;
+        self.check("revisions", result);
+        self.stats.history_changes_max = self.stats.history_changes_max.max(changes);
     }
 
     // ----- crashes, restarts and pauses ----------------------------------
@@ -773,6 +807,7 @@ impl World {
     /// Postgres of node `index` loses what it had not flushed.
     pub(crate) fn lose_unflushed(&mut self, index: usize) {
         if let Some((after, before)) = self.nodes[index].store.postgres_crash() {
+            self.store_replaced(index);
             self.stats.faults.applies_lost += 1;
             let id = self.nodes[index].id;
             self.trace
@@ -827,6 +862,9 @@ impl World {
                     .single_vote
                     .on_observe(id, hard_state.term, hard_state.voted_for);
             self.check("single_vote", result);
+            self.checkers
+                .lease_exclusivity
+                .on_restart(id, hard_state.term);
             self.handle(index, None);
         }
     }

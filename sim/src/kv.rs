@@ -1,19 +1,32 @@
-//! The replicated state machine the simulated clients talk to: a small
-//! key-value store with put and compare-and-swap, and client sessions that
-//! apply each (client id, sequence) at most once, as the production node's
-//! Postgres state machine does (`node/src/server/storage.rs`,
-//! `apply_segment`): a retry of the latest sequence is answered with the
-//! first application's response and index, an older sequence is refused,
-//! and sessions expire at the log positions `raftgres::pipeline::sessions`
-//! names, whatever the apply batches (`tests/tests/kv_contract/` holds the
-//! model to the Postgres state machine). Gets are served from the store after
-//! the pipeline releases them, never through the log. Values are `u64`;
-//! `VALUE_ABSENT` (0) stands for a missing key, and the workload never
-//! writes it.
+//! The replicated state machine the simulated clients talk to: the
+//! product's key-value store (`raftgres::mvcc::MvccStore`, etcd's MVCC
+//! rules: revisions, per-key versions, history, compaction, the very
+//! `mvcc::apply` the Postgres state machine runs) behind the simulator's
+//! small command set (put, compare-and-swap, compaction, probe), and
+//! client sessions that apply each (client id, sequence) at most once, as
+//! the production node's Postgres state machine does
+//! (`node/src/server/storage.rs`, `apply_segment`): a retry of the latest
+//! sequence is answered with the first application's response and index,
+//! an older sequence is refused, and sessions expire at the log positions
+//! `raftgres::pipeline::sessions` names, whatever the apply batches
+//! (`tests/tests/kv_contract/` holds the model to the Postgres state
+//! machine). Gets are served from the store after the pipeline releases
+//! them, never through the log.
+//!
+//! Keys and values are `u64`s, stored as their 8 big-endian bytes; a put
+//! and a compare-and-swap become the mvcc commands the product makes of
+//! `raftgres.v1` put and compare-and-swap (`KvCommand::to_mvcc` in
+//! `node/src/server/kv/mod.rs`): a put that answers the previous value,
+//! and a transaction that compares the value (or, for `VALUE_ABSENT`, that
+//! the key was never created) and puts. `VALUE_ABSENT` (0) stands for a
+//! missing key, and the workload never writes it.
 
 use std::collections::BTreeMap;
 
 use raftgres::core::{Entry, EntryPayload, LogIndex};
+use raftgres::mvcc::{
+    self, Answer, Event, KeyValue, KvError, MvccStore, ResponseOp, Revision, Revisions,
+};
 use raftgres::pipeline::ApplyOutcome;
 
 use crate::trace::Fnv1a;
@@ -42,6 +55,12 @@ pub enum Command {
     },
     /// Changes nothing; the liveness checker commits one after faults heal.
     Probe,
+    /// Forgets the history below `revision` (etcd's compaction): refused
+    /// at or below the compaction point and beyond the current revision.
+    Compact {
+        /// The new compaction point.
+        revision: Revision,
+    },
 }
 
 /// A command in its session envelope, as a client proposes it.
@@ -67,6 +86,17 @@ pub enum CommandOutput {
     Done,
     /// A compare-and-swap, and whether it swapped.
     Swapped(bool),
+    /// A compaction: done, or why it was refused.
+    Compaction(Result<(), CompactionRefused>),
+}
+
+/// Why a compaction was refused (etcd's errors), changing nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompactionRefused {
+    /// At or below the compaction point.
+    Compacted,
+    /// Beyond the current revision.
+    FutureRevision,
 }
 
 impl CommandOutput {
@@ -75,6 +105,7 @@ impl CommandOutput {
         match self {
             CommandOutput::Done => vec![0],
             CommandOutput::Swapped(swapped) => vec![1, u8::from(swapped)],
+            CommandOutput::Compaction(result) => vec![2, compaction_code(result)],
         }
     }
 
@@ -82,13 +113,44 @@ impl CommandOutput {
     pub fn from_bytes(bytes: &[u8]) -> Option<CommandOutput> {
         match bytes {
             [0] => Some(CommandOutput::Done),
-            [1, swapped] => Some(CommandOutput::Swapped(*swapped == 1)),
+            [1, swapped] if *swapped <= 1 => Some(CommandOutput::Swapped(*swapped == 1)),
+            [2, code] => compaction_result(*code).map(CommandOutput::Compaction),
             _ => None,
         }
     }
 }
 
+impl CommandOutput {
+    /// One word that tells outputs apart, for digests.
+    fn code(self) -> u64 {
+        match self {
+            CommandOutput::Done => 0,
+            CommandOutput::Swapped(swapped) => 1 + u64::from(swapped),
+            CommandOutput::Compaction(result) => 3 + u64::from(compaction_code(result)),
+        }
+    }
+}
+
+fn compaction_code(result: Result<(), CompactionRefused>) -> u8 {
+    match result {
+        Ok(()) => 0,
+        Err(CompactionRefused::Compacted) => 1,
+        Err(CompactionRefused::FutureRevision) => 2,
+    }
+}
+
+fn compaction_result(code: u8) -> Option<Result<(), CompactionRefused>> {
+    match code {
+        0 => Some(Ok(())),
+        1 => Some(Err(CompactionRefused::Compacted)),
+        2 => Some(Err(CompactionRefused::FutureRevision)),
+        _ => None,
+    }
+}
+
 const ENCODED_BYTES: usize = 57;
+/// The first byte of an encoded compaction.
+const COMPACT_TAG: u8 = 4;
 
 /// Encodes `envelope` as an entry's payload.
 pub fn encode(envelope: Envelope) -> Vec<u8> {
@@ -96,6 +158,8 @@ pub fn encode(envelope: Envelope) -> Vec<u8> {
         Command::Put { key, value } => (1u8, key, value, 0),
         Command::CompareAndSwap { key, expected, new } => (2u8, key, expected, new),
         Command::Probe => (3u8, 0, 0, 0),
+        // Compaction points are never negative (`mvcc::check_command`).
+        Command::Compact { revision } => (COMPACT_TAG, 0, revision as u64, 0),
     };
     let mut bytes = Vec::with_capacity(ENCODED_BYTES);
     bytes.push(tag);
@@ -129,6 +193,9 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope> {
             new: second,
         },
         3 => Command::Probe,
+        COMPACT_TAG => Command::Compact {
+            revision: Revision::try_from(first).ok()?,
+        },
         _ => return None,
     };
     Some(Envelope {
@@ -162,13 +229,23 @@ pub struct Applied {
     pub fresh: bool,
     /// The state machine's output, for a first application.
     pub output: Option<CommandOutput>,
+    /// The store's revision after the entry.
+    pub revision: Revision,
 }
 
-/// The key-value rows, the session rows and the applied index, as the
-/// production node keeps them in Postgres.
+/// The key-value store (rows, history, revisions), the session rows and
+/// the applied index, as the production node keeps them in Postgres.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
-    values: BTreeMap<u64, u64>,
+    /// The rows, their history and the revisions. Invariant: keys and
+    /// values are 8 bytes (a `u64`, big-endian); no lease (the workload
+    /// grants none, and snapshots carry none).
+    mvcc: MvccStore,
+    /// The history's digest (`history_digest`), kept as changes are
+    /// applied, since `rows_hash` runs after every apply segment and the
+    /// history is dozens of changes long. Invariant: equals
+    /// `history_digest(&mvcc)`.
+    history_digest: u64,
     sessions: BTreeMap<u64, Session>,
     /// Highest applied index. Invariant: only grows, except when a leader's
     /// snapshot replaces the whole store or Postgres loses an asynchronous
@@ -176,15 +253,45 @@ pub struct KvStore {
     applied_index: LogIndex,
 }
 
+/// The stored form of a key or value.
+fn bytes_of(word: u64) -> Vec<u8> {
+    word.to_be_bytes().to_vec()
+}
+
+/// The `u64` a stored key or value holds.
+fn word_of(bytes: &[u8]) -> u64 {
+    u64::from_be_bytes(
+        bytes
+            .try_into()
+            .unwrap_or_else(|_| panic!("the store holds {bytes:?}, not an 8-byte word")),
+    )
+}
+
 impl KvStore {
     /// The value of `key` (`VALUE_ABSENT` when never written).
     pub fn get(&self, key: u64) -> u64 {
-        self.values.get(&key).copied().unwrap_or(VALUE_ABSENT)
+        self.mvcc
+            .get(&key.to_be_bytes())
+            .map_or(VALUE_ABSENT, |row| word_of(&row.value))
     }
 
     /// The key-value rows (a key the workload never wrote has none).
-    pub fn values(&self) -> &BTreeMap<u64, u64> {
-        &self.values
+    pub fn values(&self) -> BTreeMap<u64, u64> {
+        self.mvcc
+            .rows()
+            .values()
+            .map(|row| (word_of(&row.key), word_of(&row.value)))
+            .collect()
+    }
+
+    /// The store's revisions (current and compaction point).
+    pub fn revisions(&self) -> Revisions {
+        self.mvcc.revisions()
+    }
+
+    /// The rows with their revisions and versions, and the history.
+    pub fn mvcc(&self) -> &MvccStore {
+        &self.mvcc
     }
 
     /// Highest applied index.
@@ -197,19 +304,28 @@ impl KvStore {
         &self.sessions
     }
 
-    /// A digest of the rows (values and sessions): replicas at the same
-    /// applied index must agree on it.
+    /// A digest of the rows (current rows with their revisions and
+    /// versions, the history, the revisions, and the sessions): replicas
+    /// at the same applied index must agree on it.
     pub fn rows_hash(&self) -> u64 {
+        debug_assert_eq!(
+            self.history_digest,
+            history_digest(&self.mvcc),
+            "the kept history digest is the history's"
+        );
         let mut hash = Fnv1a::default();
-        for (key, value) in &self.values {
-            hash.write_u64(*key);
-            hash.write_u64(*value);
+        for row in self.mvcc.rows().values() {
+            hash_row(&mut hash, row);
         }
         hash.write_u64(u64::MAX);
+        hash.write_u64(self.history_digest);
+        let revisions = self.mvcc.revisions();
+        hash.write_u64(revisions.current as u64);
+        hash.write_u64(revisions.compacted as u64);
         for (client, session) in &self.sessions {
             hash.write_u64(*client);
             hash.write_u64(session.sequence);
-            hash.write(&session.output.to_bytes());
+            hash.write_u64(session.output.code());
             hash.write_u64(session.index.0);
         }
         hash.finish()
@@ -226,20 +342,17 @@ impl KvStore {
             entry.index
         );
         self.applied_index = entry.index;
+        let mut applied = Applied {
+            envelope: None,
+            fresh: false,
+            output: None,
+            revision: self.mvcc.revisions().current,
+        };
         let EntryPayload::Command(bytes) = &entry.payload else {
-            let applied = Applied {
-                envelope: None,
-                fresh: false,
-                output: None,
-            };
             return (ApplyOutcome::Response(Vec::new()), applied);
         };
         let envelope = decode(bytes).expect("the simulator only proposes encoded commands");
-        let mut applied = Applied {
-            envelope: Some(envelope),
-            fresh: false,
-            output: None,
-        };
+        applied.envelope = Some(envelope);
         if envelope.client_id != 0 {
             if let Some(last) = self.sessions.get(&envelope.client_id) {
                 if envelope.sequence == last.sequence {
@@ -258,7 +371,7 @@ impl KvStore {
                 }
             }
         }
-        let output = self.execute(envelope.command);
+        let output = self.execute(envelope.command, entry.index);
         if envelope.client_id != 0 {
             let session = Session {
                 sequence: envelope.sequence,
@@ -269,23 +382,39 @@ impl KvStore {
         }
         applied.fresh = true;
         applied.output = Some(output);
+        applied.revision = self.mvcc.revisions().current;
         (ApplyOutcome::Response(output.to_bytes()), applied)
     }
 
-    fn execute(&mut self, command: Command) -> CommandOutput {
-        match command {
-            Command::Put { key, value } => {
-                self.values.insert(key, value);
-                CommandOutput::Done
+    /// Runs `command` through the product's MVCC rules. A refusal other
+    /// than a compaction's cannot happen to the simulator's commands (no
+    /// leases, no kept values): one is a broken invariant.
+    fn execute(&mut self, command: Command, index: LogIndex) -> CommandOutput {
+        let Some(applied) = to_mvcc(command) else {
+            return CommandOutput::Done;
+        };
+        let (outcome, changes) = self.mvcc.apply(&applied);
+        for change in &changes {
+            self.history_digest = self.history_digest.wrapping_add(change_digest(change));
+        }
+        if matches!(outcome.result, Ok(Answer::Compacted)) {
+            self.history_digest = history_digest(&self.mvcc);
+        }
+        match (command, outcome.result) {
+            (Command::Put { .. }, Ok(Answer::Op(ResponseOp::Put(_)))) => CommandOutput::Done,
+            (Command::CompareAndSwap { .. }, Ok(Answer::Op(ResponseOp::Txn(txn)))) => {
+                CommandOutput::Swapped(txn.succeeded)
             }
-            Command::CompareAndSwap { key, expected, new } => {
-                let swapped = self.get(key) == expected;
-                if swapped {
-                    self.values.insert(key, new);
-                }
-                CommandOutput::Swapped(swapped)
+            (Command::Compact { .. }, Ok(Answer::Compacted)) => CommandOutput::Compaction(Ok(())),
+            (Command::Compact { .. }, Err(KvError::Compacted)) => {
+                CommandOutput::Compaction(Err(CompactionRefused::Compacted))
             }
-            Command::Probe => CommandOutput::Done,
+            (Command::Compact { .. }, Err(KvError::FutureRevision)) => {
+                CommandOutput::Compaction(Err(CompactionRefused::FutureRevision))
+            }
+            (command, result) => {
+                panic!("the store answered {command:?} at index {index} with {result:?}")
+            }
         }
     }
 
@@ -294,64 +423,356 @@ impl KvStore {
         self.sessions.retain(|_, session| session.index >= index);
     }
 
-    /// Serializes the store for a snapshot.
+    /// Where the store is now, to roll back to (see
+    /// [`KvStore::rolled_back`]): cheaper than a copy, since the history
+    /// is only appended to until the next compaction.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            applied_index: self.applied_index,
+            revisions: self.mvcc.revisions(),
+            sessions: self.sessions.clone(),
+        }
+    }
+
+    /// The store as it was at `mark`: the changes after the mark's
+    /// revision undone, the sessions and applied index it kept. `None` when
+    /// a compaction ran since the mark (the history no longer holds what
+    /// it dropped).
+    pub fn rolled_back(&self, mark: &Mark) -> Option<KvStore> {
+        if self.mvcc.revisions().compacted != mark.revisions.compacted {
+            return None;
+        }
+        let mut rows = Vec::new();
+        let mut history = Vec::new();
+        for (_, changes) in self.mvcc.history_by_key() {
+            let kept = changes.partition_point(|change| change.revision <= mark.revisions.current);
+            let kept = &changes[..kept];
+            rows.extend(kept.last().and_then(|change| change.kv.clone()));
+            history.extend(kept.iter().cloned());
+        }
+        let mvcc = MvccStore::from_parts(rows, history, [], mark.revisions)
+            .expect("a store rolled back to an earlier revision holds together");
+        Some(KvStore {
+            history_digest: history_digest(&mvcc),
+            mvcc,
+            sessions: mark.sessions.clone(),
+            applied_index: mark.applied_index,
+        })
+    }
+}
+
+/// Where a store was: its applied index, revisions and sessions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    applied_index: LogIndex,
+    revisions: Revisions,
+    sessions: BTreeMap<u64, Session>,
+}
+
+impl Mark {
+    /// The applied index the store was at.
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied_index
+    }
+}
+
+/// Whether `entry` carries a compaction of the store's history (asked of
+/// every entry applied while asynchronous applies are unflushed: the tag
+/// alone answers).
+pub fn compacts(entry: &Entry) -> bool {
+    matches!(&entry.payload, EntryPayload::Command(bytes)
+        if bytes.len() == ENCODED_BYTES && bytes[0] == COMPACT_TAG)
+}
+
+/// The mvcc command the product makes of `command` (`None` for the probe,
+/// which the product's log carries as a blank entry): the product's own
+/// mapping of its single-key operations (`raftgres::mvcc::single_key`).
+fn to_mvcc(command: Command) -> Option<mvcc::Command> {
+    let applied = match command {
+        Command::Put { key, value } => mvcc::single_key::put(&bytes_of(key), &bytes_of(value)),
+        Command::CompareAndSwap { key, expected, new } => {
+            let expected = (expected != VALUE_ABSENT).then(|| bytes_of(expected));
+            mvcc::single_key::compare_and_swap(
+                &bytes_of(key),
+                expected.as_deref(),
+                Some(&bytes_of(new)),
+            )
+        }
+        Command::Compact { revision } => mvcc::Command::Compact(revision),
+        Command::Probe => return None,
+    };
+    Some(applied)
+}
+
+/// A digest of the whole history: the wrapping sum of its changes'
+/// digests (no two changes share a revision and sub), so that a change
+/// applied adds its own, whatever the order.
+fn history_digest(mvcc: &MvccStore) -> u64 {
+    mvcc.history_by_key()
+        .flat_map(|(_, changes)| changes)
+        .fold(0, |digest, change| {
+            digest.wrapping_add(change_digest(change))
+        })
+}
+
+fn change_digest(change: &Event) -> u64 {
+    let mut hash = Fnv1a::default();
+    hash.write_u64(change.revision as u64);
+    hash.write_u64(change.sub as u64);
+    hash.write_u64(word_of(&change.key));
+    match &change.kv {
+        Some(row) => hash_row(&mut hash, row),
+        None => hash.write_u64(u64::MAX),
+    }
+    hash.finish()
+}
+
+fn hash_row(hash: &mut Fnv1a, row: &KeyValue) {
+    hash.write_u64(word_of(&row.key));
+    hash.write_u64(word_of(&row.value));
+    hash.write_u64(row.create_revision as u64);
+    hash.write_u64(row.mod_revision as u64);
+    hash.write_u64(row.version as u64);
+    hash.write_u64(row.lease as u64);
+}
+
+/// A snapshot is a sequence of LEB128 varints (the simulator streams it
+/// in chunks of 16 bytes and up, so it is kept about as short as the
+/// model's state was before it had a history): the applied index, the
+/// current revision, the compaction point, the numbers of rows, changes
+/// and sessions; each row (key, value, create revision, mod revision,
+/// version); each change (revision, sub, key, then 0 for a delete, or 1
+/// and the put's value, create revision, version); each session (client,
+/// sequence, output tag and detail, index).
+struct SnapshotWriter(Vec<u8>);
+
+impl SnapshotWriter {
+    fn word(&mut self, mut word: u64) {
+        while word >= 0x80 {
+            self.0.push(word as u8 | 0x80);
+            word >>= 7;
+        }
+        self.0.push(word as u8);
+    }
+
+    fn revision(&mut self, revision: Revision) {
+        self.word(u64::try_from(revision).expect("revisions are never negative"));
+    }
+}
+
+/// Reads what [`SnapshotWriter`] wrote; `None` at corrupt bytes.
+struct SnapshotReader<'a> {
+    bytes: &'a [u8],
+}
+
+impl SnapshotReader<'_> {
+    fn word(&mut self) -> Option<u64> {
+        let mut word = 0u64;
+        for (position, byte) in self.bytes.iter().enumerate().take(10) {
+            let bits = u64::from(byte & 0x7f);
+            if position == 9 && bits > 1 {
+                return None;
+            }
+            word |= bits << (7 * position);
+            if byte & 0x80 == 0 {
+                self.bytes = &self.bytes[position + 1..];
+                return Some(word);
+            }
+        }
+        None
+    }
+
+    fn revision(&mut self) -> Option<Revision> {
+        Revision::try_from(self.word()?).ok()
+    }
+
+    /// A count of items of at least `bytes_each` bytes that the rest can
+    /// hold.
+    fn count(&mut self, bytes_each: usize) -> Option<usize> {
+        usize::try_from(self.word()?)
+            .ok()
+            .filter(|count| count.saturating_mul(bytes_each) <= self.bytes.len())
+    }
+
+    /// A put's row for `key` at `mod_revision`: value, create revision,
+    /// version.
+    fn row(&mut self, key: u64, mod_revision: Revision) -> Option<KeyValue> {
+        Some(KeyValue {
+            key: bytes_of(key),
+            value: bytes_of(self.word()?),
+            create_revision: self.revision()?,
+            mod_revision,
+            version: i64::try_from(self.word()?).ok()?,
+            lease: 0,
+        })
+    }
+
+    fn change(&mut self) -> Option<Event> {
+        let revision = self.revision()?;
+        let sub = i64::try_from(self.word()?).ok()?;
+        let key = self.word()?;
+        let kv = match self.word()? {
+            0 => None,
+            1 => Some(self.row(key, revision)?),
+            _ => return None,
+        };
+        Some(Event {
+            revision,
+            sub,
+            kv,
+            key: bytes_of(key),
+        })
+    }
+
+    fn session(&mut self) -> Option<(u64, Session)> {
+        let client = self.word()?;
+        let sequence = self.word()?;
+        let output = match (self.word()?, self.word()?) {
+            (0, 0) => CommandOutput::Done,
+            (1, swapped) if swapped <= 1 => CommandOutput::Swapped(swapped == 1),
+            (2, code) => CommandOutput::Compaction(compaction_result(u8::try_from(code).ok()?)?),
+            _ => return None,
+        };
+        let index = LogIndex(self.word()?);
+        Some((
+            client,
+            Session {
+                sequence,
+                output,
+                index,
+            },
+        ))
+    }
+}
+
+impl KvStore {
+    /// Serializes the store for a snapshot: the applied index, the
+    /// revisions, the current rows, the history and the sessions (see
+    /// [`SnapshotWriter`]).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut words = vec![self.applied_index.0, self.values.len() as u64];
-        for (key, value) in &self.values {
-            words.extend([*key, *value]);
+        let revisions = self.mvcc.revisions();
+        let rows = self.mvcc.rows();
+        let mut writer = SnapshotWriter(Vec::new());
+        writer.word(self.applied_index.0);
+        writer.revision(revisions.current);
+        writer.revision(revisions.compacted);
+        writer.word(rows.len() as u64);
+        writer.word(self.mvcc.history_len() as u64);
+        writer.word(self.sessions.len() as u64);
+        for row in rows.values() {
+            writer.word(word_of(&row.key));
+            writer.word(word_of(&row.value));
+            writer.revision(row.create_revision);
+            writer.revision(row.mod_revision);
+            writer.revision(row.version);
+        }
+        for (_, changes) in self.mvcc.history_by_key() {
+            for change in changes {
+                writer.revision(change.revision);
+                writer.revision(change.sub);
+                writer.word(word_of(&change.key));
+                match &change.kv {
+                    None => writer.word(0),
+                    Some(row) => {
+                        writer.word(1);
+                        writer.word(word_of(&row.value));
+                        writer.revision(row.create_revision);
+                        writer.revision(row.version);
+                    }
+                }
+            }
         }
         for (client, session) in &self.sessions {
-            let (tag, swapped) = match session.output {
+            let (tag, detail) = match session.output {
                 CommandOutput::Done => (0, 0),
                 CommandOutput::Swapped(swapped) => (1, u64::from(swapped)),
+                CommandOutput::Compaction(result) => (2, u64::from(compaction_code(result))),
             };
-            words.extend([*client, session.sequence, tag, swapped, session.index.0]);
+            for word in [*client, session.sequence, tag, detail, session.index.0] {
+                writer.word(word);
+            }
         }
-        words.iter().flat_map(|word| word.to_le_bytes()).collect()
+        writer.0
     }
 
     /// Restores what `to_bytes` produced. Corrupt bytes are an error, never
-    /// an empty store (issue 9, item 9).
+    /// an empty store (issue 9, item 9), and so are rows, history and
+    /// revisions that do not hold together (`MvccStore::from_parts`).
     pub fn from_bytes(bytes: &[u8]) -> Result<KvStore, String> {
         let corrupt = || format!("corrupt snapshot of {} bytes", bytes.len());
-        if !bytes.len().is_multiple_of(8) || bytes.len() < 16 {
-            return Err(corrupt());
-        }
-        let words: Vec<u64> = bytes
-            .chunks_exact(8)
-            .map(|chunk| u64::from_le_bytes(chunk.try_into().expect("8 bytes")))
-            .collect();
-        let values_count = usize::try_from(words[1]).map_err(|_| corrupt())?;
-        let values_end = values_count
-            .checked_mul(2)
-            .and_then(|count| count.checked_add(2))
-            .filter(|end| *end <= words.len())
+        let mut reader = SnapshotReader { bytes };
+        let parts = reader
+            .parts()
+            .filter(|_| reader.bytes.is_empty())
             .ok_or_else(corrupt)?;
-        if !(words.len() - values_end).is_multiple_of(5) {
-            return Err(corrupt());
-        }
-        let values = words[2..values_end]
-            .chunks_exact(2)
-            .map(|pair| (pair[0], pair[1]))
-            .collect();
-        let mut sessions = BTreeMap::new();
-        for row in words[values_end..].chunks_exact(5) {
-            let output = match (row[2], row[3]) {
-                (0, 0) => CommandOutput::Done,
-                (1, swapped) if swapped <= 1 => CommandOutput::Swapped(swapped == 1),
-                _ => return Err(corrupt()),
-            };
-            let session = Session {
-                sequence: row[1],
-                output,
-                index: LogIndex(row[4]),
-            };
-            sessions.insert(row[0], session);
-        }
+        let mvcc = MvccStore::from_parts(parts.rows, parts.history, [], parts.revisions)
+            .map_err(|error| format!("{}: {error}", corrupt()))?;
         Ok(KvStore {
-            values,
+            history_digest: history_digest(&mvcc),
+            mvcc,
+            sessions: parts.sessions,
+            applied_index: parts.applied_index,
+        })
+    }
+}
+
+/// What a snapshot holds, decoded.
+struct SnapshotParts {
+    applied_index: LogIndex,
+    revisions: Revisions,
+    rows: Vec<KeyValue>,
+    history: Vec<Event>,
+    sessions: BTreeMap<u64, Session>,
+}
+
+impl SnapshotReader<'_> {
+    /// Everything a snapshot holds, in [`SnapshotWriter`]'s order; `None`
+    /// at corrupt bytes (sessions out of client order included).
+    fn parts(&mut self) -> Option<SnapshotParts> {
+        let applied_index = LogIndex(self.word()?);
+        let revisions = Revisions {
+            current: self.revision()?,
+            compacted: self.revision()?,
+        };
+        let rows_count = self.count(5)?;
+        let changes_count = self.count(4)?;
+        let sessions_count = self.count(5)?;
+        let mut rows = Vec::with_capacity(rows_count);
+        for _ in 0..rows_count {
+            let key = self.word()?;
+            let value = self.word()?;
+            let create_revision = self.revision()?;
+            let mod_revision = self.revision()?;
+            let version = self.revision()?;
+            rows.push(KeyValue {
+                key: bytes_of(key),
+                value: bytes_of(value),
+                create_revision,
+                mod_revision,
+                version,
+                lease: 0,
+            });
+        }
+        let history = (0..changes_count)
+            .map(|_| self.change())
+            .collect::<Option<Vec<Event>>>()?;
+        let mut sessions = BTreeMap::new();
+        for _ in 0..sessions_count {
+            let (client, session) = self.session()?;
+            if sessions
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= client)
+            {
+                return None;
+            }
+            sessions.insert(client, session);
+        }
+        Some(SnapshotParts {
+            applied_index,
+            revisions,
+            rows,
+            history,
             sessions,
-            applied_index: LogIndex(words[0]),
         })
     }
 }
@@ -360,6 +781,7 @@ impl KvStore {
 mod tests {
     use super::*;
     use raftgres::core::Term;
+    use raftgres::mvcc::{KeyRange, RangeRequest};
 
     fn envelope(client_id: u64, sequence: u64, command: Command) -> Envelope {
         Envelope {
@@ -389,11 +811,21 @@ mod tests {
                 new: 5,
             },
             Command::Probe,
+            Command::Compact { revision: 12 },
         ] {
             let sent = envelope(7, 3, command);
             assert_eq!(decode(&encode(sent)), Some(sent));
         }
         assert_eq!(decode(b"short"), None);
+        for output in [
+            CommandOutput::Done,
+            CommandOutput::Swapped(true),
+            CommandOutput::Compaction(Ok(())),
+            CommandOutput::Compaction(Err(CompactionRefused::FutureRevision)),
+        ] {
+            assert_eq!(CommandOutput::from_bytes(&output.to_bytes()), Some(output));
+        }
+        assert_eq!(CommandOutput::from_bytes(&[2, 3]), None);
     }
 
     #[test]
@@ -452,11 +884,164 @@ mod tests {
         assert!(after_expiry.fresh, "an expired session forgets the command");
     }
 
+    /// A store with a compacted history: puts of keys 1 and 2 at
+    /// revisions 2 to 5, a failed swap, compaction to 4, a put at 6, and a
+    /// session.
+    fn store_with_history() -> KvStore {
+        let mut store = KvStore::default();
+        let commands = [
+            Command::Put { key: 1, value: 10 },
+            Command::Put { key: 2, value: 20 },
+            Command::Put { key: 1, value: 11 },
+            Command::CompareAndSwap {
+                key: 2,
+                expected: 99,
+                new: 21,
+            },
+            Command::CompareAndSwap {
+                key: 2,
+                expected: 20,
+                new: 22,
+            },
+            Command::Compact { revision: 4 },
+            Command::Put { key: 1, value: 12 },
+        ];
+        for (position, command) in commands.into_iter().enumerate() {
+            let index = position as u64 + 1;
+            store.apply(&entry(index, envelope(3, index, command)));
+        }
+        store
+    }
+
+    #[test]
+    fn writes_advance_the_revision_and_compaction_bounds_the_history() {
+        let store = store_with_history();
+        assert_eq!(
+            store.revisions(),
+            Revisions {
+                current: 6,
+                compacted: 4
+            },
+            "four puts and one swap changed a key; a failed swap and the compaction did not"
+        );
+        assert_eq!(store.values(), BTreeMap::from([(1, 12), (2, 22)]));
+        let row = store.mvcc().get(&1u64.to_be_bytes()).unwrap();
+        assert_eq!(
+            (row.create_revision, row.mod_revision, row.version),
+            (2, 6, 3)
+        );
+        // A read at 4 needs key 1's change at 4 and key 2's at 3; key 1's
+        // at 2 is gone.
+        let kept: Vec<Revision> = store
+            .mvcc()
+            .history()
+            .iter()
+            .map(|event| event.revision)
+            .collect();
+        assert_eq!(kept, vec![3, 4, 5, 6]);
+        let mut refused = store.clone();
+        let (_, again) = refused.apply(&entry(8, envelope(0, 0, Command::Compact { revision: 4 })));
+        assert_eq!(
+            again.output,
+            Some(CommandOutput::Compaction(Err(CompactionRefused::Compacted)))
+        );
+        let (_, future) =
+            refused.apply(&entry(9, envelope(0, 0, Command::Compact { revision: 7 })));
+        assert_eq!(
+            future.output,
+            Some(CommandOutput::Compaction(Err(
+                CompactionRefused::FutureRevision
+            )))
+        );
+        assert_eq!(future.revision, 6);
+    }
+
+    #[test]
+    fn a_snapshot_carries_the_revisions_and_the_history() {
+        let store = store_with_history();
+        let restored = KvStore::from_bytes(&store.to_bytes()).unwrap();
+        assert_eq!(restored, store);
+        assert_eq!(restored.rows_hash(), store.rows_hash());
+        assert_eq!(store.history_digest, history_digest(store.mvcc()));
+        let past = RangeRequest {
+            range: KeyRange::single(bytes_of(1)),
+            revision: 4,
+            ..RangeRequest::default()
+        };
+        assert_eq!(restored.mvcc().range(&past), store.mvcc().range(&past));
+        assert_eq!(
+            word_of(&restored.mvcc().range(&past).unwrap().kvs[0].value),
+            11
+        );
+    }
+
+    #[test]
+    fn a_store_rolls_back_to_a_mark_unless_it_compacted_since() {
+        let mut store = KvStore::default();
+        store.apply(&entry(
+            1,
+            envelope(3, 1, Command::Put { key: 1, value: 10 }),
+        ));
+        let before = store.clone();
+        let mark = store.mark();
+        assert_eq!(mark.applied_index(), LogIndex(1));
+        let mut after = store.clone();
+        after.apply(&entry(
+            2,
+            envelope(3, 2, Command::Put { key: 1, value: 11 }),
+        ));
+        after.apply(&entry(
+            3,
+            envelope(4, 1, Command::Put { key: 2, value: 20 }),
+        ));
+        assert_eq!(after.rolled_back(&mark), Some(before));
+        let compaction = entry(4, envelope(0, 0, Command::Compact { revision: 3 }));
+        assert!(compacts(&compaction));
+        assert!(!compacts(&entry(4, envelope(0, 0, Command::Probe))));
+        after.apply(&compaction);
+        assert_eq!(after.rolled_back(&mark), None);
+    }
+
+    #[test]
+    fn the_digest_covers_revisions_and_history() {
+        let store = store_with_history();
+        let mut compacted = store.clone();
+        compacted.apply(&entry(8, envelope(0, 0, Command::Compact { revision: 6 })));
+        let mut probed = store.clone();
+        probed.apply(&entry(8, envelope(0, 0, Command::Probe)));
+        assert_eq!(compacted.values(), probed.values());
+        assert_ne!(compacted.rows_hash(), probed.rows_hash());
+    }
+
     #[test]
     fn corrupt_snapshot_bytes_are_an_error_not_an_empty_store() {
-        assert!(KvStore::from_bytes(&[1, 2, 3]).is_err());
+        assert!(KvStore::from_bytes(&[0x80, 0x80]).is_err());
         let mut bytes = KvStore::default().to_bytes();
-        bytes[8] = 9;
-        assert!(KvStore::from_bytes(&bytes).is_err());
+        bytes[1] = 0;
+        assert!(KvStore::from_bytes(&bytes).is_err(), "revision 0");
+        let good = store_with_history().to_bytes();
+        assert_eq!(KvStore::from_bytes(&good), Ok(store_with_history()));
+        // Every single byte changed, and every cut, is refused, or decodes
+        // to a store whose parts hold together.
+        for position in 0..good.len() {
+            let mut bytes = good.clone();
+            bytes[position] ^= 0x04;
+            if let Ok(store) = KvStore::from_bytes(&bytes) {
+                assert_ne!(store, store_with_history());
+                assert_eq!(KvStore::from_bytes(&store.to_bytes()), Ok(store));
+            }
+            assert!(KvStore::from_bytes(&good[..position]).is_err());
+        }
+        // The first row's mod revision (after six header bytes, a key and a
+        // value of one byte each and a create revision of 1): 9 is not
+        // the last change of key 1.
+        let mut bytes = good.clone();
+        assert_eq!(bytes[9], 6);
+        bytes[9] = 9;
+        let error = KvStore::from_bytes(&bytes).unwrap_err();
+        assert!(error.contains("corrupt snapshot"), "{error}");
+        let mut extra = good;
+        extra.push(0);
+        assert!(KvStore::from_bytes(&extra).is_err());
     }
 }

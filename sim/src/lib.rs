@@ -12,7 +12,9 @@
 //! - [`trace`]: the event trace and its stable FNV-1a hash.
 //! - [`profile`]: fault profiles (`none`, `default`, `heavy`, `crashy`,
 //!   `figure8`) and the swarm, which draws a fault mix and core settings.
-//! - [`kv`]: the key-value state machine (rows and client sessions).
+//! - [`kv`]: the key-value state machine: the product's MVCC store
+//!   (`raftgres::mvcc`: rows, history, revisions, compaction) behind the
+//!   workload's commands, and client sessions.
 //! - [`network`], [`store`]: the simulated network and per-node Postgres
 //!   store (atomic transactions, unknown commits, lost async commits).
 //! - [`node`]: one simulated node (the production pipeline around the

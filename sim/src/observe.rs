@@ -7,7 +7,7 @@ use crate::checkers::durability::FinalNode;
 use crate::checkers::leader_commit_rule;
 use crate::checkers::linearizability::{self, Operation, Output, Verdict};
 use crate::checkers::storage_hand_off;
-use crate::kv::CommandOutput;
+use crate::clients::history_output;
 use crate::world::World;
 
 impl World {
@@ -74,9 +74,15 @@ impl World {
                     format!("node {id} {role} term {term}")
                 });
             if role == Role::Leader {
+                let membership = raft.membership();
+                let only_voter = membership
+                    .voters
+                    .iter()
+                    .chain(&membership.voters_outgoing)
+                    .all(|voter| *voter == id);
                 self.checkers
                     .lease_exclusivity
-                    .on_elected(id, term, self.now);
+                    .on_elected(id, term, self.now, only_voter);
                 let result = match self.checkers.election_safety.on_leader(id, term) {
                     Ok(_) => self
                         .checkers
@@ -241,10 +247,8 @@ impl World {
                 if operation.output == Output::Unknown {
                     if let Some(first) = self.first_applies.get(&operation_id) {
                         operation.returned_at = Some(first.stamp);
-                        operation.output = match first.output {
-                            CommandOutput::Done => Output::Done,
-                            CommandOutput::Swapped(swapped) => Output::Swapped(swapped),
-                        };
+                        operation.output = history_output(first.output)
+                            .expect("only key-value operations are in the history");
                     }
                 }
                 Some(operation)

@@ -102,6 +102,15 @@ pub struct RunStats {
     pub compactions: u64,
     /// Snapshots installed by followers.
     pub snapshots_installed: u64,
+    /// Compactions of the store's history (clients' `Command::Compact`)
+    /// done, counted at their first application.
+    pub history_compactions: u64,
+    /// Compactions refused: at or below the compaction point, beyond the
+    /// current revision.
+    pub history_compactions_refused: [u64; 2],
+    /// The longest history a node's store kept after an apply (a maximum,
+    /// also over a sweep).
+    pub history_changes_max: u64,
     /// Client operations answered.
     pub client_operations_completed: u64,
     /// Client writes whose outcome stayed unknown to the client.
@@ -130,7 +139,8 @@ pub struct RunStats {
 
 impl AddAssign for RunStats {
     /// Sums counters over runs (`linearizability_too_expensive` and
-    /// `recovery_ticks` are per run; a sweep keeps them itself).
+    /// `recovery_ticks` are per run; a sweep keeps them itself;
+    /// `history_changes_max` is a maximum).
     fn add_assign(&mut self, stats: RunStats) {
         self.ticks += stats.ticks;
         self.steps += stats.steps;
@@ -141,6 +151,15 @@ impl AddAssign for RunStats {
         self.committed_index_max += stats.committed_index_max;
         self.compactions += stats.compactions;
         self.snapshots_installed += stats.snapshots_installed;
+        self.history_compactions += stats.history_compactions;
+        for (total, count) in self
+            .history_compactions_refused
+            .iter_mut()
+            .zip(stats.history_compactions_refused)
+        {
+            *total += count;
+        }
+        self.history_changes_max = self.history_changes_max.max(stats.history_changes_max);
         self.client_operations_completed += stats.client_operations_completed;
         self.client_operations_unknown += stats.client_operations_unknown;
         self.client_timeouts += stats.client_timeouts;
@@ -182,6 +201,14 @@ impl RunStats {
             (
                 "compactions and snapshot installs",
                 self.snapshots_installed > 0 && self.compactions > 0,
+            ),
+            (
+                "history compactions done, refused as compacted, refused as future",
+                self.history_compactions > 0
+                    && self
+                        .history_compactions_refused
+                        .iter()
+                        .all(|count| *count > 0),
             ),
             ("an election per seed", self.elections >= seeds),
             (

@@ -226,6 +226,19 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
             format!("{} / {}", totals.compactions, totals.snapshots_installed)
         ),
         format!(
+            "  history compactions        {:>14}",
+            format!(
+                "{} ({} / {} refused)",
+                totals.history_compactions,
+                totals.history_compactions_refused[0],
+                totals.history_compactions_refused[1]
+            )
+        ),
+        format!(
+            "  longest history kept       {:>14}",
+            totals.history_changes_max
+        ),
+        format!(
             "  lease / stale reads        {:>14}",
             format!("{} / {}", totals.lease_reads, totals.stale_reads)
         ),

@@ -40,6 +40,7 @@ use crate::checkers::liveness::Liveness;
 use crate::checkers::log_matching::LogMatching;
 use crate::checkers::read_liveness::ReadLiveness;
 use crate::checkers::replica_rows::ReplicaRows;
+use crate::checkers::revisions::Revisions;
 use crate::checkers::single_vote::SingleVote;
 use crate::checkers::stale_reads::StaleReads;
 use crate::checkers::state_machine_safety::StateMachineSafety;
@@ -69,6 +70,10 @@ pub(crate) struct Streams {
     /// Membership changes (`World::change_membership`): a stream of its
     /// own, for the same reason.
     pub(crate) membership: ChaCha8Rng,
+    /// Whether a client's request is a compaction, and its revision
+    /// (`World::compaction_target`): a stream of its own, for the same
+    /// reason.
+    pub(crate) compaction: ChaCha8Rng,
 }
 
 /// The stream `stream` of `seed`'s generator.
@@ -114,6 +119,7 @@ pub(crate) struct Checkers {
     pub(crate) stale_reads: StaleReads,
     pub(crate) exactly_once: ExactlyOnce,
     pub(crate) replica_rows: ReplicaRows,
+    pub(crate) revisions: Revisions,
     pub(crate) client_outcomes: ClientOutcomes,
 }
 
@@ -219,6 +225,7 @@ impl World {
             cores: rng_stream(seed, 5),
             forgery: rng_stream(seed, 7),
             membership: rng_stream(seed, 8),
+            compaction: rng_stream(seed, 9),
         };
         // A world that changes its membership keeps spare machines: never
         // started, with empty stores. The swarm's first add of one starts

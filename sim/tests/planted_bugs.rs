@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [6, 1],
+            seeds_needed: [6, 4],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -71,12 +71,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "apply-before-durable",
-            seeds_needed: [1, 3],
+            seeds_needed: [1, 1],
             checkers: &["apply_after_durable", "core_invariant"],
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [4, 1],
+            seeds_needed: [1, 1],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -91,17 +91,17 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "lease-after-timeout-now",
-            seeds_needed: [16, 55],
+            seeds_needed: [58, 55],
             checkers: &["lease_exclusivity", "read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "snapshot-before-hard-state",
-            seeds_needed: [281, 64],
+            seeds_needed: [122, 64],
             checkers: &["crash_recovery"],
         },
         Hunt {
             bug: "session-expiry-at-batch-end",
-            seeds_needed: [3, 1],
+            seeds_needed: [1, 1],
             checkers: &["replica_rows", "exactly_once", "linearizability"],
         },
         Hunt {
@@ -116,20 +116,21 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [66, 114],
+            seeds_needed: [23, 162],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [4, 122],
+            seeds_needed: [3, 3],
             checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {
             bug: "snapshot-labelled-at-log-start",
-            seeds_needed: [2, 5],
+            seeds_needed: [2, 2],
             checkers: &[
                 "corrupt_durable_data",
                 "replica_rows",
+                "revisions",
                 "state_machine_safety",
             ],
         },

@@ -73,7 +73,7 @@
 //!   every elapsed tick first, then the requests that waited.
 //! - `status [ID..]`, `log ID` (the core's log), `applied ID` (what the
 //!   node's apply and install transactions did), `kv ID` (the state
-//!   machine's rows).
+//!   machine's applied index, store revision and rows).
 //!
 //! Message fields: `last=I/T` a candidate's last entry; `prev=I/T` and
 //! `commit=` of appends; `round=` a heartbeat (read) round; `context=N:M`

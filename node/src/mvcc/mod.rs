@@ -31,6 +31,7 @@
 mod apply;
 pub mod lease;
 mod range;
+pub mod single_key;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -38,6 +39,7 @@ pub mod watch;
 
 pub use apply::{apply, check_command, footprint, lease_footprint, Keyspace};
 pub use range::{check_read_revision, rows_needed, shape_range};
+#[cfg(feature = "server")]
 pub(crate) use store::rows_in;
 pub use store::MvccStore;
 

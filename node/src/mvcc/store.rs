@@ -121,6 +121,119 @@ impl MvccStore {
         events
     }
 
+    /// Every change kept, by key (in key order), each key's oldest first:
+    /// the history without [`MvccStore::history`]'s sort, for digests and
+    /// snapshots.
+    pub fn history_by_key(&self) -> impl Iterator<Item = (&[u8], &[Event])> {
+        self.history
+            .iter()
+            .map(|(key, changes)| (key.as_slice(), changes.as_slice()))
+    }
+
+    /// How many changes the history keeps.
+    pub fn history_len(&self) -> usize {
+        self.history.values().map(Vec::len).sum()
+    }
+
+    /// The store a snapshot describes: its revisions, its current rows, its
+    /// history (in any order) and its leases (id, granted TTL). The parts
+    /// must hold together as a store this module built holds them, or the
+    /// error says what does not: the revisions (`1 <= current`,
+    /// `compacted <= current`); each key's changes (distinct (revision,
+    /// sub), none beyond the current revision, at most one at or below the
+    /// compaction point and that one not a delete below it, a put's row naming its
+    /// key and its revision); each row (a non-empty key, `1 <= version`,
+    /// `create_revision <= mod_revision`, the last change of its key, and
+    /// attached to no lease or to one of the leases); no key whose last
+    /// change is a put without its row; and each lease once, never 0.
+    pub fn from_parts(
+        rows: impl IntoIterator<Item = KeyValue>,
+        history: impl IntoIterator<Item = Event>,
+        leases: impl IntoIterator<Item = (i64, i64)>,
+        revisions: Revisions,
+    ) -> Result<MvccStore, String> {
+        if revisions.current < super::REVISION_INITIAL
+            || revisions.compacted < 0
+            || revisions.compacted > revisions.current
+        {
+            return Err(format!("impossible revisions {revisions:?}"));
+        }
+        let mut by_key: BTreeMap<Vec<u8>, Vec<Event>> = BTreeMap::new();
+        for event in history {
+            let consistent = !event.key.is_empty()
+                && event.revision <= revisions.current
+                && event.revision > super::REVISION_INITIAL
+                && event.kv.as_ref().is_none_or(|kv| {
+                    kv.key == event.key
+                        && kv.mod_revision == event.revision
+                        && kv.create_revision <= kv.mod_revision
+                        && kv.version >= 1
+                });
+            if !consistent {
+                return Err(format!(
+                    "change {event:?} does not fit the store at {revisions:?}"
+                ));
+            }
+            by_key.entry(event.key.clone()).or_default().push(event);
+        }
+        for (key, changes) in &mut by_key {
+            changes.sort_by_key(|event| (event.revision, event.sub));
+            let repeated = changes
+                .windows(2)
+                .any(|pair| (pair[0].revision, pair[0].sub) == (pair[1].revision, pair[1].sub));
+            let compacted: Vec<&Event> = changes
+                .iter()
+                .filter(|event| event.revision <= revisions.compacted)
+                .collect();
+            // A delete at the compaction point itself stays (a watch from
+            // there sends it); one below it is gone.
+            let kept_below = compacted.len() > 1
+                || compacted
+                    .iter()
+                    .any(|event| event.kv.is_none() && event.revision < revisions.compacted);
+            if repeated || kept_below {
+                return Err(format!(
+                    "the history of key {key:?} does not fit the compaction point {}",
+                    revisions.compacted
+                ));
+            }
+        }
+        let mut current = Rows::default();
+        for (lease, ttl) in leases {
+            if lease == 0 || current.1.insert(lease, ttl).is_some() {
+                return Err(format!("lease {lease} is not a lease, or is there twice"));
+            }
+        }
+        for row in rows {
+            let last = by_key
+                .get(&row.key)
+                .and_then(|changes| changes.last())
+                .and_then(|event| event.kv.as_ref());
+            let leased = row.lease == 0 || current.1.contains_key(&row.lease);
+            if row.key.is_empty()
+                || last != Some(&row)
+                || !leased
+                || current.0.contains_key(&row.key)
+            {
+                return Err(format!(
+                    "row {row:?} is not the last change of its key in the history, or names no lease"
+                ));
+            }
+            current.0.insert(row.key.clone(), row);
+        }
+        let missing = by_key.iter().find(|(key, changes)| {
+            changes.last().is_some_and(|event| event.kv.is_some()) && !current.0.contains_key(*key)
+        });
+        if let Some((key, _)) = missing {
+            return Err(format!("key {key:?} was last put, but has no row"));
+        }
+        Ok(MvccStore {
+            current,
+            history: by_key,
+            revisions,
+        })
+    }
+
     /// A read, at the current revision or a past one not compacted.
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, KvError> {
         let revision = check_read_revision(request.revision, self.revisions)?;
@@ -161,5 +274,96 @@ impl MvccStore {
             changes.drain(..keep_from);
             !changes.is_empty()
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::{PutRequest, RequestOp};
+
+    fn put(key: &str, value: &str) -> Command {
+        Command::Op(RequestOp::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            ..PutRequest::default()
+        }))
+    }
+
+    type Parts = (Vec<KeyValue>, Vec<Event>, Vec<(i64, i64)>, Revisions);
+
+    fn parts(store: &MvccStore) -> Parts {
+        let rows = store.rows().values().cloned().collect();
+        let history = store.history().into_iter().cloned().collect();
+        let leases = store.leases().iter().map(|(id, ttl)| (*id, *ttl)).collect();
+        (rows, history, leases, store.revisions())
+    }
+
+    #[test]
+    fn a_store_rebuilt_from_its_parts_is_the_same_store() {
+        let mut store = MvccStore::default();
+        for command in [
+            put("a", "1"),
+            put("b", "2"),
+            put("a", "3"),
+            Command::Compact(4),
+            Command::LeaseGrant { id: 7, ttl: 60 },
+        ] {
+            store.apply(&command);
+        }
+        store.apply(&Command::Op(RequestOp::Put(PutRequest {
+            key: b"b".to_vec(),
+            value: b"4".to_vec(),
+            lease: 7,
+            ..PutRequest::default()
+        })));
+        assert_eq!(store.history_len(), 3, "a@2 was compacted away");
+        let (rows, history, leases, revisions) = parts(&store);
+        let rebuilt = MvccStore::from_parts(rows, history.into_iter().rev(), leases, revisions);
+        assert_eq!(rebuilt, Ok(store));
+    }
+
+    #[test]
+    fn parts_that_do_not_hold_together_are_refused() {
+        let mut store = MvccStore::default();
+        for command in [put("a", "1"), put("a", "2"), put("b", "3")] {
+            store.apply(&command);
+        }
+        let (rows, history, _, revisions) = parts(&store);
+        let refused = |rows: Vec<KeyValue>, history: Vec<Event>, revisions: Revisions| {
+            MvccStore::from_parts(rows, history, [], revisions).unwrap_err()
+        };
+        let behind = Revisions {
+            current: 3,
+            ..revisions
+        };
+        assert!(refused(rows.clone(), history.clone(), behind).contains("does not fit"));
+        let compacted_past_a = Revisions {
+            compacted: 3,
+            ..revisions
+        };
+        assert!(refused(rows.clone(), history.clone(), compacted_past_a).contains("key"));
+        assert!(refused(rows[1..].to_vec(), history.clone(), revisions).contains("no row"));
+        let mut stale_row = rows.clone();
+        stale_row[0].value = b"1".to_vec();
+        assert!(refused(stale_row, history.clone(), revisions).contains("not the last change"));
+        let mut repeated = history.clone();
+        repeated.push(history[0].clone());
+        assert!(refused(rows.clone(), repeated, revisions).contains("key"));
+        // Key b attached to lease `lease`, in its row and its last change.
+        let leased = |lease: i64| {
+            let (mut rows, mut history) = (rows.clone(), history.clone());
+            rows[1].lease = lease;
+            history[2].kv.as_mut().unwrap().lease = lease;
+            (rows, history)
+        };
+        let (rows_7, history_7) = leased(7);
+        assert!(
+            MvccStore::from_parts(rows_7.clone(), history_7.clone(), [(7, 60)], revisions).is_ok()
+        );
+        let error = MvccStore::from_parts(rows_7, history_7, [(8, 60)], revisions).unwrap_err();
+        assert!(error.contains("names no lease"), "{error}");
+        let error = MvccStore::from_parts(rows, history, [(0, 60)], revisions).unwrap_err();
+        assert!(error.contains("lease 0"), "{error}");
     }
 }

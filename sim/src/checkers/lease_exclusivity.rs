@@ -19,31 +19,70 @@
 //! ticks the lease has left: here the claim itself is the violation,
 //! whether or not a client happened to use it.
 //!
+//! An election counts from the moment its winner leads, except one that
+//! a crash undoes: the only voter of its membership wins the moment it
+//! votes for itself, before its new term and vote are written, and if it
+//! crashes before that write it restarts in its old term, having sent
+//! nothing in the new one (`make sim` seed 8765: node 4, the only voter,
+//! was deposed by a learner re-added with a high term, won term 184 in the
+//! same tick, crashed the next, restarted in term 52 and claimed a lease
+//! in term 53). No node holds the term, so no quorum moved past any lease:
+//! a restart in a term below an election its restarted node won as the
+//! only voter forgets that election. An election with other voters is
+//! never forgotten: their grants are durable where they were made.
+//!
 //! Without check-quorum there is no lease at all: followers then vote for
 //! any candidate whenever its log is up to date, so nothing keeps a quorum
 //! from electing someone else while a leader believes it holds one. A
 //! leader of a cluster without check-quorum must never claim a lease
 //! (`lease_needs_check_quorum`), whatever the history so far.
 
+use std::collections::BTreeMap;
+
 use raftgres::core::{NodeId, Term};
 
-/// The latest election anyone won.
+/// The elections anyone won that count.
 #[derive(Debug, Default)]
 pub struct LeaseExclusivity {
-    latest: Option<(Term, NodeId, u64)>,
+    /// By term: the winner, the tick, and whether it was the only voter.
+    elections: BTreeMap<Term, Election>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Election {
+    leader: NodeId,
+    tick: u64,
+    only_voter: bool,
 }
 
 impl LeaseExclusivity {
-    /// `node` was elected leader of `term` at tick `now`.
-    pub fn on_elected(&mut self, node: NodeId, term: Term, now: u64) {
-        if self.latest.is_none_or(|(latest, _, _)| term > latest) {
-            self.latest = Some((term, node, now));
-        }
+    /// `node` was elected leader of `term` at tick `now`, the only voter
+    /// of its membership when `only_voter`.
+    pub fn on_elected(&mut self, node: NodeId, term: Term, now: u64, only_voter: bool) {
+        self.elections.entry(term).or_insert(Election {
+            leader: node,
+            tick: now,
+            only_voter,
+        });
+    }
+
+    /// `node` restarted in `term`, its durable term: an election it won
+    /// as the only voter in a later term was undone by its crash.
+    pub fn on_restart(&mut self, node: NodeId, term: Term) {
+        self.elections.retain(|elected, election| {
+            !(election.leader == node && election.only_voter && *elected > term)
+        });
+    }
+
+    fn latest(&self) -> Option<(Term, NodeId, u64)> {
+        self.elections
+            .last_key_value()
+            .map(|(term, election)| (*term, election.leader, election.tick))
     }
 
     /// Whether anyone was elected in a term after `term`.
     pub fn elected_after(&self, term: Term) -> bool {
-        self.latest.is_some_and(|(latest, _, _)| latest > term)
+        self.latest().is_some_and(|(latest, _, _)| latest > term)
     }
 
     /// `node`, in `term`, claims a lease at tick `now`, while
@@ -57,7 +96,7 @@ impl LeaseExclusivity {
         now: u64,
         breaker_in_flight: Option<Term>,
     ) -> Result<(), String> {
-        if let Some((later, leader, elected_at)) = self.latest.filter(|latest| latest.0 > term) {
+        if let Some((later, leader, elected_at)) = self.latest().filter(|latest| latest.0 > term) {
             return Err(format!(
                 "node {node} claims a lease in term {term} at tick {now}, but node {leader} \
                  was elected in term {later} at tick {elected_at}"
@@ -109,8 +148,8 @@ mod tests {
         assert!(checker
             .on_lease_claimed(NodeId(1), Term(1), 5, None)
             .is_ok());
-        checker.on_elected(NodeId(1), Term(3), 10);
-        checker.on_elected(NodeId(2), Term(2), 11);
+        checker.on_elected(NodeId(1), Term(3), 10, false);
+        checker.on_elected(NodeId(2), Term(2), 11, false);
         assert!(!checker.elected_after(Term(3)) && checker.elected_after(Term(2)));
         assert!(checker
             .on_lease_claimed(NodeId(1), Term(3), 12, None)
@@ -124,8 +163,8 @@ mod tests {
     #[test]
     fn a_lease_claimed_after_a_later_election_is_a_violation() {
         let mut checker = LeaseExclusivity::default();
-        checker.on_elected(NodeId(1), Term(3), 10);
-        checker.on_elected(NodeId(2), Term(4), 20);
+        checker.on_elected(NodeId(1), Term(3), 10, false);
+        checker.on_elected(NodeId(2), Term(4), 20, false);
         let error = checker
             .on_lease_claimed(NodeId(1), Term(3), 22, None)
             .unwrap_err();
@@ -139,7 +178,7 @@ mod tests {
     #[test]
     fn a_lease_claimed_while_a_timeout_now_is_in_flight_is_a_violation() {
         let mut checker = LeaseExclusivity::default();
-        checker.on_elected(NodeId(1), Term(3), 10);
+        checker.on_elected(NodeId(1), Term(3), 10, false);
         let error = checker
             .on_lease_claimed(NodeId(1), Term(3), 40, Some(Term(4)))
             .unwrap_err();
@@ -148,5 +187,33 @@ mod tests {
                 && error.contains("elect its receiver in term 4"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn an_election_a_crash_undid_no_longer_counts() {
+        // Seed 8765: the only voter wins term 184, crashes before writing
+        // it, restarts in term 52 and wins term 53.
+        let mut checker = LeaseExclusivity::default();
+        checker.on_elected(NodeId(4), Term(52), 10, true);
+        checker.on_elected(NodeId(4), Term(184), 20, true);
+        checker.on_restart(NodeId(4), Term(52));
+        checker.on_elected(NodeId(4), Term(53), 30, true);
+        assert!(checker
+            .on_lease_claimed(NodeId(4), Term(53), 31, None)
+            .is_ok());
+        // Elected with other voters, or restarted in the term it won, or
+        // another node restarting: the election stands.
+        for (only_voter, restarted, durable) in [
+            (false, NodeId(4), Term(52)),
+            (true, NodeId(4), Term(184)),
+            (true, NodeId(5), Term(52)),
+        ] {
+            let mut checker = LeaseExclusivity::default();
+            checker.on_elected(NodeId(4), Term(184), 20, only_voter);
+            checker.on_restart(restarted, durable);
+            assert!(checker
+                .on_lease_claimed(NodeId(4), Term(53), 31, None)
+                .is_err());
+        }
     }
 }

@@ -44,6 +44,7 @@ pub mod prompt_persistence;
 pub mod read_index_safety;
 pub mod read_liveness;
 pub mod replica_rows;
+pub mod revisions;
 pub mod single_vote;
 pub mod stale_reads;
 pub mod state_machine_safety;

@@ -794,12 +794,16 @@ impl Cluster {
         lines
     }
 
-    /// The state machine's rows: `applied=N KEY=VALUE ..`.
+    /// The state machine's rows: `applied=N revision=R KEY=VALUE ..`.
     pub fn rows_line(&self, id: NodeId) -> String {
         let state_machine = &self.node(id).sim.store.state_machine;
-        let mut line = format!("applied={}", state_machine.applied_index());
+        let mut line = format!(
+            "applied={} revision={}",
+            state_machine.applied_index(),
+            state_machine.revisions().current
+        );
         for (key, value) in state_machine.values() {
-            write!(line, " {}={value}", self.keys.name(*key)).unwrap();
+            write!(line, " {}={value}", self.keys.name(key)).unwrap();
         }
         line
     }

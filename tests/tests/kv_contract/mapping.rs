@@ -44,6 +44,7 @@ pub(crate) fn product_command(command: Command) -> Vec<u8> {
             })
         }
         Command::Probe => unreachable!("a probe is carried as a blank entry"),
+        Command::Compact { .. } => unreachable!("the sequences draw no compaction"),
     };
     wire::KvCommand {
         operation: Some(operation),
@@ -67,6 +68,7 @@ impl Answer {
         let succeeded = match output {
             CommandOutput::Done => true,
             CommandOutput::Swapped(swapped) => swapped,
+            CommandOutput::Compaction(_) => unreachable!("the sequences draw no compaction"),
         };
         Answer {
             succeeded,

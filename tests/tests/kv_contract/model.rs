@@ -212,7 +212,9 @@ impl<'a> Model<'a> {
 fn command_key(command: Command) -> u64 {
     match command {
         Command::Put { key, .. } | Command::CompareAndSwap { key, .. } => key,
-        Command::Probe => unreachable!("probes are not writes"),
+        Command::Probe | Command::Compact { .. } => {
+            unreachable!("probes and compactions are not writes to a key")
+        }
     }
 }
 

@@ -75,47 +75,15 @@ impl KvCommand {
 
     /// What the command does to the store.
     fn to_mvcc(&self) -> mvcc::Command {
-        use mvcc::{CompareResult, CompareTarget, RequestOp};
-        let read = |key: &[u8]| {
-            RequestOp::Range(mvcc::RangeRequest {
-                range: KeyRange::single(key),
-                ..mvcc::RangeRequest::default()
-            })
-        };
-        let write = |key: &[u8], value: Option<&Vec<u8>>| match value {
-            Some(value) => RequestOp::Put(mvcc::PutRequest {
-                key: key.to_vec(),
-                value: value.clone(),
-                prev_kv: true,
-                ..mvcc::PutRequest::default()
-            }),
-            None => RequestOp::DeleteRange(mvcc::DeleteRangeRequest {
-                range: KeyRange::single(key),
-                prev_kv: true,
-            }),
-        };
+        use mvcc::single_key;
         match self {
-            KvCommand::Put { key, value } => mvcc::Command::Op(write(key, Some(value))),
-            KvCommand::Delete { key } => mvcc::Command::Op(write(key, None)),
+            KvCommand::Put { key, value } => single_key::put(key, value),
+            KvCommand::Delete { key } => single_key::delete(key),
             KvCommand::CompareAndSwap {
                 key,
                 expected,
                 value,
-            } => {
-                let target = match expected {
-                    Some(expected) => CompareTarget::Value(expected.clone()),
-                    None => CompareTarget::Create(0),
-                };
-                mvcc::Command::Op(RequestOp::Txn(mvcc::TxnRequest {
-                    compare: vec![mvcc::Compare {
-                        range: KeyRange::single(key.as_slice()),
-                        result: CompareResult::Equal,
-                        target,
-                    }],
-                    success: vec![read(key), write(key, value.as_ref())],
-                    failure: vec![read(key)],
-                }))
-            }
+            } => single_key::compare_and_swap(key, expected.as_deref(), value.as_deref()),
             KvCommand::Etcd(command) => command.clone(),
         }
     }
