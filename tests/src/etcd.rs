@@ -629,6 +629,9 @@ pub enum Subcommand {
     EndpointStatus,
     /// `member list`.
     MemberList,
+    /// `lease ...`, `lock` and `elect`: their answers name lease ids
+    /// (etcd's random ones, raftgres' made of node id and time).
+    Leases,
     /// Anything else (`put`, `get`, `del`, `txn`, `compaction`, `watch`...).
     Other,
 }
@@ -667,6 +670,7 @@ pub fn subcommand(args: &[&str]) -> Subcommand {
     match words.as_slice() {
         ["endpoint", "status", ..] => Subcommand::EndpointStatus,
         ["member", "list", ..] => Subcommand::MemberList,
+        ["lease", ..] | ["lock", ..] | ["elect", ..] => Subcommand::Leases,
         _ => Subcommand::Other,
     }
 }
@@ -704,6 +708,7 @@ pub fn normalize(args: &[&str], output: &EtcdctlOutput) -> Normalized {
             Some(columns) => normalize_table(&output.stdout, columns, subcommand),
             None => output.stdout.clone(),
         },
+        WriteOut::Simple if subcommand == Subcommand::Leases => normalize_leases(&output.stdout),
         WriteOut::Simple => match columns(subcommand) {
             Some(columns) => normalize_simple(&output.stdout, columns, subcommand),
             None => output.stdout.clone(),
@@ -715,6 +720,42 @@ pub fn normalize(args: &[&str], output: &EtcdctlOutput) -> Normalized {
         stdout,
         stderr: normalize_stderr(&output.stderr),
     }
+}
+
+/// A lease command's plain answer with the lease ids (hexadecimal, after
+/// `lease `, after the `/` of a lock or election key, or alone on a line
+/// of `lease list`) replaced by `<lease>`, and the seconds a lease has left
+/// (the `N` of `remaining(Ns)`, which depends on when the question came)
+/// by `<s>`.
+pub fn normalize_leases(text: &str) -> String {
+    let mut normalized = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(|c: char| c.is_ascii_hexdigit()) {
+        let (before, from) = rest.split_at(at);
+        normalized.push_str(before);
+        let length = from
+            .find(|c: char| !c.is_ascii_hexdigit())
+            .unwrap_or(from.len());
+        let (digits, after) = from.split_at(length);
+        let ends_word = after
+            .chars()
+            .next()
+            .is_none_or(|next| next.is_whitespace() || ",)]".contains(next));
+        let named = normalized.ends_with("lease ") || normalized.ends_with('/');
+        let alone = (normalized.is_empty() || normalized.ends_with('\n'))
+            && (after.is_empty() || after.starts_with('\n'))
+            && digits.len() >= 8;
+        if ends_word && ((named && digits.len() >= 4) || alone) {
+            normalized.push_str("<lease>");
+        } else if normalized.ends_with("remaining(") && after.starts_with("s)") {
+            normalized.push_str("<s>");
+        } else {
+            normalized.push_str(digits);
+        }
+        rest = after;
+    }
+    normalized.push_str(rest);
+    normalized
 }
 
 /// The number of members a `member list` answer lists, in any of the
@@ -791,7 +832,7 @@ fn columns(subcommand: Subcommand) -> Option<&'static [(&'static str, Option<&'s
     match subcommand {
         Subcommand::EndpointStatus => Some(ENDPOINT_STATUS_COLUMNS),
         Subcommand::MemberList => Some(MEMBER_LIST_COLUMNS),
-        Subcommand::Other => None,
+        Subcommand::Leases | Subcommand::Other => None,
     }
 }
 
@@ -935,7 +976,7 @@ fn normalize_fields(text: &str, subcommand: Subcommand) -> String {
     let specific = match subcommand {
         Subcommand::EndpointStatus => ENDPOINT_STATUS_FIELDS,
         Subcommand::MemberList => MEMBER_LIST_FIELDS,
-        Subcommand::Other => &[],
+        Subcommand::Leases | Subcommand::Other => &[],
     };
     let mut member_id = None;
     // The lines before the first member, then one block per member.
@@ -1026,6 +1067,13 @@ pub fn normalize_json(value: &mut Value, subcommand: Subcommand) {
                     .iter()
                     .map(|member| serde_json::from_str(member).expect("a member printed above"))
                     .collect();
+            }
+        }
+        Subcommand::Leases => {
+            for field in ["ID", "id"] {
+                if value.get(field).is_some() {
+                    replace_json(value, field, "<lease>");
+                }
             }
         }
         Subcommand::Other => {}
@@ -1252,6 +1300,17 @@ impl Comparison {
         compared
     }
 
+    /// Runs `etcdctl ETCD_ARGS` on etcd and `etcdctl RAFTGRES_ARGS` on
+    /// raftgres (commands that name each side's own lease id) and asserts
+    /// the normalized answers are equal.
+    pub async fn same_each(&self, etcd_args: &[&str], raftgres_args: &[&str]) -> Compared {
+        let (etcd, raftgres) = tokio::join!(
+            self.etcd.run_inner(etcd_args, None),
+            self.raftgres.run_inner(raftgres_args, None)
+        );
+        compared(etcd_args, None, etcd, raftgres)
+    }
+
     /// Starts `etcdctl ARGS` (a `watch`) in the background on both sides;
     /// [`Comparison::same_background`] compares what they printed.
     pub fn spawn(&self, args: &[&str], run_max: Duration) -> [BackgroundEtcdctl; 2] {
@@ -1392,6 +1451,19 @@ mod tests {
         assert_eq!(subcommand(&args), Subcommand::EndpointStatus);
         assert_eq!(write_out(&args), WriteOut::Table);
         assert_eq!(subcommand(&["put", "member", "list"]), Subcommand::Other);
+        assert_eq!(subcommand(&["lease", "grant", "5"]), Subcommand::Leases);
+    }
+
+    #[test]
+    fn lease_ids_and_remaining_seconds_are_normalized() {
+        let printed = "lease 694d8a2d7c0b5d0a granted with TTL(60s), remaining(59s), \
+                       attached keys([k])\nfound 1 leases\n694d8a2d7c0b5d0a\njobs/1a2d2807f076a\n\
+                       lease 4d2 already expired\nvalue abcdef12\n";
+        assert_eq!(
+            normalize_leases(printed),
+            "lease <lease> granted with TTL(60s), remaining(<s>s), attached keys([k])\n\
+             found 1 leases\n<lease>\njobs/<lease>\nlease 4d2 already expired\nvalue abcdef12\n"
+        );
         assert_eq!(write_out(&["get", "k"]), WriteOut::Simple);
     }
 

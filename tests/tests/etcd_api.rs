@@ -562,3 +562,64 @@ async fn etcdctl_lock_and_elect_hand_over_when_the_holder_goes() {
     assert_eq!(won.get(1).map(String::as_str), Some("bob"), "{won:?}");
     assert_eq!(leader_named(raftgres, "scheduler").await, "bob");
 }
+
+/// Proves that lease commands answer as etcd's, once lease ids (random on
+/// both sides) and the seconds a lease has left are normalized: a grant, a
+/// put attached to the lease, time-to-live with its keys, a single
+/// keep-alive, the lease list, a revoke that deletes the attached key, the
+/// time-to-live of the revoked lease; and `lock` running a command while
+/// it holds the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_commands_answer_as_etcd_does() {
+    let sides = start("etcd-lease-compare").await;
+    let both = &sides.all;
+    let granted = both.succeeds(&["lease", "grant", "60"]).await;
+    let leases = [
+        granted_lease(&granted.etcd),
+        granted_lease(&granted.raftgres),
+    ];
+    let attach = leases.clone().map(|lease| format!("--lease={lease}"));
+    both.same_each(
+        &["put", "held", "v", &attach[0]],
+        &["put", "held", "v", &attach[1]],
+    )
+    .await
+    .succeeded();
+    for question in [
+        &["lease", "timetolive", "ID", "--keys"][..],
+        &["lease", "keep-alive", "--once", "ID"][..],
+    ] {
+        let ask = |lease: &str| -> Vec<String> {
+            question
+                .iter()
+                .map(|word| {
+                    if *word == "ID" {
+                        lease.to_string()
+                    } else {
+                        word.to_string()
+                    }
+                })
+                .collect()
+        };
+        let (etcd_args, raftgres_args) = (ask(&leases[0]), ask(&leases[1]));
+        let etcd_args: Vec<&str> = etcd_args.iter().map(String::as_str).collect();
+        let raftgres_args: Vec<&str> = raftgres_args.iter().map(String::as_str).collect();
+        both.same_each(&etcd_args, &raftgres_args).await.succeeded();
+    }
+    both.succeeds(&["lease", "list"]).await;
+    both.same_each(
+        &["lease", "revoke", &leases[0]],
+        &["lease", "revoke", &leases[1]],
+    )
+    .await
+    .succeeded();
+    both.succeeds(&["get", "held", "-w", "json"]).await;
+    both.same_each(
+        &["lease", "timetolive", &leases[0]],
+        &["lease", "timetolive", &leases[1]],
+    )
+    .await
+    .succeeded();
+    both.succeeds(&["lock", "jobs", "echo", "held while locked"])
+        .await;
+}
