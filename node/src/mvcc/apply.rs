@@ -283,21 +283,20 @@ pub fn apply(
             (outcome, Vec::new())
         }
         Command::Op(operation) => {
-            // A lone operation is a transaction of one without compares:
-            // the same checks, one revision.
-            let txn = TxnRequest {
-                compare: Vec::new(),
-                success: vec![operation.clone()],
-                failure: Vec::new(),
-            };
             let mut writer = Writer {
                 keyspace,
                 revision: revisions.current + 1,
                 events: Vec::new(),
             };
-            let result = writer.txn(&txn).map(|mut response| {
-                Answer::Op(response.responses.pop().expect("one operation, one answer"))
-            });
+            // A lone operation is checked and run as a transaction of one
+            // without compares would be: the same checks, one revision.
+            let result = match operation {
+                RequestOp::Txn(txn) => writer
+                    .txn(txn)
+                    .map(|response| Answer::Op(ResponseOp::Txn(response))),
+                operation => check_operation(&*writer.keyspace, operation)
+                    .map(|()| Answer::Op(writer.operation(operation, &mut std::iter::empty()))),
+            };
             let events = writer.events;
             if !events.is_empty() {
                 revisions.current += 1;
@@ -341,16 +340,26 @@ impl<K: Keyspace> Writer<'_, K> {
         };
         let responses = branch
             .iter()
-            .map(|operation| match operation {
-                RequestOp::Range(range) => ResponseOp::Range(self.range(range)),
-                RequestOp::Put(put) => ResponseOp::Put(self.put(put)),
-                RequestOp::DeleteRange(delete) => ResponseOp::DeleteRange(self.delete(delete)),
-                RequestOp::Txn(nested) => ResponseOp::Txn(self.run(nested, path)),
-            })
+            .map(|operation| self.operation(operation, path))
             .collect();
         TxnResponse {
             succeeded,
             responses,
+        }
+    }
+
+    /// Runs one operation (a nested transaction takes its branch from
+    /// `path`).
+    fn operation(
+        &mut self,
+        operation: &RequestOp,
+        path: &mut impl Iterator<Item = bool>,
+    ) -> ResponseOp {
+        match operation {
+            RequestOp::Range(range) => ResponseOp::Range(self.range(range)),
+            RequestOp::Put(put) => ResponseOp::Put(self.put(put)),
+            RequestOp::DeleteRange(delete) => ResponseOp::DeleteRange(self.delete(delete)),
+            RequestOp::Txn(nested) => ResponseOp::Txn(self.run(nested, path)),
         }
     }
 
@@ -467,25 +476,32 @@ fn check_path(keyspace: &impl Keyspace, txn: &TxnRequest, path: &[bool]) -> Resu
         };
         for operation in branch {
             match operation {
-                RequestOp::Put(put) => {
-                    if (put.ignore_value || put.ignore_lease)
-                        && keyspace
-                            .range(&KeyRange::single(put.key.clone()))
-                            .is_empty()
-                    {
-                        return Err(KvError::KeyNotFound);
-                    }
-                    if put.lease != 0 && keyspace.lease(put.lease).is_none() {
-                        return Err(KvError::LeaseNotFound);
-                    }
-                }
                 RequestOp::Txn(nested) => walk(keyspace, nested, path)?,
-                RequestOp::Range(_) | RequestOp::DeleteRange(_) => {}
+                operation => check_operation(keyspace, operation)?,
             }
         }
         Ok(())
     }
     walk(keyspace, txn, &mut path.iter())
+}
+
+/// etcd's checks of one operation that is not a transaction: a put that
+/// keeps the value or lease needs the key, and a named lease must exist.
+fn check_operation(keyspace: &impl Keyspace, operation: &RequestOp) -> Result<(), KvError> {
+    let RequestOp::Put(put) = operation else {
+        return Ok(());
+    };
+    if (put.ignore_value || put.ignore_lease)
+        && keyspace
+            .range(&KeyRange::single(put.key.clone()))
+            .is_empty()
+    {
+        return Err(KvError::KeyNotFound);
+    }
+    if put.lease != 0 && keyspace.lease(put.lease).is_none() {
+        return Err(KvError::LeaseNotFound);
+    }
+    Ok(())
 }
 
 fn compare_holds(keyspace: &impl Keyspace, compare: &Compare) -> bool {
