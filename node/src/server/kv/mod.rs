@@ -301,6 +301,99 @@ impl KvStateMachine {
     }
 }
 
+/// The puts of a batch that is nothing but plain puts of distinct keys
+/// (no lease, keeping neither value nor lease): the batches most writes
+/// come in, applied in one statement (`raftgres_kv_put_batch`).
+fn plain_puts(
+    decoded: &[(u64, Option<(KvCommand, mvcc::Command)>)],
+) -> Option<Vec<&mvcc::PutRequest>> {
+    if decoded.is_empty() {
+        return None;
+    }
+    let mut keys = BTreeSet::new();
+    decoded
+        .iter()
+        .map(|(_, command)| match command {
+            Some((_, mvcc::Command::Op(mvcc::RequestOp::Put(put))))
+                if put.lease == 0
+                    && !put.ignore_value
+                    && !put.ignore_lease
+                    && keys.insert(put.key.as_slice()) =>
+            {
+                Some(put)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+impl KvStateMachine {
+    /// Applies a batch of [`plain_puts`] in one statement. The statement
+    /// writes what [`mvcc::apply`] would (the contract test holds the two
+    /// together) and answers each key's previous row; the answers are then
+    /// made by [`mvcc::apply`] itself, over those rows.
+    async fn apply_puts(
+        transaction: &Transaction<'_>,
+        decoded: &[(u64, Option<(KvCommand, mvcc::Command)>)],
+        puts: &[&mvcc::PutRequest],
+    ) -> Result<Vec<Vec<u8>>, tokio_postgres::Error> {
+        let keys: Vec<&[u8]> = puts.iter().map(|put| put.key.as_slice()).collect();
+        let values: Vec<&[u8]> = puts.iter().map(|put| put.value.as_slice()).collect();
+        let indexes: Vec<i64> = decoded.iter().map(|(index, _)| *index as i64).collect();
+        let rows = transaction
+            .query_typed(
+                "SELECT * FROM raftgres_kv_put_batch($1, $2, $3)",
+                &[
+                    (&keys, Type::BYTEA_ARRAY),
+                    (&values, Type::BYTEA_ARRAY),
+                    (&indexes, Type::INT8_ARRAY),
+                ],
+            )
+            .await?;
+        assert_eq!(
+            rows.len(),
+            puts.len(),
+            "raftgres_kv_put_batch answered {} rows for {} puts",
+            rows.len(),
+            puts.len()
+        );
+        let mut revisions = Revisions {
+            current: rows[0].get(0),
+            compacted: rows[0].get(1),
+        };
+        let before = revisions.current;
+        let mut keyspace = Prefetched {
+            rows: BTreeMap::new(),
+            covered: puts
+                .iter()
+                .map(|put| KeyRange::single(put.key.as_slice()))
+                .collect(),
+            leases: BTreeMap::new(),
+            changed_leases: BTreeMap::new(),
+        };
+        for row in &rows {
+            if row.get::<_, Option<Vec<u8>>>(2).is_some() {
+                let kv = sql::key_value_at(row, 2);
+                keyspace.rows.insert(kv.key.clone(), kv);
+            }
+        }
+        let responses = decoded
+            .iter()
+            .map(|(_, command)| {
+                let (command, applied) = command.as_ref().expect("plain puts decode");
+                let (outcome, _) = mvcc::apply(&mut keyspace, &mut revisions, applied);
+                command.result(outcome).encode_to_vec()
+            })
+            .collect();
+        assert_eq!(
+            revisions.current,
+            before + puts.len() as i64,
+            "every plain put takes one revision"
+        );
+        Ok(responses)
+    }
+}
+
 /// Reads `range` at its revision once the state machine covers
 /// `read_index`: the store's current revision (the response header's) and
 /// the answer, or why the revision cannot be read. When the state machine
@@ -410,6 +503,7 @@ impl StateMachine for KvStateMachine {
     async fn migrate(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
         client.batch_execute(sql::SCHEMA).await?;
         client.batch_execute(sql::PREFETCH_FUNCTION).await?;
+        client.batch_execute(sql::PUT_BATCH_FUNCTION).await?;
         client.batch_execute(sql::WRITE_FUNCTION).await
     }
 
@@ -470,6 +564,9 @@ impl StateMachine for KvStateMachine {
                 (*index, decoded)
             })
             .collect();
+        if let Some(puts) = plain_puts(&decoded) {
+            return Self::apply_puts(transaction, &decoded, &puts).await;
+        }
         let applied_commands = || {
             decoded
                 .iter()

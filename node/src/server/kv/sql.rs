@@ -105,6 +105,61 @@ pub(super) const WRITE_FUNCTION: &str = "
 pub(super) const SELECT_REVISIONS: &str =
     "SELECT revision, compact_revision FROM raftgres_kv_revision";
 
+/// Applies a batch of plain puts of distinct keys (no lease, keeping
+/// neither value nor lease) in one statement, as [`crate::mvcc::apply`]
+/// applies them one after the other: the put at (1-based) `position` gets
+/// revision `before + position`, its key's create revision (kept, or that
+/// revision for a new key), its version plus one, no lease, and a change in
+/// the history. Answers the store's revisions before the batch on every
+/// row, and each key's previous row (NULL when it had none), in batch
+/// order, from which the caller makes the answers.
+pub(super) const PUT_BATCH_FUNCTION: &str = "
+    CREATE OR REPLACE FUNCTION raftgres_kv_put_batch(
+        keys bytea[], kv_values bytea[], mod_indexes bigint[])
+    RETURNS TABLE (revision_before bigint, compact_revision bigint, key bytea, value bytea,
+                   create_revision bigint, mod_revision bigint, version bigint, lease bigint)
+    AS $$
+    #variable_conflict use_column
+    DECLARE
+        before bigint;
+        compacted bigint;
+    BEGIN
+        UPDATE raftgres_kv_revision SET revision = revision + cardinality(keys)
+        RETURNING raftgres_kv_revision.revision - cardinality(keys),
+                  raftgres_kv_revision.compact_revision
+        INTO before, compacted;
+        RETURN QUERY
+        WITH input AS (
+                 SELECT * FROM unnest(keys, kv_values, mod_indexes)
+                     WITH ORDINALITY AS batch(key, value, mod_index, position)),
+             prior AS (
+                 SELECT kv.* FROM raftgres_kv AS kv JOIN input USING (key)),
+             written AS (
+                 SELECT input.key, input.value, input.mod_index,
+                        coalesce(prior.create_revision, before + input.position) AS create_revision,
+                        before + input.position AS mod_revision,
+                        coalesce(prior.version, 0) + 1 AS version
+                 FROM input LEFT JOIN prior USING (key)),
+             upsert AS (
+                 INSERT INTO raftgres_kv
+                     (key, value, mod_index, create_revision, mod_revision, version, lease)
+                 SELECT key, value, mod_index, create_revision, mod_revision, version, 0
+                 FROM written
+                 ON CONFLICT (key) DO UPDATE SET
+                     value = EXCLUDED.value, mod_index = EXCLUDED.mod_index,
+                     create_revision = EXCLUDED.create_revision,
+                     mod_revision = EXCLUDED.mod_revision, version = EXCLUDED.version,
+                     lease = EXCLUDED.lease),
+             history AS (
+                 INSERT INTO raftgres_kv_history
+                     (revision, sub, key, value, create_revision, version, lease)
+                 SELECT mod_revision, 0, key, value, create_revision, version, 0 FROM written)
+        SELECT before, compacted, prior.key, prior.value, prior.create_revision,
+               prior.mod_revision, prior.version, prior.lease
+        FROM input LEFT JOIN prior USING (key) ORDER BY input.position;
+    END
+    $$ LANGUAGE plpgsql";
+
 /// Reads what a batch needs in one statement whose plans each connection
 /// makes once: a first row of kind 0 with the revisions (current as
 /// `create_revision`, compaction point as `mod_revision`); rows of kind 1,
