@@ -20,6 +20,7 @@ use crate::world::{FirstApply, World, IDLE_LEAD_TICKS, TRANSFER_LEAD_TICKS};
 
 /// Operation ids at or above this are liveness probes, not client requests.
 pub(crate) const PROBE_OPERATION_BASE: u64 = 1 << 62;
+use crate::leases::LEASE_OPERATION_BASE;
 
 /// A client with a session starts a new one after this many writes, so
 /// that old sessions go idle and expire while the run goes on.
@@ -407,6 +408,7 @@ impl World {
             Ask::Kv(Input::Put { value }) => Command::Put {
                 key: request.key,
                 value,
+                lease: 0,
             },
             Ask::Kv(Input::CompareAndSwap { expected, new }) => Command::CompareAndSwap {
                 key: request.key,
@@ -483,6 +485,9 @@ impl World {
 
     /// The pipeline of node `node` answered a request.
     pub(crate) fn on_reply(&mut self, node: usize, waiting: Waiting, reply: Reply) {
+        if let Waiting::Lease(ask) = waiting {
+            return self.on_lease_reply(node, ask, reply);
+        }
         if waiting == Waiting::MembershipChange {
             if let Reply::Applied { .. } = reply {
                 self.stats.faults.membership_changes_applied += 1;
@@ -732,6 +737,9 @@ impl World {
         let Some(envelope) = applied.envelope else {
             return;
         };
+        if (LEASE_OPERATION_BASE..PROBE_OPERATION_BASE).contains(&envelope.operation_id) {
+            return self.on_lease_applied(index, &envelope);
+        }
         if envelope.operation_id >= PROBE_OPERATION_BASE {
             // Recovered only once every running member (voter or
             // learner, in the membership the applier knows) applied the
@@ -786,7 +794,11 @@ impl World {
                         CompactionRefused::FutureRevision => 1,
                     }] += 1;
                 }
-                CommandOutput::Done | CommandOutput::Swapped(_) => {}
+                CommandOutput::Done
+                | CommandOutput::Swapped(_)
+                | CommandOutput::LeaseGrant(_)
+                | CommandOutput::LeaseRevoke(_)
+                | CommandOutput::LeaseNotFound => {}
             }
             self.first_applies
                 .insert(envelope.operation_id, FirstApply { stamp, output });
@@ -954,11 +966,14 @@ impl World {
 }
 
 /// What the linearizable history records for a write's output (`None`
-/// for a compaction, which is not in the history).
+/// for a compaction or a lease command, which are not in the history).
 pub(crate) fn history_output(output: CommandOutput) -> Option<Output> {
     match output {
         CommandOutput::Done => Some(Output::Done),
         CommandOutput::Swapped(swapped) => Some(Output::Swapped(swapped)),
-        CommandOutput::Compaction(_) => None,
+        CommandOutput::Compaction(_)
+        | CommandOutput::LeaseGrant(_)
+        | CommandOutput::LeaseRevoke(_)
+        | CommandOutput::LeaseNotFound => None,
     }
 }

@@ -19,6 +19,7 @@ use crate::checkers::{
     apply_after_durable, covered_applies, crash_recovery, honest_peers, join_handshake,
     message_size,
 };
+use crate::leases::LeaseAsk;
 use crate::network::SendFate;
 use crate::node::{Queued, QueuedInput, SimNode, Waiting};
 use crate::store::{ApplyReport, ApplySettings, Fate, Store, Transaction};
@@ -720,6 +721,10 @@ impl World {
             self.check("replica_rows", result);
         }
         self.check_revisions(index);
+        self.check_lease_attachments(index);
+        if self.leases.enabled() {
+            self.lessor_step(index);
+        }
         Some(report)
     }
 
@@ -735,6 +740,7 @@ impl World {
         );
         self.check("revisions", result);
         self.check_revisions(index);
+        self.check_lease_attachments(index);
     }
 
     /// Node `index`'s store after a transaction: its revision and rows.
@@ -924,7 +930,19 @@ impl World {
         if self.nodes[index].pipeline.is_none() {
             return;
         }
-        let request = self.nodes[index].wait(queued.waiting, self.now);
+        let mut waiting = queued.waiting;
+        if let Waiting::Lease(LeaseAsk::KeepAlive {
+            asked_at,
+            asked_tick,
+            ..
+        }) = &mut waiting
+        {
+            // The product's renewal counts from when the keep-alive
+            // reached the node, before its ReadIndex round.
+            *asked_at = self.nodes[index].now();
+            *asked_tick = self.now;
+        }
+        let request = self.nodes[index].wait(waiting, self.now);
         let input = match queued.input {
             QueuedInput::Propose(command) => {
                 self.nodes[index].proposals.insert(request);

@@ -19,7 +19,10 @@
 //! `node/src/server/kv/mod.rs`): a put that answers the previous value,
 //! and a transaction that compares the value (or, for `VALUE_ABSENT`, that
 //! the key was never created) and puts. `VALUE_ABSENT` (0) stands for a
-//! missing key, and the workload never writes it.
+//! missing key, and the workload never writes it. Leases are etcd's: a
+//! grant and a revoke are the product's `mvcc::Command::LeaseGrant` and
+//! `LeaseRevoke` (a revoke deletes every key attached to the lease, at one
+//! revision), and a put may attach its key to a lease.
 
 use std::collections::BTreeMap;
 
@@ -37,12 +40,15 @@ pub const VALUE_ABSENT: u64 = 0;
 /// A command carried in a log entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Sets `key` to `value`.
+    /// Sets `key` to `value`, attached to lease `lease` (0: none).
     Put {
         /// The key.
         key: u64,
         /// The new value (never `VALUE_ABSENT`).
         value: u64,
+        /// The lease the key is attached to (0: none); refused when the
+        /// store holds no such lease.
+        lease: i64,
     },
     /// Sets `key` to `new` if it holds `expected`.
     CompareAndSwap {
@@ -60,6 +66,20 @@ pub enum Command {
     Compact {
         /// The new compaction point.
         revision: Revision,
+    },
+    /// Creates lease `id` (positive) of `ttl` seconds: refused when it
+    /// exists.
+    LeaseGrant {
+        /// The lease.
+        id: i64,
+        /// Its time to live, in seconds (positive).
+        ttl: i64,
+    },
+    /// Ends lease `id` and deletes every key attached to it: refused when
+    /// it does not exist.
+    LeaseRevoke {
+        /// The lease.
+        id: i64,
     },
 }
 
@@ -88,6 +108,14 @@ pub enum CommandOutput {
     Swapped(bool),
     /// A compaction: done, or why it was refused.
     Compaction(Result<(), CompactionRefused>),
+    /// A lease grant: whether it created the lease (refused when it
+    /// existed).
+    LeaseGrant(bool),
+    /// A lease revoke: `None` when the lease did not exist, otherwise
+    /// whether it deleted keys (and so advanced the revision).
+    LeaseRevoke(Option<bool>),
+    /// A put refused because its lease does not exist.
+    LeaseNotFound,
 }
 
 /// Why a compaction was refused (etcd's errors), changing nothing.
@@ -106,6 +134,9 @@ impl CommandOutput {
             CommandOutput::Done => vec![0],
             CommandOutput::Swapped(swapped) => vec![1, u8::from(swapped)],
             CommandOutput::Compaction(result) => vec![2, compaction_code(result)],
+            CommandOutput::LeaseGrant(granted) => vec![3, u8::from(granted)],
+            CommandOutput::LeaseRevoke(revoked) => vec![4, revoke_code(revoked)],
+            CommandOutput::LeaseNotFound => vec![5],
         }
     }
 
@@ -115,6 +146,9 @@ impl CommandOutput {
             [0] => Some(CommandOutput::Done),
             [1, swapped] if *swapped <= 1 => Some(CommandOutput::Swapped(*swapped == 1)),
             [2, code] => compaction_result(*code).map(CommandOutput::Compaction),
+            [3, granted] if *granted <= 1 => Some(CommandOutput::LeaseGrant(*granted == 1)),
+            [4, code] => revoke_result(*code).map(CommandOutput::LeaseRevoke),
+            [5] => Some(CommandOutput::LeaseNotFound),
             _ => None,
         }
     }
@@ -127,7 +161,52 @@ impl CommandOutput {
             CommandOutput::Done => 0,
             CommandOutput::Swapped(swapped) => 1 + u64::from(swapped),
             CommandOutput::Compaction(result) => 3 + u64::from(compaction_code(result)),
+            CommandOutput::LeaseGrant(granted) => 6 + u64::from(granted),
+            CommandOutput::LeaseRevoke(revoked) => 8 + u64::from(revoke_code(revoked)),
+            CommandOutput::LeaseNotFound => 11,
         }
+    }
+
+    /// The tag and detail a snapshot's session row stores.
+    fn session_code(self) -> (u64, u64) {
+        match self {
+            CommandOutput::Done => (0, 0),
+            CommandOutput::Swapped(swapped) => (1, u64::from(swapped)),
+            CommandOutput::Compaction(result) => (2, u64::from(compaction_code(result))),
+            CommandOutput::LeaseGrant(granted) => (3, u64::from(granted)),
+            CommandOutput::LeaseRevoke(revoked) => (4, u64::from(revoke_code(revoked))),
+            CommandOutput::LeaseNotFound => (5, 0),
+        }
+    }
+
+    /// What [`CommandOutput::session_code`] stored.
+    fn from_session_code(tag: u64, detail: u64) -> Option<CommandOutput> {
+        let detail = u8::try_from(detail).ok()?;
+        match (tag, detail) {
+            (0, 0) => Some(CommandOutput::Done),
+            (1, swapped) if swapped <= 1 => Some(CommandOutput::Swapped(swapped == 1)),
+            (2, code) => compaction_result(code).map(CommandOutput::Compaction),
+            (3, granted) if granted <= 1 => Some(CommandOutput::LeaseGrant(granted == 1)),
+            (4, code) => revoke_result(code).map(CommandOutput::LeaseRevoke),
+            (5, 0) => Some(CommandOutput::LeaseNotFound),
+            _ => None,
+        }
+    }
+}
+
+fn revoke_code(revoked: Option<bool>) -> u8 {
+    match revoked {
+        None => 0,
+        Some(deleted_keys) => 1 + u8::from(deleted_keys),
+    }
+}
+
+fn revoke_result(code: u8) -> Option<Option<bool>> {
+    match code {
+        0 => Some(None),
+        1 => Some(Some(false)),
+        2 => Some(Some(true)),
+        _ => None,
     }
 }
 
@@ -151,15 +230,23 @@ fn compaction_result(code: u8) -> Option<Result<(), CompactionRefused>> {
 const ENCODED_BYTES: usize = 57;
 /// The first byte of an encoded compaction.
 const COMPACT_TAG: u8 = 4;
+/// The first byte of an encoded lease grant.
+const LEASE_GRANT_TAG: u8 = 5;
+/// The first byte of an encoded lease revoke.
+const LEASE_REVOKE_TAG: u8 = 6;
 
 /// Encodes `envelope` as an entry's payload.
 pub fn encode(envelope: Envelope) -> Vec<u8> {
+    // Lease ids and TTLs are never negative (the workload's, and
+    // `decode` refuses them), so they fit a word as they are.
     let (tag, key, first, second) = match envelope.command {
-        Command::Put { key, value } => (1u8, key, value, 0),
+        Command::Put { key, value, lease } => (1u8, key, value, lease as u64),
         Command::CompareAndSwap { key, expected, new } => (2u8, key, expected, new),
         Command::Probe => (3u8, 0, 0, 0),
         // Compaction points are never negative (`mvcc::check_command`).
         Command::Compact { revision } => (COMPACT_TAG, 0, revision as u64, 0),
+        Command::LeaseGrant { id, ttl } => (LEASE_GRANT_TAG, 0, id as u64, ttl as u64),
+        Command::LeaseRevoke { id } => (LEASE_REVOKE_TAG, 0, id as u64, 0),
     };
     let mut bytes = Vec::with_capacity(ENCODED_BYTES);
     bytes.push(tag);
@@ -185,8 +272,13 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope> {
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let (key, first, second) = (word(33), word(41), word(49));
+    let lease_word = |word: u64| i64::try_from(word).ok();
     let command = match bytes[0] {
-        1 => Command::Put { key, value: first },
+        1 => Command::Put {
+            key,
+            value: first,
+            lease: lease_word(second)?,
+        },
         2 => Command::CompareAndSwap {
             key,
             expected: first,
@@ -195,6 +287,13 @@ pub fn decode(bytes: &[u8]) -> Option<Envelope> {
         3 => Command::Probe,
         COMPACT_TAG => Command::Compact {
             revision: Revision::try_from(first).ok()?,
+        },
+        LEASE_GRANT_TAG => Command::LeaseGrant {
+            id: lease_word(first)?,
+            ttl: lease_word(second)?,
+        },
+        LEASE_REVOKE_TAG => Command::LeaseRevoke {
+            id: lease_word(first)?,
         },
         _ => return None,
     };
@@ -237,9 +336,8 @@ pub struct Applied {
 /// the applied index, as the production node keeps them in Postgres.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
-    /// The rows, their history and the revisions. Invariant: keys and
-    /// values are 8 bytes (a `u64`, big-endian); no lease (the workload
-    /// grants none, and snapshots carry none).
+    /// The rows, their history, the revisions and the leases. Invariant:
+    /// keys and values are 8 bytes (a `u64`, big-endian).
     mvcc: MvccStore,
     /// The history's digest (`history_digest`), kept as changes are
     /// applied, since `rows_hash` runs after every apply segment and the
@@ -299,6 +397,11 @@ impl KvStore {
         self.applied_index
     }
 
+    /// The leases the store holds, with their granted TTLs in seconds.
+    pub fn leases(&self) -> &BTreeMap<i64, i64> {
+        self.mvcc.leases()
+    }
+
     /// The session rows.
     pub fn sessions(&self) -> &BTreeMap<u64, Session> {
         &self.sessions
@@ -327,6 +430,13 @@ impl KvStore {
             hash.write_u64(session.sequence);
             hash.write_u64(session.output.code());
             hash.write_u64(session.index.0);
+        }
+        if !self.mvcc.leases().is_empty() {
+            hash.write_u64(u64::MAX);
+            for (id, ttl) in self.mvcc.leases() {
+                hash.write_u64(*id as u64);
+                hash.write_u64(*ttl as u64);
+            }
         }
         hash.finish()
     }
@@ -387,8 +497,8 @@ impl KvStore {
     }
 
     /// Runs `command` through the product's MVCC rules. A refusal other
-    /// than a compaction's cannot happen to the simulator's commands (no
-    /// leases, no kept values): one is a broken invariant.
+    /// than a compaction's or a lease's cannot happen to the simulator's
+    /// commands (no kept values): one is a broken invariant.
     fn execute(&mut self, command: Command, index: LogIndex) -> CommandOutput {
         let Some(applied) = to_mvcc(command) else {
             return CommandOutput::Done;
@@ -402,6 +512,7 @@ impl KvStore {
         }
         match (command, outcome.result) {
             (Command::Put { .. }, Ok(Answer::Op(ResponseOp::Put(_)))) => CommandOutput::Done,
+            (Command::Put { .. }, Err(KvError::LeaseNotFound)) => CommandOutput::LeaseNotFound,
             (Command::CompareAndSwap { .. }, Ok(Answer::Op(ResponseOp::Txn(txn)))) => {
                 CommandOutput::Swapped(txn.succeeded)
             }
@@ -411,6 +522,18 @@ impl KvStore {
             }
             (Command::Compact { .. }, Err(KvError::FutureRevision)) => {
                 CommandOutput::Compaction(Err(CompactionRefused::FutureRevision))
+            }
+            (Command::LeaseGrant { .. }, Ok(Answer::LeaseGranted)) => {
+                CommandOutput::LeaseGrant(true)
+            }
+            (Command::LeaseGrant { .. }, Err(KvError::LeaseExists)) => {
+                CommandOutput::LeaseGrant(false)
+            }
+            (Command::LeaseRevoke { .. }, Ok(Answer::LeaseRevoked)) => {
+                CommandOutput::LeaseRevoke(Some(!changes.is_empty()))
+            }
+            (Command::LeaseRevoke { .. }, Err(KvError::LeaseNotFound)) => {
+                CommandOutput::LeaseRevoke(None)
             }
             (command, result) => {
                 panic!("the store answered {command:?} at index {index} with {result:?}")
@@ -431,11 +554,13 @@ impl KvStore {
             applied_index: self.applied_index,
             revisions: self.mvcc.revisions(),
             sessions: self.sessions.clone(),
+            leases: self.mvcc.leases().clone(),
         }
     }
 
     /// The store as it was at `mark`: the changes after the mark's
-    /// revision undone, the sessions and applied index it kept. `None` when
+    /// revision undone, the sessions, leases and applied index it kept (a
+    /// grant changes no revision, so the history cannot tell). `None` when
     /// a compaction ran since the mark (the history no longer holds what
     /// it dropped).
     pub fn rolled_back(&self, mark: &Mark) -> Option<KvStore> {
@@ -450,7 +575,8 @@ impl KvStore {
             rows.extend(kept.last().and_then(|change| change.kv.clone()));
             history.extend(kept.iter().cloned());
         }
-        let mvcc = MvccStore::from_parts(rows, history, [], mark.revisions)
+        let leases = mark.leases.iter().map(|(id, ttl)| (*id, *ttl));
+        let mvcc = MvccStore::from_parts(rows, history, leases, mark.revisions)
             .expect("a store rolled back to an earlier revision holds together");
         Some(KvStore {
             history_digest: history_digest(&mvcc),
@@ -461,12 +587,13 @@ impl KvStore {
     }
 }
 
-/// Where a store was: its applied index, revisions and sessions.
+/// Where a store was: its applied index, revisions, sessions and leases.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mark {
     applied_index: LogIndex,
     revisions: Revisions,
     sessions: BTreeMap<u64, Session>,
+    leases: BTreeMap<i64, i64>,
 }
 
 impl Mark {
@@ -489,7 +616,22 @@ pub fn compacts(entry: &Entry) -> bool {
 /// mapping of its single-key operations (`raftgres::mvcc::single_key`).
 fn to_mvcc(command: Command) -> Option<mvcc::Command> {
     let applied = match command {
-        Command::Put { key, value } => mvcc::single_key::put(&bytes_of(key), &bytes_of(value)),
+        Command::Put {
+            key,
+            value,
+            lease: 0,
+        } => mvcc::single_key::put(&bytes_of(key), &bytes_of(value)),
+        // The product's etcd put with a lease (`prev_kv` as the single-key
+        // put asks it).
+        Command::Put { key, value, lease } => {
+            mvcc::Command::Op(mvcc::RequestOp::Put(mvcc::PutRequest {
+                key: bytes_of(key),
+                value: bytes_of(value),
+                lease,
+                prev_kv: true,
+                ..mvcc::PutRequest::default()
+            }))
+        }
         Command::CompareAndSwap { key, expected, new } => {
             let expected = (expected != VALUE_ABSENT).then(|| bytes_of(expected));
             mvcc::single_key::compare_and_swap(
@@ -499,6 +641,8 @@ fn to_mvcc(command: Command) -> Option<mvcc::Command> {
             )
         }
         Command::Compact { revision } => mvcc::Command::Compact(revision),
+        Command::LeaseGrant { id, ttl } => mvcc::Command::LeaseGrant { id, ttl },
+        Command::LeaseRevoke { id } => mvcc::Command::LeaseRevoke(id),
         Command::Probe => return None,
     };
     Some(applied)
@@ -539,11 +683,17 @@ fn hash_row(hash: &mut Fnv1a, row: &KeyValue) {
 /// A snapshot is a sequence of LEB128 varints (the simulator streams it
 /// in chunks of 16 bytes and up, so it is kept about as short as the
 /// model's state was before it had a history): the applied index, the
-/// current revision, the compaction point, the numbers of rows, changes
-/// and sessions; each row (key, value, create revision, mod revision,
+/// current revision, the compaction point, the number of rows (times 2,
+/// plus 1 when leases follow the sessions), the numbers of changes and
+/// sessions; each row (key, value, create revision, mod revision,
 /// version); each change (revision, sub, key, then 0 for a delete, or 1
 /// and the put's value, create revision, version); each session (client,
-/// sequence, output tag and detail, index).
+/// sequence, output tag and detail, index). Then, only when the store
+/// holds a lease or a key attached to one (so that a store without leases
+/// is written as long as before): the number of leases and each (id, TTL); the
+/// number of attached rows and each (position among the rows, lease); the
+/// number of attached changes and each (position among the changes,
+/// lease), positions ascending.
 struct SnapshotWriter(Vec<u8>);
 
 impl SnapshotWriter {
@@ -627,12 +777,8 @@ impl SnapshotReader<'_> {
     fn session(&mut self) -> Option<(u64, Session)> {
         let client = self.word()?;
         let sequence = self.word()?;
-        let output = match (self.word()?, self.word()?) {
-            (0, 0) => CommandOutput::Done,
-            (1, swapped) if swapped <= 1 => CommandOutput::Swapped(swapped == 1),
-            (2, code) => CommandOutput::Compaction(compaction_result(u8::try_from(code).ok()?)?),
-            _ => return None,
-        };
+        let (tag, detail) = (self.word()?, self.word()?);
+        let output = CommandOutput::from_session_code(tag, detail)?;
         let index = LogIndex(self.word()?);
         Some((
             client,
@@ -656,7 +802,8 @@ impl KvStore {
         writer.word(self.applied_index.0);
         writer.revision(revisions.current);
         writer.revision(revisions.compacted);
-        writer.word(rows.len() as u64);
+        let leases = self.lease_parts();
+        writer.word(rows.len() as u64 * 2 + u64::from(leases.is_some()));
         writer.word(self.mvcc.history_len() as u64);
         writer.word(self.sessions.len() as u64);
         for row in rows.values() {
@@ -683,16 +830,48 @@ impl KvStore {
             }
         }
         for (client, session) in &self.sessions {
-            let (tag, detail) = match session.output {
-                CommandOutput::Done => (0, 0),
-                CommandOutput::Swapped(swapped) => (1, u64::from(swapped)),
-                CommandOutput::Compaction(result) => (2, u64::from(compaction_code(result))),
-            };
+            let (tag, detail) = session.output.session_code();
             for word in [*client, session.sequence, tag, detail, session.index.0] {
                 writer.word(word);
             }
         }
+        if let Some((leases, attached_rows, attached_changes)) = leases {
+            writer.word(leases.len() as u64);
+            for (id, ttl) in leases {
+                writer.word(u64::try_from(*id).expect("lease ids are positive"));
+                writer.word(u64::try_from(*ttl).expect("lease TTLs are never negative"));
+            }
+            for attached in [attached_rows, attached_changes] {
+                writer.word(attached.len() as u64);
+                for (position, lease) in attached {
+                    writer.word(position as u64);
+                    writer.word(u64::try_from(lease).expect("lease ids are positive"));
+                }
+            }
+        }
         writer.0
+    }
+
+    /// The leases and the attachments of rows and changes (position,
+    /// lease), when there are any (see [`SnapshotWriter`]).
+    #[allow(clippy::type_complexity)]
+    fn lease_parts(&self) -> Option<(&BTreeMap<i64, i64>, Vec<(usize, i64)>, Vec<(usize, i64)>)> {
+        let leases = self.mvcc.leases();
+        let attached_rows: Vec<(usize, i64)> = (self.mvcc.rows().values())
+            .enumerate()
+            .filter(|(_, row)| row.lease != 0)
+            .map(|(position, row)| (position, row.lease))
+            .collect();
+        let attached_changes: Vec<(usize, i64)> = (self.mvcc.history_by_key())
+            .flat_map(|(_, changes)| changes)
+            .enumerate()
+            .filter_map(|(position, change)| {
+                let lease = change.kv.as_ref().map_or(0, |row| row.lease);
+                (lease != 0).then_some((position, lease))
+            })
+            .collect();
+        let none = leases.is_empty() && attached_rows.is_empty() && attached_changes.is_empty();
+        (!none).then_some((leases, attached_rows, attached_changes))
     }
 
     /// Restores what `to_bytes` produced. Corrupt bytes are an error, never
@@ -705,7 +884,7 @@ impl KvStore {
             .parts()
             .filter(|_| reader.bytes.is_empty())
             .ok_or_else(corrupt)?;
-        let mvcc = MvccStore::from_parts(parts.rows, parts.history, [], parts.revisions)
+        let mvcc = MvccStore::from_parts(parts.rows, parts.history, parts.leases, parts.revisions)
             .map_err(|error| format!("{}: {error}", corrupt()))?;
         Ok(KvStore {
             history_digest: history_digest(&mvcc),
@@ -723,6 +902,7 @@ struct SnapshotParts {
     rows: Vec<KeyValue>,
     history: Vec<Event>,
     sessions: BTreeMap<u64, Session>,
+    leases: Vec<(i64, i64)>,
 }
 
 impl SnapshotReader<'_> {
@@ -734,7 +914,11 @@ impl SnapshotReader<'_> {
             current: self.revision()?,
             compacted: self.revision()?,
         };
-        let rows_count = self.count(5)?;
+        let rows_word = self.word()?;
+        let leases_follow = rows_word & 1 == 1;
+        let rows_count = usize::try_from(rows_word >> 1)
+            .ok()
+            .filter(|count| count.saturating_mul(5) <= self.bytes.len())?;
         let changes_count = self.count(4)?;
         let sessions_count = self.count(5)?;
         let mut rows = Vec::with_capacity(rows_count);
@@ -753,7 +937,7 @@ impl SnapshotReader<'_> {
                 lease: 0,
             });
         }
-        let history = (0..changes_count)
+        let mut history = (0..changes_count)
             .map(|_| self.change())
             .collect::<Option<Vec<Event>>>()?;
         let mut sessions = BTreeMap::new();
@@ -767,13 +951,58 @@ impl SnapshotReader<'_> {
             }
             sessions.insert(client, session);
         }
+        let leases = if leases_follow {
+            self.leases(&mut rows, &mut history)?
+        } else {
+            Vec::new()
+        };
         Some(SnapshotParts {
             applied_index,
             revisions,
             rows,
             history,
             sessions,
+            leases,
         })
+    }
+
+    /// The leases, and the attachments of `rows` and `history` (see
+    /// [`SnapshotWriter`]); `None` at corrupt bytes (positions out of
+    /// order or beyond the rows or changes, a lease id of 0).
+    fn leases(&mut self, rows: &mut [KeyValue], history: &mut [Event]) -> Option<Vec<(i64, i64)>> {
+        let leases_count = self.count(2)?;
+        let mut leases = Vec::with_capacity(leases_count);
+        for _ in 0..leases_count {
+            leases.push((
+                i64::try_from(self.word()?).ok()?,
+                i64::try_from(self.word()?).ok()?,
+            ));
+        }
+        for (position, lease) in self.attachments(rows.len())? {
+            rows[position].lease = lease;
+        }
+        for (position, lease) in self.attachments(history.len())? {
+            history[position].kv.as_mut()?.lease = lease;
+        }
+        Some(leases)
+    }
+
+    /// (position, lease) pairs: positions ascending and below `len`,
+    /// leases positive.
+    fn attachments(&mut self, len: usize) -> Option<Vec<(usize, i64)>> {
+        let count = self.count(2)?;
+        let mut attached: Vec<(usize, i64)> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let position = usize::try_from(self.word()?).ok().filter(|at| *at < len)?;
+            let lease = i64::try_from(self.word()?)
+                .ok()
+                .filter(|lease| *lease > 0)?;
+            if attached.last().is_some_and(|(last, _)| *last >= position) {
+                return None;
+            }
+            attached.push((position, lease));
+        }
+        Some(attached)
     }
 }
 
@@ -804,7 +1033,11 @@ mod tests {
     #[test]
     fn commands_round_trip_through_their_encoding() {
         for command in [
-            Command::Put { key: 3, value: 9 },
+            Command::Put {
+                key: 3,
+                value: 9,
+                lease: 0,
+            },
             Command::CompareAndSwap {
                 key: 1,
                 expected: 2,
@@ -812,6 +1045,13 @@ mod tests {
             },
             Command::Probe,
             Command::Compact { revision: 12 },
+            Command::Put {
+                key: 4,
+                value: 8,
+                lease: 77,
+            },
+            Command::LeaseGrant { id: 77, ttl: 3 },
+            Command::LeaseRevoke { id: 77 },
         ] {
             let sent = envelope(7, 3, command);
             assert_eq!(decode(&encode(sent)), Some(sent));
@@ -822,9 +1062,19 @@ mod tests {
             CommandOutput::Swapped(true),
             CommandOutput::Compaction(Ok(())),
             CommandOutput::Compaction(Err(CompactionRefused::FutureRevision)),
+            CommandOutput::LeaseGrant(false),
+            CommandOutput::LeaseRevoke(None),
+            CommandOutput::LeaseRevoke(Some(true)),
+            CommandOutput::LeaseNotFound,
         ] {
             assert_eq!(CommandOutput::from_bytes(&output.to_bytes()), Some(output));
+            let (tag, detail) = output.session_code();
+            assert_eq!(CommandOutput::from_session_code(tag, detail), Some(output));
         }
+        let negative_lease = envelope(0, 0, Command::LeaseRevoke { id: 1 });
+        let mut bytes = encode(negative_lease);
+        bytes[41 + 7] = 0x80;
+        assert_eq!(decode(&bytes), None, "a negative lease id is corrupt");
         assert_eq!(CommandOutput::from_bytes(&[2, 3]), None);
     }
 
@@ -833,7 +1083,15 @@ mod tests {
         let mut store = KvStore::default();
         let (outcome, _) = store.apply(&entry(
             1,
-            envelope(0, 0, Command::Put { key: 1, value: 10 }),
+            envelope(
+                0,
+                0,
+                Command::Put {
+                    key: 1,
+                    value: 10,
+                    lease: 0,
+                },
+            ),
         ));
         assert_eq!(
             outcome,
@@ -860,12 +1118,28 @@ mod tests {
     #[test]
     fn a_retry_of_a_session_command_is_answered_not_applied_again() {
         let mut store = KvStore::default();
-        let put = envelope(9, 1, Command::Put { key: 1, value: 10 });
+        let put = envelope(
+            9,
+            1,
+            Command::Put {
+                key: 1,
+                value: 10,
+                lease: 0,
+            },
+        );
         let (_, first) = store.apply(&entry(1, put));
         assert!(first.fresh);
         store.apply(&entry(
             2,
-            envelope(0, 0, Command::Put { key: 1, value: 11 }),
+            envelope(
+                0,
+                0,
+                Command::Put {
+                    key: 1,
+                    value: 11,
+                    lease: 0,
+                },
+            ),
         ));
         let (outcome, again) = store.apply(&entry(3, put));
         assert!(!again.fresh);
@@ -890,9 +1164,21 @@ mod tests {
     fn store_with_history() -> KvStore {
         let mut store = KvStore::default();
         let commands = [
-            Command::Put { key: 1, value: 10 },
-            Command::Put { key: 2, value: 20 },
-            Command::Put { key: 1, value: 11 },
+            Command::Put {
+                key: 1,
+                value: 10,
+                lease: 0,
+            },
+            Command::Put {
+                key: 2,
+                value: 20,
+                lease: 0,
+            },
+            Command::Put {
+                key: 1,
+                value: 11,
+                lease: 0,
+            },
             Command::CompareAndSwap {
                 key: 2,
                 expected: 99,
@@ -904,7 +1190,11 @@ mod tests {
                 new: 22,
             },
             Command::Compact { revision: 4 },
-            Command::Put { key: 1, value: 12 },
+            Command::Put {
+                key: 1,
+                value: 12,
+                lease: 0,
+            },
         ];
         for (position, command) in commands.into_iter().enumerate() {
             let index = position as u64 + 1;
@@ -980,7 +1270,15 @@ mod tests {
         let mut store = KvStore::default();
         store.apply(&entry(
             1,
-            envelope(3, 1, Command::Put { key: 1, value: 10 }),
+            envelope(
+                3,
+                1,
+                Command::Put {
+                    key: 1,
+                    value: 10,
+                    lease: 0,
+                },
+            ),
         ));
         let before = store.clone();
         let mark = store.mark();
@@ -988,11 +1286,27 @@ mod tests {
         let mut after = store.clone();
         after.apply(&entry(
             2,
-            envelope(3, 2, Command::Put { key: 1, value: 11 }),
+            envelope(
+                3,
+                2,
+                Command::Put {
+                    key: 1,
+                    value: 11,
+                    lease: 0,
+                },
+            ),
         ));
         after.apply(&entry(
             3,
-            envelope(4, 1, Command::Put { key: 2, value: 20 }),
+            envelope(
+                4,
+                1,
+                Command::Put {
+                    key: 2,
+                    value: 20,
+                    lease: 0,
+                },
+            ),
         ));
         assert_eq!(after.rolled_back(&mark), Some(before));
         let compaction = entry(4, envelope(0, 0, Command::Compact { revision: 3 }));
@@ -1043,5 +1357,129 @@ mod tests {
         let mut extra = good;
         extra.push(0);
         assert!(KvStore::from_bytes(&extra).is_err());
+    }
+
+    fn store_with_leases() -> KvStore {
+        let mut store = KvStore::default();
+        let commands = [
+            Command::LeaseGrant { id: 5, ttl: 2 },
+            Command::LeaseGrant { id: 6, ttl: 3 },
+            Command::Put {
+                key: 1,
+                value: 10,
+                lease: 5,
+            },
+            Command::Put {
+                key: 2,
+                value: 20,
+                lease: 0,
+            },
+            Command::Put {
+                key: 3,
+                value: 30,
+                lease: 6,
+            },
+            Command::Put {
+                key: 1,
+                value: 11,
+                lease: 5,
+            },
+        ];
+        for (position, command) in commands.into_iter().enumerate() {
+            let index = position as u64 + 1;
+            store.apply(&entry(index, envelope(0, 0, command)));
+        }
+        store
+    }
+
+    #[test]
+    fn a_lease_revoke_deletes_its_keys_at_one_revision() {
+        let mut store = store_with_leases();
+        assert_eq!(store.revisions().current, 5, "grants change no revision");
+        assert_eq!(store.leases(), &BTreeMap::from([(5, 2), (6, 3)]));
+        let (_, applied) = store.apply(&entry(
+            7,
+            envelope(
+                0,
+                0,
+                Command::Put {
+                    key: 2,
+                    value: 21,
+                    lease: 9,
+                },
+            ),
+        ));
+        assert_eq!(applied.output, Some(CommandOutput::LeaseNotFound));
+        assert_eq!((store.get(2), store.revisions().current), (20, 5));
+        let (_, applied) = store.apply(&entry(
+            8,
+            envelope(0, 0, Command::LeaseGrant { id: 5, ttl: 9 }),
+        ));
+        assert_eq!(applied.output, Some(CommandOutput::LeaseGrant(false)));
+        let (_, applied) = store.apply(&entry(9, envelope(0, 0, Command::LeaseRevoke { id: 5 })));
+        assert_eq!(applied.output, Some(CommandOutput::LeaseRevoke(Some(true))));
+        assert_eq!(applied.revision, 6);
+        assert_eq!(store.values(), BTreeMap::from([(2, 20), (3, 30)]));
+        assert_eq!(store.leases(), &BTreeMap::from([(6, 3)]));
+        let (_, applied) = store.apply(&entry(10, envelope(0, 0, Command::LeaseRevoke { id: 5 })));
+        assert_eq!(applied.output, Some(CommandOutput::LeaseRevoke(None)));
+        store.apply(&entry(
+            11,
+            envelope(0, 0, Command::LeaseGrant { id: 7, ttl: 1 }),
+        ));
+        let (_, applied) = store.apply(&entry(12, envelope(0, 0, Command::LeaseRevoke { id: 7 })));
+        assert_eq!(
+            applied.output,
+            Some(CommandOutput::LeaseRevoke(Some(false)))
+        );
+        assert_eq!(
+            store.revisions().current,
+            6,
+            "a revoke without keys changes no revision"
+        );
+    }
+
+    #[test]
+    fn snapshots_and_marks_carry_the_leases_and_their_keys() {
+        let store = store_with_leases();
+        let bytes = store.to_bytes();
+        assert_eq!(KvStore::from_bytes(&bytes), Ok(store.clone()));
+        for position in 0..bytes.len() {
+            assert!(
+                KvStore::from_bytes(&bytes[..position]).is_err(),
+                "cut at {position}"
+            );
+        }
+        let mut other = store.clone();
+        other.apply(&entry(7, envelope(0, 0, Command::LeaseRevoke { id: 6 })));
+        assert_ne!(other.rows_hash(), store.rows_hash());
+        let mut granted = store.clone();
+        granted.apply(&entry(
+            7,
+            envelope(0, 0, Command::LeaseGrant { id: 8, ttl: 1 }),
+        ));
+        assert_ne!(
+            granted.rows_hash(),
+            store.rows_hash(),
+            "the digest covers the leases"
+        );
+        // Postgres loses the unflushed grant, put and revoke after the mark.
+        let mark = store.mark();
+        let mut after = store.clone();
+        for (index, command) in [
+            (7, Command::LeaseGrant { id: 8, ttl: 1 }),
+            (
+                8,
+                Command::Put {
+                    key: 2,
+                    value: 22,
+                    lease: 8,
+                },
+            ),
+            (9, Command::LeaseRevoke { id: 5 }),
+        ] {
+            after.apply(&entry(index, envelope(0, 0, command)));
+        }
+        assert_eq!(after.rolled_back(&mark), Some(store));
     }
 }

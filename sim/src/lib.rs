@@ -22,7 +22,8 @@
 //! - [`config`]: what a run depends on besides its seed.
 //! - [`world`]: one run and its tick loop; [`driver`] carries out the
 //!   pipeline's outputs; [`faults`], [`clients`], [`observe`]: fault
-//!   injection, the workload, what the checkers see.
+//!   injection, the workload, what the checkers see; [`leases`]: every
+//!   node's lessor (the product's) and the lease client.
 //! - [`checkers`]: one property per file, each citing the Raft paper.
 //! - [`stats`], [`sweep`]: counters and multi-threaded seed sweeps.
 //! - [`elections`]: leader replacement times (the paper's section 9.3).
@@ -39,6 +40,7 @@ mod driver;
 pub mod elections;
 mod faults;
 pub mod kv;
+pub mod leases;
 pub mod network;
 pub mod node;
 mod observe;

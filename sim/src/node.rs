@@ -37,6 +37,9 @@ pub enum Waiting {
     /// A membership change the fault injector asked for: its answer is
     /// counted.
     MembershipChange,
+    /// A request of the lease client or of a node's lessor
+    /// (`crate::leases`).
+    Lease(crate::leases::LeaseAsk),
 }
 
 /// A client request that reached a paused node: handled when it resumes.

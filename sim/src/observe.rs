@@ -161,6 +161,7 @@ impl World {
     pub(crate) fn on_recovered(&mut self) {
         self.read_liveness.on_recovered(self.now);
         self.held_requests.on_recovered(self.now);
+        self.on_leases_recovered();
         let highest_term = self
             .nodes
             .iter()

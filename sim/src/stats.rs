@@ -105,6 +105,10 @@ pub struct RunStats {
     /// Compactions of the store's history (clients' `Command::Compact`)
     /// done, counted at their first application.
     pub history_compactions: u64,
+    /// Worlds that ran the lease client, keep-alives answered with a TTL,
+    /// lessors' revokes applied (on any node), and `lease_expiry`'s
+    /// liveness checks.
+    pub leases: [u64; 4],
     /// Compactions refused: at or below the compaction point, beyond the
     /// current revision.
     pub history_compactions_refused: [u64; 2],
@@ -152,6 +156,9 @@ impl AddAssign for RunStats {
         self.compactions += stats.compactions;
         self.snapshots_installed += stats.snapshots_installed;
         self.history_compactions += stats.history_compactions;
+        for (total, count) in self.leases.iter_mut().zip(stats.leases) {
+            *total += count;
+        }
         for (total, count) in self
             .history_compactions_refused
             .iter_mut()
@@ -201,6 +208,10 @@ impl RunStats {
             (
                 "compactions and snapshot installs",
                 self.snapshots_installed > 0 && self.compactions > 0,
+            ),
+            (
+                "lease keep-alives answered, lessors' revokes applied and lease expiries checked",
+                self.leases.iter().all(|count| *count > 0),
             ),
             (
                 "history compactions done, refused as compacted, refused as future",

@@ -471,6 +471,7 @@ mod tests {
             command: Command::Put {
                 key: 1,
                 value: index,
+                lease: 0,
             },
         };
         Entry {

@@ -235,6 +235,13 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
             )
         ),
         format!(
+            "  lease worlds               {:>14}",
+            format!(
+                "{} ({} keep-alives, {} revokes applied, {} expiry checks)",
+                totals.leases[0], totals.leases[1], totals.leases[2], totals.leases[3]
+            )
+        ),
+        format!(
             "  longest history kept       {:>14}",
             totals.history_changes_max
         ),

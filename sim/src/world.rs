@@ -185,6 +185,8 @@ pub struct World {
     pub(crate) commits_sent: Vec<(NodeId, LogIndex)>,
     /// Who heard from whom when, for `check_quorum`.
     pub(crate) quorum_contact: crate::checkers::check_quorum::QuorumContact,
+    /// The lessors, the lease client and `lease_expiry`.
+    pub(crate) leases: crate::leases::Leases,
     /// The first violation; the run stops at it.
     pub violation: Option<Violation>,
     /// Counters.
@@ -239,6 +241,11 @@ impl World {
         let mut nodes: Vec<SimNode> = (1..=(config.nodes + spares) as u64)
             .map(|id| SimNode::new(NodeId(id)))
             .collect();
+        // Leases draw from a stream of their own: a world without them
+        // runs as before.
+        let leases = crate::leases::Leases::new(config.faults == "swarm", rng_stream(seed, 10));
+        let mut stats = RunStats::default();
+        stats.leases[0] = u64::from(leases.enabled());
         let apply_settings = ApplySettings {
             asynchronous_commit: profile.apply_async_commit,
             session_expiry_entries: profile.session_expiry_entries,
@@ -318,6 +325,7 @@ impl World {
             history: Vec::new(),
             history_operation_ids: Vec::new(),
             first_applies: BTreeMap::new(),
+            leases,
             stamp: 0,
             next_operation_id: 1,
             next_value: 1,
@@ -329,7 +337,7 @@ impl World {
             commit_index_max: LogIndex(0),
             checkers: Checkers::default(),
             violation: None,
-            stats: RunStats::default(),
+            stats,
         }
     }
 
@@ -510,6 +518,10 @@ impl World {
             }
         }
         self.run_clients();
+        if self.leases.enabled() {
+            self.run_lease_client();
+            self.run_lessors();
+        }
         self.run_liveness_probe();
         self.now += 1;
     }

@@ -71,12 +71,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "apply-before-durable",
-            seeds_needed: [1, 1],
+            seeds_needed: [3, 1],
             checkers: &["apply_after_durable", "core_invariant"],
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [1, 1],
+            seeds_needed: [1, 9],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -101,7 +101,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "session-expiry-at-batch-end",
-            seeds_needed: [1, 1],
+            seeds_needed: [1, 2],
             checkers: &["replica_rows", "exactly_once", "linearizability"],
         },
         Hunt {
@@ -116,7 +116,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [23, 162],
+            seeds_needed: [66, 162],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {

@@ -32,6 +32,7 @@ pub mod leader_completeness;
 pub mod leader_promptness;
 pub mod leader_stickiness;
 pub mod lease_exclusivity;
+pub mod lease_expiry;
 pub mod lease_rounds;
 pub mod linearizability;
 pub mod liveness;

@@ -10,8 +10,12 @@
 //! Counted by this checker as each node applies, from what the commands
 //! are rather than from what the store says they did:
 //! 1. a node's revision is 1 plus the commands it applied that changed a
-//!    key: a fresh put always, a compare-and-swap when it swapped; a
-//!    probe, a compaction, a blank entry, a repeat or a refusal never;
+//!    key: a fresh put unless refused for a lease the store does not
+//!    hold, a compare-and-swap when it swapped, a lease revoke when it
+//!    deleted keys (a revoke deletes every key attached to its lease at
+//!    one revision; `replica_rows` holds replicas to the same rows); a
+//!    probe, a compaction, a lease grant, a blank entry, a repeat or a
+//!    refusal never;
 //! 2. it never goes down, except when the store is replaced: by an
 //!    installed snapshot (it then holds the snapshot's revision) or by
 //!    what Postgres kept of it after losing asynchronous applies;
@@ -44,9 +48,19 @@ pub fn changes_a_key(applied: &Applied) -> bool {
         return false;
     };
     match (envelope.command, applied.output) {
-        (Command::Put { .. }, _) => true,
+        (Command::Put { .. }, output) => output != Some(CommandOutput::LeaseNotFound),
         (Command::CompareAndSwap { .. }, Some(CommandOutput::Swapped(swapped))) => swapped,
-        (Command::CompareAndSwap { .. } | Command::Probe | Command::Compact { .. }, _) => false,
+        (Command::LeaseRevoke { .. }, Some(CommandOutput::LeaseRevoke(revoked))) => {
+            revoked == Some(true)
+        }
+        (
+            Command::CompareAndSwap { .. }
+            | Command::Probe
+            | Command::Compact { .. }
+            | Command::LeaseGrant { .. }
+            | Command::LeaseRevoke { .. },
+            _,
+        ) => false,
     }
 }
 
@@ -178,7 +192,11 @@ mod tests {
 
     fn put() -> Applied {
         applied(
-            Command::Put { key: 1, value: 2 },
+            Command::Put {
+                key: 1,
+                value: 2,
+                lease: 0,
+            },
             true,
             Some(CommandOutput::Done),
         )
@@ -220,6 +238,32 @@ mod tests {
         );
         assert!(!changes_a_key(&compaction));
         assert!(!changes_a_key(&applied(Command::Probe, true, None)));
+        let grant = applied(
+            Command::LeaseGrant { id: 7, ttl: 2 },
+            true,
+            Some(CommandOutput::LeaseGrant(true)),
+        );
+        assert!(!changes_a_key(&grant));
+        let revoke = |revoked| {
+            applied(
+                Command::LeaseRevoke { id: 7 },
+                true,
+                Some(CommandOutput::LeaseRevoke(revoked)),
+            )
+        };
+        assert!(changes_a_key(&revoke(Some(true))));
+        assert!(!changes_a_key(&revoke(Some(false))));
+        assert!(!changes_a_key(&revoke(None)));
+        let put_without_its_lease = applied(
+            Command::Put {
+                key: 1,
+                value: 2,
+                lease: 9,
+            },
+            true,
+            Some(CommandOutput::LeaseNotFound),
+        );
+        assert!(!changes_a_key(&put_without_its_lease));
     }
 
     #[test]

@@ -52,6 +52,7 @@ impl Keys {
             command: Command::Put {
                 key: self.key(name),
                 value,
+                lease: 0,
             },
         })
     }
@@ -88,7 +89,7 @@ pub fn describe_entry(entry: &Entry, keys: &Keys) -> String {
 /// A command's payload: `KEY=VALUE` for the puts scripts propose.
 pub fn describe_command(bytes: &[u8], keys: &Keys) -> String {
     match decode(bytes).map(|envelope| envelope.command) {
-        Some(Command::Put { key, value }) => format!("{}={value}", keys.name(key)),
+        Some(Command::Put { key, value, .. }) => format!("{}={value}", keys.name(key)),
         Some(other) => format!("{other:?}"),
         None => format!("({} opaque bytes)", bytes.len()),
     }

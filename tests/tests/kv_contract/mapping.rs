@@ -32,7 +32,11 @@ pub(crate) fn product_command(command: Command) -> Vec<u8> {
     use wire::kv_command::Operation;
     let written = |value: u64| value_bytes(value).expect("the workload never writes VALUE_ABSENT");
     let operation = match command {
-        Command::Put { key, value } => Operation::Put(wire::KvPut {
+        Command::Put {
+            key,
+            value,
+            lease: 0,
+        } => Operation::Put(wire::KvPut {
             key: key_bytes(key),
             value: written(value),
         }),
@@ -44,7 +48,12 @@ pub(crate) fn product_command(command: Command) -> Vec<u8> {
             })
         }
         Command::Probe => unreachable!("a probe is carried as a blank entry"),
-        Command::Compact { .. } => unreachable!("the sequences draw no compaction"),
+        Command::Compact { .. }
+        | Command::LeaseGrant { .. }
+        | Command::LeaseRevoke { .. }
+        | Command::Put { .. } => {
+            unreachable!("the sequences draw no compaction and no lease (etcd_contract does)")
+        }
     };
     wire::KvCommand {
         operation: Some(operation),
@@ -68,7 +77,12 @@ impl Answer {
         let succeeded = match output {
             CommandOutput::Done => true,
             CommandOutput::Swapped(swapped) => swapped,
-            CommandOutput::Compaction(_) => unreachable!("the sequences draw no compaction"),
+            CommandOutput::Compaction(_)
+            | CommandOutput::LeaseGrant(_)
+            | CommandOutput::LeaseRevoke(_)
+            | CommandOutput::LeaseNotFound => {
+                unreachable!("the sequences draw no compaction and no lease")
+            }
         };
         Answer {
             succeeded,

@@ -212,8 +212,11 @@ impl<'a> Model<'a> {
 fn command_key(command: Command) -> u64 {
     match command {
         Command::Put { key, .. } | Command::CompareAndSwap { key, .. } => key,
-        Command::Probe | Command::Compact { .. } => {
-            unreachable!("probes and compactions are not writes to a key")
+        Command::Probe
+        | Command::Compact { .. }
+        | Command::LeaseGrant { .. }
+        | Command::LeaseRevoke { .. } => {
+            unreachable!("probes, compactions and leases are not writes to a key")
         }
     }
 }

@@ -152,7 +152,11 @@ impl Workload {
         let value = self.value_last;
         let known = self.values_proposed.entry(key).or_default();
         let command = if self.random.gen_bool(0.45) {
-            Command::Put { key, value }
+            Command::Put {
+                key,
+                value,
+                lease: 0,
+            }
         } else {
             let expected = match self.random.gen_range(0..100) {
                 0..=14 => VALUE_ABSENT,

@@ -167,20 +167,18 @@ impl Leases {
             Err(ServiceError::NotLeader { .. }) => return Ok(None),
             Err(error) => return Err(etcd_status(&self.shared, error)),
         }
-        let mut lessor = self.lessor.lock().await;
-        if !lessor.leading() {
-            return Ok(None);
-        }
-        if let Some(ttl) = lessor.renew(id, now) {
-            return Ok(Some(ttl));
-        }
-        drop(lessor);
-        // Granted since the last look at the table, perhaps.
+        // The leases as the store holds them after the round: a lease
+        // revoked (or granted) since the lessor last looked must not be
+        // answered from what it saw then (the simulator found a leader
+        // renewing a lease its store had already revoked).
         let leases = self
             .stored_leases()
             .await
             .map_err(|error| etcd_status(&self.shared, error))?;
         let mut lessor = self.lessor.lock().await;
+        if !lessor.leading() {
+            return Ok(None);
+        }
         lessor.reconcile(&leases, now);
         Ok(Some(lessor.renew(id, now).unwrap_or(0)))
     }
