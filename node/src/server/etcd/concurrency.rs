@@ -27,12 +27,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use super::{
-    etcd_status, forwarded, header, kv_error_status, leader_elsewhere, propose, was_forwarded,
-    LeaderChannel, Refused,
+    etcd_status, forwarded, header, leader_elsewhere, propose, was_forwarded, LeaderChannel,
+    Refused,
 };
 use crate::core::LogIndex;
 use crate::mvcc::{self, KeyRange, KeyValue, SortOrder, SortTarget};
-use crate::server::kv::{range_at, KvStateMachine};
+use crate::server::kv::KvStateMachine;
 use crate::server::services::Shared;
 
 /// Leader changes queued for one Observe stream's client.
@@ -140,16 +140,8 @@ impl Recipes {
         range: mvcc::RangeRequest,
         read_index: LogIndex,
     ) -> Result<(i64, Vec<KeyValue>), Status> {
-        let shared = &self.shared;
-        let client = shared
-            .reads
-            .client()
-            .await
-            .map_err(|error| etcd_status(shared, error))?;
-        let (revision, answer) = range_at(&client, &range, read_index, &shared.events)
-            .await
-            .map_err(|error| etcd_status(shared, error))?;
-        Ok((revision, answer.map_err(kv_error_status)?.kvs))
+        let (revision, answer) = super::read(&self.shared, &range, read_index).await?;
+        Ok((revision, answer.kvs))
     }
 
     /// The oldest key under `name/` (the holder), read linearizably.

@@ -358,15 +358,7 @@ impl etcd::kv_server::Kv for EtcdKv {
             .read_barrier(mode as i32)
             .await
             .map_err(|error| etcd_status(shared, error))?;
-        let client = shared
-            .reads
-            .client()
-            .await
-            .map_err(|error| etcd_status(shared, error))?;
-        let (revision, answer) = range_at(&client, &range, read_index, &shared.events)
-            .await
-            .map_err(|error| etcd_status(shared, error))?;
-        let answer = answer.map_err(kv_error_status)?;
+        let (revision, answer) = read(shared, &range, read_index).await?;
         Ok(Response::new(convert::range_response(
             answer,
             header(shared, revision),
@@ -442,6 +434,24 @@ impl etcd::kv_server::Kv for EtcdKv {
         })
         .await
     }
+}
+
+/// Reads `range` from this node's tables once they cover `read_index`:
+/// the store's revision and the answer, refusals as etcd words them.
+async fn read(
+    shared: &Shared<KvStateMachine>,
+    range: &mvcc::RangeRequest,
+    read_index: crate::core::LogIndex,
+) -> Result<(i64, mvcc::RangeResponse), Status> {
+    let client = shared
+        .reads
+        .client()
+        .await
+        .map_err(|error| etcd_status(shared, error))?;
+    let (revision, answer) = range_at(&client, range, read_index, &shared.events)
+        .await
+        .map_err(|error| etcd_status(shared, error))?;
+    Ok((revision, answer.map_err(kv_error_status)?))
 }
 
 /// The store's current revision, as the last applied command left it.
