@@ -23,8 +23,8 @@ use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    etcd_status, forwarded, header, kv_error_status, leader_elsewhere, propose, was_forwarded,
-    LeaderChannel, Refused,
+    current_revision, etcd_status, forwarded, header, kv_error_status, leader_elsewhere, propose,
+    was_forwarded, LeaderChannel, Refused,
 };
 use crate::mvcc::lease::Lessor;
 use crate::mvcc::{self, LEASE_TTL_MAX};
@@ -411,8 +411,4 @@ impl etcd::lease_server::Lease for EtcdLease {
                 .collect(),
         }))
     }
-}
-
-async fn current_revision(shared: &Shared<KvStateMachine>) -> Result<i64, Status> {
-    super::current_revision(shared).await
 }
