@@ -91,7 +91,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "lease-after-timeout-now",
-            seeds_needed: [58, 55],
+            seeds_needed: [33, 51],
             checkers: &["lease_exclusivity", "read_index_safety", "linearizability"],
         },
         Hunt {
@@ -106,7 +106,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [1, 3],
+            seeds_needed: [1, 1],
             checkers: &[
                 "client_outcomes",
                 "held_requests",
