@@ -29,6 +29,7 @@
 pub mod campaign;
 pub mod certificates;
 pub mod checks;
+pub mod contract_log;
 pub mod deploy;
 pub mod etcd;
 pub mod history;

@@ -21,6 +21,20 @@ async fn channel(address: &str) -> Channel {
         .unwrap_or_else(|error| panic!("cannot connect to {address}: {error}"))
 }
 
+/// A fresh cluster, and channels to its leader and to a follower.
+async fn leader_and_follower(name: &str) -> (TestCluster, Channel, Channel) {
+    let mut cluster = TestCluster::start(name).await;
+    let leader = cluster.wait_leader().await;
+    let follower = cluster
+        .node_ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let at_leader = channel(cluster.node_address(leader)).await;
+    let at_follower = channel(cluster.node_address(follower)).await;
+    (cluster, at_leader, at_follower)
+}
+
 async fn grant(channel: &Channel, ttl: i64) -> i64 {
     LeaseClient::new(channel.clone())
         .lease_grant(etcd::LeaseGrantRequest { ttl, id: 0 })
@@ -54,17 +68,7 @@ const HANDED_ON_WITHIN: Duration = Duration::from_secs(10);
 /// the one before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_has_one_holder_and_fencing_tokens_grow() {
-    let mut cluster = TestCluster::start("etcd-lock").await;
-    let leader = cluster.wait_leader().await;
-    let follower = cluster
-        .node_ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
-    let (at_leader, at_follower) = (
-        channel(cluster.node_address(leader)).await,
-        channel(cluster.node_address(follower)).await,
-    );
+    let (_cluster, at_leader, at_follower) = leader_and_follower("etcd-lock").await;
     let leases = [
         grant(&at_follower, 60).await,
         grant(&at_leader, 60).await,
@@ -136,17 +140,7 @@ async fn a_lock_has_one_holder_and_fencing_tokens_grow() {
 /// proclamation by a candidate that no longer leads is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_election_has_one_leader_and_observers_follow_it() {
-    let mut cluster = TestCluster::start("etcd-election").await;
-    let leader = cluster.wait_leader().await;
-    let follower = cluster
-        .node_ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
-    let (at_leader, at_follower) = (
-        channel(cluster.node_address(leader)).await,
-        channel(cluster.node_address(follower)).await,
-    );
+    let (_cluster, at_leader, at_follower) = leader_and_follower("etcd-election").await;
     let name = b"scheduler".to_vec();
     let mut elections = ElectionClient::new(at_follower.clone());
     let no_leader = elections

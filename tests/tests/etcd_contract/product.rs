@@ -10,9 +10,7 @@ use raftgres::mvcc::{Event, KeyValue, Revisions};
 use raftgres::server::{KvStateMachine, StandaloneApplier, StateMachine};
 use raftgres_devcluster::testing::TestDatabase;
 use raftgres_proto::v1 as wire;
-use raftgres_storage_pg::{
-    AppendBatch, EntryKind, HardState, LogEntry, LogStore, PgStore, SnapshotMeta,
-};
+use raftgres_storage_pg::LogStore;
 
 use crate::mapping::{etcd_command, product_outcome, raftgres_command};
 use crate::sequence::{Sequence, Step};
@@ -31,7 +29,9 @@ const SESSION_EXPIRY_ENTRIES: u64 = 64;
 /// reads are read.
 pub(crate) async fn run(sequence: &Sequence, database: &TestDatabase) -> Run {
     let entries = entries(sequence);
-    let mut store = open_log(database, sequence, &entries).await;
+    let mut store =
+        raftgres_tests::contract_log::open(database, CLUSTER_ID, sequence.snapshot_index, &entries)
+            .await;
     let mut applier = StandaloneApplier::open(
         database.store_config(CLUSTER_ID, 1),
         KvStateMachine,
@@ -128,55 +128,6 @@ fn entries(sequence: &Sequence) -> Vec<Entry> {
             },
         })
         .collect()
-}
-
-/// The node's log store on `database`: term 1, a snapshot of the empty
-/// state at the sequence's snapshot index, then `entries`.
-async fn open_log(database: &TestDatabase, sequence: &Sequence, entries: &[Entry]) -> PgStore {
-    let mut store = PgStore::open(database.store_config(CLUSTER_ID, 1))
-        .await
-        .expect("the log store");
-    let term_one = HardState {
-        term: 1,
-        voted_for: None,
-    };
-    store
-        .append(AppendBatch {
-            hard_state: Some(term_one),
-            entries: Vec::new(),
-        })
-        .await
-        .expect("the hard state");
-    store
-        .install_snapshot(SnapshotMeta {
-            index: sequence.snapshot_index,
-            term: 1,
-        })
-        .await
-        .expect("the snapshot of the empty state");
-    let log_entries = entries
-        .iter()
-        .map(|entry| {
-            let (kind, data) = match &entry.payload {
-                EntryPayload::Command(data) => (EntryKind::Command, data.clone()),
-                EntryPayload::Blank | EntryPayload::Membership(_) => (EntryKind::Blank, Vec::new()),
-            };
-            LogEntry {
-                index: entry.index.0,
-                term: entry.term.0,
-                kind,
-                data,
-            }
-        })
-        .collect();
-    store
-        .append(AppendBatch {
-            hard_state: None,
-            entries: log_entries,
-        })
-        .await
-        .expect("the entries in the log");
-    store
 }
 
 /// The KV tables as committed, with `applied_index`.

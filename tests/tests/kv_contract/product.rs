@@ -4,13 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use raftgres::core::{Entry, EntryPayload};
 use raftgres::pipeline::ApplyOutcome;
 use raftgres::server::{KvStateMachine, StandaloneApplier};
 use raftgres_devcluster::testing::TestDatabase;
-use raftgres_storage_pg::{
-    AppendBatch, EntryKind, HardState, LogEntry, LogStore, PgStore, SnapshotMeta,
-};
+use raftgres_storage_pg::LogStore;
 
 use crate::mapping::{text, Answer};
 use crate::sequence::{Batch, Sequence, Step};
@@ -25,7 +22,13 @@ const CLUSTER_ID: &str = "kv-contract";
 pub(crate) async fn run(sequence: &Sequence, coverage: &mut Coverage) -> Run {
     let database = TestDatabase::create().await.expect("a test database");
     let entries = sequence.product_entries();
-    let mut store = open_log(&database, sequence, &entries).await;
+    let mut store = raftgres_tests::contract_log::open(
+        &database,
+        CLUSTER_ID,
+        sequence.snapshot_index,
+        &entries,
+    )
+    .await;
     let mut applier = StandaloneApplier::open(
         database.store_config(CLUSTER_ID, 1),
         KvStateMachine,
@@ -60,56 +63,6 @@ pub(crate) async fn run(sequence: &Sequence, coverage: &mut Coverage) -> Run {
     applier.close().await;
     store.close().await;
     Run { outcomes, states }
-}
-
-/// The node's log store on `database`: term 1, a snapshot of the empty
-/// state at `snapshot_index`, then `entries`.
-async fn open_log(database: &TestDatabase, sequence: &Sequence, entries: &[Entry]) -> PgStore {
-    let mut store = PgStore::open(database.store_config(CLUSTER_ID, 1))
-        .await
-        .expect("the log store");
-    let term_one = HardState {
-        term: 1,
-        voted_for: None,
-    };
-    store
-        .append(AppendBatch {
-            hard_state: Some(term_one),
-            entries: Vec::new(),
-        })
-        .await
-        .expect("the hard state");
-    store
-        .install_snapshot(SnapshotMeta {
-            index: sequence.snapshot_index,
-            term: 1,
-        })
-        .await
-        .expect("the snapshot of the empty state");
-    store
-        .append(AppendBatch {
-            hard_state: None,
-            entries: entries.iter().map(log_entry).collect(),
-        })
-        .await
-        .expect("the entries in the log");
-    store
-}
-
-fn log_entry(entry: &Entry) -> LogEntry {
-    let (kind, data) = match &entry.payload {
-        EntryPayload::Blank => (EntryKind::Blank, Vec::new()),
-        EntryPayload::Command(data) => (EntryKind::Command, data.clone()),
-        // The contract's sequences are commands and blanks only; a
-        // membership entry is never applied by the state machine either.
-        EntryPayload::Membership(_) => (EntryKind::Blank, Vec::new()),
-    };
-    LogEntry {
-        index: entry.index.0,
-        term: entry.term.0,
-        kind,
-        data,
-    }
 }
 
 /// The retry rule on the product alone: a repeat answers with the very
