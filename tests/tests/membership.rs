@@ -228,7 +228,14 @@ async fn the_leader_can_be_removed_and_the_others_elect_a_new_one() {
         .await
         .expect("remove the leader");
     println!("removed leader {leader} at index {}", removed.index);
-    let settled = cluster.wait_for_voters(&remaining).await;
+    // The membership settles before the remaining voters have elected a
+    // leader (the removed leader steps down first): wait for both.
+    let settled = cluster
+        .wait_for_membership("the remaining voters and a leader among them", |listing| {
+            raftgres_tests::settled_voters(listing) == Some(remaining.clone())
+                && listing.leader_id != 0
+        })
+        .await;
     assert!(
         remaining.contains(&settled.leader_id),
         "the leader after the change must be one of {remaining:?}: {settled:?}"
