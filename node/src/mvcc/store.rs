@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use super::watch::WindowRead;
 use super::{
     apply, check_read_revision, shape_range, Command, Event, KeyRange, KeyValue, Keyspace, KvError,
     Outcome, RangeRequest, RangeResponse, Revision, Revisions,
@@ -119,6 +120,21 @@ impl MvccStore {
         let mut events: Vec<&Event> = self.history.values().flatten().collect();
         events.sort_by_key(|event| (event.revision, event.sub));
         events
+    }
+
+    /// The read of a watch's window `from..=to` of `range`: what the
+    /// product's one statement over the history table returns.
+    pub fn read_window(&self, range: &KeyRange, from: Revision, to: Revision) -> WindowRead<()> {
+        let mut changes: Vec<(Event, ())> = rows_in(&self.history, range)
+            .flatten()
+            .filter(|change| (from..=to).contains(&change.revision))
+            .map(|change| (change.clone(), ()))
+            .collect();
+        changes.sort_by_key(|(change, ())| (change.revision, change.sub));
+        WindowRead {
+            revisions: self.revisions,
+            changes,
+        }
     }
 
     /// Every change kept, by key (in key order), each key's oldest first:

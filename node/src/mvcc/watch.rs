@@ -78,31 +78,64 @@ impl Watch {
         }
     }
 
-    /// The changes to send from a window `from..=to` that [`Self::step`]
-    /// asked for (`changes`: every change to the range in it, in
-    /// (revision, sub) order), after the filters; the watch then needs
-    /// `to + 1`.
-    pub fn take(&mut self, from: Revision, to: Revision, changes: Vec<Event>) -> Vec<Event> {
+    /// What to send from the read of a window `from..=to` that
+    /// [`Self::step`] asked for. The read is a statement of its own, taken
+    /// after `step`'s: the store may have moved in between, forward (a
+    /// compaction) or back (a Postgres crash that lost asynchronous
+    /// applies, which the log replays). So the read brings the revisions
+    /// it saw, and the window ends at the read's current revision when
+    /// that is below `to`: revisions the read did not see are read again
+    /// later, never skipped. Each change carries what the server sends
+    /// beside it (the previous version, for `prev_kv`).
+    pub fn take<T>(&mut self, from: Revision, to: Revision, read: WindowRead<T>) -> Taken<T> {
         assert_eq!(
             from, self.next_revision,
             "a watch took a window that does not start where it stopped"
         );
+        if from < read.revisions.compacted {
+            return Taken::Compacted(read.revisions.compacted);
+        }
+        let to = to.min(read.revisions.current);
         assert!(
-            changes
+            read.changes
                 .iter()
-                .all(|change| (from..=to).contains(&change.revision)
+                .all(|(change, _)| (from..=to).contains(&change.revision)
                     && self.range.contains(&change.key)),
             "a watch took changes outside its window or range"
         );
-        self.next_revision = to + 1;
-        changes
-            .into_iter()
-            .filter(|change| match change.kv {
-                Some(_) => !self.no_put,
-                None => !self.no_delete,
-            })
-            .collect()
+        self.next_revision = self.next_revision.max(to + 1);
+        Taken::Changes(
+            read.changes
+                .into_iter()
+                .filter(|(change, _)| match change.kv {
+                    Some(_) => !self.no_put,
+                    None => !self.no_delete,
+                })
+                .collect(),
+        )
     }
+}
+
+/// One read of a window of history: the store's revisions as the read saw
+/// them, and every change to the watched range in the window (up to the
+/// read's current revision), in (revision, sub) order, each with what the
+/// server sends beside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowRead<T> {
+    /// The store's revisions, read by the same statement as the changes.
+    pub revisions: Revisions,
+    /// The changes.
+    pub changes: Vec<(Event, T)>,
+}
+
+/// What a window read gives the watch's client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Taken<T> {
+    /// The changes to send (perhaps none), in order.
+    Changes(Vec<(Event, T)>),
+    /// The window was compacted before it was read: the watch ends,
+    /// telling the client the compaction point.
+    Compacted(Revision),
 }
 
 #[cfg(test)]
@@ -126,21 +159,14 @@ mod tests {
                 Step::Wait => return Ok(sent),
                 Step::Compacted(revision) => return Err(revision),
                 Step::Read { from, to } => {
-                    let changes = store
-                        .history()
-                        .into_iter()
-                        .filter(|change| {
-                            (from..=to).contains(&change.revision)
-                                && watch.range.contains(&change.key)
-                        })
-                        .cloned()
-                        .collect();
-                    sent.extend(
-                        watch
-                            .take(from, to, changes)
-                            .into_iter()
-                            .map(|change| (change.revision, change.key)),
-                    );
+                    match watch.take(from, to, store.read_window(&watch.range.clone(), from, to)) {
+                        Taken::Compacted(revision) => return Err(revision),
+                        Taken::Changes(changes) => sent.extend(
+                            changes
+                                .into_iter()
+                                .map(|(change, ())| (change.revision, change.key)),
+                        ),
+                    }
                 }
             }
         }
@@ -196,6 +222,53 @@ mod tests {
         assert_eq!(
             drain(&mut at, &store).expect("at the compaction point"),
             vec![(4, b"k".to_vec()), (5, b"k".to_vec()), (6, b"k".to_vec())]
+        );
+    }
+
+    #[test]
+    fn a_window_read_after_the_store_moved_sends_only_what_it_saw() {
+        let mut store = MvccStore::default();
+        for _ in 0..3 {
+            put(&mut store, "k");
+        }
+        let mut watch = Watch::new(KeyRange::single("k"), 2, store.revisions());
+        let Step::Read { from, to } = watch.step(store.revisions()) else {
+            panic!("the history holds revisions 2 to 4");
+        };
+        assert_eq!((from, to), (2, 4));
+        // The store lost revision 4 (asynchronous applies lost in a
+        // crash) before the window was read: 4 is read again once the log
+        // replays it, not skipped.
+        let mut behind = MvccStore::default();
+        for _ in 0..2 {
+            put(&mut behind, "k");
+        }
+        let Taken::Changes(sent) =
+            watch.take(from, to, behind.read_window(&watch.range.clone(), from, to))
+        else {
+            panic!("nothing compacted");
+        };
+        assert_eq!(
+            sent.iter()
+                .map(|(change, ())| change.revision)
+                .collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(watch.next_revision, 4);
+        assert_eq!(drain(&mut watch, &store), Ok(vec![(4, b"k".to_vec())]));
+        // A compaction between the step and the read ends the watch.
+        let mut late = Watch::new(KeyRange::single("k"), 2, store.revisions());
+        let Step::Read { from, to } = late.step(store.revisions()) else {
+            panic!("the history holds revisions 2 to 4");
+        };
+        store.apply(&Command::Compact(3));
+        assert_eq!(
+            late.take(
+                from,
+                to,
+                store.read_window(&KeyRange::single("k"), from, to)
+            ),
+            Taken::Compacted(3)
         );
     }
 }

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::header;
-use crate::mvcc::watch::{Step, Watch};
+use crate::mvcc::watch::{Step, Taken, Watch, WindowRead};
 use crate::mvcc::{Event, KeyRange, KeyValue, Revisions};
 use crate::server::kv::KvStateMachine;
 use crate::server::services::{database_error, Shared};
@@ -224,28 +224,30 @@ impl WatchStream {
                     Step::Read { from, to } => {
                         let prev_kv = served.prev_kv;
                         let range = served.watch.range.clone();
-                        let changes = match self.read_window(&range, from, to, prev_kv).await? {
-                            Window::Changes(changes) => changes,
-                            Window::Compacted(compact_revision) => {
+                        let read = self.read_window(&range, from, to, prev_kv).await?;
+                        let served = self.watches.get_mut(&id).expect("still watched");
+                        match served.watch.take(from, to, read) {
+                            Taken::Compacted(compact_revision) => {
                                 self.watches.remove(&id);
                                 self.send(compacted(&self.shared, id, revisions, compact_revision))
                                     .await?;
                                 break;
                             }
-                        };
-                        let served = self.watches.get_mut(&id).expect("still watched");
-                        let (events, previous): (Vec<Event>, Vec<Option<KeyValue>>) =
-                            changes.into_iter().unzip();
-                        let kept = served.watch.take(from, to, events.clone());
-                        let events = pair_previous(events, previous, kept);
-                        if !events.is_empty() {
-                            self.send(etcd::WatchResponse {
-                                header: header(&self.shared, to),
-                                watch_id: id,
-                                events,
-                                ..etcd::WatchResponse::default()
-                            })
-                            .await?;
+                            Taken::Changes(changes) if changes.is_empty() => {}
+                            Taken::Changes(changes) => {
+                                let through = served.watch.next_revision - 1;
+                                let events = changes
+                                    .into_iter()
+                                    .map(|(event, previous)| wire_event(event, previous))
+                                    .collect();
+                                self.send(etcd::WatchResponse {
+                                    header: header(&self.shared, through),
+                                    watch_id: id,
+                                    events,
+                                    ..etcd::WatchResponse::default()
+                                })
+                                .await?;
+                            }
                         }
                     }
                 }
@@ -311,15 +313,16 @@ impl WatchStream {
 
     /// The changes to `range` in `from..=to`, each with the key's previous
     /// version when `prev_kv` (and it is still in the history), read in one
-    /// statement with the compaction point: when that moved past `from`,
-    /// the window may have lost changes and the watch must end.
+    /// statement with the store's revisions, which [`Watch::take`] weighs
+    /// (the store may have moved since the revisions the window was asked
+    /// from).
     async fn read_window(
         &self,
         range: &KeyRange,
         from: i64,
         to: i64,
         prev_kv: bool,
-    ) -> Result<Window, End> {
+    ) -> Result<WindowRead<Option<KeyValue>>, End> {
         let client = self.client().await?;
         let end = range.end_exclusive();
         let rows = client
@@ -335,10 +338,10 @@ impl WatchStream {
             )
             .await
             .map_err(|error| End::Failed(Status::from(database_error(error))))?;
-        let compacted: i64 = rows.first().map_or(0, |row| row.get(0));
-        if from < compacted {
-            return Ok(Window::Compacted(compacted));
-        }
+        let revisions = rows.first().map_or(Revisions::default(), |row| Revisions {
+            compacted: row.get(0),
+            current: row.get(13),
+        });
         let changes = rows
             .iter()
             .filter(|row| row.get::<_, Option<i64>>(1).is_some())
@@ -372,24 +375,19 @@ impl WatchStream {
                 (event, previous)
             })
             .collect();
-        Ok(Window::Changes(changes))
+        Ok(WindowRead { revisions, changes })
     }
 }
 
-enum Window {
-    Changes(Vec<(Event, Option<KeyValue>)>),
-    Compacted(i64),
-}
-
-/// The compaction point and the changes to a range in a window of
+/// The store's revisions and the changes to a range in a window of
 /// revisions, in (revision, sub) order, each with the key's previous
 /// version (when `$5` asks for it and it is a put still in the history).
 const SELECT_WINDOW: &str = "
     SELECT state.compact_revision, change.revision, change.sub, change.key, change.value,
            change.create_revision, change.version, change.lease,
            previous.value, previous.create_revision, previous.revision, previous.version,
-           previous.lease
-    FROM (SELECT compact_revision FROM raftgres_kv_revision LIMIT 1) AS state
+           previous.lease, state.revision
+    FROM (SELECT compact_revision, revision FROM raftgres_kv_revision LIMIT 1) AS state
     LEFT JOIN raftgres_kv_history AS change
         ON change.revision BETWEEN $3 AND $4
        AND change.key >= $1 AND ($2::bytea IS NULL OR change.key < $2)
@@ -399,27 +397,6 @@ const SELECT_WINDOW: &str = "
           AND (earlier.revision, earlier.sub) < (change.revision, change.sub)
         ORDER BY earlier.revision DESC, earlier.sub DESC LIMIT 1) AS previous ON true
     ORDER BY change.revision, change.sub";
-
-/// The wire events of `kept` (the changes of `events` the watch kept, in
-/// order), each with its previous version.
-fn pair_previous(
-    events: Vec<Event>,
-    previous: Vec<Option<KeyValue>>,
-    kept: Vec<Event>,
-) -> Vec<mvccpb::Event> {
-    let mut kept = kept.into_iter().peekable();
-    events
-        .into_iter()
-        .zip(previous)
-        .filter_map(|(event, previous)| {
-            if kept.peek() != Some(&event) {
-                return None;
-            }
-            kept.next();
-            Some(wire_event(event, previous))
-        })
-        .collect()
-}
 
 fn wire_event(event: Event, previous: Option<KeyValue>) -> mvccpb::Event {
     use mvccpb::event::EventType;
