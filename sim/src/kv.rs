@@ -442,8 +442,9 @@ impl KvStore {
     }
 
     /// Applies one committed entry, the next after the applied index, and
-    /// returns what the proposing client is told and what happened.
-    pub fn apply(&mut self, entry: &Entry) -> (ApplyOutcome, Applied) {
+    /// returns what the proposing client is told, what happened, and the
+    /// changes it made to the keys (the history's new events, in order).
+    pub fn apply(&mut self, entry: &Entry) -> (ApplyOutcome, Applied, Vec<Event>) {
         assert_eq!(
             entry.index,
             self.applied_index.next(),
@@ -459,7 +460,7 @@ impl KvStore {
             revision: self.mvcc.revisions().current,
         };
         let EntryPayload::Command(bytes) = &entry.payload else {
-            return (ApplyOutcome::Response(Vec::new()), applied);
+            return (ApplyOutcome::Response(Vec::new()), applied, Vec::new());
         };
         let envelope = decode(bytes).expect("the simulator only proposes encoded commands");
         applied.envelope = Some(envelope);
@@ -470,18 +471,18 @@ impl KvStore {
                         response: last.output.to_bytes(),
                         first_index: last.index,
                     };
-                    return (outcome, applied);
+                    return (outcome, applied, Vec::new());
                 }
                 if envelope.sequence < last.sequence {
                     let reason = format!(
                         "sequence {} of client {} is older than its latest applied sequence {}",
                         envelope.sequence, envelope.client_id, last.sequence
                     );
-                    return (ApplyOutcome::Refused(reason), applied);
+                    return (ApplyOutcome::Refused(reason), applied, Vec::new());
                 }
             }
         }
-        let output = self.execute(envelope.command, entry.index);
+        let (output, changes) = self.execute(envelope.command, entry.index);
         if envelope.client_id != 0 {
             let session = Session {
                 sequence: envelope.sequence,
@@ -493,15 +494,15 @@ impl KvStore {
         applied.fresh = true;
         applied.output = Some(output);
         applied.revision = self.mvcc.revisions().current;
-        (ApplyOutcome::Response(output.to_bytes()), applied)
+        (ApplyOutcome::Response(output.to_bytes()), applied, changes)
     }
 
     /// Runs `command` through the product's MVCC rules. A refusal other
     /// than a compaction's or a lease's cannot happen to the simulator's
     /// commands (no kept values): one is a broken invariant.
-    fn execute(&mut self, command: Command, index: LogIndex) -> CommandOutput {
+    fn execute(&mut self, command: Command, index: LogIndex) -> (CommandOutput, Vec<Event>) {
         let Some(applied) = to_mvcc(command) else {
-            return CommandOutput::Done;
+            return (CommandOutput::Done, Vec::new());
         };
         let (outcome, changes) = self.mvcc.apply(&applied);
         for change in &changes {
@@ -510,7 +511,7 @@ impl KvStore {
         if matches!(outcome.result, Ok(Answer::Compacted)) {
             self.history_digest = history_digest(&self.mvcc);
         }
-        match (command, outcome.result) {
+        let output = match (command, outcome.result) {
             (Command::Put { .. }, Ok(Answer::Op(ResponseOp::Put(_)))) => CommandOutput::Done,
             (Command::Put { .. }, Err(KvError::LeaseNotFound)) => CommandOutput::LeaseNotFound,
             (Command::CompareAndSwap { .. }, Ok(Answer::Op(ResponseOp::Txn(txn)))) => {
@@ -538,7 +539,8 @@ impl KvStore {
             (command, result) => {
                 panic!("the store answered {command:?} at index {index} with {result:?}")
             }
-        }
+        };
+        (output, changes)
     }
 
     /// Forgets the sessions last used before `index`.
@@ -1081,7 +1083,7 @@ mod tests {
     #[test]
     fn compare_and_swap_swaps_only_on_the_expected_value_and_snapshots_restore() {
         let mut store = KvStore::default();
-        let (outcome, _) = store.apply(&entry(
+        let (outcome, _, _) = store.apply(&entry(
             1,
             envelope(
                 0,
@@ -1102,14 +1104,14 @@ mod tests {
             expected: 11,
             new: 12,
         };
-        let (_, applied) = store.apply(&entry(2, envelope(5, 1, failed)));
+        let (_, applied, _) = store.apply(&entry(2, envelope(5, 1, failed)));
         assert_eq!(applied.output, Some(CommandOutput::Swapped(false)));
         let swapped = Command::CompareAndSwap {
             key: 1,
             expected: 10,
             new: 13,
         };
-        let (_, applied) = store.apply(&entry(3, envelope(5, 2, swapped)));
+        let (_, applied, _) = store.apply(&entry(3, envelope(5, 2, swapped)));
         assert_eq!(applied.output, Some(CommandOutput::Swapped(true)));
         assert_eq!(store.get(1), 13);
         assert_eq!(KvStore::from_bytes(&store.to_bytes()), Ok(store));
@@ -1127,8 +1129,16 @@ mod tests {
                 lease: 0,
             },
         );
-        let (_, first) = store.apply(&entry(1, put));
+        let (_, first, changes) = store.apply(&entry(1, put));
         assert!(first.fresh);
+        assert_eq!(
+            changes
+                .iter()
+                .map(|change| change.revision)
+                .collect::<Vec<_>>(),
+            vec![first.revision],
+            "the put's one change, at its revision"
+        );
         store.apply(&entry(
             2,
             envelope(
@@ -1141,8 +1151,9 @@ mod tests {
                 },
             ),
         ));
-        let (outcome, again) = store.apply(&entry(3, put));
+        let (outcome, again, changes) = store.apply(&entry(3, put));
         assert!(!again.fresh);
+        assert!(changes.is_empty(), "a repeat changes nothing");
         assert_eq!(
             outcome,
             ApplyOutcome::Repeated {
@@ -1151,10 +1162,10 @@ mod tests {
             }
         );
         assert_eq!(store.get(1), 11, "the retry changed nothing");
-        let (outcome, _) = store.apply(&entry(4, envelope(9, 0, Command::Probe)));
+        let (outcome, _, _) = store.apply(&entry(4, envelope(9, 0, Command::Probe)));
         assert!(matches!(outcome, ApplyOutcome::Refused(_)), "{outcome:?}");
         store.expire_sessions_before(LogIndex(2));
-        let (_, after_expiry) = store.apply(&entry(5, put));
+        let (_, after_expiry, _) = store.apply(&entry(5, put));
         assert!(after_expiry.fresh, "an expired session forgets the command");
     }
 
@@ -1230,12 +1241,13 @@ mod tests {
             .collect();
         assert_eq!(kept, vec![3, 4, 5, 6]);
         let mut refused = store.clone();
-        let (_, again) = refused.apply(&entry(8, envelope(0, 0, Command::Compact { revision: 4 })));
+        let (_, again, _) =
+            refused.apply(&entry(8, envelope(0, 0, Command::Compact { revision: 4 })));
         assert_eq!(
             again.output,
             Some(CommandOutput::Compaction(Err(CompactionRefused::Compacted)))
         );
-        let (_, future) =
+        let (_, future, _) =
             refused.apply(&entry(9, envelope(0, 0, Command::Compact { revision: 7 })));
         assert_eq!(
             future.output,
@@ -1397,7 +1409,7 @@ mod tests {
         let mut store = store_with_leases();
         assert_eq!(store.revisions().current, 5, "grants change no revision");
         assert_eq!(store.leases(), &BTreeMap::from([(5, 2), (6, 3)]));
-        let (_, applied) = store.apply(&entry(
+        let (_, applied, _) = store.apply(&entry(
             7,
             envelope(
                 0,
@@ -1411,23 +1423,26 @@ mod tests {
         ));
         assert_eq!(applied.output, Some(CommandOutput::LeaseNotFound));
         assert_eq!((store.get(2), store.revisions().current), (20, 5));
-        let (_, applied) = store.apply(&entry(
+        let (_, applied, _) = store.apply(&entry(
             8,
             envelope(0, 0, Command::LeaseGrant { id: 5, ttl: 9 }),
         ));
         assert_eq!(applied.output, Some(CommandOutput::LeaseGrant(false)));
-        let (_, applied) = store.apply(&entry(9, envelope(0, 0, Command::LeaseRevoke { id: 5 })));
+        let (_, applied, _) =
+            store.apply(&entry(9, envelope(0, 0, Command::LeaseRevoke { id: 5 })));
         assert_eq!(applied.output, Some(CommandOutput::LeaseRevoke(Some(true))));
         assert_eq!(applied.revision, 6);
         assert_eq!(store.values(), BTreeMap::from([(2, 20), (3, 30)]));
         assert_eq!(store.leases(), &BTreeMap::from([(6, 3)]));
-        let (_, applied) = store.apply(&entry(10, envelope(0, 0, Command::LeaseRevoke { id: 5 })));
+        let (_, applied, _) =
+            store.apply(&entry(10, envelope(0, 0, Command::LeaseRevoke { id: 5 })));
         assert_eq!(applied.output, Some(CommandOutput::LeaseRevoke(None)));
         store.apply(&entry(
             11,
             envelope(0, 0, Command::LeaseGrant { id: 7, ttl: 1 }),
         ));
-        let (_, applied) = store.apply(&entry(12, envelope(0, 0, Command::LeaseRevoke { id: 7 })));
+        let (_, applied, _) =
+            store.apply(&entry(12, envelope(0, 0, Command::LeaseRevoke { id: 7 })));
         assert_eq!(
             applied.output,
             Some(CommandOutput::LeaseRevoke(Some(false)))

@@ -50,6 +50,7 @@ mod steps;
 pub mod store;
 pub mod sweep;
 pub mod trace;
+mod watches;
 pub mod world;
 
 /// The names of the planted bugs this build can enable (empty without the

@@ -172,6 +172,7 @@ impl World {
     }
 
     pub(crate) fn check_end_of_run(&mut self) {
+        self.check_watches_caught_up();
         let result = self.idle_traffic.check();
         self.check("idle_traffic", result);
         let window = self.config.ticks.saturating_sub(self.fault_end);

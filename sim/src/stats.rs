@@ -109,6 +109,10 @@ pub struct RunStats {
     /// lessors' revokes applied (on any node), and `lease_expiry`'s
     /// liveness checks.
     pub leases: [u64; 4],
+    /// Worlds that ran the watch client, windows of changes sent to its
+    /// watches, changes `watch_order` checked in them, and watches told
+    /// their revision was compacted.
+    pub watches: [u64; 4],
     /// Compactions refused: at or below the compaction point, beyond the
     /// current revision.
     pub history_compactions_refused: [u64; 2],
@@ -157,6 +161,9 @@ impl AddAssign for RunStats {
         self.snapshots_installed += stats.snapshots_installed;
         self.history_compactions += stats.history_compactions;
         for (total, count) in self.leases.iter_mut().zip(stats.leases) {
+            *total += count;
+        }
+        for (total, count) in self.watches.iter_mut().zip(stats.watches) {
             *total += count;
         }
         for (total, count) in self
@@ -212,6 +219,10 @@ impl RunStats {
             (
                 "lease keep-alives answered, lessors' revokes applied and lease expiries checked",
                 self.leases.iter().all(|count| *count > 0),
+            ),
+            (
+                "watch windows sent, changes checked and compactions told",
+                self.watches.iter().all(|count| *count > 0),
             ),
             (
                 "history compactions done, refused as compacted, refused as future",

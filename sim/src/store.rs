@@ -25,6 +25,7 @@
 //! process alone, everything committed stays.
 
 use raftgres::core::{DurableState, Entry, HardState, LogIndex, Membership, SnapshotMeta, Term};
+use raftgres::mvcc::Event;
 use raftgres::pipeline::sessions::{apply_segments, ApplySegment};
 use raftgres::pipeline::{
     ApplyBatch, ApplyDone, ApplyOutcome, ChunkRead, ReadChunk, StageJob, StagedTransfer, WriteJob,
@@ -101,6 +102,8 @@ pub struct ApplyReport {
     pub applied: Vec<(Entry, Applied)>,
     /// The rows' digest after each segment: (applied index, digest).
     pub digests: Vec<(LogIndex, u64)>,
+    /// The changes those entries made to the keys, in order.
+    pub changes: Vec<Event>,
 }
 
 impl Store {
@@ -229,6 +232,7 @@ impl Store {
             },
             applied: Vec::new(),
             digests: Vec::new(),
+            changes: Vec::new(),
         };
         for segment in self.segments(first_index, last.index, settings) {
             for index in segment.indexes.clone() {
@@ -242,7 +246,8 @@ impl Store {
                     continue;
                 }
                 self.keep_flushed_copy_before(entry);
-                let (outcome, applied) = self.state_machine.apply(entry);
+                let (outcome, applied, changes) = self.state_machine.apply(entry);
+                report.changes.extend(changes);
                 report
                     .done
                     .outcomes

@@ -242,6 +242,13 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
             )
         ),
         format!(
+            "  watch worlds               {:>14}",
+            format!(
+                "{} ({} windows, {} changes checked, {} compacted)",
+                totals.watches[0], totals.watches[1], totals.watches[2], totals.watches[3]
+            )
+        ),
+        format!(
             "  longest history kept       {:>14}",
             totals.history_changes_max
         ),

@@ -187,6 +187,8 @@ pub struct World {
     pub(crate) quorum_contact: crate::checkers::check_quorum::QuorumContact,
     /// The lessors, the lease client and `lease_expiry`.
     pub(crate) leases: crate::leases::Leases,
+    /// The watch client and `watch_order`.
+    pub(crate) watches: crate::watches::Watches,
     /// The first violation; the run stops at it.
     pub violation: Option<Violation>,
     /// Counters.
@@ -246,6 +248,12 @@ impl World {
         let leases = crate::leases::Leases::new(config.faults == "swarm", rng_stream(seed, 10));
         let mut stats = RunStats::default();
         stats.leases[0] = u64::from(leases.enabled());
+        let watches = crate::watches::Watches::new(
+            config.faults == "swarm",
+            config.keys,
+            rng_stream(seed, 11),
+        );
+        stats.watches[0] = u64::from(watches.enabled());
         let apply_settings = ApplySettings {
             asynchronous_commit: profile.apply_async_commit,
             session_expiry_entries: profile.session_expiry_entries,
@@ -326,6 +334,7 @@ impl World {
             history_operation_ids: Vec::new(),
             first_applies: BTreeMap::new(),
             leases,
+            watches,
             stamp: 0,
             next_operation_id: 1,
             next_value: 1,
@@ -521,6 +530,9 @@ impl World {
         if self.leases.enabled() {
             self.run_lease_client();
             self.run_lessors();
+        }
+        if self.watches.enabled() {
+            self.run_watches();
         }
         self.run_liveness_probe();
         self.now += 1;
