@@ -93,14 +93,14 @@ fn a_detached_dev_cluster_is_driven_node_by_node() {
             );
             let config = raftgres::server::NodeConfig::from_file(&dir.join("node-2.toml")).unwrap();
             let metrics = config.metrics_addr.expect("a dev node serves metrics");
-            metrics_port_holder = Some(std::net::TcpListener::bind(metrics).unwrap());
+            metrics_port_holder = Some((metrics, hold_port(metrics)));
         }
     }
-    let held = metrics_port_holder.expect("node 2 was stopped");
+    let (held, _holder) = metrics_port_holder.expect("node 2 was stopped");
     let config = raftgres::server::NodeConfig::from_file(&dir.join("node-2.toml")).unwrap();
     assert_ne!(
         config.metrics_addr,
-        Some(held.local_addr().unwrap()),
+        Some(held),
         "node 2's metrics endpoint moved off the taken port"
     );
     let status = wait_for_status(&dir, 3, 2);
@@ -248,4 +248,23 @@ async fn members_are_listed_added_and_removed_from_the_command_line() {
     );
     cluster.forget_node(id).await.expect("forget node 4");
     cluster.wait_leader().await;
+}
+
+/// Takes `address` for this test: the stopped node's socket may take a
+/// moment to close. `None` when another process keeps it for 10 s (it is
+/// taken either way, which is what the test needs).
+fn hold_port(address: std::net::SocketAddr) -> Option<std::net::TcpListener> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match std::net::TcpListener::bind(address) {
+            Ok(listener) => return Some(listener),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                if std::time::Instant::now() >= deadline {
+                    return None;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(error) => panic!("binding {address}: {error}"),
+        }
+    }
 }
