@@ -96,6 +96,7 @@ async fn state_machine_changes_commit_with_the_applied_index() {
     let apply = store
         .begin_apply(ApplyOptions {
             synchronous_commit_off: true,
+            ..ApplyOptions::default()
         })
         .await
         .unwrap();
@@ -121,6 +122,7 @@ async fn state_machine_changes_commit_with_the_applied_index() {
     let apply = store
         .begin_apply(ApplyOptions {
             synchronous_commit_off: true,
+            ..ApplyOptions::default()
         })
         .await
         .unwrap();
@@ -321,6 +323,102 @@ async fn the_applier_connection_cannot_append() {
     store.close().await;
 }
 
+/// An apply that names its applied position as it begins records it with
+/// its first statements; the SQL guard still refuses a regression the
+/// cached bounds could not see, and a transaction that moved the position
+/// cannot commit as unchanged.
+#[tokio::test]
+async fn the_applied_position_rides_the_first_statements() {
+    let database = TestDatabase::create().await.unwrap();
+    let mut store = PgStore::open(database.store_config("cluster", 1))
+        .await
+        .unwrap();
+    store
+        .append(AppendBatch {
+            hard_state: Some(HardState {
+                term: 1,
+                voted_for: None,
+            }),
+            entries: entries(1..=4, 1),
+        })
+        .await
+        .unwrap();
+    let through = |index| ApplyOptions {
+        applying_through: Some(AppliedState { index, term: 1 }),
+        ..ApplyOptions::default()
+    };
+    let client = database.client().await.unwrap();
+    let stored_applied = || async {
+        client
+            .query_one("SELECT applied_index FROM raftgres_applied", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    client
+        .batch_execute("CREATE TABLE kv (key text PRIMARY KEY)")
+        .await
+        .unwrap();
+
+    let apply = store.begin_apply(through(2)).await.unwrap();
+    assert_eq!(apply.applied_before().index, 0, "read before the update");
+    apply
+        .transaction()
+        .execute("INSERT INTO kv VALUES ('a')", &[])
+        .await
+        .unwrap();
+    apply
+        .commit(AppliedState { index: 2, term: 1 })
+        .await
+        .unwrap();
+    assert_eq!(stored_applied().await, 2);
+
+    // The applier moves the position to 3 behind the store's cache.
+    let mut applier = PgApplier::open(database.store_config("cluster", 1))
+        .await
+        .unwrap();
+    let apply = applier.begin_apply(through(3)).await.unwrap();
+    apply
+        .commit(AppliedState { index: 3, term: 1 })
+        .await
+        .unwrap();
+    applier.close().await;
+    let apply = store.begin_apply(through(3)).await.unwrap();
+    assert_eq!(apply.applied_before().index, 3);
+    apply
+        .transaction()
+        .execute("INSERT INTO kv VALUES ('b')", &[])
+        .await
+        .unwrap();
+    let error = apply
+        .commit(AppliedState { index: 3, term: 1 })
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Regression { .. }), "{error}");
+
+    let apply = store.begin_apply(through(4)).await.unwrap();
+    let error = apply.commit_unchanged().await.unwrap_err();
+    assert!(matches!(error, StoreError::InvalidBatch { .. }), "{error}");
+    assert_eq!(stored_applied().await, 3, "the recorded move rolled back");
+
+    // After the refusals, the same position commits.
+    let apply = store.begin_apply(through(4)).await.unwrap();
+    apply
+        .commit(AppliedState { index: 4, term: 1 })
+        .await
+        .unwrap();
+    assert_eq!(stored_applied().await, 4);
+    let keys: Vec<String> = client
+        .query("SELECT key FROM kv ORDER BY key", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(keys, ["a"], "the refused apply's row rolled back");
+    store.close().await;
+}
+
 #[tokio::test]
 async fn snapshot_restore_commits_with_the_snapshot_marker() {
     let database = TestDatabase::create().await.unwrap();
@@ -341,6 +439,7 @@ async fn snapshot_restore_commits_with_the_snapshot_marker() {
     let apply = store
         .begin_apply(ApplyOptions {
             synchronous_commit_off: true,
+            ..ApplyOptions::default()
         })
         .await
         .unwrap();
@@ -559,6 +658,7 @@ async fn applier_applies_on_its_own_fenced_connection() {
     let apply = applier
         .begin_apply(ApplyOptions {
             synchronous_commit_off: true,
+            ..ApplyOptions::default()
         })
         .await
         .unwrap();

@@ -260,11 +260,7 @@ pub(crate) async fn install_staged<S: StateMachine>(
 ) -> Result<(), StoreError> {
     use wire::snapshot_page::Part;
     let meta = snapshot.meta;
-    let transaction = store
-        .begin_apply(ApplyOptions {
-            synchronous_commit_off: false,
-        })
-        .await?;
+    let transaction = store.begin_apply(ApplyOptions::default()).await?;
     let header = transaction.staged_header().await?;
     let applied = transaction.applied_before();
     let header = match header {

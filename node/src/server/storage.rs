@@ -147,6 +147,7 @@ async fn write<S: StateMachine>(
         Some(apply) => {
             let options = ApplyOptions {
                 synchronous_commit_off: false,
+                applying_through: Some(applying_through(apply)),
             };
             let transaction = store.begin_apply_appending(options, &batch).await?;
             Some(apply_in(transaction, state_machine, settings, apply).await?)
@@ -221,9 +222,21 @@ async fn apply_batch<S: StateMachine>(
 ) -> Result<ApplyDone, StoreError> {
     let options = ApplyOptions {
         synchronous_commit_off: settings.asynchronous_commit,
+        applying_through: Some(applying_through(batch)),
     };
     let transaction = applier.begin_apply(options).await?;
     apply_in(transaction, state_machine, settings, batch).await
+}
+
+/// The applied position an apply of `batch` commits: its last entry's.
+/// Told to the transaction as it begins, so that the position's update
+/// rides its first round trip.
+fn applying_through(batch: &ApplyBatch) -> AppliedState {
+    let last = batch.entries.last().expect("apply batches are never empty");
+    AppliedState {
+        index: last.index.0,
+        term: last.term.0,
+    }
 }
 
 /// Applies `batch` in `transaction` (which may have appended to the log
@@ -286,12 +299,7 @@ async fn apply_in<S: StateMachine>(
     )
     .await
     .map_err(|error| StoreError::from_postgres("applying committed entries", error))?;
-    transaction
-        .commit(AppliedState {
-            index: last.index.0,
-            term: last.term.0,
-        })
-        .await?;
+    transaction.commit(applying_through(batch)).await?;
     Ok(ApplyDone {
         applied: last.index,
         outcomes,

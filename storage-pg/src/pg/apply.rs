@@ -23,6 +23,12 @@ pub struct ApplyOptions {
     /// last few applies, which are then replayed. Never used for snapshot
     /// installation, which deletes log entries.
     pub synchronous_commit_off: bool,
+    /// The applied position the transaction will commit, when the caller
+    /// knows it before it starts: its update is then sent with the
+    /// transaction's first statements instead of before the COMMIT, one
+    /// round trip less. [`ApplyTransaction::commit`] must be given the
+    /// same position (another one is recorded at commit, as without this).
+    pub applying_through: Option<AppliedState>,
 }
 
 /// Which connection a transaction runs on.
@@ -49,6 +55,10 @@ pub struct ApplyTransaction<'a> {
     /// What an append in this transaction changes in the cached bounds
     /// once it commits: the last index and the hard state.
     appended: Option<(Option<u64>, Option<HardState>)>,
+    /// The applied position recorded with the first statements, and the
+    /// rows its update changed (0: the stored position was at or beyond
+    /// it).
+    recorded: Option<(AppliedState, u64)>,
 }
 
 /// Begins an apply transaction; with `append`, the log append is sent
@@ -95,6 +105,21 @@ pub(super) async fn begin<'a>(
     // commit whose outcome was unknown, this is the truth about what was
     // applied.
     let parameters = append.map(AppendParameters::of);
+    // Recorded up front only when the cached position allows it; otherwise
+    // `commit` records it (and refuses a regression) as it always did.
+    let recording = options
+        .applying_through
+        .filter(|applied| store::check_applied(bounds, applied).is_ok());
+    let record = async {
+        let Some(applied) = recording else {
+            return Ok(None);
+        };
+        let parameters = [applied.index as i64, applied.term as i64];
+        transaction
+            .execute(&statements.set_applied, &[&parameters[0], &parameters[1]])
+            .await
+            .map(|rows| Some((applied, rows)))
+    };
     let appending = async {
         let (Some(batch), Some(parameters)) = (append, &parameters) else {
             return Ok(());
@@ -107,10 +132,13 @@ pub(super) async fn begin<'a>(
             Err(error) => Err(AppendFailure::Rejected(error)),
         }
     };
-    let (configured, locked, appended) = futures::join!(
+    // In this order on the wire: the lock reads the applied position
+    // before the update moves it.
+    let (configured, locked, appended, recorded) = futures::join!(
         transaction.batch_execute(setting),
         transaction.query_one(&statements.lock_applied, &[]),
-        appending
+        appending,
+        record
     );
     let row = match configured.and(locked) {
         Ok(row) => row,
@@ -126,6 +154,14 @@ pub(super) async fn begin<'a>(
         *broken = error.is_retriable();
         return Err(error);
     }
+    let recorded = match recorded {
+        Ok(recorded) => recorded,
+        Err(error) => {
+            let error = map(error);
+            *broken = error.is_retriable();
+            return Err(error);
+        }
+    };
     bounds.applied = AppliedState {
         index: to_u64(row.get(0), "applied index")?,
         term: to_u64(row.get(1), "applied term")?,
@@ -144,6 +180,7 @@ pub(super) async fn begin<'a>(
             let last_index = batch.entries.last().map(|entry| entry.index);
             (last_index, batch.hard_state)
         }),
+        recorded,
     })
 }
 
@@ -260,15 +297,19 @@ impl<'a> ApplyTransaction<'a> {
     /// again in SQL). On a retriable error the outcome may be unknown: the
     /// caller reloads the applied position after reconnecting and replays.
     pub async fn commit(self, applied: AppliedState) -> Result<(), StoreError> {
-        store::check_applied(self.bounds, &applied)?;
-        let parameters = [applied.index as i64, applied.term as i64];
-        let result = self
-            .transaction
-            .execute(
-                &self.statements.set_applied,
-                &[&parameters[0], &parameters[1]],
-            )
-            .await;
+        let result = match self.recorded {
+            Some((recorded, rows)) if recorded == applied => Ok(rows),
+            _ => {
+                store::check_applied(self.bounds, &applied)?;
+                let parameters = [applied.index as i64, applied.term as i64];
+                self.transaction
+                    .execute(
+                        &self.statements.set_applied,
+                        &[&parameters[0], &parameters[1]],
+                    )
+                    .await
+            }
+        };
         let current = self.bounds.applied.index;
         let appended = self.appended;
         self.finish(result, "applied index", current, applied.index, |bounds| {
@@ -283,6 +324,16 @@ impl<'a> ApplyTransaction<'a> {
     /// appended nothing. The state machine's statements must have changed
     /// nothing.
     pub async fn commit_unchanged(self) -> Result<(), StoreError> {
+        if let Some((recorded, _)) = self.recorded.filter(|(_, rows)| *rows > 0) {
+            // The first statements moved the applied position: committing
+            // that without the state machine's changes would skip entries.
+            let reason = format!(
+                "the transaction recorded applied index {} but commits no change",
+                recorded.index
+            );
+            let _ = self.rollback().await;
+            return Err(StoreError::InvalidBatch { reason });
+        }
         if self.appended.is_none() {
             return self.rollback().await;
         }
