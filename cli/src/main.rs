@@ -16,6 +16,12 @@
 //! any error.
 #![forbid(unsafe_code)]
 
+/// The node allocates and frees per request and per entry (gRPC frames,
+/// protobuf messages, SQL parameters); mimalloc does that with less CPU
+/// than the system allocator (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod dev;
 mod member;
