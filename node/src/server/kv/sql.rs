@@ -179,11 +179,19 @@ pub(super) const PREFETCH_FUNCTION: &str = "
         SELECT 0::smallint, NULL::bytea, NULL::bytea, revision, compact_revision,
                NULL::bigint, NULL::bigint, NULL::bigint
         FROM raftgres_kv_revision;
+        -- One index range scan per wanted range. As a plain join, the
+        -- generic plan the function settles on after a few calls guesses
+        -- ten ranges of a ninth of the table each and scans the whole
+        -- table for every range: 1.5 s for 3,000 keys of a 10,000-key
+        -- table instead of 10 ms. OFFSET 0 keeps the subquery from being
+        -- flattened into that join.
         RETURN QUERY
         SELECT 1::smallint, kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version,
                kv.lease, kv.mod_index
         FROM unnest(lows, highs) AS wanted(low, high)
-        JOIN raftgres_kv AS kv ON kv.key >= wanted.low AND kv.key < wanted.high;
+        CROSS JOIN LATERAL (
+            SELECT * FROM raftgres_kv AS one
+            WHERE one.key >= wanted.low AND one.key < wanted.high OFFSET 0) AS kv;
         IF unbounded_from IS NOT NULL THEN
             RETURN QUERY
             SELECT 1::smallint, kv.key, kv.value, kv.create_revision, kv.mod_revision,
