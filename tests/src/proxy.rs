@@ -52,6 +52,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+/// Where the proxies listen: a loopback address no node uses.
+const PROXY_HOST: &str = "127.0.0.2:0";
+
 /// Chunks in flight per connection half before the reader waits: bounds
 /// the memory a blocked or slow half can hold.
 const CHUNKS_IN_FLIGHT_MAX: usize = 256;
@@ -296,7 +299,10 @@ impl ProxyMesh {
             return Ok(proxy.listen_address.to_string());
         }
         // Binds synchronously, so that it can run inside a sync config hook.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        // On 127.0.0.2: the cluster picks its nodes' ports on 127.0.0.1
+        // before they bind them, and the kernel may hand this listener one
+        // of those (a node then fails to start with "address in use").
+        let listener = std::net::TcpListener::bind(PROXY_HOST)?;
         listener.set_nonblocking(true)?;
         let listen_address = listener.local_addr()?;
         let listener = TcpListener::from_std(listener)?;
