@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use raftgres_devcluster::testing::TestDatabase;
 use raftgres_storage_pg::{
-    AppendBatch, AppliedState, ApplyOptions, EntryKind, HardState, LogEntry, LogStore, PgApplier,
-    PgStore, SnapshotMeta, StoreError,
+    AppendBatch, AppliedState, ApplyOptions, ApplyTransaction, EntryKind, HardState, LogEntry,
+    LogStore, PgApplier, PgStore, SnapshotMeta, StoreError,
 };
 
 fn entries(indexes: std::ops::RangeInclusive<u64>, term: u64) -> Vec<LogEntry> {
@@ -26,6 +26,39 @@ fn entries_only(indexes: std::ops::RangeInclusive<u64>, term: u64) -> AppendBatc
         hard_state: None,
         entries: entries(indexes, term),
     }
+}
+
+/// A store on `database` whose log holds `indexes`, all of `term`, with
+/// the hard state at that term (entries may not carry a term above it).
+async fn store_with_log(
+    database: &TestDatabase,
+    indexes: std::ops::RangeInclusive<u64>,
+    term: u64,
+) -> PgStore {
+    let mut store = PgStore::open(database.store_config("cluster", 1))
+        .await
+        .unwrap();
+    store
+        .append(AppendBatch {
+            hard_state: Some(HardState {
+                term,
+                voted_for: None,
+            }),
+            entries: entries(indexes, term),
+        })
+        .await
+        .unwrap();
+    store
+}
+
+/// Runs `sql` in `apply`'s transaction, then commits it at `applied`.
+async fn change_and_commit(
+    apply: ApplyTransaction<'_>,
+    sql: &str,
+    applied: AppliedState,
+) -> Result<(), StoreError> {
+    apply.transaction().execute(sql, &[]).await.unwrap();
+    apply.commit(applied).await
 }
 
 #[tokio::test]
@@ -65,20 +98,7 @@ async fn state_survives_reopen() {
 #[tokio::test]
 async fn state_machine_changes_commit_with_the_applied_index() {
     let database = TestDatabase::create().await.unwrap();
-    let mut store = PgStore::open(database.store_config("cluster", 1))
-        .await
-        .unwrap();
-    store
-        .append(AppendBatch {
-            // Entries may not carry a term above the stored hard state's.
-            hard_state: Some(HardState {
-                term: 1,
-                voted_for: None,
-            }),
-            entries: entries(1..=3, 1),
-        })
-        .await
-        .unwrap();
+    let mut store = store_with_log(&database, 1..=3, 1).await;
     let apply = store.begin_apply(ApplyOptions::default()).await.unwrap();
     apply
         .transaction()
@@ -107,15 +127,13 @@ async fn state_machine_changes_commit_with_the_applied_index() {
         .unwrap()
         .get(0);
     assert_eq!(setting, "off");
-    apply
-        .transaction()
-        .execute("INSERT INTO kv VALUES ('b', '2')", &[])
-        .await
-        .unwrap();
-    let error = apply
-        .commit(AppliedState { index: 2, term: 1 })
-        .await
-        .unwrap_err();
+    let error = change_and_commit(
+        apply,
+        "INSERT INTO kv VALUES ('b', '2')",
+        AppliedState { index: 2, term: 1 },
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, StoreError::Regression { .. }), "{error}");
 
     // The next apply, with synchronous_commit off, commits.
@@ -126,15 +144,13 @@ async fn state_machine_changes_commit_with_the_applied_index() {
         })
         .await
         .unwrap();
-    apply
-        .transaction()
-        .execute("INSERT INTO kv VALUES ('c', '3')", &[])
-        .await
-        .unwrap();
-    apply
-        .commit(AppliedState { index: 3, term: 1 })
-        .await
-        .unwrap();
+    change_and_commit(
+        apply,
+        "INSERT INTO kv VALUES ('c', '3')",
+        AppliedState { index: 3, term: 1 },
+    )
+    .await
+    .unwrap();
 
     // Rolled back explicitly: nothing changes.
     let apply = store.begin_apply(ApplyOptions::default()).await.unwrap();
@@ -200,15 +216,13 @@ async fn an_append_commits_with_the_apply_in_one_transaction() {
     transaction.append(&batch).await.unwrap();
     let twice = transaction.append(&batch).await.unwrap_err();
     assert!(matches!(twice, StoreError::InvalidBatch { .. }), "{twice}");
-    transaction
-        .transaction()
-        .execute("INSERT INTO kv VALUES ('a')", &[])
-        .await
-        .unwrap();
-    transaction
-        .commit(AppliedState { index: 2, term: 1 })
-        .await
-        .unwrap();
+    change_and_commit(
+        transaction,
+        "INSERT INTO kv VALUES ('a')",
+        AppliedState { index: 2, term: 1 },
+    )
+    .await
+    .unwrap();
     let loaded = store.load().await.unwrap();
     assert_eq!(loaded.entries.last().map(|entry| entry.index), Some(4));
     assert_eq!(loaded.hard_state.term, 2);
@@ -220,15 +234,13 @@ async fn an_append_commits_with_the_apply_in_one_transaction() {
     // A refused apply takes the append down with it.
     let mut transaction = store.begin_apply(ApplyOptions::default()).await.unwrap();
     transaction.append(&entries_only(6..=7, 2)).await.unwrap();
-    transaction
-        .transaction()
-        .execute("INSERT INTO kv VALUES ('b')", &[])
-        .await
-        .unwrap();
-    let stale = transaction
-        .commit(AppliedState { index: 2, term: 1 })
-        .await
-        .unwrap_err();
+    let stale = change_and_commit(
+        transaction,
+        "INSERT INTO kv VALUES ('b')",
+        AppliedState { index: 2, term: 1 },
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(stale, StoreError::Regression { .. }), "{stale}");
     let loaded = store.load().await.unwrap();
     assert_eq!(loaded.entries.last().map(|entry| entry.index), Some(5));
@@ -265,15 +277,13 @@ async fn an_append_commits_with_the_apply_in_one_transaction() {
         .begin_apply_appending(ApplyOptions::default(), &entries_only(7..=8, 2))
         .await
         .unwrap();
-    transaction
-        .transaction()
-        .execute("INSERT INTO kv VALUES ('c')", &[])
-        .await
-        .unwrap();
-    transaction
-        .commit(AppliedState { index: 4, term: 2 })
-        .await
-        .unwrap();
+    change_and_commit(
+        transaction,
+        "INSERT INTO kv VALUES ('c')",
+        AppliedState { index: 4, term: 2 },
+    )
+    .await
+    .unwrap();
     let loaded = store.load().await.unwrap();
     assert_eq!(loaded.entries.last().map(|entry| entry.index), Some(8));
     assert_eq!(loaded.applied, AppliedState { index: 4, term: 2 });
@@ -296,19 +306,7 @@ async fn an_append_commits_with_the_apply_in_one_transaction() {
 #[tokio::test]
 async fn the_applier_connection_cannot_append() {
     let database = TestDatabase::create().await.unwrap();
-    let mut store = PgStore::open(database.store_config("cluster", 1))
-        .await
-        .unwrap();
-    store
-        .append(AppendBatch {
-            hard_state: Some(HardState {
-                term: 1,
-                voted_for: None,
-            }),
-            entries: entries(1..=1, 1),
-        })
-        .await
-        .unwrap();
+    let store = store_with_log(&database, 1..=1, 1).await;
     let mut applier = PgApplier::open(database.store_config("cluster", 1))
         .await
         .unwrap();
@@ -330,19 +328,7 @@ async fn the_applier_connection_cannot_append() {
 #[tokio::test]
 async fn the_applied_position_rides_the_first_statements() {
     let database = TestDatabase::create().await.unwrap();
-    let mut store = PgStore::open(database.store_config("cluster", 1))
-        .await
-        .unwrap();
-    store
-        .append(AppendBatch {
-            hard_state: Some(HardState {
-                term: 1,
-                voted_for: None,
-            }),
-            entries: entries(1..=4, 1),
-        })
-        .await
-        .unwrap();
+    let mut store = store_with_log(&database, 1..=4, 1).await;
     let through = |index| ApplyOptions {
         applying_through: Some(AppliedState { index, term: 1 }),
         ..ApplyOptions::default()
@@ -362,15 +348,13 @@ async fn the_applied_position_rides_the_first_statements() {
 
     let apply = store.begin_apply(through(2)).await.unwrap();
     assert_eq!(apply.applied_before().index, 0, "read before the update");
-    apply
-        .transaction()
-        .execute("INSERT INTO kv VALUES ('a')", &[])
-        .await
-        .unwrap();
-    apply
-        .commit(AppliedState { index: 2, term: 1 })
-        .await
-        .unwrap();
+    change_and_commit(
+        apply,
+        "INSERT INTO kv VALUES ('a')",
+        AppliedState { index: 2, term: 1 },
+    )
+    .await
+    .unwrap();
     assert_eq!(stored_applied().await, 2);
 
     // The applier moves the position to 3 behind the store's cache.
@@ -385,15 +369,13 @@ async fn the_applied_position_rides_the_first_statements() {
     applier.close().await;
     let apply = store.begin_apply(through(3)).await.unwrap();
     assert_eq!(apply.applied_before().index, 3);
-    apply
-        .transaction()
-        .execute("INSERT INTO kv VALUES ('b')", &[])
-        .await
-        .unwrap();
-    let error = apply
-        .commit(AppliedState { index: 3, term: 1 })
-        .await
-        .unwrap_err();
+    let error = change_and_commit(
+        apply,
+        "INSERT INTO kv VALUES ('b')",
+        AppliedState { index: 3, term: 1 },
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, StoreError::Regression { .. }), "{error}");
 
     let apply = store.begin_apply(through(4)).await.unwrap();
@@ -422,20 +404,7 @@ async fn the_applied_position_rides_the_first_statements() {
 #[tokio::test]
 async fn snapshot_restore_commits_with_the_snapshot_marker() {
     let database = TestDatabase::create().await.unwrap();
-    let mut store = PgStore::open(database.store_config("cluster", 1))
-        .await
-        .unwrap();
-    store
-        .append(AppendBatch {
-            // Entries may not carry a term above the stored hard state's.
-            hard_state: Some(HardState {
-                term: 1,
-                voted_for: None,
-            }),
-            entries: entries(1..=4, 1),
-        })
-        .await
-        .unwrap();
+    let mut store = store_with_log(&database, 1..=4, 1).await;
     let apply = store
         .begin_apply(ApplyOptions {
             synchronous_commit_off: true,
@@ -744,19 +713,7 @@ async fn raw_state(client: &tokio_postgres::Client) -> (Vec<(i64, i64)>, i64) {
 #[tokio::test]
 async fn the_database_itself_refuses_appends_that_would_damage_the_log() {
     let database = TestDatabase::create().await.unwrap();
-    let mut store = PgStore::open(database.store_config("cluster", 1))
-        .await
-        .unwrap();
-    store
-        .append(AppendBatch {
-            hard_state: Some(HardState {
-                term: 2,
-                voted_for: None,
-            }),
-            entries: entries(1..=4, 2),
-        })
-        .await
-        .unwrap();
+    let mut store = store_with_log(&database, 1..=4, 2).await;
     store
         .save_applied(AppliedState { index: 2, term: 2 })
         .await
