@@ -19,7 +19,6 @@ use crate::checkers::{
     apply_after_durable, covered_applies, crash_recovery, honest_peers, join_handshake,
     message_size,
 };
-use crate::kv::{Command, CommandOutput, Envelope};
 use crate::leases::LeaseAsk;
 use crate::network::SendFate;
 use crate::node::{Queued, QueuedInput, SimNode, Waiting};
@@ -721,22 +720,7 @@ impl World {
             let result = self.checkers.replica_rows.on_rows(id, *at, *digest);
             self.check("replica_rows", result);
         }
-        let compaction = report
-            .applied
-            .iter()
-            .filter_map(|(_, applied)| match (applied.envelope, applied.output) {
-                (
-                    Some(Envelope {
-                        command: Command::Compact { revision },
-                        ..
-                    }),
-                    Some(CommandOutput::Compaction(Ok(()))),
-                ) => Some(revision),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0);
-        self.on_watch_truth(index, &report.changes, compaction);
+        self.on_watch_truth(index, &report);
         self.check_revisions(index);
         self.check_lease_attachments(index);
         if self.leases.enabled() {

@@ -21,6 +21,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::checkers::watch_order::{WatchOrder, WatchedRange};
+use crate::kv::{Command, CommandOutput};
+use crate::store::ApplyReport;
 use crate::world::World;
 
 /// One in this many swarm worlds runs the watch client.
@@ -279,9 +281,8 @@ impl World {
             // From a past revision: history replayed, perhaps compacted.
             client.resume = rng.gen_range(1..=revisions.current);
         }
-        let watch = Watch::new(client.range.range.clone(), client.resume, revisions);
+        let mut watch = Watch::new(client.range.range.clone(), client.resume, revisions);
         let (id, start, fresh) = (client.id, watch.next_revision, client.fresh);
-        let mut watch = watch;
         watch.no_put = client.range.no_put;
         watch.no_delete = client.range.no_delete;
         if client.resume <= 0 {
@@ -309,16 +310,24 @@ impl World {
         client.create_at = now + rng.gen_range(1..=RECREATE_TICKS_MAX);
     }
 
-    /// Node `index` applied `changes`, compacting the history to
-    /// `compaction` when that is not 0 (rules 1 and 4 of `watch_order`).
-    pub(crate) fn on_watch_truth(&mut self, index: usize, changes: &[Event], compaction: Revision) {
+    /// Node `index`'s apply transaction `report` committed: its changes
+    /// and the compactions it applied (rules 1 and 4 of `watch_order`).
+    pub(crate) fn on_watch_truth(&mut self, index: usize, report: &ApplyReport) {
         if !self.watches.enabled() {
             return;
         }
         let id = self.nodes[index].id;
-        let result = self.watches.checker.on_applied(id, changes);
+        let result = self.watches.checker.on_applied(id, &report.changes);
         self.check("watch_order", result);
-        if compaction > 0 {
+        let compactions = report.applied.iter().filter_map(|(_, applied)| {
+            match (applied.envelope?.command, applied.output?) {
+                (Command::Compact { revision }, CommandOutput::Compaction(Ok(()))) => {
+                    Some(revision)
+                }
+                _ => None,
+            }
+        });
+        if let Some(compaction) = compactions.max() {
             self.watches.checker.on_compaction_applied(compaction);
         }
     }
