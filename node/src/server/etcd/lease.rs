@@ -85,7 +85,7 @@ impl Leases {
     async fn stored_leases(&self) -> Result<BTreeMap<i64, i64>, ServiceError> {
         let client = self.shared.reads.client().await?;
         let rows = client
-            .query("SELECT id, ttl FROM raftgres_leases", &[])
+            .query_typed("SELECT id, ttl FROM raftgres_leases", &[])
             .await
             .map_err(database_error)?;
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
@@ -100,7 +100,15 @@ impl Leases {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                changed = applied.changed() => if changed.is_err() { return },
+                // Only to stop with the node: an apply is no reason to
+                // read the table (one read per apply on the reads
+                // connection cost every write a query), the tick is.
+                changed = applied.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    continue;
+                }
             }
             let (leading, term) = (self.leading(), self.shared.metrics.term.get());
             if !leading {

@@ -158,7 +158,11 @@ pub(super) const PUT_BATCH_FUNCTION: &str = "
                prior.mod_revision, prior.version, prior.lease
         FROM input LEFT JOIN prior USING (key) ORDER BY input.position;
     END
-    $$ LANGUAGE plpgsql";
+    $$ LANGUAGE plpgsql
+    -- Left to choose, the plan cache keeps planning the statement afresh
+    -- for every call (its custom plans look cheaper than the generic one):
+    -- 0.2 ms of a single put's 0.5. The generic plan is as fast for 64 keys.
+    SET plan_cache_mode = force_generic_plan";
 
 /// Reads what a batch needs in one statement whose plans each connection
 /// makes once: a first row of kind 0 with the revisions (current as
