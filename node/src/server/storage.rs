@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use raftgres_proto::v1 as wire;
 use raftgres_storage_pg::{
-    AppendBatch, AppliedState, ApplyOptions, ApplyTransaction, LogStore, PgApplier, PgStore,
-    StoreError,
+    AppendBatch, AppliedState, ApplyOptions, ApplyTransaction, LogStore, OpeningApply, PgApplier,
+    PgStore, StoreError,
 };
 use tokio::sync::mpsc;
 
@@ -149,8 +149,14 @@ async fn write<S: StateMachine>(
                 synchronous_commit_off: false,
                 applying_through: Some(applying_through(apply)),
             };
-            let transaction = store.begin_apply_appending(options, &batch).await?;
-            Some(apply_in(transaction, state_machine, settings, apply).await?)
+            let opening = store.open_apply_appending(options, &batch).await?;
+            match apply_pipelined(opening, state_machine, settings, apply).await? {
+                Some(done) => Some(done),
+                None => {
+                    let transaction = store.begin_apply_appending(options, &batch).await?;
+                    Some(apply_in(transaction, state_machine, settings, apply).await?)
+                }
+            }
         }
         None => {
             if batch.hard_state.is_some() || !batch.entries.is_empty() {
@@ -224,6 +230,10 @@ async fn apply_batch<S: StateMachine>(
         synchronous_commit_off: settings.asynchronous_commit,
         applying_through: Some(applying_through(batch)),
     };
+    let opening = applier.open_apply(options).await?;
+    if let Some(done) = apply_pipelined(opening, state_machine, settings, batch).await? {
+        return Ok(done);
+    }
     let transaction = applier.begin_apply(options).await?;
     apply_in(transaction, state_machine, settings, batch).await
 }
@@ -237,6 +247,47 @@ fn applying_through(batch: &ApplyBatch) -> AppliedState {
         index: last.index.0,
         term: last.term.0,
     }
+}
+
+/// Applies `batch` on the assumption that the applied position stands
+/// right below it, as it does unless a commit's outcome was lost or a
+/// Postgres crash lost asynchronous applies: the state machine's first
+/// statements ride the transaction's first round trip (with the lock of
+/// the applied row, the append and the position's update), one round trip
+/// less than [`apply_in`]. `None`, the transaction rolled back, when the
+/// assumption was wrong: the caller applies through [`apply_in`].
+async fn apply_pipelined<S: StateMachine>(
+    opening: OpeningApply<'_, '_>,
+    state_machine: &S,
+    settings: ApplierSettings,
+    batch: &ApplyBatch,
+) -> Result<Option<ApplyDone>, StoreError> {
+    let entries = batch.entries.as_slice();
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        unreachable!("apply batches are never empty");
+    };
+    let applied_before = first.index.0 - 1;
+    let (first_statements, outcomes) = futures::join!(
+        opening.first_statements(),
+        apply_entries(
+            opening.transaction(),
+            state_machine,
+            settings,
+            entries,
+            applied_before
+        )
+    );
+    let transaction = opening.opened(first_statements)?;
+    if transaction.applied_before().index != applied_before {
+        return Ok(None);
+    }
+    let outcomes =
+        outcomes.map_err(|error| StoreError::from_postgres("applying committed entries", error))?;
+    transaction.commit(applying_through(batch)).await?;
+    Ok(Some(ApplyDone {
+        applied: last.index,
+        outcomes,
+    }))
 }
 
 /// Applies `batch` in `transaction` (which may have appended to the log

@@ -4,7 +4,7 @@
 //! write in flight. It holds its own session-level advisory lock: one
 //! applier per database.
 
-use super::apply::{self, ApplyOptions, ApplyTransaction};
+use super::apply::{self, ApplyOptions, ApplyTransaction, OpeningApply};
 use super::session::{OpenMode, Session, SessionRole};
 use super::PgStoreConfig;
 use crate::connector::PgConnector;
@@ -56,6 +56,17 @@ impl PgApplier {
         &mut self,
         options: ApplyOptions,
     ) -> Result<ApplyTransaction<'_>, StoreError> {
+        let opening = self.open_apply(options).await?;
+        let first = opening.first_statements().await;
+        opening.opened(first)
+    }
+
+    /// [`PgApplier::begin_apply`] with the first statements not yet sent:
+    /// see [`OpeningApply`].
+    pub async fn open_apply(
+        &mut self,
+        options: ApplyOptions,
+    ) -> Result<OpeningApply<'_, 'static>, StoreError> {
         if !self.session.as_ref().is_some_and(Session::is_usable) {
             self.session = None;
             let (session, bounds) = Session::open(
@@ -69,7 +80,7 @@ impl PgApplier {
             self.bounds = bounds;
         }
         let session = self.session.as_mut().expect("connected above");
-        apply::begin(
+        apply::open(
             session,
             &mut self.bounds,
             options,

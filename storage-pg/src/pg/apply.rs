@@ -71,6 +71,20 @@ pub(super) async fn begin<'a>(
     connection: Connection,
     append: Option<&AppendBatch>,
 ) -> Result<ApplyTransaction<'a>, StoreError> {
+    let opening = open(session, bounds, options, connection, append).await?;
+    let first = opening.first_statements().await;
+    opening.opened(first)
+}
+
+/// Sends BEGIN (one round trip) and checks `append` against the cached
+/// bounds; the transaction's first statements are not sent yet.
+pub(super) async fn open<'a, 'b>(
+    session: &'a mut Session,
+    bounds: &'a mut LogBounds,
+    options: ApplyOptions,
+    connection: Connection,
+    append: Option<&'b AppendBatch>,
+) -> Result<OpeningApply<'a, 'b>, StoreError> {
     let append = append.filter(|batch| !(batch.entries.is_empty() && batch.hard_state.is_none()));
     if let Some(batch) = append {
         let Connection::Log {
@@ -87,101 +101,193 @@ pub(super) async fn begin<'a>(
         broken,
         ..
     } = session;
-    let map = |error| classify("starting an apply transaction", error);
     let transaction = match client.transaction().await {
         Ok(transaction) => transaction,
         Err(error) => {
-            let error = map(error);
+            let error = classify("starting an apply transaction", error);
             *broken = error.is_retriable();
             return Err(error);
         }
     };
-    let setting = if options.synchronous_commit_off {
-        "SET LOCAL synchronous_commit = off"
-    } else {
-        "SET LOCAL synchronous_commit = on"
-    };
-    // The applied row is read, and locked, inside the transaction: after a
-    // commit whose outcome was unknown, this is the truth about what was
-    // applied.
-    let parameters = append.map(AppendParameters::of);
     // Recorded up front only when the cached position allows it; otherwise
     // `commit` records it (and refuses a regression) as it always did.
     let recording = options
         .applying_through
         .filter(|applied| store::check_applied(bounds, applied).is_ok());
-    let record = async {
-        let Some(applied) = recording else {
-            return Ok(None);
-        };
-        let parameters = [applied.index as i64, applied.term as i64];
-        transaction
-            .execute(&statements.set_applied, &[&parameters[0], &parameters[1]])
-            .await
-            .map(|rows| Some((applied, rows)))
-    };
-    let appending = async {
-        let (Some(batch), Some(parameters)) = (append, &parameters) else {
-            return Ok(());
-        };
-        match transaction
-            .query_one(&statements.append, &parameters.as_slice())
-            .await
-        {
-            Ok(row) => check_inserted(row.get(0), batch),
-            Err(error) => Err(AppendFailure::Rejected(error)),
-        }
-    };
-    // In this order on the wire: the lock reads the applied position
-    // before the update moves it.
-    let (configured, locked, appended, recorded) = futures::join!(
-        transaction.batch_execute(setting),
-        transaction.query_one(&statements.lock_applied, &[]),
-        appending,
-        record
-    );
-    let row = match configured.and(locked) {
-        Ok(row) => row,
-        Err(error) => {
-            let error = map(error);
-            *broken = error.is_retriable();
-            return Err(error);
-        }
-    };
-    if let Err(failure) = appended {
-        let batch = append.expect("only an append fails");
-        let error = append_error(failure, batch, bounds);
-        *broken = error.is_retriable();
-        return Err(error);
-    }
-    let recorded = match recorded {
-        Ok(recorded) => recorded,
-        Err(error) => {
-            let error = map(error);
-            *broken = error.is_retriable();
-            return Err(error);
-        }
-    };
-    bounds.applied = AppliedState {
-        index: to_u64(row.get(0), "applied index")?,
-        term: to_u64(row.get(1), "applied term")?,
-    };
-    bounds.snapshot = SnapshotMeta {
-        index: to_u64(row.get(2), "snapshot index")?,
-        term: to_u64(row.get(3), "snapshot term")?,
-    };
-    Ok(ApplyTransaction {
+    Ok(OpeningApply {
         transaction,
         statements,
         bounds,
         broken,
         connection,
-        appended: append.map(|batch| {
-            let last_index = batch.entries.last().map(|entry| entry.index);
-            (last_index, batch.hard_state)
-        }),
-        recorded,
+        options,
+        append,
+        recording,
     })
+}
+
+/// An apply transaction whose BEGIN is done and whose first statements
+/// (settings, the locked read of the applied row, the append, the applied
+/// position's update) are still to be sent: a caller that knows where the
+/// applied position stands can send its own statements in the same round
+/// trip. Poll [`OpeningApply::first_statements`] before anything else that
+/// uses [`OpeningApply::transaction`] (`futures::join!` polls in argument
+/// order), hand its result to [`OpeningApply::opened`], and check
+/// [`ApplyTransaction::applied_before`] before committing anything that
+/// assumed it: dropping the transaction rolls it back.
+pub struct OpeningApply<'a, 'b> {
+    transaction: Transaction<'a>,
+    statements: &'a Statements,
+    bounds: &'a mut LogBounds,
+    broken: &'a mut bool,
+    connection: Connection,
+    options: ApplyOptions,
+    append: Option<&'b AppendBatch>,
+    recording: Option<AppliedState>,
+}
+
+/// What the first statements of an apply transaction answered.
+pub struct FirstStatements {
+    locked: Result<tokio_postgres::Row, tokio_postgres::Error>,
+    appended: Result<(), AppendFailure>,
+    recorded: Result<Option<(AppliedState, u64)>, tokio_postgres::Error>,
+}
+
+impl std::fmt::Debug for OpeningApply<'_, '_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("OpeningApply")
+            .field("connection", &self.connection)
+            .field("options", &self.options)
+            .field("appending", &self.append.is_some())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for FirstStatements {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("FirstStatements")
+            .field("locked", &self.locked.is_ok())
+            .field("appended", &self.appended.is_ok())
+            .field("recorded", &self.recorded.is_ok())
+            .finish()
+    }
+}
+
+impl<'a> OpeningApply<'a, '_> {
+    /// The transaction, for statements sent after the first ones.
+    pub fn transaction(&self) -> &Transaction<'a> {
+        &self.transaction
+    }
+
+    /// Sends the first statements, all in one round trip, and waits for
+    /// their answers.
+    pub async fn first_statements(&self) -> FirstStatements {
+        let transaction = &self.transaction;
+        let statements = self.statements;
+        let setting = if self.options.synchronous_commit_off {
+            "SET LOCAL synchronous_commit = off"
+        } else {
+            "SET LOCAL synchronous_commit = on"
+        };
+        // The applied row is read, and locked, inside the transaction:
+        // after a commit whose outcome was unknown, this is the truth about
+        // what was applied.
+        let parameters = self.append.map(AppendParameters::of);
+        let record = async {
+            let Some(applied) = self.recording else {
+                return Ok(None);
+            };
+            let parameters = [applied.index as i64, applied.term as i64];
+            transaction
+                .execute(&statements.set_applied, &[&parameters[0], &parameters[1]])
+                .await
+                .map(|rows| Some((applied, rows)))
+        };
+        let appending = async {
+            let (Some(batch), Some(parameters)) = (self.append, &parameters) else {
+                return Ok(());
+            };
+            match transaction
+                .query_one(&statements.append, &parameters.as_slice())
+                .await
+            {
+                Ok(row) => check_inserted(row.get(0), batch),
+                Err(error) => Err(AppendFailure::Rejected(error)),
+            }
+        };
+        // In this order on the wire: the lock reads the applied position
+        // before the update moves it.
+        let (configured, locked, appended, recorded) = futures::join!(
+            transaction.batch_execute(setting),
+            transaction.query_one(&statements.lock_applied, &[]),
+            appending,
+            record
+        );
+        FirstStatements {
+            locked: configured.and(locked),
+            appended,
+            recorded,
+        }
+    }
+
+    /// The open transaction, once `first` (its first statements' answers)
+    /// shows that they all succeeded.
+    pub fn opened(self, first: FirstStatements) -> Result<ApplyTransaction<'a>, StoreError> {
+        let OpeningApply {
+            transaction,
+            statements,
+            bounds,
+            broken,
+            connection,
+            append,
+            ..
+        } = self;
+        let map = |error| classify("starting an apply transaction", error);
+        let row = match first.locked {
+            Ok(row) => row,
+            Err(error) => {
+                let error = map(error);
+                *broken = error.is_retriable();
+                return Err(error);
+            }
+        };
+        if let Err(failure) = first.appended {
+            let batch = append.expect("only an append fails");
+            let error = append_error(failure, batch, bounds);
+            *broken = error.is_retriable();
+            return Err(error);
+        }
+        let recorded = match first.recorded {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                let error = map(error);
+                *broken = error.is_retriable();
+                return Err(error);
+            }
+        };
+        bounds.applied = AppliedState {
+            index: to_u64(row.get(0), "applied index")?,
+            term: to_u64(row.get(1), "applied term")?,
+        };
+        bounds.snapshot = SnapshotMeta {
+            index: to_u64(row.get(2), "snapshot index")?,
+            term: to_u64(row.get(3), "snapshot term")?,
+        };
+        Ok(ApplyTransaction {
+            transaction,
+            statements,
+            bounds,
+            broken,
+            connection,
+            appended: append.map(|batch| {
+                let last_index = batch.entries.last().map(|entry| entry.index);
+                (last_index, batch.hard_state)
+            }),
+            recorded,
+        })
+    }
 }
 
 fn only_the_log_connection_appends() -> StoreError {

@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 
 pub use applier::PgApplier;
-pub use apply::{ApplyOptions, ApplyTransaction};
+pub use apply::{ApplyOptions, ApplyTransaction, FirstStatements, OpeningApply};
 pub use schema::SCHEMA_VERSION_SUPPORTED;
 pub use staging::{applied_in, connect_view, PgStager, StagedHeader};
 
@@ -216,6 +216,21 @@ impl PgStore {
             entries_per_append_max: self.config.entries_per_append_max,
         };
         apply::begin(session, &mut self.bounds, options, connection, Some(batch)).await
+    }
+
+    /// [`PgStore::begin_apply_appending`] with the first statements not
+    /// yet sent: see [`OpeningApply`].
+    pub async fn open_apply_appending<'b>(
+        &mut self,
+        options: ApplyOptions,
+        batch: &'b AppendBatch,
+    ) -> Result<OpeningApply<'_, 'b>, StoreError> {
+        self.ensure_session().await?;
+        let session = self.session.as_mut().expect("ensure_session connected");
+        let connection = apply::Connection::Log {
+            entries_per_append_max: self.config.entries_per_append_max,
+        };
+        apply::open(session, &mut self.bounds, options, connection, Some(batch)).await
     }
 
     async fn ensure_session(&mut self) -> Result<(), StoreError> {
