@@ -15,7 +15,7 @@ use super::session::{classify, ADVISORY_LOCK_CLASS, MIGRATION_LOCK_OBJECT};
 use crate::error::StoreError;
 
 /// The newest schema version this code knows.
-pub const SCHEMA_VERSION_SUPPORTED: i32 = 5;
+pub const SCHEMA_VERSION_SUPPORTED: i32 = 6;
 
 /// SQLSTATE raised by `raftgres_check_append` when an append leaves a gap.
 pub(crate) const SQLSTATE_APPEND_GAP: &str = "RG001";
@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, MIGRATION_3),
     (4, MIGRATION_4),
     (5, MIGRATION_5),
+    (6, MIGRATION_6),
 ];
 
 const MIGRATION_1: &str = r#"
@@ -261,6 +262,84 @@ const MIGRATION_5: &str = r#"
 ALTER TABLE raftgres_snapshot_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 "#;
 
+/// Version 6: `raftgres_append` as in version 2, but the conflicting
+/// suffix is deleted only when there is one.
+const MIGRATION_6: &str = r#"
+CREATE OR REPLACE FUNCTION raftgres_append(
+    first_index bigint,
+    indexes bigint[],
+    terms bigint[],
+    kinds smallint[],
+    data bytea[],
+    save_hard_state boolean,
+    hard_state_term bigint,
+    hard_state_voted_for bigint
+) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    inserted bigint := 0;
+    stored_term bigint;
+    highest_term bigint;
+    applied bigint;
+    last_index bigint;
+    changed_index bigint;
+    last_stored bigint;
+BEGIN
+    IF save_hard_state THEN
+        UPDATE raftgres_hard_state
+            SET term = hard_state_term, voted_for = hard_state_voted_for
+            WHERE (term, voted_for) IS DISTINCT FROM (hard_state_term, hard_state_voted_for);
+    END IF;
+    IF first_index IS NOT NULL THEN
+        -- Reads the hard state as this call left it.
+        SELECT term INTO stored_term FROM raftgres_hard_state;
+        SELECT max(entry_term) INTO highest_term FROM unnest(terms) AS entry_term;
+        IF highest_term > stored_term THEN
+            RAISE EXCEPTION 'raftgres: append refused: an entry has term %, above the hard state term %; a node could not restart from this log',
+                highest_term, stored_term
+                USING ERRCODE = 'RG003';
+        END IF;
+        SELECT applied_index INTO applied FROM raftgres_applied;
+        IF first_index <= applied THEN
+            SELECT max(entry_index) INTO last_index FROM unnest(indexes) AS entry_index;
+            IF last_index < applied THEN
+                RAISE EXCEPTION 'raftgres: append refused: entries % to % would replace the log from index %, deleting applied entries up to the applied index %',
+                    first_index, last_index, first_index, applied
+                    USING ERRCODE = 'RG003';
+            END IF;
+            SELECT incoming.log_index INTO changed_index
+                FROM unnest(indexes, terms, kinds, data) AS incoming(log_index, term, kind, data)
+                LEFT JOIN raftgres_log stored ON stored.log_index = incoming.log_index
+                WHERE incoming.log_index <= applied
+                  AND (stored.log_index IS NULL
+                       OR (stored.term, stored.kind, stored.data)
+                          IS DISTINCT FROM (incoming.term, incoming.kind, incoming.data))
+                ORDER BY incoming.log_index
+                LIMIT 1;
+            IF changed_index IS NOT NULL THEN
+                RAISE EXCEPTION 'raftgres: append refused: it would change the entry at index %, at or below the applied index %',
+                    changed_index, applied
+                    USING ERRCODE = 'RG003';
+            END IF;
+        END IF;
+        -- Only a conflicting suffix is deleted. Issued on every append,
+        -- the DELETE was planned anew each time (its custom plan, with the
+        -- planner probing the end of the log's index, always looked
+        -- cheaper than a generic one): 2.7 % of Postgres' CPU at 256
+        -- clients. The last index is one backward index probe.
+        SELECT max(log_index) INTO last_stored FROM raftgres_log;
+        IF first_index <= last_stored THEN
+            DELETE FROM raftgres_log WHERE log_index >= first_index;
+        END IF;
+        PERFORM raftgres_check_append(first_index);
+        INSERT INTO raftgres_log (log_index, term, kind, data)
+            SELECT * FROM unnest(indexes, terms, kinds, data);
+        GET DIAGNOSTICS inserted = ROW_COUNT;
+    END IF;
+    RETURN inserted;
+END
+$$;
+"#;
+
 /// Brings the schema up to [`SCHEMA_VERSION_SUPPORTED`], or refuses a
 /// database written by newer code. Idempotent.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
@@ -338,7 +417,9 @@ mod tests {
         assert!(MIGRATION_3.contains("IF NOT EXISTS membership bytea"));
         assert!(MIGRATION_4.contains("CREATE TABLE raftgres_snapshot_chunks"));
         assert!(MIGRATION_5.contains("SET STORAGE EXTERNAL"));
-        // The gap guard stays in the replaced function.
+        // The gap guard stays in the replaced functions.
         assert!(MIGRATION_2.contains("PERFORM raftgres_check_append(first_index)"));
+        assert!(MIGRATION_6.contains(SQLSTATE_APPEND_REFUSED));
+        assert!(MIGRATION_6.contains("PERFORM raftgres_check_append(first_index)"));
     }
 }
