@@ -98,19 +98,29 @@ impl Leases {
         let mut applied = self.shared.applied.clone();
         let mut led_term = None;
         loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                // Only to stop with the node: an apply is no reason to
-                // read the table (one read per apply on the reads
-                // connection cost every write a query), the tick is.
+            let ticked = tokio::select! {
+                _ = ticker.tick() => true,
                 changed = applied.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    continue;
+                    false
                 }
-            }
+            };
             let (leading, term) = (self.leading(), self.shared.metrics.term.get());
+            // An apply is a reason to look only when the role or the term
+            // changed since (a new leader's first apply, its blank entry,
+            // promotes the lessor at once, so that lease requests right
+            // after an election are not refused as "not leader"); reading
+            // the table after every apply cost each write a query.
+            let role_changed = if leading {
+                led_term != Some(term)
+            } else {
+                led_term.is_some()
+            };
+            if !ticked && !role_changed {
+                continue;
+            }
             if !leading {
                 if led_term.take().is_some() {
                     self.lessor.lock().await.demote();
