@@ -12,7 +12,7 @@
 //! clients waiting for them (obligation 5).
 
 use raftgres::core::{LogIndex, Message, MessageBody, NodeId};
-use raftgres::pipeline::{ApplyBatch, Input, Output, StageJob, WriteDone, WriteJob};
+use raftgres::pipeline::{ApplyBatch, ApplyDone, Input, Output, StageJob, WriteDone, WriteJob};
 use rand::Rng;
 
 use crate::checkers::{
@@ -518,6 +518,9 @@ impl World {
                 let Some(applied) = self.commit_write(index, &transaction.job) else {
                     return;
                 };
+                if !self.answer_early(index, applied.as_ref()) {
+                    return;
+                }
                 if self.crash_after_commit(index)
                     || (transaction.job.snapshot.is_some()
                         && self.crash_after_snapshot_install(index))
@@ -530,8 +533,13 @@ impl World {
             Fate::Fail | Fate::Unknown { .. } => {
                 if let Fate::Unknown { happened } = fate {
                     self.stats.faults.commits_unknown += 1;
-                    if happened && self.commit_write(index, &transaction.job).is_none() {
-                        return;
+                    if happened {
+                        let Some(applied) = self.commit_write(index, &transaction.job) else {
+                            return;
+                        };
+                        if !self.answer_early(index, applied.as_ref()) {
+                            return;
+                        }
                     }
                 } else {
                     self.stats.faults.storage_errors += 1;
@@ -555,6 +563,9 @@ impl World {
                 let Some(report) = self.commit_apply(index, &transaction.job, settings) else {
                     return;
                 };
+                if !self.answer_early(index, Some(&report.done)) {
+                    return;
+                }
                 if self.crash_after_commit(index) {
                     return;
                 }
@@ -564,12 +575,14 @@ impl World {
                 if let Fate::Unknown { happened } = fate {
                     self.stats.faults.commits_unknown += 1;
                     let settings = self.apply_settings;
-                    if happened
-                        && self
-                            .commit_apply(index, &transaction.job, settings)
-                            .is_none()
-                    {
-                        return;
+                    if happened {
+                        let Some(report) = self.commit_apply(index, &transaction.job, settings)
+                        else {
+                            return;
+                        };
+                        if !self.answer_early(index, Some(&report.done)) {
+                            return;
+                        }
                     }
                 } else {
                     self.stats.faults.storage_errors += 1;
@@ -577,6 +590,20 @@ impl World {
                 self.start_apply(index, transaction.job, transaction.attempts + 1);
             }
         }
+    }
+
+    /// Hands node `index` the outcomes of the apply it just committed
+    /// (`Input::Outcomes`), before the commit's report, as the node's
+    /// storage tasks do before their COMMIT: its clients are answered
+    /// then, and a crash or a lost commit outcome may come between the
+    /// answers and the report. False when the node stopped or the run
+    /// failed meanwhile.
+    fn answer_early(&mut self, index: usize, applied: Option<&ApplyDone>) -> bool {
+        let Some(applied) = applied else {
+            return true;
+        };
+        self.handle(index, Some(Input::Outcomes(applied.outcomes.clone())));
+        self.nodes[index].pipeline.is_some() && self.violation.is_none()
     }
 
     /// Carries out `job` on node `index`'s store, with the apply batch it

@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [6, 4],
+            seeds_needed: [6, 2],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -71,12 +71,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "apply-before-durable",
-            seeds_needed: [3, 1],
+            seeds_needed: [2, 1],
             checkers: &["apply_after_durable", "core_invariant"],
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [1, 9],
+            seeds_needed: [1, 18],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -91,12 +91,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "lease-after-timeout-now",
-            seeds_needed: [33, 51],
+            seeds_needed: [9, 10],
             checkers: &["lease_exclusivity", "read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "snapshot-before-hard-state",
-            seeds_needed: [122, 64],
+            seeds_needed: [37, 64],
             checkers: &["crash_recovery"],
         },
         Hunt {
@@ -116,12 +116,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [66, 162],
+            seeds_needed: [45, 66],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [3, 3],
+            seeds_needed: [19, 19],
             checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {

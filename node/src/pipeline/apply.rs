@@ -37,7 +37,8 @@ pub struct ApplyDone {
     /// The applied index now durable (or, for asynchronous commits,
     /// committed) with the state machine's changes.
     pub applied: LogIndex,
-    /// One outcome per entry of the batch, in order.
+    /// One outcome per entry of the batch, in order; none when they were
+    /// reported before the COMMIT (`Input::Outcomes`).
     pub outcomes: Vec<(LogIndex, Term, ApplyOutcome)>,
 }
 

@@ -14,7 +14,7 @@
 //! ```text
 //!   now ───────────────> clock ──> ticks ──┐
 //!   Input::Peer, Propose, Read, Transfer ──┼──> Raft ──> Ready
-//!   Input::WriteDone, ApplyDone ───────────┘               │
+//!   Input::WriteDone, ApplyDone, Outcomes ─┘               │
 //!                                                           v
 //!   Output::Send ............ messages (now, or after their write is durable)
 //!   Output::Write ........... one WriteJob at a time (group commit), with
@@ -37,7 +37,10 @@
 //!    (`WriteJob::apply`) applies it in the same transaction, as in
 //!    obligation 3, and reports it in `WriteDone::applied`.
 //! 3. Apply every `Output::Apply` batch in one transaction that also records
-//!    the applied index, then report it with `Input::ApplyDone`.
+//!    the applied index, then report it with `Input::ApplyDone`. Outcomes
+//!    computed before the COMMIT may be reported first with
+//!    `Input::Outcomes` (for a carried batch too), never outcomes computed
+//!    on a wrong idea of the applied index.
 //!
 //! One transaction per batch: committed entries wait for the next write
 //! and commit with it (log rows, state machine rows, sessions and applied
@@ -170,6 +173,16 @@ pub enum Input {
     WriteDone(WriteDone),
     /// The apply batch handed out last is committed.
     ApplyDone(ApplyDone),
+    /// The apply in flight (of its own, or carried by the write in
+    /// flight) computed these outcomes and has not committed yet. They are
+    /// final: the entries are committed in the log, and applying them
+    /// again (a retry after a failed or lost COMMIT) gives the same
+    /// outcomes, or reports entries that a lost COMMIT did apply as
+    /// unknown. Their clients are answered now, as etcd answers once it
+    /// has applied in memory, instead of after the COMMIT and its fsync;
+    /// reads still wait for the applied index, which moves only with
+    /// `ApplyDone` or `WriteDone`.
+    Outcomes(Vec<(LogIndex, Term, ApplyOutcome)>),
     /// A read found the stored state machine behind the applied index
     /// this pipeline counted (see [`check_read_covered`]: applies lost in
     /// a Postgres crash). The applier replays lost applies with its next
@@ -395,6 +408,7 @@ impl Pipeline {
                 );
                 self.apply_done(done)
             }
+            Input::Outcomes(outcomes) => self.answer(outcomes),
             Input::StateMachineBehind { stored_applied } => {
                 self.state_machine_behind(stored_applied)
             }
@@ -821,11 +835,7 @@ impl Pipeline {
             self.raft.id()
         );
         self.applies.done();
-        for (index, term, outcome) in done.outcomes {
-            if let Some((request, reply)) = self.requests.applied(index, term, outcome) {
-                self.reply(request, reply);
-            }
-        }
+        self.answer(done.outcomes);
         let replaced = self.requests.replaced_up_to(done.applied);
         self.reply_all(replaced);
         self.applied = self.applied.max(done.applied);
@@ -833,6 +843,16 @@ impl Pipeline {
         self.compact_if_due(done.applied);
         let ready = self.requests.lease_reads_up_to(self.applied);
         self.reply_all(ready);
+    }
+
+    /// Answers the proposals that `outcomes` settle; those answered
+    /// already (by an earlier `Input::Outcomes`) are not held any more.
+    fn answer(&mut self, outcomes: Vec<(LogIndex, Term, ApplyOutcome)>) {
+        for (index, term, outcome) in outcomes {
+            if let Some((request, reply)) = self.requests.applied(index, term, outcome) {
+                self.reply(request, reply);
+            }
+        }
     }
 
     fn state_machine_behind(&mut self, stored_applied: LogIndex) {

@@ -212,6 +212,54 @@ fn obligation_3_a_proposal_is_answered_with_its_apply() {
     );
 }
 
+#[test]
+fn obligation_3_outcomes_reported_before_the_commit_answer_at_once_and_once() {
+    let (mut pipeline, now) = leader();
+    pipeline.handle(
+        now,
+        Input::Propose {
+            request: RequestId(9),
+            command: b"put".to_vec(),
+        },
+    );
+    let batch = complete_writes(&mut pipeline, now)
+        .into_iter()
+        .find_map(|output| match output {
+            Output::Apply(batch) => Some(batch),
+            _ => None,
+        })
+        .expect("the committed proposal is applied");
+    let index = batch.entries[0].index;
+    let applied_before = pipeline.raft().log().applied_index();
+    let done = apply_all(&batch.entries, b"early");
+    pipeline.handle(now, Input::Outcomes(done.outcomes.clone()));
+    assert_eq!(
+        replies(&pipeline.take_outputs()),
+        vec![(
+            RequestId(9),
+            Reply::Applied {
+                index,
+                response: b"early".to_vec()
+            }
+        )],
+        "answered before the commit"
+    );
+    assert_eq!(
+        pipeline.raft().log().applied_index(),
+        applied_before,
+        "the applied index waits for the commit"
+    );
+    // A retry after a lost commit outcome reports the entry as unknown:
+    // the client has its answer already and gets no second one.
+    let retried = ApplyDone {
+        outcomes: vec![(index, batch.entries[0].term, ApplyOutcome::Unknown)],
+        ..done
+    };
+    pipeline.handle(now, Input::ApplyDone(retried));
+    assert!(replies(&pipeline.take_outputs()).is_empty());
+    assert_eq!(pipeline.raft().log().applied_index(), index);
+}
+
 fn propose(pipeline: &mut Pipeline, now: Instant, request: u64) {
     pipeline.handle(
         now,

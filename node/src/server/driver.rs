@@ -29,12 +29,14 @@ use super::peers::PeerDirectory;
 use super::round_trip::RoundTrips;
 use super::snapshots::{TransferReport, ViewOpener};
 use super::transport::Transport;
-use crate::core::{LogIndex, MembershipChange, Message, MessageBody, NodeId, Raft, Role, Status};
+use crate::core::{
+    LogIndex, MembershipChange, Message, MessageBody, NodeId, Raft, Role, Status, Term,
+};
 pub(crate) use crate::pipeline::ReadMode;
 use crate::pipeline::{
-    ApplyBatch, ApplyDone, Input, Instant, Output, Pipeline, PipelineConfig, ReadChunk, Refusal,
-    Reply as PipelineReply, RequestId, StageJob, StagedTransfer, TransferConfig, WriteDone,
-    WriteJob,
+    ApplyBatch, ApplyDone, ApplyOutcome, Input, Instant, Output, Pipeline, PipelineConfig,
+    ReadChunk, Refusal, Reply as PipelineReply, RequestId, StageJob, StagedTransfer,
+    TransferConfig, WriteDone, WriteJob,
 };
 
 /// A committed and applied proposal.
@@ -95,6 +97,9 @@ pub(crate) struct StorageChannels {
     pub(crate) write_done: mpsc::Receiver<Result<WriteDone, StoreError>>,
     pub(crate) apply_batches: mpsc::Sender<ApplyBatch>,
     pub(crate) apply_done: mpsc::Receiver<Result<ApplyDone, StoreError>>,
+    /// Outcomes the log writer's and the applier's applies computed
+    /// before their COMMIT (`Input::Outcomes`).
+    pub(crate) outcomes: mpsc::UnboundedReceiver<Vec<(LogIndex, Term, ApplyOutcome)>>,
     pub(crate) stage_jobs: mpsc::Sender<StageJob>,
     /// What the stager and the view tasks report.
     pub(crate) transfer_reports: mpsc::Receiver<TransferReport>,
@@ -243,13 +248,19 @@ impl Driver {
                     Some(event) => self.handle(event),
                     None => break,
                 },
+                Some(outcomes) = self.storage.outcomes.recv() => {
+                    let now = self.now();
+                    self.pipeline.handle(now, Input::Outcomes(outcomes));
+                }
                 done = self.storage.write_done.recv() => {
                     let done = received(done, "the log writer")?;
+                    self.early_outcomes();
                     let now = self.now();
                     self.pipeline.handle(now, Input::WriteDone(done));
                 }
                 done = self.storage.apply_done.recv() => {
                     let done = received(done, "the applier")?;
+                    self.early_outcomes();
                     let now = self.now();
                     self.pipeline.handle(now, Input::ApplyDone(done));
                 }
@@ -270,6 +281,15 @@ impl Driver {
         self.pipeline.fail_all("the node is shutting down");
         self.carry_out();
         Ok(())
+    }
+
+    /// Outcomes reported before the COMMIT whose report is being handled:
+    /// the pipeline gets them first, as they were sent.
+    fn early_outcomes(&mut self) {
+        while let Ok(outcomes) = self.storage.outcomes.try_recv() {
+            let now = self.now();
+            self.pipeline.handle(now, Input::Outcomes(outcomes));
+        }
     }
 
     fn handle(&mut self, event: Event) {

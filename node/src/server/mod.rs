@@ -283,6 +283,8 @@ async fn run<S: StateMachine>(
     };
     let (write_jobs, write_job_receiver) = mpsc::channel(1);
     let (write_done_sender, write_done) = mpsc::channel(1);
+    // At most one apply is in flight, so at most one report waits here.
+    let (outcomes_sender, outcomes) = mpsc::unbounded_channel();
     let writer = tokio::spawn(
         storage::run_writer(
             store,
@@ -290,6 +292,7 @@ async fn run<S: StateMachine>(
             applier_settings,
             write_job_receiver,
             write_done_sender,
+            outcomes_sender.clone(),
             metrics.clone(),
         )
         .in_current_span(),
@@ -303,6 +306,7 @@ async fn run<S: StateMachine>(
             applier_settings,
             apply_batch_receiver,
             apply_done_sender,
+            outcomes_sender,
             metrics.clone(),
         )
         .in_current_span(),
@@ -326,6 +330,7 @@ async fn run<S: StateMachine>(
         write_done,
         apply_batches,
         apply_done,
+        outcomes,
         stage_jobs,
         transfer_reports,
         open_view,

@@ -63,6 +63,7 @@ pub(crate) async fn run_writer<S: StateMachine>(
     settings: ApplierSettings,
     mut jobs: mpsc::Receiver<WriteJob>,
     done: mpsc::Sender<Result<WriteDone, StoreError>>,
+    outcomes: mpsc::UnboundedSender<Vec<(LogIndex, Term, ApplyOutcome)>>,
     metrics: Arc<Metrics>,
 ) -> PgStore {
     while let Some(mut job) = jobs.recv().await {
@@ -71,7 +72,16 @@ pub(crate) async fn run_writer<S: StateMachine>(
         let mut attempt = 0;
         let outcome = loop {
             let started = Instant::now();
-            match write(&mut store, state_machine.as_ref(), settings, &mut job).await {
+            let early = Some(&outcomes);
+            match write(
+                &mut store,
+                state_machine.as_ref(),
+                settings,
+                &mut job,
+                early,
+            )
+            .await
+            {
                 Ok(applied) => {
                     metrics
                         .storage_write_seconds
@@ -122,6 +132,7 @@ async fn write<S: StateMachine>(
     state_machine: &S,
     settings: ApplierSettings,
     job: &mut WriteJob,
+    early: EarlyOutcomes<'_>,
 ) -> Result<Option<ApplyDone>, StoreError> {
     if let Some(snapshot) = &job.snapshot {
         // The snapshot's term may be above the stored term: store the hard
@@ -150,11 +161,11 @@ async fn write<S: StateMachine>(
                 applying_through: Some(applying_through(apply)),
             };
             let opening = store.open_apply_appending(options, &batch).await?;
-            match apply_pipelined(opening, state_machine, settings, apply).await? {
+            match apply_pipelined(opening, state_machine, settings, apply, early).await? {
                 Some(done) => Some(done),
                 None => {
                     let transaction = store.begin_apply_appending(options, &batch).await?;
-                    Some(apply_in(transaction, state_machine, settings, apply).await?)
+                    Some(apply_in(transaction, state_machine, settings, apply, early).await?)
                 }
             }
         }
@@ -184,6 +195,27 @@ pub(crate) struct ApplierSettings {
     pub(crate) session_expiry_entries: u64,
 }
 
+/// Where an apply reports its outcomes before its COMMIT
+/// (`Input::Outcomes`), so that clients are answered without waiting for
+/// the COMMIT and its fsync. `None` for [`StandaloneApplier`].
+type EarlyOutcomes<'a> = Option<&'a mpsc::UnboundedSender<Vec<(LogIndex, Term, ApplyOutcome)>>>;
+
+/// Reports `outcomes` early, if anyone listens, and returns what the
+/// COMMIT's report still has to carry: nothing once they were sent.
+fn report_early(
+    early: EarlyOutcomes<'_>,
+    outcomes: Vec<(LogIndex, Term, ApplyOutcome)>,
+) -> Vec<(LogIndex, Term, ApplyOutcome)> {
+    let Some(early) = early else {
+        return outcomes;
+    };
+    match early.send(outcomes) {
+        Ok(()) => Vec::new(),
+        // The driver is gone (the node is stopping): keep them.
+        Err(unsent) => unsent.0,
+    }
+}
+
 /// Runs the applier until its channel closes.
 pub(crate) async fn run_applier<S: StateMachine>(
     mut applier: PgApplier,
@@ -191,13 +223,23 @@ pub(crate) async fn run_applier<S: StateMachine>(
     settings: ApplierSettings,
     mut batches: mpsc::Receiver<ApplyBatch>,
     done: mpsc::Sender<Result<ApplyDone, StoreError>>,
+    outcomes: mpsc::UnboundedSender<Vec<(LogIndex, Term, ApplyOutcome)>>,
     metrics: Arc<Metrics>,
 ) {
     while let Some(batch) = batches.recv().await {
         let mut attempt = 0;
         let outcome = loop {
             let started = Instant::now();
-            match apply_batch(&mut applier, state_machine.as_ref(), settings, &batch).await {
+            let early = Some(&outcomes);
+            match apply_batch(
+                &mut applier,
+                state_machine.as_ref(),
+                settings,
+                &batch,
+                early,
+            )
+            .await
+            {
                 Ok(done) => {
                     metrics
                         .apply_seconds
@@ -225,17 +267,18 @@ async fn apply_batch<S: StateMachine>(
     state_machine: &S,
     settings: ApplierSettings,
     batch: &ApplyBatch,
+    early: EarlyOutcomes<'_>,
 ) -> Result<ApplyDone, StoreError> {
     let options = ApplyOptions {
         synchronous_commit_off: settings.asynchronous_commit,
         applying_through: Some(applying_through(batch)),
     };
     let opening = applier.open_apply(options).await?;
-    if let Some(done) = apply_pipelined(opening, state_machine, settings, batch).await? {
+    if let Some(done) = apply_pipelined(opening, state_machine, settings, batch, early).await? {
         return Ok(done);
     }
     let transaction = applier.begin_apply(options).await?;
-    apply_in(transaction, state_machine, settings, batch).await
+    apply_in(transaction, state_machine, settings, batch, early).await
 }
 
 /// The applied position an apply of `batch` commits: its last entry's.
@@ -261,6 +304,7 @@ async fn apply_pipelined<S: StateMachine>(
     state_machine: &S,
     settings: ApplierSettings,
     batch: &ApplyBatch,
+    early: EarlyOutcomes<'_>,
 ) -> Result<Option<ApplyDone>, StoreError> {
     let entries = batch.entries.as_slice();
     let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
@@ -283,6 +327,9 @@ async fn apply_pipelined<S: StateMachine>(
     }
     let outcomes =
         outcomes.map_err(|error| StoreError::from_postgres("applying committed entries", error))?;
+    // Only now: outcomes computed on a wrong idea of the applied index
+    // (the `None` above) must never reach a client.
+    let outcomes = report_early(early, outcomes);
     transaction.commit(applying_through(batch)).await?;
     Ok(Some(ApplyDone {
         applied: last.index,
@@ -297,6 +344,7 @@ async fn apply_in<S: StateMachine>(
     state_machine: &S,
     settings: ApplierSettings,
     batch: &ApplyBatch,
+    early: EarlyOutcomes<'_>,
 ) -> Result<ApplyDone, StoreError> {
     let entries = batch.entries.as_slice();
     let applied_before = transaction.applied_before().index;
@@ -350,6 +398,7 @@ async fn apply_in<S: StateMachine>(
     )
     .await
     .map_err(|error| StoreError::from_postgres("applying committed entries", error))?;
+    let outcomes = report_early(early, outcomes);
     transaction.commit(applying_through(batch)).await?;
     Ok(ApplyDone {
         applied: last.index,
@@ -428,6 +477,7 @@ impl<S: StateMachine> StandaloneApplier<S> {
             &self.state_machine,
             self.settings,
             &batch,
+            None,
         )
         .await
     }
