@@ -178,13 +178,14 @@ fn obligation_2_one_write_at_a_time_and_later_work_is_merged() {
     );
 }
 
-#[test]
-fn obligation_3_a_proposal_is_answered_with_its_apply() {
+/// A leader that committed proposal `request`, and the batch that
+/// applies it (handed out, not yet reported).
+fn committed_proposal(request: u64) -> (Pipeline, Instant, ApplyBatch) {
     let (mut pipeline, now) = leader();
     pipeline.handle(
         now,
         Input::Propose {
-            request: RequestId(9),
+            request: RequestId(request),
             command: b"put".to_vec(),
         },
     );
@@ -198,6 +199,12 @@ fn obligation_3_a_proposal_is_answered_with_its_apply() {
         })
         .expect("the committed proposal is applied");
     assert!(matches!(batch.entries[0].payload, EntryPayload::Command(_)));
+    (pipeline, now, batch)
+}
+
+#[test]
+fn obligation_3_a_proposal_is_answered_with_its_apply() {
+    let (mut pipeline, now, batch) = committed_proposal(9);
     let index = batch.entries[0].index;
     pipeline.handle(now, Input::ApplyDone(apply_all(&batch.entries, b"done")));
     assert_eq!(
@@ -214,21 +221,7 @@ fn obligation_3_a_proposal_is_answered_with_its_apply() {
 
 #[test]
 fn obligation_3_outcomes_reported_before_the_commit_answer_at_once_and_once() {
-    let (mut pipeline, now) = leader();
-    pipeline.handle(
-        now,
-        Input::Propose {
-            request: RequestId(9),
-            command: b"put".to_vec(),
-        },
-    );
-    let batch = complete_writes(&mut pipeline, now)
-        .into_iter()
-        .find_map(|output| match output {
-            Output::Apply(batch) => Some(batch),
-            _ => None,
-        })
-        .expect("the committed proposal is applied");
+    let (mut pipeline, now, batch) = committed_proposal(9);
     let index = batch.entries[0].index;
     let applied_before = pipeline.raft().log().applied_index();
     let done = apply_all(&batch.entries, b"early");
