@@ -27,7 +27,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use super::{
-    etcd_status, forwarded, header, leader_elsewhere, propose, was_forwarded, LeaderChannel,
+    etcd_status, forwarded, header, leader_elsewhere, propose_at, was_forwarded, LeaderChannel,
     Refused,
 };
 use crate::core::LogIndex;
@@ -119,13 +119,21 @@ impl Recipes {
         let operation = etcd::RequestOp {
             request: Some(etcd::request_op::Request::RequestTxn(txn)),
         };
-        let proposed = propose(
+        let (index, revision, response) = propose_at(
             &self.shared,
             wire::kv_command::Operation::EtcdOperation(operation.encode_to_vec()),
         )
         .await
         .map_err(Refused::status)?;
-        match proposed {
+        // The answer left before the apply's COMMIT, and the recipes read
+        // this node's tables next (their own key among them).
+        self.shared
+            .applied
+            .clone()
+            .wait_for(|applied| *applied >= index)
+            .await
+            .map_err(|_| Status::unavailable("the node is shutting down"))?;
+        match (revision, response) {
             (revision, Some(etcd::response_op::Response::ResponseTxn(txn))) => Ok((revision, txn)),
             _ => Err(Status::internal(
                 "the state machine answered another request",

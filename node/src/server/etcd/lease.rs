@@ -91,6 +91,19 @@ impl Leases {
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
+    /// The stored leases once this node's tables hold every write answered
+    /// before now (a grant's answer leaves before its apply's COMMIT): a
+    /// ReadIndex round, as etcd's leader would answer from its lessor.
+    async fn stored_leases_covering_answers(&self) -> Result<BTreeMap<i64, i64>, Status> {
+        self.shared
+            .read_barrier(wire::ReadMode::Linearizable as i32)
+            .await
+            .map_err(|error| etcd_status(&self.shared, error))?;
+        self.stored_leases()
+            .await
+            .map_err(|error| etcd_status(&self.shared, error))
+    }
+
     /// Follows the node's role and revokes expired leases while it leads,
     /// until the node stops.
     pub(super) async fn expire(self: Arc<Leases>) {
@@ -356,10 +369,7 @@ impl etcd::lease_server::Lease for EtcdLease {
             }
         }
         let asked = request.into_inner();
-        let stored = leases
-            .stored_leases()
-            .await
-            .map_err(|error| etcd_status(shared, error))?;
+        let stored = leases.stored_leases_covering_answers().await?;
         let revision = current_revision(shared).await?;
         let Some(granted_ttl) = stored.get(&asked.id).copied() else {
             // etcd's answer for a lease that does not exist.
@@ -416,10 +426,7 @@ impl etcd::lease_server::Lease for EtcdLease {
         let leases = &self.leases;
         let shared = &leases.shared;
         shared.metrics.client_requests.read.inc();
-        let stored = leases
-            .stored_leases()
-            .await
-            .map_err(|error| etcd_status(shared, error))?;
+        let stored = leases.stored_leases_covering_answers().await?;
         let revision = current_revision(shared).await?;
         Ok(Response::new(etcd::LeaseLeasesResponse {
             header: header(shared, revision),

@@ -199,7 +199,8 @@ pub(super) enum Refused {
 }
 
 /// Proposes a KV command (checked first, so that a malformed one never
-/// reaches the log) and waits until it is applied here: the store's
+/// reaches the log) and waits until its apply here has computed its
+/// outcome (the answer leaves before that apply's COMMIT): the store's
 /// revision after it and the answer's etcd response (none for commands
 /// that answer none), or why it was refused (a refusal of the state
 /// machine's, such as a missing lease, is [`Refused::Kv`]).
@@ -207,6 +208,25 @@ pub(super) async fn propose(
     shared: &Shared<KvStateMachine>,
     operation: wire::kv_command::Operation,
 ) -> Result<(i64, Option<etcd::response_op::Response>), Refused> {
+    propose_at(shared, operation)
+        .await
+        .map(|(_, revision, response)| (revision, response))
+}
+
+/// [`propose`], with the log index the command was applied at. The answer
+/// leaves before the apply's COMMIT: a caller that then reads this node's
+/// tables must first wait for the applied index to reach it.
+pub(super) async fn propose_at(
+    shared: &Shared<KvStateMachine>,
+    operation: wire::kv_command::Operation,
+) -> Result<
+    (
+        crate::core::LogIndex,
+        i64,
+        Option<etcd::response_op::Response>,
+    ),
+    Refused,
+> {
     let command = wire::KvCommand {
         operation: Some(operation),
     }
@@ -236,7 +256,7 @@ pub(super) async fn propose(
     let response = etcd::ResponseOp::decode(result.etcd_response.as_slice())
         .map_err(undecodable)?
         .response;
-    Ok((result.revision, response))
+    Ok((applied.index, result.revision, response))
 }
 
 /// The leader's id and client address when this node is not the leader,

@@ -67,9 +67,11 @@ impl<S> NodeApi<S> {
     }
 
     /// Proposes `command` (the state machine's encoding) with an optional
-    /// session and waits until it is applied here: its log index and the
-    /// state machine's response. Errors are the statuses of
-    /// `proto/raftgres/v1/client.proto`.
+    /// session and waits until its apply here has computed the response:
+    /// its log index and the state machine's response. The answer leaves
+    /// before that apply's COMMIT, so read the tables afterwards only
+    /// through [`Self::read_barrier`] (which waits for the COMMIT). Errors
+    /// are the statuses of `proto/raftgres/v1/client.proto`.
     pub async fn submit(
         &self,
         command: Vec<u8>,
