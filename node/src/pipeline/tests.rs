@@ -209,14 +209,14 @@ fn obligation_3_a_proposal_is_answered_with_its_apply() {
     pipeline.handle(now, Input::ApplyDone(apply_all(&batch.entries, b"done")));
     assert_eq!(
         replies(&pipeline.take_outputs()),
-        vec![(
-            RequestId(9),
-            Reply::Applied {
-                index,
-                response: b"done".to_vec()
-            }
-        )]
+        vec![applied(9, index, b"done")]
     );
+}
+
+/// Request `request`'s answer: applied at `index` with `response`.
+fn applied(request: u64, index: LogIndex, response: &[u8]) -> (RequestId, Reply) {
+    let response = response.to_vec();
+    (RequestId(request), Reply::Applied { index, response })
 }
 
 #[test]
@@ -228,13 +228,7 @@ fn obligation_3_outcomes_reported_before_the_commit_answer_at_once_and_once() {
     pipeline.handle(now, Input::Outcomes(done.outcomes.clone()));
     assert_eq!(
         replies(&pipeline.take_outputs()),
-        vec![(
-            RequestId(9),
-            Reply::Applied {
-                index,
-                response: b"early".to_vec()
-            }
-        )],
+        vec![applied(9, index, b"early")],
         "answered before the commit"
     );
     assert_eq!(
