@@ -751,7 +751,7 @@ impl World {
         self.check_revisions(index);
         self.check_lease_attachments(index);
         if self.leases.enabled() {
-            self.lessor_step(index);
+            self.lessor_step(index, false);
         }
         Some(report)
     }

@@ -6,8 +6,9 @@
 //!
 //! The lessor, on every running node, every [`LESSOR_TICKS`] (250 ms, the
 //! product's `LESSOR_TICK`) and after every apply transaction commits (the
-//! product's task also wakes when the applied index moves), in the node's
-//! own clock's instants:
+//! product's task also wakes when the applied index moves; after an apply
+//! it looks only when `raftgres::mvcc::lease::expiry_task_looks` says so,
+//! as the product's does), in the node's own clock's instants:
 //! 1. a node that does not lead demotes its lessor if it led;
 //! 2. a leader whose Postgres is away does nothing (the product's read of
 //!    the lease table fails);
@@ -20,10 +21,11 @@
 //! A keep-alive is a linearizable read through the pipeline of the node
 //! the client believes leads (the product's ReadIndex round); once it is
 //! released, the node renews the lease from the instant the keep-alive
-//! reached it, as the product's `Leases::renew` does (a lease the lessor
-//! does not know is looked up in the store first; unknown there, the
-//! answer is a TTL of 0). A grant the node applied and answered gives the
-//! lease its whole TTL on that node's lessor (`Lessor::granted`).
+//! reached it, as the product's `Leases::renew` does (the lessor first
+//! reconciles with the leases the store holds after the round; a lease
+//! the store does not hold is answered with a TTL of 0). A grant the node
+//! applied and answered gives the lease its whole TTL on that node's
+//! lessor (`Lessor::granted`).
 //!
 //! Each lease has a key of its own (beyond the workload's keys, so the
 //! linearizability checker never sees a key its clients did not write
@@ -34,7 +36,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use raftgres::core::{Role, Term};
-use raftgres::mvcc::lease::Lessor;
+use raftgres::mvcc::lease::{expiry_task_looks, Lessor};
 use raftgres::pipeline::{Instant, ReadMode, Refusal, Reply};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -225,14 +227,15 @@ impl World {
             return;
         }
         for index in 0..self.nodes.len() {
-            self.lessor_step(index);
+            self.lessor_step(index, true);
         }
         self.check_lease_expiries();
     }
 
-    /// One turn of node `index`'s expiry task: every [`LESSOR_TICKS`], and
-    /// after every apply (the product's task wakes on both).
-    pub(crate) fn lessor_step(&mut self, index: usize) {
+    /// One turn of node `index`'s expiry task: every [`LESSOR_TICKS`]
+    /// (`ticked`), and after every apply (the product's task wakes on
+    /// both).
+    pub(crate) fn lessor_step(&mut self, index: usize, ticked: bool) {
         let Some((role, term)) = self.nodes[index]
             .raft()
             .filter(|_| self.nodes[index].is_running())
@@ -246,6 +249,11 @@ impl World {
         let tick = self.now;
         let leases = self.nodes[index].store.state_machine.leases().clone();
         let node_lessor = self.node_lessor(index);
+        let leading_term = (role == Role::Leader).then_some(term.0);
+        let led_term = node_lessor.led_term.map(|term| term.0);
+        if !expiry_task_looks(ticked, leading_term, led_term) {
+            return;
+        }
         if role != Role::Leader {
             if node_lessor.led_term.take().is_some() {
                 node_lessor.lessor.demote();
@@ -516,25 +524,27 @@ impl World {
     }
 
     /// The product's `Leases::renew` on node `index`, once the keep-alive's
-    /// ReadIndex round released it: the TTL (0 for a lease neither the
-    /// lessor nor the store knows), or `None` when the node's lessor does
-    /// not lead (or its Postgres is away). An answer is a promise:
+    /// ReadIndex round released it: the lessor reconciled with the store's
+    /// leases, then the TTL (0 for a lease the store does not hold), or
+    /// `None` when the node's lessor does not lead (or its Postgres is
+    /// away). An answer is a promise:
     /// `lease_expiry` records it.
     fn renew_lease(&mut self, index: usize, id: i64, asked_at: Instant, asked: u64) -> Option<i64> {
         let postgres_away = self.postgres_down_until[index] > self.now;
         let leases = self.nodes[index].store.state_machine.leases().clone();
+        if postgres_away {
+            // The product's read of the lease table fails: no answer.
+            return None;
+        }
         let lessor = &mut self.node_lessor(index).lessor;
         if !lessor.leading() {
             return None;
         }
-        let ttl = match lessor.renew(id, asked_at) {
-            Some(ttl) => ttl,
-            None if postgres_away => return None,
-            None => {
-                lessor.reconcile(&leases, asked_at);
-                lessor.renew(id, asked_at).unwrap_or(0)
-            }
-        };
+        // As the product does after the round: the leases as the store
+        // holds them now, not as the lessor last saw them (it looks after
+        // an apply only when the role or the term moved).
+        lessor.reconcile(&leases, asked_at);
+        let ttl = lessor.renew(id, asked_at).unwrap_or(0);
         if ttl > 0 {
             let (_, rate_max) = self.clock_rates();
             let result = self

@@ -76,7 +76,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [1, 18],
+            seeds_needed: [4, 18],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -91,7 +91,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "lease-after-timeout-now",
-            seeds_needed: [9, 10],
+            seeds_needed: [9, 21],
             checkers: &["lease_exclusivity", "read_index_safety", "linearizability"],
         },
         Hunt {
@@ -101,12 +101,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "session-expiry-at-batch-end",
-            seeds_needed: [1, 2],
+            seeds_needed: [1, 1],
             checkers: &["replica_rows", "exactly_once", "linearizability"],
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [1, 1],
+            seeds_needed: [2, 1],
             checkers: &[
                 "client_outcomes",
                 "held_requests",
@@ -121,7 +121,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [19, 19],
+            seeds_needed: [40, 24],
             checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {
@@ -136,7 +136,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "peer-link-gives-up",
-            seeds_needed: [1, 1],
+            seeds_needed: [3, 1],
             checkers: &["liveness", "read_liveness"],
         },
     ]

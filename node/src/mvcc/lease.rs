@@ -37,6 +37,18 @@ pub struct Lessor {
     revoking: BTreeMap<i64, Instant>,
 }
 
+/// Whether the expiry task, woken by its tick (`ticked`) or by an apply,
+/// looks at the lease table now. `leading_term` is the term this node
+/// leads (`None` when it does not lead), `led_term` the term its lessor
+/// was promoted in (`None` when it was not). It looks on every tick, and
+/// after an apply only when the role or the term changed since: a new
+/// leader's first apply (its blank entry) promotes the lessor at once, so
+/// that lease requests right after an election are not refused as "not
+/// leader", while an ordinary apply costs no read of the table.
+pub fn expiry_task_looks(ticked: bool, leading_term: Option<u64>, led_term: Option<u64>) -> bool {
+    ticked || leading_term != led_term
+}
+
 fn seconds(ttl: i64) -> Duration {
     Duration::from_secs(ttl.max(0) as u64)
 }
@@ -149,6 +161,21 @@ mod tests {
 
     fn at(seconds: u64) -> Instant {
         Instant(Duration::from_secs(seconds))
+    }
+
+    #[test]
+    fn the_expiry_task_looks_on_its_tick_and_after_an_apply_only_when_the_role_or_term_moved() {
+        for (leading, led) in [(None, None), (Some(3), Some(3)), (Some(3), None)] {
+            assert!(expiry_task_looks(true, leading, led), "every tick looks");
+        }
+        // An ordinary apply: no read of the table.
+        assert!(!expiry_task_looks(false, None, None));
+        assert!(!expiry_task_looks(false, Some(3), Some(3)));
+        // A new leader's first apply promotes it at once.
+        assert!(expiry_task_looks(false, Some(3), None));
+        assert!(expiry_task_looks(false, Some(4), Some(3)));
+        // A deposed leader demotes its lessor at its next apply.
+        assert!(expiry_task_looks(false, None, Some(3)));
     }
 
     #[test]

@@ -121,17 +121,7 @@ impl Leases {
                 }
             };
             let (leading, term) = (self.leading(), self.shared.metrics.term.get());
-            // An apply is a reason to look only when the role or the term
-            // changed since (a new leader's first apply, its blank entry,
-            // promotes the lessor at once, so that lease requests right
-            // after an election are not refused as "not leader"); reading
-            // the table after every apply cost each write a query.
-            let role_changed = if leading {
-                led_term != Some(term)
-            } else {
-                led_term.is_some()
-            };
-            if !ticked && !role_changed {
+            if !mvcc::lease::expiry_task_looks(ticked, leading.then_some(term), led_term) {
                 continue;
             }
             if !leading {
