@@ -357,15 +357,27 @@ mod tests {
         settings
     }
 
-    fn directory(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("raftgres-tls-test-{}-{name}", std::process::id()))
+    /// A test's own directory, removed when the test ends.
+    struct TestDir(PathBuf);
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn directory(name: &str) -> TestDir {
+        TestDir(
+            std::env::temp_dir().join(format!("raftgres-tls-test-{}-{name}", std::process::id())),
+        )
     }
 
     #[test]
     fn a_certificate_naming_the_node_and_signed_by_the_ca_loads() {
         let authority = TestAuthority::new();
         let (certificate, key) = authority.issue(&["raftgres-node-2", "127.0.0.1"]);
-        let settings = write_files(&directory("good"), &authority, &certificate, &key);
+        let dir = directory("good");
+        let settings = write_files(&dir.0, &authority, &certificate, &key);
         TlsMaterial::load(&settings, NodeId(2)).unwrap();
     }
 
@@ -373,7 +385,8 @@ mod tests {
     fn another_nodes_certificate_is_refused_naming_the_file() {
         let authority = TestAuthority::new();
         let (certificate, key) = authority.issue(&["raftgres-node-3"]);
-        let settings = write_files(&directory("other-node"), &authority, &certificate, &key);
+        let dir = directory("other-node");
+        let settings = write_files(&dir.0, &authority, &certificate, &key);
         let error = TlsMaterial::load(&settings, NodeId(2))
             .unwrap_err()
             .to_string();
@@ -388,7 +401,8 @@ mod tests {
         let authority = TestAuthority::new();
         let (certificate, _) = authority.issue(&["raftgres-node-2"]);
         let (_, other_key) = authority.issue(&["raftgres-node-2"]);
-        let settings = write_files(&directory("mismatch"), &authority, &certificate, &other_key);
+        let dir = directory("mismatch");
+        let settings = write_files(&dir.0, &authority, &certificate, &other_key);
         let error = TlsMaterial::load(&settings, NodeId(2))
             .unwrap_err()
             .to_string();
@@ -405,7 +419,8 @@ mod tests {
         let authority = TestAuthority::new();
         let stranger = TestAuthority::new();
         let (certificate, key) = stranger.issue(&["raftgres-node-2"]);
-        let settings = write_files(&directory("other-ca"), &authority, &certificate, &key);
+        let dir = directory("other-ca");
+        let settings = write_files(&dir.0, &authority, &certificate, &key);
         let error = TlsMaterial::load(&settings, NodeId(2))
             .unwrap_err()
             .to_string();
@@ -416,7 +431,8 @@ mod tests {
     fn unreadable_and_garbage_files_are_named() {
         let authority = TestAuthority::new();
         let (certificate, key) = authority.issue(&["raftgres-node-2"]);
-        let settings = write_files(&directory("garbage"), &authority, &certificate, &key);
+        let dir = directory("garbage");
+        let settings = write_files(&dir.0, &authority, &certificate, &key);
         std::fs::write(&settings.key, "not a key").unwrap();
         let error = TlsMaterial::load(&settings, NodeId(2))
             .unwrap_err()
