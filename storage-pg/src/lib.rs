@@ -35,8 +35,9 @@ pub use connector::{PgConnector, SslMode};
 pub use error::StoreError;
 pub use memory::MemStore;
 pub use pg::{
-    applied_in, connect_view, ApplyOptions, ApplyTransaction, FirstStatements, OpeningApply,
-    PgApplier, PgStager, PgStore, PgStoreConfig, StagedHeader, SCHEMA_VERSION_SUPPORTED,
+    applied_in, connect_view, ApplyOptions, ApplyTransaction, BegunApply, FirstStatements,
+    OpeningApply, PgApplier, PgStager, PgStore, PgStoreConfig, StagedHeader,
+    SCHEMA_VERSION_SUPPORTED,
 };
 pub use store::LogStore;
 pub use types::{

@@ -570,6 +570,106 @@ async fn store_reconnects_after_its_connection_is_killed() {
     store.close().await;
 }
 
+/// An applier begins its next transaction before the batch is known: the
+/// wait holds no lock (a snapshot install on the log connection goes on),
+/// the batch then applies in it, an unused one ends, and one whose backend
+/// died while it waited fails retriably and the next begins anew.
+#[tokio::test]
+async fn an_apply_begun_ahead_holds_nothing_and_survives_its_connection() {
+    let database = TestDatabase::create().await.unwrap();
+    let mut store = store_with_log(&database, 1..=3, 1).await;
+    let admin = database.client().await.unwrap();
+    admin
+        .batch_execute("CREATE TABLE kv (key text PRIMARY KEY)")
+        .await
+        .unwrap();
+    let applier_state = || async {
+        admin
+            .query_one(
+                "SELECT state FROM pg_stat_activity WHERE application_name = 'raftgres-node-1-apply'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    let through = |index| ApplyOptions {
+        applying_through: Some(AppliedState { index, term: 1 }),
+        ..ApplyOptions::default()
+    };
+    let mut applier = PgApplier::open(database.store_config("cluster", 1))
+        .await
+        .unwrap();
+
+    let begun = applier.begin_ahead().await.unwrap();
+    assert_eq!(applier_state().await, "idle in transaction");
+    // Meanwhile the log connection applies and commits: nothing waits on
+    // the begun transaction.
+    let apply = store.begin_apply(through(1)).await.unwrap();
+    change_and_commit(
+        apply,
+        "INSERT INTO kv VALUES ('a')",
+        AppliedState { index: 1, term: 1 },
+    )
+    .await
+    .unwrap();
+    // The batch applies in it and sees what committed before.
+    let opening = begun.open(through(2));
+    let first = opening.first_statements().await;
+    let apply = opening.opened(first).unwrap();
+    assert_eq!(apply.applied_before().index, 1);
+    change_and_commit(
+        apply,
+        "INSERT INTO kv VALUES ('b')",
+        AppliedState { index: 2, term: 1 },
+    )
+    .await
+    .unwrap();
+    assert_eq!(applier_state().await, "idle");
+
+    let begun = applier.begin_ahead().await.unwrap();
+    begun.release().await.unwrap();
+    assert_eq!(applier_state().await, "idle", "released");
+
+    let begun = applier.begin_ahead().await.unwrap();
+    let terminated: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = 'raftgres-node-1-apply'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(terminated, 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let opening = begun.open(through(3));
+    let first = opening.first_statements().await;
+    let Err(error) = opening.opened(first) else {
+        panic!("a transaction whose backend died applied");
+    };
+    assert!(error.is_retriable(), "{error}");
+    let apply = applier.begin_apply(through(3)).await.unwrap();
+    assert_eq!(apply.applied_before().index, 2);
+    change_and_commit(
+        apply,
+        "INSERT INTO kv VALUES ('c')",
+        AppliedState { index: 3, term: 1 },
+    )
+    .await
+    .unwrap();
+    let keys: Vec<String> = admin
+        .query("SELECT key FROM kv ORDER BY key", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(keys, ["a", "b", "c"]);
+    applier.close().await;
+    store.close().await;
+}
+
 #[tokio::test]
 async fn applier_applies_on_its_own_fenced_connection() {
     let database = TestDatabase::create().await.unwrap();

@@ -227,6 +227,7 @@ async fn reads_wait_for_applies_a_postgres_crash_lost() {
         .expect("the follower's config")
         .postgres;
     let database = connect(&conninfo).await;
+    applier_leaves_its_transaction_when_idle(&database, follower).await;
     let mut reads = kv_client(cluster.node_address(follower)).await;
     // Once for Get, once for Range: each reads the rows and the applied
     // index its own way.
@@ -283,6 +284,33 @@ async fn reads_wait_for_applies_a_postgres_crash_lost() {
         assert!(served.read_index >= commit);
     }
     cluster.assert_no_node_exited();
+}
+
+/// The applier begins its next transaction while it waits for a batch;
+/// with no batch for a second it ends it, so an idle node sits in no
+/// transaction ("idle", not "idle in transaction", in pg_stat_activity).
+async fn applier_leaves_its_transaction_when_idle(database: &tokio_postgres::Client, node: u64) {
+    let started = Instant::now();
+    loop {
+        let state: Option<String> = database
+            .query_opt(
+                "SELECT state FROM pg_stat_activity WHERE application_name = $1",
+                &[&format!("raftgres-node-{node}-apply")],
+            )
+            .await
+            .expect("read pg_stat_activity")
+            .map(|row| row.get(0));
+        if state.as_deref() == Some("idle") {
+            println!("node {node}'s applier idle after {:?}", started.elapsed());
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "node {node}'s applier still {state:?} after {:?} without writes",
+            started.elapsed()
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }
 
 fn lost_keys() -> RangeRequest {

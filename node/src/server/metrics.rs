@@ -279,7 +279,7 @@ impl Default for Metrics {
         );
         let apply_seconds = histogram(
             "raftgres_apply_seconds",
-            "Latency of apply transactions of their own (applies a log write carries are timed with it).",
+            "Latency of apply transactions of their own, from the batch's arrival at the applier (which has begun the transaction while it waited) to the COMMIT (applies a log write carries are timed with it).",
             SECONDS_BUCKETS,
         );
         let peer_round_trip_seconds =

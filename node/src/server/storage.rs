@@ -216,7 +216,13 @@ fn report_early(
     }
 }
 
-/// Runs the applier until its channel closes.
+/// How long the applier keeps a transaction begun ahead while no batch
+/// comes; then it ends it, and the next batch begins its own.
+const BEGUN_AHEAD_IDLE_MAX: Duration = Duration::from_secs(1);
+
+/// Runs the applier until its channel closes. While it waits for a batch
+/// it holds the next transaction begun ([`BegunApply`]), so that a batch's
+/// first statements go out at once.
 pub(crate) async fn run_applier<S: StateMachine>(
     mut applier: PgApplier,
     state_machine: Arc<S>,
@@ -226,20 +232,55 @@ pub(crate) async fn run_applier<S: StateMachine>(
     outcomes: mpsc::UnboundedSender<Vec<(LogIndex, Term, ApplyOutcome)>>,
     metrics: Arc<Metrics>,
 ) {
-    while let Some(batch) = batches.recv().await {
+    loop {
+        let early = Some(&outcomes);
+        let mut started = Instant::now();
+        // The apply is timed from its batch's arrival.
+        let (batch, first_attempt) = match applier.begin_ahead().await {
+            Ok(begun) => match tokio::time::timeout(BEGUN_AHEAD_IDLE_MAX, batches.recv()).await {
+                Ok(Some(batch)) => {
+                    started = Instant::now();
+                    let opening = begun.open(apply_options(settings, &batch));
+                    let state_machine = state_machine.as_ref();
+                    let applied =
+                        apply_pipelined(opening, state_machine, settings, &batch, early).await;
+                    (batch, Some(applied))
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    // Idle: end it and wait outside a transaction; the
+                    // next batch begins its own. A failure here shows
+                    // again then.
+                    let _ = begun.release().await;
+                    match batches.recv().await {
+                        Some(batch) => (batch, None),
+                        None => break,
+                    }
+                }
+            },
+            // The batch's own attempt meets the error again and retries.
+            Err(_) => match batches.recv().await {
+                Some(batch) => (batch, None),
+                None => break,
+            },
+        };
+        let mut result = match first_attempt {
+            Some(Ok(Some(done))) => Ok(done),
+            Some(Err(error)) => Err(error),
+            // The applied position was not right below the batch.
+            Some(Ok(None)) => {
+                let state_machine = state_machine.as_ref();
+                apply_carefully(&mut applier, state_machine, settings, &batch, early).await
+            }
+            None => {
+                started = Instant::now();
+                let state_machine = state_machine.as_ref();
+                apply_batch(&mut applier, state_machine, settings, &batch, early).await
+            }
+        };
         let mut attempt = 0;
         let outcome = loop {
-            let started = Instant::now();
-            let early = Some(&outcomes);
-            match apply_batch(
-                &mut applier,
-                state_machine.as_ref(),
-                settings,
-                &batch,
-                early,
-            )
-            .await
-            {
+            match result {
                 Ok(done) => {
                     metrics
                         .apply_seconds
@@ -253,6 +294,9 @@ pub(crate) async fn run_applier<S: StateMachine>(
                     }
                 }
             }
+            started = Instant::now();
+            let state_machine = state_machine.as_ref();
+            result = apply_batch(&mut applier, state_machine, settings, &batch, early).await;
         };
         let fatal = outcome.is_err();
         if done.send(outcome).await.is_err() || fatal {
@@ -269,16 +313,32 @@ async fn apply_batch<S: StateMachine>(
     batch: &ApplyBatch,
     early: EarlyOutcomes<'_>,
 ) -> Result<ApplyDone, StoreError> {
-    let options = ApplyOptions {
-        synchronous_commit_off: settings.asynchronous_commit,
-        applying_through: Some(applying_through(batch)),
-    };
-    let opening = applier.open_apply(options).await?;
+    let opening = applier.open_apply(apply_options(settings, batch)).await?;
     if let Some(done) = apply_pipelined(opening, state_machine, settings, batch, early).await? {
         return Ok(done);
     }
-    let transaction = applier.begin_apply(options).await?;
+    apply_carefully(applier, state_machine, settings, batch, early).await
+}
+
+/// Applies `batch` after reading where the applied position stands (see
+/// [`apply_in`]).
+async fn apply_carefully<S: StateMachine>(
+    applier: &mut PgApplier,
+    state_machine: &S,
+    settings: ApplierSettings,
+    batch: &ApplyBatch,
+    early: EarlyOutcomes<'_>,
+) -> Result<ApplyDone, StoreError> {
+    let transaction = applier.begin_apply(apply_options(settings, batch)).await?;
     apply_in(transaction, state_machine, settings, batch, early).await
+}
+
+/// How the applier's transaction for `batch` commits.
+fn apply_options(settings: ApplierSettings, batch: &ApplyBatch) -> ApplyOptions {
+    ApplyOptions {
+        synchronous_commit_off: settings.asynchronous_commit,
+        applying_through: Some(applying_through(batch)),
+    }
 }
 
 /// The applied position an apply of `batch` commits: its last entry's.

@@ -4,7 +4,7 @@
 //! write in flight. It holds its own session-level advisory lock: one
 //! applier per database.
 
-use super::apply::{self, ApplyOptions, ApplyTransaction, OpeningApply};
+use super::apply::{self, ApplyOptions, ApplyTransaction, BegunApply, OpeningApply};
 use super::session::{OpenMode, Session, SessionRole};
 use super::PgStoreConfig;
 use crate::connector::PgConnector;
@@ -67,6 +67,12 @@ impl PgApplier {
         &mut self,
         options: ApplyOptions,
     ) -> Result<OpeningApply<'_, 'static>, StoreError> {
+        Ok(self.begin_ahead().await?.open(options))
+    }
+
+    /// Begins the next apply transaction before its batch is known (see
+    /// [`BegunApply`]), reconnecting first if the connection was lost.
+    pub async fn begin_ahead(&mut self) -> Result<BegunApply<'_>, StoreError> {
         if !self.session.as_ref().is_some_and(Session::is_usable) {
             self.session = None;
             let (session, bounds) = Session::open(
@@ -80,14 +86,7 @@ impl PgApplier {
             self.bounds = bounds;
         }
         let session = self.session.as_mut().expect("connected above");
-        apply::open(
-            session,
-            &mut self.bounds,
-            options,
-            apply::Connection::Applier,
-            None,
-        )
-        .await
+        apply::begin_transaction(session, &mut self.bounds, apply::Connection::Applier).await
     }
 
     /// Releases the applier lock and closes the connection.

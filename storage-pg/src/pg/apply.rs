@@ -76,8 +76,8 @@ pub(super) async fn begin<'a>(
     opening.opened(first)
 }
 
-/// Sends BEGIN (one round trip) and checks `append` against the cached
-/// bounds; the transaction's first statements are not sent yet.
+/// Checks `append` against the cached bounds and sends BEGIN (one round
+/// trip); the transaction's first statements are not sent yet.
 pub(super) async fn open<'a, 'b>(
     session: &'a mut Session,
     bounds: &'a mut LogBounds,
@@ -95,35 +95,108 @@ pub(super) async fn open<'a, 'b>(
         };
         store::check_append(bounds, batch, entries_per_append_max)?;
     }
+    let begun = begin_transaction(session, bounds, connection).await?;
+    Ok(begun.into_opening(options, append))
+}
+
+/// Sends BEGIN and waits for it: nothing else is sent yet.
+pub(super) async fn begin_transaction<'a>(
+    session: &'a mut Session,
+    bounds: &'a mut LogBounds,
+    connection: Connection,
+) -> Result<BegunApply<'a>, StoreError> {
     let Session {
         client,
         statements,
         broken,
         ..
     } = session;
-    let transaction = match client.transaction().await {
-        Ok(transaction) => transaction,
+    match client.transaction().await {
+        Ok(transaction) => Ok(BegunApply {
+            transaction,
+            statements,
+            bounds,
+            broken,
+            connection,
+        }),
         Err(error) => {
             let error = classify("starting an apply transaction", error);
             *broken = error.is_retriable();
-            return Err(error);
+            Err(error)
         }
-    };
-    // Recorded up front only when the cached position allows it; otherwise
-    // `commit` records it (and refuses a regression) as it always did.
-    let recording = options
-        .applying_through
-        .filter(|applied| store::check_applied(bounds, applied).is_ok());
-    Ok(OpeningApply {
-        transaction,
-        statements,
-        bounds,
-        broken,
-        connection,
-        options,
-        append,
-        recording,
-    })
+    }
+}
+
+/// An apply transaction begun before its entries are known: BEGIN is
+/// done and nothing else was sent, so it holds no lock and no snapshot
+/// (READ COMMITTED takes one per statement). An applier begins its next
+/// transaction while it waits for the next batch, which takes BEGIN's
+/// round trip off the path from a commit to the client's answer; the
+/// wait shows in `pg_stat_activity` as "idle in transaction". Dropping it
+/// rolls it back.
+pub struct BegunApply<'a> {
+    transaction: Transaction<'a>,
+    statements: &'a Statements,
+    bounds: &'a mut LogBounds,
+    broken: &'a mut bool,
+    connection: Connection,
+}
+
+impl std::fmt::Debug for BegunApply<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("BegunApply")
+            .field("connection", &self.connection)
+            .finish()
+    }
+}
+
+impl<'a> BegunApply<'a> {
+    /// The transaction for a batch that commits `options`: its first
+    /// statements are not sent yet (see [`OpeningApply`]).
+    pub fn open(self, options: ApplyOptions) -> OpeningApply<'a, 'static> {
+        self.into_opening(options, None)
+    }
+
+    /// Ends the transaction unused (one round trip).
+    pub async fn release(self) -> Result<(), StoreError> {
+        let result = self.transaction.rollback().await;
+        result.map_err(|error| {
+            let error = classify("ending an unused apply transaction", error);
+            *self.broken = error.is_retriable();
+            error
+        })
+    }
+
+    fn into_opening<'b>(
+        self,
+        options: ApplyOptions,
+        append: Option<&'b AppendBatch>,
+    ) -> OpeningApply<'a, 'b> {
+        let BegunApply {
+            transaction,
+            statements,
+            bounds,
+            broken,
+            connection,
+        } = self;
+        // Recorded up front only when the cached position allows it;
+        // otherwise `commit` records it (and refuses a regression) as it
+        // always did.
+        let recording = options
+            .applying_through
+            .filter(|applied| store::check_applied(bounds, applied).is_ok());
+        OpeningApply {
+            transaction,
+            statements,
+            bounds,
+            broken,
+            connection,
+            options,
+            append,
+            recording,
+        }
+    }
 }
 
 /// An apply transaction whose BEGIN is done and whose first statements

@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 
 pub use applier::PgApplier;
-pub use apply::{ApplyOptions, ApplyTransaction, FirstStatements, OpeningApply};
+pub use apply::{ApplyOptions, ApplyTransaction, BegunApply, FirstStatements, OpeningApply};
 pub use schema::SCHEMA_VERSION_SUPPORTED;
 pub use staging::{applied_in, connect_view, PgStager, StagedHeader};
 
