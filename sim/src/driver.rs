@@ -87,6 +87,39 @@ impl World {
                         }
                         self.start_apply(index, batch, 0)
                     }
+                    Output::ApplyAhead(batch) => {
+                        let node = &mut self.nodes[index];
+                        let snapshot = node.raft().expect("running").log().snapshot().index;
+                        let first = batch.entries[0].index;
+                        let result = covered_applies::check(node.id, first, snapshot);
+                        if result.is_err() {
+                            return self.check("covered_applies", result);
+                        }
+                        let replaced = node.ahead.replace(batch);
+                        assert!(replaced.is_none(), "two batches handed out ahead");
+                        self.stats.applies_ahead[0] += 1;
+                    }
+                    Output::ConfirmApply => {
+                        // The applier has computed the outcomes while the
+                        // entries replicated; from here it is an apply like
+                        // any other (a failed COMMIT is retried).
+                        let batch = self.nodes[index]
+                            .ahead
+                            .take()
+                            .expect("a confirmation for a batch handed out ahead");
+                        self.stats.applies_ahead[1] += 1;
+                        self.start_apply(index, batch, 0)
+                    }
+                    Output::AbandonApply => {
+                        let node = &mut self.nodes[index];
+                        node.ahead
+                            .take()
+                            .expect("an abandonment for a batch handed out ahead");
+                        self.stats.applies_ahead[2] += 1;
+                        // The rollback takes a round trip.
+                        let due = self.now + 1;
+                        node.view_answers.push((due, Input::ApplyAbandoned));
+                    }
                     Output::Reply { request, reply } => {
                         self.nodes[index].proposals.remove(&request);
                         let Some((waiting, _)) = self.nodes[index].waiting.remove(&request) else {
@@ -399,7 +432,8 @@ impl World {
         node.view_answers.push((due, answer));
     }
 
-    /// Hands node `index` the answers of view operations that are due.
+    /// Hands node `index` the answers that are due (of view operations,
+    /// of an abandoned apply's rollback).
     pub(crate) fn answer_views(&mut self, index: usize) {
         if !self.nodes[index].is_running() {
             return;

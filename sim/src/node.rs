@@ -81,6 +81,10 @@ pub struct SimNode {
     pub write: Option<Transaction<WriteJob>>,
     /// The apply transaction in flight (one at a time).
     pub apply: Option<Transaction<ApplyBatch>>,
+    /// A batch handed out ahead of its commit (`Output::ApplyAhead`),
+    /// waiting for the pipeline's word. Its work shows nowhere until it
+    /// is confirmed, when it becomes the apply transaction in flight.
+    pub ahead: Option<ApplyBatch>,
     /// The stage transaction in flight (one at a time).
     pub stage: Option<Transaction<StageJob>>,
     /// When the write in flight was first attempted (retries keep it).
@@ -93,8 +97,8 @@ pub struct SimNode {
     /// connections of their own: lost with the process or Postgres):
     /// view -> the rows it sees, encoded.
     pub views: BTreeMap<u64, Vec<u8>>,
-    /// Answers of view operations, due at a tick (a read takes a round
-    /// trip to Postgres).
+    /// Answers due at a tick: of view operations (a read takes a round
+    /// trip to Postgres), and of an abandoned apply's rollback.
     pub view_answers: Vec<(u64, Input)>,
     /// Down until this tick, then restarted from what the store holds.
     pub down_until: Option<u64>,
@@ -141,6 +145,7 @@ impl SimNode {
             joining: false,
             write: None,
             apply: None,
+            ahead: None,
             stage: None,
             write_since: None,
             apply_since: None,
@@ -207,6 +212,7 @@ impl SimNode {
             storage_stall_timeout: TICK * election_ticks_max,
             compaction_entries: settings.compaction_entries,
             write_entries_max: settings.entries_per_write_max,
+            apply_ahead: settings.apply_ahead,
             transfer,
             staged: self.store.staged.clone(),
         };
@@ -214,6 +220,7 @@ impl SimNode {
         self.started_micros = self.clock_micros;
         self.write = None;
         self.apply = None;
+        self.ahead = None;
         self.stage = None;
         self.write_since = None;
         self.apply_since = None;

@@ -102,6 +102,9 @@ pub struct RunStats {
     pub compactions: u64,
     /// Snapshots installed by followers.
     pub snapshots_installed: u64,
+    /// Batches leaders applied ahead of their commit: handed out,
+    /// confirmed, abandoned.
+    pub applies_ahead: [u64; 3],
     /// Compactions of the store's history (clients' `Command::Compact`)
     /// done, counted at their first application.
     pub history_compactions: u64,
@@ -159,6 +162,9 @@ impl AddAssign for RunStats {
         self.committed_index_max += stats.committed_index_max;
         self.compactions += stats.compactions;
         self.snapshots_installed += stats.snapshots_installed;
+        for (total, count) in self.applies_ahead.iter_mut().zip(stats.applies_ahead) {
+            *total += count;
+        }
         self.history_compactions += stats.history_compactions;
         for (total, count) in self.leases.iter_mut().zip(stats.leases) {
             *total += count;
@@ -215,6 +221,10 @@ impl RunStats {
             (
                 "compactions and snapshot installs",
                 self.snapshots_installed > 0 && self.compactions > 0,
+            ),
+            (
+                "applies ahead of the commit confirmed and abandoned",
+                self.applies_ahead.iter().all(|count| *count > 0),
             ),
             (
                 "lease keep-alives answered, lessors' revokes applied and lease expiries checked",

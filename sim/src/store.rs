@@ -50,6 +50,8 @@ pub struct ApplySettings {
     pub entries_per_write_max: usize,
     /// Planted bug `session-expiry-at-batch-end`.
     pub expiry_at_batch_end: bool,
+    /// Leaders apply ahead of the commit (the product does).
+    pub apply_ahead: bool,
 }
 
 /// One node's database.
@@ -494,6 +496,7 @@ mod tests {
             compaction_entries: 1000,
             entries_per_write_max: raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT,
             expiry_at_batch_end: false,
+            apply_ahead: false,
         }
     }
 

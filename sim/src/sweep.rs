@@ -226,6 +226,13 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
             format!("{} / {}", totals.compactions, totals.snapshots_installed)
         ),
         format!(
+            "  applies ahead              {:>14}",
+            format!(
+                "{} ({} confirmed, {} abandoned)",
+                totals.applies_ahead[0], totals.applies_ahead[1], totals.applies_ahead[2]
+            )
+        ),
+        format!(
             "  history compactions        {:>14}",
             format!(
                 "{} ({} / {} refused)",

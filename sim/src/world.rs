@@ -262,6 +262,7 @@ impl World {
             entries_per_write_max: profile.entries_per_write_max,
             expiry_at_batch_end: config.planted_bug.as_deref()
                 == Some("session-expiry-at-batch-end"),
+            apply_ahead: true,
         };
         let transfer = raftgres::pipeline::TransferConfig {
             chunk_bytes: profile.snapshot_chunk_bytes,

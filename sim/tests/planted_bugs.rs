@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [6, 2],
+            seeds_needed: [4, 2],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -57,6 +57,10 @@ fn hunts() -> Vec<Hunt> {
                 "state_machine_safety",
                 "leader_completeness",
                 "core_invariant",
+                // A follower that keeps a conflicting suffix refuses every
+                // append past it: on 5 nodes the first failing seed is a
+                // cluster that stops committing.
+                "liveness",
             ],
         },
         Hunt {
@@ -71,12 +75,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "apply-before-durable",
-            seeds_needed: [2, 1],
+            seeds_needed: [3, 1],
             checkers: &["apply_after_durable", "core_invariant"],
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [4, 18],
+            seeds_needed: [28, 20],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -91,12 +95,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "lease-after-timeout-now",
-            seeds_needed: [9, 21],
+            seeds_needed: [17, 7],
             checkers: &["lease_exclusivity", "read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "snapshot-before-hard-state",
-            seeds_needed: [37, 64],
+            seeds_needed: [122, 64],
             checkers: &["crash_recovery"],
         },
         Hunt {
@@ -106,7 +110,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [2, 1],
+            seeds_needed: [1, 2],
             checkers: &[
                 "client_outcomes",
                 "held_requests",
@@ -116,17 +120,17 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [45, 66],
+            seeds_needed: [16, 36],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [40, 24],
+            seeds_needed: [36, 40],
             checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {
             bug: "snapshot-labelled-at-log-start",
-            seeds_needed: [2, 2],
+            seeds_needed: [5, 1],
             checkers: &[
                 "corrupt_durable_data",
                 "replica_rows",
@@ -136,8 +140,18 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "peer-link-gives-up",
-            seeds_needed: [3, 1],
+            seeds_needed: [1, 1],
             checkers: &["liveness", "read_liveness"],
+        },
+        Hunt {
+            bug: "confirm-ahead-early",
+            seeds_needed: [1, 1],
+            checkers: &[
+                "core_invariant",
+                "apply_after_durable",
+                "state_machine_safety",
+                "replica_rows",
+            ],
         },
     ]
 }
@@ -270,6 +284,11 @@ fn finds_read_beyond_stored_applied() {
 #[test]
 fn finds_snapshot_labelled_at_log_start() {
     check_bug("snapshot-labelled-at-log-start");
+}
+
+#[test]
+fn finds_confirm_ahead_early() {
+    check_bug("confirm-ahead-early");
 }
 
 #[test]

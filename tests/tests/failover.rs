@@ -229,6 +229,144 @@ async fn clients_leave_a_stopped_leader_for_the_new_one_before_their_attempt_tim
     cluster.assert_no_node_exited();
 }
 
+/// A leader applies a lone client's write ahead of its commit, in a
+/// transaction it commits only once the write is committed (docs/STORAGE.md,
+/// rule 6). Proves that when both followers stop before the write commits,
+/// the leader's applier holds that apply uncommitted (a transaction with
+/// writes, none of them visible), the write is never answered as applied,
+/// and once the leader steps down the apply is rolled back; after the
+/// followers resume, the old leader applies what the cluster commits and
+/// every node holds the same keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_rolls_back_what_it_applied_ahead() {
+    let mut cluster = TestCluster::start("ahead-rolled-back").await;
+    let (leader, _) = cluster.leader_status().await;
+    let options = ClientOptions {
+        request_timeout: Duration::from_secs(2),
+        retry_duration_max: Duration::from_secs(3),
+        ..ClientOptions::default()
+    };
+    let client = Client::with_options(vec![cluster.node_address(leader).to_string()], options)
+        .expect("a client of the leader");
+    client.put("ahead/warm", "w").await.expect("a write");
+    let conninfo = raftgres::server::NodeConfig::from_file(&cluster.config_path(leader))
+        .expect("the leader's config")
+        .postgres;
+    let (database, connection) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+        .await
+        .expect("the leader's Postgres");
+    tokio::spawn(connection);
+    let applier_xid = || async {
+        database
+            .query_one(
+                "SELECT backend_xid::text FROM pg_stat_activity WHERE application_name = $1",
+                &[&format!("raftgres-node-{leader}-apply")],
+            )
+            .await
+            .expect("the applier's session")
+            .get::<_, Option<String>>(0)
+    };
+    let stored = |key: &'static str| {
+        let database = &database;
+        async move {
+            database
+                .query_opt(
+                    "SELECT value FROM raftgres_kv WHERE key = $1",
+                    &[&key.as_bytes()],
+                )
+                .await
+                .expect("read the leader's rows")
+                .map(|row| row.get::<_, Vec<u8>>(0))
+        }
+    };
+
+    let mut resumes = Vec::new();
+    for follower in cluster.others(leader) {
+        let pid = cluster.pid(follower).expect("the follower runs");
+        signal(pid, "STOP").expect("SIGSTOP a follower");
+        resumes.push(ResumeOnDrop(pid));
+    }
+    let put = tokio::spawn({
+        let client = client.clone();
+        async move { client.put("ahead/cut-off", "uncommitted").await }
+    });
+    // The apply runs ahead: its transaction wrote (it has an xid) and
+    // waits, uncommitted.
+    let started = Instant::now();
+    while applier_xid().await.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the leader's applier never applied the write ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        stored("ahead/cut-off").await,
+        None,
+        "visible before its commit"
+    );
+    let answer = put.await.expect("the write's task");
+    assert!(
+        answer.is_err(),
+        "a write no follower holds was answered: {answer:?}"
+    );
+    cluster
+        .wait_for_status(leader, "to step down without its followers", |status| {
+            status.role != Role::Leader as i32
+        })
+        .await;
+    // Abandoned: rolled back, and nothing of it committed.
+    let started = Instant::now();
+    while applier_xid().await.is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the old leader's applier still holds the apply after stepping down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        stored("ahead/cut-off").await,
+        None,
+        "committed without its commit"
+    );
+
+    drop(resumes);
+    let written = cluster
+        .client()
+        .put("ahead/after", "a")
+        .await
+        .expect("a write once the followers are back");
+    let commit = cluster.wait_caught_up(leader).await;
+    assert!(commit >= written.index);
+    assert_eq!(stored("ahead/after").await.as_deref(), Some(&b"a"[..]));
+    // The cut-off write may still have committed (a follower may have
+    // taken it from its socket on waking); every node agrees either way.
+    let mut seen = Vec::new();
+    for id in [1, 2, 3] {
+        cluster.wait_caught_up(id).await;
+        let mut reads = kv_client(cluster.node_address(id)).await;
+        let found = reads
+            .range(RangeRequest {
+                prefix: b"ahead/".to_vec(),
+                limit: 10,
+                mode: ReadMode::Stale as i32,
+            })
+            .await
+            .expect("a stale read")
+            .into_inner()
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect::<Vec<_>>();
+        seen.push(found);
+    }
+    assert!(
+        seen.iter().all(|keys| *keys == seen[0]),
+        "the nodes differ: {seen:?}"
+    );
+    cluster.assert_no_node_exited();
+}
+
 /// Proves that a crashed node (here the leader, which may hold entries the
 /// others never saw) restarts on its own data, catches up with everything
 /// committed while it was down, and serves it from its own state.

@@ -74,12 +74,16 @@ pub enum PlantedBug {
     /// its view sees: the follower installs a later state under an earlier
     /// index, and applies the entries between them again.
     SnapshotLabelledAtLogStart,
+    /// Confirm a batch a leader applies ahead of its commit once the
+    /// commit reaches its first entry instead of its last: the later
+    /// entries commit with the state machine before they are committed.
+    ConfirmAheadEarly,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug, in a stable order.
-    pub const ALL: [PlantedBug; 17] = [
+    pub const ALL: [PlantedBug; 18] = [
         PlantedBug::VoteWithoutLogCheck,
         PlantedBug::CommitPreviousTerm,
         PlantedBug::VoteBeforeDurable,
@@ -97,6 +101,7 @@ impl PlantedBug {
         PlantedBug::ReadContextsRestart,
         PlantedBug::ReadBeyondStoredApplied,
         PlantedBug::SnapshotLabelledAtLogStart,
+        PlantedBug::ConfirmAheadEarly,
     ];
 
     /// The name used on the command line.
@@ -119,6 +124,7 @@ impl PlantedBug {
             PlantedBug::ReadContextsRestart => "read-contexts-restart",
             PlantedBug::ReadBeyondStoredApplied => "read-beyond-stored-applied",
             PlantedBug::SnapshotLabelledAtLogStart => "snapshot-labelled-at-log-start",
+            PlantedBug::ConfirmAheadEarly => "confirm-ahead-early",
         }
     }
 

@@ -42,15 +42,41 @@ pub struct ApplyDone {
     pub outcomes: Vec<(LogIndex, Term, ApplyOutcome)>,
 }
 
+/// A batch a leader handed its applier ahead of the batch's commit
+/// (`Output::ApplyAhead`): the applier computes its outcomes while the
+/// entries replicate, and reports or commits nothing until the pipeline
+/// confirms it (`Output::ConfirmApply`) once the commit reached its last
+/// entry, or abandons it (`Output::AbandonApply`) when leadership was
+/// lost first.
+#[derive(Debug)]
+pub(super) struct Ahead {
+    /// Its last entry's index and term. A leader never changes its own
+    /// log, so the entry committed at `last` with this term is the batch's
+    /// last, and by log matching so are the ones before it.
+    pub(super) last: (LogIndex, Term),
+    /// The entries of the batch the core handed out as committed since,
+    /// in order: applied by the batch once confirmed, queued for the next
+    /// batch if it is abandoned.
+    pub(super) committed: Vec<Entry>,
+    /// Whether `Output::ConfirmApply` went out.
+    pub(super) confirmed: bool,
+    /// Whether `Output::AbandonApply` went out.
+    pub(super) abandoning: bool,
+}
+
 /// The apply side of the pipeline: at most one batch in flight, whether the
 /// applier carries it or a log write does.
 #[derive(Debug, Default)]
 pub(super) struct Applies {
-    /// When the batch in flight was handed out. Invariant: at most one
-    /// batch is being applied.
+    /// When the batch in flight was handed out, or for a batch handed out
+    /// ahead, confirmed (its wait for the commit is not storage's).
+    /// Invariant: at most one batch is being applied.
     pub(super) started_at: Option<Instant>,
     /// Committed entries not yet handed out, in order.
     pub(super) next: Vec<Entry>,
+    /// The batch handed out ahead of its commit, until it is applied or
+    /// abandoned. Invariant: while it is, no other batch is in flight.
+    pub(super) ahead: Option<Ahead>,
 }
 
 impl Applies {
@@ -58,11 +84,78 @@ impl Applies {
     /// before it arrived are covered by it.
     pub(super) fn covered_by_snapshot(&mut self, index: LogIndex) {
         self.next.retain(|entry| entry.index > index);
+        if let Some(ahead) = &mut self.ahead {
+            ahead.committed.retain(|entry| entry.index > index);
+        }
     }
 
-    /// Whether a batch is being applied.
+    /// Whether a batch is being applied (or waits for its confirmation).
     pub(super) fn in_flight(&self) -> bool {
-        self.started_at.is_some()
+        self.started_at.is_some() || self.ahead.is_some()
+    }
+
+    /// The core handed out `entries` as committed: a batch handed out
+    /// ahead holds those it covers, the rest wait for the next batch.
+    pub(super) fn committed(&mut self, entries: Vec<Entry>) {
+        match &mut self.ahead {
+            Some(ahead) => {
+                for entry in entries {
+                    if entry.index <= ahead.last.0 {
+                        ahead.committed.push(entry);
+                    } else {
+                        self.next.push(entry);
+                    }
+                }
+            }
+            None => self.next.extend(entries),
+        }
+    }
+
+    /// The batch handed out ahead, if the commit reached its last entry
+    /// (`early`: its first, a planted bug) and it was neither confirmed
+    /// nor abandoned: confirmed now.
+    pub(super) fn confirm_ahead(&mut self, now: Instant, early: bool) -> bool {
+        let Some(ahead) = &mut self.ahead else {
+            return false;
+        };
+        if ahead.confirmed || ahead.abandoning {
+            return false;
+        }
+        let reached = match ahead.committed.last() {
+            Some(entry) if early => entry.index <= ahead.last.0,
+            Some(entry) => (entry.index, entry.term) == ahead.last,
+            None => false,
+        };
+        if reached {
+            ahead.confirmed = true;
+            self.started_at = Some(now);
+        }
+        reached
+    }
+
+    /// The batch handed out ahead is to be abandoned, if there is one that
+    /// was not confirmed (nor abandoned already).
+    pub(super) fn abandon_ahead(&mut self) -> bool {
+        match &mut self.ahead {
+            Some(ahead) if !ahead.confirmed && !ahead.abandoning => {
+                ahead.abandoning = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The applier rolled the batch handed out ahead back: the committed
+    /// entries it held go first in the next batch.
+    pub(super) fn abandoned(&mut self) {
+        let ahead = self
+            .ahead
+            .take()
+            .expect("an abandoned apply was handed out ahead");
+        self.started_at = None;
+        let mut next = ahead.committed;
+        next.append(&mut self.next);
+        self.next = next;
     }
 
     /// The next batch, if no batch is in flight and there is one.
@@ -78,6 +171,11 @@ impl Applies {
 
     /// The batch in flight is applied.
     pub(super) fn done(&mut self) {
+        assert!(
+            self.ahead.as_ref().is_none_or(|ahead| ahead.confirmed),
+            "an apply handed out ahead was reported done before its confirmation"
+        );
         self.started_at = None;
+        self.ahead = None;
     }
 }

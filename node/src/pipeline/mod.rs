@@ -14,12 +14,16 @@
 //! ```text
 //!   now ───────────────> clock ──> ticks ──┐
 //!   Input::Peer, Propose, Read, Transfer ──┼──> Raft ──> Ready
-//!   Input::WriteDone, ApplyDone, Outcomes ─┘               │
+//!   Input::WriteDone, ApplyDone, Outcomes, ┘               │
+//!         ApplyAbandoned
 //!                                                           v
 //!   Output::Send ............ messages (now, or after their write is durable)
 //!   Output::Write ........... one WriteJob at a time (group commit), with
 //!                             the committed entries it applies
 //!   Output::Apply ........... committed entries, alone, when no write waits
+//!   Output::ApplyAhead ...... a leader's entries, ahead of their commit;
+//!   Output::ConfirmApply .... then committed, or
+//!   Output::AbandonApply .... never to be confirmed (leadership lost)
 //!   Output::Reply ........... a client's answer
 //!   Output::OpenView, ReadChunk, CloseView
 //!                             a snapshot streamed from an MVCC view
@@ -47,6 +51,18 @@
 //! index under one COMMIT); they get a transaction of their own only when
 //! no write waits to start. At most one batch is applied at a time,
 //! whichever carries it.
+//!
+//! 3a. On `Output::ApplyAhead`, apply the batch as in obligation 3 up to
+//!    its outcomes, on the assumption that the applied index stands right
+//!    below it, and then wait: neither report the outcomes nor COMMIT
+//!    before `Output::ConfirmApply` (the commit reached the batch's last
+//!    entry, which is durable here), then go on as in obligation 3. On
+//!    `Output::AbandonApply`, or if anything fails or surprises before the
+//!    confirmation (an error, the applied index elsewhere), roll back and
+//!    report `Input::ApplyAbandoned`; a confirmation that arrives after
+//!    that is ignored. A leader hands a batch out ahead when its applier
+//!    is idle and nothing committed waits, so the apply's round trips run
+//!    while the entries replicate instead of after.
 //! 4. Send every `Output::Send` (dropping it is allowed: Raft retransmits).
 //! 5. Deliver every `Output::Reply` to the request it names.
 //! 6. On shutdown, call [`Pipeline::fail_all`] and deliver its replies.
@@ -118,6 +134,8 @@ pub struct PipelineConfig {
     /// (a follower catching up merges many appends while a write is in
     /// flight) is written in parts, in order. At least 1.
     pub write_entries_max: usize,
+    /// Whether a leader applies ahead of the commit (obligation 3a).
+    pub apply_ahead: bool,
     /// How snapshots are streamed.
     pub transfer: TransferConfig,
     /// The snapshot transfer the staging held at start, if any.
@@ -173,6 +191,10 @@ pub enum Input {
     WriteDone(WriteDone),
     /// The apply batch handed out last is committed.
     ApplyDone(ApplyDone),
+    /// The batch handed out ahead (`Output::ApplyAhead`) was rolled back
+    /// without committing anything: abandoned as asked, or failed before
+    /// its confirmation.
+    ApplyAbandoned,
     /// The apply in flight (of its own, or carried by the write in
     /// flight) computed these outcomes and has not committed yet. They are
     /// final: the entries are committed in the log, and applying them
@@ -220,6 +242,15 @@ pub enum Output {
     Write(WriteJob),
     /// Apply committed entries (obligation 3).
     Apply(ApplyBatch),
+    /// Apply entries ahead of their commit, holding the outcomes and the
+    /// COMMIT until confirmed (obligation 3a).
+    ApplyAhead(ApplyBatch),
+    /// The batch handed out ahead is committed: report its outcomes and
+    /// commit it (obligation 3a).
+    ConfirmApply,
+    /// The batch handed out ahead will not be confirmed: roll it back and
+    /// report `Input::ApplyAbandoned` (obligation 3a).
+    AbandonApply,
     /// Open a view of the state machine (obligation 7).
     OpenView {
         /// Its id, for the reads and the close.
@@ -276,6 +307,7 @@ pub struct Pipeline {
     handed_off_at: Option<Instant>,
     writes: write::Writes,
     applies: apply::Applies,
+    apply_ahead: bool,
     requests: requests::Requests,
     compaction: compaction::Compaction,
     transfers: transfer::Transfers,
@@ -317,6 +349,7 @@ impl Pipeline {
                 ..write::Writes::default()
             },
             applies: apply::Applies::default(),
+            apply_ahead: config.apply_ahead,
             requests: requests::Requests::new(planted.covered_proposals_lost),
             compaction: compaction::Compaction::new(config.compaction_entries, log_start),
             transfers: transfer::Transfers::new(
@@ -407,6 +440,14 @@ impl Pipeline {
                     self.raft.id()
                 );
                 self.apply_done(done)
+            }
+            Input::ApplyAbandoned => {
+                assert!(
+                    self.applies.ahead.is_some(),
+                    "node {}: an apply was reported abandoned while none was handed out ahead",
+                    self.raft.id()
+                );
+                self.applies.abandoned();
             }
             Input::Outcomes(outcomes) => self.answer(outcomes),
             Input::StateMachineBehind { stored_applied } => {
@@ -752,7 +793,11 @@ impl Pipeline {
             } else if job.writes_anything() || !job.messages_after_persist.is_empty() {
                 self.writes.queue(job);
             }
-            self.applies.next.extend(ready.committed_entries);
+            self.applies.committed(ready.committed_entries);
+            let early = self.planted.confirm_ahead_early;
+            if self.applies.confirm_ahead(self.clock.now(), early) {
+                self.outputs.push(Output::ConfirmApply);
+            }
             for read in ready.reads {
                 if let Some(request) = self.requests.take_read(read.context) {
                     self.reply(request, Reply::ReadReady { index: read.index });
@@ -781,6 +826,7 @@ impl Pipeline {
                 self.outputs.push(Output::Apply(batch));
             }
         }
+        self.apply_ahead();
         let settled = self
             .requests
             .transfers_settled(self.raft.leader(), self.clock.now());
@@ -868,6 +914,46 @@ impl Pipeline {
         }
     }
 
+    /// A leader whose applier is idle, with nothing committed waiting and
+    /// no write queued behind the one in flight (a single client's
+    /// proposal, not a busy leader's stream, which its log writes apply
+    /// in their own transactions), hands the entries after the applied
+    /// index to the applier ahead of their commit (obligation 3a). Not
+    /// while the write in flight compacts the log: the compaction reads
+    /// the stored applied index under a lock the apply holds until its
+    /// confirmation, which waits for that write.
+    fn apply_ahead(&mut self) {
+        if !self.apply_ahead
+            || self.raft.role() != Role::Leader
+            || self.applies.in_flight()
+            || !self.applies.next.is_empty()
+            || !self.writes.nothing_queued()
+            || self.writes.compacting
+        {
+            return;
+        }
+        let log = self.raft.log();
+        if log.commit_index() != self.applied || log.last_index() <= self.applied {
+            return;
+        }
+        let Ok(entries) =
+            log.entries_from(self.applied.next(), self.writes.entries_max, usize::MAX)
+        else {
+            return;
+        };
+        let Some(last) = entries.last() else {
+            return;
+        };
+        self.applies.ahead = Some(apply::Ahead {
+            last: (last.index, last.term),
+            committed: Vec::new(),
+            confirmed: false,
+            abandoning: false,
+        });
+        self.outputs
+            .push(Output::ApplyAhead(ApplyBatch { entries }));
+    }
+
     fn compact_if_due(&mut self, applied: LogIndex) {
         let log = self.raft.log();
         let log_start = log.snapshot().index;
@@ -893,6 +979,11 @@ impl Pipeline {
 
     fn observe_role(&mut self) {
         let role = self.raft.role();
+        if role != Role::Leader && self.applies.abandon_ahead() {
+            // Entries of a leader that lost its leadership may never
+            // commit, or commit with others in their place.
+            self.outputs.push(Output::AbandonApply);
+        }
         if role != self.last_role {
             if self.last_role == Role::Leader {
                 let replies = self.requests.leadership_lost();

@@ -18,6 +18,9 @@ pub(super) struct Planted {
     /// Label a streamed snapshot with the log's start, not the view's
     /// applied index.
     pub(super) snapshot_labelled_at_log_start: bool,
+    /// Confirm a batch applied ahead once the commit reaches its first
+    /// entry instead of its last.
+    pub(super) confirm_ahead_early: bool,
 }
 
 impl Planted {
@@ -33,6 +36,7 @@ impl Planted {
                 read_contexts_restart: raft.planted(PlantedBug::ReadContextsRestart),
                 snapshot_labelled_at_log_start: raft
                     .planted(PlantedBug::SnapshotLabelledAtLogStart),
+                confirm_ahead_early: raft.planted(PlantedBug::ConfirmAheadEarly),
             }
         }
         #[cfg(not(feature = "planted-bugs"))]

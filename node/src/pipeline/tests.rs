@@ -21,6 +21,7 @@ fn config(read_context_first: u64) -> PipelineConfig {
         storage_stall_timeout: TICK * 20,
         compaction_entries: 1_000,
         write_entries_max: WRITE_ENTRIES_MAX_DEFAULT,
+        apply_ahead: false,
         transfer: crate::pipeline::TransferConfig {
             chunk_bytes: 1 << 10,
             chunks_in_flight: 4,
@@ -339,6 +340,7 @@ fn the_log_is_compacted_behind_the_applied_index() {
     let config = PipelineConfig {
         compaction_entries: 3,
         write_entries_max: WRITE_ENTRIES_MAX_DEFAULT,
+        apply_ahead: false,
         ..config(1)
     };
     let mut pipeline = Pipeline::new(raft, config, Instant::default());
@@ -507,26 +509,47 @@ fn message_from(from: u64, term: Term, body: crate::core::MessageBody) -> Input 
 /// Node 1 of three, elected by node 2's votes, with its blank entry
 /// acknowledged by both followers.
 fn three_node_leader() -> (Pipeline, Instant) {
+    three_node_leader_with(config(1))
+}
+
+/// [`three_node_leader`] with `config`.
+fn three_node_leader_with(config: PipelineConfig) -> (Pipeline, Instant) {
     use crate::core::MessageBody;
     let mut core_config = Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]);
     // The test's followers answer no heartbeats; the leader must not step
     // down for that while its storage stalls.
     core_config.check_quorum = false;
     let raft = Raft::new(core_config, DurableState::default(), 11).unwrap();
-    let config = config(1);
     let mut pipeline = Pipeline::new(raft, config, Instant::default());
     let now = at_ticks(30);
     pipeline.advance(now);
-    complete_writes(&mut pipeline, now);
+    // Carries out the writes and applies every batch, whether handed out
+    // committed or ahead (a batch ahead once confirmed).
+    let mut ahead = None;
+    let mut settle = |pipeline: &mut Pipeline| {
+        for output in complete_writes(pipeline, now) {
+            let batch = match output {
+                Output::Apply(batch) => batch,
+                Output::ApplyAhead(batch) => {
+                    ahead = Some(batch);
+                    continue;
+                }
+                Output::ConfirmApply => ahead.take().expect("confirmed after handed out"),
+                _ => continue,
+            };
+            pipeline.handle(now, Input::ApplyDone(apply_all(&batch.entries, b"")));
+        }
+    };
+    settle(&mut pipeline);
     let campaign_term = Term(1);
     let grant = |pre_vote| MessageBody::VoteResponse {
         pre_vote,
         granted: true,
     };
     pipeline.handle(now, message_from(2, campaign_term, grant(true)));
-    complete_writes(&mut pipeline, now);
+    settle(&mut pipeline);
     pipeline.handle(now, message_from(2, campaign_term, grant(false)));
-    complete_writes(&mut pipeline, now);
+    settle(&mut pipeline);
     assert_eq!(pipeline.raft().role(), Role::Leader);
     let last = pipeline.raft().log().last_index();
     for follower in [2, 3] {
@@ -546,12 +569,164 @@ fn three_node_leader() -> (Pipeline, Instant) {
     }
     // The blank entry is committed: apply it, so that nothing is left in
     // flight.
-    for batch in apply_batches(&complete_writes(&mut pipeline, now)) {
-        let done = apply_all(&batch.entries, b"");
-        pipeline.handle(now, Input::ApplyDone(done));
-    }
-    complete_writes(&mut pipeline, now);
+    settle(&mut pipeline);
+    settle(&mut pipeline);
+    assert!(ahead.is_none(), "the blank entry is applied");
+    assert_eq!(
+        pipeline.raft().log().applied_index(),
+        pipeline.raft().log().last_index()
+    );
     (pipeline, now)
+}
+
+/// A three-node leader that applies ahead (obligation 3a).
+fn leader_applying_ahead() -> (Pipeline, Instant) {
+    three_node_leader_with(PipelineConfig {
+        apply_ahead: true,
+        ..config(1)
+    })
+}
+
+fn batches_ahead(outputs: &[Output]) -> Vec<ApplyBatch> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::ApplyAhead(batch) => Some(batch.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn count(outputs: &[Output], wanted: &Output) -> usize {
+    outputs.iter().filter(|output| *output == wanted).count()
+}
+
+/// Follower `follower` answers that it holds the leader's log up to
+/// `index`.
+fn follower_holds(pipeline: &mut Pipeline, now: Instant, follower: u64, index: LogIndex) {
+    let term = pipeline.raft().term();
+    let answer = crate::core::MessageBody::AppendResponse {
+        index,
+        rejected: false,
+        reject_hint_index: LogIndex(0),
+        reject_hint_term: Term(0),
+    };
+    pipeline.handle(now, message_from(follower, term, answer));
+}
+
+#[test]
+fn obligation_3a_a_leader_applies_ahead_and_commits_once_confirmed() {
+    let (mut pipeline, now) = leader_applying_ahead();
+    let applied_before = pipeline.raft().log().applied_index();
+    propose(&mut pipeline, now, 7);
+    let outputs = complete_writes(&mut pipeline, now);
+    let ahead = batches_ahead(&outputs);
+    let [batch] = ahead.as_slice() else {
+        panic!("one batch ahead of its commit: {outputs:?}");
+    };
+    let entry = batch.entries[0].clone();
+    assert_eq!(batch.entries, vec![entry.clone()]);
+    assert!(matches!(entry.payload, EntryPayload::Command(_)));
+    assert!(apply_batches(&outputs).is_empty());
+    assert_eq!(
+        count(&outputs, &Output::ConfirmApply),
+        0,
+        "not committed yet"
+    );
+    assert_eq!(pipeline.raft().log().commit_index(), applied_before);
+
+    // Waiting for the followers is not a stalled storage.
+    let later = Instant(now.0 + TICK * 30);
+    pipeline.advance(later);
+    let outputs = pipeline.take_outputs();
+    assert!(
+        !outputs
+            .iter()
+            .any(|output| matches!(output, Output::HandingOff { .. })),
+        "{outputs:?}"
+    );
+
+    follower_holds(&mut pipeline, later, 2, entry.index);
+    let outputs = complete_writes(&mut pipeline, later);
+    assert_eq!(count(&outputs, &Output::ConfirmApply), 1, "{outputs:?}");
+    assert!(replies(&outputs).is_empty(), "answered with the outcomes");
+    assert!(apply_batches(&outputs).is_empty() && batches_ahead(&outputs).is_empty());
+    let done = apply_all(&batch.entries, b"ahead");
+    pipeline.handle(later, Input::Outcomes(done.outcomes.clone()));
+    assert_eq!(
+        replies(&pipeline.take_outputs()),
+        vec![applied(7, entry.index, b"ahead")]
+    );
+    pipeline.handle(
+        later,
+        Input::ApplyDone(ApplyDone {
+            outcomes: Vec::new(),
+            ..done
+        }),
+    );
+    assert_eq!(pipeline.raft().log().applied_index(), entry.index);
+}
+
+/// A leader's batch ahead whose first entry committed before leadership
+/// was lost: abandoned, and that entry applied again after, in a batch of
+/// its own; the rest never.
+#[test]
+fn obligation_3a_an_apply_ahead_is_abandoned_when_leadership_is_lost() {
+    let (mut pipeline, now) = leader_applying_ahead();
+    // One entry ahead, confirmed and applied; two more proposed meanwhile
+    // go ahead together next.
+    propose(&mut pipeline, now, 1);
+    let first = batches_ahead(&complete_writes(&mut pipeline, now)).remove(0);
+    propose(&mut pipeline, now, 2);
+    propose(&mut pipeline, now, 3);
+    assert!(batches_ahead(&complete_writes(&mut pipeline, now)).is_empty());
+    follower_holds(&mut pipeline, now, 2, first.entries[0].index);
+    let outputs = complete_writes(&mut pipeline, now);
+    assert_eq!(count(&outputs, &Output::ConfirmApply), 1);
+    pipeline.handle(now, Input::ApplyDone(apply_all(&first.entries, b"")));
+    let ahead = batches_ahead(&complete_writes(&mut pipeline, now));
+    let [batch] = ahead.as_slice() else {
+        panic!("the next batch goes ahead: {ahead:?}");
+    };
+    assert_eq!(batch.entries.len(), 2);
+    let (second, third) = (batch.entries[0].clone(), batch.entries[1].clone());
+
+    // The second commits; the third does not before a new term begins.
+    follower_holds(&mut pipeline, now, 2, second.index);
+    let outputs = complete_writes(&mut pipeline, now);
+    assert_eq!(count(&outputs, &Output::ConfirmApply), 0, "{outputs:?}");
+    assert!(apply_batches(&outputs).is_empty());
+    let term = Term(pipeline.raft().term().0 + 1);
+    pipeline.handle(
+        now,
+        message_from(
+            2,
+            term,
+            crate::core::MessageBody::VoteRequest {
+                pre_vote: false,
+                last_log_index: second.index,
+                last_log_term: second.term,
+                leadership_transfer: true,
+            },
+        ),
+    );
+    let outputs = complete_writes(&mut pipeline, now);
+    assert_ne!(pipeline.raft().role(), Role::Leader);
+    assert_eq!(count(&outputs, &Output::AbandonApply), 1, "{outputs:?}");
+    assert!(
+        apply_batches(&outputs).is_empty(),
+        "nothing before the rollback"
+    );
+
+    pipeline.handle(now, Input::ApplyAbandoned);
+    let outputs = complete_writes(&mut pipeline, now);
+    let applied = apply_batches(&outputs);
+    assert_eq!(applied.len(), 1, "{outputs:?}");
+    assert_eq!(
+        applied[0].entries,
+        vec![second],
+        "the committed entry, not {third:?}"
+    );
 }
 
 /// Follower `follower` answers that it holds the leader's last entry.

@@ -115,6 +115,9 @@ pub(super) struct Writes {
     pub(super) queued: VecDeque<WriteJob>,
     /// Whether the job in flight carries an apply batch.
     pub(super) carries_apply: bool,
+    /// Whether the job in flight compacts the log: its check of the
+    /// stored applied index waits for any apply transaction that moved it.
+    pub(super) compacting: bool,
     /// Most entries one job hands out (see `PipelineConfig`).
     pub(super) entries_max: usize,
     /// Planted bug: a snapshot install goes out without the hard state of
@@ -128,6 +131,7 @@ impl Default for Writes {
             started_at: None,
             queued: VecDeque::new(),
             carries_apply: false,
+            compacting: false,
             entries_max: super::WRITE_ENTRIES_MAX_DEFAULT,
             install_before_hard_state: false,
         }
@@ -204,6 +208,7 @@ impl Writes {
             self.queued.push_front(rest);
         }
         self.started_at = Some(now);
+        self.compacting = job.compact_to.is_some();
         Some(job)
     }
 
@@ -211,6 +216,7 @@ impl Writes {
     /// apply batch.
     pub(super) fn done(&mut self) -> bool {
         self.started_at = None;
+        self.compacting = false;
         std::mem::take(&mut self.carries_apply)
     }
 }

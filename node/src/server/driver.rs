@@ -28,15 +28,16 @@ use super::metrics::Metrics;
 use super::peers::PeerDirectory;
 use super::round_trip::RoundTrips;
 use super::snapshots::{TransferReport, ViewOpener};
+use super::storage::{ApplierJob, ApplierReport};
 use super::transport::Transport;
 use crate::core::{
     LogIndex, MembershipChange, Message, MessageBody, NodeId, Raft, Role, Status, Term,
 };
 pub(crate) use crate::pipeline::ReadMode;
 use crate::pipeline::{
-    ApplyBatch, ApplyDone, ApplyOutcome, Input, Instant, Output, Pipeline, PipelineConfig,
-    ReadChunk, Refusal, Reply as PipelineReply, RequestId, StageJob, StagedTransfer,
-    TransferConfig, WriteDone, WriteJob,
+    ApplyOutcome, Input, Instant, Output, Pipeline, PipelineConfig, ReadChunk, Refusal,
+    Reply as PipelineReply, RequestId, StageJob, StagedTransfer, TransferConfig, WriteDone,
+    WriteJob,
 };
 
 /// A committed and applied proposal.
@@ -95,8 +96,8 @@ pub(crate) struct NodeStatus {
 pub(crate) struct StorageChannels {
     pub(crate) write_jobs: mpsc::Sender<WriteJob>,
     pub(crate) write_done: mpsc::Receiver<Result<WriteDone, StoreError>>,
-    pub(crate) apply_batches: mpsc::Sender<ApplyBatch>,
-    pub(crate) apply_done: mpsc::Receiver<Result<ApplyDone, StoreError>>,
+    pub(crate) apply_batches: mpsc::Sender<ApplierJob>,
+    pub(crate) apply_done: mpsc::Receiver<Result<ApplierReport, StoreError>>,
     /// Outcomes the log writer's and the applier's applies computed
     /// before their COMMIT (`Input::Outcomes`).
     pub(crate) outcomes: mpsc::UnboundedReceiver<Vec<(LogIndex, Term, ApplyOutcome)>>,
@@ -172,6 +173,7 @@ impl Driver {
             storage_stall_timeout: election_timeout,
             compaction_entries: config.raft.compaction_entries,
             write_entries_max: storage.entries_per_append_max,
+            apply_ahead: true,
             transfer: TransferConfig {
                 chunk_bytes: config.raft.message_bytes_max,
                 chunks_in_flight: config.raft.snapshot_chunks_in_flight,
@@ -259,10 +261,13 @@ impl Driver {
                     self.pipeline.handle(now, Input::WriteDone(done));
                 }
                 done = self.storage.apply_done.recv() => {
-                    let done = received(done, "the applier")?;
+                    let input = match received(done, "the applier")? {
+                        ApplierReport::Applied(done) => Input::ApplyDone(done),
+                        ApplierReport::Abandoned => Input::ApplyAbandoned,
+                    };
                     self.early_outcomes();
                     let now = self.now();
-                    self.pipeline.handle(now, Input::ApplyDone(done));
+                    self.pipeline.handle(now, input);
                 }
                 report = self.storage.transfer_reports.recv() => {
                     let input = received(report, "the stager")?;
@@ -382,11 +387,13 @@ impl Driver {
                     panic!("node {}: the log writer stopped", self.pipeline.raft().id());
                 }
             }
-            Output::Apply(batch) => {
-                if self.storage.apply_batches.try_send(batch).is_err() {
-                    panic!("node {}: the applier stopped", self.pipeline.raft().id());
-                }
+            Output::Apply(batch) => self.hand_applier(ApplierJob::Apply(batch)),
+            Output::ApplyAhead(batch) => {
+                self.metrics.applies_ahead.inc();
+                self.hand_applier(ApplierJob::Ahead(batch))
             }
+            Output::ConfirmApply => self.hand_applier(ApplierJob::Confirm),
+            Output::AbandonApply => self.hand_applier(ApplierJob::Abandon),
             Output::Reply { request, reply } => self.answer(request, reply),
             Output::OpenView { view } => {
                 let (reads, queue) = mpsc::channel(1);
@@ -446,6 +453,14 @@ impl Driver {
                     self.metrics.leader_changes.inc();
                 }
             }
+        }
+    }
+
+    /// The pipeline keeps one batch in flight and gives a batch applied
+    /// ahead one word, so the applier's two-slot queue has room.
+    fn hand_applier(&mut self, job: ApplierJob) {
+        if self.storage.apply_batches.try_send(job).is_err() {
+            panic!("node {}: the applier stopped", self.pipeline.raft().id());
         }
     }
 

@@ -122,6 +122,10 @@ pub struct Metrics {
     pub apply_seconds: Histogram,
     /// Committed entries applied inside a log write's transaction.
     pub applied_with_write_entries: Counter,
+    /// Batches a leader applied ahead of their commit.
+    pub applies_ahead: Counter,
+    /// Batches applied ahead and rolled back (leadership lost first).
+    pub applies_ahead_abandoned: Counter,
     /// Failed storage operations (each retried).
     pub storage_errors: Counter,
     /// 0 while the log writer cannot reach Postgres.
@@ -248,6 +252,14 @@ impl Default for Metrics {
             "raftgres_applied_with_write_entries",
             "Committed entries applied inside a log write's transaction (one COMMIT for log and state machine); the others are applied in transactions of their own (raftgres_apply_seconds).",
         );
+        let applies_ahead = counter(
+            "raftgres_applies_ahead",
+            "Batches a leader applied ahead of their commit (its applier idle, nothing else waiting: the apply runs while the entries replicate, and commits once they are committed).",
+        );
+        let applies_ahead_abandoned = counter(
+            "raftgres_applies_ahead_abandoned",
+            "Batches applied ahead of their commit and rolled back because leadership was lost first.",
+        );
         let requests = Family::<MethodLabel, Counter>::default();
         registry.register(
             "raftgres_client_requests",
@@ -279,7 +291,7 @@ impl Default for Metrics {
         );
         let apply_seconds = histogram(
             "raftgres_apply_seconds",
-            "Latency of apply transactions of their own, from the batch's arrival at the applier (which has begun the transaction while it waited) to the COMMIT (applies a log write carries are timed with it).",
+            "Latency of apply transactions of their own, from the batch's arrival at the applier (which has begun the transaction while it waited; for a batch applied ahead of its commit, from its confirmation) to the COMMIT (applies a log write carries are timed with it).",
             SECONDS_BUCKETS,
         );
         let peer_round_trip_seconds =
@@ -310,6 +322,8 @@ impl Default for Metrics {
             storage_write_seconds,
             apply_seconds,
             applied_with_write_entries,
+            applies_ahead,
+            applies_ahead_abandoned,
             storage_errors,
             storage_healthy,
             peer_messages_sent,

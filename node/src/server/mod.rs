@@ -297,7 +297,8 @@ async fn run<S: StateMachine>(
         )
         .in_current_span(),
     );
-    let (apply_batches, apply_batch_receiver) = mpsc::channel(1);
+    // A batch, and for a batch applied ahead, the pipeline's word on it.
+    let (apply_batches, apply_batch_receiver) = mpsc::channel(2);
     let (apply_done_sender, apply_done) = mpsc::channel(1);
     let applier_task = tokio::spawn(
         storage::run_applier(

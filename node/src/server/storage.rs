@@ -220,6 +220,30 @@ fn report_early(
 /// comes; then it ends it, and the next batch begins its own.
 const BEGUN_AHEAD_IDLE_MAX: Duration = Duration::from_secs(1);
 
+/// What the driver hands the applier: the pipeline's `Output::Apply`,
+/// `ApplyAhead`, `ConfirmApply` and `AbandonApply`.
+#[derive(Debug)]
+pub(crate) enum ApplierJob {
+    /// Committed entries to apply.
+    Apply(ApplyBatch),
+    /// A leader's entries to apply ahead of their commit: outcomes now,
+    /// the rest on `Confirm`.
+    Ahead(ApplyBatch),
+    /// The batch handed out ahead is committed.
+    Confirm,
+    /// The batch handed out ahead will not be confirmed.
+    Abandon,
+}
+
+/// What the applier reports for a batch.
+#[derive(Debug)]
+pub(crate) enum ApplierReport {
+    /// Applied and committed (`Input::ApplyDone`).
+    Applied(ApplyDone),
+    /// The batch handed out ahead was rolled back (`Input::ApplyAbandoned`).
+    Abandoned,
+}
+
 /// Runs the applier until its channel closes. While it waits for a batch
 /// it holds the next transaction begun ([`BegunApply`]), so that a batch's
 /// first statements go out at once.
@@ -227,56 +251,105 @@ pub(crate) async fn run_applier<S: StateMachine>(
     mut applier: PgApplier,
     state_machine: Arc<S>,
     settings: ApplierSettings,
-    mut batches: mpsc::Receiver<ApplyBatch>,
-    done: mpsc::Sender<Result<ApplyDone, StoreError>>,
+    mut jobs: mpsc::Receiver<ApplierJob>,
+    done: mpsc::Sender<Result<ApplierReport, StoreError>>,
     outcomes: mpsc::UnboundedSender<Vec<(LogIndex, Term, ApplyOutcome)>>,
     metrics: Arc<Metrics>,
 ) {
     loop {
         let early = Some(&outcomes);
-        let mut started = Instant::now();
+        let state_machine = state_machine.as_ref();
         // The apply is timed from its batch's arrival.
-        let (batch, first_attempt) = match applier.begin_ahead().await {
-            Ok(begun) => match tokio::time::timeout(BEGUN_AHEAD_IDLE_MAX, batches.recv()).await {
-                Ok(Some(batch)) => {
-                    started = Instant::now();
-                    let opening = begun.open(apply_options(settings, &batch));
-                    let state_machine = state_machine.as_ref();
-                    let applied =
-                        apply_pipelined(opening, state_machine, settings, &batch, early).await;
-                    (batch, Some(applied))
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    // Idle: end it and wait outside a transaction; the
-                    // next batch begins its own. A failure here shows
-                    // again then.
-                    let _ = begun.release().await;
-                    match batches.recv().await {
-                        Some(batch) => (batch, None),
-                        None => break,
+        let mut started;
+        // A block, so that the transaction begun ahead no longer borrows
+        // the applier after it.
+        let first = {
+            let mut begun = applier.begin_ahead().await.ok();
+            let job = loop {
+                let job = match &begun {
+                    Some(_) => {
+                        match tokio::time::timeout(BEGUN_AHEAD_IDLE_MAX, jobs.recv()).await {
+                            Ok(job) => job,
+                            Err(_) => {
+                                // Idle: end it and wait outside a
+                                // transaction; the next batch begins its
+                                // own. A failure here shows again then.
+                                if let Some(idle) = begun.take() {
+                                    let _ = idle.release().await;
+                                }
+                                continue;
+                            }
+                        }
                     }
+                    None => jobs.recv().await,
+                };
+                match job {
+                    Some(job @ (ApplierJob::Confirm | ApplierJob::Abandon)) => {
+                        panic!("the applier got {job:?} without a batch applied ahead")
+                    }
+                    job => break job,
                 }
-            },
-            // The batch's own attempt meets the error again and retries.
-            Err(_) => match batches.recv().await {
-                Some(batch) => (batch, None),
+            };
+            started = Instant::now();
+            let (batch, ahead) = match job {
                 None => break,
-            },
+                Some(ApplierJob::Apply(batch)) => (batch, false),
+                Some(ApplierJob::Ahead(batch)) => (batch, true),
+                Some(ApplierJob::Confirm | ApplierJob::Abandon) => unreachable!("refused above"),
+            };
+            match begun {
+                Some(begun) => {
+                    let opening = Ok(begun.open(apply_options(settings, &batch)));
+                    let attempt = first_attempt(
+                        opening,
+                        ahead,
+                        state_machine,
+                        settings,
+                        &batch,
+                        &mut jobs,
+                        early,
+                        &mut started,
+                    )
+                    .await;
+                    First::Attempted(batch, attempt)
+                }
+                None => First::NotBegun(batch, ahead),
+            }
+        };
+        let (batch, attempt) = match first {
+            First::Attempted(batch, attempt) => (batch, attempt),
+            First::NotBegun(batch, ahead) => {
+                let opening = applier.open_apply(apply_options(settings, &batch)).await;
+                let attempt = first_attempt(
+                    opening,
+                    ahead,
+                    state_machine,
+                    settings,
+                    &batch,
+                    &mut jobs,
+                    early,
+                    &mut started,
+                )
+                .await;
+                (batch, attempt)
+            }
+        };
+        let first_attempt = match attempt {
+            Attempt::Done(result) => result,
+            Attempt::Abandoned => {
+                metrics.applies_ahead_abandoned.inc();
+                if done.send(Ok(ApplierReport::Abandoned)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Attempt::Stopping => break,
         };
         let mut result = match first_attempt {
-            Some(Ok(Some(done))) => Ok(done),
-            Some(Err(error)) => Err(error),
+            Ok(Some(done)) => Ok(done),
+            Err(error) => Err(error),
             // The applied position was not right below the batch.
-            Some(Ok(None)) => {
-                let state_machine = state_machine.as_ref();
-                apply_carefully(&mut applier, state_machine, settings, &batch, early).await
-            }
-            None => {
-                started = Instant::now();
-                let state_machine = state_machine.as_ref();
-                apply_batch(&mut applier, state_machine, settings, &batch, early).await
-            }
+            Ok(None) => apply_carefully(&mut applier, state_machine, settings, &batch, early).await,
         };
         let mut attempt = 0;
         let outcome = loop {
@@ -285,7 +358,7 @@ pub(crate) async fn run_applier<S: StateMachine>(
                     metrics
                         .apply_seconds
                         .observe(started.elapsed().as_secs_f64());
-                    break Ok(done);
+                    break Ok(ApplierReport::Applied(done));
                 }
                 Err(error) => {
                     let what = "apply failed; retrying when Postgres is back";
@@ -295,13 +368,137 @@ pub(crate) async fn run_applier<S: StateMachine>(
                 }
             }
             started = Instant::now();
-            let state_machine = state_machine.as_ref();
             result = apply_batch(&mut applier, state_machine, settings, &batch, early).await;
         };
         let fatal = outcome.is_err();
         if done.send(outcome).await.is_err() || fatal {
             break;
         }
+    }
+}
+
+/// A batch received, before or after its first attempt.
+enum First {
+    /// Attempted in the transaction begun ahead.
+    Attempted(ApplyBatch, Attempt),
+    /// Nothing was begun (Postgres was away): still to attempt. `true`
+    /// for a batch handed out ahead.
+    NotBegun(ApplyBatch, bool),
+}
+
+/// How a batch's first attempt ended.
+enum Attempt {
+    /// Applied, failed (retried), or `None`: found the applied index
+    /// elsewhere (applied the careful way). For a batch handed out ahead,
+    /// only once confirmed.
+    Done(Result<Option<ApplyDone>, StoreError>),
+    /// Handed out ahead and abandoned.
+    Abandoned,
+    /// The driver is gone.
+    Stopping,
+}
+
+/// A batch's first attempt, in `opening` (a batch handed out ahead as
+/// [`apply_ahead`] applies it, and timed from its confirmation: `started`
+/// moves then).
+#[allow(clippy::too_many_arguments)]
+async fn first_attempt<S: StateMachine>(
+    opening: Result<OpeningApply<'_, '_>, StoreError>,
+    ahead: bool,
+    state_machine: &S,
+    settings: ApplierSettings,
+    batch: &ApplyBatch,
+    jobs: &mut mpsc::Receiver<ApplierJob>,
+    early: EarlyOutcomes<'_>,
+    started: &mut Instant,
+) -> Attempt {
+    if !ahead {
+        return Attempt::Done(match opening {
+            Ok(opening) => apply_pipelined(opening, state_machine, settings, batch, early).await,
+            Err(error) => Err(error),
+        });
+    }
+    match apply_ahead(
+        opening,
+        state_machine,
+        settings,
+        batch,
+        jobs,
+        early,
+        started,
+    )
+    .await
+    {
+        Ahead::Applied(applied) => Attempt::Done(Ok(Some(applied))),
+        Ahead::Confirmed(Some(error)) => Attempt::Done(Err(error)),
+        Ahead::Confirmed(None) => Attempt::Done(Ok(None)),
+        Ahead::Abandoned => Attempt::Abandoned,
+        Ahead::Stopping => Attempt::Stopping,
+    }
+}
+
+/// How an apply handed out ahead ended.
+enum Ahead {
+    /// Confirmed and committed.
+    Applied(ApplyDone),
+    /// Confirmed, but not applied: it failed (the error, retried with
+    /// backoff) or found the applied index elsewhere (`None`, applied the
+    /// careful way). A committed batch now, applied as any other.
+    Confirmed(Option<StoreError>),
+    /// Rolled back, as the pipeline asked.
+    Abandoned,
+    /// The driver is gone.
+    Stopping,
+}
+
+/// Applies a batch handed out ahead of its commit (the pipeline's
+/// obligation 3a): its statements and outcomes now, on the assumption that
+/// the applied index stands right below it; then it waits for the
+/// pipeline's word, and only on `Confirm` reports the outcomes and
+/// commits. Whatever happened before the word, the word decides: a
+/// failure waits for it too, so an abandoned batch never comes back as
+/// a retry, and a confirmed one is applied like any committed batch.
+async fn apply_ahead<S: StateMachine>(
+    opening: Result<OpeningApply<'_, '_>, StoreError>,
+    state_machine: &S,
+    settings: ApplierSettings,
+    batch: &ApplyBatch,
+    jobs: &mut mpsc::Receiver<ApplierJob>,
+    early: EarlyOutcomes<'_>,
+    confirmed_at: &mut Instant,
+) -> Ahead {
+    let prepared = match opening {
+        Ok(opening) => prepare_pipelined(opening, state_machine, settings, batch).await,
+        Err(error) => Err(error),
+    };
+    let word = jobs.recv().await;
+    *confirmed_at = Instant::now();
+    match word {
+        Some(ApplierJob::Confirm) => match prepared {
+            Ok(Some((transaction, outcomes))) => {
+                let outcomes = report_early(early, outcomes);
+                match transaction.commit(applying_through(batch)).await {
+                    Ok(()) => Ahead::Applied(ApplyDone {
+                        applied: applying_through_index(batch),
+                        outcomes,
+                    }),
+                    Err(error) => Ahead::Confirmed(Some(error)),
+                }
+            }
+            Ok(None) => Ahead::Confirmed(None),
+            Err(error) => Ahead::Confirmed(Some(error)),
+        },
+        Some(ApplierJob::Abandon) => {
+            if let Ok(Some((transaction, _))) = prepared {
+                // A failed rollback leaves nothing committed either.
+                let _ = transaction.rollback().await;
+            }
+            Ahead::Abandoned
+        }
+        Some(job) => panic!(
+            "the applier got {job:?} while a batch applied ahead waited for the pipeline's word"
+        ),
+        None => Ahead::Stopping,
     }
 }
 
@@ -366,10 +563,32 @@ async fn apply_pipelined<S: StateMachine>(
     batch: &ApplyBatch,
     early: EarlyOutcomes<'_>,
 ) -> Result<Option<ApplyDone>, StoreError> {
-    let entries = batch.entries.as_slice();
-    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-        unreachable!("apply batches are never empty");
+    let Some((transaction, outcomes)) =
+        prepare_pipelined(opening, state_machine, settings, batch).await?
+    else {
+        return Ok(None);
     };
+    // Only now: outcomes computed on a wrong idea of the applied index
+    // (the `None` above) must never reach a client.
+    let outcomes = report_early(early, outcomes);
+    transaction.commit(applying_through(batch)).await?;
+    Ok(Some(ApplyDone {
+        applied: applying_through_index(batch),
+        outcomes,
+    }))
+}
+
+/// [`apply_pipelined`] up to the COMMIT: the open transaction and the
+/// batch's outcomes, or `None` (rolled back) when the applied position was
+/// not right below the batch.
+async fn prepare_pipelined<'a, S: StateMachine>(
+    opening: OpeningApply<'a, '_>,
+    state_machine: &S,
+    settings: ApplierSettings,
+    batch: &ApplyBatch,
+) -> Result<Option<(ApplyTransaction<'a>, Vec<(LogIndex, Term, ApplyOutcome)>)>, StoreError> {
+    let entries = batch.entries.as_slice();
+    let first = entries.first().expect("apply batches are never empty");
     let applied_before = first.index.0 - 1;
     let (first_statements, outcomes) = futures::join!(
         opening.first_statements(),
@@ -387,14 +606,16 @@ async fn apply_pipelined<S: StateMachine>(
     }
     let outcomes =
         outcomes.map_err(|error| StoreError::from_postgres("applying committed entries", error))?;
-    // Only now: outcomes computed on a wrong idea of the applied index
-    // (the `None` above) must never reach a client.
-    let outcomes = report_early(early, outcomes);
-    transaction.commit(applying_through(batch)).await?;
-    Ok(Some(ApplyDone {
-        applied: last.index,
-        outcomes,
-    }))
+    Ok(Some((transaction, outcomes)))
+}
+
+/// The index an apply of `batch` reaches.
+fn applying_through_index(batch: &ApplyBatch) -> LogIndex {
+    batch
+        .entries
+        .last()
+        .expect("apply batches are never empty")
+        .index
 }
 
 /// Applies `batch` in `transaction` (which may have appended to the log

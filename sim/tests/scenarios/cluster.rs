@@ -131,6 +131,9 @@ impl Cluster {
             compaction_entries: settings.compaction_entries,
             entries_per_write_max: raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT,
             expiry_at_batch_end: false,
+            // The scripts step the committed-apply path transaction by
+            // transaction; the swarm drives applies ahead.
+            apply_ahead: false,
         };
         let mut cluster = Cluster {
             config,
@@ -274,6 +277,9 @@ impl Cluster {
                 .unwrap();
             }
             Output::RoleChanged { .. } => {}
+            Output::ApplyAhead(_) | Output::ConfirmApply | Output::AbandonApply => {
+                unreachable!("scripted nodes do not apply ahead")
+            }
         }
     }
 

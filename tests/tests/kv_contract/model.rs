@@ -73,6 +73,7 @@ impl<'a> Model<'a> {
             compaction_entries: u64::MAX,
             entries_per_write_max: raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT,
             expiry_at_batch_end: false,
+            apply_ahead: false,
         };
         Model {
             sequence,
