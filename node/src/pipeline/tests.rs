@@ -667,6 +667,49 @@ fn obligation_3a_a_leader_applies_ahead_and_commits_once_confirmed() {
     assert_eq!(pipeline.raft().log().applied_index(), entry.index);
 }
 
+/// The compaction's check of the stored applied index waits for the lock an
+/// apply ahead holds until its confirmation, which waits for the write: a
+/// leader does not apply ahead while its write in flight compacts.
+#[test]
+fn obligation_3a_no_apply_ahead_while_the_write_in_flight_compacts() {
+    let (mut pipeline, now) = three_node_leader_with(PipelineConfig {
+        apply_ahead: true,
+        compaction_entries: 1,
+        ..config(1)
+    });
+    let write_of = |outputs: &[Output]| the_write(outputs);
+    // A goes ahead and is confirmed; B's write starts meanwhile.
+    propose(&mut pipeline, now, 1);
+    let outputs = pipeline.take_outputs();
+    let write_a = write_of(&outputs);
+    let a = batches_ahead(&outputs).remove(0);
+    pipeline.handle(now, Input::WriteDone(WriteDone::of(write_a, None)));
+    follower_holds(&mut pipeline, now, 2, a.entries[0].index);
+    let outputs = pipeline.take_outputs();
+    assert_eq!(count(&outputs, &Output::ConfirmApply), 1, "{outputs:?}");
+    propose(&mut pipeline, now, 2);
+    let write_b = write_of(&pipeline.take_outputs());
+    // A's apply makes a compaction due: queued behind B's write, and C
+    // merges into it.
+    pipeline.handle(now, Input::ApplyDone(apply_all(&a.entries, b"")));
+    propose(&mut pipeline, now, 3);
+    assert!(batches_ahead(&pipeline.take_outputs()).is_empty());
+    pipeline.handle(now, Input::WriteDone(WriteDone::of(write_b, None)));
+    let outputs = pipeline.take_outputs();
+    let compacting = write_of(&outputs);
+    assert!(compacting.compact_to.is_some(), "{compacting:?}");
+    assert_eq!(compacting.entries.len(), 1, "C rides the compaction");
+    assert!(
+        batches_ahead(&outputs).is_empty(),
+        "applied ahead while the write in flight compacts: {outputs:?}"
+    );
+    // Once it is done, B and C go ahead.
+    pipeline.handle(now, Input::WriteDone(WriteDone::of(compacting, None)));
+    let ahead = batches_ahead(&pipeline.take_outputs());
+    assert_eq!(ahead.len(), 1);
+    assert_eq!(ahead[0].entries.len(), 2);
+}
+
 /// A leader's batch ahead whose first entry committed before leadership
 /// was lost: abandoned, and that entry applied again after, in a batch of
 /// its own; the rest never.
