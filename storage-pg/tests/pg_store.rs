@@ -52,6 +52,20 @@ async fn store_with_log(
 }
 
 /// Runs `sql` in `apply`'s transaction, then commits it at `applied`.
+/// Terminates the backends of the sessions named `application_name`;
+/// returns how many.
+async fn terminate(admin: &tokio_postgres::Client, application_name: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = $1",
+            &[&application_name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 async fn change_and_commit(
     apply: ApplyTransaction<'_>,
     sql: &str,
@@ -531,16 +545,7 @@ async fn store_reconnects_after_its_connection_is_killed() {
         .await
         .unwrap();
     let admin = database.client().await.unwrap();
-    let terminated: i64 = admin
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE application_name = 'raftgres-node-6'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(terminated, 1);
+    assert_eq!(terminate(&admin, "raftgres-node-6").await, 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The first operation either reports the loss (retriable) or has
     // already reconnected; a bounded number of retries must succeed.
@@ -632,16 +637,7 @@ async fn an_apply_begun_ahead_holds_nothing_and_survives_its_connection() {
     assert_eq!(applier_state().await, "idle", "released");
 
     let begun = applier.begin_ahead().await.unwrap();
-    let terminated: i64 = admin
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE application_name = 'raftgres-node-1-apply'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(terminated, 1);
+    assert_eq!(terminate(&admin, "raftgres-node-1-apply").await, 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let opening = begun.open(through(3));
     let first = opening.first_statements().await;

@@ -259,6 +259,11 @@ pub(crate) async fn run_applier<S: StateMachine>(
     loop {
         let early = Some(&outcomes);
         let state_machine = state_machine.as_ref();
+        let applying = Applying {
+            state_machine,
+            settings,
+            early,
+        };
         // The apply is timed from its batch's arrival.
         let mut started;
         // A block, so that the transaction begun ahead no longer borrows
@@ -300,17 +305,9 @@ pub(crate) async fn run_applier<S: StateMachine>(
             match begun {
                 Some(begun) => {
                     let opening = Ok(begun.open(apply_options(settings, &batch)));
-                    let attempt = first_attempt(
-                        opening,
-                        ahead,
-                        state_machine,
-                        settings,
-                        &batch,
-                        &mut jobs,
-                        early,
-                        &mut started,
-                    )
-                    .await;
+                    let attempt =
+                        first_attempt(opening, ahead, &batch, applying, &mut jobs, &mut started)
+                            .await;
                     First::Attempted(batch, attempt)
                 }
                 None => First::NotBegun(batch, ahead),
@@ -320,17 +317,8 @@ pub(crate) async fn run_applier<S: StateMachine>(
             First::Attempted(batch, attempt) => (batch, attempt),
             First::NotBegun(batch, ahead) => {
                 let opening = applier.open_apply(apply_options(settings, &batch)).await;
-                let attempt = first_attempt(
-                    opening,
-                    ahead,
-                    state_machine,
-                    settings,
-                    &batch,
-                    &mut jobs,
-                    early,
-                    &mut started,
-                )
-                .await;
+                let attempt =
+                    first_attempt(opening, ahead, &batch, applying, &mut jobs, &mut started).await;
                 (batch, attempt)
             }
         };
@@ -401,55 +389,43 @@ enum Attempt {
 /// A batch's first attempt, in `opening` (a batch handed out ahead as
 /// [`apply_ahead`] applies it, and timed from its confirmation: `started`
 /// moves then).
-#[allow(clippy::too_many_arguments)]
 async fn first_attempt<S: StateMachine>(
     opening: Result<OpeningApply<'_, '_>, StoreError>,
     ahead: bool,
-    state_machine: &S,
-    settings: ApplierSettings,
     batch: &ApplyBatch,
+    applying: Applying<'_, S>,
     jobs: &mut mpsc::Receiver<ApplierJob>,
-    early: EarlyOutcomes<'_>,
     started: &mut Instant,
 ) -> Attempt {
-    if !ahead {
-        return Attempt::Done(match opening {
-            Ok(opening) => apply_pipelined(opening, state_machine, settings, batch, early).await,
-            Err(error) => Err(error),
-        });
+    if ahead {
+        return apply_ahead(opening, batch, applying, jobs, started).await;
     }
-    match apply_ahead(
-        opening,
+    let Applying {
         state_machine,
         settings,
-        batch,
-        jobs,
         early,
-        started,
-    )
-    .await
-    {
-        Ahead::Applied(applied) => Attempt::Done(Ok(Some(applied))),
-        Ahead::Confirmed(Some(error)) => Attempt::Done(Err(error)),
-        Ahead::Confirmed(None) => Attempt::Done(Ok(None)),
-        Ahead::Abandoned => Attempt::Abandoned,
-        Ahead::Stopping => Attempt::Stopping,
+    } = applying;
+    Attempt::Done(match opening {
+        Ok(opening) => apply_pipelined(opening, state_machine, settings, batch, early).await,
+        Err(error) => Err(error),
+    })
+}
+
+/// What every apply uses: the state machine, the settings, and where its
+/// outcomes go before the COMMIT.
+struct Applying<'a, S> {
+    state_machine: &'a S,
+    settings: ApplierSettings,
+    early: EarlyOutcomes<'a>,
+}
+
+impl<S> Clone for Applying<'_, S> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
 
-/// How an apply handed out ahead ended.
-enum Ahead {
-    /// Confirmed and committed.
-    Applied(ApplyDone),
-    /// Confirmed, but not applied: it failed (the error, retried with
-    /// backoff) or found the applied index elsewhere (`None`, applied the
-    /// careful way). A committed batch now, applied as any other.
-    Confirmed(Option<StoreError>),
-    /// Rolled back, as the pipeline asked.
-    Abandoned,
-    /// The driver is gone.
-    Stopping,
-}
+impl<S> Copy for Applying<'_, S> {}
 
 /// Applies a batch handed out ahead of its commit (the pipeline's
 /// obligation 3a): its statements and outcomes now, on the assumption that
@@ -457,16 +433,21 @@ enum Ahead {
 /// pipeline's word, and only on `Confirm` reports the outcomes and
 /// commits. Whatever happened before the word, the word decides: a
 /// failure waits for it too, so an abandoned batch never comes back as
-/// a retry, and a confirmed one is applied like any committed batch.
+/// a retry, and a confirmed one that was not applied (an error, retried
+/// with backoff; the applied index elsewhere, `Ok(None)`: applied the
+/// careful way) is then a committed batch like any other.
 async fn apply_ahead<S: StateMachine>(
     opening: Result<OpeningApply<'_, '_>, StoreError>,
-    state_machine: &S,
-    settings: ApplierSettings,
     batch: &ApplyBatch,
+    applying: Applying<'_, S>,
     jobs: &mut mpsc::Receiver<ApplierJob>,
-    early: EarlyOutcomes<'_>,
     confirmed_at: &mut Instant,
-) -> Ahead {
+) -> Attempt {
+    let Applying {
+        state_machine,
+        settings,
+        early,
+    } = applying;
     let prepared = match opening {
         Ok(opening) => prepare_pipelined(opening, state_machine, settings, batch).await,
         Err(error) => Err(error),
@@ -478,27 +459,26 @@ async fn apply_ahead<S: StateMachine>(
             Ok(Some((transaction, outcomes))) => {
                 let outcomes = report_early(early, outcomes);
                 match transaction.commit(applying_through(batch)).await {
-                    Ok(()) => Ahead::Applied(ApplyDone {
+                    Ok(()) => Attempt::Done(Ok(Some(ApplyDone {
                         applied: applying_through_index(batch),
                         outcomes,
-                    }),
-                    Err(error) => Ahead::Confirmed(Some(error)),
+                    }))),
+                    Err(error) => Attempt::Done(Err(error)),
                 }
             }
-            Ok(None) => Ahead::Confirmed(None),
-            Err(error) => Ahead::Confirmed(Some(error)),
+            other => Attempt::Done(other.map(|_| None)),
         },
         Some(ApplierJob::Abandon) => {
             if let Ok(Some((transaction, _))) = prepared {
                 // A failed rollback leaves nothing committed either.
                 let _ = transaction.rollback().await;
             }
-            Ahead::Abandoned
+            Attempt::Abandoned
         }
         Some(job) => panic!(
             "the applier got {job:?} while a batch applied ahead waited for the pipeline's word"
         ),
-        None => Ahead::Stopping,
+        None => Attempt::Stopping,
     }
 }
 
