@@ -619,9 +619,7 @@ async fn an_apply_begun_ahead_holds_nothing_and_survives_its_connection() {
     .await
     .unwrap();
     // The batch applies in it and sees what committed before.
-    let opening = begun.open(through(2));
-    let first = opening.first_statements().await;
-    let apply = opening.opened(first).unwrap();
+    let apply = begun.open(through(2)).start().await.unwrap();
     assert_eq!(apply.applied_before().index, 1);
     change_and_commit(
         apply,
@@ -639,9 +637,7 @@ async fn an_apply_begun_ahead_holds_nothing_and_survives_its_connection() {
     let begun = applier.begin_ahead().await.unwrap();
     assert_eq!(terminate(&admin, "raftgres-node-1-apply").await, 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let opening = begun.open(through(3));
-    let first = opening.first_statements().await;
-    let Err(error) = opening.opened(first) else {
+    let Err(error) = begun.open(through(3)).start().await else {
         panic!("a transaction whose backend died applied");
     };
     assert!(error.is_retriable(), "{error}");

@@ -56,9 +56,7 @@ impl PgApplier {
         &mut self,
         options: ApplyOptions,
     ) -> Result<ApplyTransaction<'_>, StoreError> {
-        let opening = self.open_apply(options).await?;
-        let first = opening.first_statements().await;
-        opening.opened(first)
+        self.open_apply(options).await?.start().await
     }
 
     /// [`PgApplier::begin_apply`] with the first statements not yet sent:

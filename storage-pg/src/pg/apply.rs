@@ -61,21 +61,6 @@ pub struct ApplyTransaction<'a> {
     recorded: Option<(AppliedState, u64)>,
 }
 
-/// Begins an apply transaction; with `append`, the log append is sent
-/// together with the transaction's first statements (one round trip for
-/// the settings, the applied row and the append).
-pub(super) async fn begin<'a>(
-    session: &'a mut Session,
-    bounds: &'a mut LogBounds,
-    options: ApplyOptions,
-    connection: Connection,
-    append: Option<&AppendBatch>,
-) -> Result<ApplyTransaction<'a>, StoreError> {
-    let opening = open(session, bounds, options, connection, append).await?;
-    let first = opening.first_statements().await;
-    opening.opened(first)
-}
-
 /// Checks `append` against the cached bounds and sends BEGIN (one round
 /// trip); the transaction's first statements are not sent yet.
 pub(super) async fn open<'a, 'b>(
@@ -303,6 +288,13 @@ impl<'a> OpeningApply<'a, '_> {
             appended,
             recorded,
         }
+    }
+
+    /// Sends the first statements alone (the settings, the applied row,
+    /// the append if any, in one round trip) and opens the transaction.
+    pub async fn start(self) -> Result<ApplyTransaction<'a>, StoreError> {
+        let first = self.first_statements().await;
+        self.opened(first)
     }
 
     /// The open transaction, once `first` (its first statements' answers)

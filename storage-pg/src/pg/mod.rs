@@ -194,12 +194,7 @@ impl PgStore {
         &mut self,
         options: ApplyOptions,
     ) -> Result<ApplyTransaction<'_>, StoreError> {
-        self.ensure_session().await?;
-        let session = self.session.as_mut().expect("ensure_session connected");
-        let connection = apply::Connection::Log {
-            entries_per_append_max: self.config.entries_per_append_max,
-        };
-        apply::begin(session, &mut self.bounds, options, connection, None).await
+        self.open_apply_on_log(options, None).await?.start().await
     }
 
     /// [`PgStore::begin_apply`] with `batch` appended in the same
@@ -210,12 +205,10 @@ impl PgStore {
         options: ApplyOptions,
         batch: &AppendBatch,
     ) -> Result<ApplyTransaction<'_>, StoreError> {
-        self.ensure_session().await?;
-        let session = self.session.as_mut().expect("ensure_session connected");
-        let connection = apply::Connection::Log {
-            entries_per_append_max: self.config.entries_per_append_max,
-        };
-        apply::begin(session, &mut self.bounds, options, connection, Some(batch)).await
+        self.open_apply_on_log(options, Some(batch))
+            .await?
+            .start()
+            .await
     }
 
     /// [`PgStore::begin_apply_appending`] with the first statements not
@@ -225,12 +218,22 @@ impl PgStore {
         options: ApplyOptions,
         batch: &'b AppendBatch,
     ) -> Result<OpeningApply<'_, 'b>, StoreError> {
+        self.open_apply_on_log(options, Some(batch)).await
+    }
+
+    /// Begins an apply transaction on the log connection, reconnecting
+    /// first if it was lost.
+    async fn open_apply_on_log<'b>(
+        &mut self,
+        options: ApplyOptions,
+        append: Option<&'b AppendBatch>,
+    ) -> Result<OpeningApply<'_, 'b>, StoreError> {
         self.ensure_session().await?;
         let session = self.session.as_mut().expect("ensure_session connected");
         let connection = apply::Connection::Log {
             entries_per_append_max: self.config.entries_per_append_max,
         };
-        apply::open(session, &mut self.bounds, options, connection, Some(batch)).await
+        apply::open(session, &mut self.bounds, options, connection, append).await
     }
 
     async fn ensure_session(&mut self) -> Result<(), StoreError> {
