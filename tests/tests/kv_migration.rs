@@ -2,6 +2,8 @@
 //! written before the KV kept revisions: one with rows is refused with an
 //! error that says what to do and keeps every row; an empty one is replaced
 //! by the tables of revisions; creating the tables twice changes nothing.
+//! And the statements an applier sends on every batch stay index probes
+//! when the table has grown since the connection planned them.
 
 use raftgres::server::{KvStateMachine, StateMachine};
 use raftgres_devcluster::testing::TestDatabase;
@@ -74,4 +76,92 @@ async fn a_kv_table_from_before_revisions_is_refused_with_its_rows_kept() {
         .expect("the columns")
         .get(0);
     assert_eq!(columns, 1, "the table of revisions replaced the old one");
+}
+
+/// The KV functions an applier calls on every batch, each on one key, as
+/// `(name, statement)`.
+const BATCH_STATEMENTS: &[(&str, &str)] = &[
+    (
+        "raftgres_kv_put_batch",
+        "SELECT count(*) FROM raftgres_kv_put_batch(
+             ARRAY['key-1'::bytea], ARRAY['value'::bytea], ARRAY[1::bigint])",
+    ),
+    (
+        "raftgres_kv_prefetch",
+        "SELECT count(*) FROM raftgres_kv_prefetch(
+             ARRAY['key-1'::bytea], ARRAY['key-1'::bytea || '\\x00'::bytea], NULL, '{}', '{}')",
+    ),
+    (
+        "raftgres_kv_write",
+        "SELECT raftgres_kv_write(ARRAY['key-1'::bytea],
+             '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',
+             (SELECT revision FROM raftgres_kv_revision), 0, 0, '{}', '{}', '{}')",
+    ),
+];
+
+/// Rows the table grows to after the statements were first planned.
+const ROWS_GROWN: i64 = 20_000;
+
+/// Proves that each per-batch KV function reads only the keys it is given
+/// once the table has grown, on a connection that first ran it while the
+/// table was empty, as an applier's does on a new node. Postgres keeps a
+/// function's plans for the connection's life; a plan that chose to scan
+/// the whole small table kept scanning it when it held the cluster's keys
+/// (a put batch hashed every row of the table: a seventh of a loaded
+/// cluster's CPU).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_batch_statements_probe_the_index_after_the_table_grew() {
+    let database = TestDatabase::create().await.expect("a test database");
+    let mut client = database.client().await.expect("a client");
+    KvStateMachine
+        .migrate(&client)
+        .await
+        .expect("the KV tables");
+    // More calls than Postgres' five custom plans before it settles on a
+    // generic one.
+    for (_, statement) in BATCH_STATEMENTS {
+        for _ in 0..8 {
+            client
+                .batch_execute(statement)
+                .await
+                .expect("a call on the empty table");
+        }
+    }
+    client
+        .execute(
+            "INSERT INTO raftgres_kv
+                 (key, value, mod_index, create_revision, mod_revision, version, lease)
+             SELECT ('key-' || n)::bytea, 'value', 1, 1, 1, 1, 0
+             FROM generate_series(2, $1::bigint) AS n",
+            &[&ROWS_GROWN],
+        )
+        .await
+        .expect("the table grows");
+    for (name, statement) in BATCH_STATEMENTS {
+        // This transaction's own counts, read before and after the call.
+        let transaction = client.transaction().await.expect("a transaction");
+        let read = "SELECT coalesce(sum(seq_tup_read), 0)::bigint
+                    FROM pg_stat_xact_user_tables WHERE relname = 'raftgres_kv'";
+        let before: i64 = transaction
+            .query_one(read, &[])
+            .await
+            .expect("counts")
+            .get(0);
+        transaction
+            .batch_execute(statement)
+            .await
+            .expect("a call on the grown table");
+        let after: i64 = transaction
+            .query_one(read, &[])
+            .await
+            .expect("counts")
+            .get(0);
+        transaction.rollback().await.expect("rolled back");
+        assert_eq!(
+            after - before,
+            0,
+            "{name} scanned {} rows of raftgres_kv for one key",
+            after - before
+        );
+    }
 }

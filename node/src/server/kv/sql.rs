@@ -132,8 +132,12 @@ pub(super) const PUT_BATCH_FUNCTION: &str = "
         WITH input AS (
                  SELECT * FROM unnest(keys, kv_values, mod_indexes)
                      WITH ORDINALITY AS batch(key, value, mod_index, position)),
+             -- One index probe per key. As a plain join, the plan the
+             -- connection made on its first call, while the table was
+             -- small, hashes the whole table on every later call.
              prior AS (
-                 SELECT kv.* FROM raftgres_kv AS kv JOIN input USING (key)),
+                 SELECT kv.* FROM input CROSS JOIN LATERAL (
+                     SELECT * FROM raftgres_kv AS one WHERE one.key = input.key OFFSET 0) AS kv),
              written AS (
                  SELECT input.key, input.value, input.mod_index,
                         coalesce(prior.create_revision, before + input.position) AS create_revision,
