@@ -38,8 +38,23 @@ impl World {
     /// pipeline at the node's instant, then carries out what it asks.
     pub(crate) fn handle(&mut self, index: usize, input: Option<Input>) {
         let before = self.before_step(index, input.as_ref());
+        let waits_before = self.nodes[index]
+            .pipeline
+            .as_ref()
+            .map(|pipeline| pipeline.follower_apply_waits());
         if !self.nodes[index].handle(input) {
             return;
+        }
+        if let (Some(before), Some(pipeline)) = (waits_before, &self.nodes[index].pipeline) {
+            let after = pipeline.follower_apply_waits();
+            for (total, (after, before)) in self
+                .stats
+                .follower_apply_waits
+                .iter_mut()
+                .zip(after.into_iter().zip(before))
+            {
+                *total += after - before;
+            }
         }
         self.stats.steps += 1;
         self.read_refusals_sent.clear();

@@ -213,6 +213,7 @@ impl SimNode {
             compaction_entries: settings.compaction_entries,
             write_entries_max: settings.entries_per_write_max,
             apply_ahead: settings.apply_ahead,
+            follower_apply_wait: settings.follower_apply_wait,
             transfer,
             staged: self.store.staged.clone(),
         };

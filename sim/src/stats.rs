@@ -105,6 +105,9 @@ pub struct RunStats {
     /// Batches leaders applied ahead of their commit: handed out,
     /// confirmed, abandoned.
     pub applies_ahead: [u64; 3],
+    /// Followers' apply batches that waited for a log write to carry
+    /// them: carried by one, then applied alone when none came in time.
+    pub follower_apply_waits: [u64; 2],
     /// Compactions of the store's history (clients' `Command::Compact`)
     /// done, counted at their first application.
     pub history_compactions: u64,
@@ -162,6 +165,13 @@ impl AddAssign for RunStats {
         self.committed_index_max += stats.committed_index_max;
         self.compactions += stats.compactions;
         self.snapshots_installed += stats.snapshots_installed;
+        for (total, count) in self
+            .follower_apply_waits
+            .iter_mut()
+            .zip(stats.follower_apply_waits)
+        {
+            *total += count;
+        }
         for (total, count) in self.applies_ahead.iter_mut().zip(stats.applies_ahead) {
             *total += count;
         }
@@ -225,6 +235,10 @@ impl RunStats {
             (
                 "applies ahead of the commit confirmed and abandoned",
                 self.applies_ahead.iter().all(|count| *count > 0),
+            ),
+            (
+                "followers' applies that waited for a write, carried and alone",
+                self.follower_apply_waits.iter().all(|count| *count > 0),
             ),
             (
                 "lease keep-alives answered, lessors' revokes applied and lease expiries checked",

@@ -10,7 +10,7 @@ use crate::checkers::leader_stickiness::StickyVoter;
 use crate::checkers::{
     clock_ticks, durable_log, election_timer, forwarded_reads, gauges, leader_promptness,
     lease_exclusivity, lease_rounds, membership_safety, prompt_answers, prompt_applies,
-    prompt_persistence,
+    prompt_persistence, wake_up,
 };
 use crate::node::TICK;
 use crate::world::World;
@@ -107,6 +107,10 @@ impl World {
         );
         if result.is_err() {
             return self.check("clock_ticks", result);
+        }
+        let result = wake_up::check(id, node.now(), pipeline.wake_at());
+        if result.is_err() {
+            return self.check("wake_up", result);
         }
         let result =
             gauges::check_proposals_pending(id, pipeline.proposals_pending(), node.proposals.len());

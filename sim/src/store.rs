@@ -52,6 +52,9 @@ pub struct ApplySettings {
     pub expiry_at_batch_end: bool,
     /// Leaders apply ahead of the commit (the product does).
     pub apply_ahead: bool,
+    /// How long a follower's committed entries wait for a log write to
+    /// carry them (the product's `FOLLOWER_APPLY_WAIT_DEFAULT`).
+    pub follower_apply_wait: std::time::Duration,
 }
 
 /// One node's database.
@@ -497,6 +500,7 @@ mod tests {
             entries_per_write_max: raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT,
             expiry_at_batch_end: false,
             apply_ahead: false,
+            follower_apply_wait: std::time::Duration::ZERO,
         }
     }
 

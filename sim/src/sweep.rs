@@ -233,6 +233,13 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
             )
         ),
         format!(
+            "  follower applies waited    {:>14}",
+            format!(
+                "{} carried, {} alone",
+                totals.follower_apply_waits[0], totals.follower_apply_waits[1]
+            )
+        ),
+        format!(
             "  history compactions        {:>14}",
             format!(
                 "{} ({} / {} refused)",

@@ -263,6 +263,7 @@ impl World {
             expiry_at_batch_end: config.planted_bug.as_deref()
                 == Some("session-expiry-at-batch-end"),
             apply_ahead: true,
+            follower_apply_wait: raftgres::pipeline::FOLLOWER_APPLY_WAIT_DEFAULT,
         };
         let transfer = raftgres::pipeline::TransferConfig {
             chunk_bytes: profile.snapshot_chunk_bytes,

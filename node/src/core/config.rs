@@ -78,12 +78,16 @@ pub enum PlantedBug {
     /// commit reaches its first entry instead of its last: the later
     /// entries commit with the state machine before they are committed.
     ConfirmAheadEarly,
+    /// Ask to be woken when a follower's wait for a write to carry its
+    /// committed entries ends even while a write that will carry them is
+    /// queued: the wake-up is due again and again, and the driver spins.
+    WakeWhileWriteQueued,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug, in a stable order.
-    pub const ALL: [PlantedBug; 18] = [
+    pub const ALL: [PlantedBug; 19] = [
         PlantedBug::VoteWithoutLogCheck,
         PlantedBug::CommitPreviousTerm,
         PlantedBug::VoteBeforeDurable,
@@ -102,6 +106,7 @@ impl PlantedBug {
         PlantedBug::ReadBeyondStoredApplied,
         PlantedBug::SnapshotLabelledAtLogStart,
         PlantedBug::ConfirmAheadEarly,
+        PlantedBug::WakeWhileWriteQueued,
     ];
 
     /// The name used on the command line.
@@ -125,6 +130,7 @@ impl PlantedBug {
             PlantedBug::ReadBeyondStoredApplied => "read-beyond-stored-applied",
             PlantedBug::SnapshotLabelledAtLogStart => "snapshot-labelled-at-log-start",
             PlantedBug::ConfirmAheadEarly => "confirm-ahead-early",
+            PlantedBug::WakeWhileWriteQueued => "wake-while-write-queued",
         }
     }
 

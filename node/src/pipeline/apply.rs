@@ -77,6 +77,12 @@ pub(super) struct Applies {
     /// The batch handed out ahead of its commit, until it is applied or
     /// abandoned. Invariant: while it is, no other batch is in flight.
     pub(super) ahead: Option<Ahead>,
+    /// Until when a follower's entries in `next` wait for a log write to
+    /// carry them before they get a transaction of their own (see
+    /// `Pipeline::apply_alone_due`); set while they wait.
+    pub(super) alone_at: Option<Instant>,
+    /// Batches that waited so: carried by a write, then applied alone.
+    pub(super) waits: [u64; 2],
 }
 
 impl Applies {
@@ -84,6 +90,9 @@ impl Applies {
     /// before it arrived are covered by it.
     pub(super) fn covered_by_snapshot(&mut self, index: LogIndex) {
         self.next.retain(|entry| entry.index > index);
+        if self.next.is_empty() {
+            self.alone_at = None;
+        }
         if let Some(ahead) = &mut self.ahead {
             ahead.committed.retain(|entry| entry.index > index);
         }
@@ -158,10 +167,14 @@ impl Applies {
         self.next = next;
     }
 
-    /// The next batch, if no batch is in flight and there is one.
-    pub(super) fn start(&mut self, now: Instant) -> Option<ApplyBatch> {
+    /// The next batch, if no batch is in flight and there is one, for a
+    /// log write to carry (`by_write`) or alone.
+    pub(super) fn start(&mut self, now: Instant, by_write: bool) -> Option<ApplyBatch> {
         if self.in_flight() || self.next.is_empty() {
             return None;
+        }
+        if self.alone_at.take().is_some() {
+            self.waits[usize::from(!by_write)] += 1;
         }
         self.started_at = Some(now);
         Some(ApplyBatch {

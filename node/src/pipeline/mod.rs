@@ -34,6 +34,7 @@
 //! The driver's obligations:
 //! 1. Before handling anything at instant `now`, call [`Pipeline::handle`]
 //!    (or [`Pipeline::advance`]) with it: elapsed ticks reach the core first.
+//!    Call [`Pipeline::advance`] by [`Pipeline::wake_at`] at the latest.
 //! 2. Carry out every `Output::Write` atomically and durably, in order, then
 //!    report it with `Input::WriteDone` (built by [`WriteDone::of`]). A
 //!    write that cannot be carried out is retried; it is never reported
@@ -49,8 +50,9 @@
 //! One transaction per batch: committed entries wait for the next write
 //! and commit with it (log rows, state machine rows, sessions and applied
 //! index under one COMMIT); they get a transaction of their own only when
-//! no write waits to start. At most one batch is applied at a time,
-//! whichever carries it.
+//! no write waits to start, on a follower only after waiting
+//! `follower_apply_wait` for one (unless a read waits for them). At most
+//! one batch is applied at a time, whichever carries it.
 //!
 //! 3a. On `Output::ApplyAhead`, apply the batch as in obligation 3 up to
 //!    its outcomes, on the assumption that the applied index stands right
@@ -103,6 +105,12 @@ pub use write::{WriteDone, WriteJob};
 /// an append.
 pub const WRITE_ENTRIES_MAX_DEFAULT: usize = 8192;
 
+/// How long a follower's committed entries wait for its next log write
+/// (its leader's next append) to carry them, unless configured otherwise:
+/// at a low write rate the next append comes sooner, and the entries then
+/// commit with it, one transaction and one fsync instead of two.
+pub const FOLLOWER_APPLY_WAIT_DEFAULT: Duration = Duration::from_millis(5);
+
 use crate::core::{
     HardState, ImplausibleMessage, ImplausibleReason, LogIndex, MembershipChange, MembershipError,
     Message, MessageBody, NodeId, ProposeError, Raft, ReadError, Role, SnapshotMeta, Term,
@@ -136,6 +144,10 @@ pub struct PipelineConfig {
     pub write_entries_max: usize,
     /// Whether a leader applies ahead of the commit (obligation 3a).
     pub apply_ahead: bool,
+    /// How long a follower's committed entries wait for a log write to
+    /// carry them before they get a transaction of their own
+    /// ([`FOLLOWER_APPLY_WAIT_DEFAULT`] in the product; zero: no wait).
+    pub follower_apply_wait: Duration,
     /// How snapshots are streamed.
     pub transfer: TransferConfig,
     /// The snapshot transfer the staging held at start, if any.
@@ -308,6 +320,7 @@ pub struct Pipeline {
     writes: write::Writes,
     applies: apply::Applies,
     apply_ahead: bool,
+    follower_apply_wait: Duration,
     requests: requests::Requests,
     compaction: compaction::Compaction,
     transfers: transfer::Transfers,
@@ -350,6 +363,7 @@ impl Pipeline {
             },
             applies: apply::Applies::default(),
             apply_ahead: config.apply_ahead,
+            follower_apply_wait: config.follower_apply_wait,
             requests: requests::Requests::new(planted.covered_proposals_lost),
             compaction: compaction::Compaction::new(config.compaction_entries, log_start),
             transfers: transfer::Transfers::new(
@@ -413,6 +427,28 @@ impl Pipeline {
     /// else happens.
     pub fn next_tick_at(&self) -> Instant {
         self.clock.next_tick_at()
+    }
+
+    /// When the driver calls [`Pipeline::advance`] at the latest: the next
+    /// tick, or sooner when a follower's committed entries stop waiting
+    /// for a log write to carry them. Not while a write is queued: it
+    /// carries them when it starts, on a write's report, and a wake-up
+    /// due then would come again and again until it does.
+    pub fn wake_at(&self) -> Instant {
+        let tick = self.clock.next_tick_at();
+        match self.applies.alone_at {
+            Some(at) if self.writes.nothing_queued() || self.planted.wake_while_write_queued => {
+                tick.min(at)
+            }
+            _ => tick,
+        }
+    }
+
+    /// Apply batches of this node's that waited for a log write to carry
+    /// them (as a follower): carried by one, then applied alone when none
+    /// came in time.
+    pub fn follower_apply_waits(&self) -> [u64; 2] {
+        self.applies.waits
     }
 
     /// Delivers the ticks elapsed until `now` (obligation 1) and carries
@@ -814,15 +850,16 @@ impl Pipeline {
         let now = self.clock.now();
         if let Some(mut job) = self.writes.start(self.applies.in_flight(), now) {
             if job.snapshot.is_none() {
-                job.apply = self.applies.start(now);
+                job.apply = self.applies.start(now, true);
                 self.writes.carries_apply = job.apply.is_some();
             }
             self.outputs.push(Output::Write(job));
         }
         // Committed entries ride the next write; only when none waits to
-        // start do they get a transaction of their own.
-        if self.writes.nothing_queued() {
-            if let Some(batch) = self.applies.start(now) {
+        // start do they get a transaction of their own (a follower's after
+        // a short wait for one).
+        if self.writes.nothing_queued() && self.apply_alone_due(now) {
+            if let Some(batch) = self.applies.start(now, false) {
                 self.outputs.push(Output::Apply(batch));
             }
         }
@@ -832,6 +869,25 @@ impl Pipeline {
             .transfers_settled(self.raft.leader(), self.clock.now());
         self.reply_all(settled);
         self.observe_role();
+    }
+
+    /// Whether committed entries that no write waits to carry may have a
+    /// transaction of their own now. A leader's may at once: its clients
+    /// wait for their outcomes. A follower's wait up to
+    /// `follower_apply_wait` for a log write to carry them (its leader's
+    /// next append, which at a low write rate comes sooner), unless a
+    /// read waits on this node (the core answers it once they are
+    /// applied): one transaction and one fsync instead of two, and no
+    /// apply's fsync queued ahead of the next append's.
+    fn apply_alone_due(&mut self, now: Instant) -> bool {
+        if self.applies.in_flight() || self.applies.next.is_empty() {
+            return false;
+        }
+        let wait = self.follower_apply_wait;
+        if wait.is_zero() || self.raft.role() == Role::Leader || self.requests.reads_pending() > 0 {
+            return true;
+        }
+        now >= *self.applies.alone_at.get_or_insert(now.after(wait))
     }
 
     fn send(&mut self, message: Message) {

@@ -21,6 +21,9 @@ pub(super) struct Planted {
     /// Confirm a batch applied ahead once the commit reaches its first
     /// entry instead of its last.
     pub(super) confirm_ahead_early: bool,
+    /// Wake when a follower's apply wait ends though a queued write will
+    /// carry its entries.
+    pub(super) wake_while_write_queued: bool,
 }
 
 impl Planted {
@@ -37,6 +40,7 @@ impl Planted {
                 snapshot_labelled_at_log_start: raft
                     .planted(PlantedBug::SnapshotLabelledAtLogStart),
                 confirm_ahead_early: raft.planted(PlantedBug::ConfirmAheadEarly),
+                wake_while_write_queued: raft.planted(PlantedBug::WakeWhileWriteQueued),
             }
         }
         #[cfg(not(feature = "planted-bugs"))]

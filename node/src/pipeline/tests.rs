@@ -22,6 +22,7 @@ fn config(read_context_first: u64) -> PipelineConfig {
         compaction_entries: 1_000,
         write_entries_max: WRITE_ENTRIES_MAX_DEFAULT,
         apply_ahead: false,
+        follower_apply_wait: Duration::ZERO,
         transfer: crate::pipeline::TransferConfig {
             chunk_bytes: 1 << 10,
             chunks_in_flight: 4,
@@ -1017,4 +1018,212 @@ fn the_status_gives_the_applied_index_of_the_state_machine() {
     );
     pipeline.handle(now, Input::WriteDone(WriteDone::of(install, None)));
     assert_eq!(pipeline.status().applied_index, LogIndex(10));
+}
+
+/// How long the followers of the tests below wait for a write to carry
+/// their committed entries.
+const FOLLOWER_APPLY_WAIT: Duration = Duration::from_millis(5);
+
+/// Node 1 of three, following node 2 in term 1: it holds a blank entry
+/// and a command (durable), then learns that both are committed from an
+/// append that brings nothing to write. Returns the instant it learned.
+fn follower_with_committed_entries() -> (Pipeline, Instant) {
+    use crate::core::{Entry, MessageBody};
+    let raft = Raft::new(
+        Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]),
+        DurableState::default(),
+        13,
+    )
+    .unwrap();
+    let config = PipelineConfig {
+        follower_apply_wait: FOLLOWER_APPLY_WAIT,
+        ..config(1)
+    };
+    let now = at_ticks(1);
+    let mut pipeline = Pipeline::new(raft, config, now);
+    let entries = vec![
+        Entry {
+            term: Term(1),
+            index: LogIndex(1),
+            payload: EntryPayload::Blank,
+        },
+        Entry {
+            term: Term(1),
+            index: LogIndex(2),
+            payload: EntryPayload::Command(b"put".to_vec()),
+        },
+    ];
+    let append = |prev: u64, entries: Vec<Entry>, commit: u64| MessageBody::AppendRequest {
+        prev_log_index: LogIndex(prev),
+        prev_log_term: Term(u64::from(prev > 0)),
+        entries,
+        leader_commit: LogIndex(commit),
+    };
+    pipeline.handle(now, message_from(2, Term(1), append(0, entries, 0)));
+    let outputs = complete_writes(&mut pipeline, now);
+    assert!(apply_batches(&outputs).is_empty(), "{outputs:?}");
+    pipeline.handle(now, message_from(2, Term(1), append(2, Vec::new(), 2)));
+    assert_eq!(pipeline.raft().role(), Role::Follower);
+    assert_eq!(pipeline.raft().log().commit_index(), LogIndex(2));
+    (pipeline, now)
+}
+
+#[test]
+fn a_followers_committed_entries_wait_for_the_next_write_to_carry_them() {
+    use crate::core::{Entry, MessageBody};
+    let (mut pipeline, now) = follower_with_committed_entries();
+    let outputs = pipeline.take_outputs();
+    assert!(
+        apply_batches(&outputs).is_empty() && writes(&outputs).is_empty(),
+        "the committed entries got a transaction of their own at once: {outputs:?}"
+    );
+    let deadline = now.after(FOLLOWER_APPLY_WAIT);
+    assert_eq!(
+        pipeline.wake_at(),
+        deadline,
+        "the driver wakes when the wait ends"
+    );
+    // The leader's next append comes before the wait ends: its write
+    // carries them.
+    let later = now.after(FOLLOWER_APPLY_WAIT / 2);
+    let next = Entry {
+        term: Term(1),
+        index: LogIndex(3),
+        payload: EntryPayload::Command(b"next".to_vec()),
+    };
+    let append = MessageBody::AppendRequest {
+        prev_log_index: LogIndex(2),
+        prev_log_term: Term(1),
+        entries: vec![next],
+        leader_commit: LogIndex(2),
+    };
+    pipeline.handle(later, message_from(2, Term(1), append));
+    let outputs = pipeline.take_outputs();
+    assert!(apply_batches(&outputs).is_empty(), "{outputs:?}");
+    let write = the_write(&outputs);
+    let carried: Vec<LogIndex> = write
+        .apply
+        .as_ref()
+        .expect("the write carries the committed entries")
+        .entries
+        .iter()
+        .map(|entry| entry.index)
+        .collect();
+    assert_eq!(carried, [LogIndex(1), LogIndex(2)]);
+    assert_eq!(pipeline.follower_apply_waits(), [1, 0]);
+    assert_eq!(
+        pipeline.wake_at(),
+        pipeline.next_tick_at(),
+        "no wait is left"
+    );
+}
+
+#[test]
+fn a_followers_committed_entries_are_applied_alone_when_no_write_comes_in_time() {
+    let (mut pipeline, now) = follower_with_committed_entries();
+    assert!(apply_batches(&pipeline.take_outputs()).is_empty());
+    let deadline = now.after(FOLLOWER_APPLY_WAIT);
+    pipeline.advance(now.after(FOLLOWER_APPLY_WAIT / 2));
+    assert!(apply_batches(&pipeline.take_outputs()).is_empty());
+    pipeline.advance(deadline);
+    let batches = apply_batches(&pipeline.take_outputs());
+    assert_eq!(batches.len(), 1, "the wait is over: applied alone");
+    assert_eq!(batches[0].entries.len(), 2);
+    assert_eq!(pipeline.follower_apply_waits(), [0, 1]);
+}
+
+#[test]
+fn a_followers_committed_entries_do_not_wait_when_a_read_waits_for_them() {
+    use crate::core::MessageBody;
+    let (mut pipeline, now) = follower_with_committed_entries();
+    assert!(apply_batches(&pipeline.take_outputs()).is_empty());
+    pipeline.handle(
+        now,
+        Input::Read {
+            request: RequestId(7),
+            mode: ReadMode::Linearizable,
+        },
+    );
+    let batches = apply_batches(&pipeline.take_outputs());
+    assert_eq!(batches.len(), 1, "a read waits here: applied at once");
+    assert_eq!(pipeline.follower_apply_waits(), [0, 1]);
+    let done = apply_all(&batches[0].entries, b"");
+    pipeline.handle(now, Input::ApplyDone(done));
+    // The leader confirms the read index; the entries are applied, so
+    // the core answers the read.
+    let confirmed = MessageBody::ReadIndexResponse {
+        context: 1,
+        index: LogIndex(2),
+        refused: false,
+    };
+    pipeline.handle(now, message_from(2, Term(1), confirmed));
+    assert_eq!(
+        replies(&pipeline.take_outputs()),
+        [(RequestId(7), Reply::ReadReady { index: LogIndex(2) })]
+    );
+}
+
+#[test]
+fn a_follower_waiting_for_a_queued_write_to_carry_its_entries_sets_no_wake_up() {
+    use crate::core::{Entry, MessageBody};
+    let raft = Raft::new(
+        Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]),
+        DurableState::default(),
+        13,
+    )
+    .unwrap();
+    let config = PipelineConfig {
+        follower_apply_wait: FOLLOWER_APPLY_WAIT,
+        ..config(1)
+    };
+    let now = at_ticks(1);
+    let mut pipeline = Pipeline::new(raft, config, now);
+    let append = |prev: u64, last: u64, commit: u64| {
+        let entries = (prev + 1..=last)
+            .map(|index| Entry {
+                term: Term(1),
+                index: LogIndex(index),
+                payload: EntryPayload::Command(vec![index as u8]),
+            })
+            .collect();
+        message_from(
+            2,
+            Term(1),
+            MessageBody::AppendRequest {
+                prev_log_index: LogIndex(prev),
+                prev_log_term: Term(u64::from(prev > 0)),
+                entries,
+                leader_commit: LogIndex(commit),
+            },
+        )
+    };
+    pipeline.handle(now, append(0, 2, 0));
+    complete_writes(&mut pipeline, now);
+    // Entry 3's write is in flight, carrying nothing committed, when a
+    // heartbeat says entries 1 and 2 are committed: they wait for a write.
+    pipeline.handle(now, append(2, 3, 0));
+    assert!(the_write(&pipeline.take_outputs()).apply.is_none());
+    let heartbeat = MessageBody::HeartbeatRequest {
+        leader_commit: LogIndex(2),
+        read_round: 1,
+    };
+    pipeline.handle(now, message_from(2, Term(1), heartbeat));
+    assert!(apply_batches(&pipeline.take_outputs()).is_empty());
+    assert_eq!(pipeline.wake_at(), now.after(FOLLOWER_APPLY_WAIT));
+    // Entry 4's write queues behind the one in flight and will carry
+    // them when it starts: the driver need not wake for them, even once
+    // the wait would have ended.
+    pipeline.handle(now, append(3, 4, 2));
+    assert!(
+        writes(&pipeline.take_outputs()).is_empty(),
+        "one write at a time"
+    );
+    let later = now.after(FOLLOWER_APPLY_WAIT * 2);
+    pipeline.advance(later);
+    assert!(apply_batches(&pipeline.take_outputs()).is_empty());
+    assert!(
+        pipeline.wake_at() > later,
+        "a wake-up at {:?} is due again and again from {later:?}",
+        pipeline.wake_at()
+    );
 }

@@ -37,7 +37,7 @@ pub(crate) use crate::pipeline::ReadMode;
 use crate::pipeline::{
     ApplyOutcome, Input, Instant, Output, Pipeline, PipelineConfig, ReadChunk, Refusal,
     Reply as PipelineReply, RequestId, StageJob, StagedTransfer, TransferConfig, WriteDone,
-    WriteJob,
+    WriteJob, FOLLOWER_APPLY_WAIT_DEFAULT,
 };
 
 /// A committed and applied proposal.
@@ -174,6 +174,7 @@ impl Driver {
             compaction_entries: config.raft.compaction_entries,
             write_entries_max: storage.entries_per_append_max,
             apply_ahead: true,
+            follower_apply_wait: FOLLOWER_APPLY_WAIT_DEFAULT,
             transfer: TransferConfig {
                 chunk_bytes: config.raft.message_bytes_max,
                 chunks_in_flight: config.raft.snapshot_chunks_in_flight,
@@ -239,10 +240,10 @@ impl Driver {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), StoreError> {
         loop {
-            let next_tick = self.started + self.pipeline.next_tick_at().0;
+            let wake_at = self.started + self.pipeline.wake_at().0;
             tokio::select! {
                 _ = shutdown.changed() => break,
-                () = tokio::time::sleep_until(next_tick) => {
+                () = tokio::time::sleep_until(wake_at) => {
                     let now = self.now();
                     self.pipeline.advance(now);
                 }

@@ -52,6 +52,7 @@ pub mod state_machine_safety;
 pub mod storage_hand_off;
 pub mod term_settling;
 pub mod transfer_liveness;
+pub mod wake_up;
 pub mod watch_order;
 
 use raftgres::core::EntryPayload;

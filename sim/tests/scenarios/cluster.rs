@@ -132,8 +132,10 @@ impl Cluster {
             entries_per_write_max: raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT,
             expiry_at_batch_end: false,
             // The scripts step the committed-apply path transaction by
-            // transaction; the swarm drives applies ahead.
+            // transaction; the swarm drives applies ahead, and followers'
+            // waits for a write to carry their applies.
             apply_ahead: false,
+            follower_apply_wait: std::time::Duration::ZERO,
         };
         let mut cluster = Cluster {
             config,

@@ -74,6 +74,7 @@ impl<'a> Model<'a> {
             entries_per_write_max: raftgres::pipeline::WRITE_ENTRIES_MAX_DEFAULT,
             expiry_at_batch_end: false,
             apply_ahead: false,
+            follower_apply_wait: std::time::Duration::ZERO,
         };
         Model {
             sequence,
