@@ -754,8 +754,20 @@ impl Raft {
         }
     }
 
-    /// A message from an earlier term: tell stale leaders and pre-candidates
-    /// about the current term so they stop; ignore everything else.
+    /// A message from an earlier term: tell stale leaders, candidates and
+    /// pre-candidates about the current term so they stop; ignore
+    /// everything else.
+    ///
+    /// A candidate is refused in the current term (figure 2 of the paper)
+    /// rather than left to learn it from other messages: it may hear from
+    /// nobody else. A voter ignores the campaigns of a node it does not
+    /// count as a voter, term unseen (`Raft::step`), so a node removed by
+    /// a change it does not know committed can raise one voter's term with
+    /// each timeout while the rightful candidate, which ignores it, never
+    /// learns that term; without pre-vote and check-quorum its campaigns
+    /// then went unanswered for good (the simulator's liveness checker,
+    /// seed 635 on three nodes after the follower apply wait changed its
+    /// schedules).
     fn step_lower_term(&mut self, message: &Message) {
         match message.body {
             MessageBody::AppendRequest { .. } | MessageBody::HeartbeatRequest { .. } => {
@@ -767,11 +779,11 @@ impl Raft {
                 };
                 self.send(message.from, body);
             }
-            MessageBody::VoteRequest { pre_vote: true, .. } => {
+            MessageBody::VoteRequest { pre_vote, .. } => {
                 self.send(
                     message.from,
                     MessageBody::VoteResponse {
-                        pre_vote: true,
+                        pre_vote,
                         granted: false,
                     },
                 );

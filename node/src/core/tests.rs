@@ -305,6 +305,38 @@ fn votes_go_only_to_candidates_with_up_to_date_logs() {
 }
 
 #[test]
+fn a_candidate_of_an_earlier_term_is_refused_in_the_current_one() {
+    let mut voter = node_with_log(3, 3, 5, &[1]);
+    voter.step(vote_request(1, 3, 3, 9, 1));
+    let ready = voter.ready();
+    assert_eq!(voter.term(), Term(5));
+    let refusals: Vec<&Message> = ready
+        .messages
+        .iter()
+        .filter(|message| matches!(message.body, MessageBody::VoteResponse { .. }))
+        .collect();
+    assert_eq!(
+        refusals.len(),
+        1,
+        "the candidate is told, or it may never learn the term: {:?}",
+        ready.messages
+    );
+    assert_eq!(refusals[0].term, Term(5));
+    assert_eq!(granted(&ready.messages), Some(false));
+    let mut candidate = node_with_log(1, 3, 2, &[1]);
+    candidate.campaign_now();
+    assert_eq!(
+        (candidate.role(), candidate.term()),
+        (Role::Candidate, Term(3))
+    );
+    candidate.step(refusals[0].clone());
+    assert_eq!(
+        (candidate.role(), candidate.term()),
+        (Role::Follower, Term(5))
+    );
+}
+
+#[test]
 fn pre_vote_changes_neither_term_nor_vote() {
     let mut voter = node_with_log(3, 3, 2, &[1]);
     let body = MessageBody::VoteRequest {
