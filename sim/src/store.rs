@@ -52,8 +52,9 @@ pub struct ApplySettings {
     pub expiry_at_batch_end: bool,
     /// Leaders apply ahead of the commit (the product does).
     pub apply_ahead: bool,
-    /// How long a follower's committed entries wait for a log write to
-    /// carry them (the product's `FOLLOWER_APPLY_WAIT_DEFAULT`).
+    /// How long a follower's committed entries wait before a log write
+    /// carries them or they are applied alone (the product's
+    /// `FOLLOWER_APPLY_WAIT_DEFAULT`).
     pub follower_apply_wait: std::time::Duration,
 }
 

@@ -77,11 +77,11 @@ pub(super) struct Applies {
     /// The batch handed out ahead of its commit, until it is applied or
     /// abandoned. Invariant: while it is, no other batch is in flight.
     pub(super) ahead: Option<Ahead>,
-    /// Until when a follower's entries in `next` wait for a log write to
-    /// carry them before they get a transaction of their own (see
-    /// `Pipeline::apply_alone_due`); set while they wait.
-    pub(super) alone_at: Option<Instant>,
-    /// Batches that waited so: carried by a write, then applied alone.
+    /// Until when a follower's entries in `next` wait before a log write
+    /// carries them or they get a transaction of their own (see
+    /// `Pipeline::apply_due`); set while they wait.
+    pub(super) due_at: Option<Instant>,
+    /// Batches that waited so: then carried by a write, or applied alone.
     pub(super) waits: [u64; 2],
 }
 
@@ -91,7 +91,7 @@ impl Applies {
     pub(super) fn covered_by_snapshot(&mut self, index: LogIndex) {
         self.next.retain(|entry| entry.index > index);
         if self.next.is_empty() {
-            self.alone_at = None;
+            self.due_at = None;
         }
         if let Some(ahead) = &mut self.ahead {
             ahead.committed.retain(|entry| entry.index > index);
@@ -173,7 +173,7 @@ impl Applies {
         if self.in_flight() || self.next.is_empty() {
             return None;
         }
-        if self.alone_at.take().is_some() {
+        if self.due_at.take().is_some() {
             self.waits[usize::from(!by_write)] += 1;
         }
         self.started_at = Some(now);

@@ -50,9 +50,10 @@
 //! One transaction per batch: committed entries wait for the next write
 //! and commit with it (log rows, state machine rows, sessions and applied
 //! index under one COMMIT); they get a transaction of their own only when
-//! no write waits to start, on a follower only after waiting
-//! `follower_apply_wait` for one (unless a read waits for them). At most
-//! one batch is applied at a time, whichever carries it.
+//! no write waits to start. A follower's wait `follower_apply_wait` first
+//! either way (unless a read waits for them, or the write that starts
+//! waited behind another). At most one batch is applied at a time,
+//! whichever carries it.
 //!
 //! 3a. On `Output::ApplyAhead`, apply the batch as in obligation 3 up to
 //!    its outcomes, on the assumption that the applied index stands right
@@ -105,11 +106,18 @@ pub use write::{WriteDone, WriteJob};
 /// an append.
 pub const WRITE_ENTRIES_MAX_DEFAULT: usize = 8192;
 
-/// How long a follower's committed entries wait for its next log write
-/// (its leader's next append) to carry them, unless configured otherwise:
-/// at a low write rate the next append comes sooner, and the entries then
-/// commit with it, one transaction and one fsync instead of two.
-pub const FOLLOWER_APPLY_WAIT_DEFAULT: Duration = Duration::from_millis(5);
+/// How long a follower's committed entries wait before they are applied,
+/// unless configured otherwise: then the next log write carries them, or
+/// a transaction of their own when no write waits to start. A follower's
+/// log write is what its leader's commit waits for; one that carries an
+/// apply takes three round trips and the apply's statements instead of
+/// one, so at a low write rate most of them should carry none, and the
+/// applies they carry are fewer and larger. A write that waited behind
+/// another carries them at once: the writer is busy back to back, and
+/// the apply then makes its appends larger rather than adding
+/// transactions. Far below what a follower lags anyway at a low write
+/// rate, when it learns of commits from heartbeats.
+pub const FOLLOWER_APPLY_WAIT_DEFAULT: Duration = Duration::from_millis(10);
 
 use crate::core::{
     HardState, ImplausibleMessage, ImplausibleReason, LogIndex, MembershipChange, MembershipError,
@@ -144,8 +152,8 @@ pub struct PipelineConfig {
     pub write_entries_max: usize,
     /// Whether a leader applies ahead of the commit (obligation 3a).
     pub apply_ahead: bool,
-    /// How long a follower's committed entries wait for a log write to
-    /// carry them before they get a transaction of their own
+    /// How long a follower's committed entries wait before they are
+    /// applied, by the next log write or alone
     /// ([`FOLLOWER_APPLY_WAIT_DEFAULT`] in the product; zero: no wait).
     pub follower_apply_wait: Duration,
     /// How snapshots are streamed.
@@ -430,13 +438,13 @@ impl Pipeline {
     }
 
     /// When the driver calls [`Pipeline::advance`] at the latest: the next
-    /// tick, or sooner when a follower's committed entries stop waiting
-    /// for a log write to carry them. Not while a write is queued: it
-    /// carries them when it starts, on a write's report, and a wake-up
-    /// due then would come again and again until it does.
+    /// tick, or sooner when a follower's committed entries stop waiting.
+    /// Not while a write is queued: it carries them when it starts, on a
+    /// write's report, and a wake-up due then would come again and again
+    /// until it does.
     pub fn wake_at(&self) -> Instant {
         let tick = self.clock.next_tick_at();
-        match self.applies.alone_at {
+        match self.applies.due_at {
             Some(at) if self.writes.nothing_queued() || self.planted.wake_while_write_queued => {
                 tick.min(at)
             }
@@ -444,9 +452,8 @@ impl Pipeline {
         }
     }
 
-    /// Apply batches of this node's that waited for a log write to carry
-    /// them (as a follower): carried by one, then applied alone when none
-    /// came in time.
+    /// Apply batches of this node's that waited (as a follower): then
+    /// carried by a log write, or applied alone when none was queued.
     pub fn follower_apply_waits(&self) -> [u64; 2] {
         self.applies.waits
     }
@@ -849,7 +856,12 @@ impl Pipeline {
         }
         let now = self.clock.now();
         if let Some(mut job) = self.writes.start(self.applies.in_flight(), now) {
-            if job.snapshot.is_none() {
+            // A follower's write that waited behind another carries its
+            // committed entries at once: its writer is busy back to back,
+            // and the apply then makes fewer, larger log writes rather
+            // than more transactions.
+            let carry = self.writes.started_behind || self.apply_due(now);
+            if job.snapshot.is_none() && carry {
                 job.apply = self.applies.start(now, true);
                 self.writes.carries_apply = job.apply.is_some();
             }
@@ -857,8 +869,8 @@ impl Pipeline {
         }
         // Committed entries ride the next write; only when none waits to
         // start do they get a transaction of their own (a follower's after
-        // a short wait for one).
-        if self.writes.nothing_queued() && self.apply_alone_due(now) {
+        // a short wait either way).
+        if self.writes.nothing_queued() && self.apply_due(now) {
             if let Some(batch) = self.applies.start(now, false) {
                 self.outputs.push(Output::Apply(batch));
             }
@@ -871,15 +883,15 @@ impl Pipeline {
         self.observe_role();
     }
 
-    /// Whether committed entries that no write waits to carry may have a
-    /// transaction of their own now. A leader's may at once: its clients
-    /// wait for their outcomes. A follower's wait up to
-    /// `follower_apply_wait` for a log write to carry them (its leader's
-    /// next append, which at a low write rate comes sooner), unless a
+    /// Whether committed entries may be applied now, by the write that
+    /// starts or alone. A leader's may at once: its clients wait for their
+    /// outcomes. A follower's wait `follower_apply_wait` first, unless a
     /// read waits on this node (the core answers it once they are
-    /// applied): one transaction and one fsync instead of two, and no
-    /// apply's fsync queued ahead of the next append's.
-    fn apply_alone_due(&mut self, now: Instant) -> bool {
+    /// applied): most of its log writes, which its leader's commit waits
+    /// for, then carry no apply (one round trip instead of three), and
+    /// the applies are fewer and larger. (A write that waited behind
+    /// another carries them whatever this says; see `process_ready`.)
+    fn apply_due(&mut self, now: Instant) -> bool {
         if self.applies.in_flight() || self.applies.next.is_empty() {
             return false;
         }
@@ -887,7 +899,7 @@ impl Pipeline {
         if wait.is_zero() || self.raft.role() == Role::Leader || self.requests.reads_pending() > 0 {
             return true;
         }
-        now >= *self.applies.alone_at.get_or_insert(now.after(wait))
+        now >= *self.applies.due_at.get_or_insert(now.after(wait))
     }
 
     fn send(&mut self, message: Message) {

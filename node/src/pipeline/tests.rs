@@ -1068,9 +1068,32 @@ fn follower_with_committed_entries() -> (Pipeline, Instant) {
     (pipeline, now)
 }
 
-#[test]
-fn a_followers_committed_entries_wait_for_the_next_write_to_carry_them() {
+/// The leader's append of one more entry, `index`, to the follower of
+/// [`follower_with_committed_entries`], committing through `commit`.
+fn next_append(index: u64, commit: u64) -> Input {
     use crate::core::{Entry, MessageBody};
+    let entry = Entry {
+        term: Term(1),
+        index: LogIndex(index),
+        payload: EntryPayload::Command(vec![index as u8]),
+    };
+    let body = MessageBody::AppendRequest {
+        prev_log_index: LogIndex(index - 1),
+        prev_log_term: Term(1),
+        entries: vec![entry],
+        leader_commit: LogIndex(commit),
+    };
+    message_from(2, Term(1), body)
+}
+
+fn carried(write: &WriteJob) -> Vec<LogIndex> {
+    write.apply.as_ref().map_or_else(Vec::new, |batch| {
+        batch.entries.iter().map(|entry| entry.index).collect()
+    })
+}
+
+#[test]
+fn a_followers_committed_entries_wait_before_a_write_carries_them() {
     let (mut pipeline, now) = follower_with_committed_entries();
     let outputs = pipeline.take_outputs();
     assert!(
@@ -1083,39 +1106,68 @@ fn a_followers_committed_entries_wait_for_the_next_write_to_carry_them() {
         deadline,
         "the driver wakes when the wait ends"
     );
-    // The leader's next append comes before the wait ends: its write
-    // carries them.
-    let later = now.after(FOLLOWER_APPLY_WAIT / 2);
-    let next = Entry {
-        term: Term(1),
-        index: LogIndex(3),
-        payload: EntryPayload::Command(b"next".to_vec()),
-    };
-    let append = MessageBody::AppendRequest {
-        prev_log_index: LogIndex(2),
-        prev_log_term: Term(1),
-        entries: vec![next],
-        leader_commit: LogIndex(2),
-    };
-    pipeline.handle(later, message_from(2, Term(1), append));
+    // The leader's next append comes before the wait ends, to an idle
+    // writer: its write, the one the leader's commit waits for, carries
+    // no apply.
+    let early = now.after(FOLLOWER_APPLY_WAIT / 4);
+    pipeline.handle(early, next_append(3, 2));
     let outputs = pipeline.take_outputs();
     assert!(apply_batches(&outputs).is_empty(), "{outputs:?}");
     let write = the_write(&outputs);
-    let carried: Vec<LogIndex> = write
-        .apply
-        .as_ref()
-        .expect("the write carries the committed entries")
-        .entries
-        .iter()
-        .map(|entry| entry.index)
-        .collect();
-    assert_eq!(carried, [LogIndex(1), LogIndex(2)]);
+    assert_eq!(
+        carried(&write),
+        [],
+        "a write that started on an idle writer before the wait ended carried the entries"
+    );
+    pipeline.handle(early, Input::WriteDone(WriteDone::of(write, None)));
+    let outputs = pipeline.take_outputs();
+    assert!(
+        apply_batches(&outputs).is_empty() && writes(&outputs).is_empty(),
+        "{outputs:?}"
+    );
+    // The next append comes after the wait ended: its write carries them.
+    let later = deadline.after(FOLLOWER_APPLY_WAIT / 4);
+    pipeline.handle(later, next_append(4, 2));
+    let outputs = pipeline.take_outputs();
+    assert!(apply_batches(&outputs).is_empty(), "{outputs:?}");
+    assert_eq!(carried(&the_write(&outputs)), [LogIndex(1), LogIndex(2)]);
     assert_eq!(pipeline.follower_apply_waits(), [1, 0]);
     assert_eq!(
         pipeline.wake_at(),
         pipeline.next_tick_at(),
         "no wait is left"
     );
+}
+
+#[test]
+fn a_followers_write_that_waited_behind_another_carries_its_committed_entries_at_once() {
+    let (mut pipeline, now) = follower_with_committed_entries();
+    assert!(apply_batches(&pipeline.take_outputs()).is_empty());
+    let early = now.after(FOLLOWER_APPLY_WAIT / 4);
+    pipeline.handle(early, next_append(3, 2));
+    let first = the_write(&pipeline.take_outputs());
+    assert_eq!(carried(&first), []);
+    // Entry 4's write queues behind entry 3's: the writer is busy back to
+    // back, so it carries the committed entries without waiting longer.
+    pipeline.handle(early, next_append(4, 2));
+    assert!(
+        writes(&pipeline.take_outputs()).is_empty(),
+        "one write at a time"
+    );
+    pipeline.handle(early, Input::WriteDone(WriteDone::of(first, None)));
+    let outputs = pipeline.take_outputs();
+    assert!(apply_batches(&outputs).is_empty(), "{outputs:?}");
+    let second = the_write(&outputs);
+    assert_eq!(carried(&second), [LogIndex(1), LogIndex(2)]);
+    assert_eq!(pipeline.follower_apply_waits(), [1, 0]);
+    // The next write starts on an idle writer again: entries 3 and 4,
+    // committed by its append, wait.
+    let done = apply_all(&second.apply.clone().unwrap().entries, b"");
+    pipeline.handle(early, Input::WriteDone(WriteDone::of(second, Some(done))));
+    pipeline.handle(early, next_append(5, 4));
+    let outputs = pipeline.take_outputs();
+    assert_eq!(carried(&the_write(&outputs)), []);
+    assert!(apply_batches(&outputs).is_empty(), "{outputs:?}");
 }
 
 #[test]

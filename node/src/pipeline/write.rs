@@ -115,6 +115,11 @@ pub(super) struct Writes {
     pub(super) queued: VecDeque<WriteJob>,
     /// Whether the job in flight carries an apply batch.
     pub(super) carries_apply: bool,
+    /// Whether what is queued was queued while a write was in flight.
+    pub(super) queued_while_busy: bool,
+    /// Whether the job in flight waited behind another: the writer is
+    /// busy back to back.
+    pub(super) started_behind: bool,
     /// Whether the job in flight compacts the log: its check of the
     /// stored applied index waits for any apply transaction that moved it.
     pub(super) compacting: bool,
@@ -131,6 +136,8 @@ impl Default for Writes {
             started_at: None,
             queued: VecDeque::new(),
             carries_apply: false,
+            queued_while_busy: false,
+            started_behind: false,
             compacting: false,
             entries_max: super::WRITE_ENTRIES_MAX_DEFAULT,
             install_before_hard_state: false,
@@ -143,6 +150,7 @@ impl Writes {
     /// queued job while the two carry at most `entries_max` entries, a
     /// job of its own beyond.
     pub(super) fn queue(&mut self, job: WriteJob) {
+        self.queued_while_busy |= self.in_flight();
         match self.queued.back_mut() {
             Some(last) if last.entries.len() + job.entries.len() <= self.entries_max => {
                 last.merge(job)
@@ -182,6 +190,8 @@ impl Writes {
             return None;
         }
         let mut job = self.queued.pop_front()?;
+        self.started_behind = self.queued_while_busy;
+        self.queued_while_busy &= !self.queued.is_empty();
         if self.install_before_hard_state && job.snapshot.is_some() && job.hard_state.is_some() {
             // Planted bug: everything but the hard state now, the hard state
             // (with the persist point and the messages waiting on it) next.
