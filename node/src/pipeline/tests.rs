@@ -1024,11 +1024,9 @@ fn the_status_gives_the_applied_index_of_the_state_machine() {
 /// their committed entries.
 const FOLLOWER_APPLY_WAIT: Duration = Duration::from_millis(5);
 
-/// Node 1 of three, following node 2 in term 1: it holds a blank entry
-/// and a command (durable), then learns that both are committed from an
-/// append that brings nothing to write. Returns the instant it learned.
-fn follower_with_committed_entries() -> (Pipeline, Instant) {
-    use crate::core::{Entry, MessageBody};
+/// Node 1 of three, fresh, whose committed entries wait
+/// `FOLLOWER_APPLY_WAIT` as a follower's, and the instant it starts at.
+fn waiting_follower() -> (Pipeline, Instant) {
     let raft = Raft::new(
         Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]),
         DurableState::default(),
@@ -1040,7 +1038,15 @@ fn follower_with_committed_entries() -> (Pipeline, Instant) {
         ..config(1)
     };
     let now = at_ticks(1);
-    let mut pipeline = Pipeline::new(raft, config, now);
+    (Pipeline::new(raft, config, now), now)
+}
+
+/// Node 1 of three, following node 2 in term 1: it holds a blank entry
+/// and a command (durable), then learns that both are committed from an
+/// append that brings nothing to write. Returns the instant it learned.
+fn follower_with_committed_entries() -> (Pipeline, Instant) {
+    use crate::core::{Entry, MessageBody};
+    let (mut pipeline, now) = waiting_follower();
     let entries = vec![
         Entry {
             term: Term(1),
@@ -1218,18 +1224,7 @@ fn a_followers_committed_entries_do_not_wait_when_a_read_waits_for_them() {
 #[test]
 fn a_follower_waiting_for_a_queued_write_to_carry_its_entries_sets_no_wake_up() {
     use crate::core::{Entry, MessageBody};
-    let raft = Raft::new(
-        Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]),
-        DurableState::default(),
-        13,
-    )
-    .unwrap();
-    let config = PipelineConfig {
-        follower_apply_wait: FOLLOWER_APPLY_WAIT,
-        ..config(1)
-    };
-    let now = at_ticks(1);
-    let mut pipeline = Pipeline::new(raft, config, now);
+    let (mut pipeline, now) = waiting_follower();
     let append = |prev: u64, last: u64, commit: u64| {
         let entries = (prev + 1..=last)
             .map(|index| Entry {
