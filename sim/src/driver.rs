@@ -58,7 +58,6 @@ impl World {
         }
         self.stats.steps += 1;
         self.read_refusals_sent.clear();
-        self.commits_sent.clear();
         self.carry_out(index);
         self.check_step(index, before);
     }
@@ -245,7 +244,14 @@ impl World {
             } => self.read_refusals_sent.push((message.to, context)),
             MessageBody::AppendRequest { leader_commit, .. }
             | MessageBody::HeartbeatRequest { leader_commit, .. } => {
-                self.commits_sent.push((message.to, leader_commit));
+                let told = self
+                    .commits_told
+                    .entry((message.from, message.to))
+                    .or_insert((message.term, leader_commit));
+                if told.0 != message.term {
+                    *told = (message.term, leader_commit);
+                }
+                told.1 = told.1.max(leader_commit);
             }
             _ => {}
         }

@@ -3,7 +3,7 @@
 //! `leader_stickiness`, `forwarded_reads`, `gauges` and the check-quorum
 //! rule of `lease_exclusivity`).
 
-use raftgres::core::{LogIndex, MessageBody, NodeId, Role};
+use raftgres::core::{LogIndex, MessageBody, NodeId, PeerStatus, Role, Term};
 use raftgres::pipeline::Input;
 
 use crate::checkers::leader_stickiness::StickyVoter;
@@ -28,6 +28,10 @@ pub(crate) struct BeforeStep {
     implausible_total: u64,
     /// The node's commit index before the step.
     commit_index: LogIndex,
+    /// The ticks that had reached the node's core before the step.
+    ticks: u64,
+    /// A leader's term and followers before the step.
+    leading: Option<(Term, Vec<PeerStatus>)>,
 }
 
 impl World {
@@ -36,9 +40,12 @@ impl World {
         let Some(raft) = self.nodes[index].raft() else {
             return BeforeStep::default();
         };
+        let status = raft.status();
         let mut before = BeforeStep {
             implausible_total: raft.implausible_total(),
             commit_index: raft.log().commit_index(),
+            ticks: raft.ticks(),
+            leading: (status.role == Role::Leader).then_some((status.term, status.peers)),
             ..BeforeStep::default()
         };
         let Some(Input::Peer(message)) = input else {
@@ -226,15 +233,25 @@ impl World {
         if result.is_err() {
             return self.check("leader_promptness", result);
         }
-        if status.commit_index > before.commit_index {
-            let result = leader_promptness::check_commit_announced(&status, |peer| {
-                self.commits_sent
-                    .iter()
-                    .filter(|(to, _)| *to == peer)
-                    .map(|(_, commit)| *commit)
-                    .max()
-            });
-            self.check("leader_promptness", result);
+        // The ticks due reach the core before anything else of the step,
+        // so the followers open before the step were open at the tick.
+        let ticked = raft.ticks() > before.ticks;
+        if let (true, Some((term, peers))) = (ticked, &before.leading) {
+            if status.role == Role::Leader && status.term == *term {
+                let result = leader_promptness::check_commit_announced(
+                    id,
+                    *term,
+                    before.commit_index,
+                    peers,
+                    |peer| {
+                        self.commits_told
+                            .get(&(id, peer))
+                            .filter(|(told_term, _)| told_term == term)
+                            .map(|(_, commit)| *commit)
+                    },
+                );
+                self.check("leader_promptness", result);
+            }
         }
     }
 }

@@ -179,10 +179,10 @@ pub struct World {
     /// Refusals of forwarded reads (receiver, read id) sent in the current
     /// step (see `checkers::forwarded_reads`).
     pub(crate) read_refusals_sent: Vec<(NodeId, u64)>,
-    /// The commit index each AppendEntries or heartbeat sent in the
-    /// current step carried, by receiver (see
+    /// The highest commit index an AppendEntries or heartbeat carried, by
+    /// sender and receiver, in the sender's latest term of sending (see
     /// `checkers::leader_promptness`).
-    pub(crate) commits_sent: Vec<(NodeId, LogIndex)>,
+    pub(crate) commits_told: BTreeMap<(NodeId, NodeId), (Term, LogIndex)>,
     /// Who heard from whom when, for `check_quorum`.
     pub(crate) quorum_contact: crate::checkers::check_quorum::QuorumContact,
     /// The lessors, the lease client and `lease_expiry`.
@@ -307,7 +307,7 @@ impl World {
             transfer_asked: false,
             forged_pending: None,
             read_refusals_sent: Vec::new(),
-            commits_sent: Vec::new(),
+            commits_told: BTreeMap::new(),
             quorum_contact: Default::default(),
             idle_traffic: IdleTraffic::new(
                 config.ticks,

@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [2, 1],
+            seeds_needed: [6, 1],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -80,7 +80,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [20, 18],
+            seeds_needed: [1, 1],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -95,22 +95,22 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "lease-after-timeout-now",
-            seeds_needed: [7, 10],
+            seeds_needed: [21, 7],
             checkers: &["lease_exclusivity", "read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "snapshot-before-hard-state",
-            seeds_needed: [122, 64],
+            seeds_needed: [122, 122],
             checkers: &["crash_recovery"],
         },
         Hunt {
             bug: "session-expiry-at-batch-end",
-            seeds_needed: [1, 1],
+            seeds_needed: [2, 1],
             checkers: &["replica_rows", "exactly_once", "linearizability"],
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [3, 1],
+            seeds_needed: [1, 2],
             checkers: &[
                 "client_outcomes",
                 "held_requests",
@@ -120,17 +120,17 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [6, 18],
+            seeds_needed: [12, 66],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [19, 3],
+            seeds_needed: [15, 40],
             checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {
             bug: "snapshot-labelled-at-log-start",
-            seeds_needed: [1, 2],
+            seeds_needed: [2, 1],
             checkers: &[
                 "corrupt_durable_data",
                 "replica_rows",

@@ -162,6 +162,7 @@ impl Raft {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
         }
+        self.announce_commit();
         self.resend_lost_snapshots();
     }
 
@@ -201,9 +202,11 @@ impl Raft {
             .push_back((self.read_round, self.ticks));
         self.prune_round_sent_ticks(self.quorum_acknowledged_round());
         for peer in self.peers() {
-            let match_index = self.progress[&peer].match_index;
+            let progress = self.progress.get_mut(&peer).expect("peer has progress");
+            let leader_commit = self.log.commit_index().min(progress.match_index);
+            progress.commit_sent = progress.commit_sent.max(leader_commit);
             let body = MessageBody::HeartbeatRequest {
-                leader_commit: self.log.commit_index().min(match_index),
+                leader_commit,
                 read_round: self.read_round,
             };
             self.send(peer, body);
@@ -213,15 +216,15 @@ impl Raft {
         }
     }
 
-    /// Sends what accumulated since the last `Ready`: new entries, the new
-    /// commit index, a heartbeat round for waiting reads.
+    /// Sends what accumulated since the last `Ready`: new entries (which
+    /// carry the commit index) and a heartbeat round for waiting reads. A
+    /// commit index that moved is not announced on its own here: the next
+    /// append carries it, or the next tick (see `announce_commit`).
     pub(super) fn flush_leader(&mut self) {
         if self.read_round_pending {
             self.broadcast_heartbeat();
         }
-        let replicate = std::mem::take(&mut self.replication_pending);
-        let announce_commit = std::mem::take(&mut self.commit_broadcast_pending);
-        if !replicate && !announce_commit {
+        if !std::mem::take(&mut self.replication_pending) {
             return;
         }
         for peer in self.peers() {
@@ -229,7 +232,30 @@ impl Raft {
             while self.send_append(peer, false) {
                 sent = true;
             }
-            if announce_commit && !sent {
+            if !sent && self.progress[&peer].state == ProgressState::Probe {
+                // A follower whose match is unknown (new, or rejecting) is
+                // probed at once even with nothing new to send.
+                self.send_append(peer, true);
+            }
+        }
+    }
+
+    /// Tells every follower whose window is open the commit index that no
+    /// message carried to it yet, up to what it holds: an empty append
+    /// each. Done once a tick rather than whenever the commit index moves:
+    /// under a steady load the next append carries it anyway, and an
+    /// announcement of its own cost each follower a message and an answer
+    /// for every write (half of all peer messages under a single client).
+    /// A follower learns of a commit at most a tick late; it holds
+    /// committed entries a while before applying them in any case
+    /// (`pipeline::FOLLOWER_APPLY_WAIT_DEFAULT`), and a read on it asks
+    /// the leader for the commit index.
+    fn announce_commit(&mut self) {
+        let commit = self.log.commit_index();
+        for peer in self.peers() {
+            let progress = &self.progress[&peer];
+            let held = progress.match_index.max(progress.next_index.prev());
+            if progress.commit_sent < commit.min(held) {
                 self.send_append(peer, true);
             }
         }
@@ -267,11 +293,13 @@ impl Raft {
             None if progress.state == ProgressState::Probe => progress.probe_sent = true,
             None => {}
         }
+        let leader_commit = self.log.commit_index();
+        progress.commit_sent = progress.commit_sent.max(leader_commit);
         let body = MessageBody::AppendRequest {
             prev_log_index,
             prev_log_term,
             entries,
-            leader_commit: self.log.commit_index(),
+            leader_commit,
         };
         self.send(peer, body);
         true
@@ -322,7 +350,6 @@ impl Raft {
         }
         let first_commit_in_term = !self.committed_in_current_term();
         self.log.commit_to(candidate);
-        self.commit_broadcast_pending = true;
         if first_commit_in_term && self.committed_in_current_term() {
             self.start_reads_waiting_for_term_commit();
         }

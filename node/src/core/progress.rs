@@ -44,6 +44,11 @@ pub struct Progress {
     pub recent_active: bool,
     /// Highest read round the follower acknowledged in this term.
     pub read_round_acked: u64,
+    /// Highest commit index a message of this term carried to the
+    /// follower (an append carries the leader's, a heartbeat at most the
+    /// follower's match index); the leader announces a newer one at its
+    /// next tick if no append carried it before.
+    pub commit_sent: LogIndex,
 }
 
 impl Progress {
@@ -57,6 +62,7 @@ impl Progress {
             inflight: VecDeque::new(),
             recent_active: false,
             read_round_acked: 0,
+            commit_sent: LogIndex(0),
         }
     }
 

@@ -175,8 +175,6 @@ pub struct Raft {
     pub(super) reads: ReadQueue,
     /// Leader: new entries wait to be sent to followers.
     pub(super) replication_pending: bool,
-    /// Leader: the commit index moved and followers should hear of it.
-    pub(super) commit_broadcast_pending: bool,
     /// Leader: reads wait for a heartbeat round.
     pub(super) read_round_pending: bool,
     pub(super) messages: Vec<Message>,
@@ -244,7 +242,6 @@ impl Raft {
             round_sent_ticks: Default::default(),
             reads: ReadQueue::default(),
             replication_pending: false,
-            commit_broadcast_pending: false,
             read_round_pending: false,
             messages: Vec::new(),
             messages_after_persist: Vec::new(),
@@ -517,10 +514,7 @@ impl Raft {
             || self.log.has_committed_to_apply()
             || !self.reads.ready.is_empty()
             || !self.reads.dropped.is_empty()
-            || (self.role == Role::Leader
-                && (self.replication_pending
-                    || self.commit_broadcast_pending
-                    || self.read_round_pending))
+            || (self.role == Role::Leader && (self.replication_pending || self.read_round_pending))
     }
 
     /// Takes the next batch of work for the driver.
@@ -723,16 +717,7 @@ impl Raft {
                     return false;
                 }
                 if !pre_vote {
-                    // The election timer restarts on granting a vote or on
-                    // hearing from a leader (section 5.2), not on stepping
-                    // down to a candidate that may not get the vote:
-                    // restarting it would line up every node's next timeout
-                    // at the moment the request arrived, and a candidate
-                    // that cannot win (its log is behind) would keep the
-                    // cluster in step, splitting vote after vote.
-                    let timer = (self.election_elapsed, self.randomized_election_ticks);
-                    self.become_follower(message.term, None);
-                    (self.election_elapsed, self.randomized_election_ticks) = timer;
+                    self.learn_term(message.term);
                 }
                 true
             }
@@ -748,7 +733,21 @@ impl Raft {
                     | MessageBody::InstallSnapshot { .. } => Some(message.from),
                     _ => None,
                 };
-                self.become_follower(message.term, leader);
+                if leader.is_none() && self.role != Role::Leader {
+                    // A later term heard from a node that does not lead
+                    // it (a vote refused in it, an answer): the election
+                    // timer keeps running, as above. Restarted here, a
+                    // candidate refused by a voter that had already voted
+                    // in that term timed out a refusal's round trip after
+                    // every campaign of the node that voter had voted for,
+                    // and was beaten to every next term by it (seed 477 on
+                    // three nodes, pre-vote and check-quorum off: that
+                    // node, removed by a change the voter did not hold,
+                    // could never win, and nobody else did).
+                    self.learn_term(message.term);
+                } else {
+                    self.become_follower(message.term, leader);
+                }
                 true
             }
         }
@@ -804,6 +803,19 @@ impl Raft {
             && self.ticks < self.config.election_ticks_min;
         self.election_elapsed < self.config.election_ticks_min
             && (self.leader.is_some() || restarted_under_lease)
+    }
+
+    /// Steps down to `term`, heard from a node that does not lead it,
+    /// keeping the election timer: it restarts on granting a vote or on
+    /// hearing from a leader (section 5.2), not on stepping down to a
+    /// candidate that may not get the vote. Restarting it would line up
+    /// every node's next timeout at the moment the request arrived, and a
+    /// candidate that cannot win (its log is behind) would keep the
+    /// cluster in step, splitting vote after vote.
+    fn learn_term(&mut self, term: Term) {
+        let timer = (self.election_elapsed, self.randomized_election_ticks);
+        self.become_follower(term, None);
+        (self.election_elapsed, self.randomized_election_ticks) = timer;
     }
 
     /// RequestVote and PreVote, section 5.2, 5.4.1 and 9.6.
@@ -898,7 +910,6 @@ impl Raft {
         self.transfer_target = None;
         self.timeout_now_sent = false;
         self.replication_pending = false;
-        self.commit_broadcast_pending = false;
         self.read_round_pending = false;
         self.round_sent_ticks.clear();
         self.election_elapsed = 0;

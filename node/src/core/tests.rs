@@ -216,6 +216,83 @@ fn rule_3_the_leader_counts_itself_only_for_durable_entries() {
     assert_eq!(leader.log().commit_index(), index);
 }
 
+/// The commit index each message of `ready` carries, by recipient, and
+/// whether the message carried entries.
+fn commits_told(ready: &Ready) -> Vec<(u64, u64, bool)> {
+    ready
+        .messages
+        .iter()
+        .filter_map(|message| match &message.body {
+            MessageBody::AppendRequest {
+                leader_commit,
+                entries,
+                ..
+            } => Some((message.to.0, leader_commit.0, !entries.is_empty())),
+            MessageBody::HeartbeatRequest { leader_commit, .. } => {
+                Some((message.to.0, leader_commit.0, false))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_moved_commit_index_rides_the_next_append_or_is_announced_at_the_next_tick() {
+    let mut leader = leader(3);
+    // The blank entry committed when the followers acknowledged it; the
+    // appends they got carried commit index 0.
+    assert_eq!(
+        commits_told(&leader.ready()),
+        vec![],
+        "no message of its own"
+    );
+    leader.tick();
+    assert_eq!(
+        commits_told(&leader.ready()),
+        vec![(2, 1, false), (3, 1, false)],
+        "the next tick announces it to both"
+    );
+    leader.tick();
+    assert_eq!(
+        commits_told(&leader.ready()),
+        vec![(2, 1, false), (3, 1, false)],
+        "the heartbeat carries it again, and nothing else goes out"
+    );
+    // Entry 2 commits with follower 2; entry 3's appends carry that.
+    let second = leader.propose(b"x".to_vec()).unwrap();
+    let ready = leader.ready();
+    assert_eq!(commits_told(&ready), vec![(2, 1, true), (3, 1, true)]);
+    leader.persisted(second, Term(1));
+    leader.step(append_response(2, 1, 1, second.0));
+    assert_eq!(leader.log().commit_index(), second);
+    assert_eq!(
+        commits_told(&leader.ready()),
+        vec![],
+        "no message of its own"
+    );
+    let third = leader.propose(b"y".to_vec()).unwrap();
+    let ready = leader.ready();
+    assert_eq!(commits_told(&ready), vec![(2, 2, true), (3, 2, true)]);
+    leader.persisted(third, Term(1));
+    leader.tick();
+    assert_eq!(
+        commits_told(&leader.ready()),
+        vec![],
+        "both were told with entry 3; the tick has nothing to announce"
+    );
+    // Entry 3 commits, and no append follows: the tick announces it, to
+    // follower 3 only up to what the leader sent it.
+    leader.step(append_response(3, 1, 1, third.0));
+    assert_eq!(leader.log().commit_index(), third);
+    assert_eq!(commits_told(&leader.ready()), vec![]);
+    leader.tick();
+    let told = commits_told(&leader.ready());
+    assert!(
+        told.contains(&(2, 3, false)) && told.contains(&(3, 3, false)),
+        "{told:?}"
+    );
+}
+
 #[test]
 fn rule_4_only_committed_and_durable_entries_are_applied() {
     let mut follower = node(2, 3);
@@ -334,6 +411,35 @@ fn a_candidate_of_an_earlier_term_is_refused_in_the_current_one() {
         (candidate.role(), candidate.term()),
         (Role::Follower, Term(5))
     );
+}
+
+#[test]
+fn a_candidate_that_learns_a_later_term_from_a_refusal_keeps_its_election_timer() {
+    // Section 5.2: the timer restarts on granting a vote or hearing from a
+    // leader. Restarted by a refusal, a candidate times out a round trip
+    // behind the node the refuser voted for, every time.
+    let mut candidate = node_with_log(1, 3, 2, &[1]);
+    candidate.campaign_now();
+    for _ in 0..3 {
+        candidate.tick();
+    }
+    assert_eq!(candidate.status().election_elapsed, 3);
+    let timeout = candidate.status().election_timeout;
+    let refusal = MessageBody::VoteResponse {
+        pre_vote: false,
+        granted: false,
+    };
+    candidate.step(message(2, 1, 7, refusal));
+    let status = candidate.status();
+    assert_eq!((status.role, status.term), (Role::Follower, Term(7)));
+    assert_eq!(
+        (status.election_elapsed, status.election_timeout),
+        (3, timeout),
+        "the timer runs on"
+    );
+    // A leader of the later term restarts it.
+    candidate.step(append(2, 1, 7, (1, 1), &[], 1));
+    assert_eq!(candidate.status().election_elapsed, 0);
 }
 
 #[test]

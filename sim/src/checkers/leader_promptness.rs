@@ -12,10 +12,17 @@
 //!   open has been sent every entry;
 //! - reads: every read waiting for a heartbeat round has had that round
 //!   sent;
-//! - commit announced: in a step in which its commit index moved, every
-//!   follower in the replicate state whose window is open was sent a
-//!   message carrying it (so that followers apply without waiting for the
-//!   next heartbeat).
+//!
+//! And after every step in which a tick reached a node that leads:
+//!
+//! - commit announced: every follower that was in the replicate state
+//!   with an open window before the step has been sent, by some message
+//!   of the leader's term, the commit index the leader had before the
+//!   step, up to what the follower holds. The next append carries a
+//!   commit index that moved; an announcement of its own waits for the
+//!   next tick (it cost each follower a message and an answer for every
+//!   write), so a follower learns of a commit at most a tick late rather
+//!   than at the next heartbeat.
 //!
 //! Each one, broken, costs only latency (the next tick's heartbeat or the
 //! next acknowledgement does the work late), which no safety checker sees
@@ -24,7 +31,7 @@
 use raftgres::core::progress::ProgressState;
 use std::collections::BTreeSet;
 
-use raftgres::core::{LogIndex, NodeId, Role, Status, Term};
+use raftgres::core::{LogIndex, NodeId, PeerStatus, Role, Status, Term};
 
 /// Checks `status`, of a node after a step, against the three rules.
 /// `term_at` is the node's log.
@@ -91,32 +98,32 @@ pub fn check(status: &Status, term_at: impl Fn(LogIndex) -> Option<Term>) -> Res
     Ok(())
 }
 
-/// In a step in which the leader of `status` moved its commit index,
-/// checks that every follower in the replicate state with an open window
-/// was sent it: `sent_to(peer)` is the highest commit index a message to
-/// `peer` carried in the step, if one went out.
+/// After a step in which a tick reached leader `leader` of `term`, checks
+/// that every follower that was in the replicate state with an open
+/// window before the step (`peers_before`) has been told `commit_before`,
+/// the leader's commit index before the step, up to what it holds:
+/// `told(peer)` is the highest commit index a message of this leadership
+/// carried to `peer`, if one went out.
 pub fn check_commit_announced(
-    status: &Status,
-    sent_to: impl Fn(NodeId) -> Option<LogIndex>,
+    leader: NodeId,
+    term: Term,
+    commit_before: LogIndex,
+    peers_before: &[PeerStatus],
+    told: impl Fn(NodeId) -> Option<LogIndex>,
 ) -> Result<(), String> {
-    for peer in &status.peers {
+    for peer in peers_before {
         if peer.state != ProgressState::Replicate || peer.paused {
             continue;
         }
         // A follower is told at most what it holds (heartbeats) or what
         // the leader has (appends): up to its match index is enough.
-        let needed = status
-            .commit_index
-            .min(peer.match_index.max(peer.next_index.prev()));
-        if sent_to(peer.id).is_none_or(|sent| sent < needed) {
+        let needed = commit_before.min(peer.match_index.max(peer.next_index.prev()));
+        if told(peer.id).is_none_or(|sent| sent < needed) {
             return Err(format!(
-                "leader {} of term {} moved its commit index to {} but did not tell \
-                 follower {} (sent {:?})",
-                status.id,
-                status.term,
-                status.commit_index,
+                "leader {leader} of term {term} had commit index {commit_before} at a tick \
+                 but did not tell follower {} (told {:?})",
                 peer.id,
-                sent_to(peer.id)
+                told(peer.id)
             ));
         }
     }
@@ -126,7 +133,7 @@ pub fn check_commit_announced(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raftgres::core::{Membership, PeerStatus, SnapshotMeta};
+    use raftgres::core::{Membership, SnapshotMeta};
 
     fn leader(commit: u64, durable: u64, matches: [u64; 2]) -> Status {
         let peer = |id: u64, match_index: u64| PeerStatus {
@@ -218,14 +225,24 @@ mod tests {
     }
 
     #[test]
-    fn a_commit_kept_from_an_open_follower_fails() {
+    fn a_commit_kept_from_an_open_follower_past_a_tick_fails() {
         let status = leader(4, 5, [4, 3]);
-        let told = |_: NodeId| Some(LogIndex(4));
-        assert_eq!(check_commit_announced(&status, told), Ok(()));
-        let error = check_commit_announced(&status, |_| None).unwrap_err();
+        let check = |told: &dyn Fn(NodeId) -> Option<LogIndex>| {
+            check_commit_announced(status.id, status.term, LogIndex(4), &status.peers, told)
+        };
+        assert_eq!(check(&|_| Some(LogIndex(4))), Ok(()));
+        let error = check(&|_| None).unwrap_err();
         assert!(error.contains("did not tell follower 2"), "{error}");
-        let stale = |_: NodeId| Some(LogIndex(3));
-        assert!(check_commit_announced(&status, stale).is_err());
+        assert!(check(&|_| Some(LogIndex(3))).is_err());
+        let mut paused = status.peers.clone();
+        for peer in &mut paused {
+            peer.paused = true;
+        }
+        assert_eq!(
+            check_commit_announced(status.id, status.term, LogIndex(4), &paused, |_| None),
+            Ok(()),
+            "a follower whose window is full hears of it with its next append"
+        );
     }
 
     #[test]
