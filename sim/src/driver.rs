@@ -247,9 +247,9 @@ impl World {
                 let told = self
                     .commits_told
                     .entry((message.from, message.to))
-                    .or_insert((message.term, leader_commit));
+                    .or_insert((message.term, LogIndex(0)));
                 if told.0 != message.term {
-                    *told = (message.term, leader_commit);
+                    *told = (message.term, LogIndex(0));
                 }
                 told.1 = told.1.max(leader_commit);
             }

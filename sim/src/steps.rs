@@ -40,12 +40,11 @@ impl World {
         let Some(raft) = self.nodes[index].raft() else {
             return BeforeStep::default();
         };
-        let status = raft.status();
         let mut before = BeforeStep {
             implausible_total: raft.implausible_total(),
             commit_index: raft.log().commit_index(),
             ticks: raft.ticks(),
-            leading: (status.role == Role::Leader).then_some((status.term, status.peers)),
+            leading: (raft.role() == Role::Leader).then(|| (raft.term(), raft.status().peers)),
             ..BeforeStep::default()
         };
         let Some(Input::Peer(message)) = input else {
