@@ -12,6 +12,9 @@
 //!   single-round-trip bulk appends, reconnection, and the apply API
 //!   ([`PgStore::begin_apply`], or [`PgApplier`] on a second connection) for
 //!   state machines whose tables live in the same database.
+//!   A [`StatementCache`] keeps the statements a connection prepared, so
+//!   that statements sent on every apply or read are parsed and planned
+//!   once per connection.
 //! - [`connector`]: [`PgConnector`], the one way this crate (and the node,
 //!   for its own extra connections) connects to Postgres, with TLS as
 //!   libpq's `sslmode` and `sslrootcert` ask for (rustls with the ring
@@ -36,8 +39,8 @@ pub use error::StoreError;
 pub use memory::MemStore;
 pub use pg::{
     applied_in, connect_view, ApplyOptions, ApplyTransaction, BegunApply, FirstStatements,
-    OpeningApply, PgApplier, PgStager, PgStore, PgStoreConfig, StagedHeader,
-    SCHEMA_VERSION_SUPPORTED,
+    OpeningApply, PgApplier, PgStager, PgStore, PgStoreConfig, Prepared, StagedHeader,
+    StatementCache, CACHED_STATEMENTS_MAX, SCHEMA_VERSION_SUPPORTED,
 };
 pub use store::LogStore;
 pub use types::{

@@ -3,10 +3,13 @@
 //! error that says what to do and keeps every row; an empty one is replaced
 //! by the tables of revisions; creating the tables twice changes nothing.
 //! And the statements an applier sends on every batch stay index probes
-//! when the table has grown since the connection planned them.
+//! when the table has grown since the connection planned them; a read of
+//! the current revision reads no history.
 
+use raftgres::mvcc::{KeyRange, RangeRequest};
 use raftgres::server::{KvStateMachine, StateMachine};
 use raftgres_devcluster::testing::TestDatabase;
+use raftgres_storage_pg::StatementCache;
 
 /// The table before revisions.
 const OLD_KV_TABLE: &str = "CREATE TABLE raftgres_kv (
@@ -163,5 +166,104 @@ async fn the_per_batch_statements_probe_the_index_after_the_table_grew() {
             "{name} scanned {} rows of raftgres_kv for one key",
             after - before
         );
+    }
+}
+
+/// Keys of the read test, and the changes of each.
+const READ_TEST_KEYS: i64 = 500;
+const CHANGES_PER_KEY: i64 = 20;
+
+/// Proves that a read of the current revision reads the current row and no
+/// history, however long the key's history: the statement once read every
+/// change the range ever had before finding that the read was of the
+/// current revision (a Get of a key cost a scan of its history, once the
+/// statistics made the planner expect a few changes per key), and still
+/// reads the history for a read of an earlier revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_the_current_revision_reads_no_history() {
+    let database = TestDatabase::create().await.expect("a test database");
+    let mut client = database.client().await.expect("a client");
+    KvStateMachine
+        .migrate(&client)
+        .await
+        .expect("the KV tables");
+    // Revisions 2, 3, ... write the keys k000, k001, ... in turn, each
+    // value its revision; the current rows are each key's last change.
+    let last = READ_TEST_KEYS * CHANGES_PER_KEY + 1;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO raftgres_kv_history
+                 (revision, sub, key, value, create_revision, version, lease)
+             SELECT n, 0, ('k' || lpad(((n - 2) % {keys})::text, 3, '0'))::bytea,
+                    n::text::bytea, 2 + (n - 2) % {keys}, 1 + (n - 2) / {keys}, 0
+             FROM generate_series(2, {last}) AS n;
+             INSERT INTO raftgres_kv
+                 (key, value, mod_index, create_revision, mod_revision, version, lease)
+             SELECT DISTINCT ON (key) key, value, revision, create_revision, revision, version, 0
+             FROM raftgres_kv_history ORDER BY key, revision DESC;
+             UPDATE raftgres_kv_revision SET revision = {last};
+             -- The log store's applied row, which the read reports.
+             CREATE TABLE raftgres_applied (applied_index bigint, applied_term bigint);
+             INSERT INTO raftgres_applied VALUES ({last}, 1);
+             ANALYZE raftgres_kv; ANALYZE raftgres_kv_history;",
+            keys = READ_TEST_KEYS,
+        ))
+        .await
+        .expect("the tables");
+    // k250 was written at 252, 752, ..., 9752.
+    for (revision, expected) in [(0, last - READ_TEST_KEYS + 251), (1_000, 752)] {
+        let request = RangeRequest {
+            range: KeyRange::single(&b"k250"[..]),
+            revision,
+            ..RangeRequest::default()
+        };
+        // This transaction's own counts, read before and after the read,
+        // which runs as the node runs it: prepared once per connection, and
+        // more times first than Postgres plans it for each call before it
+        // settles on a plan for every call.
+        let transaction = client.transaction().await.expect("a transaction");
+        let statements = StatementCache::new();
+        let prepared = statements.with(&transaction);
+        for _ in 0..8 {
+            KvStateMachine::read_range(&prepared, &request)
+                .await
+                .expect("an earlier read");
+        }
+        let counts = "SELECT coalesce(sum(seq_tup_read + coalesce(idx_tup_fetch, 0))
+                          FILTER (WHERE relname = 'raftgres_kv_history'), 0)::bigint,
+                             coalesce(sum(seq_tup_read + coalesce(idx_tup_fetch, 0))
+                          FILTER (WHERE relname = 'raftgres_kv'), 0)::bigint
+                      FROM pg_stat_xact_user_tables";
+        let before = transaction.query_one(counts, &[]).await.expect("counts");
+        let read = KvStateMachine::read_range(&prepared, &request)
+            .await
+            .expect("the read")
+            .expect("the tables hold revisions");
+        let after = transaction.query_one(counts, &[]).await.expect("counts");
+        let history_read = after.get::<_, i64>(0) - before.get::<_, i64>(0);
+        let rows_read = after.get::<_, i64>(1) - before.get::<_, i64>(1);
+        transaction.rollback().await.expect("rolled back");
+        let answer = read.answer.expect("a readable revision");
+        let values: Vec<Vec<u8>> = answer.kvs.iter().map(|kv| kv.value.clone()).collect();
+        assert_eq!(
+            values,
+            vec![expected.to_string().into_bytes()],
+            "the value of k250 at revision {revision}"
+        );
+        if revision == 0 {
+            assert_eq!(
+                history_read, 0,
+                "a read of the current revision read {history_read} history rows"
+            );
+            assert!(
+                rows_read <= 2,
+                "a read of one key read {rows_read} current rows"
+            );
+        } else {
+            assert!(
+                history_read > 0,
+                "a read of revision {revision} reads the history"
+            );
+        }
     }
 }

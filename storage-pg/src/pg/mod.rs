@@ -27,6 +27,7 @@
 
 mod applier;
 mod apply;
+mod prepared;
 mod schema;
 pub(crate) mod session;
 mod staging;
@@ -37,6 +38,7 @@ use tokio_postgres::types::ToSql;
 
 pub use applier::PgApplier;
 pub use apply::{ApplyOptions, ApplyTransaction, BegunApply, FirstStatements, OpeningApply};
+pub use prepared::{Prepared, StatementCache, CACHED_STATEMENTS_MAX};
 pub use schema::SCHEMA_VERSION_SUPPORTED;
 pub use staging::{applied_in, connect_view, PgStager, StagedHeader};
 

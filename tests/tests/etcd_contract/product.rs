@@ -10,7 +10,7 @@ use raftgres::mvcc::{Event, KeyValue, Revisions};
 use raftgres::server::{KvStateMachine, StandaloneApplier, StateMachine};
 use raftgres_devcluster::testing::TestDatabase;
 use raftgres_proto::v1 as wire;
-use raftgres_storage_pg::LogStore;
+use raftgres_storage_pg::{LogStore, StatementCache};
 
 use crate::mapping::{etcd_command, product_outcome, raftgres_command};
 use crate::sequence::{Sequence, Step};
@@ -40,6 +40,9 @@ pub(crate) async fn run(sequence: &Sequence, database: &TestDatabase) -> Run {
     .await
     .expect("the applier");
     let client = database.client().await.expect("a client");
+    // The reads' statements, prepared once for the run's connection as a
+    // node prepares them for its read connection.
+    let statements = StatementCache::new();
     let mut run = Run::default();
     for batch in &sequence.batches {
         let delivered = &entries[batch.delivered()];
@@ -61,7 +64,7 @@ pub(crate) async fn run(sequence: &Sequence, database: &TestDatabase) -> Run {
         run.states.push(read_state(&client, applied_index).await);
         let mut reads = Vec::with_capacity(batch.reads.len());
         for request in &batch.reads {
-            let read = KvStateMachine::read_range(&client, request)
+            let read = KvStateMachine::read_range(&statements.with(&client), request)
                 .await
                 .expect("a range read")
                 .expect("the tables hold an applied index and a revision");

@@ -303,7 +303,7 @@ impl WatchStream {
         })
     }
 
-    async fn client(&self) -> Result<Arc<tokio_postgres::Client>, End> {
+    async fn client(&self) -> Result<Arc<crate::server::services::ReadClient>, End> {
         self.shared
             .reads
             .client()

@@ -19,20 +19,23 @@
 mod snapshot;
 mod sql;
 
+pub(crate) use sql::with_range_end;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use prost::Message as _;
 use raftgres_proto::etcdserverpb as etcd;
 use raftgres_proto::v1 as wire;
+use raftgres_storage_pg::Prepared;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, GenericClient, Transaction};
 
 use tokio::sync::mpsc;
 
 use super::driver::Event;
 use super::error::ServiceError;
 use super::etcd::convert;
-use super::services::database_error;
+use super::services::{database_error, ReadClient};
 use super::state_machine::{ExportPage, ImportError, ImportPage, StateMachine};
 use crate::core::LogIndex;
 use crate::mvcc::{self, KeyRange, KeyValue, Keyspace, Revisions};
@@ -400,12 +403,12 @@ impl KvStateMachine {
 /// is behind `read_index` (applies lost in a crash), the driver is told
 /// through `events` and the read is refused as unavailable.
 pub(crate) async fn range_at(
-    client: &Client,
+    client: &ReadClient,
     range: &mvcc::RangeRequest,
     read_index: LogIndex,
     events: &mpsc::Sender<Event>,
 ) -> Result<(i64, Result<mvcc::RangeResponse, mvcc::KvError>), ServiceError> {
-    let read = KvStateMachine::read_range(client, range)
+    let read = KvStateMachine::read_range(&client.prepared(), range)
         .await
         .map_err(database_error)?
         .ok_or_else(|| {
@@ -437,24 +440,41 @@ impl KvStateMachine {
     /// so one snapshot of them), with the applied index they are at. No
     /// barrier: the caller decides whether that applied index is recent
     /// enough. `None` when the tables hold no applied index or revision
-    /// (a database the node never opened).
-    pub async fn read_range(
-        client: &Client,
+    /// (a database the node never opened). A range with an end is read by
+    /// a statement prepared once per connection, one without an end by a
+    /// statement planned for each read (a plan made once scans the table).
+    pub async fn read_range<C: GenericClient + Sync>(
+        client: &Prepared<'_, C>,
         range: &mvcc::RangeRequest,
     ) -> Result<Option<RangeRead>, tokio_postgres::Error> {
         let end = range.range.end_exclusive();
         let rows_needed = mvcc::rows_needed(range);
-        let rows = client
-            .query_typed(
-                sql::SELECT_RANGE_AT,
-                &[
-                    (&range.range.key, Type::BYTEA),
-                    (&end, Type::BYTEA),
-                    (&range.revision, Type::INT8),
-                    (&rows_needed, Type::INT8),
-                ],
-            )
-            .await?;
+        let rows = if end.is_some() {
+            let statement = client
+                .statement(
+                    sql::SELECT_RANGE_AT_BOUNDED,
+                    &[Type::BYTEA, Type::BYTEA, Type::INT8, Type::INT8],
+                )
+                .await?;
+            client
+                .query(
+                    &statement,
+                    &[&range.range.key, &end, &range.revision, &rows_needed],
+                )
+                .await?
+        } else {
+            client
+                .query_typed(
+                    sql::select_range_at_unbounded(),
+                    &[
+                        (&range.range.key, Type::BYTEA),
+                        (&end, Type::BYTEA),
+                        (&range.revision, Type::INT8),
+                        (&rows_needed, Type::INT8),
+                    ],
+                )
+                .await?
+        };
         let Some(first) = rows.first() else {
             return Ok(None);
         };
@@ -504,7 +524,8 @@ impl StateMachine for KvStateMachine {
         client.batch_execute(sql::SCHEMA).await?;
         client.batch_execute(sql::PREFETCH_FUNCTION).await?;
         client.batch_execute(sql::PUT_BATCH_FUNCTION).await?;
-        client.batch_execute(sql::WRITE_FUNCTION).await
+        client.batch_execute(sql::WRITE_FUNCTION).await?;
+        client.batch_execute(&sql::range_at_function()).await
     }
 
     fn validate(&self, command: &[u8]) -> Result<(), String> {

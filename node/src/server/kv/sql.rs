@@ -1,5 +1,7 @@
 //! The KV state machine's tables and statements.
 
+use std::sync::LazyLock;
+
 use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
@@ -349,6 +351,81 @@ impl<'a> EventColumns<'a> {
     }
 }
 
+/// A range read with an end: a call of [`range_at_function`], whose plans
+/// are made once per session; prepared once per connection.
+pub(super) const SELECT_RANGE_AT_BOUNDED: &str =
+    "SELECT * FROM raftgres_kv_range_at($1, $2, $3, $4)";
+
+/// A range read without an end: [`SELECT_RANGE_AT`] with its end
+/// conditions made into `$2::bytea IS NULL` (see [`with_range_end`]),
+/// sent as text and planned for each read: its plan made once (Postgres'
+/// generic plan) scanned and sorted the whole table where a plan for the
+/// read walks the index, 15.8 ms against 0.98 for a read of 11 keys.
+pub(super) fn select_range_at_unbounded() -> &'static str {
+    static UNBOUNDED: LazyLock<String> = LazyLock::new(|| with_range_end(SELECT_RANGE_AT, false));
+    &UNBOUNDED
+}
+
+/// `raftgres_kv_range_at(low, high, revision_at, rows_max)`: what
+/// [`SELECT_RANGE_AT`] answers for a range with an end, with the plans
+/// made once per session (Postgres' generic plan, forced: left to choose,
+/// it planned every call afresh). Planning the statement was most of a
+/// read's cost: about 450 us of the server's CPU per single-key read as
+/// text, 93 us through this function (pgbench on a 10,000-key table). A
+/// range without an end is not read through it: its generic plan scanned
+/// the whole table where a custom plan walks the index.
+pub(super) fn range_at_function() -> String {
+    let mut query = with_range_end(SELECT_RANGE_AT, true);
+    for (parameter, name) in [
+        ("$1", "low"),
+        ("$2", "high"),
+        ("$3", "revision_at"),
+        ("$4", "rows_max"),
+    ] {
+        query = query.replace(parameter, name);
+    }
+    format!(
+        "CREATE OR REPLACE FUNCTION raftgres_kv_range_at(
+             low bytea, high bytea, revision_at bigint, rows_max bigint)
+         RETURNS TABLE (key bytea, value bytea, create_revision bigint, mod_revision bigint,
+                        version bigint, lease bigint, applied_index bigint, revision bigint,
+                        compact_revision bigint, total bigint)
+         AS $$
+         #variable_conflict use_column
+         BEGIN
+             RETURN QUERY {query};
+         END
+         $$ LANGUAGE plpgsql STABLE
+         SET plan_cache_mode = force_generic_plan"
+    )
+}
+
+/// `sql` with its end conditions `($2::bytea IS NULL OR column < $2)`
+/// made into `column < $2` (`bounded`) or `$2::bytea IS NULL`: a plan made
+/// once for every call (Postgres' generic plan) cannot fold the NULL test
+/// away, and with it scans from the start of the range to the end of the
+/// table.
+pub(crate) fn with_range_end(sql: &str, bounded: bool) -> String {
+    const START: &str = "($2::bytea IS NULL OR ";
+    const END: &str = " < $2)";
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(start) = rest.find(START) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + START.len()..];
+        let end = after.find(END).expect("a range condition ends with < $2)");
+        let column = &after[..end];
+        if bounded {
+            out.push_str(&format!("{column} < $2"));
+        } else {
+            out.push_str("$2::bytea IS NULL");
+        }
+        rest = &after[end + END.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A range read at a revision, in one statement (one snapshot): the
 /// applied index, the revisions, the revision read at, how many keys the
 /// range holds there, and its rows as [`key_value`] reads them (NULL when
@@ -370,7 +447,14 @@ pub(super) const SELECT_RANGE_AT: &str = "
                    history.create_revision, history.revision AS mod_revision,
                    history.version, history.lease
             FROM raftgres_kv_history AS history, state
-            WHERE state.at < state.revision AND state.at >= state.compact_revision
+            -- `$3 > 0` says again what `state.at < state.revision` implies,
+            -- but as a condition on a parameter alone: the plan then skips
+            -- the history for a read of the current revision. Without it the
+            -- plan read every change the range ever had before looking at
+            -- the state, so a current read of a key cost a scan of its whole
+            -- history.
+            WHERE $3::bigint > 0
+              AND state.at < state.revision AND state.at >= state.compact_revision
               AND history.key >= $1 AND ($2::bytea IS NULL OR history.key < $2)
               AND history.revision <= state.at
             ORDER BY history.key, history.revision DESC, history.sub DESC) AS latest
@@ -392,3 +476,30 @@ pub(super) const SELECT_RANGE_AT: &str = "
            found.lease, state.applied_index, state.revision, state.compact_revision, counted.total
     FROM state CROSS JOIN counted LEFT JOIN found ON true
     ORDER BY found.key";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_range_statements_have_their_end_conditions_made_for_a_generic_plan() {
+        let conditions = SELECT_RANGE_AT.matches("($2::bytea IS NULL OR ").count();
+        assert_eq!(conditions, 3, "the range statement's end conditions");
+        let bounded = with_range_end(SELECT_RANGE_AT, true);
+        let unbounded = select_range_at_unbounded();
+        for statement in [bounded.as_str(), unbounded] {
+            assert!(!statement.contains("IS NULL OR"), "{statement}");
+        }
+        for column in ["history.key", "kv.key", "key"] {
+            assert!(bounded.contains(&format!("AND {column} < $2")), "{column}");
+        }
+        assert_eq!(unbounded.matches("AND $2::bytea IS NULL").count(), 3);
+        let function = range_at_function();
+        assert!(
+            !function.contains("$1") && !function.contains("$4"),
+            "{function}"
+        );
+        assert!(function.contains("AND history.key < high"), "{function}");
+        assert!(SELECT_RANGE_AT_BOUNDED.contains("raftgres_kv_range_at"));
+    }
+}

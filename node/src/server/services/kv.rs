@@ -1,10 +1,11 @@
 //! `raftgres.v1.Kv`: the built-in key-value API over the KV state machine.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use prost::Message as _;
 use raftgres_proto::v1 as wire;
 use tokio::sync::mpsc;
+use tokio_postgres::types::Type;
 use tonic::{Request, Response, Status};
 
 use super::{database_error, Shared};
@@ -12,7 +13,30 @@ use crate::core::LogIndex;
 use crate::pipeline::check_read_covered;
 use crate::server::driver::Event;
 use crate::server::error::ServiceError;
-use crate::server::kv::decode_kv_command;
+use crate::server::kv::{decode_kv_command, with_range_end};
+
+/// A key's row and the applied index, in one statement (one snapshot).
+const SELECT_GET: &str = "SELECT applied.applied_index, kv.key, kv.value, kv.mod_index
+     FROM raftgres_applied AS applied
+     LEFT JOIN raftgres_kv AS kv ON kv.key = $1";
+
+/// The rows from `$1` on, below `$2` when it is not NULL, at most `$3`,
+/// with the applied index, in one statement (one snapshot). Sent as text
+/// (planned for each read) when `$2` is NULL: a plan made once for every
+/// call cannot drop the NULL test, and would scan the table from `$1` on.
+const SELECT_PREFIX: &str = "SELECT applied.applied_index, kv.key, kv.value, kv.mod_index
+     FROM raftgres_applied AS applied
+     LEFT JOIN LATERAL (
+         SELECT key, value, mod_index FROM raftgres_kv
+         WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2)
+         ORDER BY key LIMIT $3
+     ) AS kv ON true
+     ORDER BY kv.key";
+
+/// [`SELECT_PREFIX`] for a prefix with an upper bound (`key < $2`, see
+/// [`with_range_end`]), prepared once per connection.
+static SELECT_PREFIX_BOUNDED: LazyLock<String> =
+    LazyLock::new(|| with_range_end(SELECT_PREFIX, true));
 use crate::server::state_machine::StateMachine;
 
 /// `raftgres.v1.Kv`.
@@ -51,15 +75,15 @@ impl<S: StateMachine> KvService<S> {
         shared.check_key(&request.key)?;
         let read_index = shared.read_barrier(request.mode).await?;
         let client = shared.reads.client().await?;
+        let client = client.prepared();
         // One statement, one snapshot: the rows and the applied index they
         // are at.
+        let statement = client
+            .statement(SELECT_GET, &[Type::BYTEA])
+            .await
+            .map_err(database_error)?;
         let rows = client
-            .query(
-                "SELECT applied.applied_index, kv.key, kv.value, kv.mod_index
-                 FROM raftgres_applied AS applied
-                 LEFT JOIN raftgres_kv AS kv ON kv.key = $1",
-                &[&request.key],
-            )
+            .query(&statement, &[&request.key])
             .await
             .map_err(database_error)?;
         let kv = covered_pairs(&rows, read_index, &shared.events)?.pop();
@@ -82,21 +106,35 @@ impl<S: StateMachine> KvService<S> {
         };
         let read_index = shared.read_barrier(request.mode).await?;
         let client = shared.reads.client().await?;
+        let client = client.prepared();
         let upper = prefix_upper_bound(&request.prefix);
-        let rows = client
-            .query(
-                "SELECT applied.applied_index, kv.key, kv.value, kv.mod_index
-                 FROM raftgres_applied AS applied
-                 LEFT JOIN LATERAL (
-                     SELECT key, value, mod_index FROM raftgres_kv
-                     WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2)
-                     ORDER BY key LIMIT $3
-                 ) AS kv ON true
-                 ORDER BY kv.key",
-                &[&request.prefix, &upper, &(i64::from(limit) + 1)],
-            )
-            .await
-            .map_err(database_error)?;
+        let rows_max = i64::from(limit) + 1;
+        let rows = if upper.is_some() {
+            let statement = client
+                .statement(
+                    &SELECT_PREFIX_BOUNDED,
+                    &[Type::BYTEA, Type::BYTEA, Type::INT8],
+                )
+                .await
+                .map_err(database_error)?;
+            client
+                .query(&statement, &[&request.prefix, &upper, &rows_max])
+                .await
+        } else {
+            // Every key from the prefix on: planned for this read (see
+            // `SELECT_PREFIX`).
+            client
+                .query_typed(
+                    SELECT_PREFIX,
+                    &[
+                        (&request.prefix, Type::BYTEA),
+                        (&upper, Type::BYTEA),
+                        (&rows_max, Type::INT8),
+                    ],
+                )
+                .await
+        }
+        .map_err(database_error)?;
         let mut kvs = covered_pairs(&rows, read_index, &shared.events)?;
         let more = kvs.len() > limit as usize;
         kvs.truncate(limit as usize);

@@ -96,7 +96,7 @@ impl<S> NodeApi<S> {
 
     /// A connection to this node's Postgres for reads of the state
     /// machine's tables (after [`Self::read_barrier`]).
-    pub async fn postgres(&self) -> Result<Arc<tokio_postgres::Client>, Status> {
+    pub async fn postgres(&self) -> Result<Arc<ReadClient>, Status> {
         self.shared
             .reads
             .client()
@@ -230,7 +230,32 @@ impl<S> Shared<S> {
 /// A connection for state machine reads, reopened after a failure.
 pub(crate) struct ReadConnection {
     connector: raftgres_storage_pg::PgConnector,
-    client: Mutex<Option<Arc<tokio_postgres::Client>>>,
+    client: Mutex<Option<Arc<ReadClient>>>,
+}
+
+/// The read connection's client (it dereferences to a
+/// `tokio_postgres::Client`) and the statements it prepared: the
+/// statements sent on every read are parsed and planned once per
+/// connection.
+pub struct ReadClient {
+    client: tokio_postgres::Client,
+    statements: raftgres_storage_pg::StatementCache,
+}
+
+impl ReadClient {
+    /// The client with its prepared statements: prepare a statement sent
+    /// on every read through it.
+    pub fn prepared(&self) -> raftgres_storage_pg::Prepared<'_, tokio_postgres::Client> {
+        self.statements.with(&self.client)
+    }
+}
+
+impl std::ops::Deref for ReadClient {
+    type Target = tokio_postgres::Client;
+
+    fn deref(&self) -> &tokio_postgres::Client {
+        &self.client
+    }
 }
 
 /// How long a read waits for a new connection to Postgres before it
@@ -247,7 +272,7 @@ impl ReadConnection {
 
     /// A connected client (connecting if needed), over TLS when the
     /// conninfo's `sslmode` asks for it.
-    pub(crate) async fn client(&self) -> Result<Arc<tokio_postgres::Client>, ServiceError> {
+    pub(crate) async fn client(&self) -> Result<Arc<ReadClient>, ServiceError> {
         let mut slot = self.client.lock().await;
         if let Some(client) = slot.as_ref().filter(|client| !client.is_closed()) {
             return Ok(client.clone());
@@ -268,7 +293,10 @@ impl ReadConnection {
             .map_err(|error| {
                 ServiceError::Unavailable(format!("postgres is unavailable: {error}"))
             })?;
-        let client = Arc::new(client);
+        let client = Arc::new(ReadClient {
+            client,
+            statements: raftgres_storage_pg::StatementCache::new(),
+        });
         *slot = Some(client.clone());
         Ok(client)
     }
