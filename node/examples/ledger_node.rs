@@ -22,7 +22,7 @@
 
 use std::path::PathBuf;
 
-use raftgres::server::{serve_with, NodeConfig, StateMachine};
+use raftgres::server::{serve_with, NodeConfig, Prepared, StateMachine};
 use tokio_postgres::{Client, Transaction};
 
 /// Balances by account, in table `ledger_accounts`.
@@ -116,7 +116,7 @@ impl StateMachine for Ledger {
 
     async fn apply(
         &self,
-        transaction: &Transaction<'_>,
+        transaction: &Prepared<'_, Transaction<'_>>,
         _index: u64,
         command: &[u8],
     ) -> Result<Vec<u8>, tokio_postgres::Error> {

@@ -54,6 +54,7 @@ use tracing::Instrument as _;
 pub use admission::Admitted;
 pub use config::NodeConfig;
 pub use kv::{KvStateMachine, RangeRead};
+pub use raftgres_storage_pg::Prepared;
 pub use services::{NodeApi, ReadClient};
 pub use state_machine::StateMachine;
 pub use storage::StandaloneApplier;

@@ -303,11 +303,9 @@ pub(crate) async fn install_staged<S: StateMachine>(
         let page = wire::SnapshotPage::decode(data.as_slice())
             .map_err(|error| corrupt(format!("chunk {seq} does not decode: {error}")))?;
         let imported = match page.part {
-            Some(Part::Sessions(page)) => {
-                sessions::import(transaction.transaction(), &page.sessions)
-                    .await
-                    .map_err(ImportError::from)
-            }
+            Some(Part::Sessions(page)) => sessions::import(&transaction.prepared(), &page.sessions)
+                .await
+                .map_err(ImportError::from),
             Some(Part::StateMachine(data)) => {
                 let page = ImportPage {
                     data: &data,

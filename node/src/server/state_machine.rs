@@ -7,6 +7,7 @@
 
 use std::future::Future;
 
+use raftgres_storage_pg::Prepared;
 use tokio_postgres::{Client, Transaction};
 
 /// A deterministic state machine stored in Postgres tables of its own.
@@ -54,9 +55,12 @@ pub trait StateMachine: Send + Sync + 'static {
     /// response for the client. Must be deterministic: every replica
     /// applies the same commands in the same order and must end in the
     /// same state. An `Err` is a database failure (the batch is retried).
+    /// `transaction` dereferences to the apply transaction; a statement
+    /// sent on every apply is best prepared once per connection through
+    /// [`Prepared::statement`].
     fn apply(
         &self,
-        transaction: &Transaction<'_>,
+        transaction: &Prepared<'_, Transaction<'_>>,
         index: u64,
         command: &[u8],
     ) -> impl Future<Output = Result<Vec<u8>, tokio_postgres::Error>> + Send;
@@ -67,7 +71,7 @@ pub trait StateMachine: Send + Sync + 'static {
     /// the whole batch).
     fn apply_batch(
         &self,
-        transaction: &Transaction<'_>,
+        transaction: &Prepared<'_, Transaction<'_>>,
         commands: &[(u64, &[u8])],
     ) -> impl Future<Output = Result<Vec<Vec<u8>>, tokio_postgres::Error>> + Send {
         async move {
@@ -240,7 +244,8 @@ pub(crate) async fn migrate_tables<S: StateMachine>(
 pub(crate) mod sessions {
     use std::collections::BTreeMap;
 
-    use tokio_postgres::types::Type;
+    use raftgres_storage_pg::Prepared;
+    use tokio_postgres::types::{ToSql, Type};
     use tokio_postgres::{Client, Transaction};
 
     const SCHEMA: &str = "
@@ -271,18 +276,19 @@ pub(crate) mod sessions {
 
     /// The stored sessions of `client_ids`.
     pub(crate) async fn load(
-        transaction: &Transaction<'_>,
+        transaction: &Prepared<'_, Transaction<'_>>,
         client_ids: &[&str],
     ) -> Result<BTreeMap<String, Last>, tokio_postgres::Error> {
         if client_ids.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let rows = transaction
-            .query_typed(
+        let statement = transaction
+            .statement(
                 "SELECT client_id, sequence, response, last_index FROM raftgres_sessions WHERE client_id = ANY($1)",
-                &[(&client_ids, Type::TEXT_ARRAY)],
+                &[Type::TEXT_ARRAY],
             )
             .await?;
+        let rows = transaction.query(&statement, &[&client_ids]).await?;
         Ok(rows
             .iter()
             .map(|row| {
@@ -325,7 +331,7 @@ pub(crate) mod sessions {
 
     /// Writes a batch's sessions in one statement.
     pub(crate) async fn save(
-        transaction: &Transaction<'_>,
+        transaction: &Prepared<'_, Transaction<'_>>,
         batch: &Batch,
     ) -> Result<(), tokio_postgres::Error> {
         if batch.latest.is_empty() {
@@ -347,17 +353,28 @@ pub(crate) mod sessions {
             .values()
             .map(|(_, _, index)| *index as i64)
             .collect();
-        transaction
-            .query_typed(
+        let statement = transaction
+            .statement(
                 "INSERT INTO raftgres_sessions (client_id, sequence, response, last_index)
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bigint[])
                  ON CONFLICT (client_id) DO UPDATE
                  SET sequence = EXCLUDED.sequence, response = EXCLUDED.response, last_index = EXCLUDED.last_index",
                 &[
-                    (&client_ids, Type::TEXT_ARRAY),
-                    (&sequences, Type::INT8_ARRAY),
-                    (&responses, Type::BYTEA_ARRAY),
-                    (&indexes, Type::INT8_ARRAY),
+                    Type::TEXT_ARRAY,
+                    Type::INT8_ARRAY,
+                    Type::BYTEA_ARRAY,
+                    Type::INT8_ARRAY,
+                ],
+            )
+            .await?;
+        transaction
+            .execute(
+                &statement,
+                &[
+                    &client_ids as &(dyn ToSql + Sync),
+                    &sequences,
+                    &responses,
+                    &indexes,
                 ],
             )
             .await?;
@@ -401,7 +418,7 @@ pub(crate) mod sessions {
 
     /// Stores a snapshot's sessions (the install emptied the table first).
     pub(crate) async fn import(
-        transaction: &Transaction<'_>,
+        transaction: &Prepared<'_, Transaction<'_>>,
         stored: &[raftgres_proto::v1::StoredSession],
     ) -> Result<(), tokio_postgres::Error> {
         let mut batch = Batch::default();
@@ -418,16 +435,17 @@ pub(crate) mod sessions {
 
     /// Forgets the sessions last used before log index `index`.
     pub(crate) async fn expire_before(
-        transaction: &Transaction<'_>,
+        transaction: &Prepared<'_, Transaction<'_>>,
         index: u64,
     ) -> Result<(), tokio_postgres::Error> {
         let horizon = index as i64;
-        transaction
-            .query_typed(
+        let statement = transaction
+            .statement(
                 "DELETE FROM raftgres_sessions WHERE last_index < $1",
-                &[(&horizon, Type::INT8)],
+                &[Type::INT8],
             )
             .await?;
+        transaction.execute(&statement, &[&horizon]).await?;
         Ok(())
     }
 }

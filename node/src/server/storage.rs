@@ -23,7 +23,7 @@ use prost::Message as _;
 use raftgres_proto::v1 as wire;
 use raftgres_storage_pg::{
     AppendBatch, AppliedState, ApplyOptions, ApplyTransaction, LogStore, OpeningApply, PgApplier,
-    PgStore, StoreError,
+    PgStore, Prepared, StoreError,
 };
 use tokio::sync::mpsc;
 
@@ -570,15 +570,10 @@ async fn prepare_pipelined<'a, S: StateMachine>(
     let entries = batch.entries.as_slice();
     let first = entries.first().expect("apply batches are never empty");
     let applied_before = first.index.0 - 1;
+    let prepared = opening.prepared();
     let (first_statements, outcomes) = futures::join!(
         opening.first_statements(),
-        apply_entries(
-            opening.transaction(),
-            state_machine,
-            settings,
-            entries,
-            applied_before
-        )
+        apply_entries(&prepared, state_machine, settings, entries, applied_before)
     );
     let transaction = opening.opened(first_statements)?;
     if transaction.applied_before().index != applied_before {
@@ -651,7 +646,7 @@ async fn apply_in<S: StateMachine>(
         entries
     };
     let outcomes = apply_entries(
-        transaction.transaction(),
+        &transaction.prepared(),
         state_machine,
         settings,
         entries,
@@ -763,7 +758,7 @@ enum Plan {
 /// (see `crate::pipeline::sessions`), so that every replica forgets a
 /// session right after the same entry whatever its batches.
 async fn apply_entries<S: StateMachine>(
-    transaction: &tokio_postgres::Transaction<'_>,
+    transaction: &Prepared<'_, tokio_postgres::Transaction<'_>>,
     state_machine: &S,
     settings: ApplierSettings,
     entries: &[Entry],
@@ -803,7 +798,7 @@ async fn apply_entries<S: StateMachine>(
 /// many there are: read the sessions they use, apply the new commands as one
 /// state machine batch, record the sessions.
 async fn apply_segment<S: StateMachine>(
-    transaction: &tokio_postgres::Transaction<'_>,
+    transaction: &Prepared<'_, tokio_postgres::Transaction<'_>>,
     state_machine: &S,
     entries: &[Entry],
     applied_before: u64,

@@ -9,6 +9,7 @@
 use tokio_postgres::Transaction;
 
 use super::session::{classify, to_u64, Session, Statements};
+use super::Prepared;
 use super::{check_inserted, miscounted, rejected_append, AppendFailure, AppendParameters};
 use crate::error::StoreError;
 use crate::store::{self, LogBounds};
@@ -185,7 +186,7 @@ impl<'a> BegunApply<'a> {
 }
 
 /// An apply transaction whose BEGIN is done and whose first statements
-/// (settings, the locked read of the applied row, the append, the applied
+/// (the setting for an asynchronous commit, the locked read of the applied row, the append, the applied
 /// position's update) are still to be sent: a caller that knows where the
 /// applied position stands can send its own statements in the same round
 /// trip. Poll [`OpeningApply::first_statements`] before anything else that
@@ -239,15 +240,28 @@ impl<'a> OpeningApply<'a, '_> {
         &self.transaction
     }
 
+    /// The transaction with the statements the state machine prepared on
+    /// this connection (see [`super::StatementCache`]).
+    pub fn prepared(&self) -> Prepared<'_, Transaction<'a>> {
+        self.statements.state_machine.with(&self.transaction)
+    }
+
     /// Sends the first statements, all in one round trip, and waits for
     /// their answers.
     pub async fn first_statements(&self) -> FirstStatements {
         let transaction = &self.transaction;
         let statements = self.statements;
-        let setting = if self.options.synchronous_commit_off {
-            "SET LOCAL synchronous_commit = off"
-        } else {
-            "SET LOCAL synchronous_commit = on"
+        // A session commits synchronously unless told otherwise: opening
+        // it refused a server that does not (unless the configuration
+        // allowed that, and with it lost commits).
+        let configured = async {
+            if self.options.synchronous_commit_off {
+                transaction
+                    .batch_execute("SET LOCAL synchronous_commit = off")
+                    .await
+            } else {
+                Ok(())
+            }
         };
         // The applied row is read, and locked, inside the transaction:
         // after a commit whose outcome was unknown, this is the truth about
@@ -278,7 +292,7 @@ impl<'a> OpeningApply<'a, '_> {
         // In this order on the wire: the lock reads the applied position
         // before the update moves it.
         let (configured, locked, appended, recorded) = futures::join!(
-            transaction.batch_execute(setting),
+            configured,
             transaction.query_one(&statements.lock_applied, &[]),
             appending,
             record
@@ -290,7 +304,7 @@ impl<'a> OpeningApply<'a, '_> {
         }
     }
 
-    /// Sends the first statements alone (the settings, the applied row,
+    /// Sends the first statements alone (the setting, the applied row,
     /// the append if any, in one round trip) and opens the transaction.
     pub async fn start(self) -> Result<ApplyTransaction<'a>, StoreError> {
         let first = self.first_statements().await;
@@ -374,6 +388,12 @@ impl<'a> ApplyTransaction<'a> {
     /// The transaction, for the state machine's own statements.
     pub fn transaction(&self) -> &Transaction<'a> {
         &self.transaction
+    }
+
+    /// The transaction with the statements the state machine prepared on
+    /// this connection (see [`super::StatementCache`]).
+    pub fn prepared(&self) -> Prepared<'_, Transaction<'a>> {
+        self.statements.state_machine.with(&self.transaction)
     }
 
     /// The applied position before this transaction, read under a row lock

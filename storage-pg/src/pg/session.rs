@@ -83,6 +83,8 @@ pub(crate) struct Statements {
     pub(crate) set_applied_for_snapshot: Statement,
     pub(crate) lock_applied: Statement,
     pub(crate) bounds: Statement,
+    /// The state machine's statements, prepared on their first use.
+    pub(crate) state_machine: super::StatementCache,
 }
 
 /// An open, fenced, verified connection.
@@ -408,6 +410,7 @@ async fn prepare(client: &Client) -> Result<Statements, StoreError> {
         set_applied_for_snapshot: next(),
         lock_applied: next(),
         bounds: next(),
+        state_machine: super::StatementCache::new(),
     })
 }
 

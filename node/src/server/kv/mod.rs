@@ -239,7 +239,7 @@ impl KvStateMachine {
     /// Reads the revisions and the current rows of `ranges`, in one round
     /// trip.
     async fn prefetch(
-        transaction: &Transaction<'_>,
+        transaction: &Prepared<'_, Transaction<'_>>,
         ranges: &BTreeSet<KeyRange>,
         leases: &BTreeSet<i64>,
         revoked: &[i64],
@@ -261,16 +261,22 @@ impl KvStateMachine {
             }
         }
         let lease_ids: Vec<i64> = leases.iter().copied().collect();
-        let rows = transaction
-            .query_typed(
+        let statement = transaction
+            .statement(
                 "SELECT * FROM raftgres_kv_prefetch($1, $2, $3, $4, $5)",
                 &[
-                    (&lows, Type::BYTEA_ARRAY),
-                    (&highs, Type::BYTEA_ARRAY),
-                    (&unbounded_from, Type::BYTEA),
-                    (&revoked, Type::INT8_ARRAY),
-                    (&lease_ids, Type::INT8_ARRAY),
+                    Type::BYTEA_ARRAY,
+                    Type::BYTEA_ARRAY,
+                    Type::BYTEA,
+                    Type::INT8_ARRAY,
+                    Type::INT8_ARRAY,
                 ],
+            )
+            .await?;
+        let rows = transaction
+            .query(
+                &statement,
+                &[&lows, &highs, &unbounded_from, &revoked, &lease_ids],
             )
             .await?;
         let mut revisions = None;
@@ -336,22 +342,21 @@ impl KvStateMachine {
     /// together) and answers each key's previous row; the answers are then
     /// made by [`mvcc::apply`] itself, over those rows.
     async fn apply_puts(
-        transaction: &Transaction<'_>,
+        transaction: &Prepared<'_, Transaction<'_>>,
         decoded: &[(u64, Option<(KvCommand, mvcc::Command)>)],
         puts: &[&mvcc::PutRequest],
     ) -> Result<Vec<Vec<u8>>, tokio_postgres::Error> {
         let keys: Vec<&[u8]> = puts.iter().map(|put| put.key.as_slice()).collect();
         let values: Vec<&[u8]> = puts.iter().map(|put| put.value.as_slice()).collect();
         let indexes: Vec<i64> = decoded.iter().map(|(index, _)| *index as i64).collect();
-        let rows = transaction
-            .query_typed(
+        let statement = transaction
+            .statement(
                 "SELECT * FROM raftgres_kv_put_batch($1, $2, $3)",
-                &[
-                    (&keys, Type::BYTEA_ARRAY),
-                    (&values, Type::BYTEA_ARRAY),
-                    (&indexes, Type::INT8_ARRAY),
-                ],
+                &[Type::BYTEA_ARRAY, Type::BYTEA_ARRAY, Type::INT8_ARRAY],
             )
+            .await?;
+        let rows = transaction
+            .query(&statement, &[&keys, &values, &indexes])
             .await?;
         assert_eq!(
             rows.len(),
@@ -559,7 +564,7 @@ impl StateMachine for KvStateMachine {
 
     async fn apply(
         &self,
-        transaction: &Transaction<'_>,
+        transaction: &Prepared<'_, Transaction<'_>>,
         index: u64,
         command: &[u8],
     ) -> Result<Vec<u8>, tokio_postgres::Error> {
@@ -569,7 +574,7 @@ impl StateMachine for KvStateMachine {
 
     async fn apply_batch(
         &self,
-        transaction: &Transaction<'_>,
+        transaction: &Prepared<'_, Transaction<'_>>,
         commands: &[(u64, &[u8])],
     ) -> Result<Vec<Vec<u8>>, tokio_postgres::Error> {
         // Commands were validated before they were proposed; one that does

@@ -2,7 +2,8 @@
 
 use std::sync::LazyLock;
 
-use tokio_postgres::types::Type;
+use raftgres_storage_pg::Prepared;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Transaction;
 
 use crate::mvcc::{Event, KeyValue, Revisions, REVISION_INITIAL};
@@ -245,7 +246,7 @@ pub(super) fn key_value_at(row: &tokio_postgres::Row, first: usize) -> KeyValue 
 /// with the log index of its last change, the batch's events and the new
 /// revisions.
 pub(super) async fn write<'a>(
-    transaction: &Transaction<'_>,
+    transaction: &Prepared<'_, Transaction<'_>>,
     rows: impl Iterator<Item = (&'a [u8], Option<(&'a KeyValue, u64)>)>,
     events: &[Event],
     revisions: Revisions,
@@ -271,34 +272,58 @@ pub(super) async fn write<'a>(
         .iter()
         .filter_map(|(id, ttl)| ttl.map(|ttl| (*id, ttl)))
         .unzip();
-    transaction
-        .query_typed(
+    let statement = transaction
+        .statement(
             "SELECT raftgres_kv_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
             &[
-                (&deleted, Type::BYTEA_ARRAY),
-                (&kept.keys, Type::BYTEA_ARRAY),
-                (&kept.values, Type::BYTEA_ARRAY),
-                (&kept.mod_indexes, Type::INT8_ARRAY),
-                (&kept.create_revisions, Type::INT8_ARRAY),
-                (&kept.mod_revisions, Type::INT8_ARRAY),
-                (&kept.versions, Type::INT8_ARRAY),
-                (&kept.leases, Type::INT8_ARRAY),
-                (&history.revisions, Type::INT8_ARRAY),
-                (&history.subs, Type::INT8_ARRAY),
-                (&history.keys, Type::BYTEA_ARRAY),
-                (&history.values, Type::BYTEA_ARRAY),
-                (&history.create_revisions, Type::INT8_ARRAY),
-                (&history.versions, Type::INT8_ARRAY),
-                (&history.leases, Type::INT8_ARRAY),
-                (&revisions.current, Type::INT8),
-                (&revisions.compacted, Type::INT8),
-                (&before.compacted, Type::INT8),
-                (&granted_leases, Type::INT8_ARRAY),
-                (&granted_ttls, Type::INT8_ARRAY),
-                (&changed_leases, Type::INT8_ARRAY),
+                Type::BYTEA_ARRAY,
+                Type::BYTEA_ARRAY,
+                Type::BYTEA_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT8_ARRAY,
+                Type::BYTEA_ARRAY,
+                Type::BYTEA_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT8_ARRAY,
             ],
         )
         .await?;
+    let parameters: [&(dyn ToSql + Sync); 21] = [
+        &deleted,
+        &kept.keys,
+        &kept.values,
+        &kept.mod_indexes,
+        &kept.create_revisions,
+        &kept.mod_revisions,
+        &kept.versions,
+        &kept.leases,
+        &history.revisions,
+        &history.subs,
+        &history.keys,
+        &history.values,
+        &history.create_revisions,
+        &history.versions,
+        &history.leases,
+        &revisions.current,
+        &revisions.compacted,
+        &before.compacted,
+        &granted_leases,
+        &granted_ttls,
+        &changed_leases,
+    ];
+    transaction.query(&statement, &parameters).await?;
     Ok(())
 }
 
