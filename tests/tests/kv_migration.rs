@@ -102,6 +102,18 @@ const BATCH_STATEMENTS: &[(&str, &str)] = &[
     ),
 ];
 
+/// A new test database with the KV tables, and a client of it (the
+/// database lives as long as the first).
+async fn kv_tables() -> (TestDatabase, tokio_postgres::Client) {
+    let database = TestDatabase::create().await.expect("a test database");
+    let client = database.client().await.expect("a client");
+    KvStateMachine
+        .migrate(&client)
+        .await
+        .expect("the KV tables");
+    (database, client)
+}
+
 /// Rows the table grows to after the statements were first planned.
 const ROWS_GROWN: i64 = 20_000;
 
@@ -114,12 +126,7 @@ const ROWS_GROWN: i64 = 20_000;
 /// cluster's CPU).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_batch_statements_probe_the_index_after_the_table_grew() {
-    let database = TestDatabase::create().await.expect("a test database");
-    let mut client = database.client().await.expect("a client");
-    KvStateMachine
-        .migrate(&client)
-        .await
-        .expect("the KV tables");
+    let (_database, mut client) = kv_tables().await;
     // More calls than Postgres' five custom plans before it settles on a
     // generic one.
     for (_, statement) in BATCH_STATEMENTS {
@@ -181,12 +188,7 @@ const CHANGES_PER_KEY: i64 = 20;
 /// reads the history for a read of an earlier revision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_of_the_current_revision_reads_no_history() {
-    let database = TestDatabase::create().await.expect("a test database");
-    let mut client = database.client().await.expect("a client");
-    KvStateMachine
-        .migrate(&client)
-        .await
-        .expect("the KV tables");
+    let (_database, mut client) = kv_tables().await;
     // Revisions 2, 3, ... write the keys k000, k001, ... in turn, each
     // value its revision; the current rows are each key's last change.
     let last = READ_TEST_KEYS * CHANGES_PER_KEY + 1;
