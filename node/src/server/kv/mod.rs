@@ -445,16 +445,24 @@ impl KvStateMachine {
     /// so one snapshot of them), with the applied index they are at. No
     /// barrier: the caller decides whether that applied index is recent
     /// enough. `None` when the tables hold no applied index or revision
-    /// (a database the node never opened). A range with an end is read by
-    /// a statement prepared once per connection, one without an end by a
-    /// statement planned for each read (a plan made once scans the table).
+    /// (a database the node never opened). One key at the current
+    /// revision, and a range with an end, are read by statements prepared
+    /// once per connection; a range without an end by a statement planned
+    /// for each read (a plan made once scans the table).
     pub async fn read_range<C: GenericClient + Sync>(
         client: &Prepared<'_, C>,
         range: &mvcc::RangeRequest,
     ) -> Result<Option<RangeRead>, tokio_postgres::Error> {
         let end = range.range.end_exclusive();
         let rows_needed = mvcc::rows_needed(range);
-        let rows = if end.is_some() {
+        let rows = if range.range.is_single() && range.revision <= 0 {
+            let statement = client
+                .statement(sql::SELECT_CURRENT_KEY, &[Type::BYTEA, Type::INT8])
+                .await?;
+            client
+                .query(&statement, &[&range.range.key, &rows_needed])
+                .await?
+        } else if end.is_some() {
             let statement = client
                 .statement(
                     sql::SELECT_RANGE_AT_BOUNDED,
