@@ -2,8 +2,9 @@
 //! first use only, and a cache stops keeping statements at its bound.
 
 use raftgres_devcluster::testing::TestDatabase;
-use raftgres_storage_pg::{StatementCache, CACHED_STATEMENTS_MAX};
+use raftgres_storage_pg::{Prepared, StatementCache, CACHED_STATEMENTS_MAX};
 use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
 
 /// How many statements the server holds prepared for this session.
 async fn prepared_on_server(client: &tokio_postgres::Client) -> i64 {
@@ -12,6 +13,19 @@ async fn prepared_on_server(client: &tokio_postgres::Client) -> i64 {
         .await
         .expect("the prepared statements")
         .get(0)
+}
+
+/// What `sql`, one bigint parameter, answers for `n` through `prepared`.
+async fn answer<C: GenericClient + Sync>(
+    prepared: &Prepared<'_, C>,
+    sql: &'static str,
+    n: i64,
+) -> i64 {
+    let rows = prepared
+        .query_prepared(sql, &[Type::INT8], &[&n])
+        .await
+        .expect("an answer");
+    rows[0].get(0)
 }
 
 /// Proves that the second use of a statement reuses the statement the
@@ -25,32 +39,12 @@ async fn a_statement_is_prepared_once_per_connection() {
     let sql = "SELECT $1::bigint + 1";
     let before = prepared_on_server(&client).await;
     for n in 0..3_i64 {
-        let prepared = cache.with(&client);
-        let statement = prepared
-            .statement(sql, &[Type::INT8])
-            .await
-            .expect("the statement");
-        let answer: i64 = prepared
-            .query_one(&statement, &[&n])
-            .await
-            .expect("an answer")
-            .get(0);
-        assert_eq!(answer, n + 1);
+        assert_eq!(answer(&cache.with(&client), sql, n).await, n + 1);
     }
     assert_eq!(prepared_on_server(&client).await, before + 1);
     assert_eq!(cache.len(), 1);
     let transaction = client.transaction().await.expect("a transaction");
-    let prepared = cache.with(&transaction);
-    let statement = prepared
-        .statement(sql, &[Type::INT8])
-        .await
-        .expect("the statement");
-    let answer: i64 = prepared
-        .query_one(&statement, &[&41_i64])
-        .await
-        .expect("an answer in the transaction")
-        .get(0);
-    assert_eq!(answer, 42);
+    assert_eq!(answer(&cache.with(&transaction), sql, 41).await, 42);
     transaction.commit().await.expect("committed");
     assert_eq!(prepared_on_server(&client).await, before + 1);
 }
@@ -67,14 +61,12 @@ async fn a_cache_keeps_at_most_its_bound_of_statements() {
         .map(|n| &*Box::leak(format!("SELECT {n}::bigint").into_boxed_str()))
         .collect();
     for (n, sql) in statements.iter().enumerate() {
-        let prepared = cache.with(&client);
-        let statement = prepared.statement(sql, &[]).await.expect("a statement");
-        let answer: i64 = prepared
-            .query_one(&statement, &[])
+        let rows = cache
+            .with(&client)
+            .query_prepared(sql, &[], &[])
             .await
-            .expect("an answer")
-            .get(0);
-        assert_eq!(answer, n as i64);
+            .expect("an answer");
+        assert_eq!(rows[0].get::<_, i64>(0), n as i64);
     }
     assert_eq!(cache.len(), CACHED_STATEMENTS_MAX);
 }

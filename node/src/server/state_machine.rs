@@ -245,7 +245,7 @@ pub(crate) mod sessions {
     use std::collections::BTreeMap;
 
     use raftgres_storage_pg::Prepared;
-    use tokio_postgres::types::{ToSql, Type};
+    use tokio_postgres::types::Type;
     use tokio_postgres::{Client, Transaction};
 
     const SCHEMA: &str = "
@@ -282,13 +282,13 @@ pub(crate) mod sessions {
         if client_ids.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let statement = transaction
-            .statement(
+        let rows = transaction
+            .query_prepared(
                 "SELECT client_id, sequence, response, last_index FROM raftgres_sessions WHERE client_id = ANY($1)",
                 &[Type::TEXT_ARRAY],
+                &[&client_ids],
             )
             .await?;
-        let rows = transaction.query(&statement, &[&client_ids]).await?;
         Ok(rows
             .iter()
             .map(|row| {
@@ -353,8 +353,8 @@ pub(crate) mod sessions {
             .values()
             .map(|(_, _, index)| *index as i64)
             .collect();
-        let statement = transaction
-            .statement(
+        transaction
+            .query_prepared(
                 "INSERT INTO raftgres_sessions (client_id, sequence, response, last_index)
                  SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bigint[])
                  ON CONFLICT (client_id) DO UPDATE
@@ -365,17 +365,7 @@ pub(crate) mod sessions {
                     Type::BYTEA_ARRAY,
                     Type::INT8_ARRAY,
                 ],
-            )
-            .await?;
-        transaction
-            .execute(
-                &statement,
-                &[
-                    &client_ids as &(dyn ToSql + Sync),
-                    &sequences,
-                    &responses,
-                    &indexes,
-                ],
+                &[&client_ids, &sequences, &responses, &indexes],
             )
             .await?;
         Ok(())
@@ -439,13 +429,13 @@ pub(crate) mod sessions {
         index: u64,
     ) -> Result<(), tokio_postgres::Error> {
         let horizon = index as i64;
-        let statement = transaction
-            .statement(
+        transaction
+            .query_prepared(
                 "DELETE FROM raftgres_sessions WHERE last_index < $1",
                 &[Type::INT8],
+                &[&horizon],
             )
             .await?;
-        transaction.execute(&statement, &[&horizon]).await?;
         Ok(())
     }
 }

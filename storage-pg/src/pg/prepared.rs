@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use tokio_postgres::types::Type;
-use tokio_postgres::{GenericClient, Statement};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{GenericClient, Row, Statement};
 
 /// More distinct statements than this are prepared anew on every call
 /// instead of kept: a caller that builds its SQL at run time cannot grow
@@ -112,5 +112,17 @@ impl<C: GenericClient + Sync> Prepared<'_, C> {
         let statement = self.client.prepare_typed(sql, types).await?;
         self.cache.keep(sql, &statement);
         Ok(statement)
+    }
+
+    /// Runs `sql` (prepared with parameter `types` by
+    /// [`Prepared::statement`]) with `parameters`, and answers its rows.
+    pub async fn query_prepared(
+        &self,
+        sql: &'static str,
+        types: &[Type],
+        parameters: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql, types).await?;
+        self.client.query(&statement, parameters).await
     }
 }

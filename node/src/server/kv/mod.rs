@@ -261,8 +261,8 @@ impl KvStateMachine {
             }
         }
         let lease_ids: Vec<i64> = leases.iter().copied().collect();
-        let statement = transaction
-            .statement(
+        let rows = transaction
+            .query_prepared(
                 "SELECT * FROM raftgres_kv_prefetch($1, $2, $3, $4, $5)",
                 &[
                     Type::BYTEA_ARRAY,
@@ -271,11 +271,6 @@ impl KvStateMachine {
                     Type::INT8_ARRAY,
                     Type::INT8_ARRAY,
                 ],
-            )
-            .await?;
-        let rows = transaction
-            .query(
-                &statement,
                 &[&lows, &highs, &unbounded_from, &revoked, &lease_ids],
             )
             .await?;
@@ -349,14 +344,12 @@ impl KvStateMachine {
         let keys: Vec<&[u8]> = puts.iter().map(|put| put.key.as_slice()).collect();
         let values: Vec<&[u8]> = puts.iter().map(|put| put.value.as_slice()).collect();
         let indexes: Vec<i64> = decoded.iter().map(|(index, _)| *index as i64).collect();
-        let statement = transaction
-            .statement(
+        let rows = transaction
+            .query_prepared(
                 "SELECT * FROM raftgres_kv_put_batch($1, $2, $3)",
                 &[Type::BYTEA_ARRAY, Type::BYTEA_ARRAY, Type::INT8_ARRAY],
+                &[&keys, &values, &indexes],
             )
-            .await?;
-        let rows = transaction
-            .query(&statement, &[&keys, &values, &indexes])
             .await?;
         assert_eq!(
             rows.len(),
@@ -456,22 +449,18 @@ impl KvStateMachine {
         let end = range.range.end_exclusive();
         let rows_needed = mvcc::rows_needed(range);
         let rows = if range.range.is_single() && range.revision <= 0 {
-            let statement = client
-                .statement(sql::SELECT_CURRENT_KEY, &[Type::BYTEA, Type::INT8])
-                .await?;
             client
-                .query(&statement, &[&range.range.key, &rows_needed])
+                .query_prepared(
+                    sql::SELECT_CURRENT_KEY,
+                    &[Type::BYTEA, Type::INT8],
+                    &[&range.range.key, &rows_needed],
+                )
                 .await?
         } else if end.is_some() {
-            let statement = client
-                .statement(
+            client
+                .query_prepared(
                     sql::SELECT_RANGE_AT_BOUNDED,
                     &[Type::BYTEA, Type::BYTEA, Type::INT8, Type::INT8],
-                )
-                .await?;
-            client
-                .query(
-                    &statement,
                     &[&range.range.key, &end, &range.revision, &rows_needed],
                 )
                 .await?

@@ -3,7 +3,7 @@
 use std::sync::LazyLock;
 
 use raftgres_storage_pg::Prepared;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
 use crate::mvcc::{Event, KeyValue, Revisions, REVISION_INITIAL};
@@ -272,8 +272,8 @@ pub(super) async fn write<'a>(
         .iter()
         .filter_map(|(id, ttl)| ttl.map(|ttl| (*id, ttl)))
         .unzip();
-    let statement = transaction
-        .statement(
+    transaction
+        .query_prepared(
             "SELECT raftgres_kv_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
             &[
                 Type::BYTEA_ARRAY,
@@ -298,32 +298,31 @@ pub(super) async fn write<'a>(
                 Type::INT8_ARRAY,
                 Type::INT8_ARRAY,
             ],
+            &[
+                &deleted,
+                &kept.keys,
+                &kept.values,
+                &kept.mod_indexes,
+                &kept.create_revisions,
+                &kept.mod_revisions,
+                &kept.versions,
+                &kept.leases,
+                &history.revisions,
+                &history.subs,
+                &history.keys,
+                &history.values,
+                &history.create_revisions,
+                &history.versions,
+                &history.leases,
+                &revisions.current,
+                &revisions.compacted,
+                &before.compacted,
+                &granted_leases,
+                &granted_ttls,
+                &changed_leases,
+            ],
         )
         .await?;
-    let parameters: [&(dyn ToSql + Sync); 21] = [
-        &deleted,
-        &kept.keys,
-        &kept.values,
-        &kept.mod_indexes,
-        &kept.create_revisions,
-        &kept.mod_revisions,
-        &kept.versions,
-        &kept.leases,
-        &history.revisions,
-        &history.subs,
-        &history.keys,
-        &history.values,
-        &history.create_revisions,
-        &history.versions,
-        &history.leases,
-        &revisions.current,
-        &revisions.compacted,
-        &before.compacted,
-        &granted_leases,
-        &granted_ttls,
-        &changed_leases,
-    ];
-    transaction.query(&statement, &parameters).await?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use crate::pipeline::check_read_covered;
 use crate::server::driver::Event;
 use crate::server::error::ServiceError;
 use crate::server::kv::{decode_kv_command, with_range_end};
+use crate::server::state_machine::StateMachine;
 
 /// A key's row and the applied index, in one statement (one snapshot).
 const SELECT_GET: &str = "SELECT applied.applied_index, kv.key, kv.value, kv.mod_index
@@ -37,7 +38,6 @@ const SELECT_PREFIX: &str = "SELECT applied.applied_index, kv.key, kv.value, kv.
 /// [`with_range_end`]), prepared once per connection.
 static SELECT_PREFIX_BOUNDED: LazyLock<String> =
     LazyLock::new(|| with_range_end(SELECT_PREFIX, true));
-use crate::server::state_machine::StateMachine;
 
 /// `raftgres.v1.Kv`.
 pub(crate) struct KvService<S> {
@@ -78,12 +78,8 @@ impl<S: StateMachine> KvService<S> {
         let client = client.prepared();
         // One statement, one snapshot: the rows and the applied index they
         // are at.
-        let statement = client
-            .statement(SELECT_GET, &[Type::BYTEA])
-            .await
-            .map_err(database_error)?;
         let rows = client
-            .query(&statement, &[&request.key])
+            .query_prepared(SELECT_GET, &[Type::BYTEA], &[&request.key])
             .await
             .map_err(database_error)?;
         let kv = covered_pairs(&rows, read_index, &shared.events)?.pop();
@@ -110,15 +106,12 @@ impl<S: StateMachine> KvService<S> {
         let upper = prefix_upper_bound(&request.prefix);
         let rows_max = i64::from(limit) + 1;
         let rows = if upper.is_some() {
-            let statement = client
-                .statement(
+            client
+                .query_prepared(
                     &SELECT_PREFIX_BOUNDED,
                     &[Type::BYTEA, Type::BYTEA, Type::INT8],
+                    &[&request.prefix, &upper, &rows_max],
                 )
-                .await
-                .map_err(database_error)?;
-            client
-                .query(&statement, &[&request.prefix, &upper, &rows_max])
                 .await
         } else {
             // Every key from the prefix on: planned for this read (see
