@@ -56,8 +56,8 @@ pub trait StateMachine: Send + Sync + 'static {
     /// applies the same commands in the same order and must end in the
     /// same state. An `Err` is a database failure (the batch is retried).
     /// `transaction` dereferences to the apply transaction; a statement
-    /// sent on every apply is best prepared once per connection through
-    /// [`Prepared::statement`].
+    /// sent on every apply is best run through [`Prepared::query_prepared`],
+    /// which prepares it once per connection.
     fn apply(
         &self,
         transaction: &Prepared<'_, Transaction<'_>>,
