@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [6, 1],
+            seeds_needed: [6, 2],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -80,7 +80,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [1, 1],
+            seeds_needed: [7, 47],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -95,7 +95,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "lease-after-timeout-now",
-            seeds_needed: [21, 7],
+            seeds_needed: [9, 7],
             checkers: &["lease_exclusivity", "read_index_safety", "linearizability"],
         },
         Hunt {
@@ -105,12 +105,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "session-expiry-at-batch-end",
-            seeds_needed: [2, 1],
+            seeds_needed: [1, 4],
             checkers: &["replica_rows", "exactly_once", "linearizability"],
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [1, 2],
+            seeds_needed: [2, 2],
             checkers: &[
                 "client_outcomes",
                 "held_requests",
@@ -120,17 +120,17 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [12, 66],
+            seeds_needed: [66, 11],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
             bug: "read-beyond-stored-applied",
-            seeds_needed: [15, 40],
+            seeds_needed: [19, 19],
             checkers: &["linearizability", "read_index_safety"],
         },
         Hunt {
             bug: "snapshot-labelled-at-log-start",
-            seeds_needed: [2, 1],
+            seeds_needed: [5, 1],
             checkers: &[
                 "corrupt_durable_data",
                 "replica_rows",

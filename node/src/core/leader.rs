@@ -217,11 +217,12 @@ impl Raft {
     }
 
     /// Sends what accumulated since the last `Ready`: new entries (which
-    /// carry the commit index) and a heartbeat round for waiting reads. A
-    /// commit index that moved is not announced on its own here: the next
-    /// append carries it, or the next tick (see `announce_commit`).
+    /// carry the commit index) and a heartbeat round for waiting reads once
+    /// it is due (see [`Raft::read_round_due`]). A commit index that moved
+    /// is not announced on its own here: the next append carries it, or
+    /// the next tick (see `announce_commit`).
     pub(super) fn flush_leader(&mut self) {
-        if self.read_round_pending {
+        if self.read_round_due() {
             self.broadcast_heartbeat();
         }
         if !std::mem::take(&mut self.replication_pending) {
@@ -718,9 +719,21 @@ impl Raft {
         }
     }
 
+    /// Whether reads wait for a heartbeat round that should go out now:
+    /// some do, and a quorum acknowledged every round sent so far. Reads
+    /// that arrive while a round is out wait for the next one, which leaves
+    /// when that round's answers are in (or with the next heartbeat tick,
+    /// if they are lost): one round confirms every read that arrived during
+    /// the previous one, as etcd's read loop does, instead of a round (two
+    /// messages per follower) for every batch of reads. A read that arrives
+    /// with no round out still leaves at once.
+    pub(super) fn read_round_due(&self) -> bool {
+        self.read_round_pending && self.quorum_acknowledged_round() >= self.read_round
+    }
+
     /// The highest heartbeat round a quorum acknowledged (this node counts
     /// for every round it sent).
-    fn quorum_acknowledged_round(&self) -> u64 {
+    pub(super) fn quorum_acknowledged_round(&self) -> u64 {
         let own_id = self.id;
         let own_round = self.read_round;
         let round = quorum::membership_committed_index(self.membership(), |voter| {

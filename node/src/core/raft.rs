@@ -175,7 +175,8 @@ pub struct Raft {
     pub(super) reads: ReadQueue,
     /// Leader: new entries wait to be sent to followers.
     pub(super) replication_pending: bool,
-    /// Leader: reads wait for a heartbeat round.
+    /// Leader: reads wait for a heartbeat round not sent yet (it leaves
+    /// once the round out is acknowledged: see `read_round_due`).
     pub(super) read_round_pending: bool,
     pub(super) messages: Vec<Message>,
     pub(super) messages_after_persist: Vec<Message>,
@@ -514,7 +515,7 @@ impl Raft {
             || self.log.has_committed_to_apply()
             || !self.reads.ready.is_empty()
             || !self.reads.dropped.is_empty()
-            || (self.role == Role::Leader && (self.replication_pending || self.read_round_pending))
+            || (self.role == Role::Leader && (self.replication_pending || self.read_round_due()))
     }
 
     /// Takes the next batch of work for the driver.
@@ -576,6 +577,11 @@ impl Raft {
             ticks: self.ticks(),
             election_elapsed: self.election_elapsed,
             read_round: self.read_round,
+            read_round_acknowledged: if self.role == Role::Leader {
+                self.quorum_acknowledged_round()
+            } else {
+                0
+            },
             // Reads wait in round order: the last waits for the latest.
             read_round_awaited: self
                 .reads

@@ -215,6 +215,10 @@ pub struct Status {
     pub election_elapsed: u64,
     /// Leader: the latest heartbeat round sent (0 otherwise).
     pub read_round: u64,
+    /// Leader: the latest heartbeat round a quorum acknowledged (0
+    /// otherwise). A read waits for a round not sent yet only while
+    /// this is below `read_round`.
+    pub read_round_acknowledged: u64,
     /// Leader: the latest heartbeat round a waiting read needs acknowledged
     /// (0 when no read waits for a round).
     pub read_round_awaited: u64,

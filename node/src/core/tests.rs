@@ -670,6 +670,86 @@ fn no_lease_reads_in_a_term_once_a_timeout_now_was_sent() {
 }
 
 #[test]
+fn reads_that_arrive_while_a_round_is_out_share_the_next_round() {
+    let mut leader = leader(3);
+    let rounds_sent = |ready: &Ready| {
+        ready
+            .messages
+            .iter()
+            .filter_map(|message| match message.body {
+                MessageBody::HeartbeatRequest { read_round, .. } => Some(read_round),
+                _ => None,
+            })
+            .collect::<std::collections::BTreeSet<u64>>()
+    };
+    let answer = |leader: &mut Raft, round: u64| {
+        leader.step(message(
+            2,
+            1,
+            1,
+            MessageBody::HeartbeatResponse { read_round: round },
+        ));
+    };
+    leader.read_index(1).unwrap();
+    let first = leader.read_round + 1;
+    let ready = leader.ready();
+    assert_eq!(
+        rounds_sent(&ready),
+        std::collections::BTreeSet::from([first]),
+        "no round was out"
+    );
+    leader.read_index(2).unwrap();
+    leader.read_index(3).unwrap();
+    assert!(!leader.has_ready(), "round {first} is out");
+    assert!(rounds_sent(&leader.ready()).is_empty());
+    answer(&mut leader, first);
+    assert!(leader.has_ready());
+    let ready = leader.ready();
+    let contexts = |ready: &Ready| {
+        ready
+            .reads
+            .iter()
+            .map(|read| read.context)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(contexts(&ready), vec![1]);
+    assert_eq!(
+        rounds_sent(&ready),
+        std::collections::BTreeSet::from([first + 1]),
+        "one round for both reads that waited"
+    );
+    answer(&mut leader, first + 1);
+    assert_eq!(contexts(&leader.ready()), vec![2, 3]);
+    assert!(rounds_sent(&leader.ready()).is_empty(), "no read waits");
+}
+
+/// A read that waits for the next round because the answers to the round
+/// out were lost goes with the next heartbeat tick's round.
+#[test]
+fn a_read_behind_a_round_whose_answers_are_lost_goes_with_the_next_heartbeat() {
+    let mut leader = leader(3);
+    leader.read_index(1).unwrap();
+    leader.ready();
+    leader.read_index(2).unwrap();
+    for _ in 0..leader.config().heartbeat_ticks {
+        leader.tick();
+    }
+    leader.ready();
+    let round = leader.read_round;
+    leader.step(message(
+        3,
+        1,
+        1,
+        MessageBody::HeartbeatResponse { read_round: round },
+    ));
+    let reads = leader.ready().reads;
+    assert_eq!(
+        reads.iter().map(|read| read.context).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+}
+
+#[test]
 fn followers_forward_reads_and_the_leader_confirms_them() {
     let mut leader = leader(3);
     leader.step(message(

@@ -11,7 +11,9 @@
 //! - replication: every follower in the replicate state whose window is
 //!   open has been sent every entry;
 //! - reads: every read waiting for a heartbeat round has had that round
-//!   sent;
+//!   sent, or the latest round sent is not yet acknowledged by a quorum
+//!   (reads that arrive while a round is out wait for the next, which
+//!   leaves when that one is answered: one round per batch of reads);
 //!
 //! And after every step in which a tick reached a node that leads:
 //!
@@ -88,10 +90,12 @@ pub fn check(status: &Status, term_at: impl Fn(LogIndex) -> Option<Term>) -> Res
             ));
         }
     }
-    if status.read_round_awaited > status.read_round {
+    if status.read_round_awaited > status.read_round
+        && status.read_round_acknowledged >= status.read_round
+    {
         return Err(format!(
             "leader {id} of term {} holds a read waiting for heartbeat round {} but has \
-             sent rounds only up to {}",
+             sent rounds only up to {}, all of them acknowledged by a quorum",
             status.term, status.read_round_awaited, status.read_round
         ));
     }
@@ -163,6 +167,7 @@ mod tests {
             ticks: 0,
             election_elapsed: 0,
             read_round: 4,
+            read_round_acknowledged: 4,
             read_round_awaited: 4,
         }
     }
@@ -253,5 +258,19 @@ mod tests {
         assert!(error.contains("round 5"), "{error}");
         status.role = Role::Follower;
         assert_eq!(check(&status, term_at), Ok(()));
+    }
+
+    #[test]
+    fn a_read_may_wait_for_the_next_round_while_one_is_out() {
+        let mut status = leader(4, 5, [4, 3]);
+        status.read_round_awaited = 5;
+        status.read_round_acknowledged = 3;
+        assert_eq!(
+            check(&status, term_at),
+            Ok(()),
+            "round 4 is not answered yet"
+        );
+        status.read_round_acknowledged = 4;
+        assert!(check(&status, term_at).is_err(), "round 4 is answered");
     }
 }
