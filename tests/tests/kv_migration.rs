@@ -87,7 +87,8 @@ const BATCH_STATEMENTS: &[(&str, &str)] = &[
     (
         "raftgres_kv_put_batch",
         "SELECT count(*) FROM raftgres_kv_put_batch(
-             ARRAY['key-1'::bytea], ARRAY['value'::bytea], ARRAY[1::bigint])",
+             ARRAY['key-1'::bytea], ARRAY['value'::bytea], ARRAY[1::bigint], ARRAY[1::bigint],
+             ARRAY[1::bigint], ARRAY[true])",
     ),
     (
         "raftgres_kv_prefetch",

@@ -1,7 +1,7 @@
 //! How often each rule was met, counted on the model's answers, so that
 //! agreement is known not to be vacuous.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use raftgres::mvcc::{
     Answer, Command, CompareResult, CompareTarget, KvError, RangeRequest, RequestOp, ResponseOp,
@@ -19,6 +19,8 @@ pub(crate) const RULES: &[&str] = &[
     "blank entries",
     "entries delivered again",
     "batches split at a session expiry point",
+    "batches of plain puts of distinct keys",
+    "batches of plain puts putting a key more than once",
     "commands refused before proposal",
     "puts",
     "puts answering prev_kv",
@@ -112,6 +114,19 @@ pub(crate) fn count(coverage: &mut Coverage, sequence: &Sequence, model: &Run) {
         if (first..last).any(|index| index % SESSION_EXPIRY_STRIDE == 0) {
             note(coverage, "batches split at a session expiry point");
         }
+        let steps = &sequence.steps[batch.new.clone()];
+        let keys: Option<Vec<&[u8]>> = steps.iter().map(plain_put_key).collect();
+        if let Some(keys) = keys.filter(|keys| keys.len() > 1) {
+            let distinct: BTreeSet<&[u8]> = keys.iter().copied().collect();
+            note(
+                coverage,
+                if distinct.len() == keys.len() {
+                    "batches of plain puts of distinct keys"
+                } else {
+                    "batches of plain puts putting a key more than once"
+                },
+            );
+        }
     }
     for (batch, reads) in sequence.batches.iter().zip(&model.reads) {
         for (request, read) in batch.reads.iter().zip(reads) {
@@ -127,6 +142,20 @@ pub(crate) fn count(coverage: &mut Coverage, sequence: &Sequence, model: &Run) {
             note(coverage, rule);
             count_range(coverage, request);
         }
+    }
+}
+
+/// The key of a plain put (the product applies a batch of nothing else in
+/// one statement), None for any other step.
+fn plain_put_key(step: &Step) -> Option<&[u8]> {
+    match step {
+        Step::Etcd(Command::Op(RequestOp::Put(put)))
+            if put.lease == 0 && !put.ignore_value && !put.ignore_lease =>
+        {
+            Some(put.key.as_slice())
+        }
+        Step::Raftgres(RaftgresOp::Put { key, .. }) => Some(key.as_slice()),
+        _ => None,
     }
 }
 

@@ -34,6 +34,9 @@ const RANGE_ENDS: [&str; 3] = ["g", "b", "a0"];
 const VALUES: [&str; 5] = ["", "v1", "v2", "v3", "v4"];
 /// Largest Postgres apply batch (new entries).
 const BATCH_ENTRIES_MAX: usize = 24;
+/// The share of batches drawn as plain puts only (etcd puts without a
+/// lease and keeping neither value nor lease, and raftgres puts).
+const PLAIN_PUT_BATCHES: f64 = 0.2;
 /// Largest number of already applied entries a batch is delivered again
 /// with.
 const REDELIVERED_ENTRIES_MAX: usize = 4;
@@ -119,7 +122,14 @@ impl Sequence {
         while steps.len() < entries {
             let start = steps.len();
             let end = (start + random.gen_range(1..=BATCH_ENTRIES_MAX)).min(entries);
-            steps.extend((start..end).map(|_| workload.step()));
+            // Some batches are plain puts only, which the product applies
+            // in one statement of their own: over eight keys, most of
+            // them put some key more than once.
+            if random.gen_bool(PLAIN_PUT_BATCHES) {
+                steps.extend((start..end).map(|_| workload.plain_put()));
+            } else {
+                steps.extend((start..end).map(|_| workload.step()));
+            }
             let redelivered = if random.gen_bool(0.15) {
                 random.gen_range(1..=REDELIVERED_ENTRIES_MAX).min(start)
             } else {
@@ -269,6 +279,30 @@ impl Workload {
             81..=96 => Step::Raftgres(self.raftgres_op()),
             _ => Step::Etcd(self.invalid()),
         }
+    }
+
+    /// A plain put: an etcd put without a lease that keeps neither value
+    /// nor lease (answering prev_kv or not), or a raftgres put.
+    fn plain_put(&mut self) -> Step {
+        let key = self.key();
+        let value = self.value();
+        let step = if self.random.gen_bool(0.5) {
+            Step::Etcd(Command::Op(RequestOp::Put(PutRequest {
+                key,
+                value,
+                prev_kv: self.random.gen_bool(0.5),
+                ..PutRequest::default()
+            })))
+        } else {
+            Step::Raftgres(RaftgresOp::Put { key, value })
+        };
+        let command = match &step {
+            Step::Etcd(command) => command.clone(),
+            Step::Raftgres(operation) => raftgres_to_mvcc(operation),
+            Step::Blank => unreachable!("a put"),
+        };
+        self.shadow.apply(&command);
+        step
     }
 
     fn lease_id(&mut self) -> i64 {

@@ -305,24 +305,21 @@ impl KvStateMachine {
     }
 }
 
-/// The puts of a batch that is nothing but plain puts of distinct keys
-/// (no lease, keeping neither value nor lease): the batches most writes
-/// come in, applied in one statement (`raftgres_kv_put_batch`).
+/// The puts of a batch that is nothing but plain puts (no lease, keeping
+/// neither value nor lease; a key may come more than once): the batches
+/// most writes come in, applied in one statement
+/// (`raftgres_kv_put_batch`).
 fn plain_puts(
     decoded: &[(u64, Option<(KvCommand, mvcc::Command)>)],
 ) -> Option<Vec<&mvcc::PutRequest>> {
     if decoded.is_empty() {
         return None;
     }
-    let mut keys = BTreeSet::new();
     decoded
         .iter()
         .map(|(_, command)| match command {
             Some((_, mvcc::Command::Op(mvcc::RequestOp::Put(put))))
-                if put.lease == 0
-                    && !put.ignore_value
-                    && !put.ignore_lease
-                    && keys.insert(put.key.as_slice()) =>
+                if put.lease == 0 && !put.ignore_value && !put.ignore_lease =>
             {
                 Some(put)
             }
@@ -333,9 +330,10 @@ fn plain_puts(
 
 impl KvStateMachine {
     /// Applies a batch of [`plain_puts`] in one statement. The statement
-    /// writes what [`mvcc::apply`] would (the contract test holds the two
-    /// together) and answers each key's previous row; the answers are then
-    /// made by [`mvcc::apply`] itself, over those rows.
+    /// writes what [`mvcc::apply`] would (the etcd contract test holds the
+    /// two together) and answers each key's row from before the batch; the
+    /// answers are then made by [`mvcc::apply`] itself, over those rows (a
+    /// key's second put in the batch finds what its first wrote).
     async fn apply_puts(
         transaction: &Prepared<'_, Transaction<'_>>,
         decoded: &[(u64, Option<(KvCommand, mvcc::Command)>)],
@@ -344,11 +342,26 @@ impl KvStateMachine {
         let keys: Vec<&[u8]> = puts.iter().map(|put| put.key.as_slice()).collect();
         let values: Vec<&[u8]> = puts.iter().map(|put| put.value.as_slice()).collect();
         let indexes: Vec<i64> = decoded.iter().map(|(index, _)| *index as i64).collect();
+        let ranks = sql::PutRanks::of(&keys);
         let rows = transaction
             .query_prepared(
-                "SELECT * FROM raftgres_kv_put_batch($1, $2, $3)",
-                &[Type::BYTEA_ARRAY, Type::BYTEA_ARRAY, Type::INT8_ARRAY],
-                &[&keys, &values, &indexes],
+                "SELECT * FROM raftgres_kv_put_batch($1, $2, $3, $4, $5, $6)",
+                &[
+                    Type::BYTEA_ARRAY,
+                    Type::BYTEA_ARRAY,
+                    Type::INT8_ARRAY,
+                    Type::INT8_ARRAY,
+                    Type::INT8_ARRAY,
+                    Type::BOOL_ARRAY,
+                ],
+                &[
+                    &keys,
+                    &values,
+                    &indexes,
+                    &ranks.ranks,
+                    &ranks.firsts,
+                    &ranks.lasts,
+                ],
             )
             .await?;
         assert_eq!(

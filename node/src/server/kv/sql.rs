@@ -105,20 +105,62 @@ pub(super) const WRITE_FUNCTION: &str = "
     END
     $$ LANGUAGE plpgsql";
 
+/// How [`PUT_BATCH_FUNCTION`] sees a batch of puts of `keys` (in batch
+/// order): each put's rank among its key's puts (from 1), the (1-based)
+/// position of its key's first put, and whether it is its key's last.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct PutRanks {
+    pub(super) ranks: Vec<i64>,
+    pub(super) firsts: Vec<i64>,
+    pub(super) lasts: Vec<bool>,
+}
+
+impl PutRanks {
+    pub(super) fn of(keys: &[&[u8]]) -> PutRanks {
+        // key -> (puts so far, position of the first, slot of the latest)
+        let mut seen: std::collections::HashMap<&[u8], (i64, i64, usize)> =
+            std::collections::HashMap::with_capacity(keys.len());
+        let mut ranks = PutRanks {
+            ranks: Vec::with_capacity(keys.len()),
+            firsts: Vec::with_capacity(keys.len()),
+            lasts: vec![true; keys.len()],
+        };
+        for (slot, key) in keys.iter().enumerate() {
+            let position = slot as i64 + 1;
+            let entry = seen.entry(key).or_insert((0, position, slot));
+            if entry.0 > 0 {
+                ranks.lasts[entry.2] = false;
+            }
+            entry.0 += 1;
+            entry.2 = slot;
+            ranks.ranks.push(entry.0);
+            ranks.firsts.push(entry.1);
+        }
+        ranks
+    }
+}
+
 pub(super) const SELECT_REVISIONS: &str =
     "SELECT revision, compact_revision FROM raftgres_kv_revision";
 
-/// Applies a batch of plain puts of distinct keys (no lease, keeping
-/// neither value nor lease) in one statement, as [`crate::mvcc::apply`]
-/// applies them one after the other: the put at (1-based) `position` gets
-/// revision `before + position`, its key's create revision (kept, or that
-/// revision for a new key), its version plus one, no lease, and a change in
-/// the history. Answers the store's revisions before the batch on every
-/// row, and each key's previous row (NULL when it had none), in batch
-/// order, from which the caller makes the answers.
+/// Applies a batch of plain puts (no lease, keeping neither value nor
+/// lease; a key may come more than once) in one statement, as
+/// [`crate::mvcc::apply`] applies them one after the other: the put at
+/// (1-based) `position` gets revision `before + position`; the key's
+/// create revision (kept, or for a new key the revision of its first put
+/// in the batch, at `firsts`), its version plus `ranks` (1 for the key's
+/// first put in the batch, 2 for its second...), no lease, and a change
+/// in the history. The key's row is written once, from the put that is
+/// `lasts`. Answers the store's revisions before the batch on every row,
+/// and each put's key's row from before the batch (NULL when it had none),
+/// in batch order, from which the caller makes the answers. The caller
+/// ranks the puts ([`PutRanks`]): a window over the keys in the statement
+/// cost 13 % more CPU per call for 64 distinct keys (`pgbench`).
 pub(super) const PUT_BATCH_FUNCTION: &str = "
+    DROP FUNCTION IF EXISTS raftgres_kv_put_batch(bytea[], bytea[], bigint[]);
     CREATE OR REPLACE FUNCTION raftgres_kv_put_batch(
-        keys bytea[], kv_values bytea[], mod_indexes bigint[])
+        keys bytea[], kv_values bytea[], mod_indexes bigint[], ranks bigint[],
+        firsts bigint[], lasts boolean[])
     RETURNS TABLE (revision_before bigint, compact_revision bigint, key bytea, value bytea,
                    create_revision bigint, mod_revision bigint, version bigint, lease bigint)
     AS $$
@@ -133,25 +175,29 @@ pub(super) const PUT_BATCH_FUNCTION: &str = "
         INTO before, compacted;
         RETURN QUERY
         WITH input AS (
-                 SELECT * FROM unnest(keys, kv_values, mod_indexes)
-                     WITH ORDINALITY AS batch(key, value, mod_index, position)),
-             -- One index probe per key. As a plain join, the plan the
-             -- connection made on its first call, while the table was
-             -- small, hashes the whole table on every later call.
+                 SELECT * FROM unnest(keys, kv_values, mod_indexes, ranks, firsts, lasts)
+                     WITH ORDINALITY
+                     AS batch(key, value, mod_index, rank, first, last, position)),
+             -- One index probe per key (at its first put). As a plain
+             -- join, the plan the connection made on its first call, while
+             -- the table was small, hashes the whole table on every later
+             -- call.
              prior AS (
                  SELECT kv.* FROM input CROSS JOIN LATERAL (
-                     SELECT * FROM raftgres_kv AS one WHERE one.key = input.key OFFSET 0) AS kv),
+                     SELECT * FROM raftgres_kv AS one WHERE one.key = input.key OFFSET 0) AS kv
+                 WHERE input.rank = 1),
              written AS (
-                 SELECT input.key, input.value, input.mod_index,
-                        coalesce(prior.create_revision, before + input.position) AS create_revision,
+                 SELECT input.key, input.value, input.mod_index, input.last,
+                        coalesce(prior.create_revision, before + input.first)
+                            AS create_revision,
                         before + input.position AS mod_revision,
-                        coalesce(prior.version, 0) + 1 AS version
+                        coalesce(prior.version, 0) + input.rank AS version
                  FROM input LEFT JOIN prior USING (key)),
              upsert AS (
                  INSERT INTO raftgres_kv
                      (key, value, mod_index, create_revision, mod_revision, version, lease)
                  SELECT key, value, mod_index, create_revision, mod_revision, version, 0
-                 FROM written
+                 FROM written WHERE last
                  ON CONFLICT (key) DO UPDATE SET
                      value = EXCLUDED.value, mod_index = EXCLUDED.mod_index,
                      create_revision = EXCLUDED.create_revision,
@@ -540,5 +586,19 @@ mod tests {
         );
         assert!(function.contains("AND history.key < high"), "{function}");
         assert!(SELECT_RANGE_AT_BOUNDED.contains("raftgres_kv_range_at"));
+    }
+
+    #[test]
+    fn puts_are_ranked_among_their_keys_puts() {
+        let keys: [&[u8]; 6] = [b"a", b"b", b"a", b"c", b"a", b"b"];
+        assert_eq!(
+            PutRanks::of(&keys),
+            PutRanks {
+                ranks: vec![1, 1, 2, 1, 3, 2],
+                firsts: vec![1, 2, 1, 4, 1, 2],
+                lasts: vec![false, false, false, true, true, true],
+            }
+        );
+        assert_eq!(PutRanks::of(&[]), PutRanks::default());
     }
 }
