@@ -4,7 +4,8 @@
 //! by the tables of revisions; creating the tables twice changes nothing.
 //! And the statements an applier sends on every batch stay index probes
 //! when the table has grown since the connection planned them; a read of
-//! the current revision reads no history.
+//! the current revision reads no history; a history from before its
+//! changes pointed at the versions they replaced is linked once.
 
 use raftgres::mvcc::{KeyRange, RangeRequest};
 use raftgres::server::{KvStateMachine, StateMachine};
@@ -88,7 +89,7 @@ const BATCH_STATEMENTS: &[(&str, &str)] = &[
         "raftgres_kv_put_batch",
         "SELECT count(*) FROM raftgres_kv_put_batch(
              ARRAY['key-1'::bytea], ARRAY['value'::bytea], ARRAY[1::bigint], ARRAY[1::bigint],
-             ARRAY[1::bigint], ARRAY[true])",
+             ARRAY[1::bigint], ARRAY[0::bigint], ARRAY[true])",
     ),
     (
         "raftgres_kv_prefetch",
@@ -99,7 +100,14 @@ const BATCH_STATEMENTS: &[(&str, &str)] = &[
         "raftgres_kv_write",
         "SELECT raftgres_kv_write(ARRAY['key-1'::bytea],
              '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',
-             (SELECT revision FROM raftgres_kv_revision), 0, 0, '{}', '{}', '{}')",
+             '{}', (SELECT revision FROM raftgres_kv_revision), 0, 0, '{}', '{}', '{}')",
+    ),
+    (
+        "raftgres_kv_write compacting",
+        "SELECT raftgres_kv_write('{}',
+             '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',
+             '{}', (SELECT revision FROM raftgres_kv_revision),
+             (SELECT revision FROM raftgres_kv_revision), 0, '{}', '{}', '{}')",
     ),
 ];
 
@@ -119,7 +127,7 @@ async fn kv_tables() -> (TestDatabase, tokio_postgres::Client) {
 const ROWS_GROWN: i64 = 20_000;
 
 /// Proves that each per-batch KV function reads only the keys it is given
-/// once the table has grown, on a connection that first ran it while the
+/// (and a compaction only the history it drops) once the tables have grown, on a connection that first ran it while the
 /// table was empty, as an applier's does on a new node. Postgres keeps a
 /// function's plans for the connection's life; a plan that chose to scan
 /// the whole small table kept scanning it when it held the cluster's keys
@@ -148,11 +156,22 @@ async fn the_per_batch_statements_probe_the_index_after_the_table_grew() {
         )
         .await
         .expect("the table grows");
+    client
+        .execute(
+            "INSERT INTO raftgres_kv_history
+                 (revision, sub, key, value, create_revision, version, lease, prev_revision)
+             SELECT 1000 + n, 0, ('key-' || n)::bytea, 'value', 1000 + n, 1, 0, 0
+             FROM generate_series(2, $1::bigint) AS n",
+            &[&ROWS_GROWN],
+        )
+        .await
+        .expect("the history grows");
     for (name, statement) in BATCH_STATEMENTS {
         // This transaction's own counts, read before and after the call.
         let transaction = client.transaction().await.expect("a transaction");
         let read = "SELECT coalesce(sum(seq_tup_read), 0)::bigint
-                    FROM pg_stat_xact_user_tables WHERE relname = 'raftgres_kv'";
+                    FROM pg_stat_xact_user_tables
+                    WHERE relname IN ('raftgres_kv', 'raftgres_kv_history')";
         let before: i64 = transaction
             .query_one(read, &[])
             .await
@@ -171,22 +190,120 @@ async fn the_per_batch_statements_probe_the_index_after_the_table_grew() {
         assert_eq!(
             after - before,
             0,
-            "{name} scanned {} rows of raftgres_kv for one key",
+            "{name} scanned {} rows of raftgres_kv and its history for one key",
             after - before
         );
+    }
+}
+
+/// Proves that a history written before its changes pointed at the
+/// versions they replaced is linked when the node starts (each change at
+/// the key's put before it; 0 after a delete or for a new key) and loses
+/// its index by key, and that a read at a past revision then finds what
+/// the key held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_from_before_the_pointers_is_linked_once() {
+    let (_database, client) = kv_tables().await;
+    // The history as it was: no pointers, an index by key.
+    client
+        .batch_execute(
+            "ALTER TABLE raftgres_kv_history DROP COLUMN prev_revision;
+             CREATE INDEX raftgres_kv_history_by_key ON raftgres_kv_history (key, revision);
+             INSERT INTO raftgres_kv_history
+                 (revision, sub, key, value, create_revision, version, lease)
+             VALUES (2, 0, 'a', '2', 2, 1, 0), (3, 0, 'a', '3', 2, 2, 0),
+                    (4, 0, 'a', NULL, 0, 0, 0), (4, 1, 'b', '4', 4, 1, 0),
+                    (5, 0, 'a', '5', 5, 1, 0), (6, 0, 'b', '6', 4, 2, 0);
+             INSERT INTO raftgres_kv
+                 (key, value, mod_index, create_revision, mod_revision, version, lease)
+             VALUES ('a', '5', 5, 5, 5, 1, 0), ('b', '6', 6, 4, 6, 2, 0);
+             UPDATE raftgres_kv_revision SET revision = 6;
+             CREATE TABLE raftgres_applied (applied_index bigint, applied_term bigint);
+             INSERT INTO raftgres_applied VALUES (6, 1);",
+        )
+        .await
+        .expect("a history from before the pointers");
+    KvStateMachine
+        .migrate(&client)
+        .await
+        .expect("the history linked");
+    let pointers: Vec<(i64, i64, i64)> = client
+        .query(
+            "SELECT revision, sub, prev_revision FROM raftgres_kv_history ORDER BY revision, sub",
+            &[],
+        )
+        .await
+        .expect("the pointers")
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(
+        pointers,
+        vec![
+            (2, 0, 0),
+            (3, 0, 2),
+            (4, 0, 3),
+            (4, 1, 0),
+            (5, 0, 0),
+            (6, 0, 4)
+        ]
+    );
+    let indexes: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'raftgres_kv_history_by_key'",
+            &[],
+        )
+        .await
+        .expect("the indexes")
+        .get(0);
+    assert_eq!(indexes, 0, "the index by key is dropped");
+    let statements = StatementCache::new();
+    let prepared = statements.with(&client);
+    for (revision, expected) in [
+        (3, vec![("a", "3")]),
+        (4, vec![("b", "4")]),
+        (5, vec![("a", "5"), ("b", "4")]),
+    ] {
+        let request = RangeRequest {
+            range: KeyRange {
+                key: b"a".to_vec(),
+                range_end: vec![0],
+            },
+            revision,
+            ..RangeRequest::default()
+        };
+        let read = KvStateMachine::read_range(&prepared, &request)
+            .await
+            .expect("the read")
+            .expect("the tables hold revisions");
+        let found: Vec<(Vec<u8>, Vec<u8>)> = read
+            .answer
+            .expect("a readable revision")
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect();
+        let expected: Vec<(Vec<u8>, Vec<u8>)> = expected
+            .into_iter()
+            .map(|(key, value)| (key.as_bytes().to_vec(), value.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(found, expected, "the keys at revision {revision}");
     }
 }
 
 /// Keys of the read test, and the changes of each.
 const READ_TEST_KEYS: i64 = 500;
 const CHANGES_PER_KEY: i64 = 20;
+/// How many revisions back the read test reads a recent revision.
+const RECENT: i64 = 10;
 
 /// Proves that a read of the current revision reads the current row and no
 /// history, however long the key's history: the statement once read every
 /// change the range ever had before finding that the read was of the
 /// current revision (a Get of a key cost a scan of its history, once the
 /// statistics made the planner expect a few changes per key), and still
-/// reads the history for a read of an earlier revision.
+/// reads the history for a read of an earlier revision: for a recent one,
+/// only the changes made since.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_of_the_current_revision_reads_no_history() {
     let (_database, mut client) = kv_tables().await;
@@ -200,6 +317,7 @@ async fn a_read_of_the_current_revision_reads_no_history() {
              SELECT n, 0, ('k' || lpad(((n - 2) % {keys})::text, 3, '0'))::bytea,
                     n::text::bytea, 2 + (n - 2) % {keys}, 1 + (n - 2) / {keys}, 0
              FROM generate_series(2, {last}) AS n;
+             SELECT raftgres_kv_link_history();
              INSERT INTO raftgres_kv
                  (key, value, mod_index, create_revision, mod_revision, version, lease)
              SELECT DISTINCT ON (key) key, value, revision, create_revision, revision, version, 0
@@ -233,6 +351,9 @@ async fn a_read_of_the_current_revision_reads_no_history() {
         (&bounded, 1_000, 752),
         (&unbounded, 0, last),
         (&unbounded, 1_000, 501),
+        (&single, last - RECENT, k250_now),
+        (&bounded, last - RECENT, k250_now),
+        (&unbounded, last - RECENT, last - READ_TEST_KEYS),
     ];
     for (range, revision, expected) in cases {
         let request = RangeRequest {
@@ -288,6 +409,13 @@ async fn a_read_of_the_current_revision_reads_no_history() {
             assert!(
                 history_read > 0,
                 "a read of revision {revision} reads the history"
+            );
+        }
+        if revision >= last - RECENT {
+            // The changes since, by the history's index: never a scan.
+            assert!(
+                history_read <= 2 * RECENT,
+                "a read of revision {revision} as {range:?} read {history_read} history rows"
             );
         }
     }

@@ -4,6 +4,8 @@
 //! tables read after every batch and ranges read at past revisions with
 //! `KvStateMachine::read_range`.
 
+use std::collections::BTreeMap;
+
 use prost::Message as _;
 use raftgres::core::{Entry, EntryPayload, LogIndex, Term};
 use raftgres::mvcc::{Event, KeyValue, Revisions};
@@ -133,6 +135,37 @@ fn entries(sequence: &Sequence) -> Vec<Entry> {
         .collect()
 }
 
+/// Checks that every change of `history` (rows of `raftgres_kv_history`
+/// in (revision, sub) order) above the compaction point `compacted` points
+/// at the key's change before it when that was a put, and at 0 when the
+/// key had none or it was a delete: the pointers that compactions, reads
+/// at past revisions and watches follow. (At or below the point they are
+/// not read: a table made from a snapshot may hold 0 where the one it
+/// came from points at a change compacted away.)
+fn check_pointers(history: &[tokio_postgres::Row], compacted: i64) {
+    // key -> (revision of its latest change, whether a put)
+    let mut latest: BTreeMap<Vec<u8>, (i64, bool)> = BTreeMap::new();
+    for row in history {
+        let (revision, key): (i64, Vec<u8>) = (row.get(0), row.get(2));
+        let put = row.get::<_, Option<Vec<u8>>>(3).is_some();
+        let pointer: i64 = row.get(7);
+        let expected = match latest.get(&key) {
+            Some((previous, true)) => *previous,
+            _ => 0,
+        };
+        if revision > compacted {
+            assert_eq!(
+                pointer,
+                expected,
+                "the change of {} at revision {revision} points at revision {pointer}, \
+                 not at the put it replaced ({expected}; 0: none)",
+                String::from_utf8_lossy(&key)
+            );
+        }
+        latest.insert(key, (revision, put));
+    }
+}
+
 /// The KV tables as committed, with `applied_index`.
 pub(crate) async fn read_state(client: &tokio_postgres::Client, applied_index: u64) -> State {
     let revisions = client
@@ -165,12 +198,15 @@ pub(crate) async fn read_state(client: &tokio_postgres::Client, applied_index: u
         .collect();
     let history = client
         .query(
-            "SELECT revision, sub, key, value, create_revision, version, lease
+            "SELECT revision, sub, key, value, create_revision, version, lease, prev_revision
              FROM raftgres_kv_history ORDER BY revision, sub",
             &[],
         )
         .await
-        .expect("the KV history")
+        .expect("the KV history");
+    let compacted: i64 = revisions.get(1);
+    check_pointers(&history, compacted);
+    let history = history
         .iter()
         .map(|row| {
             let key: Vec<u8> = row.get(2);

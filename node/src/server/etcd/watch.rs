@@ -392,10 +392,11 @@ const SELECT_WINDOW: &str = "
         ON change.revision BETWEEN $3 AND $4
        AND change.key >= $1 AND ($2::bytea IS NULL OR change.key < $2)
     LEFT JOIN LATERAL (
-        SELECT earlier.* FROM raftgres_kv_history AS earlier
-        WHERE $5 AND earlier.key = change.key
-          AND (earlier.revision, earlier.sub) < (change.revision, change.sub)
-        ORDER BY earlier.revision DESC, earlier.sub DESC LIMIT 1) AS previous ON true
+        SELECT replaced.* FROM raftgres_kv_history AS replaced
+        WHERE $5 AND replaced.revision = change.prev_revision AND replaced.key = change.key
+          AND replaced.value IS NOT NULL
+          AND (replaced.revision, replaced.sub) < (change.revision, change.sub)
+        LIMIT 1) AS previous ON true
     ORDER BY change.revision, change.sub";
 
 fn wire_event(event: Event, previous: Option<KeyValue>) -> mvccpb::Event {

@@ -5,8 +5,8 @@
 //!   revision, version, lease, and `mod_index`, the log index of its last
 //!   change, which `raftgres.v1.Kv` answers);
 //! - `raftgres_kv_history`: every change at (revision, sub), a delete
-//!   without a value, until compacted: reads at past revisions and
-//!   watches replay it;
+//!   without a value, until compacted, each pointing at the version it
+//!   replaced: reads at past revisions and watches replay it;
 //! - `raftgres_kv_revision`: the store's revision and compaction point.
 //!
 //! A batch of commands is applied in three steps inside the apply
@@ -345,10 +345,11 @@ impl KvStateMachine {
         let ranks = sql::PutRanks::of(&keys);
         let rows = transaction
             .query_prepared(
-                "SELECT * FROM raftgres_kv_put_batch($1, $2, $3, $4, $5, $6)",
+                "SELECT * FROM raftgres_kv_put_batch($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     Type::BYTEA_ARRAY,
                     Type::BYTEA_ARRAY,
+                    Type::INT8_ARRAY,
                     Type::INT8_ARRAY,
                     Type::INT8_ARRAY,
                     Type::INT8_ARRAY,
@@ -360,6 +361,7 @@ impl KvStateMachine {
                     &indexes,
                     &ranks.ranks,
                     &ranks.firsts,
+                    &ranks.previous,
                     &ranks.lasts,
                 ],
             )
@@ -469,7 +471,7 @@ impl KvStateMachine {
                     &[&range.range.key, &rows_needed],
                 )
                 .await?
-        } else if end.is_some() {
+        } else if end.is_some() && range.revision <= 0 {
             client
                 .query_prepared(
                     sql::SELECT_RANGE_AT_BOUNDED,
@@ -480,7 +482,7 @@ impl KvStateMachine {
         } else {
             client
                 .query_typed(
-                    sql::select_range_at_unbounded(),
+                    sql::select_range_at_planned(end.is_some()),
                     &[
                         (&range.range.key, Type::BYTEA),
                         (&end, Type::BYTEA),
@@ -619,6 +621,12 @@ impl StateMachine for KvStateMachine {
         let (before, mut keyspace, mut mod_indexes) =
             Self::prefetch(transaction, &ranges, &leases, &revoked).await?;
         let mut revisions = before;
+        // Each key's latest put, for the history's pointers.
+        let mut latest_puts: BTreeMap<Vec<u8>, mvcc::Revision> = keyspace
+            .rows
+            .iter()
+            .map(|(key, kv)| (key.clone(), kv.mod_revision))
+            .collect();
         let mut events = Vec::new();
         let mut responses = Vec::with_capacity(decoded.len());
         for (index, command) in &decoded {
@@ -627,15 +635,21 @@ impl StateMachine for KvStateMachine {
                 continue;
             };
             let (outcome, changes) = mvcc::apply(&mut keyspace, &mut revisions, applied);
-            for change in &changes {
+            for change in changes {
                 mod_indexes.insert(change.key.clone(), *index);
+                let replaced = match &change.kv {
+                    Some(_) => latest_puts.insert(change.key.clone(), change.revision),
+                    None => latest_puts.remove(&change.key),
+                };
+                events.push((change, replaced.unwrap_or(0)));
             }
-            events.extend(changes);
             responses.push(command.result(outcome).encode_to_vec());
         }
         if revisions != before || !keyspace.changed_leases.is_empty() {
-            let changed: BTreeSet<&[u8]> =
-                events.iter().map(|event| event.key.as_slice()).collect();
+            let changed: BTreeSet<&[u8]> = events
+                .iter()
+                .map(|(event, _)| event.key.as_slice())
+                .collect();
             let rows = changed.into_iter().map(|key| {
                 let row = keyspace.rows.get(key);
                 (key, row.map(|kv| (kv, mod_indexes[key])))

@@ -310,5 +310,12 @@ pub(super) async fn import_page(
             )
             .await?;
     }
+    if page.last {
+        // Each change's pointer at the version it replaced (the snapshot
+        // carries the history without them).
+        transaction
+            .execute("SELECT raftgres_kv_link_history()", &[])
+            .await?;
+    }
     Ok(())
 }

@@ -6,11 +6,21 @@ use raftgres_storage_pg::Prepared;
 use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
-use crate::mvcc::{Event, KeyValue, Revisions, REVISION_INITIAL};
+use crate::mvcc::{Event, KeyValue, Revision, Revisions, REVISION_INITIAL};
 
 /// The tables. A database whose `raftgres_kv` predates revisions is
 /// refused while it holds rows (their revisions cannot be made up the same
 /// way on every replica) and replaced while it is empty.
+///
+/// A change in `raftgres_kv_history` names in `prev_revision` the revision
+/// of the key's change before it when that one was a put (the version the
+/// change replaced), and is 0 when the key had none or had been deleted.
+/// Of the changes above the compaction point every replica holds the same
+/// pointers; below it, where nothing reads them, a replica that imported
+/// a snapshot may hold 0 where another points at a change compacted away.
+/// Compacting finds the changes a newer one replaced through them, a read
+/// at a past revision the version a later change replaced, a watch the
+/// previous version of a changed key.
 pub(super) const SCHEMA: &str = "
     DO $$
     BEGIN
@@ -44,10 +54,32 @@ pub(super) const SCHEMA: &str = "
         create_revision bigint NOT NULL,
         version bigint NOT NULL,
         lease bigint NOT NULL,
+        prev_revision bigint NOT NULL DEFAULT 0,
         PRIMARY KEY (revision, sub)
     );
-    CREATE INDEX IF NOT EXISTS raftgres_kv_history_by_key
-        ON raftgres_kv_history (key, revision);
+    -- The history is found by revision only, and a change points at the
+    -- key's previous version, so that no index by key is kept up on every
+    -- write. A table from before the pointers is linked once and loses
+    -- that index; a snapshot's history is linked once imported.
+    ALTER TABLE raftgres_kv_history ADD COLUMN IF NOT EXISTS prev_revision bigint NOT NULL DEFAULT 0;
+    CREATE OR REPLACE FUNCTION raftgres_kv_link_history() RETURNS void AS $link$
+        UPDATE raftgres_kv_history AS change SET prev_revision = linked.previous
+        FROM (SELECT revision, sub,
+                     CASE WHEN lag(value IS NOT NULL, 1, false) OVER by_key
+                          THEN lag(revision) OVER by_key ELSE 0 END AS previous
+              FROM raftgres_kv_history
+              WINDOW by_key AS (PARTITION BY key ORDER BY revision, sub)) AS linked
+        WHERE change.revision = linked.revision AND change.sub = linked.sub
+          AND change.prev_revision <> linked.previous
+    $link$ LANGUAGE sql;
+    DO $$
+    BEGIN
+        IF EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema()
+                   AND indexname = 'raftgres_kv_history_by_key') THEN
+            PERFORM raftgres_kv_link_history();
+            DROP INDEX raftgres_kv_history_by_key;
+        END IF;
+    END $$;
     CREATE TABLE IF NOT EXISTS raftgres_kv_revision (
         one boolean PRIMARY KEY DEFAULT true CHECK (one),
         revision bigint NOT NULL,
@@ -67,12 +99,17 @@ pub(super) const SCHEMA: &str = "
 /// key's changes at or below it, all but the last, and that one too when
 /// it is a delete below it: as `MvccStore` compacts).
 pub(super) const WRITE_FUNCTION: &str = "
+    DROP FUNCTION IF EXISTS raftgres_kv_write(
+        bytea[], bytea[], bytea[], bigint[], bigint[], bigint[], bigint[], bigint[],
+        bigint[], bigint[], bytea[], bytea[], bigint[], bigint[], bigint[],
+        bigint, bigint, bigint, bigint[], bigint[], bigint[]);
     CREATE OR REPLACE FUNCTION raftgres_kv_write(
         deleted_keys bytea[],
         keys bytea[], kv_values bytea[], mod_indexes bigint[], create_revisions bigint[],
         mod_revisions bigint[], versions bigint[], leases bigint[],
         event_revisions bigint[], event_subs bigint[], event_keys bytea[], event_values bytea[],
         event_create_revisions bigint[], event_versions bigint[], event_leases bigint[],
+        event_prev_revisions bigint[],
         new_revision bigint, new_compact_revision bigint, old_compact_revision bigint,
         granted_leases bigint[], granted_ttls bigint[], revoked_leases bigint[])
     RETURNS void AS $$
@@ -89,29 +126,40 @@ pub(super) const WRITE_FUNCTION: &str = "
             create_revision = EXCLUDED.create_revision, mod_revision = EXCLUDED.mod_revision,
             version = EXCLUDED.version, lease = EXCLUDED.lease;
         INSERT INTO raftgres_kv_history
-            (revision, sub, key, value, create_revision, version, lease)
+            (revision, sub, key, value, create_revision, version, lease, prev_revision)
         SELECT * FROM unnest(event_revisions, event_subs, event_keys, event_values,
-                             event_create_revisions, event_versions, event_leases);
+                             event_create_revisions, event_versions, event_leases,
+                             event_prev_revisions);
         UPDATE raftgres_kv_revision
         SET revision = new_revision, compact_revision = new_compact_revision;
         IF new_compact_revision > old_compact_revision THEN
+            -- Every put replaced by a change at or below the new point: the
+            -- puts that the changes since the old point replaced (those the
+            -- older changes replaced are gone already)...
             DELETE FROM raftgres_kv_history AS old
-            WHERE old.revision <= new_compact_revision
-              AND ((old.value IS NULL AND old.revision < new_compact_revision) OR EXISTS (
-                  SELECT 1 FROM raftgres_kv_history AS newer
-                  WHERE newer.key = old.key AND newer.revision > old.revision
-                    AND newer.revision <= new_compact_revision));
+            USING raftgres_kv_history AS newer
+            WHERE newer.revision > old_compact_revision
+              AND newer.revision <= new_compact_revision AND newer.prev_revision > 0
+              AND old.revision = newer.prev_revision AND old.key = newer.key
+              AND old.value IS NOT NULL;
+            -- ...then the deletes below it (those below the old point are
+            -- gone already), which the first statement follows.
+            DELETE FROM raftgres_kv_history
+            WHERE revision >= old_compact_revision AND revision < new_compact_revision
+              AND value IS NULL;
         END IF;
     END
     $$ LANGUAGE plpgsql";
 
 /// How [`PUT_BATCH_FUNCTION`] sees a batch of puts of `keys` (in batch
 /// order): each put's rank among its key's puts (from 1), the (1-based)
-/// position of its key's first put, and whether it is its key's last.
+/// position of its key's first put and of its key's put before it (0 for
+/// the first), and whether it is its key's last.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct PutRanks {
     pub(super) ranks: Vec<i64>,
     pub(super) firsts: Vec<i64>,
+    pub(super) previous: Vec<i64>,
     pub(super) lasts: Vec<bool>,
 }
 
@@ -123,6 +171,7 @@ impl PutRanks {
         let mut ranks = PutRanks {
             ranks: Vec::with_capacity(keys.len()),
             firsts: Vec::with_capacity(keys.len()),
+            previous: Vec::with_capacity(keys.len()),
             lasts: vec![true; keys.len()],
         };
         for (slot, key) in keys.iter().enumerate() {
@@ -130,6 +179,9 @@ impl PutRanks {
             let entry = seen.entry(key).or_insert((0, position, slot));
             if entry.0 > 0 {
                 ranks.lasts[entry.2] = false;
+                ranks.previous.push(entry.2 as i64 + 1);
+            } else {
+                ranks.previous.push(0);
             }
             entry.0 += 1;
             entry.2 = slot;
@@ -150,7 +202,8 @@ pub(super) const SELECT_REVISIONS: &str =
 /// create revision (kept, or for a new key the revision of its first put
 /// in the batch, at `firsts`), its version plus `ranks` (1 for the key's
 /// first put in the batch, 2 for its second...), no lease, and a change
-/// in the history. The key's row is written once, from the put that is
+/// in the history that points at the version it replaced (the key's row,
+/// or its put at `previous` in the batch). The key's row is written once, from the put that is
 /// `lasts`. Answers the store's revisions before the batch on every row,
 /// and each put's key's row from before the batch (NULL when it had none),
 /// in batch order, from which the caller makes the answers. The caller
@@ -158,9 +211,11 @@ pub(super) const SELECT_REVISIONS: &str =
 /// cost 13 % more CPU per call for 64 distinct keys (`pgbench`).
 pub(super) const PUT_BATCH_FUNCTION: &str = "
     DROP FUNCTION IF EXISTS raftgres_kv_put_batch(bytea[], bytea[], bigint[]);
+    DROP FUNCTION IF EXISTS raftgres_kv_put_batch(
+        bytea[], bytea[], bigint[], bigint[], bigint[], boolean[]);
     CREATE OR REPLACE FUNCTION raftgres_kv_put_batch(
         keys bytea[], kv_values bytea[], mod_indexes bigint[], ranks bigint[],
-        firsts bigint[], lasts boolean[])
+        firsts bigint[], previous bigint[], lasts boolean[])
     RETURNS TABLE (revision_before bigint, compact_revision bigint, key bytea, value bytea,
                    create_revision bigint, mod_revision bigint, version bigint, lease bigint)
     AS $$
@@ -175,9 +230,10 @@ pub(super) const PUT_BATCH_FUNCTION: &str = "
         INTO before, compacted;
         RETURN QUERY
         WITH input AS (
-                 SELECT * FROM unnest(keys, kv_values, mod_indexes, ranks, firsts, lasts)
+                 SELECT * FROM unnest(keys, kv_values, mod_indexes, ranks, firsts, previous,
+                                      lasts)
                      WITH ORDINALITY
-                     AS batch(key, value, mod_index, rank, first, last, position)),
+                     AS batch(key, value, mod_index, rank, first, previous, last, position)),
              -- One index probe per key (at its first put). As a plain
              -- join, the plan the connection made on its first call, while
              -- the table was small, hashes the whole table on every later
@@ -191,7 +247,9 @@ pub(super) const PUT_BATCH_FUNCTION: &str = "
                         coalesce(prior.create_revision, before + input.first)
                             AS create_revision,
                         before + input.position AS mod_revision,
-                        coalesce(prior.version, 0) + input.rank AS version
+                        coalesce(prior.version, 0) + input.rank AS version,
+                        CASE WHEN input.rank = 1 THEN coalesce(prior.mod_revision, 0)
+                             ELSE before + input.previous END AS prev_revision
                  FROM input LEFT JOIN prior USING (key)),
              upsert AS (
                  INSERT INTO raftgres_kv
@@ -205,8 +263,9 @@ pub(super) const PUT_BATCH_FUNCTION: &str = "
                      lease = EXCLUDED.lease),
              history AS (
                  INSERT INTO raftgres_kv_history
-                     (revision, sub, key, value, create_revision, version, lease)
-                 SELECT mod_revision, 0, key, value, create_revision, version, 0 FROM written)
+                     (revision, sub, key, value, create_revision, version, lease, prev_revision)
+                 SELECT mod_revision, 0, key, value, create_revision, version, 0, prev_revision
+                 FROM written)
         SELECT before, compacted, prior.key, prior.value, prior.create_revision,
                prior.mod_revision, prior.version, prior.lease
         FROM input LEFT JOIN prior USING (key) ORDER BY input.position;
@@ -289,12 +348,12 @@ pub(super) fn key_value_at(row: &tokio_postgres::Row, first: usize) -> KeyValue 
 }
 
 /// Writes the final state of every key a batch changed (`None`: deleted),
-/// with the log index of its last change, the batch's events and the new
-/// revisions.
+/// with the log index of its last change, the batch's events (each with
+/// the revision of the put it replaced, 0 for none) and the new revisions.
 pub(super) async fn write<'a>(
     transaction: &Prepared<'_, Transaction<'_>>,
     rows: impl Iterator<Item = (&'a [u8], Option<(&'a KeyValue, u64)>)>,
-    events: &[Event],
+    events: &[(Event, Revision)],
     revisions: Revisions,
     before: Revisions,
     leases: &std::collections::BTreeMap<i64, Option<i64>>,
@@ -309,8 +368,8 @@ pub(super) async fn write<'a>(
         }
     }
     let mut history = EventColumns::default();
-    for event in events {
-        history.push(event);
+    for (event, replaced) in events {
+        history.push(event, *replaced);
     }
     // Every changed lease is deleted, and the granted ones inserted again.
     let changed_leases: Vec<i64> = leases.keys().copied().collect();
@@ -320,7 +379,7 @@ pub(super) async fn write<'a>(
         .unzip();
     transaction
         .query_prepared(
-            "SELECT raftgres_kv_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+            "SELECT raftgres_kv_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
             &[
                 Type::BYTEA_ARRAY,
                 Type::BYTEA_ARRAY,
@@ -334,6 +393,7 @@ pub(super) async fn write<'a>(
                 Type::INT8_ARRAY,
                 Type::BYTEA_ARRAY,
                 Type::BYTEA_ARRAY,
+                Type::INT8_ARRAY,
                 Type::INT8_ARRAY,
                 Type::INT8_ARRAY,
                 Type::INT8_ARRAY,
@@ -360,6 +420,7 @@ pub(super) async fn write<'a>(
                 &history.create_revisions,
                 &history.versions,
                 &history.leases,
+                &history.replaced,
                 &revisions.current,
                 &revisions.compacted,
                 &before.compacted,
@@ -404,10 +465,12 @@ struct EventColumns<'a> {
     create_revisions: Vec<i64>,
     versions: Vec<i64>,
     leases: Vec<i64>,
+    replaced: Vec<i64>,
 }
 
 impl<'a> EventColumns<'a> {
-    fn push(&mut self, event: &'a Event) {
+    fn push(&mut self, event: &'a Event, replaced: Revision) {
+        self.replaced.push(replaced);
         self.revisions.push(event.revision);
         self.subs.push(event.sub);
         self.keys.push(&event.key);
@@ -441,14 +504,24 @@ pub(super) const SELECT_CURRENT_KEY: &str = "
 pub(super) const SELECT_RANGE_AT_BOUNDED: &str =
     "SELECT * FROM raftgres_kv_range_at($1, $2, $3, $4)";
 
-/// A range read without an end: [`SELECT_RANGE_AT`] with its end
-/// conditions made into `$2::bytea IS NULL` (see [`with_range_end`]),
-/// sent as text and planned for each read: its plan made once (Postgres'
-/// generic plan) scanned and sorted the whole table where a plan for the
-/// read walks the index, 15.8 ms against 0.98 for a read of 11 keys.
-pub(super) fn select_range_at_unbounded() -> &'static str {
+/// A range read without an end, or at a past revision: [`SELECT_RANGE_AT`]
+/// with its end conditions made into `column < $2` (`bounded`) or
+/// `$2::bytea IS NULL` (see [`with_range_end`]), sent as text and planned
+/// for each read. A plan made once (Postgres' generic plan) scanned and
+/// sorted the whole table for a range without an end where a plan for the
+/// read walks the index (15.8 ms against 0.98 for a read of 11 keys), and
+/// scanned the whole history for a read at a past revision where a plan
+/// for the revision reads the changes made since by the history's index
+/// (0.4 ms against 100 for a key read 100 revisions back in a history of
+/// 1.6 million changes).
+pub(super) fn select_range_at_planned(bounded: bool) -> &'static str {
+    static BOUNDED: LazyLock<String> = LazyLock::new(|| with_range_end(SELECT_RANGE_AT, true));
     static UNBOUNDED: LazyLock<String> = LazyLock::new(|| with_range_end(SELECT_RANGE_AT, false));
-    &UNBOUNDED
+    if bounded {
+        &BOUNDED
+    } else {
+        &UNBOUNDED
+    }
 }
 
 /// `raftgres_kv_range_at(low, high, revision_at, rows_max)`: what
@@ -456,9 +529,9 @@ pub(super) fn select_range_at_unbounded() -> &'static str {
 /// made once per session (Postgres' generic plan, forced: left to choose,
 /// it planned every call afresh). Planning the statement was most of a
 /// read's cost: about 450 us of the server's CPU per single-key read as
-/// text, 93 us through this function (pgbench on a 10,000-key table). A
-/// range without an end is not read through it: its generic plan scanned
-/// the whole table where a custom plan walks the index.
+/// text, 93 us through this function (pgbench on a 10,000-key table).
+/// Only reads of the current revision are made through it (see
+/// [`select_range_at_planned`]).
 pub(super) fn range_at_function() -> String {
     let mut query = with_range_end(SELECT_RANGE_AT, true);
     for (parameter, name) in [
@@ -526,24 +599,37 @@ pub(super) const SELECT_RANGE_AT: &str = "
                revisions.revision, revisions.compact_revision,
                CASE WHEN $3::bigint <= 0 THEN revisions.revision ELSE $3::bigint END AS at
         FROM (SELECT revision, compact_revision FROM raftgres_kv_revision LIMIT 1) AS revisions),
+    -- The range at an earlier revision: each key changed since as its
+    -- first later change found it (the put that change replaced; none for
+    -- a key created or re-created by it), every other key as it is now.
+    -- `$3 > 0` says again what `state.at < state.revision` implies, but as
+    -- a condition on a parameter alone: the plan then skips the history
+    -- for a read of the current revision. Without it a plan once read
+    -- history before looking at the state, so a current read of a key cost
+    -- a scan of its whole history.
+    later AS (
+        SELECT DISTINCT ON (change.key) change.key, change.prev_revision
+        FROM raftgres_kv_history AS change, state
+        WHERE $3::bigint > 0
+          AND state.at < state.revision AND state.at >= state.compact_revision
+          -- (`state.at` is $3 here: as a parameter, a plan made for the
+          -- read reads the changes since by the index.)
+          AND change.revision > $3::bigint
+          AND change.key >= $1 AND ($2::bytea IS NULL OR change.key < $2)
+        ORDER BY change.key, change.revision, change.sub),
     past AS (
-        SELECT latest.* FROM (
-            SELECT DISTINCT ON (history.key) history.key, history.value,
-                   history.create_revision, history.revision AS mod_revision,
-                   history.version, history.lease
-            FROM raftgres_kv_history AS history, state
-            -- `$3 > 0` says again what `state.at < state.revision` implies,
-            -- but as a condition on a parameter alone: the plan then skips
-            -- the history for a read of the current revision. Without it the
-            -- plan read every change the range ever had before looking at
-            -- the state, so a current read of a key cost a scan of its whole
-            -- history.
-            WHERE $3::bigint > 0
-              AND state.at < state.revision AND state.at >= state.compact_revision
-              AND history.key >= $1 AND ($2::bytea IS NULL OR history.key < $2)
-              AND history.revision <= state.at
-            ORDER BY history.key, history.revision DESC, history.sub DESC) AS latest
-        WHERE latest.value IS NOT NULL),
+        SELECT replaced.key, replaced.value, replaced.create_revision,
+               replaced.revision AS mod_revision, replaced.version, replaced.lease
+        FROM later JOIN raftgres_kv_history AS replaced
+            ON replaced.revision = later.prev_revision AND replaced.key = later.key
+        WHERE replaced.value IS NOT NULL
+        UNION ALL
+        SELECT kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease
+        FROM raftgres_kv AS kv, state
+        WHERE $3::bigint > 0
+          AND state.at < state.revision AND state.at >= state.compact_revision
+          AND kv.mod_revision <= state.at
+          AND kv.key >= $1 AND ($2::bytea IS NULL OR kv.key < $2)),
     found AS (
         (SELECT kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease
          FROM raftgres_kv AS kv, state
@@ -569,22 +655,23 @@ mod tests {
     #[test]
     fn the_range_statements_have_their_end_conditions_made_for_a_generic_plan() {
         let conditions = SELECT_RANGE_AT.matches("($2::bytea IS NULL OR ").count();
-        assert_eq!(conditions, 3, "the range statement's end conditions");
+        assert_eq!(conditions, 4, "the range statement's end conditions");
         let bounded = with_range_end(SELECT_RANGE_AT, true);
-        let unbounded = select_range_at_unbounded();
+        let unbounded = select_range_at_planned(false);
+        assert_eq!(select_range_at_planned(true), bounded);
         for statement in [bounded.as_str(), unbounded] {
             assert!(!statement.contains("IS NULL OR"), "{statement}");
         }
-        for column in ["history.key", "kv.key", "key"] {
+        for column in ["change.key", "kv.key", "key"] {
             assert!(bounded.contains(&format!("AND {column} < $2")), "{column}");
         }
-        assert_eq!(unbounded.matches("AND $2::bytea IS NULL").count(), 3);
+        assert_eq!(unbounded.matches("AND $2::bytea IS NULL").count(), 4);
         let function = range_at_function();
         assert!(
             !function.contains("$1") && !function.contains("$4"),
             "{function}"
         );
-        assert!(function.contains("AND history.key < high"), "{function}");
+        assert!(function.contains("AND change.key < high"), "{function}");
         assert!(SELECT_RANGE_AT_BOUNDED.contains("raftgres_kv_range_at"));
     }
 
@@ -596,6 +683,7 @@ mod tests {
             PutRanks {
                 ranks: vec![1, 1, 2, 1, 3, 2],
                 firsts: vec![1, 2, 1, 4, 1, 2],
+                previous: vec![0, 0, 1, 0, 3, 2],
                 lasts: vec![false, false, false, true, true, true],
             }
         );
