@@ -127,12 +127,12 @@ async fn kv_tables() -> (TestDatabase, tokio_postgres::Client) {
 const ROWS_GROWN: i64 = 20_000;
 
 /// Proves that each per-batch KV function reads only the keys it is given
-/// (and a compaction only the history it drops) once the tables have grown, on a connection that first ran it while the
-/// table was empty, as an applier's does on a new node. Postgres keeps a
-/// function's plans for the connection's life; a plan that chose to scan
-/// the whole small table kept scanning it when it held the cluster's keys
-/// (a put batch hashed every row of the table: a seventh of a loaded
-/// cluster's CPU).
+/// (and a compaction only the history it drops) once the tables have
+/// grown, on a connection that first ran it while they were empty, as an
+/// applier's does on a new node. Postgres keeps a function's plans for the
+/// connection's life; a plan that chose to scan the whole small table kept
+/// scanning it when it held the cluster's keys (a put batch hashed every
+/// row of the table: a seventh of a loaded cluster's CPU).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_batch_statements_probe_the_index_after_the_table_grew() {
     let (_database, mut client) = kv_tables().await;

@@ -203,12 +203,13 @@ pub(super) const SELECT_REVISIONS: &str =
 /// in the batch, at `firsts`), its version plus `ranks` (1 for the key's
 /// first put in the batch, 2 for its second...), no lease, and a change
 /// in the history that points at the version it replaced (the key's row,
-/// or its put at `previous` in the batch). The key's row is written once, from the put that is
-/// `lasts`. Answers the store's revisions before the batch on every row,
-/// and each put's key's row from before the batch (NULL when it had none),
-/// in batch order, from which the caller makes the answers. The caller
-/// ranks the puts ([`PutRanks`]): a window over the keys in the statement
-/// cost 13 % more CPU per call for 64 distinct keys (`pgbench`).
+/// or its put at `previous` in the batch). The key's row is written once,
+/// from the put that is `lasts`. Answers the store's revisions before the
+/// batch on every row, and each put's key's row from before the batch
+/// (NULL when it had none), in batch order, from which the caller makes
+/// the answers. The caller ranks the puts ([`PutRanks`]): a window over
+/// the keys in the statement cost 13 % more CPU per call for 64 distinct
+/// keys (`pgbench`).
 pub(super) const PUT_BATCH_FUNCTION: &str = "
     DROP FUNCTION IF EXISTS raftgres_kv_put_batch(bytea[], bytea[], bigint[]);
     DROP FUNCTION IF EXISTS raftgres_kv_put_batch(
