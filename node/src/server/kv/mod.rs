@@ -236,14 +236,14 @@ impl Keyspace for Prefetched {
 }
 
 impl KvStateMachine {
-    /// Reads the revisions and the current rows of `ranges`, in one round
-    /// trip.
+    /// Reads the revisions and the current rows of `ranges` with each
+    /// key's [`KeyMark`], in one round trip.
     async fn prefetch(
         transaction: &Prepared<'_, Transaction<'_>>,
         ranges: &BTreeSet<KeyRange>,
         leases: &BTreeSet<i64>,
         revoked: &[i64],
-    ) -> Result<(Revisions, Prefetched, BTreeMap<Vec<u8>, u64>), tokio_postgres::Error> {
+    ) -> Result<(Revisions, Prefetched, BTreeMap<Vec<u8>, KeyMark>), tokio_postgres::Error> {
         let mut lows: Vec<&[u8]> = Vec::new();
         let mut highs: Vec<Vec<u8>> = Vec::new();
         let mut unbounded_from: Option<&[u8]> = None;
@@ -281,7 +281,7 @@ impl KvStateMachine {
             leases: leases.iter().map(|id| (*id, None)).collect(),
             changed_leases: BTreeMap::new(),
         };
-        let mut mod_indexes = BTreeMap::new();
+        let mut marks = BTreeMap::new();
         for row in &rows {
             match row.get::<_, i16>(0) {
                 0 => {
@@ -292,7 +292,11 @@ impl KvStateMachine {
                 }
                 1 => {
                     let kv = sql::key_value_at(row, 1);
-                    mod_indexes.insert(kv.key.clone(), row.get::<_, i64>(7) as u64);
+                    let mark = KeyMark {
+                        mod_index: row.get::<_, i64>(7) as u64,
+                        latest_put: kv.mod_revision,
+                    };
+                    marks.insert(kv.key.clone(), mark);
                     prefetched.rows.insert(kv.key.clone(), kv);
                 }
                 _ => {
@@ -301,8 +305,18 @@ impl KvStateMachine {
             }
         }
         let revisions = revisions.expect("raftgres_kv_revision holds its row (created by migrate)");
-        Ok((revisions, prefetched, mod_indexes))
+        Ok((revisions, prefetched, marks))
     }
+}
+
+/// What an apply keeps of each key it may change besides its row: the log
+/// index of its last change (`raftgres_kv.mod_index`) and the revision of
+/// its latest put while it exists (0 otherwise), which its next change
+/// replaces (the history's `prev_revision`).
+#[derive(Clone, Copy, Debug, Default)]
+struct KeyMark {
+    mod_index: u64,
+    latest_put: mvcc::Revision,
 }
 
 /// The puts of a batch that is nothing but plain puts (no lease, keeping
@@ -618,15 +632,9 @@ impl StateMachine for KvStateMachine {
                 _ => None,
             })
             .collect();
-        let (before, mut keyspace, mut mod_indexes) =
+        let (before, mut keyspace, mut marks) =
             Self::prefetch(transaction, &ranges, &leases, &revoked).await?;
         let mut revisions = before;
-        // Each key's latest put, for the history's pointers.
-        let mut latest_puts: BTreeMap<Vec<u8>, mvcc::Revision> = keyspace
-            .rows
-            .iter()
-            .map(|(key, kv)| (key.clone(), kv.mod_revision))
-            .collect();
         let mut events = Vec::new();
         let mut responses = Vec::with_capacity(decoded.len());
         for (index, command) in &decoded {
@@ -636,12 +644,15 @@ impl StateMachine for KvStateMachine {
             };
             let (outcome, changes) = mvcc::apply(&mut keyspace, &mut revisions, applied);
             for change in changes {
-                mod_indexes.insert(change.key.clone(), *index);
-                let replaced = match &change.kv {
-                    Some(_) => latest_puts.insert(change.key.clone(), change.revision),
-                    None => latest_puts.remove(&change.key),
+                let mark = marks.entry(change.key.clone()).or_default();
+                mark.mod_index = *index;
+                let latest_put = if change.kv.is_some() {
+                    change.revision
+                } else {
+                    0
                 };
-                events.push((change, replaced.unwrap_or(0)));
+                let replaced = std::mem::replace(&mut mark.latest_put, latest_put);
+                events.push((change, replaced));
             }
             responses.push(command.result(outcome).encode_to_vec());
         }
@@ -652,7 +663,7 @@ impl StateMachine for KvStateMachine {
                 .collect();
             let rows = changed.into_iter().map(|key| {
                 let row = keyspace.rows.get(key);
-                (key, row.map(|kv| (kv, mod_indexes[key])))
+                (key, row.map(|kv| (kv, marks[key].mod_index)))
             });
             let leases = &keyspace.changed_leases;
             sql::write(transaction, rows, &events, revisions, before, leases).await?;
