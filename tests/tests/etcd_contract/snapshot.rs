@@ -27,8 +27,10 @@ pub(crate) struct Pages {
 /// Exports `source`'s state in pages inside one REPEATABLE READ
 /// transaction, checks every page and tampered ones with `validate_page`,
 /// imports the pages into a fresh database (twice: the second import
-/// replaces what the first left), and returns the imported tables, which
-/// must equal `source`'s.
+/// replaces what the first left; then a third time without the history's
+/// pointers, as a version before them exported it), and returns the
+/// imported tables, which must equal `source`'s (`read_state` checks the
+/// pointers).
 pub(crate) async fn round_trip(source: &TestDatabase, what: &str) -> (State, Pages) {
     let mut source_client = source.client().await.expect("a client");
     let exported = read_state(&source_client, 0).await;
@@ -40,8 +42,13 @@ pub(crate) async fn round_trip(source: &TestDatabase, what: &str) -> (State, Pag
         .migrate(&target_client)
         .await
         .expect("the KV tables");
-    for attempt in ["into the fresh database", "over the imported state"] {
-        import(&mut target_client, &pages).await;
+    let unlinked = without_pointers(&pages);
+    for (attempt, pages) in [
+        ("into the fresh database", &pages),
+        ("over the imported state", &pages),
+        ("without the history's pointers", &unlinked),
+    ] {
+        import(&mut target_client, pages).await;
         let imported = read_state(&target_client, 0).await;
         assert_eq!(
             exported, imported,
@@ -50,6 +57,20 @@ pub(crate) async fn round_trip(source: &TestDatabase, what: &str) -> (State, Pag
     }
     check_tampered_import(&mut target_client, &pages, &exported, what).await;
     (exported, cut)
+}
+
+/// `pages` with no change naming the put it replaced.
+fn without_pointers(pages: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    pages
+        .iter()
+        .map(|data| {
+            let mut page = wire::KvSnapshotPage::decode(data.as_slice()).expect("a KvSnapshotPage");
+            for change in &mut page.history {
+                change.prev_revision = None;
+            }
+            page.encode_to_vec()
+        })
+        .collect()
 }
 
 async fn export(client: &mut tokio_postgres::Client) -> Vec<Vec<u8>> {
@@ -102,6 +123,11 @@ fn check_pages(pages: &[Vec<u8>], what: &str) -> Pages {
             reversed.rows.reverse();
             tampered.push(("rows", reversed.encode_to_vec()));
         }
+        if let Some(change) = page.history.first() {
+            let mut pointing_ahead = page.clone();
+            pointing_ahead.history[0].prev_revision = Some(change.revision + 1);
+            tampered.push(("pointer", pointing_ahead.encode_to_vec()));
+        }
         if page.history.len() > 1 {
             let mut reversed = page;
             reversed.history.reverse();
@@ -109,14 +135,15 @@ fn check_pages(pages: &[Vec<u8>], what: &str) -> Pages {
         }
     }
     assert!(
-        tampered.iter().any(|(part, _)| *part == "rows")
-            && tampered.iter().any(|(part, _)| *part == "history"),
+        ["rows", "history", "pointer"]
+            .iter()
+            .all(|wanted| tampered.iter().any(|(part, _)| part == wanted)),
         "{what}: no page holds two rows and none two changes: {cut:?}"
     );
     for (part, data) in &tampered {
         assert!(
             KvStateMachine.validate_page(data).is_err(),
-            "{what}: a page with its {part} out of order is accepted"
+            "{what}: a page with its {part} out of order (a pointer: ahead of its change) is accepted"
         );
     }
     cut

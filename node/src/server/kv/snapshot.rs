@@ -110,7 +110,8 @@ pub(super) async fn export_page(
                 let (revision, sub) = after_position.unwrap_or((0, -1));
                 let rows = transaction
                     .query(
-                        "SELECT revision, sub, key, value, create_revision, version, lease
+                        "SELECT revision, sub, key, value, create_revision, version, lease,
+                                prev_revision
                          FROM raftgres_kv_history WHERE (revision, sub) > ($1, $2)
                          ORDER BY revision, sub LIMIT $3",
                         &[&revision, &sub, &ROWS_PER_FETCH],
@@ -126,6 +127,7 @@ pub(super) async fn export_page(
                         create_revision: row.get(4),
                         version: row.get(5),
                         lease: row.get(6),
+                        prev_revision: Some(row.get(7)),
                     };
                     let size = change.key.len()
                         + change.value.as_ref().map_or(0, Vec::len)
@@ -221,6 +223,15 @@ pub(super) fn validate_page(data: &[u8]) -> Result<(), String> {
                 "the KV snapshot's history is not in (revision, sub) order of non-empty keys at {position:?}"
             ));
         }
+        if change
+            .prev_revision
+            .is_some_and(|replaced| replaced < 0 || replaced > change.revision)
+        {
+            return Err(format!(
+                "the KV snapshot's change at {position:?} replaced a put at revision {:?}",
+                change.prev_revision
+            ));
+        }
         previous = Some(position);
     }
     Ok(())
@@ -296,8 +307,8 @@ pub(super) async fn import_page(
         transaction
             .query_typed(
                 "INSERT INTO raftgres_kv_history
-                     (revision, sub, key, value, create_revision, version, lease)
-                 SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7)",
+                     (revision, sub, key, value, create_revision, version, lease, prev_revision)
+                 SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8)",
                 &[
                     (&column(|change| change.revision), Type::INT8_ARRAY),
                     (&column(|change| change.sub), Type::INT8_ARRAY),
@@ -306,13 +317,17 @@ pub(super) async fn import_page(
                     (&column(|change| change.create_revision), Type::INT8_ARRAY),
                     (&column(|change| change.version), Type::INT8_ARRAY),
                     (&column(|change| change.lease), Type::INT8_ARRAY),
+                    // Not carried (an older exporter): left for the link.
+                    (
+                        &column(|change| change.prev_revision.unwrap_or(super::sql::UNLINKED)),
+                        Type::INT8_ARRAY,
+                    ),
                 ],
             )
             .await?;
     }
     if page.last {
-        // Each change's pointer at the version it replaced (the snapshot
-        // carries the history without them).
+        // The pointers a snapshot from an older version did not carry.
         transaction
             .execute("SELECT raftgres_kv_link_history()", &[])
             .await?;

@@ -20,7 +20,8 @@ use crate::mvcc::{Event, KeyValue, Revision, Revisions, REVISION_INITIAL};
 /// a snapshot may hold 0 where another points at a change compacted away.
 /// Compacting finds the changes a newer one replaced through them, a read
 /// at a past revision the version a later change replaced, a watch the
-/// previous version of a changed key.
+/// previous version of a changed key. [`UNLINKED`] marks a change whose
+/// pointer is still to be worked out (`raftgres_kv_link_history()`).
 pub(super) const SCHEMA: &str = "
     DO $$
     BEGIN
@@ -54,15 +55,20 @@ pub(super) const SCHEMA: &str = "
         create_revision bigint NOT NULL,
         version bigint NOT NULL,
         lease bigint NOT NULL,
-        prev_revision bigint NOT NULL DEFAULT 0,
+        prev_revision bigint NOT NULL DEFAULT -1,
         PRIMARY KEY (revision, sub)
     );
     -- The history is found by revision only, and a change points at the
     -- key's previous version, so that no index by key is kept up on every
     -- write. A table from before the pointers is linked once and loses
-    -- that index; a snapshot's history is linked once imported.
-    ALTER TABLE raftgres_kv_history ADD COLUMN IF NOT EXISTS prev_revision bigint NOT NULL DEFAULT 0;
+    -- that index, as is the history of a snapshot from a version before
+    -- them; the changes still to link hold -1.
+    ALTER TABLE raftgres_kv_history ADD COLUMN IF NOT EXISTS prev_revision bigint NOT NULL DEFAULT -1;
     CREATE OR REPLACE FUNCTION raftgres_kv_link_history() RETURNS void AS $link$
+    BEGIN
+        IF NOT EXISTS (SELECT 1 FROM raftgres_kv_history WHERE prev_revision < 0) THEN
+            RETURN;
+        END IF;
         UPDATE raftgres_kv_history AS change SET prev_revision = linked.previous
         FROM (SELECT revision, sub,
                      CASE WHEN lag(value IS NOT NULL, 1, false) OVER by_key
@@ -70,8 +76,9 @@ pub(super) const SCHEMA: &str = "
               FROM raftgres_kv_history
               WINDOW by_key AS (PARTITION BY key ORDER BY revision, sub)) AS linked
         WHERE change.revision = linked.revision AND change.sub = linked.sub
-          AND change.prev_revision <> linked.previous
-    $link$ LANGUAGE sql;
+          AND change.prev_revision < 0;
+    END
+    $link$ LANGUAGE plpgsql;
     DO $$
     BEGIN
         IF EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema()
@@ -191,6 +198,9 @@ impl PutRanks {
         ranks
     }
 }
+
+/// `prev_revision` of a change whose pointer is still to be worked out.
+pub(super) const UNLINKED: i64 = -1;
 
 pub(super) const SELECT_REVISIONS: &str =
     "SELECT revision, compact_revision FROM raftgres_kv_revision";
