@@ -176,13 +176,14 @@ async fn compare_on(cluster: &mut DevCluster, options: &CompareOptions) -> anyho
     let postgres_ceiling = if options.ceiling_seconds > 0.0 {
         eprintln!("measuring the raw Postgres ceiling on node {leader}'s instance");
         let conninfo = cluster.postgres(leader).conninfo();
-        crate::postgres_ceiling::measure(
-            &conninfo,
-            &[1, 16, 256],
-            options.ceiling_seconds,
-            options.workload.value_bytes,
-        )
-        .await?
+        let target = crate::postgres_ceiling::CeilingTarget {
+            conninfo: &conninfo,
+            data_dir: Some(cluster.postgres(leader).data_dir()),
+            value_bytes: options.workload.value_bytes,
+            keys: options.workload.keys,
+        };
+        crate::postgres_ceiling::measure(&target, &[1, 16, 64, 256], options.ceiling_seconds)
+            .await?
     } else {
         Vec::new()
     };

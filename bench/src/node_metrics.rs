@@ -77,6 +77,8 @@ pub struct NodeActivity {
     pub applied_with_write_entries: f64,
     /// Entries appended in the point.
     pub appended_entries: f64,
+    /// Entries committed in the point (`raftgres_commit_index` moved).
+    pub committed_entries: f64,
 }
 
 impl NodeActivity {
@@ -125,6 +127,7 @@ pub fn activity(node_id: u64, leader: bool, before: &Samples, after: &Samples) -
         apply_batches,
         applied_with_write_entries: delta("raftgres_applied_with_write_entries_total"),
         appended_entries,
+        committed_entries: delta("raftgres_commit_index"),
     }
 }
 
@@ -132,8 +135,8 @@ pub fn activity(node_id: u64, leader: bool, before: &Samples, after: &Samples) -
 mod tests {
     use super::*;
 
-    const BEFORE: &str = "# HELP raftgres_term Current Raft term.\n# TYPE raftgres_term gauge\nraftgres_term 2\nraftgres_append_batch_entries_bucket{le=\"4\"} 1\nraftgres_append_batch_entries_sum 10\nraftgres_append_batch_entries_count 5\nraftgres_storage_write_seconds_sum 0.01\nraftgres_storage_write_seconds_count 5\n";
-    const AFTER: &str = "raftgres_term 2\nraftgres_append_batch_entries_sum 410\nraftgres_append_batch_entries_count 25\nraftgres_storage_write_seconds_sum 0.07\nraftgres_storage_write_seconds_count 25\nraftgres_apply_seconds_sum 0.5\nraftgres_apply_seconds_count 100\nraftgres_applied_with_write_entries_total 300\n";
+    const BEFORE: &str = "# HELP raftgres_term Current Raft term.\n# TYPE raftgres_term gauge\nraftgres_term 2\nraftgres_append_batch_entries_bucket{le=\"4\"} 1\nraftgres_append_batch_entries_sum 10\nraftgres_append_batch_entries_count 5\nraftgres_storage_write_seconds_sum 0.01\nraftgres_storage_write_seconds_count 5\nraftgres_commit_index 70\n";
+    const AFTER: &str = "raftgres_term 2\nraftgres_append_batch_entries_sum 410\nraftgres_append_batch_entries_count 25\nraftgres_storage_write_seconds_sum 0.07\nraftgres_storage_write_seconds_count 25\nraftgres_apply_seconds_sum 0.5\nraftgres_apply_seconds_count 100\nraftgres_applied_with_write_entries_total 300\nraftgres_commit_index 470\n";
 
     #[test]
     fn deltas_give_entries_per_transaction_and_mean_times() {
@@ -148,6 +151,7 @@ mod tests {
         // 400 entries in 20 log writes and 100 applies of their own.
         assert!((activity.entries_per_postgres_transaction() - 400.0 / 120.0).abs() < 1e-9);
         assert!((activity.applied_with_write_percent() - 75.0).abs() < 1e-9);
+        assert_eq!(activity.committed_entries, 400.0);
         // Nothing happened: zeros, not NaN.
         let idle = super::activity(1, false, &before, &before);
         assert_eq!(idle.entries_per_transaction, 0.0);

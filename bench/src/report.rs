@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::compare::PointKind;
 use crate::node_metrics::NodeActivity;
-use crate::postgres_ceiling::CeilingPoint;
+use crate::postgres_ceiling::{nearest, CeilingPoint, Shape};
 use crate::target::{Cluster, ReadMode, System};
 use crate::workload::{RunResult, Workload};
 
@@ -246,7 +246,7 @@ pub fn results_table(report: &Report) -> String {
 /// Where the time and CPU went, per point.
 pub fn activity_table(report: &Report) -> String {
     let mut table = String::from(
-        "| clients | workload | entries/txn leader | entries/txn followers | entries per Postgres txn (leader) | applied in the log write % (leader) | log write ms leader | log write ms followers | apply ms per batch (leader) | leader log writer busy % | leader applier busy % | CPU s raftgres nodes | CPU s their Postgres | CPU s etcd | CPU us/op raftgres (with Postgres) | CPU us/op etcd |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| clients | workload | entries/txn leader | entries/txn followers | entries per Postgres txn (leader) | applied in the log write % (leader) | log write ms leader | log write ms followers | apply ms per batch (leader) | leader log writer busy % | leader applier busy % | committed entries/s | of the log-row ceiling % | CPU s raftgres nodes | CPU s their Postgres | CPU s etcd | CPU us/op raftgres (with Postgres) | CPU us/op etcd | Postgres CPU us/op: raftgres / 3 x the write ceiling |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for (raftgres, etcd) in report.pairs() {
         let leader = raftgres.nodes.iter().find(|node| node.leader);
@@ -259,9 +259,12 @@ pub fn activity_table(report: &Report) -> String {
                 followers.iter().map(|node| value(node)).sum::<f64>() / followers.len() as f64
             }
         };
+        let committed_per_second = leader.map_or(0.0, |node| {
+            node.committed_entries / run_seconds(raftgres).max(f64::MIN_POSITIVE)
+        });
         writeln!(
             table,
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} |",
             raftgres.clients,
             raftgres.row_label(),
             leader.map_or(0.0, |node| node.entries_per_transaction),
@@ -273,22 +276,77 @@ pub fn activity_table(report: &Report) -> String {
             leader.map_or(0.0, |node| node.apply_ms_mean),
             leader.map_or(0.0, |node| busy_percent(node.log_write_transactions, node.storage_write_ms_mean, raftgres)),
             leader.map_or(0.0, |node| busy_percent(node.apply_batches, node.apply_ms_mean, raftgres)),
+            committed_per_second,
+            log_row_ceiling(report).map_or("-".to_string(), |ceiling| {
+                format!("{:.1}", committed_per_second / ceiling * 100.0)
+            }),
             raftgres.server_cpu_seconds,
             raftgres.postgres_cpu_seconds.unwrap_or(0.0),
             etcd.server_cpu_seconds,
             raftgres.cpu_us_per_operation(),
-            etcd.cpu_us_per_operation()
+            etcd.cpu_us_per_operation(),
+            postgres_against_write_ceiling(report, raftgres)
         )
         .unwrap();
     }
     table
 }
 
+/// Seconds a point ran, warm-up included (as the metric deltas and the
+/// CPU times are).
+fn run_seconds(point: &PointResult) -> f64 {
+    point.run.measured_seconds + point.warmup_seconds
+}
+
+/// The most log rows per second Postgres committed in the ceiling run.
+fn log_row_ceiling(report: &Report) -> Option<f64> {
+    report
+        .postgres_ceiling
+        .iter()
+        .filter(|point| point.shape == Shape::LogRows)
+        .map(|point| point.rows_per_second)
+        .max_by(f64::total_cmp)
+        .filter(|rows| *rows > 0.0)
+}
+
+/// For a write point: raftgres' Postgres CPU per write (all three
+/// instances, the whole run) against three times the write ceiling's
+/// Postgres CPU per write at the batch size nearest the leader's entries
+/// per Postgres transaction: what the three instances would spend on the
+/// rows alone. "-" for points with reads or without the figures.
+fn postgres_against_write_ceiling(report: &Report, point: &PointResult) -> String {
+    let leader = point.nodes.iter().find(|node| node.leader);
+    let (Some(postgres_seconds), Some(leader), 0) =
+        (point.postgres_cpu_seconds, leader, point.read_percent)
+    else {
+        return "-".into();
+    };
+    let ceiling = nearest(
+        &report.postgres_ceiling,
+        Shape::Writes,
+        leader.entries_per_postgres_transaction(),
+    )
+    .and_then(|ceiling| {
+        Some((
+            ceiling.rows_per_transaction,
+            ceiling.postgres_cpu_us_per_row?,
+        ))
+    });
+    match ceiling {
+        Some((rows, cpu)) if point.run.operations_total > 0 => format!(
+            "{:.0} / {:.0} (at {rows} per txn)",
+            postgres_seconds * 1e6 / point.run.operations_total as f64,
+            3.0 * cpu
+        ),
+        _ => "-".into(),
+    }
+}
+
 /// Share of the run (warm-up included, as the metric deltas are) that a
 /// one-at-a-time stage spent working: `count` operations of `mean_ms` each.
 /// Near 100 % the stage is the bottleneck.
 fn busy_percent(count: f64, mean_ms: f64, point: &PointResult) -> f64 {
-    let run_seconds = point.run.measured_seconds + point.warmup_seconds;
+    let run_seconds = run_seconds(point);
     if run_seconds > 0.0 {
         count * mean_ms / 1000.0 / run_seconds * 100.0
     } else {
@@ -318,13 +376,19 @@ pub fn process_table(report: &Report) -> String {
 /// The raw Postgres ceiling table.
 pub fn ceiling_table(report: &Report) -> String {
     let mut table = String::from(
-        "| rows per INSERT transaction | transactions/s | rows/s |\n|---:|---:|---:|\n",
+        "| rows | rows (writes) per transaction | transactions/s | rows (writes)/s | Postgres CPU us per row (write) |\n|---|---:|---:|---:|---:|\n",
     );
     for point in &report.postgres_ceiling {
         writeln!(
             table,
-            "| {} | {:.0} | {:.0} |",
-            point.rows_per_transaction, point.transactions_per_second, point.rows_per_second
+            "| {} | {} | {:.0} | {:.0} | {} |",
+            point.shape.label(),
+            point.rows_per_transaction,
+            point.transactions_per_second,
+            point.rows_per_second,
+            point
+                .postgres_cpu_us_per_row
+                .map_or("-".to_string(), |cpu| format!("{cpu:.1}"))
         )
         .unwrap();
     }
@@ -480,16 +544,24 @@ next log write's transaction; only when no write waits do they get one of their 
 `raftgres_storage_write_seconds` (with the applies it carries), apply is `raftgres_apply_seconds` \
 (applies of their own); busy % is transactions (or apply batches) times their mean time over the \
 run: the leader writes one log batch and applies one batch at a time, so a stage near 100 % caps \
-throughput; CPU from /proc over the whole run, warm-up \
-included, and per operation of the whole run; Postgres counted as the postmaster and all its children):\n\n",
+throughput; committed entries/s is the leader's `raftgres_commit_index` over the run, set against \
+the most log rows per second Postgres committed in the ceiling run below; CPU from /proc over the \
+whole run, warm-up included, and per operation of the whole run; Postgres counted as the postmaster \
+and all its children; the last column sets the three Postgres instances' CPU per write against three \
+times the write ceiling's (below) at the batch size nearest the leader's entries per Postgres txn: \
+what the rows alone would cost them):\n\n",
     );
     section.push_str(&activity_table(report));
     section.push_str("\nProcesses over the whole sweep (peak RSS is `VmHWM`; for Postgres it is not shown because every backend counts the shared buffers again):\n\n");
     section.push_str(&process_table(report));
     section.push_str(
-        "\nRaw Postgres ceiling: BEGIN, one multi-row `INSERT ... VALUES` of rows shaped like log \
-entries (same value size), COMMIT, on the raftgres leader's Postgres instance with a throwaway \
-table, before the sweep (the idea of the baseline in `bench/examples/append_bench.rs`):\n\n",
+        "\nRaw Postgres ceiling, on the raftgres leader's Postgres instance with throwaway tables, \
+before the sweep, one client: log rows are BEGIN, one multi-row `INSERT ... VALUES` of rows \
+shaped like log entries (same value size), COMMIT (the idea of the baseline in \
+`bench/examples/append_bench.rs`); writes are what a plain put asks of each node's Postgres at \
+the least: BEGIN, the batch's log rows, its history rows, the upsert of its keys' current rows \
+(as many keys as the workload's, distinct within a transaction), COMMIT; Postgres CPU is the \
+instance's server processes' over each batch size:\n\n",
     );
     section.push_str(&ceiling_table(report));
     section
@@ -615,12 +687,102 @@ mod tests {
                     rss_kib_peak: Some(40_960),
                 },
             ],
-            postgres_ceiling: vec![CeilingPoint {
-                rows_per_transaction: 256,
-                transactions_per_second: 300.0,
-                rows_per_second: 76_800.0,
-            }],
+            postgres_ceiling: vec![
+                CeilingPoint {
+                    shape: Shape::LogRows,
+                    rows_per_transaction: 256,
+                    transactions_per_second: 300.0,
+                    rows_per_second: 76_800.0,
+                    postgres_cpu_us_per_row: Some(2.5),
+                },
+                CeilingPoint {
+                    shape: Shape::Writes,
+                    rows_per_transaction: 16,
+                    transactions_per_second: 500.0,
+                    rows_per_second: 8_000.0,
+                    postgres_cpu_us_per_row: Some(20.0),
+                },
+                CeilingPoint {
+                    shape: Shape::Writes,
+                    rows_per_transaction: 64,
+                    transactions_per_second: 200.0,
+                    rows_per_second: 12_800.0,
+                    postgres_cpu_us_per_row: Some(15.0),
+                },
+            ],
         }
+    }
+
+    /// The leader's activity over a point: `entries` committed and
+    /// appended in log writes of `per_write` entries, nothing applied
+    /// alone.
+    fn leader_activity(entries: f64, per_write: f64) -> NodeActivity {
+        NodeActivity {
+            node_id: 1,
+            leader: true,
+            log_write_transactions: entries / per_write,
+            entries_per_transaction: per_write,
+            appended_entries: entries,
+            committed_entries: entries,
+            ..NodeActivity::default()
+        }
+    }
+
+    #[test]
+    fn committed_entries_and_postgres_cpu_are_set_against_the_ceilings() {
+        let mut report = report();
+        // 256 clients: 600,000 writes in 20 s measured plus 3 s of warm-up
+        // (the metrics and CPU cover both), 50 per log write, 30 s of
+        // Postgres CPU.
+        report.points[2].nodes = vec![leader_activity(690_000.0, 50.0)];
+        report.points[2].postgres_cpu_seconds = Some(30.0);
+        let table = activity_table(&report);
+        let row = table
+            .lines()
+            .find(|line| line.starts_with("| 256 |"))
+            .unwrap();
+        let cells: Vec<&str> = row.split(" | ").collect();
+        // 690,000 / 23 s = 30,000 entries/s: 39.1 % of 76,800 log rows/s;
+        // 50 per transaction is nearest the 64-write ceiling: 3 x 15 us
+        // against 30 s / 600,000 = 50 us.
+        assert_eq!(cells[11], "30000", "{row}");
+        assert_eq!(cells[12], "39.1", "{row}");
+        assert!(row.ends_with("| 50 / 45 (at 64 per txn) |"), "{row}");
+        // Without the leader's figures (the 1-client point) or for reads:
+        // no comparison made up.
+        let one = table
+            .lines()
+            .find(|line| line.starts_with("| 1 |"))
+            .unwrap();
+        assert!(one.ends_with("| - |"), "{one}");
+        report.points[2].read_percent = 50;
+        assert_eq!(
+            postgres_against_write_ceiling(&report, &report.points[2]),
+            "-"
+        );
+        report.points[2].read_percent = 0;
+        // No log-row ceiling measured: no share of it.
+        report.postgres_ceiling.clear();
+        let table = activity_table(&report);
+        let row = table
+            .lines()
+            .find(|line| line.starts_with("| 256 |"))
+            .unwrap();
+        assert_eq!(row.split(" | ").nth(12), Some("-"), "{row}");
+        let header = table.lines().next().unwrap();
+        assert_eq!(header.split('|').count(), row.split('|').count());
+    }
+
+    #[test]
+    fn the_ceiling_table_names_each_shape() {
+        let table = ceiling_table(&report());
+        assert!(
+            table.contains("| log rows | 256 | 300 | 76800 | 2.5 |"),
+            "{table}"
+        );
+        assert!(table.contains(
+            "| writes (log row, history row, upsert of the key's row) | 64 | 200 | 12800 | 15.0 |"
+        ));
     }
 
     #[test]
