@@ -560,8 +560,9 @@ before the sweep, one client: log rows are BEGIN, one multi-row `INSERT ... VALU
 shaped like log entries (same value size), COMMIT (the idea of the baseline in \
 `bench/examples/append_bench.rs`); writes are what a plain put asks of each node's Postgres at \
 the least: BEGIN, the batch's log rows, its history rows, the upsert of its keys' current rows \
-(as many keys as the workload's, distinct within a transaction), COMMIT; Postgres CPU is the \
-instance's server processes' over each batch size:\n\n",
+(as many keys as the workload's, distinct within a transaction and spread over the key space), COMMIT; Postgres CPU is the \
+instance's server processes' over each batch size; a `CHECKPOINT` follows, so that the \
+sweep does not flush the ceiling's WAL:\n\n",
     );
     section.push_str(&ceiling_table(report));
     section
