@@ -4,12 +4,12 @@
 # builds release binaries, starts a 3-member etcd on loopback (its own data
 # directories under a temp dir, default durability), then runs
 # `raftgres-bench compare`, which starts a 3-node raftgres with its own 3
-# Postgres instances, measures the raw Postgres ceiling, runs the sweep
-# (clients 1, 16, 64, 256, 1024 writing 100-byte values, plus a
-# linearizable-read point, a 50/50 read/write point and a 1 KiB-value write
-# point, 64 clients each) against both, then the etcd-API point (64 clients
-# writing, run back to back against raftgres through raftgres.v1.Kv,
-# raftgres through its etcd API, and etcd), and writes
+# Postgres instances, runs the sweep (clients 1, 16, 64, 256, 1024 writing
+# 100-byte values, plus a linearizable-read point, a 50/50 read/write point
+# and a 1 KiB-value write point, 64 clients each) against both, then the
+# etcd-API point (64 clients writing, run back to back against raftgres
+# through raftgres.v1.Kv, raftgres through its etcd API, and etcd), measures
+# the raw Postgres ceiling on the leader's instance, and writes
 # target/bench/results.{json,csv}, docs/bench-throughput.svg and the
 # "## raftgres vs etcd" section of docs/BENCHMARKS.md. Everything it started
 # is stopped on exit (trap).

@@ -1,6 +1,6 @@
 //! The raw Postgres ceiling: what one client's plain transactions (BEGIN,
 //! multi-row statements, COMMIT, fsync on) reach on one of the cluster's
-//! own Postgres instances, into throwaway tables, before the sweep, so that
+//! own Postgres instances, into throwaway tables, after the sweep, so that
 //! raftgres' numbers can be set against the physical limit of the disk and
 //! of Postgres' row work on this machine. Two shapes:
 //!
@@ -168,15 +168,7 @@ pub async fn measure(
         for &rows in rows_per_transaction {
             points.push(ceiling.writes(rows, seconds).await?);
         }
-        ceiling.drop_tables().await?;
-        // The ceiling writes far more WAL than a point: the checkpoint it
-        // calls for runs now rather than under the first points measured
-        // after it.
-        ceiling
-            .client
-            .batch_execute("CHECKPOINT")
-            .await
-            .context("checkpointing after the ceiling")
+        ceiling.drop_tables().await
     };
     let outcome = measured.await;
     drop(ceiling);

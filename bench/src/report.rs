@@ -556,13 +556,12 @@ what the rows alone would cost them):\n\n",
     section.push_str(&process_table(report));
     section.push_str(
         "\nRaw Postgres ceiling, on the raftgres leader's Postgres instance with throwaway tables, \
-before the sweep, one client: log rows are BEGIN, one multi-row `INSERT ... VALUES` of rows \
+after the sweep (before it, it slowed the first point), one client: log rows are BEGIN, one multi-row `INSERT ... VALUES` of rows \
 shaped like log entries (same value size), COMMIT (the idea of the baseline in \
 `bench/examples/append_bench.rs`); writes are what a plain put asks of each node's Postgres at \
 the least: BEGIN, the batch's log rows, its history rows, the upsert of its keys' current rows \
 (as many keys as the workload's, distinct within a transaction and spread over the key space), COMMIT; Postgres CPU is the \
-instance's server processes' over each batch size; a `CHECKPOINT` follows, so that the \
-sweep does not flush the ceiling's WAL:\n\n",
+instance's server processes' over each batch size:\n\n",
     );
     section.push_str(&ceiling_table(report));
     section
