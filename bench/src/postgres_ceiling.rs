@@ -109,7 +109,7 @@ pub fn write_keys(first: u64, rows: usize, keys: u64) -> Vec<Vec<u8>> {
 }
 
 /// The first number from 0.618 `keys` on that shares no factor with
-/// `keys` (1 for a single key).
+/// `keys` (0 for a single key, which every write writes).
 fn stride(keys: u64) -> u64 {
     fn gcd(a: u64, b: u64) -> u64 {
         if b == 0 {
