@@ -67,7 +67,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTGRES_ALLOW_UNSAFE_DURABILITY")]
     pub allow_unsafe_durability: bool,
     /// Overrides `apply_async_commit` (commit state machine applies with
-    /// synchronous_commit off; the log is always synchronous).
+    /// synchronous_commit off; the log is always synchronous; a leader's
+    /// batch applied ahead of its commit commits so either way).
     #[arg(long, env = "RAFTGRES_APPLY_ASYNC_COMMIT")]
     pub apply_async_commit: Option<bool>,
     /// Check the configuration as `serve` does before it starts (values,

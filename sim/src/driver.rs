@@ -117,10 +117,12 @@ impl World {
                         // The applier has computed the outcomes while the
                         // entries replicated; from here it is an apply like
                         // any other (a failed COMMIT is retried).
-                        let batch = self.nodes[index]
+                        let node = &mut self.nodes[index];
+                        let batch = node
                             .ahead
                             .take()
                             .expect("a confirmation for a batch handed out ahead");
+                        node.ahead_committing = batch.entries.last().map(|entry| entry.index);
                         self.stats.applies_ahead[1] += 1;
                         self.start_apply(index, batch, 0)
                     }
@@ -611,10 +613,10 @@ impl World {
     }
 
     fn end_apply(&mut self, index: usize, transaction: Transaction<ApplyBatch>, fate: Fate) {
+        let settings = self.apply_transaction_settings(index, &transaction);
         match fate {
             Fate::Commit | Fate::Fatal => {
                 self.nodes[index].apply_since = None;
-                let settings = self.apply_settings;
                 let Some(report) = self.commit_apply(index, &transaction.job, settings) else {
                     return;
                 };
@@ -629,7 +631,6 @@ impl World {
             Fate::Fail | Fate::Unknown { .. } => {
                 if let Fate::Unknown { happened } = fate {
                     self.stats.faults.commits_unknown += 1;
-                    let settings = self.apply_settings;
                     if happened {
                         let Some(report) = self.commit_apply(index, &transaction.job, settings)
                         else {
@@ -644,6 +645,33 @@ impl World {
                 }
                 self.start_apply(index, transaction.job, transaction.attempts + 1);
             }
+        }
+    }
+
+    /// How node `index`'s apply transaction commits: as the world's
+    /// settings say, except the first attempt at a batch confirmed ahead
+    /// whose applied index stood right below it, which the node's applier
+    /// commits without waiting for the WAL flush (a Postgres crash may
+    /// lose it; it is replayed). Ends the batch's first attempt.
+    fn apply_transaction_settings(
+        &mut self,
+        index: usize,
+        transaction: &Transaction<ApplyBatch>,
+    ) -> ApplySettings {
+        let node = &mut self.nodes[index];
+        let last = transaction.job.entries.last().map(|entry| entry.index);
+        let first = transaction.job.entries.first().map(|entry| entry.index);
+        let ahead = node.ahead_committing.take().is_some_and(|confirmed| {
+            Some(confirmed) == last
+                && transaction.attempts == 0
+                && first == Some(node.store.state_machine.applied_index().next())
+        });
+        if ahead {
+            self.stats.applies_ahead[3] += 1;
+        }
+        ApplySettings {
+            asynchronous_commit: self.apply_settings.asynchronous_commit || ahead,
+            ..self.apply_settings
         }
     }
 

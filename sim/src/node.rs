@@ -85,6 +85,10 @@ pub struct SimNode {
     /// waiting for the pipeline's word. Its work shows nowhere until it
     /// is confirmed, when it becomes the apply transaction in flight.
     pub ahead: Option<ApplyBatch>,
+    /// The last index of the batch confirmed ahead whose first attempt is
+    /// the apply transaction in flight: it commits without waiting for
+    /// the WAL flush, as the node's applier commits it.
+    pub ahead_committing: Option<LogIndex>,
     /// The stage transaction in flight (one at a time).
     pub stage: Option<Transaction<StageJob>>,
     /// When the write in flight was first attempted (retries keep it).
@@ -146,6 +150,7 @@ impl SimNode {
             write: None,
             apply: None,
             ahead: None,
+            ahead_committing: None,
             stage: None,
             write_since: None,
             apply_since: None,
@@ -222,6 +227,7 @@ impl SimNode {
         self.write = None;
         self.apply = None;
         self.ahead = None;
+        self.ahead_committing = None;
         self.stage = None;
         self.write_since = None;
         self.apply_since = None;

@@ -228,8 +228,11 @@ pub fn format_summary(config: &SimConfig, report: &SweepReport) -> String {
         format!(
             "  applies ahead              {:>14}",
             format!(
-                "{} ({} confirmed, {} abandoned)",
-                totals.applies_ahead[0], totals.applies_ahead[1], totals.applies_ahead[2]
+                "{} ({} confirmed, {} abandoned, {} committed asynchronously)",
+                totals.applies_ahead[0],
+                totals.applies_ahead[1],
+                totals.applies_ahead[2],
+                totals.applies_ahead[3]
             )
         ),
         format!(

@@ -46,7 +46,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "vote-before-durable",
-            seeds_needed: [6, 2],
+            seeds_needed: [2, 6],
             checkers: &["single_vote", "election_safety", "honest_peers"],
         },
         Hunt {
@@ -80,7 +80,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-confirmed-by-old-round",
-            seeds_needed: [7, 47],
+            seeds_needed: [7, 20],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -95,7 +95,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "lease-after-timeout-now",
-            seeds_needed: [9, 7],
+            seeds_needed: [16, 7],
             checkers: &["lease_exclusivity", "read_index_safety", "linearizability"],
         },
         Hunt {
@@ -105,12 +105,12 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "session-expiry-at-batch-end",
-            seeds_needed: [1, 4],
+            seeds_needed: [2, 1],
             checkers: &["replica_rows", "exactly_once", "linearizability"],
         },
         Hunt {
             bug: "covered-proposals-lost",
-            seeds_needed: [2, 2],
+            seeds_needed: [1, 4],
             checkers: &[
                 "client_outcomes",
                 "held_requests",
@@ -120,7 +120,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "read-contexts-restart",
-            seeds_needed: [66, 11],
+            seeds_needed: [18, 11],
             checkers: &["read_index_safety", "linearizability"],
         },
         Hunt {
@@ -130,7 +130,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "snapshot-labelled-at-log-start",
-            seeds_needed: [5, 1],
+            seeds_needed: [2, 1],
             checkers: &[
                 "corrupt_durable_data",
                 "replica_rows",
@@ -140,7 +140,7 @@ fn hunts() -> Vec<Hunt> {
         },
         Hunt {
             bug: "peer-link-gives-up",
-            seeds_needed: [1, 1],
+            seeds_needed: [2, 1],
             checkers: &["liveness", "read_liveness"],
         },
         Hunt {

@@ -240,7 +240,9 @@ pub struct NodeConfig {
     #[serde(default)]
     pub allow_unsafe_durability: bool,
     /// Commit state machine applies with synchronous_commit off (the log
-    /// itself is always synchronous; applies replay after a crash).
+    /// itself is always synchronous; applies replay after a crash). A
+    /// leader's batch applied ahead of its commit commits so whatever
+    /// this says (see `docs/STORAGE.md`).
     #[serde(default)]
     pub apply_async_commit: bool,
     /// A new cluster's voters, this node included, with their addresses.

@@ -304,7 +304,7 @@ pub(crate) async fn run_applier<S: StateMachine>(
             };
             match begun {
                 Some(begun) => {
-                    let opening = Ok(begun.open(apply_options(settings, &batch)));
+                    let opening = Ok(begun.open(first_options(settings, &batch, ahead)));
                     let attempt =
                         first_attempt(opening, ahead, &batch, applying, &mut jobs, &mut started)
                             .await;
@@ -316,7 +316,9 @@ pub(crate) async fn run_applier<S: StateMachine>(
         let (batch, attempt) = match first {
             First::Attempted(batch, attempt) => (batch, attempt),
             First::NotBegun(batch, ahead) => {
-                let opening = applier.open_apply(apply_options(settings, &batch)).await;
+                let opening = applier
+                    .open_apply(first_options(settings, &batch, ahead))
+                    .await;
                 let attempt =
                     first_attempt(opening, ahead, &batch, applying, &mut jobs, &mut started).await;
                 (batch, attempt)
@@ -508,6 +510,23 @@ async fn apply_carefully<S: StateMachine>(
 ) -> Result<ApplyDone, StoreError> {
     let transaction = applier.begin_apply(apply_options(settings, batch)).await?;
     apply_in(transaction, state_machine, settings, batch, early).await
+}
+
+/// How the first attempt at `batch` commits: as [`apply_options`] says,
+/// except that a batch a leader applied ahead of its commit (a lone
+/// client's write: the applier is idle then, so it is never one of a busy
+/// leader's stream) commits without waiting for its WAL to be flushed. Its
+/// clients are answered before its COMMIT anyway; what its flush held up
+/// was the leader's next log write, whose own flush queued behind it (at
+/// one client 0.51 to 0.58 ms per log write with it, 0.26 to 0.28
+/// without). The log it applies is durable,
+/// so a Postgres crash that loses it has it replayed, and reads refuse
+/// until then, as under `apply_async_commit`. Retries commit as
+/// [`apply_options`] says.
+fn first_options(settings: ApplierSettings, batch: &ApplyBatch, ahead: bool) -> ApplyOptions {
+    let mut options = apply_options(settings, batch);
+    options.synchronous_commit_off |= ahead;
+    options
 }
 
 /// How the applier's transaction for `batch` commits.
@@ -908,5 +927,36 @@ fn plan_command<'a>(
             );
             Plan::Apply { slot }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_attempt_at_a_batch_applied_ahead_skips_the_wal_flush() {
+        let batch = ApplyBatch {
+            entries: vec![Entry {
+                term: Term(2),
+                index: LogIndex(7),
+                payload: EntryPayload::Blank,
+            }],
+        };
+        let settings = |asynchronous_commit| ApplierSettings {
+            asynchronous_commit,
+            session_expiry_entries: 1,
+        };
+        let ahead = first_options(settings(false), &batch, true);
+        assert!(ahead.synchronous_commit_off);
+        assert_eq!(
+            ahead.applying_through,
+            Some(AppliedState { index: 7, term: 2 })
+        );
+        assert!(!first_options(settings(false), &batch, false).synchronous_commit_off);
+        // Its retries, and every other apply, as configured.
+        assert!(!apply_options(settings(false), &batch).synchronous_commit_off);
+        assert!(apply_options(settings(true), &batch).synchronous_commit_off);
+        assert!(first_options(settings(true), &batch, false).synchronous_commit_off);
     }
 }
