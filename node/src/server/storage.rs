@@ -519,10 +519,9 @@ async fn apply_carefully<S: StateMachine>(
 /// clients are answered before its COMMIT anyway; what its flush held up
 /// was the leader's next log write, whose own flush queued behind it (at
 /// one client 0.51 to 0.58 ms per log write with it, 0.26 to 0.28
-/// without). The log it applies is durable,
-/// so a Postgres crash that loses it has it replayed, and reads refuse
-/// until then, as under `apply_async_commit`. Retries commit as
-/// [`apply_options`] says.
+/// without). The log it applies is durable, so a Postgres crash that
+/// loses it has it replayed, and reads refuse until then, as under
+/// `apply_async_commit`. Retries commit as [`apply_options`] says.
 fn first_options(settings: ApplierSettings, batch: &ApplyBatch, ahead: bool) -> ApplyOptions {
     let mut options = apply_options(settings, batch);
     options.synchronous_commit_off |= ahead;
