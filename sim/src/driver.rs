@@ -670,7 +670,10 @@ impl World {
             self.stats.applies_ahead[3] += 1;
         }
         ApplySettings {
-            asynchronous_commit: self.apply_settings.asynchronous_commit || ahead,
+            asynchronous_commit: raftgres::pipeline::commits_without_flush(
+                self.apply_settings.asynchronous_commit,
+                ahead,
+            ),
             ..self.apply_settings
         }
     }

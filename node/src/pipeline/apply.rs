@@ -42,6 +42,20 @@ pub struct ApplyDone {
     pub outcomes: Vec<(LogIndex, Term, ApplyOutcome)>,
 }
 
+/// Whether an apply transaction commits without waiting for its WAL to be
+/// flushed (`synchronous_commit = off`): when the node is configured so
+/// (`apply_async_commit`), and always for the first attempt at a batch a
+/// leader applied ahead of its commit (`Output::ApplyAhead`: a lone
+/// client's write, never one of a busy leader's stream). Its clients are
+/// answered before its COMMIT anyway, and its flush would hold up the
+/// leader's next log write, whose own flush queues behind it. The entries
+/// it applies are durable in the log, so a Postgres crash that loses it
+/// has them applied again, and reads refuse until then
+/// ([`super::check_read_covered`]). A retry commits as configured.
+pub fn commits_without_flush(configured: bool, first_attempt_ahead: bool) -> bool {
+    configured || first_attempt_ahead
+}
+
 /// A batch a leader handed its applier ahead of the batch's commit
 /// (`Output::ApplyAhead`): the applier computes its outcomes while the
 /// entries replicate, and reports or commits nothing until the pipeline

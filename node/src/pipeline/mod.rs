@@ -95,7 +95,7 @@ mod write;
 
 use std::time::Duration;
 
-pub use apply::{ApplyBatch, ApplyDone, ApplyOutcome};
+pub use apply::{commits_without_flush, ApplyBatch, ApplyDone, ApplyOutcome};
 pub use clock::Instant;
 pub use requests::{check_read_covered, ReadMode, ReadNotCovered, Refusal, Reply, RequestId};
 pub use transfer::{ChunkRead, ReadChunk, StageJob, StagedTransfer, TransferConfig};

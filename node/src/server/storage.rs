@@ -512,20 +512,19 @@ async fn apply_carefully<S: StateMachine>(
     apply_in(transaction, state_machine, settings, batch, early).await
 }
 
-/// How the first attempt at `batch` commits: as [`apply_options`] says,
-/// except that a batch a leader applied ahead of its commit (a lone
-/// client's write: the applier is idle then, so it is never one of a busy
-/// leader's stream) commits without waiting for its WAL to be flushed. Its
-/// clients are answered before its COMMIT anyway; what its flush held up
-/// was the leader's next log write, whose own flush queued behind it (at
-/// one client 0.51 to 0.58 ms per log write with it, 0.26 to 0.28
-/// without). The log it applies is durable, so a Postgres crash that
-/// loses it has it replayed, and reads refuse until then, as under
-/// `apply_async_commit`. Retries commit as [`apply_options`] says.
+/// How the first attempt at `batch` commits: a batch a leader applied
+/// ahead of its commit without waiting for its WAL flush
+/// ([`crate::pipeline::commits_without_flush`]; at one client the
+/// leader's log write took 0.51 to 0.58 ms while it waited behind that
+/// flush, 0.26 to 0.28 without), any other as [`apply_options`] says.
 fn first_options(settings: ApplierSettings, batch: &ApplyBatch, ahead: bool) -> ApplyOptions {
-    let mut options = apply_options(settings, batch);
-    options.synchronous_commit_off |= ahead;
-    options
+    ApplyOptions {
+        synchronous_commit_off: crate::pipeline::commits_without_flush(
+            settings.asynchronous_commit,
+            ahead,
+        ),
+        ..apply_options(settings, batch)
+    }
 }
 
 /// How the applier's transaction for `batch` commits.
