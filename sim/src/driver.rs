@@ -613,7 +613,14 @@ impl World {
     }
 
     fn end_apply(&mut self, index: usize, transaction: Transaction<ApplyBatch>, fate: Fate) {
-        let settings = self.apply_transaction_settings(index, &transaction);
+        let (settings, ahead) = self.apply_transaction_settings(index, &transaction);
+        let committed_ahead = matches!(
+            fate,
+            Fate::Commit | Fate::Fatal | Fate::Unknown { happened: true }
+        );
+        if ahead && committed_ahead {
+            self.stats.applies_ahead[3] += 1;
+        }
         match fate {
             Fate::Commit | Fate::Fatal => {
                 self.nodes[index].apply_since = None;
@@ -652,12 +659,13 @@ impl World {
     /// settings say, except the first attempt at a batch confirmed ahead
     /// whose applied index stood right below it, which the node's applier
     /// commits without waiting for the WAL flush (a Postgres crash may
-    /// lose it; it is replayed). Ends the batch's first attempt.
+    /// lose it; it is replayed), and whether this is that attempt. Ends
+    /// the batch's first attempt.
     fn apply_transaction_settings(
         &mut self,
         index: usize,
         transaction: &Transaction<ApplyBatch>,
-    ) -> ApplySettings {
+    ) -> (ApplySettings, bool) {
         let node = &mut self.nodes[index];
         let last = transaction.job.entries.last().map(|entry| entry.index);
         let first = transaction.job.entries.first().map(|entry| entry.index);
@@ -666,16 +674,14 @@ impl World {
                 && transaction.attempts == 0
                 && first == Some(node.store.state_machine.applied_index().next())
         });
-        if ahead {
-            self.stats.applies_ahead[3] += 1;
-        }
-        ApplySettings {
+        let settings = ApplySettings {
             asynchronous_commit: raftgres::pipeline::commits_without_flush(
                 self.apply_settings.asynchronous_commit,
                 ahead,
             ),
             ..self.apply_settings
-        }
+        };
+        (settings, ahead)
     }
 
     /// Hands node `index` the outcomes of the apply it just committed
