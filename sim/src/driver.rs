@@ -722,6 +722,14 @@ impl World {
             );
             return None;
         }
+        if let Some(value) = crate::store::beyond_postgres_columns(job) {
+            // storage-pg refuses the transaction and the node stops.
+            self.fail(
+                "storage_limits",
+                format!("node {id} handed its store {value}, beyond a Postgres bigint"),
+            );
+            return None;
+        }
         if let Err(error) = self.nodes[index].store.write(job) {
             self.fail("corrupt_durable_data", format!("node {id}: {error}"));
             return None;

@@ -17,7 +17,7 @@ use crate::checkers::transfer_liveness::TransferLiveness;
 use crate::network::PartitionKind;
 use crate::node::{QueuedInput, SimNode, Waiting};
 use crate::profile::HEALED_DELAY_TICKS_MAX;
-use crate::store::Fate;
+use crate::store::{Fate, BIGINT_MAX};
 use crate::world::World;
 
 impl World {
@@ -100,10 +100,13 @@ impl World {
         );
     }
 
-    /// Hands a running node a message no honest peer sends, under another
-    /// node's name and in the receiver's term: an acknowledgement that
-    /// carries a rejection hint, or one for an index beyond any log. The
-    /// node must drop it and report it (`honest_peers`).
+    /// Hands a running node a message no honest peer sends, in the
+    /// receiver's term: under another member's name, an acknowledgement
+    /// that carries a rejection hint, or one for an index beyond any log;
+    /// or a campaign from a node id no cluster can have (beyond the
+    /// bigint Postgres keeps node ids in), which a node hears from outside
+    /// its membership. The node must drop it and report it
+    /// (`honest_peers`).
     fn forge(&mut self) {
         if self.nodes.len() < 2 {
             return;
@@ -120,20 +123,36 @@ impl World {
         if from >= to {
             from = NodeId(from.0 + 1);
         }
-        let term = self.nodes[index].raft().expect("running").term();
-        let body = if self.rng.forgery.gen_bool(0.5) {
-            MessageBody::AppendResponse {
+        let raft = self.nodes[index].raft().expect("running");
+        let mut term = raft.term();
+        let body = match self.rng.forgery.gen_range(0..3) {
+            0 => MessageBody::AppendResponse {
                 index: LogIndex(1),
                 rejected: false,
                 reject_hint_index: LogIndex(1),
                 reject_hint_term: Term(0),
-            }
-        } else {
-            MessageBody::AppendResponse {
+            },
+            1 => MessageBody::AppendResponse {
                 index: LogIndex(LOG_INDEX_MAX.0 + 1),
                 rejected: false,
                 reject_hint_index: LogIndex(0),
                 reject_hint_term: Term(0),
+            },
+            _ => {
+                // A campaign for the next term with a log one entry
+                // ahead of the receiver's (as a voter it does not know
+                // yet would have), claiming a leadership transfer (which
+                // voters grant without waiting out their leader): what an
+                // honest candidate sends, but for its id.
+                term = term.next();
+                from = NodeId(self.rng.forgery.gen_range(BIGINT_MAX + 1..=u64::MAX));
+                let log = raft.log();
+                MessageBody::VoteRequest {
+                    pre_vote: false,
+                    last_log_index: log.last_index().next(),
+                    last_log_term: log.last_term(),
+                    leadership_transfer: true,
+                }
             }
         };
         let message = Message {

@@ -33,6 +33,29 @@ use raftgres::pipeline::{
 
 use crate::kv::{self, Applied, KvStore};
 
+/// The largest number Postgres keeps in a `bigint` column: the bound of
+/// every term, index and node id the product stores (storage-pg's
+/// `raftgres_hard_state`, `raftgres_log`).
+pub const BIGINT_MAX: u64 = i64::MAX as u64;
+
+/// Why storage-pg would refuse `job` for a value its columns cannot hold
+/// (a term or a vote beyond [`BIGINT_MAX`], which its conversion turns
+/// negative and its checks refuse), if it would. The node then stops.
+pub fn beyond_postgres_columns(job: &WriteJob) -> Option<String> {
+    if let Some(hard_state) = job.hard_state {
+        if hard_state.term.0 > BIGINT_MAX {
+            return Some(format!("a term of {}", hard_state.term));
+        }
+        if let Some(vote) = hard_state.voted_for.filter(|vote| vote.0 > BIGINT_MAX) {
+            return Some(format!("a vote for node {vote}"));
+        }
+    }
+    job.entries
+        .iter()
+        .find(|entry| entry.index.0 > BIGINT_MAX || entry.term.0 > BIGINT_MAX)
+        .map(|entry| format!("an entry at index {} of term {}", entry.index, entry.term))
+}
+
 /// How the applier commits and when sessions expire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApplySettings {
