@@ -198,7 +198,11 @@ pub(crate) fn check_hard_state(
     let vote_changes = requested.term == current.term
         && current.voted_for.is_some()
         && requested.voted_for != current.voted_for;
-    if term_regresses || vote_changes || requested.term > i64::MAX as u64 {
+    let beyond_columns = requested.term > i64::MAX as u64
+        || requested
+            .voted_for
+            .is_some_and(|node| node > i64::MAX as u64);
+    if term_regresses || vote_changes || beyond_columns {
         return Err(StoreError::HardStateRegression {
             current: *current,
             requested: *requested,
@@ -442,6 +446,10 @@ mod tests {
         assert!(check_hard_state(&current, &with(3, Some(1))).is_err());
         assert!(check_hard_state(&current, &with(3, None)).is_err());
         assert!(check_hard_state(&with(3, None), &with(3, Some(1))).is_ok());
+        // Beyond the bigint columns: refused before Postgres would see a
+        // negative number.
+        assert!(check_hard_state(&with(3, None), &with(3, Some(1 << 63))).is_err());
+        assert!(check_hard_state(&current, &with(1 << 63, None)).is_err());
     }
 
     #[test]

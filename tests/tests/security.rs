@@ -193,8 +193,9 @@ async fn assert_every_node_survives_and_restarts(
         .expect("a write after the restart");
 }
 
-/// Proves that without TLS, on loopback, the three malformed messages are
-/// refused with INVALID_ARGUMENT and change nothing, that the forged
+/// Proves that without TLS, on loopback, the three malformed messages and
+/// a campaign from a node id beyond Postgres' bigint are refused with
+/// INVALID_ARGUMENT and change nothing, that the forged
 /// message brings no node down, and that every node can restart from its
 /// durable state afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,6 +228,31 @@ async fn without_tls_malformed_peer_messages_are_refused_and_every_node_restarts
     );
     assert!(
         status.message().contains("not a member"),
+        "{}",
+        status.message()
+    );
+    // A campaign is heard from outside the membership, but not from a
+    // node id no cluster can have: granted, its vote could not be stored
+    // (Postgres keeps node ids in bigint) and the node stopped.
+    let beyond_bigint = message(
+        &before.cluster_id,
+        (1 << 63) + 5,
+        follower,
+        before.term + 1,
+        Body::VoteRequest(raftgres_proto::v1::VoteRequest {
+            pre_vote: false,
+            last_log_index: before.last_log_index + 1,
+            last_log_term: before.term,
+            leadership_transfer: true,
+        }),
+    );
+    let status = expect_code(
+        peer.send(beyond_bigint).await,
+        Code::InvalidArgument,
+        "a campaign from node 2^63 + 5",
+    );
+    assert!(
+        status.message().contains("above the largest node id"),
         "{}",
         status.message()
     );

@@ -228,11 +228,17 @@ impl Config {
     /// Checks every setting, with a message a person can act on.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
-        if self.id.0 == 0 {
-            return invalid("node id must be non-zero".into());
+        if !self.id.is_valid() {
+            return invalid(format!(
+                "node id must be non-zero and at most {}",
+                NodeId::MAX
+            ));
         }
-        if self.voters.iter().any(|voter| voter.0 == 0) {
-            return invalid("voter ids must be non-zero".into());
+        if self.voters.iter().any(|voter| !voter.is_valid()) {
+            return invalid(format!(
+                "voter ids must be non-zero and at most {}",
+                NodeId::MAX
+            ));
         }
         let mut sorted = self.voters.clone();
         sorted.sort_unstable();

@@ -66,8 +66,11 @@ impl MembershipChange {
         let mut target = current.clone();
         match self {
             MembershipChange::AddLearner { node, address } => {
-                if node.0 == 0 {
-                    return invalid("node id 0 cannot be a member".into());
+                if !node.is_valid() {
+                    return invalid(format!(
+                        "node id {node} cannot be a member: node ids run from 1 to {}",
+                        NodeId::MAX
+                    ));
                 }
                 if current.contains(*node) {
                     return invalid(format!("node {node} is already a member"));

@@ -125,6 +125,18 @@ fn one_change_at_a_time() {
         raft.change_membership(MembershipChange::AddLearner { node: NodeId(2), address: None }),
         Err(MembershipError::Invalid(reason)) if reason.contains("already a member")
     ));
+    // A vote for it could not be stored: Postgres keeps node ids in bigint.
+    for node in [NodeId(0), NodeId(NodeId::MAX.0 + 1)] {
+        assert!(matches!(
+            raft.change_membership(MembershipChange::AddLearner { node, address: None }),
+            Err(MembershipError::Invalid(reason)) if reason.contains("node ids run from 1 to")
+        ));
+    }
+    let mut beyond = Membership::new([NodeId(1), NodeId(2)]);
+    beyond.learners.insert(NodeId(u64::MAX));
+    assert!(beyond
+        .invalid_reason()
+        .is_some_and(|reason| reason.contains("above the largest node id")));
     let follower = (leader + 1) % 3;
     let refused = cluster.nodes[follower]
         .raft

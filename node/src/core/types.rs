@@ -39,6 +39,19 @@ newtype_u64!(
     NodeId
 );
 
+impl NodeId {
+    /// The largest node id: Postgres keeps node ids (a node's own, its
+    /// vote) in `bigint` columns. A larger id is refused wherever one
+    /// enters, in the configuration, a membership change or a peer
+    /// message, rather than failing the node's storage when it votes.
+    pub const MAX: NodeId = NodeId(i64::MAX as u64);
+
+    /// Whether this can be a node's id: from 1 to [`NodeId::MAX`].
+    pub fn is_valid(self) -> bool {
+        self.0 != 0 && self <= NodeId::MAX
+    }
+}
+
 impl Term {
     /// The next term.
     pub fn next(self) -> Term {
@@ -146,6 +159,12 @@ impl Membership {
         }
         if self.members().contains(&NodeId(0)) {
             return Some("node id 0 cannot be a member".into());
+        }
+        if let Some(id) = self.members().into_iter().find(|id| *id > NodeId::MAX) {
+            return Some(format!(
+                "node id {id} is above the largest node id {}",
+                NodeId::MAX
+            ));
         }
         if let Some(learner) = self.learners.iter().find(|id| self.is_voter(**id)) {
             return Some(format!("node {learner} is both a voter and a learner"));

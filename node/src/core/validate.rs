@@ -38,6 +38,17 @@ pub enum InvalidMessage {
         /// `from` or `to`.
         field: &'static str,
     },
+    /// `from` or `to` above [`NodeId::MAX`].
+    #[error(
+        "field `{field}` is {value}, above the largest node id {}",
+        NodeId::MAX
+    )]
+    NodeIdTooLarge {
+        /// `from` or `to`.
+        field: &'static str,
+        /// Its value.
+        value: NodeId,
+    },
     /// `from` equals `to`.
     #[error("node {node} addressed the message to itself; nodes never message themselves")]
     SentToItself {
@@ -276,6 +287,11 @@ fn validate_addressing(message: &Message) -> Result<(), InvalidMessage> {
     }
     if message.to == NodeId(0) {
         return Err(InvalidMessage::ZeroNodeId { field: "to" });
+    }
+    for (field, value) in [("from", message.from), ("to", message.to)] {
+        if value > NodeId::MAX {
+            return Err(InvalidMessage::NodeIdTooLarge { field, value });
+        }
     }
     if message.from == message.to {
         return Err(InvalidMessage::SentToItself { node: message.from });
@@ -603,6 +619,19 @@ mod tests {
         let mut to_zero = append(1, (0, 0), &[]);
         to_zero.to = NodeId(0);
         assert_refused(to_zero, &["`to`"]);
+    }
+
+    #[test]
+    fn a_node_id_postgres_cannot_hold_is_refused() {
+        let mut from_beyond = append(1, (0, 0), &[]);
+        from_beyond.from = NodeId(NodeId::MAX.0 + 1);
+        assert_refused(from_beyond, &["`from`", "9223372036854775808"]);
+        let mut to_beyond = append(1, (0, 0), &[]);
+        to_beyond.to = NodeId(u64::MAX);
+        assert_refused(to_beyond, &["`to`", "largest node id"]);
+        let mut largest = append(1, (0, 0), &[]);
+        largest.from = NodeId::MAX;
+        assert_eq!(validate_message(&largest), Ok(()));
     }
 
     #[test]

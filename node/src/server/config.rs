@@ -326,8 +326,21 @@ impl NodeConfig {
         if self.raft.tick_ms == 0 {
             return invalid("raft.tick_ms must be at least 1".into());
         }
+        let id_range = format!("from 1 to {}", NodeId::MAX);
+        if !NodeId(self.node_id).is_valid() {
+            return invalid(format!(
+                "node_id is {}; node ids run {id_range}",
+                self.node_id
+            ));
+        }
         let mut addresses = BTreeMap::new();
         for peer in &self.peers {
+            if !NodeId(peer.id).is_valid() {
+                return invalid(format!(
+                    "peer id {} is not a node id; node ids run {id_range}",
+                    peer.id
+                ));
+            }
             if addresses.insert(peer.id, peer.address.clone()).is_some() {
                 return invalid(format!("peer id {} appears twice", peer.id));
             }
@@ -557,6 +570,14 @@ mod tests {
                 "not among the voters",
             ),
             (VALID.replace("id = 3", "id = 2"), "appears twice"),
+            (
+                VALID.replace("node_id = 2", "node_id = 0"),
+                "node_id is 0; node ids run from 1 to 9223372036854775807",
+            ),
+            (
+                VALID.replace("id = 3", "id = 0"),
+                "peer id 0 is not a node id",
+            ),
             (
                 VALID.replace("cluster_id = \"test\"", "cluster_id = \"\""),
                 "cluster_id",
