@@ -279,7 +279,7 @@ pub async fn apply(
             let pid = cluster
                 .pid(node)
                 .ok_or(format!("node {node} is not running"))?;
-            signal(pid, "STOP")?;
+            tokio::task::block_in_place(|| pause_process(pid))?;
             Ok((
                 AppliedFault::Paused { node, pid },
                 format!("SIGSTOP node {node}"),
@@ -447,6 +447,55 @@ pub async fn heal(
         }
         AppliedFault::Instant => Ok(()),
     }
+}
+
+/// Stops process `pid` (SIGSTOP) and returns once every one of its
+/// threads has stopped. A multi-threaded process stops when one of its
+/// threads takes the signal, and that thread may wait for a CPU while the
+/// others run on: until then a node still receives, writes and answers
+/// (a follower "stopped" before a write took the write and acknowledged
+/// it, and the leader committed it).
+pub fn pause_process(pid: u32) -> Result<(), String> {
+    signal(pid, "STOP")?;
+    let started = std::time::Instant::now();
+    loop {
+        match running_thread(pid)? {
+            None => return Ok(()),
+            Some(thread) if started.elapsed() > std::time::Duration::from_secs(5) => {
+                return Err(format!(
+                    "thread {thread} of process {pid} still runs 5 s after SIGSTOP"
+                ));
+            }
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    }
+}
+
+/// A thread of `pid` that is not stopped, if any (its state in
+/// `/proc/PID/task/TID/stat`, the field after the command's closing
+/// parenthesis, is not `T`).
+fn running_thread(pid: u32) -> Result<Option<u64>, String> {
+    let tasks = format!("/proc/{pid}/task");
+    let entries = std::fs::read_dir(&tasks).map_err(|error| format!("{tasks}: {error}"))?;
+    for entry in entries {
+        let path = entry.map_err(|error| format!("{tasks}: {error}"))?.path();
+        // A thread that exited meanwhile is not running.
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if state != Some('T') {
+            let thread = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .and_then(|name| name.parse().ok())
+                .unwrap_or(0);
+            return Ok(Some(thread));
+        }
+    }
+    Ok(None)
 }
 
 /// Sends `signal` (a `kill -s` name) to `pid`.

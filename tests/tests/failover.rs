@@ -8,7 +8,7 @@ use prost::Message as _;
 use raftgres::client::{Client, ClientError, ClientOptions, ReadMode, Role};
 use raftgres_proto::v1::kv_command::Operation;
 use raftgres_proto::v1::{KvCommand, KvPut, RangeRequest};
-use raftgres_tests::nemesis::signal;
+use raftgres_tests::nemesis::{pause_process, signal};
 use raftgres_tests::{
     assert_present, bounded, kv_client, read_prefix, BackgroundWriter, TestCluster,
 };
@@ -132,7 +132,7 @@ async fn clients_leave_a_stopped_leader_for_the_new_one_before_their_attempt_tim
     }
 
     let pid = cluster.pid(old_leader).expect("the leader runs");
-    signal(pid, "STOP").expect("SIGSTOP the leader");
+    tokio::task::block_in_place(|| pause_process(pid)).expect("SIGSTOP the leader");
     let resume = ResumeOnDrop(pid);
     let stopped_at = Instant::now();
     // Half the attempt timeout: an answer within it proves that the attempt
@@ -283,7 +283,7 @@ async fn a_leader_cut_off_rolls_back_what_it_applied_ahead() {
     let mut resumes = Vec::new();
     for follower in cluster.others(leader) {
         let pid = cluster.pid(follower).expect("the follower runs");
-        signal(pid, "STOP").expect("SIGSTOP a follower");
+        tokio::task::block_in_place(|| pause_process(pid)).expect("SIGSTOP a follower");
         resumes.push(ResumeOnDrop(pid));
     }
     let put = tokio::spawn({

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use raftgres_tests::campaign::{self, CampaignOptions};
-use raftgres_tests::nemesis::{signal, FaultKind};
+use raftgres_tests::nemesis::{pause_process, signal, FaultKind};
 use raftgres_tests::proxy::{NetworkFault, ProxyMesh};
 use raftgres_tests::{bounded, BackgroundWriter, TestCluster};
 
@@ -116,7 +116,7 @@ async fn a_follower_whose_links_close_while_it_is_stopped_answers_its_leader_aga
         let (leader, _) = cluster.leader_status().await;
         let follower = cluster.others(leader)[round as usize % 2];
         let pid = cluster.pid(follower).expect("the follower runs");
-        signal(pid, "STOP").unwrap();
+        tokio::task::block_in_place(|| pause_process(pid)).unwrap();
         // Odd rounds close its links behind its back (any fault change
         // closes the link's open connections, both ways); every round
         // stops it for longer than an election timeout, so that it wakes
