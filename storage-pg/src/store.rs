@@ -189,7 +189,8 @@ pub(crate) fn check_append_keeps_applied<'a>(
     }
 }
 
-/// Term never decreases; a vote, once cast in a term, never changes.
+/// Term never decreases; a vote, once cast in a term, never changes; both
+/// fit the bigint columns that keep them.
 pub(crate) fn check_hard_state(
     current: &HardState,
     requested: &HardState,
@@ -198,14 +199,23 @@ pub(crate) fn check_hard_state(
     let vote_changes = requested.term == current.term
         && current.voted_for.is_some()
         && requested.voted_for != current.voted_for;
+    if term_regresses || vote_changes {
+        return Err(StoreError::HardStateRegression {
+            current: *current,
+            requested: *requested,
+        });
+    }
     let beyond_columns = requested.term > i64::MAX as u64
         || requested
             .voted_for
             .is_some_and(|node| node > i64::MAX as u64);
-    if term_regresses || vote_changes || beyond_columns {
-        return Err(StoreError::HardStateRegression {
-            current: *current,
-            requested: *requested,
+    if beyond_columns {
+        return Err(StoreError::AppendRefused {
+            reason: format!(
+                "hard state {requested:?} does not fit the bigint columns of raftgres_hard_state \
+                 (terms and node ids are at most {})",
+                i64::MAX
+            ),
         });
     }
     Ok(())
@@ -448,8 +458,12 @@ mod tests {
         assert!(check_hard_state(&with(3, None), &with(3, Some(1))).is_ok());
         // Beyond the bigint columns: refused before Postgres would see a
         // negative number.
-        assert!(check_hard_state(&with(3, None), &with(3, Some(1 << 63))).is_err());
-        assert!(check_hard_state(&current, &with(1 << 63, None)).is_err());
+        for beyond in [with(3, Some(1 << 63)), with(1 << 63, None)] {
+            assert!(matches!(
+                check_hard_state(&with(3, None), &beyond),
+                Err(StoreError::AppendRefused { reason }) if reason.contains("bigint")
+            ));
+        }
     }
 
     #[test]

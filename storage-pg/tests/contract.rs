@@ -110,6 +110,17 @@ async fn hard_state_never_regresses(store: &mut impl LogStore) {
             "{requested:?}: {result:?}"
         );
     }
+    // A vote the bigint column cannot hold is refused with its reason, not
+    // cast to a negative number for Postgres to refuse.
+    let beyond_bigint = HardState {
+        term: 3,
+        voted_for: Some(1 << 63),
+    };
+    let result = store.save_hard_state(beyond_bigint).await;
+    assert!(
+        matches!(&result, Err(StoreError::AppendRefused { reason }) if reason.contains("bigint")),
+        "{result:?}"
+    );
     // The same rule holds when the hard state rides with entries, and then
     // the entries are not written either.
     let result = store
