@@ -100,12 +100,12 @@ impl World {
         );
     }
 
-    /// Hands a running node a message no honest peer sends, in the
-    /// receiver's term: under another member's name, an acknowledgement
-    /// that carries a rejection hint, or one for an index beyond any log;
-    /// or a campaign from a node id no cluster can have (beyond the
-    /// bigint Postgres keeps node ids in), which a node hears from outside
-    /// its membership. The node must drop it and report it
+    /// Hands a running node a message no honest peer sends: under another
+    /// member's name and in the receiver's term, an acknowledgement that
+    /// carries a rejection hint, or one for an index beyond any log; or a
+    /// campaign for the next term from a node id no cluster can have
+    /// (beyond the bigint Postgres keeps node ids in), which a node hears
+    /// from outside its membership. The node must drop it and report it
     /// (`honest_peers`).
     fn forge(&mut self) {
         if self.nodes.len() < 2 {
