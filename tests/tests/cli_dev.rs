@@ -136,8 +136,24 @@ fn member(cluster: &TestCluster, arguments: &[&str]) -> (bool, String, String) {
 async fn members_are_listed_added_and_removed_from_the_command_line() {
     let mut cluster = TestCluster::start("cli-member").await;
     let leader = cluster.wait_leader().await;
-    let (ok, table, output) = member(&cluster, &["list"]);
-    assert!(ok, "member list failed: {output}");
+    // A leader just elected may not have heard from every node yet, nor
+    // made its own first entry durable (seen under load): the match
+    // indexes start at 0 and rise once it has.
+    let started = Instant::now();
+    let table = loop {
+        let (ok, table, output) = member(&cluster, &["list"]);
+        assert!(ok, "member list failed: {output}");
+        let all_matched = table.lines().skip(1).take(3).all(|line| {
+            line.split_whitespace()
+                .last()
+                .and_then(|index| index.parse::<u64>().ok())
+                .is_some_and(|index| index > 0)
+        });
+        if all_matched || started.elapsed() > Duration::from_secs(10) {
+            break table;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let rows: Vec<Vec<&str>> = table
         .lines()
         .map(|line| line.split_whitespace().collect())
